@@ -1,0 +1,9 @@
+//! ringmq: a RocketMQ-compatible message broker built shard-per-core on glommio (io_uring, O_DIRECT).
+//!
+//! See `docs/ARCHITECTURE.md`. Folder names show the architecture: `protocol` (wire formats), `store`
+//! (per-shard commit log, consume queues, index), `shard` (executors and cross-core control),
+//! `broker` (request handlers), `nameserver`, `client`, `bench`.
+
+pub mod protocol;
+pub mod store;
+pub mod tune;

@@ -1,0 +1,514 @@
+//! The RocketMQ remoting frame and its header (`RemotingCommand`).
+//!
+//! Frame layout (big-endian), one frame per request or response:
+//!
+//! ```text
+//! [4 length = 4 + header_len + body_len][1 serialize type][3 header_len][header][body]
+//! ```
+//!
+//! The header is JSON (type 0) or ROCKETMQ binary (type 1):
+//!
+//! ```text
+//! binary: [2 code][1 language][2 version][4 opaque][4 flag]
+//!         [4 remark_len][remark][4 ext_len]{[2 key_len][key][4 value_len][value]}*
+//! ```
+//!
+//! Both are accepted on input; responses are always JSON (the C++ client reads the type byte as part of
+//! the header length). JSON decoding is tolerant: extFields values may be numbers or booleans, `remark` may
+//! be null, unknown keys are ignored. Decoding never panics and never allocates more than the frame holds.
+
+use bytes::{Buf, Bytes};
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+/// Header flag bit: this command is a response.
+pub const FLAG_RESPONSE: i32 = 1;
+/// Header flag bit: this request expects no response.
+pub const FLAG_ONEWAY: i32 = 2;
+
+/// Serialization type byte of a JSON header.
+pub const SERIALIZE_JSON: u8 = 0;
+/// Serialization type byte of a ROCKETMQ binary header.
+pub const SERIALIZE_ROCKETMQ: u8 = 1;
+
+/// The version ordinal ringmq reports: V4_9_4 (401). Java clients refuse SQL92 pulls below 232, and the
+/// name server sends standard JSON routes to requests at or above 401.
+pub const RINGMQ_VERSION: i32 = 401;
+
+/// Why a frame could not be decoded. Any of these closes the connection that sent it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("frame length {length} exceeds the limit of {limit} bytes")]
+    TooLarge { length: usize, limit: usize },
+    #[error("frame length {0} is smaller than its 4-byte header-length word")]
+    TooSmall(usize),
+    #[error("header length {header_len} exceeds the frame's {frame_len} bytes")]
+    HeaderOverrun { header_len: usize, frame_len: usize },
+    #[error("unknown header serialization type {0}")]
+    UnknownSerializeType(u8),
+    #[error("malformed JSON header: {0}")]
+    BadJson(String),
+    #[error("malformed binary header: {0}")]
+    BadBinary(&'static str),
+}
+
+/// One remoting command: a request, a response, or a oneway request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Command {
+    pub code: i32,
+    pub language: String,
+    pub version: i32,
+    pub opaque: i32,
+    pub flag: i32,
+    pub remark: Option<String>,
+    pub ext: HashMap<String, String>,
+    /// Body parts, written back to back (a pull response is many stored records).
+    pub body: Vec<Bytes>,
+}
+
+impl Command {
+    /// A new request with the given code, stamped as ringmq's own (language RUST).
+    pub fn request(code: i32) -> Command {
+        Command {
+            code,
+            language: "RUST".into(),
+            version: RINGMQ_VERSION,
+            ..Default::default()
+        }
+    }
+
+    /// A response to `self` with `code`, echoing the opaque.
+    pub fn response_to(&self, code: i32) -> Command {
+        Command {
+            code,
+            language: "RUST".into(),
+            version: RINGMQ_VERSION,
+            opaque: self.opaque,
+            flag: FLAG_RESPONSE,
+            ..Default::default()
+        }
+    }
+
+    pub fn is_response(&self) -> bool {
+        self.flag & FLAG_RESPONSE != 0
+    }
+
+    pub fn is_oneway(&self) -> bool {
+        self.flag & FLAG_ONEWAY != 0
+    }
+
+    pub fn with_remark(mut self, remark: impl Into<String>) -> Command {
+        self.remark = Some(remark.into());
+        self
+    }
+
+    pub fn with_body(mut self, body: impl Into<Bytes>) -> Command {
+        self.body = vec![body.into()];
+        self
+    }
+
+    pub fn put(&mut self, key: &str, value: impl ToString) {
+        self.ext.insert(key.to_string(), value.to_string());
+    }
+
+    /// The whole body as one buffer (copies only when it has several parts).
+    pub fn body_bytes(&self) -> Bytes {
+        match self.body.len() {
+            0 => Bytes::new(),
+            1 => self.body[0].clone(),
+            _ => Bytes::from(
+                self.body
+                    .iter()
+                    .flat_map(|b| b.iter().copied())
+                    .collect::<Vec<u8>>(),
+            ),
+        }
+    }
+
+    pub fn body_len(&self) -> usize {
+        self.body.iter().map(|b| b.len()).sum()
+    }
+
+    /// Encodes the frame (length word, JSON header, body) into `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let header = self.encode_json_header();
+        let total = 4 + header.len() + self.body_len();
+        out.reserve(4 + total);
+        out.extend_from_slice(&(total as u32).to_be_bytes());
+        out.extend_from_slice(&(header.len() as u32).to_be_bytes()); // type byte 0 = JSON
+        out.extend_from_slice(header.as_bytes());
+        for part in &self.body {
+            out.extend_from_slice(part);
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Compact JSON with keys in Java's (alphabetical) order; extFields always present.
+    fn encode_json_header(&self) -> String {
+        let mut s = String::with_capacity(128 + self.ext.len() * 32);
+        let _ = write!(s, "{{\"code\":{},\"extFields\":{{", self.code);
+        let mut keys: Vec<&String> = self.ext.keys().collect();
+        keys.sort();
+        for (i, k) in keys.into_iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            push_json_str(&mut s, k);
+            s.push(':');
+            push_json_str(&mut s, &self.ext[k]);
+        }
+        let _ = write!(s, "}},\"flag\":{},\"language\":", self.flag);
+        push_json_str(
+            &mut s,
+            if self.language.is_empty() {
+                "RUST"
+            } else {
+                &self.language
+            },
+        );
+        let _ = write!(s, ",\"opaque\":{}", self.opaque);
+        if let Some(r) = &self.remark {
+            s.push_str(",\"remark\":");
+            push_json_str(&mut s, r);
+        }
+        let _ = write!(
+            s,
+            ",\"serializeTypeCurrentRPC\":\"JSON\",\"version\":{}}}",
+            self.version
+        );
+        s
+    }
+
+    /// Decodes one frame from the front of `buf`. Returns `Ok(None)` when more bytes are needed, else the
+    /// command and the number of bytes it used.
+    pub fn decode(
+        buf: &Bytes,
+        max_frame_bytes: usize,
+    ) -> Result<Option<(Command, usize)>, FrameError> {
+        if buf.len() < 4 {
+            return Ok(None);
+        }
+        let length = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        if length > max_frame_bytes {
+            return Err(FrameError::TooLarge {
+                length,
+                limit: max_frame_bytes,
+            });
+        }
+        if length < 4 {
+            return Err(FrameError::TooSmall(length));
+        }
+        if buf.len() < 4 + length {
+            return Ok(None);
+        }
+        let word = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+        let kind = (word >> 24) as u8;
+        let header_len = (word & 0x00FF_FFFF) as usize;
+        if header_len > length - 4 {
+            return Err(FrameError::HeaderOverrun {
+                header_len,
+                frame_len: length,
+            });
+        }
+        let header = &buf[8..8 + header_len];
+        let mut cmd = match kind {
+            SERIALIZE_JSON => decode_json_header(header)?,
+            SERIALIZE_ROCKETMQ => decode_binary_header(header)?,
+            other => return Err(FrameError::UnknownSerializeType(other)),
+        };
+        let body = buf.slice(8 + header_len..4 + length);
+        if !body.is_empty() {
+            cmd.body = vec![body];
+        }
+        Ok(Some((cmd, 4 + length)))
+    }
+
+    /// Reads a required extFields value.
+    pub fn field(&self, key: &str) -> Option<&str> {
+        self.ext.get(key).map(String::as_str)
+    }
+}
+
+/// Appends `v` as a JSON string literal.
+fn push_json_str(out: &mut String, v: &str) {
+    out.push('"');
+    for c in v.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn scalar_to_string(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn json_i32(v: Option<&serde_json::Value>) -> i32 {
+    match v {
+        Some(serde_json::Value::Number(n)) => n.as_i64().unwrap_or(0) as i32,
+        Some(serde_json::Value::String(s)) => s.trim().parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn decode_json_header(header: &[u8]) -> Result<Command, FrameError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(header).map_err(|e| FrameError::BadJson(e.to_string()))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| FrameError::BadJson("header is not an object".into()))?;
+    let mut ext = HashMap::new();
+    if let Some(serde_json::Value::Object(fields)) = obj.get("extFields") {
+        for (k, v) in fields {
+            if let Some(s) = scalar_to_string(v) {
+                ext.insert(k.clone(), s);
+            }
+        }
+    }
+    let language = match obj.get("language") {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Number(n)) => {
+            language_name(n.as_u64().unwrap_or(7) as u8).to_string()
+        }
+        _ => "OTHER".to_string(),
+    };
+    Ok(Command {
+        code: json_i32(obj.get("code")),
+        language,
+        version: json_i32(obj.get("version")),
+        opaque: json_i32(obj.get("opaque")),
+        flag: json_i32(obj.get("flag")),
+        remark: obj.get("remark").and_then(scalar_to_string),
+        ext,
+        body: Vec::new(),
+    })
+}
+
+/// LanguageCode byte → JSON name (unknown → OTHER).
+pub fn language_name(code: u8) -> &'static str {
+    const NAMES: [&str; 14] = [
+        "JAVA", "CPP", "DOTNET", "PYTHON", "DELPHI", "ERLANG", "RUBY", "OTHER", "HTTP", "GO",
+        "PHP", "OMS", "RUST", "NODE_JS",
+    ];
+    NAMES.get(code as usize).copied().unwrap_or("OTHER")
+}
+
+fn take<'a>(buf: &mut &'a [u8], n: usize, what: &'static str) -> Result<&'a [u8], FrameError> {
+    if buf.len() < n {
+        return Err(FrameError::BadBinary(what));
+    }
+    let (head, rest) = buf.split_at(n);
+    *buf = rest;
+    Ok(head)
+}
+
+fn take_len(buf: &mut &[u8], width: usize, what: &'static str) -> Result<usize, FrameError> {
+    let mut raw = take(buf, width, what)?;
+    Ok(match width {
+        2 => raw.get_u16() as usize,
+        _ => raw.get_u32() as usize,
+    })
+}
+
+fn take_string(buf: &mut &[u8], width: usize, what: &'static str) -> Result<String, FrameError> {
+    let n = take_len(buf, width, what)?;
+    let raw = take(buf, n, what)?;
+    String::from_utf8(raw.to_vec()).map_err(|_| FrameError::BadBinary("string is not UTF-8"))
+}
+
+fn decode_binary_header(header: &[u8]) -> Result<Command, FrameError> {
+    let mut buf = header;
+    let mut fixed = take(&mut buf, 13, "fixed header fields")?;
+    let code = fixed.get_i16() as i32;
+    let language = language_name(fixed.get_u8()).to_string();
+    let version = fixed.get_i16() as i32;
+    let opaque = fixed.get_i32();
+    let flag = fixed.get_i32();
+    let remark = take_string(&mut buf, 4, "remark")?;
+    let ext_len = take_len(&mut buf, 4, "extFields length")?;
+    let mut ext_buf = take(&mut buf, ext_len, "extFields")?;
+    let mut ext = HashMap::new();
+    while !ext_buf.is_empty() {
+        let key = take_string(&mut ext_buf, 2, "extFields key")?;
+        let value = take_string(&mut ext_buf, 4, "extFields value")?;
+        ext.insert(key, value);
+    }
+    Ok(Command {
+        code,
+        language,
+        version,
+        opaque,
+        flag,
+        remark: if remark.is_empty() {
+            None
+        } else {
+            Some(remark)
+        },
+        ext,
+        body: Vec::new(),
+    })
+}
+
+/// Encodes a binary (ROCKETMQ) header; used by tests and by clients that opt into it.
+pub fn encode_binary_header(cmd: &Command) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&(cmd.code as i16).to_be_bytes());
+    out.push(12); // RUST
+    out.extend_from_slice(&(cmd.version as i16).to_be_bytes());
+    out.extend_from_slice(&cmd.opaque.to_be_bytes());
+    out.extend_from_slice(&cmd.flag.to_be_bytes());
+    let remark = cmd.remark.as_deref().unwrap_or("");
+    out.extend_from_slice(&(remark.len() as u32).to_be_bytes());
+    out.extend_from_slice(remark.as_bytes());
+    let mut ext = Vec::new();
+    let mut keys: Vec<&String> = cmd.ext.keys().collect();
+    keys.sort();
+    for k in keys {
+        ext.extend_from_slice(&(k.len() as u16).to_be_bytes());
+        ext.extend_from_slice(k.as_bytes());
+        ext.extend_from_slice(&(cmd.ext[k].len() as u32).to_be_bytes());
+        ext.extend_from_slice(cmd.ext[k].as_bytes());
+    }
+    out.extend_from_slice(&(ext.len() as u32).to_be_bytes());
+    out.extend_from_slice(&ext);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Command {
+        let mut c = Command::request(310);
+        c.opaque = 42;
+        c.put("a", "PG");
+        c.put("b", "TopicA");
+        c.put("i", "TAGS\u{1}x\u{2}");
+        c.body = vec![Bytes::from_static(b"hello")];
+        c
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let c = sample();
+        let bytes = Bytes::from(c.encode());
+        let (d, used) = Command::decode(&bytes, 1 << 20).unwrap().unwrap();
+        assert_eq!(used, bytes.len());
+        assert_eq!(d, c);
+    }
+
+    #[test]
+    fn truncation_at_every_byte_asks_for_more() {
+        let bytes = Bytes::from(sample().encode());
+        for n in 0..bytes.len() {
+            assert_eq!(
+                Command::decode(&bytes.slice(..n), 1 << 20),
+                Ok(None),
+                "prefix {n}"
+            );
+        }
+    }
+
+    #[test]
+    fn binary_header_round_trip_and_truncation() {
+        let c = sample();
+        let header = encode_binary_header(&c);
+        let mut frame = Vec::new();
+        frame.extend_from_slice(&((4 + header.len() + 5) as u32).to_be_bytes());
+        frame.extend_from_slice(&(header.len() as u32 | 1 << 24).to_be_bytes());
+        frame.extend_from_slice(&header);
+        frame.extend_from_slice(b"hello");
+        let (d, _) = Command::decode(&Bytes::from(frame), 1 << 20)
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.ext, c.ext);
+        assert_eq!((d.code, d.opaque, d.language.as_str()), (310, 42, "RUST"));
+        for n in 0..header.len() {
+            assert!(decode_binary_header(&header[..n]).is_err(), "prefix {n}");
+        }
+    }
+
+    #[test]
+    fn json_fixture_is_byte_exact() {
+        let mut c = Command {
+            code: 0,
+            opaque: 7,
+            flag: 1,
+            version: 401,
+            ..Default::default()
+        };
+        c.language = "JAVA".into();
+        c.put("offset", 5);
+        let bytes = c.encode();
+        let header = br#"{"code":0,"extFields":{"offset":"5"},"flag":1,"language":"JAVA","opaque":7,"serializeTypeCurrentRPC":"JSON","version":401}"#;
+        assert_eq!(&bytes[8..], &header[..]);
+        assert_eq!(&bytes[..4], &((header.len() + 4) as u32).to_be_bytes());
+    }
+
+    #[test]
+    fn tolerant_json_accepts_numbers_bools_null_and_unknown_keys() {
+        let header =
+            br#"{"code":11,"language":"CPP","version":333,"opaque":3,"flag":0,"remark":null,
+            "extFields":{"queueId":3,"sysFlag":0,"flag":true,"Signature":""},"other":[1,2]}"#;
+        let mut frame = Vec::new();
+        frame.extend_from_slice(&((4 + header.len()) as u32).to_be_bytes());
+        frame.extend_from_slice(&(header.len() as u32).to_be_bytes());
+        frame.extend_from_slice(header);
+        let (d, _) = Command::decode(&Bytes::from(frame), 1 << 20)
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.field("queueId"), Some("3"));
+        assert_eq!(d.field("flag"), Some("true"));
+        assert_eq!(d.remark, None);
+    }
+
+    #[test]
+    fn oversized_and_malformed_frames_are_errors() {
+        let big = Bytes::from(vec![0x7f, 0, 0, 0, 0, 0, 0, 0]);
+        assert!(matches!(
+            Command::decode(&big, 1 << 20),
+            Err(FrameError::TooLarge { .. })
+        ));
+        let bad = Bytes::from(vec![0, 0, 0, 6, 0, 0, 0, 2, b'{', b'x']);
+        assert!(matches!(
+            Command::decode(&bad, 1 << 20),
+            Err(FrameError::BadJson(_))
+        ));
+        let overrun = Bytes::from(vec![0, 0, 0, 4, 0, 0, 0, 9]);
+        assert!(matches!(
+            Command::decode(&overrun, 1 << 20),
+            Err(FrameError::HeaderOverrun { .. })
+        ));
+        let kind = Bytes::from(vec![0, 0, 0, 4, 9, 0, 0, 0]);
+        assert_eq!(
+            Command::decode(&kind, 1 << 20),
+            Err(FrameError::UnknownSerializeType(9))
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decode_never_panics(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let _ = Command::decode(&Bytes::from(data), 1 << 20);
+        }
+    }
+}

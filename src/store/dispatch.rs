@@ -1,0 +1,68 @@
+//! What the store derives from each record for its consume queues and index, at append time and when
+//! recovery replays the log.
+
+use crate::protocol::message::{
+    FLAG_TRANSACTION_MASK, FLAG_TRANSACTION_PREPARED, FLAG_TRANSACTION_ROLLBACK, StoredMessage,
+    java_string_hash, keys, properties_iter,
+};
+
+/// Dispatch information of one stored record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DispatchInfo {
+    pub topic: String,
+    pub queue_id: i32,
+    pub queue_offset: u64,
+    pub physical_offset: u64,
+    pub size: u32,
+    pub tags_code: i64,
+    /// CRC32 of the whole record.
+    pub crc: u32,
+    pub store_timestamp_ms: i64,
+    /// `KEYS` tokens and the `UNIQ_KEY`, for the key index.
+    pub keys: Vec<String>,
+    /// False for transaction PREPARED/ROLLBACK records, which never enter a consume queue.
+    pub to_queue: bool,
+}
+
+/// Whether a record with this sysFlag enters its consume queue.
+pub fn enters_queue(sys_flag: i32) -> bool {
+    let t = sys_flag & FLAG_TRANSACTION_MASK;
+    t != FLAG_TRANSACTION_PREPARED && t != FLAG_TRANSACTION_ROLLBACK
+}
+
+/// Tag code of a property string: hash of TAGS, 0 without tags.
+pub fn tags_code(properties: &str) -> i64 {
+    crate::protocol::message::property_get(properties, keys::TAGS)
+        .map(java_string_hash)
+        .unwrap_or(0)
+}
+
+/// Index keys of a property string: every KEYS token and the UNIQ_KEY.
+pub fn index_keys(properties: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (k, v) in properties_iter(properties) {
+        if k == keys::KEYS {
+            out.extend(v.split_whitespace().map(str::to_string));
+        } else if k == keys::UNIQ_KEY {
+            out.push(v.to_string());
+        }
+    }
+    out
+}
+
+impl DispatchInfo {
+    pub fn from_stored(m: &StoredMessage, crc: u32) -> DispatchInfo {
+        DispatchInfo {
+            topic: m.topic.clone(),
+            queue_id: m.queue_id,
+            queue_offset: m.queue_offset,
+            physical_offset: m.physical_offset,
+            size: m.size as u32,
+            tags_code: tags_code(&m.properties),
+            crc,
+            store_timestamp_ms: m.store_timestamp_ms,
+            keys: index_keys(&m.properties),
+            to_queue: enters_queue(m.sys_flag),
+        }
+    }
+}

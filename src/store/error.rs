@@ -1,0 +1,47 @@
+//! Store errors. Each maps to one RocketMQ response code in `broker::errors`.
+
+use std::path::PathBuf;
+
+/// Exit code of a process whose store was poisoned by a failed write or fdatasync (EX_IOERR). The
+/// systemd unit in `tuning/` does not restart on it: an operator must look at the disk first.
+pub const EXIT_STORE_POISONED: i32 = 74;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// A write or fdatasync failed earlier; nothing more is written and the process must stop.
+    #[error("store poisoned by an earlier I/O failure: {0}")]
+    Poisoned(String),
+    #[error("I/O error on {path}: {message}")]
+    Io { path: PathBuf, message: String },
+    /// Damage before the torn tail: the store refuses to start.
+    #[error("corrupt commit log {file} at byte {offset} (log offset {log_offset}): {reason}")]
+    Corrupt {
+        file: PathBuf,
+        offset: u64,
+        log_offset: u64,
+        reason: String,
+    },
+    /// Disk use above the hard limit: appends are refused, reads go on.
+    #[error(
+        "disk use {used_percent}% is above the {limit_percent}% limit; appends are refused until space returns"
+    )]
+    DiskFull {
+        used_percent: u32,
+        limit_percent: u32,
+    },
+    #[error("message of {size} bytes does not fit a {segment} byte segment")]
+    TooLarge { size: usize, segment: u64 },
+    #[error("invalid message: {0}")]
+    Invalid(String),
+    #[error("record at offset {0} not found")]
+    NotFound(u64),
+}
+
+impl StoreError {
+    pub fn io(path: impl Into<PathBuf>, e: &std::io::Error) -> StoreError {
+        StoreError::Io {
+            path: path.into(),
+            message: e.to_string(),
+        }
+    }
+}

@@ -1,0 +1,690 @@
+//! The per-shard commit log: one append-only sequence of fixed-size segments holding every queue's
+//! records, written with O_DIRECT from 4 KiB-aligned buffers, with group commit.
+//!
+//! Lives on one shard (`!Send`, `Rc`/`RefCell`); a `RefCell` borrow is never held across an `.await`.
+//!
+//! ## Layout
+//! Segment files are named by their start offset (20 digits). Records are RocketMQ stored messages
+//! (`protocol::message`), plus two ringmq records that clients never see (consume queues do not point at
+//! them):
+//! - **seal** `[4 size=24][4 SEAL_MAGIC][8 batch start][4 crc32 of batch bytes][4 crc32 of the previous
+//!   16 bytes]` closes a *batch*: everything written since the previous seal. The flusher seals before
+//!   every write, so every acknowledged byte is covered by a CRC (RocketMQ's body CRC covers only the
+//!   body). A batch never spans segments.
+//! - **blank** `[4 size = bytes to segment end][4 BLANK_MAGIC]` (RocketMQ's end-of-segment filler).
+//!
+//! ## Group commit
+//! Appends encode into `buf` (memory from the last aligned block boundary to the write position). One
+//! flusher writes the unflushed range (rewriting the partial last block) and fdatasyncs it while new
+//! appends fill `buf`; `flush = sync` appends complete when a sync covering them returns.
+//!
+//! ## Failure model
+//! A failed write or fdatasync poisons the log: every waiting and later append fails with
+//! `StoreError::Poisoned`, and the shard stops the process (`EXIT_STORE_POISONED`).
+
+use super::error::StoreError;
+use super::io::{BLOCK_BYTES, Disk, DiskFile, align_down, align_up, segment_path};
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_channel::oneshot;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::rc::Rc;
+
+pub const SEAL_MAGIC: u32 = 0x5EA1_B10C;
+pub const SEAL_BYTES: u64 = 24;
+pub const BLANK_BYTES: u64 = 8;
+/// A batch is sealed once it reaches this size even if the flusher is behind, which bounds how much a
+/// torn write can cover.
+pub const MAX_BATCH_BYTES: u64 = 4 << 20;
+/// Size of a read-cache block: large enough for sequential catch-up reads, small enough to cache many.
+pub const READ_BLOCK_BYTES: u64 = 64 << 10;
+/// Zero-fill chunk for pre-writing segments.
+const PREWRITE_CHUNK_BYTES: usize = 1 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlushMode {
+    /// Acknowledge after an fdatasync covering the record.
+    Sync,
+    /// Acknowledge once the record is in memory and queued for writing.
+    Async,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub dir: PathBuf,
+    pub segment_bytes: u64,
+    pub flush: FlushMode,
+    /// Recently flushed buffers kept for tail reads.
+    pub tail_cache_bytes: usize,
+    /// DMA read cache for catch-up reads.
+    pub read_cache_bytes: usize,
+}
+
+/// Counters the metrics endpoint sums across shards.
+#[derive(Debug, Default, Clone)]
+pub struct LogStats {
+    pub appends: u64,
+    pub flushes: u64,
+    pub synced_bytes: u64,
+    pub segment_waits: u64,
+    pub tail_hits: u64,
+    pub disk_reads: u64,
+    pub read_cache_hits: u64,
+}
+
+/// Where the log starts after recovery.
+pub struct RecoveredTail {
+    pub write_pos: u64,
+    /// The aligned block containing `write_pos`, as on disk (zeros past `write_pos`).
+    pub partial_block: Vec<u8>,
+}
+
+struct PendingOld {
+    base: u64,
+    data: Bytes,
+}
+
+struct State<F> {
+    segments: BTreeMap<u64, Rc<F>>,
+    ready_next: Option<(u64, Rc<F>)>,
+    preparing: bool,
+    prepared_waiters: Vec<oneshot::Sender<()>>,
+    write_pos: u64,
+    batch_start: u64,
+    batch_crc: crc32fast::Hasher,
+    buf: BytesMut,
+    buf_base: u64,
+    pending_old: Vec<PendingOld>,
+    flushed_pos: u64,
+    waiters: VecDeque<(u64, oneshot::Sender<Result<(), StoreError>>)>,
+    tail: VecDeque<(u64, Bytes)>,
+    tail_bytes: usize,
+    read_cache: HashMap<u64, Bytes>,
+    read_cache_order: VecDeque<u64>,
+    poisoned: Option<String>,
+    stats: LogStats,
+}
+
+/// The commit log of one shard.
+pub struct CommitLog<D: Disk> {
+    disk: D,
+    cfg: LogConfig,
+    state: RefCell<State<D::File>>,
+    flush_wanted: Cell<bool>,
+}
+
+/// A write the flusher issues: the file, the position in it and the aligned bytes.
+struct WriteJob<F> {
+    file: Rc<F>,
+    pos: u64,
+    data: Vec<u8>,
+}
+
+impl<D: Disk> CommitLog<D> {
+    /// Opens the log over existing segments (already verified by recovery) with its tail at `tail`.
+    pub async fn open(
+        disk: D,
+        cfg: LogConfig,
+        tail: RecoveredTail,
+    ) -> Result<CommitLog<D>, StoreError> {
+        assert!(
+            cfg.segment_bytes % BLOCK_BYTES == 0,
+            "segment size must be a multiple of 4 KiB"
+        );
+        disk.create_dir_all(&cfg.dir)
+            .map_err(|e| StoreError::io(&cfg.dir, &e))?;
+        let mut segments = BTreeMap::new();
+        for name in disk
+            .list(&cfg.dir)
+            .map_err(|e| StoreError::io(&cfg.dir, &e))?
+        {
+            let Ok(start) = name.parse::<u64>() else {
+                continue;
+            };
+            let path = segment_path(&cfg.dir, start);
+            segments.insert(
+                start,
+                disk.open(&path)
+                    .await
+                    .map_err(|e| StoreError::io(&path, &e))?,
+            );
+        }
+        let buf_base = align_down(tail.write_pos);
+        let mut buf = BytesMut::with_capacity(1 << 20);
+        buf.extend_from_slice(&tail.partial_block[..(tail.write_pos - buf_base) as usize]);
+        let log = CommitLog {
+            disk,
+            state: RefCell::new(State {
+                segments,
+                ready_next: None,
+                preparing: false,
+                prepared_waiters: Vec::new(),
+                write_pos: tail.write_pos,
+                batch_start: tail.write_pos,
+                batch_crc: crc32fast::Hasher::new(),
+                buf,
+                buf_base,
+                pending_old: Vec::new(),
+                flushed_pos: tail.write_pos,
+                waiters: VecDeque::new(),
+                tail: VecDeque::new(),
+                tail_bytes: 0,
+                read_cache: HashMap::new(),
+                read_cache_order: VecDeque::new(),
+                poisoned: None,
+                stats: LogStats::default(),
+            }),
+            cfg,
+            flush_wanted: Cell::new(false),
+        };
+        log.ensure_active_segment().await?;
+        Ok(log)
+    }
+
+    fn segment_start(&self, pos: u64) -> u64 {
+        pos - pos % self.cfg.segment_bytes
+    }
+
+    /// Creates and pre-writes the segment that holds the write position if it does not exist yet.
+    async fn ensure_active_segment(&self) -> Result<(), StoreError> {
+        let start = self.segment_start(self.state.borrow().write_pos);
+        if self.state.borrow().segments.contains_key(&start) {
+            let file = self.state.borrow().segments[&start].clone();
+            let size = file
+                .size()
+                .await
+                .map_err(|e| StoreError::io(segment_path(&self.cfg.dir, start), &e))?;
+            if size >= self.cfg.segment_bytes {
+                return Ok(());
+            }
+        }
+        let file = self.prewrite(start).await?;
+        self.state.borrow_mut().segments.insert(start, file);
+        Ok(())
+    }
+
+    async fn prewrite(&self, start: u64) -> Result<Rc<D::File>, StoreError> {
+        let path = segment_path(&self.cfg.dir, start);
+        let io_err = |e: std::io::Error| StoreError::io(&path, &e);
+        let file = self.disk.open(&path).await.map_err(io_err)?;
+        let existing = file.size().await.map_err(io_err)?;
+        let zeros = vec![0u8; PREWRITE_CHUNK_BYTES];
+        let mut pos = align_down(existing);
+        while pos < self.cfg.segment_bytes {
+            let n = (self.cfg.segment_bytes - pos).min(PREWRITE_CHUNK_BYTES as u64) as usize;
+            file.write_at(&zeros[..n], pos).await.map_err(io_err)?;
+            pos += n as u64;
+        }
+        file.sync().await.map_err(io_err)?;
+        Ok(file)
+    }
+
+    /// Makes sure the segment after the active one is pre-written; the shard runs this in the
+    /// background, and an append that needs the next segment first waits for it.
+    pub async fn prepare_next(&self) -> Result<(), StoreError> {
+        let next = {
+            let mut s = self.state.borrow_mut();
+            if s.ready_next.is_some() {
+                return Ok(());
+            }
+            if s.preparing {
+                let (tx, rx) = oneshot::channel();
+                s.prepared_waiters.push(tx);
+                drop(s);
+                let _ = rx.await;
+                return Ok(());
+            }
+            s.preparing = true;
+            self.segment_start(s.write_pos) + self.cfg.segment_bytes
+        };
+        let result = self.prewrite(next).await;
+        let mut s = self.state.borrow_mut();
+        s.preparing = false;
+        for w in s.prepared_waiters.drain(..) {
+            let _ = w.send(());
+        }
+        s.ready_next = Some((next, result?));
+        Ok(())
+    }
+
+    pub fn write_pos(&self) -> u64 {
+        self.state.borrow().write_pos
+    }
+
+    pub fn flushed_pos(&self) -> u64 {
+        self.state.borrow().flushed_pos
+    }
+
+    pub fn min_pos(&self) -> u64 {
+        self.state
+            .borrow()
+            .segments
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn stats(&self) -> LogStats {
+        self.state.borrow().stats.clone()
+    }
+
+    pub fn poisoned(&self) -> Option<String> {
+        self.state.borrow().poisoned.clone()
+    }
+
+    pub fn flush_mode(&self) -> FlushMode {
+        self.cfg.flush
+    }
+
+    /// Largest record that fits a segment with room for its seal and blank marker.
+    pub fn max_record_bytes(&self) -> usize {
+        (self.cfg.segment_bytes - SEAL_BYTES - BLANK_BYTES) as usize
+    }
+
+    /// Appends records of the given sizes, calling `encode(buf, physical_offset, index)` for each; they
+    /// land contiguously in one segment. Waits for the next segment when the active one is full.
+    /// Returns the physical offset of the first record and, for `flush = sync`, a receiver that
+    /// completes once the records are durable.
+    pub async fn append(
+        &self,
+        sizes: &[usize],
+        mut encode: impl FnMut(&mut BytesMut, u64, usize),
+    ) -> Result<(u64, Option<oneshot::Receiver<Result<(), StoreError>>>), StoreError> {
+        let total: u64 = sizes.iter().map(|&s| s as u64).sum();
+        if total + SEAL_BYTES + BLANK_BYTES > self.cfg.segment_bytes {
+            return Err(StoreError::TooLarge {
+                size: total as usize,
+                segment: self.cfg.segment_bytes,
+            });
+        }
+        loop {
+            if let Some(p) = self.poisoned() {
+                return Err(StoreError::Poisoned(p));
+            }
+            if self.try_roll(total)? {
+                break;
+            }
+            self.state.borrow_mut().stats.segment_waits += 1;
+            self.prepare_next().await?;
+        }
+        let mut s = self.state.borrow_mut();
+        let first = s.write_pos;
+        let mut pos = first;
+        for (i, &size) in sizes.iter().enumerate() {
+            let before = s.buf.len();
+            encode(&mut s.buf, pos, i);
+            assert_eq!(
+                s.buf.len() - before,
+                size,
+                "encoder wrote a different size than declared"
+            );
+            let st = &mut *s;
+            st.batch_crc.update(&st.buf[before..]);
+            pos += size as u64;
+        }
+        s.write_pos = pos;
+        s.stats.appends += sizes.len() as u64;
+        if s.write_pos - s.batch_start >= MAX_BATCH_BYTES {
+            Self::seal_batch(&mut s);
+        }
+        self.flush_wanted.set(true);
+        if self.cfg.flush == FlushMode::Async {
+            return Ok((first, None));
+        }
+        let (tx, rx) = oneshot::channel();
+        s.waiters.push_back((pos, tx));
+        Ok((first, Some(rx)))
+    }
+
+    /// True when `len` more bytes fit the active segment (rolling to a ready next segment if needed);
+    /// false when the next segment is not ready yet.
+    fn try_roll(&self, len: u64) -> Result<bool, StoreError> {
+        let mut s = self.state.borrow_mut();
+        let seg = self.segment_start(s.write_pos);
+        if s.write_pos - seg + len + SEAL_BYTES + BLANK_BYTES <= self.cfg.segment_bytes {
+            return Ok(true);
+        }
+        let next = seg + self.cfg.segment_bytes;
+        let Some((start, file)) = s.ready_next.take_if(|(start, _)| *start == next) else {
+            return Ok(false);
+        };
+        Self::seal_batch(&mut s);
+        let remaining = next - s.write_pos;
+        s.buf.put_u32(remaining as u32);
+        s.buf.put_u32(crate::protocol::message::BLANK_MAGIC);
+        let padded = align_up(s.write_pos + BLANK_BYTES).min(next);
+        let pad = (padded - s.buf_base) as usize - s.buf.len();
+        s.buf.put_bytes(0, pad);
+        let old = std::mem::replace(&mut s.buf, BytesMut::with_capacity(1 << 20)).freeze();
+        let base = s.buf_base;
+        s.pending_old.push(PendingOld { base, data: old });
+        s.segments.insert(start, file);
+        s.buf_base = next;
+        s.write_pos = next;
+        s.batch_start = next;
+        s.batch_crc = crc32fast::Hasher::new();
+        Ok(true)
+    }
+
+    fn seal_batch(s: &mut State<D::File>) {
+        if s.batch_start == s.write_pos {
+            return;
+        }
+        let crc = std::mem::replace(&mut s.batch_crc, crc32fast::Hasher::new()).finalize();
+        let seal = encode_seal(s.batch_start, crc);
+        s.buf.extend_from_slice(&seal);
+        s.write_pos += SEAL_BYTES;
+        s.batch_start = s.write_pos;
+    }
+
+    /// Whether appends are waiting for the flusher.
+    pub fn flush_wanted(&self) -> bool {
+        self.flush_wanted.get() || self.state.borrow().write_pos > self.state.borrow().flushed_pos
+    }
+
+    /// One group commit: seal the batch, write everything unflushed, fdatasync, complete waiters.
+    /// Returns whether anything was written. Only one flush may run at a time (the shard's flusher).
+    pub async fn flush_once(&self) -> Result<bool, StoreError> {
+        self.flush_wanted.set(false);
+        let (jobs, target) = match self.collect_writes()? {
+            Some(x) => x,
+            None => return Ok(false),
+        };
+        let mut files: Vec<Rc<D::File>> = Vec::new();
+        let mut result = Ok(());
+        for job in &jobs {
+            if let Err(e) = job.file.write_at(&job.data, job.pos).await {
+                result = Err(format!(
+                    "write of {} bytes at {} failed: {e}",
+                    job.data.len(),
+                    job.pos
+                ));
+                break;
+            }
+            if !files.iter().any(|f| Rc::ptr_eq(f, &job.file)) {
+                files.push(job.file.clone());
+            }
+        }
+        if result.is_ok() {
+            for f in &files {
+                if let Err(e) = f.sync().await {
+                    result = Err(format!("fdatasync failed: {e}"));
+                    break;
+                }
+            }
+        }
+        match result {
+            Ok(()) => {
+                self.complete_flush(target, jobs.iter().map(|j| j.data.len() as u64).sum());
+                Ok(true)
+            }
+            Err(msg) => Err(self.poison(msg)),
+        }
+    }
+
+    fn collect_writes(&self) -> Result<Option<(Vec<WriteJob<D::File>>, u64)>, StoreError> {
+        let mut s = self.state.borrow_mut();
+        if let Some(p) = &s.poisoned {
+            return Err(StoreError::Poisoned(p.clone()));
+        }
+        if s.write_pos == s.flushed_pos && s.pending_old.is_empty() {
+            return Ok(None);
+        }
+        Self::seal_batch(&mut s);
+        let mut jobs = Vec::new();
+        for old in std::mem::take(&mut s.pending_old) {
+            let seg = self.segment_start(old.base);
+            let from = align_down(s.flushed_pos.max(old.base)).max(old.base);
+            let skip = (from - old.base) as usize;
+            if skip < old.data.len() {
+                let file = s.segments[&seg].clone();
+                jobs.push(WriteJob {
+                    file,
+                    pos: from - seg,
+                    data: old.data[skip..].to_vec(),
+                });
+            }
+            Self::push_tail(&mut s, old.base, old.data, self.cfg.tail_cache_bytes);
+        }
+        let from = align_down(s.flushed_pos).max(s.buf_base);
+        let seg = self.segment_start(s.buf_base);
+        let skip = (from - s.buf_base) as usize;
+        if skip < s.buf.len() {
+            let mut data = s.buf[skip..].to_vec();
+            data.resize(align_up(data.len() as u64) as usize, 0);
+            let file = s.segments[&seg].clone();
+            jobs.push(WriteJob {
+                file,
+                pos: from - seg,
+                data,
+            });
+        }
+        Ok(Some((jobs, s.write_pos)))
+    }
+
+    fn complete_flush(&self, target: u64, bytes: u64) {
+        let mut s = self.state.borrow_mut();
+        s.flushed_pos = s.flushed_pos.max(target);
+        s.stats.flushes += 1;
+        s.stats.synced_bytes += bytes;
+        while s.waiters.front().is_some_and(|(end, _)| *end <= target) {
+            if let Some((_, tx)) = s.waiters.pop_front() {
+                let _ = tx.send(Ok(()));
+            }
+        }
+        // Move whole flushed blocks of the active buffer into the tail cache.
+        let keep_from = align_down(target);
+        if keep_from > s.buf_base {
+            let n = (keep_from - s.buf_base) as usize;
+            let done = s.buf.split_to(n).freeze();
+            let base = s.buf_base;
+            s.buf_base = keep_from;
+            Self::push_tail(&mut s, base, done, self.cfg.tail_cache_bytes);
+        }
+    }
+
+    fn push_tail(s: &mut State<D::File>, base: u64, data: Bytes, limit: usize) {
+        if data.is_empty() {
+            return;
+        }
+        s.tail_bytes += data.len();
+        s.tail.push_back((base, data));
+        while s.tail_bytes > limit {
+            match s.tail.pop_front() {
+                Some((_, d)) => s.tail_bytes -= d.len(),
+                None => break,
+            }
+        }
+    }
+
+    fn poison(&self, msg: String) -> StoreError {
+        tracing::error!(error = %msg, "commit log poisoned: no further writes, the process must stop");
+        let mut s = self.state.borrow_mut();
+        s.poisoned = Some(msg.clone());
+        for (_, tx) in s.waiters.drain(..) {
+            let _ = tx.send(Err(StoreError::Poisoned(msg.clone())));
+        }
+        StoreError::Poisoned(msg)
+    }
+
+    /// Reads `len` bytes at physical offset `pos`: from the unflushed buffer, the tail cache, the read
+    /// cache, or the segment file.
+    pub async fn read(&self, pos: u64, len: usize) -> Result<Bytes, StoreError> {
+        let end = pos + len as u64;
+        let file = {
+            let mut s = self.state.borrow_mut();
+            if end > s.write_pos || pos < self.min_pos_of(&s) {
+                return Err(StoreError::NotFound(pos));
+            }
+            if let Some(b) = Self::read_memory(&s, pos, len) {
+                s.stats.tail_hits += 1;
+                return Ok(b);
+            }
+            let block = pos / READ_BLOCK_BYTES;
+            if end <= (block + 1) * READ_BLOCK_BYTES
+                && let Some(b) = s.read_cache.get(&block)
+            {
+                let off = (pos - block * READ_BLOCK_BYTES) as usize;
+                if off + len <= b.len() {
+                    let out = b.slice(off..off + len);
+                    s.stats.read_cache_hits += 1;
+                    return Ok(out);
+                }
+            }
+            s.stats.disk_reads += 1;
+            let seg = self.segment_start(pos);
+            s.segments
+                .get(&seg)
+                .cloned()
+                .ok_or(StoreError::NotFound(pos))?
+        };
+        let seg = self.segment_start(pos);
+        let path = segment_path(&self.cfg.dir, seg);
+        let block = pos / READ_BLOCK_BYTES;
+        let block_start = block * READ_BLOCK_BYTES;
+        if end <= block_start + READ_BLOCK_BYTES && self.cfg.read_cache_bytes > 0 {
+            let data = file
+                .read_at(block_start - seg, READ_BLOCK_BYTES as usize)
+                .await
+                .map_err(|e| StoreError::io(&path, &e))?;
+            let off = (pos - block_start) as usize;
+            if off + len > data.len() {
+                return Err(StoreError::NotFound(pos));
+            }
+            let out = data.slice(off..off + len);
+            self.cache_block(block, data);
+            return Ok(out);
+        }
+        let data = file
+            .read_at(pos - seg, len)
+            .await
+            .map_err(|e| StoreError::io(&path, &e))?;
+        if data.len() != len {
+            return Err(StoreError::NotFound(pos));
+        }
+        Ok(data)
+    }
+
+    fn min_pos_of(&self, s: &State<D::File>) -> u64 {
+        s.segments.keys().next().copied().unwrap_or(0)
+    }
+
+    fn cache_block(&self, block: u64, data: Bytes) {
+        let mut s = self.state.borrow_mut();
+        let limit = (self.cfg.read_cache_bytes as u64 / READ_BLOCK_BYTES).max(1) as usize;
+        if s.read_cache.insert(block, data).is_none() {
+            s.read_cache_order.push_back(block);
+        }
+        while s.read_cache_order.len() > limit {
+            if let Some(old) = s.read_cache_order.pop_front() {
+                s.read_cache.remove(&old);
+            }
+        }
+    }
+
+    fn read_memory(s: &State<D::File>, pos: u64, len: usize) -> Option<Bytes> {
+        let end = pos + len as u64;
+        if pos >= s.buf_base {
+            let off = (pos - s.buf_base) as usize;
+            return s.buf.get(off..off + len).map(Bytes::copy_from_slice);
+        }
+        for old in &s.pending_old {
+            if pos >= old.base && end <= old.base + old.data.len() as u64 {
+                let off = (pos - old.base) as usize;
+                return Some(old.data.slice(off..off + len));
+            }
+        }
+        let idx = s.tail.partition_point(|(base, _)| *base <= pos);
+        let (base, chunk) = s.tail.get(idx.checked_sub(1)?)?;
+        let off = (pos - base) as usize;
+        if end <= base + chunk.len() as u64 {
+            return Some(chunk.slice(off..off + len));
+        }
+        // The record spans two chunks (or the chunk and the live buffer): copy it together.
+        let mut out = Vec::with_capacity(len);
+        out.extend_from_slice(&chunk[off..]);
+        let rest = len - out.len();
+        let next_pos = base + chunk.len() as u64;
+        let more = match s.tail.get(idx) {
+            Some((b, c)) if *b == next_pos => c.get(..rest).map(|x| x.to_vec()),
+            _ if next_pos == s.buf_base => s.buf.get(..rest).map(|x| x.to_vec()),
+            _ => None,
+        }?;
+        out.extend_from_slice(&more);
+        Some(Bytes::from(out))
+    }
+
+    /// Deletes whole segments that end at or before `before` (never the active one); returns the new
+    /// minimum offset.
+    pub async fn delete_segments_before(&self, before: u64) -> Result<u64, StoreError> {
+        loop {
+            let victim = {
+                let s = self.state.borrow();
+                let active = self.segment_start(s.write_pos);
+                match s.segments.keys().next() {
+                    Some(&start) if start < active && start + self.cfg.segment_bytes <= before => {
+                        Some(start)
+                    }
+                    _ => None,
+                }
+            };
+            let Some(start) = victim else { break };
+            let path = segment_path(&self.cfg.dir, start);
+            self.disk
+                .remove(&path)
+                .await
+                .map_err(|e| StoreError::io(&path, &e))?;
+            let mut s = self.state.borrow_mut();
+            s.segments.remove(&start);
+            s.read_cache
+                .retain(|b, _| b * READ_BLOCK_BYTES >= start + self.cfg.segment_bytes);
+            tracing::info!(segment = %path.display(), "retention deleted commit-log segment");
+        }
+        Ok(self.min_pos())
+    }
+
+    /// Start offsets of all segments, oldest first.
+    pub fn segment_starts(&self) -> Vec<u64> {
+        self.state.borrow().segments.keys().copied().collect()
+    }
+
+    pub fn segment_bytes(&self) -> u64 {
+        self.cfg.segment_bytes
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        &self.cfg.dir
+    }
+}
+
+/// Encodes a seal record closing the batch that began at `batch_start`.
+pub fn encode_seal(batch_start: u64, batch_crc: u32) -> [u8; SEAL_BYTES as usize] {
+    let mut seal = [0u8; SEAL_BYTES as usize];
+    seal[0..4].copy_from_slice(&(SEAL_BYTES as u32).to_be_bytes());
+    seal[4..8].copy_from_slice(&SEAL_MAGIC.to_be_bytes());
+    seal[8..16].copy_from_slice(&batch_start.to_be_bytes());
+    seal[16..20].copy_from_slice(&batch_crc.to_be_bytes());
+    let own = crc32fast::hash(&seal[0..20]);
+    seal[20..24].copy_from_slice(&own.to_be_bytes());
+    seal
+}
+
+/// Decodes a seal record: `(batch start, batch crc)` when its own checksum holds.
+pub fn decode_seal(b: &[u8]) -> Option<(u64, u32)> {
+    if b.len() < SEAL_BYTES as usize {
+        return None;
+    }
+    let size = u32::from_be_bytes(b[0..4].try_into().ok()?);
+    let magic = u32::from_be_bytes(b[4..8].try_into().ok()?);
+    let own = u32::from_be_bytes(b[20..24].try_into().ok()?);
+    if size as u64 != SEAL_BYTES || magic != SEAL_MAGIC || own != crc32fast::hash(&b[0..20]) {
+        return None;
+    }
+    Some((
+        u64::from_be_bytes(b[8..16].try_into().ok()?),
+        u32::from_be_bytes(b[16..20].try_into().ok()?),
+    ))
+}

@@ -1,0 +1,607 @@
+//! The per-shard store: commit log, consume queues, key index, checkpoint, recovery and retention.
+//!
+//! One `Store` per shard, created and used only on that shard's executor (`!Send`, `Rc`/`RefCell`; no
+//! borrow is held across an `.await`). Layout under the shard's directory:
+//!
+//! ```text
+//! commitlog/<20-digit start offset>          segments (O_DIRECT, pre-written with zeros)
+//! consumequeue/<topic>/<queue>/<20 digits>   20-byte entries, 300 000 per file
+//! index/keys                                 key index entries
+//! checkpoint                                 JSON: log offset covered by the files above
+//! ```
+
+pub mod checkpoint;
+pub mod consume_queue;
+pub mod dispatch;
+pub mod error;
+pub mod fake_disk;
+pub mod io;
+pub mod log;
+pub mod recovery;
+mod retention;
+
+use crate::protocol::message::{MessageToStore, StoredMessage};
+use bytes::Bytes;
+use checkpoint::{Checkpoint, CheckpointJob, QueueWrite};
+use consume_queue::{ConsumeQueue, CqEntry, load_queue, queue_dir};
+use dispatch::{DispatchInfo, enters_queue, index_keys, tags_code};
+pub use error::{EXIT_STORE_POISONED, StoreError};
+use index::KeyIndex;
+use io::Disk;
+pub use log::FlushMode;
+use log::{CommitLog, LogConfig};
+pub use retention::DiskUsage;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+pub mod index;
+
+/// Settings of one shard's store. Sizes are bytes; see `docs/OPERATIONS.md` for each default's reason.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub dir: PathBuf,
+    pub segment_bytes: u64,
+    pub flush: FlushMode,
+    pub tail_cache_bytes: usize,
+    pub read_cache_bytes: usize,
+    /// Operator override: truncate at mid-log corruption instead of refusing to start.
+    pub truncate_corrupt: bool,
+    pub file_reserved_ms: u64,
+    /// Above this disk-use ratio the oldest segments are deleted.
+    pub disk_clean_ratio: f64,
+    /// Above this ratio appends are refused.
+    pub disk_full_ratio: f64,
+}
+
+impl StoreConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig {
+            dir: dir.into(),
+            segment_bytes: 1 << 30,
+            flush: FlushMode::Sync,
+            tail_cache_bytes: 64 << 20,
+            read_cache_bytes: 32 << 20,
+            truncate_corrupt: false,
+            file_reserved_ms: 72 * 3600 * 1000,
+            disk_clean_ratio: 0.75,
+            disk_full_ratio: 0.90,
+        }
+    }
+}
+
+/// Where one appended record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    pub physical_offset: u64,
+    pub queue_offset: u64,
+    pub size: u32,
+}
+
+/// Outcome of a read from a consume queue (RocketMQ's GetMessageStatus).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GetStatus {
+    Found,
+    NoMessageInQueue,
+    OffsetTooSmall,
+    OffsetOverflowOne,
+    OffsetOverflowBadly,
+    NoMatchedMessage,
+    MessageWasRemoving,
+    /// A record failed verification against its consume-queue CRC; nothing past it is served.
+    Corrupt,
+}
+
+#[derive(Debug, Clone)]
+pub struct GetResult {
+    pub status: GetStatus,
+    pub records: Vec<Bytes>,
+    pub next_offset: u64,
+    pub min_offset: u64,
+    pub max_offset: u64,
+}
+
+/// The store of one shard.
+pub struct Store<D: Disk> {
+    cfg: StoreConfig,
+    log: CommitLog<D>,
+    queues: RefCell<HashMap<String, HashMap<i32, ConsumeQueue>>>,
+    index: RefCell<KeyIndex>,
+    last_store_ms: Cell<i64>,
+    disk_full: Cell<Option<u32>>,
+    checkpointed: Cell<u64>,
+    usage_probe: RefCell<Box<dyn Fn() -> std::io::Result<DiskUsage>>>,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl<D: Disk> Store<D> {
+    /// Opens (recovering) the store in `cfg.dir`.
+    pub async fn open(disk: D, cfg: StoreConfig) -> Result<Store<D>, StoreError> {
+        let log_dir = cfg.dir.join("commitlog");
+        std::fs::create_dir_all(&cfg.dir).map_err(|e| StoreError::io(&cfg.dir, &e))?;
+        disk.create_dir_all(&log_dir)
+            .map_err(|e| StoreError::io(&log_dir, &e))?;
+        let cp_path = cfg.dir.join("checkpoint");
+        let cp = Checkpoint::load(&cp_path)
+            .map_err(|e| StoreError::io(&cp_path, &e))?
+            .unwrap_or_default();
+        let outcome = recovery::scan(
+            &disk,
+            &log_dir,
+            cfg.segment_bytes,
+            cp.log_offset,
+            cfg.truncate_corrupt,
+        )
+        .await?;
+        let log_cfg = LogConfig {
+            dir: log_dir,
+            segment_bytes: cfg.segment_bytes,
+            flush: cfg.flush,
+            tail_cache_bytes: cfg.tail_cache_bytes,
+            read_cache_bytes: cfg.read_cache_bytes,
+        };
+        let log = CommitLog::open(disk, log_cfg, outcome.tail).await?;
+        let log_min = log.min_pos();
+        let limit = cp.log_offset.min(log.write_pos());
+        let queues = load_queues(&cfg.dir.join("consumequeue"), log_min, limit)?;
+        let index_path = cfg.dir.join("index").join("keys");
+        let index = KeyIndex::load(&index_path, log_min, limit)
+            .map_err(|e| StoreError::io(&index_path, &e))?;
+        let dir = cfg.dir.clone();
+        let store = Store {
+            cfg,
+            log,
+            queues: RefCell::new(queues),
+            index: RefCell::new(index),
+            last_store_ms: Cell::new(0),
+            disk_full: Cell::new(None),
+            checkpointed: Cell::new(limit),
+            usage_probe: RefCell::new(Box::new(move || retention::statvfs_usage(&dir))),
+        };
+        let replayed = outcome.records.len();
+        for rec in outcome.records {
+            store.dispatch_recovered(rec)?;
+        }
+        tracing::info!(dir = %store.cfg.dir.display(), write_pos = store.log.write_pos(), replayed,
+            truncated = ?outcome.truncated, "store recovered");
+        Ok(store)
+    }
+
+    fn dispatch_recovered(&self, rec: DispatchInfo) -> Result<(), StoreError> {
+        self.last_store_ms
+            .set(self.last_store_ms.get().max(rec.store_timestamp_ms));
+        for key in &rec.keys {
+            self.index.borrow_mut().add(
+                &rec.topic,
+                key,
+                rec.physical_offset,
+                rec.store_timestamp_ms,
+            );
+        }
+        if !rec.to_queue {
+            return Ok(());
+        }
+        let mut queues = self.queues.borrow_mut();
+        let q = queues
+            .entry(rec.topic.clone())
+            .or_default()
+            .entry(rec.queue_id)
+            .or_default();
+        if q.next_offset() != rec.queue_offset {
+            if q.next_offset() == 0 && q.min_offset() == 0 {
+                // Queue files lost or trimmed: resume the dense sequence at the record's offset.
+                *q = ConsumeQueue::new(rec.queue_offset);
+            } else {
+                return Err(StoreError::Corrupt {
+                    file: self.cfg.dir.join("commitlog"),
+                    offset: rec.physical_offset,
+                    log_offset: rec.physical_offset,
+                    reason: format!(
+                        "record of {}:{} has queue offset {} but the queue expects {}",
+                        rec.topic,
+                        rec.queue_id,
+                        rec.queue_offset,
+                        q.next_offset()
+                    ),
+                });
+            }
+        }
+        q.push(CqEntry {
+            physical_offset: rec.physical_offset,
+            size: rec.size,
+            tags_code: rec.tags_code,
+            crc: rec.crc,
+        });
+        Ok(())
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.cfg
+    }
+
+    pub fn log(&self) -> &CommitLog<D> {
+        &self.log
+    }
+
+    /// Replaces how disk usage is measured (tests use a capped fake).
+    pub fn set_usage_probe(&self, probe: Box<dyn Fn() -> std::io::Result<DiskUsage>>) {
+        *self.usage_probe.borrow_mut() = probe;
+    }
+
+    /// `Some(percent)` while appends are refused for lack of space.
+    pub fn disk_full(&self) -> Option<u32> {
+        self.disk_full.get()
+    }
+
+    fn next_store_ms(&self) -> i64 {
+        let t = now_ms().max(self.last_store_ms.get());
+        self.last_store_ms.set(t);
+        t
+    }
+
+    /// End of the log that readers may see: durable data for `flush = sync` (a consumer never sees a
+    /// record a crash could take back), everything written for `flush = async`.
+    pub fn visible_limit(&self) -> u64 {
+        match self.cfg.flush {
+            FlushMode::Sync => self.log.flushed_pos(),
+            FlushMode::Async => self.log.write_pos(),
+        }
+    }
+
+    /// Appends messages contiguously; queue offsets are assigned densely per (topic, queue) at append.
+    /// With `flush = sync` and `wait_durable`, returns once an fdatasync covers them.
+    pub async fn put(
+        &self,
+        msgs: &[MessageToStore],
+        wait_durable: bool,
+    ) -> Result<Vec<Placement>, StoreError> {
+        if let Some(pct) = self.disk_full.get() {
+            return Err(StoreError::DiskFull {
+                used_percent: pct,
+                limit_percent: (self.cfg.disk_full_ratio * 100.0) as u32,
+            });
+        }
+        let sizes: Vec<usize> = msgs.iter().map(MessageToStore::encoded_len).collect();
+        let mut placed = Vec::with_capacity(msgs.len());
+        let (_, rx) = self
+            .log
+            .append(&sizes, |buf, phys, i| {
+                let m = &msgs[i];
+                let store_ms = self.next_store_ms();
+                let to_queue = enters_queue(m.sys_flag);
+                let qoff = if to_queue {
+                    let queues = self.queues.borrow();
+                    queues
+                        .get(&m.topic)
+                        .and_then(|t| t.get(&m.queue_id))
+                        .map_or(0, |q| q.next_offset())
+                } else {
+                    0
+                };
+                let start = buf.len();
+                m.encode_into(buf, phys, qoff, store_ms);
+                if to_queue {
+                    let crc = crc32fast::hash(&buf[start..]);
+                    let tags = tags_code(&m.properties);
+                    let mut queues = self.queues.borrow_mut();
+                    let q = queues
+                        .entry(m.topic.clone())
+                        .or_default()
+                        .entry(m.queue_id)
+                        .or_default();
+                    q.push(CqEntry {
+                        physical_offset: phys,
+                        size: sizes[i] as u32,
+                        tags_code: tags,
+                        crc,
+                    });
+                }
+                let mut index = self.index.borrow_mut();
+                for key in index_keys(&m.properties) {
+                    index.add(&m.topic, &key, phys, store_ms);
+                }
+                placed.push(Placement {
+                    physical_offset: phys,
+                    queue_offset: qoff,
+                    size: sizes[i] as u32,
+                });
+            })
+            .await?;
+        if let Some(rx) = rx.filter(|_| wait_durable) {
+            match rx.await {
+                Ok(r) => r?,
+                Err(_) => return Err(StoreError::Poisoned("flusher stopped".into())),
+            }
+        }
+        Ok(placed)
+    }
+
+    /// `(min, max)` visible offsets of a queue; `(0, 0)` for an unknown queue.
+    pub fn queue_bounds(&self, topic: &str, queue_id: i32) -> (u64, u64) {
+        let limit = self.visible_limit();
+        let queues = self.queues.borrow();
+        match queues.get(topic).and_then(|t| t.get(&queue_id)) {
+            Some(q) => (q.min_offset(), q.visible_max(limit)),
+            None => (0, 0),
+        }
+    }
+
+    /// Queue ids that exist for `topic`.
+    pub fn queue_ids(&self, topic: &str) -> Vec<i32> {
+        let mut ids: Vec<i32> = self
+            .queues
+            .borrow()
+            .get(topic)
+            .map(|t| t.keys().copied().collect())
+            .unwrap_or_default();
+        ids.sort_unstable();
+        ids
+    }
+
+    pub fn entry(&self, topic: &str, queue_id: i32, offset: u64) -> Option<CqEntry> {
+        self.queues.borrow().get(topic)?.get(&queue_id)?.get(offset)
+    }
+
+    /// Reads messages from a queue (RocketMQ's getMessage). `tag_filter` sees each entry's tag code;
+    /// `record_filter` sees each candidate record (SQL92). Stops at `max_msgs`, or `max_bytes` after at
+    /// least one message.
+    pub async fn get(
+        &self,
+        topic: &str,
+        queue_id: i32,
+        offset: u64,
+        max_msgs: usize,
+        max_bytes: usize,
+        tag_filter: &dyn Fn(i64) -> bool,
+        record_filter: &dyn Fn(&Bytes) -> bool,
+    ) -> GetResult {
+        let (min, max) = self.queue_bounds(topic, queue_id);
+        let result = |status, next| GetResult {
+            status,
+            records: Vec::new(),
+            next_offset: next,
+            min_offset: min,
+            max_offset: max,
+        };
+        if max == 0 {
+            return result(GetStatus::NoMessageInQueue, 0);
+        }
+        if offset < min {
+            return result(GetStatus::OffsetTooSmall, min);
+        }
+        if offset == max {
+            return result(GetStatus::OffsetOverflowOne, offset);
+        }
+        if offset > max {
+            return result(GetStatus::OffsetOverflowBadly, max);
+        }
+        let scan_limit = (max_msgs.max(1) * 20).max(800) as u64;
+        let end = max.min(offset + scan_limit);
+        let mut out = GetResult {
+            status: GetStatus::NoMatchedMessage,
+            records: Vec::new(),
+            next_offset: end,
+            min_offset: min,
+            max_offset: max,
+        };
+        let mut bytes = 0usize;
+        let mut removed = false;
+        for off in offset..end {
+            let Some(e) = self.entry(topic, queue_id, off) else {
+                break;
+            };
+            if !tag_filter(e.tags_code) {
+                continue;
+            }
+            match self.log.read(e.physical_offset, e.size as usize).await {
+                Ok(rec) if crc32fast::hash(&rec) != e.crc => {
+                    tracing::error!(
+                        topic,
+                        queue_id,
+                        offset = off,
+                        physical_offset = e.physical_offset,
+                        "record fails its CRC check: refusing to serve it"
+                    );
+                    out.status = GetStatus::Corrupt;
+                    out.next_offset = off;
+                    out.records.clear();
+                    return out;
+                }
+                Ok(rec) if record_filter(&rec) => {
+                    bytes += rec.len();
+                    out.records.push(rec);
+                }
+                Ok(_) => {}
+                Err(StoreError::NotFound(_)) => removed = true,
+                Err(err) => {
+                    tracing::warn!(%err, topic, queue_id, off, "read failed");
+                    removed = true;
+                }
+            }
+            if out.records.len() >= max_msgs || (bytes >= max_bytes && !out.records.is_empty()) {
+                out.next_offset = off + 1;
+                break;
+            }
+        }
+        out.status = if !out.records.is_empty() {
+            GetStatus::Found
+        } else if removed {
+            GetStatus::MessageWasRemoving
+        } else {
+            GetStatus::NoMatchedMessage
+        };
+        out
+    }
+
+    /// Reads the record at a physical offset (size from its header), verified.
+    pub async fn read_message(&self, physical_offset: u64) -> Result<StoredMessage, StoreError> {
+        let head = self.log.read(physical_offset, 4).await?;
+        let size = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        if size < crate::protocol::message::RECORD_FIXED_BYTES || size > self.log.max_record_bytes()
+        {
+            return Err(StoreError::NotFound(physical_offset));
+        }
+        let rec = self.log.read(physical_offset, size).await?;
+        StoredMessage::decode(&rec).map_err(|_| StoreError::NotFound(physical_offset))
+    }
+
+    /// Raw record bytes at a physical offset.
+    pub async fn read_record(&self, physical_offset: u64) -> Result<Bytes, StoreError> {
+        let head = self.log.read(physical_offset, 4).await?;
+        let size = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        if size < crate::protocol::message::RECORD_FIXED_BYTES || size > self.log.max_record_bytes()
+        {
+            return Err(StoreError::NotFound(physical_offset));
+        }
+        self.log.read(physical_offset, size).await
+    }
+
+    /// Store time of the message at a queue offset.
+    pub async fn store_time_at(&self, topic: &str, queue_id: i32, offset: u64) -> Option<i64> {
+        let e = self.entry(topic, queue_id, offset)?;
+        let rec = self.log.read(e.physical_offset + 56, 8).await.ok()?;
+        Some(i64::from_be_bytes(rec[..8].try_into().ok()?))
+    }
+
+    /// First queue offset whose message was stored at or after `ts_ms` (max offset if none).
+    pub async fn offset_by_time(&self, topic: &str, queue_id: i32, ts_ms: i64) -> u64 {
+        let (mut lo, mut hi) = self.queue_bounds(topic, queue_id);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.store_time_at(topic, queue_id, mid).await {
+                Some(t) if t >= ts_ms => hi = mid,
+                Some(_) => lo = mid + 1,
+                None => lo = mid + 1,
+            }
+        }
+        lo
+    }
+
+    /// Physical offsets indexed under `topic#key` in the time range, newest first.
+    pub fn index_lookup(
+        &self,
+        topic: &str,
+        key: &str,
+        begin_ms: i64,
+        end_ms: i64,
+        max: usize,
+    ) -> Vec<u64> {
+        self.index
+            .borrow()
+            .lookup(topic, key, begin_ms, end_ms, max)
+    }
+
+    /// Builds the blocking part of a checkpoint: new queue and index entries below the durable end.
+    /// Returns `None` when nothing changed.
+    pub fn checkpoint_job(&self) -> Option<CheckpointJob> {
+        let limit = self.log.flushed_pos();
+        if limit == self.checkpointed.get() {
+            return None;
+        }
+        let root = self.cfg.dir.join("consumequeue");
+        let mut writes = Vec::new();
+        for (topic, qs) in self.queues.borrow().iter() {
+            for (&qid, q) in qs {
+                let to = q.visible_max(limit);
+                if to > q.persisted {
+                    writes.push(QueueWrite {
+                        dir: queue_dir(&root, topic, qid),
+                        topic: topic.clone(),
+                        queue_id: qid,
+                        first_offset: q.persisted,
+                        entries: q.encoded_range(q.persisted, to),
+                    });
+                }
+            }
+        }
+        Some(CheckpointJob {
+            queues: writes,
+            index_path: self.cfg.dir.join("index").join("keys"),
+            index_bytes: self.index.borrow_mut().take_persistable(limit),
+            checkpoint_path: self.cfg.dir.join("checkpoint"),
+            checkpoint: Checkpoint {
+                log_offset: limit,
+                written_at_ms: now_ms(),
+            },
+        })
+    }
+
+    /// Records the outcome of a checkpoint job.
+    pub fn checkpoint_finished(&self, job: &CheckpointJob, result: &std::io::Result<()>) {
+        match result {
+            Ok(()) => {
+                let mut queues = self.queues.borrow_mut();
+                for w in &job.queues {
+                    if let Some(q) = queues
+                        .get_mut(&w.topic)
+                        .and_then(|t| t.get_mut(&w.queue_id))
+                    {
+                        q.persisted = q.persisted.max(
+                            w.first_offset
+                                + (w.entries.len() / consume_queue::CQ_ENTRY_BYTES) as u64,
+                        );
+                    }
+                }
+                self.checkpointed.set(job.checkpoint.log_offset);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "checkpoint failed; recovery will replay from the previous one");
+                self.index
+                    .borrow_mut()
+                    .restore_unpersisted(&job.index_bytes);
+            }
+        }
+    }
+
+    /// Runs a checkpoint inline (tests and shutdown).
+    pub fn checkpoint_now(&self) -> std::io::Result<()> {
+        let Some(job) = self.checkpoint_job() else {
+            return Ok(());
+        };
+        let r = job.run();
+        self.checkpoint_finished(&job, &r);
+        r
+    }
+
+    /// Topics with at least one queue in this store.
+    pub fn topics(&self) -> Vec<String> {
+        self.queues.borrow().keys().cloned().collect()
+    }
+
+    /// Forgets a topic's queues (DELETE_TOPIC); its records stay in the log until retention.
+    pub fn delete_topic(&self, topic: &str) {
+        self.queues.borrow_mut().remove(topic);
+        let _ = std::fs::remove_dir_all(self.cfg.dir.join("consumequeue").join(topic));
+    }
+}
+
+fn load_queues(
+    root: &std::path::Path,
+    log_min: u64,
+    limit: u64,
+) -> Result<HashMap<String, HashMap<i32, ConsumeQueue>>, StoreError> {
+    let mut out: HashMap<String, HashMap<i32, ConsumeQueue>> = HashMap::new();
+    for topic in io::list_dir(root).map_err(|e| StoreError::io(root, &e))? {
+        let tdir = root.join(&topic);
+        for qname in io::list_dir(&tdir).map_err(|e| StoreError::io(&tdir, &e))? {
+            let Ok(qid) = qname.parse::<i32>() else {
+                continue;
+            };
+            let qdir = tdir.join(&qname);
+            let q = load_queue(&qdir, log_min, limit).map_err(|e| StoreError::io(&qdir, &e))?;
+            if q.next_offset() > 0 {
+                out.entry(topic.clone()).or_default().insert(qid, q);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

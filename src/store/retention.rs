@@ -1,0 +1,133 @@
+//! Retention and disk-full protection for one shard's store.
+//!
+//! Whole segments are deleted when their last write is older than `file_reserved_ms`, and, oldest first,
+//! while disk use is above `disk_clean_ratio`. Above `disk_full_ratio` appends are refused
+//! (`StoreError::DiskFull` → SERVICE_NOT_AVAILABLE) while reads continue; the shard re-runs this every
+//! second, so appends resume by themselves once space returns. The active segment is never deleted.
+//! Consume-queue minimum offsets move past deleted records.
+
+use super::io::{Disk, segment_path};
+use super::{Store, StoreError};
+use std::path::Path;
+
+/// Space on the file system holding the store.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DiskUsage {
+    pub total_bytes: u64,
+    pub available_bytes: u64,
+}
+
+impl DiskUsage {
+    pub fn used_ratio(&self) -> f64 {
+        if self.total_bytes == 0 {
+            return 0.0;
+        }
+        1.0 - self.available_bytes as f64 / self.total_bytes as f64
+    }
+}
+
+/// Measures the file system of `dir` with statvfs.
+pub fn statvfs_usage(dir: &Path) -> std::io::Result<DiskUsage> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `c` is a valid NUL-terminated path and `st` points to writable memory of the right type.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it initialised the struct.
+    let st = unsafe { st.assume_init() };
+    let frsize = st.f_frsize as u64;
+    Ok(DiskUsage {
+        total_bytes: st.f_blocks as u64 * frsize,
+        available_bytes: st.f_bavail as u64 * frsize,
+    })
+}
+
+impl<D: Disk> Store<D> {
+    fn usage(&self) -> Option<DiskUsage> {
+        match (self.usage_probe.borrow())() {
+            Ok(u) => Some(u),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot measure disk usage");
+                None
+            }
+        }
+    }
+
+    /// One retention pass at `now_ms`. Returns the number of segments deleted.
+    pub async fn run_retention(&self, now_ms: i64) -> Result<usize, StoreError> {
+        let before = self.log.segment_starts().len();
+        let mut cut = self.expired_before(now_ms);
+        let active = self.log.write_pos() - self.log.write_pos() % self.log.segment_bytes();
+        while let Some(u) = self.usage() {
+            if u.used_ratio() <= self.cfg.disk_clean_ratio {
+                break;
+            }
+            let next = self
+                .log
+                .segment_starts()
+                .into_iter()
+                .find(|&s| s >= cut && s < active);
+            let Some(s) = next else { break };
+            cut = s + self.log.segment_bytes();
+            self.log.delete_segments_before(cut).await?;
+        }
+        let min = self.log.delete_segments_before(cut).await?;
+        let deleted = before - self.log.segment_starts().len();
+        if deleted > 0 {
+            self.trim_queues(min);
+        }
+        self.update_disk_full();
+        Ok(deleted)
+    }
+
+    /// First offset not covered by segments whose last write is older than the reserved time.
+    fn expired_before(&self, now_ms: i64) -> u64 {
+        let mut cut = 0;
+        for s in self.log.segment_starts() {
+            let path = segment_path(self.log.dir(), s);
+            let Ok(modified) = std::fs::metadata(&path).and_then(|m| m.modified()) else {
+                break;
+            };
+            let age_ms = now_ms
+                - modified
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0);
+            if age_ms < self.cfg.file_reserved_ms as i64 {
+                break;
+            }
+            cut = s + self.log.segment_bytes();
+        }
+        cut
+    }
+
+    fn trim_queues(&self, log_min: u64) {
+        for qs in self.queues.borrow_mut().values_mut() {
+            for q in qs.values_mut() {
+                q.trim_below(log_min);
+            }
+        }
+        self.index.borrow_mut().trim_below(log_min);
+    }
+
+    /// Sets or clears the disk-full refusal from the current usage.
+    pub fn update_disk_full(&self) {
+        let full = self
+            .usage()
+            .filter(|u| u.used_ratio() >= self.cfg.disk_full_ratio);
+        let pct = full.map(|u| (u.used_ratio() * 100.0).round() as u32);
+        if pct.is_some() != self.disk_full.get().is_some() {
+            match pct {
+                Some(p) => tracing::error!(
+                    used_percent = p,
+                    "disk nearly full: refusing appends, reads continue"
+                ),
+                None => tracing::info!("disk space returned: accepting appends again"),
+            }
+        }
+        self.disk_full.set(pct);
+    }
+}
