@@ -2,8 +2,15 @@
 //!
 //! See `docs/ARCHITECTURE.md`. Folder names show the architecture: `protocol` (wire formats), `store`
 //! (per-shard commit log, consume queues, index), `shard` (executors and cross-core control),
-//! `broker` (request handlers), `nameserver`, `client`, `bench`.
+//! `broker` (request handlers), `nameserver`, `net` (server connections), `client`, `filter`, `tune`.
 
+pub mod broker;
+pub mod client;
+pub mod config;
+pub mod filter;
+pub mod nameserver;
+pub mod net;
 pub mod protocol;
+pub mod shard;
 pub mod store;
 pub mod tune;

@@ -1,1 +1,160 @@
-fn main() {}
+//! The `ringmq` command line: parses arguments and calls into the library.
+
+use clap::{Parser, Subcommand};
+use ringmq::config::{Config, Role, split_addrs};
+use ringmq::store::FlushMode;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "ringmq",
+    version,
+    about = "A RocketMQ-compatible message broker, one pinned io_uring executor per core"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// TOML config file, or a RocketMQ broker.conf (Java properties)
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Shard 0's port; shard i listens on this + 4·i (and that − 2)
+    #[arg(long)]
+    listen_port: Option<u16>,
+    #[arg(long)]
+    namesrv_port: Option<u16>,
+    /// Number of shards (default: one per online core)
+    #[arg(long)]
+    shards: Option<usize>,
+    #[arg(long, value_parser = ["sync", "async"])]
+    flush: Option<String>,
+    #[arg(long, value_enum)]
+    role: Option<Role>,
+    /// Name servers to register with, `host:port;host:port`
+    #[arg(long)]
+    namesrv: Option<String>,
+    /// Address advertised to clients (default: this host's outbound address)
+    #[arg(long)]
+    broker_ip: Option<std::net::IpAddr>,
+    #[arg(long)]
+    broker_name: Option<String>,
+    #[arg(long)]
+    cluster_name: Option<String>,
+    /// Segment size in bytes (default 1 GiB)
+    #[arg(long)]
+    segment_bytes: Option<u64>,
+    /// Start on a log corrupt before its tail by truncating there (drops data after it)
+    #[arg(long)]
+    truncate_corrupt_log: bool,
+    #[arg(long)]
+    metrics_addr: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the broker (and the embedded name server)
+    Serve(ServeArgs),
+    /// Check (and with --apply, fix) host settings that matter for ringmq
+    Tune {
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        apply: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn build_config(a: ServeArgs) -> Result<Config, String> {
+    let mut c = match &a.config {
+        Some(p) => Config::from_file(p).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    if let Some(v) = a.data_dir {
+        c.data_dir = v;
+    }
+    if let Some(v) = a.listen_port {
+        c.listen_port = v;
+    }
+    if let Some(v) = a.namesrv_port {
+        c.namesrv_port = v;
+    }
+    if let Some(v) = a.shards {
+        c.shards = v;
+    }
+    if let Some(v) = a.flush {
+        c.flush = if v == "async" {
+            FlushMode::Async
+        } else {
+            FlushMode::Sync
+        };
+    }
+    if let Some(v) = a.role {
+        c.role = v;
+    }
+    if let Some(v) = a.namesrv {
+        c.namesrv_addrs = split_addrs(&v);
+    }
+    if let Some(v) = a.broker_ip {
+        c.broker_ip = Some(v);
+    }
+    if let Some(v) = a.broker_name {
+        c.broker_name = v;
+    }
+    if let Some(v) = a.cluster_name {
+        c.cluster_name = v;
+    }
+    if let Some(v) = a.segment_bytes {
+        c.segment_bytes = v;
+    }
+    if let Some(v) = a.metrics_addr {
+        c.metrics_addr = Some(v);
+    }
+    c.truncate_corrupt_log |= a.truncate_corrupt_log;
+    if c.segment_bytes % 4096 != 0 || c.segment_bytes < (64 << 10) {
+        return Err(format!(
+            "segment size {} must be a multiple of 4096 and at least 64 KiB",
+            c.segment_bytes
+        ));
+    }
+    if c.max_message_bytes as u64 + (8 << 10) > c.segment_bytes {
+        c.max_message_bytes = (c.segment_bytes - (8 << 10)) as usize;
+    }
+    Ok(c)
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RINGMQ_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let code = match cli.cmd {
+        Cmd::Serve(a) => match build_config(a) {
+            Ok(c) => ringmq::shard::serve(c),
+            Err(e) => {
+                eprintln!("ringmq: {e}");
+                ringmq::shard::startup::EXIT_CONFIG
+            }
+        },
+        Cmd::Tune {
+            data_dir,
+            apply,
+            json,
+        } => ringmq::tune::run(&ringmq::tune::TuneOptions {
+            apply,
+            data_dir,
+            json,
+            root: PathBuf::from("/"),
+        }),
+    };
+    std::process::exit(code);
+}

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 /// systemd unit in `tuning/` does not restart on it: an operator must look at the disk first.
 pub const EXIT_STORE_POISONED: i32 = 74;
 
+/// Exit code of a process that refused to start on a corrupt commit log (EX_DATAERR).
+pub const EXIT_STORE_CORRUPT: i32 = 65;
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// A write or fdatasync failed earlier; nothing more is written and the process must stop.

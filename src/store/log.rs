@@ -113,6 +113,7 @@ pub struct CommitLog<D: Disk> {
     cfg: LogConfig,
     state: RefCell<State<D::File>>,
     flush_wanted: Cell<bool>,
+    flush_waker: RefCell<Option<std::task::Waker>>,
 }
 
 /// A write the flusher issues: the file, the position in it and the aligned bytes.
@@ -178,6 +179,7 @@ impl<D: Disk> CommitLog<D> {
             }),
             cfg,
             flush_wanted: Cell::new(false),
+            flush_waker: RefCell::new(None),
         };
         log.ensure_active_segment().await?;
         Ok(log)
@@ -331,6 +333,9 @@ impl<D: Disk> CommitLog<D> {
             Self::seal_batch(&mut s);
         }
         self.flush_wanted.set(true);
+        if let Some(w) = self.flush_waker.borrow_mut().take() {
+            w.wake();
+        }
         if self.cfg.flush == FlushMode::Async {
             return Ok((first, None));
         }
@@ -378,6 +383,24 @@ impl<D: Disk> CommitLog<D> {
         s.buf.extend_from_slice(&seal);
         s.write_pos += SEAL_BYTES;
         s.batch_start = s.write_pos;
+    }
+
+    /// Completes when there is something to flush (the shard's flusher waits on this).
+    pub async fn wait_for_work(&self) {
+        futures_lite::future::poll_fn(|cx| {
+            if self.flush_wanted() {
+                return std::task::Poll::Ready(());
+            }
+            *self.flush_waker.borrow_mut() = Some(cx.waker().clone());
+            std::task::Poll::Pending
+        })
+        .await
+    }
+
+    /// Whether the segment after the active one still has to be pre-written.
+    pub fn needs_next_segment(&self) -> bool {
+        let s = self.state.borrow();
+        s.ready_next.is_none() && !s.preparing && s.poisoned.is_none()
     }
 
     /// Whether appends are waiting for the flusher.

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use checkpoint::{Checkpoint, CheckpointJob, QueueWrite};
 use consume_queue::{ConsumeQueue, CqEntry, load_queue, queue_dir};
 use dispatch::{DispatchInfo, enters_queue, index_keys, tags_code};
-pub use error::{EXIT_STORE_POISONED, StoreError};
+pub use error::{EXIT_STORE_CORRUPT, EXIT_STORE_POISONED, StoreError};
 use index::KeyIndex;
 use io::Disk;
 pub use log::FlushMode;

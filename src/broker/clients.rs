@@ -1,0 +1,409 @@
+//! Clients of one shard: HEART_BEAT registration of producers and consumers (with their
+//! subscriptions), UNREGISTER_CLIENT, GET_CONSUMER_LIST_BY_GROUP, NOTIFY_CONSUMER_IDS_CHANGED on
+//! membership change, expiry of silent clients, CHECK_CLIENT_CONFIG, and the queue locks of orderly
+//! consumers (LOCK_BATCH_MQ / UNLOCK_BATCH_MQ).
+//!
+//! Every client heartbeats every broker (shard) in its routes, so each shard holds a complete view of
+//! the groups it serves without any cross-shard traffic.
+
+use super::topics::{PERM_READ, PERM_WRITE, RETRY_PREFIX, TopicConfig};
+use super::{Broker, field};
+use crate::filter::Subscription;
+use crate::net::conn::Conn;
+use crate::protocol::Command;
+use crate::protocol::codes::{request as rq, response as rs};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Orderly-consumption lock lease (RocketMQ's rocketmq.broker.rebalance.lockMaxLiveTime, 60 s).
+pub const LOCK_LEASE: Duration = Duration::from_secs(60);
+
+struct Member {
+    conn: Rc<Conn>,
+    last_seen: Instant,
+}
+
+#[derive(Default)]
+struct ConsumerGroup {
+    members: BTreeMap<String, Member>,
+    /// Topic → (expression type, expression, parsed), from the latest heartbeat.
+    subscriptions: HashMap<String, (String, String, Rc<Subscription>)>,
+    message_model: String,
+}
+
+/// Producers and consumers registered on this shard.
+#[derive(Default)]
+pub struct ClientRegistry {
+    consumers: HashMap<String, ConsumerGroup>,
+    producers: HashMap<String, BTreeMap<String, Member>>,
+    /// (group, topic, queue) → (owner client id, last refresh).
+    locks: HashMap<(String, String, i32), (String, Instant)>,
+}
+
+fn str_of(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+impl ClientRegistry {
+    pub fn subscription(&self, group: &str, topic: &str) -> Option<Rc<Subscription>> {
+        self.consumers
+            .get(group)?
+            .subscriptions
+            .get(topic)
+            .map(|(_, _, s)| s.clone())
+    }
+
+    pub fn consumer_ids(&self, group: &str) -> Vec<String> {
+        self.consumers
+            .get(group)
+            .map(|g| g.members.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// A live connection of a producer of `group` (transaction check-back).
+    pub fn producer_conn(&self, group: &str) -> Option<Rc<Conn>> {
+        self.producers
+            .get(group)?
+            .values()
+            .find(|m| !m.conn.is_closed())
+            .map(|m| m.conn.clone())
+    }
+
+    /// (group, client id, message model, subscriptions) of every consumer.
+    pub fn consumer_groups(&self) -> Vec<(String, usize, String, Vec<String>)> {
+        self.consumers
+            .iter()
+            .map(|(g, c)| {
+                (
+                    g.clone(),
+                    c.members.len(),
+                    c.message_model.clone(),
+                    c.subscriptions.keys().cloned().collect(),
+                )
+            })
+            .collect()
+    }
+
+    fn upsert_consumer(
+        &mut self,
+        group: &str,
+        client_id: &str,
+        conn: &Rc<Conn>,
+        model: String,
+    ) -> bool {
+        let g = self.consumers.entry(group.to_string()).or_default();
+        g.message_model = model;
+        let now = Instant::now();
+        match g.members.get_mut(client_id) {
+            Some(m) if m.conn.id == conn.id => {
+                m.last_seen = now;
+                false
+            }
+            _ => {
+                g.members.insert(
+                    client_id.to_string(),
+                    Member {
+                        conn: conn.clone(),
+                        last_seen: now,
+                    },
+                );
+                true
+            }
+        }
+    }
+
+    /// Removes a client from groups; returns the consumer groups whose membership changed.
+    fn remove_where(&mut self, pred: impl Fn(&str, &Member) -> bool) -> Vec<String> {
+        let mut changed = Vec::new();
+        for (name, g) in self.consumers.iter_mut() {
+            let before = g.members.len();
+            g.members.retain(|id, m| !pred(id, m));
+            if g.members.len() != before {
+                changed.push(name.clone());
+            }
+        }
+        self.consumers.retain(|_, g| !g.members.is_empty());
+        for p in self.producers.values_mut() {
+            p.retain(|id, m| !pred(id, m));
+        }
+        self.producers.retain(|_, p| !p.is_empty());
+        changed
+    }
+
+    pub fn remove_connection(&mut self, conn_id: u64) -> Vec<String> {
+        self.remove_where(|_, m| m.conn.id == conn_id)
+    }
+
+    /// Drops clients silent for longer than `expiry`.
+    pub fn expire(&mut self, expiry: Duration) -> Vec<String> {
+        let now = Instant::now();
+        self.remove_where(|_, m| now.duration_since(m.last_seen) > expiry)
+    }
+}
+
+/// Parses the heartbeat body and registers its producers and consumers.
+pub fn heartbeat(b: &Broker, conn: &Rc<Conn>, req: &Command) -> Command {
+    let body: Value = match serde_json::from_slice(&req.body_bytes()) {
+        Ok(v) => v,
+        Err(e) => {
+            return req
+                .response_to(rs::SYSTEM_ERROR)
+                .with_remark(format!("heartbeat body is not JSON: {e}"));
+        }
+    };
+    let client_id = body
+        .get("clientID")
+        .and_then(str_of)
+        .unwrap_or_else(|| conn.peer.to_string());
+    let mut changed = Vec::new();
+    for c in body
+        .get("consumerDataSet")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some(group) = c.get("groupName").and_then(str_of) else {
+            continue;
+        };
+        let model = c
+            .get("messageModel")
+            .and_then(str_of)
+            .unwrap_or_else(|| "CLUSTERING".into());
+        let model = if model == "0" {
+            "BROADCASTING".into()
+        } else if model == "1" {
+            "CLUSTERING".into()
+        } else {
+            model
+        };
+        ensure_retry_topic(b, &group);
+        let mut reg = b.clients.borrow_mut();
+        if reg.upsert_consumer(&group, &client_id, conn, model) {
+            changed.push(group.clone());
+        }
+        let without_sub = c
+            .get("withoutSub")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+            || body
+                .get("withoutSub")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+        let subs = c.get("subscriptionDataSet").and_then(Value::as_array);
+        if without_sub && subs.is_none_or(|s| s.is_empty()) {
+            continue;
+        }
+        if let Some(g) = reg.consumers.get_mut(&group) {
+            for s in subs.into_iter().flatten() {
+                register_subscription(g, s);
+            }
+        }
+    }
+    for p in body
+        .get("producerDataSet")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some(group) = p.get("groupName").and_then(str_of) else {
+            continue;
+        };
+        let member = Member {
+            conn: conn.clone(),
+            last_seen: Instant::now(),
+        };
+        b.clients
+            .borrow_mut()
+            .producers
+            .entry(group)
+            .or_default()
+            .insert(client_id.clone(), member);
+    }
+    for g in changed {
+        notify_ids_changed(b, &g);
+    }
+    let mut r = req.response_to(rs::SUCCESS);
+    r.put("IS_SUB_CHANGE", "true");
+    r
+}
+
+fn register_subscription(g: &mut ConsumerGroup, s: &Value) {
+    let Some(topic) = s.get("topic").and_then(str_of) else {
+        return;
+    };
+    let expr = s
+        .get("subString")
+        .and_then(str_of)
+        .unwrap_or_else(|| "*".into());
+    let kind = s
+        .get("expressionType")
+        .and_then(str_of)
+        .unwrap_or_else(|| "TAG".into());
+    if g.subscriptions
+        .get(&topic)
+        .is_some_and(|(k, e, _)| *k == kind && *e == expr)
+    {
+        return;
+    }
+    match Subscription::parse(Some(&kind), &expr) {
+        Ok(sub) => {
+            g.subscriptions.insert(topic, (kind, expr, Rc::new(sub)));
+        }
+        Err(e) => {
+            tracing::warn!(topic, expr, error = %e, "ignoring a subscription that does not parse")
+        }
+    }
+}
+
+/// Creates `%RETRY%<group>` (one queue) if needed; it is registered with the name server with it.
+fn ensure_retry_topic(b: &Broker, group: &str) {
+    let name = format!("{RETRY_PREFIX}{group}");
+    if b.topics.borrow().get(&name).is_none() {
+        b.upsert_topic(TopicConfig::new(&name, 1, PERM_READ | PERM_WRITE), true);
+    }
+}
+
+/// Tells every member of `group` to rebalance now.
+pub fn notify_ids_changed(b: &Broker, group: &str) {
+    let reg = b.clients.borrow();
+    let Some(g) = reg.consumers.get(group) else {
+        return;
+    };
+    for m in g.members.values() {
+        let mut cmd = Command::request(rq::NOTIFY_CONSUMER_IDS_CHANGED);
+        cmd.put("consumerGroup", group);
+        m.conn.send_oneway(cmd);
+    }
+}
+
+pub fn unregister(b: &Broker, req: &Command) -> Command {
+    let client_id: String = match field(req, "clientID") {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    let cgroup = req.field("consumerGroup").map(str::to_string);
+    let pgroup = req.field("producerGroup").map(str::to_string);
+    let mut changed = Vec::new();
+    {
+        let mut reg = b.clients.borrow_mut();
+        if let Some(g) = cgroup.as_ref().and_then(|g| reg.consumers.get_mut(g))
+            && g.members.remove(&client_id).is_some()
+        {
+            changed.extend(cgroup.clone());
+        }
+        if let Some(p) = pgroup.as_ref().and_then(|g| reg.producers.get_mut(g)) {
+            p.remove(&client_id);
+        }
+        reg.consumers.retain(|_, g| !g.members.is_empty());
+    }
+    for g in changed {
+        notify_ids_changed(b, &g);
+    }
+    req.response_to(rs::SUCCESS)
+}
+
+pub fn consumer_list(b: &Broker, req: &Command) -> Command {
+    let group: String = match field(req, "consumerGroup") {
+        Ok(g) => g,
+        Err(e) => return e,
+    };
+    let ids = b.clients.borrow().consumer_ids(&group);
+    if ids.is_empty() {
+        return req
+            .response_to(rs::SYSTEM_ERROR)
+            .with_remark(format!("no consumer for this group, {group}"));
+    }
+    req.response_to(rs::SUCCESS)
+        .with_body(serde_json::json!({ "consumerIdList": ids }).to_string())
+}
+
+pub fn check_client_config(req: &Command) -> Command {
+    let body: Value = serde_json::from_slice(&req.body_bytes()).unwrap_or(Value::Null);
+    let sub = &body["subscriptionData"];
+    let kind = sub.get("expressionType").and_then(str_of);
+    let expr = sub
+        .get("subString")
+        .and_then(str_of)
+        .unwrap_or_else(|| "*".into());
+    match Subscription::parse(kind.as_deref(), &expr) {
+        Ok(_) => req.response_to(rs::SUCCESS),
+        Err(e) => req
+            .response_to(rs::SUBSCRIPTION_PARSE_FAILED)
+            .with_remark(format!("cannot parse {expr:?}: {e}")),
+    }
+}
+
+fn lock_body(req: &Command) -> Result<(String, String, Vec<Value>), Command> {
+    let body: Value = serde_json::from_slice(&req.body_bytes()).map_err(|e| {
+        req.response_to(rs::SYSTEM_ERROR)
+            .with_remark(format!("lock body is not JSON: {e}"))
+    })?;
+    let group = body
+        .get("consumerGroup")
+        .and_then(str_of)
+        .unwrap_or_default();
+    let client = body.get("clientId").and_then(str_of).unwrap_or_default();
+    let mqs = body
+        .get("mqSet")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    Ok((group, client, mqs))
+}
+
+fn mq_key(group: &str, mq: &Value) -> Option<(String, String, i32)> {
+    let topic = mq.get("topic").and_then(str_of)?;
+    let qid = mq.get("queueId").and_then(str_of)?.parse().ok()?;
+    Some((group.to_string(), topic, qid))
+}
+
+pub fn lock_batch(b: &Broker, req: &Command) -> Command {
+    let (group, client, mqs) = match lock_body(req) {
+        Ok(x) => x,
+        Err(e) => return e,
+    };
+    let now = Instant::now();
+    let mut locked = Vec::new();
+    let mut reg = b.clients.borrow_mut();
+    for mq in mqs {
+        let Some(key) = mq_key(&group, &mq) else {
+            continue;
+        };
+        let free = match reg.locks.get(&key) {
+            None => true,
+            Some((owner, at)) => *owner == client || now.duration_since(*at) > LOCK_LEASE,
+        };
+        if free {
+            reg.locks.insert(key, (client.clone(), now));
+            locked.push(mq);
+        }
+    }
+    req.response_to(rs::SUCCESS)
+        .with_body(serde_json::json!({ "lockOKMQSet": locked }).to_string())
+}
+
+pub fn unlock_batch(b: &Broker, req: &Command) -> Command {
+    let (group, client, mqs) = match lock_body(req) {
+        Ok(x) => x,
+        Err(e) => return e,
+    };
+    let mut reg = b.clients.borrow_mut();
+    for mq in mqs {
+        if let Some(key) = mq_key(&group, &mq)
+            && reg
+                .locks
+                .get(&key)
+                .is_some_and(|(owner, _)| *owner == client)
+        {
+            reg.locks.remove(&key);
+        }
+    }
+    req.response_to(rs::SUCCESS)
+}

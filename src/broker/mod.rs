@@ -1,0 +1,154 @@
+//! The broker side of one shard: request handlers over the shard's store.
+//!
+//! A `Broker` lives on exactly one shard (it is `!Send`: `Rc`/`RefCell` state), owns that shard's
+//! store, topic table, consumer offsets, client registry and long-poll waiters, and answers on the
+//! shard's own ports. Nothing here crosses cores; topic changes reach other shards through the
+//! control plane (`shard::control`).
+
+pub mod clients;
+pub mod offsets;
+pub mod pull;
+pub mod query;
+pub mod send;
+pub mod topics;
+
+use crate::config::Config;
+use crate::net::conn::{Conn, Service};
+use crate::protocol::Command;
+use crate::protocol::codes::{request as rq, response as rs};
+use crate::shard::control::ControlPlane;
+use crate::store::io::DmaDisk;
+use crate::store::{Store, StoreError};
+use clients::ClientRegistry;
+use offsets::OffsetTable;
+use pull::LongPolls;
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use topics::TopicTable;
+
+/// One shard's broker.
+pub struct Broker {
+    pub shard: usize,
+    pub cfg: Config,
+    /// Registered broker name: `<broker_name>-<shard>`.
+    pub name: String,
+    /// Address clients reach this shard at; the store host of every record.
+    pub addr: SocketAddr,
+    pub store: Store<DmaDisk>,
+    pub topics: RefCell<TopicTable>,
+    pub offsets: RefCell<OffsetTable>,
+    pub clients: RefCell<ClientRegistry>,
+    pub polls: RefCell<LongPolls>,
+    pub control: Arc<ControlPlane>,
+}
+
+/// Maps a store error to a RocketMQ response code and remark (the one place this mapping lives).
+pub fn store_error_response(req: &Command, e: &StoreError) -> Command {
+    let code = match e {
+        StoreError::DiskFull { .. } | StoreError::Poisoned(_) => rs::SERVICE_NOT_AVAILABLE,
+        StoreError::TooLarge { .. } | StoreError::Invalid(_) => rs::MESSAGE_ILLEGAL,
+        _ => rs::SYSTEM_ERROR,
+    };
+    req.response_to(code).with_remark(e.to_string())
+}
+
+/// Reads a header field, answering a missing or malformed one with a clear error.
+pub fn field<T: std::str::FromStr>(req: &Command, key: &str) -> Result<T, Command> {
+    let missing = || {
+        req.response_to(rs::SYSTEM_ERROR).with_remark(format!(
+            "request code {} needs header field '{key}'",
+            req.code
+        ))
+    };
+    let v = req.field(key).ok_or_else(missing)?;
+    v.trim().parse().map_err(|_| {
+        req.response_to(rs::SYSTEM_ERROR)
+            .with_remark(format!("header field '{key}' has an invalid value {v:?}"))
+    })
+}
+
+/// An optional header field (absent or unparsable → None).
+pub fn opt_field<T: std::str::FromStr>(req: &Command, key: &str) -> Option<T> {
+    req.field(key).and_then(|v| v.trim().parse().ok())
+}
+
+impl Broker {
+    pub fn new(
+        shard: usize,
+        cfg: Config,
+        addr: SocketAddr,
+        store: Store<DmaDisk>,
+        control: Arc<ControlPlane>,
+    ) -> Broker {
+        let dir = store.config().dir.join("config");
+        let topics = TopicTable::load(&dir, &cfg);
+        let offsets = OffsetTable::load(&dir);
+        Broker {
+            shard,
+            name: format!("{}-{}", cfg.broker_name, shard),
+            addr,
+            store,
+            topics: RefCell::new(topics),
+            offsets: RefCell::new(offsets),
+            clients: RefCell::new(ClientRegistry::default()),
+            polls: RefCell::new(LongPolls::default()),
+            control,
+            cfg,
+        }
+    }
+
+    /// Directory for this shard's JSON config files.
+    pub fn config_dir(&self) -> std::path::PathBuf {
+        self.store.config().dir.join("config")
+    }
+}
+
+impl Service for Broker {
+    /// Answers one request; `None` when the answer comes later (a parked long poll) or never (oneway).
+    async fn handle(self: &Rc<Self>, conn: &Rc<Conn>, req: Command) -> Option<Command> {
+        let resp = match req.code {
+            rq::SEND_MESSAGE | rq::SEND_MESSAGE_V2 | rq::SEND_BATCH_MESSAGE => {
+                send::handle(self, conn, &req).await
+            }
+            rq::PULL_MESSAGE | rq::LITE_PULL_MESSAGE => {
+                return pull::handle(self, conn, req, true).await;
+            }
+            rq::QUERY_CONSUMER_OFFSET => offsets::query_consumer_offset(self, &req),
+            rq::UPDATE_CONSUMER_OFFSET => offsets::update_consumer_offset(self, &req),
+            rq::GET_MAX_OFFSET => offsets::get_max_offset(self, &req),
+            rq::GET_MIN_OFFSET => offsets::get_min_offset(self, &req),
+            rq::SEARCH_OFFSET_BY_TIMESTAMP => offsets::search_by_timestamp(self, &req).await,
+            rq::GET_EARLIEST_MSG_STORETIME => offsets::earliest_store_time(self, &req).await,
+            rq::HEART_BEAT => clients::heartbeat(self, conn, &req),
+            rq::UNREGISTER_CLIENT => clients::unregister(self, &req),
+            rq::GET_CONSUMER_LIST_BY_GROUP => clients::consumer_list(self, &req),
+            rq::CHECK_CLIENT_CONFIG => clients::check_client_config(&req),
+            rq::LOCK_BATCH_MQ => clients::lock_batch(self, &req),
+            rq::UNLOCK_BATCH_MQ => clients::unlock_batch(self, &req),
+            rq::UPDATE_AND_CREATE_TOPIC => topics::update_and_create(self, &req),
+            rq::DELETE_TOPIC_IN_BROKER => topics::delete(self, &req),
+            rq::GET_ALL_TOPIC_CONFIG => topics::get_all(self, &req),
+            rq::QUERY_MESSAGE => query::query_message(self, &req).await,
+            rq::VIEW_MESSAGE_BY_ID => query::view_by_offset(self, &req).await,
+            rq::GET_BROKER_RUNTIME_INFO => query::runtime_info(self, &req),
+            code => req
+                .response_to(rs::REQUEST_CODE_NOT_SUPPORTED)
+                .with_remark(format!("request code {code} is not supported by ringmq")),
+        };
+        Some(resp)
+    }
+
+    /// Forgets everything registered through a closed connection.
+    fn connection_closed(&self, conn: &Rc<Conn>) {
+        let changed = self.clients.borrow_mut().remove_connection(conn.id);
+        for group in changed {
+            clients::notify_ids_changed(self, &group);
+        }
+    }
+
+    fn max_frame_bytes(&self) -> usize {
+        self.cfg.max_frame_bytes
+    }
+}

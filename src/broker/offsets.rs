@@ -1,0 +1,230 @@
+//! Consumer offsets and queue positions: QUERY_CONSUMER_OFFSET (with RocketMQ's young-queue rule),
+//! UPDATE_CONSUMER_OFFSET, GET_MAX_OFFSET, GET_MIN_OFFSET, SEARCH_OFFSET_BY_TIMESTAMP and
+//! GET_EARLIEST_MSG_STORETIME.
+//!
+//! Offsets are owned by the shard that owns the queue and persisted to `config/offsets.json` in
+//! RocketMQ's `consumerOffset.json` shape (`topic@group` → queue → offset) every few seconds and at
+//! shutdown; like RocketMQ they may move back after a crash (at-least-once delivery).
+
+use super::{Broker, field};
+use crate::protocol::Command;
+use crate::protocol::codes::response as rs;
+use crate::store::checkpoint::write_atomic;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Share of physical memory below which a queue's backlog counts as "in memory" for the young-queue
+/// rule (RocketMQ's accessMessageInMemoryMaxRatio, 40%).
+const IN_MEMORY_RATIO: f64 = 0.40;
+
+#[derive(Debug, Default)]
+pub struct OffsetTable {
+    /// `topic@group` → queue id → next offset to consume.
+    table: BTreeMap<String, BTreeMap<i32, u64>>,
+    dirty: bool,
+    path: PathBuf,
+}
+
+fn key(group: &str, topic: &str) -> String {
+    format!("{topic}@{group}")
+}
+
+impl OffsetTable {
+    pub fn load(dir: &Path) -> OffsetTable {
+        let path = dir.join("offsets.json");
+        let table = std::fs::read(&path)
+            .ok()
+            .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok())
+            .and_then(|v| serde_json::from_value(v["offsetTable"].clone()).ok())
+            .unwrap_or_default();
+        OffsetTable {
+            table,
+            dirty: false,
+            path,
+        }
+    }
+
+    pub fn commit(&mut self, group: &str, topic: &str, queue_id: i32, offset: u64) {
+        self.table
+            .entry(key(group, topic))
+            .or_default()
+            .insert(queue_id, offset);
+        self.dirty = true;
+    }
+
+    pub fn get(&self, group: &str, topic: &str, queue_id: i32) -> Option<u64> {
+        self.table.get(&key(group, topic))?.get(&queue_id).copied()
+    }
+
+    /// Groups and topics with committed offsets: `(group, topic, queue, offset)`.
+    pub fn entries(&self) -> Vec<(String, String, i32, u64)> {
+        let mut out = Vec::new();
+        for (k, qs) in &self.table {
+            let (topic, group) = k.split_once('@').unwrap_or((k, ""));
+            for (&q, &o) in qs {
+                out.push((group.to_string(), topic.to_string(), q, o));
+            }
+        }
+        out
+    }
+
+    /// Writes the table if it changed.
+    pub fn persist(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        let json = serde_json::json!({ "offsetTable": self.table });
+        let result = std::fs::create_dir_all(self.path.parent().unwrap_or(Path::new(".")))
+            .and_then(|_| write_atomic(&self.path, json.to_string().as_bytes()));
+        match result {
+            Ok(()) => self.dirty = false,
+            Err(e) => {
+                tracing::error!(file = %self.path.display(), error = %e, "cannot persist consumer offsets")
+            }
+        }
+    }
+}
+
+fn physical_memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(8 << 30)
+}
+
+pub fn query_consumer_offset(b: &Broker, req: &Command) -> Command {
+    let (group, topic, qid) = match group_topic_queue(req) {
+        Ok(x) => x,
+        Err(e) => return e,
+    };
+    if let Some(off) = b.offsets.borrow().get(&group, &topic, qid) {
+        let mut r = req.response_to(rs::SUCCESS);
+        r.put("offset", off);
+        return r;
+    }
+    let not_found = || {
+        req.response_to(rs::QUERY_NOT_FOUND)
+            .with_remark("Not found, V3_0_6_SNAPSHOT maybe")
+    };
+    if req.field("setZeroIfNotFound") == Some("false") {
+        return not_found();
+    }
+    // Young-queue rule: a group new to a queue that still starts at 0, with its backlog in memory,
+    // starts at 0 rather than at the end, so it sees messages produced before it first started.
+    let (min, _) = b.store.queue_bounds(&topic, qid);
+    let young = min == 0
+        && match b.store.entry(&topic, qid, 0) {
+            None => true,
+            Some(e) => {
+                let backlog = b.store.log().write_pos().saturating_sub(e.physical_offset);
+                (backlog as f64) < physical_memory_bytes() as f64 * IN_MEMORY_RATIO
+            }
+        };
+    if !young {
+        return not_found();
+    }
+    let mut r = req.response_to(rs::SUCCESS);
+    r.put("offset", 0);
+    r
+}
+
+fn group_topic_queue(req: &Command) -> Result<(String, String, i32), Command> {
+    Ok((
+        field(req, "consumerGroup")?,
+        field(req, "topic")?,
+        field(req, "queueId")?,
+    ))
+}
+
+pub fn update_consumer_offset(b: &Broker, req: &Command) -> Command {
+    let (group, topic, qid) = match group_topic_queue(req) {
+        Ok(x) => x,
+        Err(e) => return e,
+    };
+    let offset: i64 = match field(req, "commitOffset") {
+        Ok(o) => o,
+        Err(e) => return e,
+    };
+    if offset >= 0 {
+        b.offsets
+            .borrow_mut()
+            .commit(&group, &topic, qid, offset as u64);
+    }
+    req.response_to(rs::SUCCESS)
+}
+
+fn topic_queue(req: &Command) -> Result<(String, i32), Command> {
+    Ok((field(req, "topic")?, field(req, "queueId")?))
+}
+
+fn offset_response(req: &Command, key: &str, v: impl ToString) -> Command {
+    let mut r = req.response_to(rs::SUCCESS);
+    r.put(key, v);
+    r
+}
+
+pub fn get_max_offset(b: &Broker, req: &Command) -> Command {
+    match topic_queue(req) {
+        Ok((t, q)) => offset_response(req, "offset", b.store.queue_bounds(&t, q).1),
+        Err(e) => e,
+    }
+}
+
+pub fn get_min_offset(b: &Broker, req: &Command) -> Command {
+    match topic_queue(req) {
+        Ok((t, q)) => offset_response(req, "offset", b.store.queue_bounds(&t, q).0),
+        Err(e) => e,
+    }
+}
+
+/// First offset stored at or after the timestamp (`boundaryType=upper`: last stored at or before).
+pub async fn search_by_timestamp(b: &Broker, req: &Command) -> Command {
+    let (topic, qid) = match topic_queue(req) {
+        Ok(x) => x,
+        Err(e) => return e,
+    };
+    let ts: i64 = match field(req, "timestamp") {
+        Ok(t) => t,
+        Err(e) => return e,
+    };
+    let lower = b.store.offset_by_time(&topic, qid, ts).await;
+    let off = if req
+        .field("boundaryType")
+        .is_some_and(|v| v.eq_ignore_ascii_case("upper"))
+    {
+        let after = b
+            .store
+            .offset_by_time(&topic, qid, ts.saturating_add(1))
+            .await;
+        after
+            .saturating_sub(1)
+            .max(b.store.queue_bounds(&topic, qid).0)
+    } else {
+        lower
+    };
+    offset_response(req, "offset", off)
+}
+
+pub async fn earliest_store_time(b: &Broker, req: &Command) -> Command {
+    let (topic, qid) = match topic_queue(req) {
+        Ok(x) => x,
+        Err(e) => return e,
+    };
+    let (min, max) = b.store.queue_bounds(&topic, qid);
+    if min >= max {
+        return req
+            .response_to(rs::SYSTEM_ERROR)
+            .with_remark(format!("queue {topic}:{qid} holds no messages"));
+    }
+    match b.store.store_time_at(&topic, qid, min).await {
+        Some(t) => offset_response(req, "timestamp", t),
+        None => req
+            .response_to(rs::SYSTEM_ERROR)
+            .with_remark("cannot read the earliest message"),
+    }
+}

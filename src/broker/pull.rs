@@ -1,0 +1,291 @@
+//! PULL_MESSAGE (11) and LITE_PULL_MESSAGE (361) with long polling.
+//!
+//! A pull that finds nothing, with the SUSPEND flag, is parked on its (topic, queue) until an append
+//! to that queue wakes it or its deadline passes (`suspendTimeoutMillis`, answered before the client's
+//! own 30 s timeout). Waiters live on the shard that owns the queue; a wake re-runs the pull, and
+//! re-parks it when the new messages do not pass its filter.
+
+use super::topics::PERM_READ;
+use super::{Broker, field, opt_field};
+use crate::filter::Subscription;
+use crate::net::conn::Conn;
+use crate::protocol::Command;
+use crate::protocol::codes::response as rs;
+use crate::protocol::message::StoredMessage;
+use crate::store::GetStatus;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+const FLAG_COMMIT_OFFSET: i32 = 1;
+const FLAG_SUSPEND: i32 = 2;
+const FLAG_SUBSCRIPTION: i32 = 4;
+/// Largest pull response body: well under the 16 MiB frame limit.
+const MAX_PULL_BYTES: usize = 8 << 20;
+/// Hold time when the client asks for long polling without a timeout.
+const DEFAULT_SUSPEND_MS: u64 = 15_000;
+
+/// How a pull execution may end when nothing is found.
+#[derive(Debug, Clone, Copy)]
+pub enum Suspend {
+    /// First execution: may park if the client allowed it.
+    Allowed,
+    /// Woken by an append: re-park until the deadline if still nothing matches.
+    Resume(Instant),
+    /// Deadline passed: answer now.
+    Never,
+}
+
+struct Parked {
+    conn: Rc<Conn>,
+    req: Command,
+    deadline: Instant,
+}
+
+/// Parked pulls of one shard, by (topic, queue id).
+#[derive(Default)]
+pub struct LongPolls {
+    waiting: HashMap<(String, i32), Vec<Parked>>,
+}
+
+impl LongPolls {
+    pub fn len(&self) -> usize {
+        self.waiting.values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Entry point from the request dispatcher.
+pub async fn handle(b: &Rc<Broker>, conn: &Rc<Conn>, req: Command, first: bool) -> Option<Command> {
+    execute(
+        b,
+        conn,
+        req,
+        if first {
+            Suspend::Allowed
+        } else {
+            Suspend::Never
+        },
+    )
+    .await
+}
+
+async fn execute(
+    b: &Rc<Broker>,
+    conn: &Rc<Conn>,
+    req: Command,
+    suspend: Suspend,
+) -> Option<Command> {
+    let p = match PullRequest::decode(&req) {
+        Ok(p) => p,
+        Err(resp) => return Some(resp),
+    };
+    let sub = match resolve(b, &req, &p) {
+        Ok(s) => s,
+        Err(resp) => return Some(resp),
+    };
+    if matches!(suspend, Suspend::Allowed)
+        && p.sys_flag & FLAG_COMMIT_OFFSET != 0
+        && p.commit_offset >= 0
+    {
+        b.offsets
+            .borrow_mut()
+            .commit(&p.group, &p.topic, p.queue_id, p.commit_offset as u64);
+    }
+    let tag_filter = |code: i64| sub.matches_tag_code(code);
+    let record_filter = |rec: &Bytes| match sub.as_ref() {
+        Subscription::Sql(_) => {
+            StoredMessage::decode(rec).is_ok_and(|m| sub.matches_message(&|k| m.property(k)))
+        }
+        _ => true,
+    };
+    let max_bytes = p.max_bytes.min(MAX_PULL_BYTES);
+    let r = b
+        .store
+        .get(
+            &p.topic,
+            p.queue_id,
+            p.offset,
+            p.max_msgs,
+            max_bytes,
+            &tag_filter,
+            &record_filter,
+        )
+        .await;
+    let (code, next) = match r.status {
+        GetStatus::Found => (rs::SUCCESS, r.next_offset),
+        GetStatus::NoMessageInQueue if p.offset == 0 => (rs::PULL_NOT_FOUND, 0),
+        GetStatus::NoMessageInQueue => (rs::PULL_OFFSET_MOVED, 0),
+        GetStatus::OffsetTooSmall | GetStatus::OffsetOverflowBadly => {
+            (rs::PULL_OFFSET_MOVED, r.next_offset)
+        }
+        GetStatus::OffsetOverflowOne => (rs::PULL_NOT_FOUND, p.offset),
+        GetStatus::NoMatchedMessage | GetStatus::MessageWasRemoving => {
+            (rs::PULL_RETRY_IMMEDIATELY, r.next_offset)
+        }
+        GetStatus::Corrupt => (rs::SYSTEM_ERROR, p.offset),
+    };
+    let nothing = code == rs::PULL_NOT_FOUND
+        || (code == rs::PULL_RETRY_IMMEDIATELY
+            && r.status == GetStatus::NoMatchedMessage
+            && r.next_offset >= r.max_offset);
+    if nothing {
+        let deadline = match suspend {
+            Suspend::Allowed if p.sys_flag & FLAG_SUSPEND != 0 => {
+                Some(Instant::now() + Duration::from_millis(p.suspend_ms))
+            }
+            Suspend::Resume(d) if d > Instant::now() => Some(d),
+            _ => None,
+        };
+        if let Some(deadline) = deadline {
+            let key = (p.topic.clone(), p.queue_id);
+            let mut parked_req = req;
+            if code == rs::PULL_RETRY_IMMEDIATELY {
+                parked_req.put("queueOffset", r.next_offset); // skip what was already filtered out
+            }
+            b.polls
+                .borrow_mut()
+                .waiting
+                .entry(key)
+                .or_default()
+                .push(Parked {
+                    conn: conn.clone(),
+                    req: parked_req,
+                    deadline,
+                });
+            return None;
+        }
+    }
+    let mut resp = req.response_to(code).with_remark(format!("{:?}", r.status));
+    resp.put("suggestWhichBrokerId", 0);
+    resp.put("nextBeginOffset", next);
+    resp.put("minOffset", r.min_offset);
+    resp.put("maxOffset", r.max_offset);
+    resp.body = r.records;
+    Some(resp)
+}
+
+/// The decoded pull header.
+struct PullRequest {
+    group: String,
+    topic: String,
+    queue_id: i32,
+    offset: u64,
+    max_msgs: usize,
+    max_bytes: usize,
+    sys_flag: i32,
+    commit_offset: i64,
+    suspend_ms: u64,
+}
+
+impl PullRequest {
+    fn decode(req: &Command) -> Result<PullRequest, Command> {
+        let offset: i64 = field(req, "queueOffset")?;
+        Ok(PullRequest {
+            group: field(req, "consumerGroup")?,
+            topic: field(req, "topic")?,
+            queue_id: field(req, "queueId")?,
+            offset: offset.max(0) as u64,
+            max_msgs: opt_field::<i64>(req, "maxMsgNums")
+                .unwrap_or(32)
+                .clamp(1, 1024) as usize,
+            max_bytes: opt_field::<i64>(req, "maxMsgBytes")
+                .filter(|&v| v > 0)
+                .unwrap_or(MAX_PULL_BYTES as i64) as usize,
+            sys_flag: opt_field(req, "sysFlag").unwrap_or(0),
+            commit_offset: opt_field(req, "commitOffset").unwrap_or(-1),
+            suspend_ms: opt_field::<u64>(req, "suspendTimeoutMillis")
+                .filter(|&v| v > 0)
+                .unwrap_or(DEFAULT_SUSPEND_MS)
+                .min(25_000),
+        })
+    }
+}
+
+/// Checks topic and queue and finds the subscription to filter with.
+fn resolve(b: &Broker, req: &Command, p: &PullRequest) -> Result<Rc<Subscription>, Command> {
+    let topics = b.topics.borrow();
+    let Some(tc) = topics.get(&p.topic) else {
+        return Err(req
+            .response_to(rs::TOPIC_NOT_EXIST)
+            .with_remark(format!("topic[{}] not exist on {}", p.topic, b.name)));
+    };
+    if tc.perm & PERM_READ == 0 {
+        return Err(req
+            .response_to(rs::NO_PERMISSION)
+            .with_remark(format!("topic {} is not readable", p.topic)));
+    }
+    if p.queue_id < 0 || p.queue_id as u32 >= tc.read_queue_nums.max(tc.write_queue_nums) {
+        return Err(req.response_to(rs::INVALID_PARAMETER).with_remark(format!(
+            "queueId {} is out of range: topic {} has {} read queues",
+            p.queue_id, p.topic, tc.read_queue_nums
+        )));
+    }
+    if p.sys_flag & FLAG_SUBSCRIPTION != 0 {
+        let expr = req.field("subscription").unwrap_or("*");
+        return Subscription::parse(req.field("expressionType"), expr)
+            .map(Rc::new)
+            .map_err(|e| {
+                req.response_to(rs::SUBSCRIPTION_PARSE_FAILED)
+                    .with_remark(format!("cannot parse subscription {expr:?}: {e}"))
+            });
+    }
+    b.clients
+        .borrow()
+        .subscription(&p.group, &p.topic)
+        .ok_or_else(|| {
+            req.response_to(rs::SUBSCRIPTION_NOT_EXIST).with_remark(format!(
+            "consumer group {} has no subscription to {} on this broker (no heartbeat yet?)",
+            p.group, p.topic
+        ))
+        })
+}
+
+impl Broker {
+    /// Re-runs the pulls parked on (topic, queue) after an append.
+    pub fn wake_pollers(self: &Rc<Self>, topic: &str, queue_id: i32) {
+        let parked = match self
+            .polls
+            .borrow_mut()
+            .waiting
+            .remove(&(topic.to_string(), queue_id))
+        {
+            Some(p) => p,
+            None => return,
+        };
+        for w in parked {
+            let deadline = w.deadline;
+            self.resume(w, Suspend::Resume(deadline));
+        }
+    }
+
+    /// Answers every parked pull whose deadline has passed; run periodically by the shard.
+    pub fn expire_pollers(self: &Rc<Self>, now: Instant) {
+        let mut due = Vec::new();
+        for list in self.polls.borrow_mut().waiting.values_mut() {
+            let (expired, keep): (Vec<Parked>, Vec<Parked>) = list
+                .drain(..)
+                .partition(|w| w.deadline <= now || w.conn.is_closed());
+            *list = keep;
+            due.extend(expired);
+        }
+        self.polls.borrow_mut().waiting.retain(|_, v| !v.is_empty());
+        for w in due.into_iter().filter(|w| !w.conn.is_closed()) {
+            self.resume(w, Suspend::Never);
+        }
+    }
+
+    fn resume(self: &Rc<Self>, w: Parked, suspend: Suspend) {
+        let b = self.clone();
+        glommio::spawn_local(async move {
+            if let Some(resp) = execute(&b, &w.conn, w.req, suspend).await {
+                w.conn.send(resp);
+            }
+        })
+        .detach();
+    }
+}

@@ -1,0 +1,97 @@
+//! Message queries: QUERY_MESSAGE (by key or unique key, within a store-time range),
+//! VIEW_MESSAGE_BY_ID (by physical offset, decoded by the client from an offset msgId), and
+//! GET_BROKER_RUNTIME_INFO (runtime statistics for admin tools).
+
+use super::{Broker, field, opt_field};
+use crate::protocol::Command;
+use crate::protocol::codes::response as rs;
+use crate::protocol::message::{StoredMessage, keys, property_get};
+use crate::store::dispatch::index_keys;
+
+/// Matches returned by a unique-key query (RocketMQ's defaultQueryMaxNum).
+const UNIQUE_QUERY_MAX: usize = 32;
+/// Upper bound on matches of any query, keeping the response well under the frame limit.
+const QUERY_MAX: usize = 64;
+
+pub async fn query_message(b: &Broker, req: &Command) -> Command {
+    let (topic, key): (String, String) = match (field(req, "topic"), field(req, "key")) {
+        (Ok(t), Ok(k)) => (t, k),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    let unique = req.field("_UNIQUE_KEY_QUERY") == Some("true");
+    let max = if unique {
+        UNIQUE_QUERY_MAX
+    } else {
+        opt_field::<usize>(req, "maxNum")
+            .unwrap_or(32)
+            .clamp(1, QUERY_MAX)
+    };
+    let begin = opt_field(req, "beginTimestamp").unwrap_or(0);
+    let end = opt_field(req, "endTimestamp").unwrap_or(i64::MAX);
+    let mut body = Vec::new();
+    let mut last_ts = 0;
+    for phys in b.store.index_lookup(&topic, &key, begin, end, max * 2) {
+        let Ok(rec) = b.store.read_record(phys).await else {
+            continue;
+        };
+        let Ok(m) = StoredMessage::decode(&rec) else {
+            continue;
+        };
+        let hit = m.topic == topic && index_keys(&m.properties).iter().any(|k| *k == key);
+        let uniq_ok = !unique || property_get(&m.properties, keys::UNIQ_KEY) == Some(key.as_str());
+        if hit && uniq_ok {
+            last_ts = last_ts.max(m.store_timestamp_ms);
+            body.push(rec);
+            if body.len() >= max {
+                break;
+            }
+        }
+    }
+    if body.is_empty() {
+        return req
+            .response_to(rs::QUERY_NOT_FOUND)
+            .with_remark(format!("no message with key {key} in topic {topic}"));
+    }
+    let mut r = req.response_to(rs::SUCCESS);
+    r.put("indexLastUpdateTimestamp", last_ts);
+    r.put("indexLastUpdatePhyoffset", b.store.log().write_pos());
+    r.body = body;
+    r
+}
+
+pub async fn view_by_offset(b: &Broker, req: &Command) -> Command {
+    let offset: u64 = match field(req, "offset") {
+        Ok(o) => o,
+        Err(e) => return e,
+    };
+    match b.store.read_record(offset).await {
+        Ok(rec) if StoredMessage::decode(&rec).is_ok() => {
+            req.response_to(rs::SUCCESS).with_body(rec)
+        }
+        _ => req
+            .response_to(rs::SYSTEM_ERROR)
+            .with_remark(format!("no message at offset {offset} on {}", b.name)),
+    }
+}
+
+pub fn runtime_info(b: &Broker, req: &Command) -> Command {
+    let s = b.store.log().stats();
+    let table = serde_json::json!({
+        "brokerName": b.name,
+        "commitLogMinOffset": b.store.log().min_pos().to_string(),
+        "commitLogMaxOffset": b.store.log().write_pos().to_string(),
+        "commitLogFlushedOffset": b.store.log().flushed_pos().to_string(),
+        "appends": s.appends.to_string(),
+        "flushes": s.flushes.to_string(),
+        "syncedBytes": s.synced_bytes.to_string(),
+        "segmentWaits": s.segment_waits.to_string(),
+        "tailCacheHits": s.tail_hits.to_string(),
+        "readCacheHits": s.read_cache_hits.to_string(),
+        "diskReads": s.disk_reads.to_string(),
+        "longPollWaiters": b.polls.borrow().len().to_string(),
+        "diskFull": b.store.disk_full().is_some().to_string(),
+        "flushMode": format!("{:?}", b.store.log().flush_mode()),
+    });
+    req.response_to(rs::SUCCESS)
+        .with_body(serde_json::json!({ "table": table }).to_string())
+}

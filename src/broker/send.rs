@@ -1,0 +1,247 @@
+//! SEND_MESSAGE (10, long header names), SEND_MESSAGE_V2 (310, short names a..n) and
+//! SEND_BATCH_MESSAGE (320), with batches detected by the header flag (`batch`/`m`) as the C++ client
+//! sends them through 310.
+
+use super::topics::{PERM_WRITE, invalid_topic_name, is_sendable};
+use super::{Broker, store_error_response};
+use crate::net::conn::Conn;
+use crate::protocol::Command;
+use crate::protocol::codes::{request as rq, response as rs};
+use crate::protocol::message::{
+    MessageToStore, PROPERTIES_MAX_BYTES, decode_batch, keys, offset_msg_id, property_get,
+};
+use std::rc::Rc;
+
+/// The send request header under either naming.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SendHeader {
+    pub producer_group: String,
+    pub topic: String,
+    pub default_topic_queue_nums: u32,
+    pub queue_id: i32,
+    pub sys_flag: i32,
+    pub born_timestamp_ms: i64,
+    pub flag: i32,
+    pub properties: String,
+    pub reconsume_times: i32,
+    pub max_reconsume_times: Option<i32>,
+    pub batch: bool,
+}
+
+/// (short V2 name, long V1 name) of each header field.
+const NAMES: [(&str, &str); 11] = [
+    ("a", "producerGroup"),
+    ("b", "topic"),
+    ("d", "defaultTopicQueueNums"),
+    ("e", "queueId"),
+    ("f", "sysFlag"),
+    ("g", "bornTimestamp"),
+    ("h", "flag"),
+    ("i", "properties"),
+    ("j", "reconsumeTimes"),
+    ("l", "maxReconsumeTimes"),
+    ("m", "batch"),
+];
+
+impl SendHeader {
+    /// Decodes either naming; V2 codes use short names, but any request may carry either.
+    pub fn decode(req: &Command) -> Result<SendHeader, String> {
+        let short = req.code != rq::SEND_MESSAGE || req.ext.contains_key("b");
+        let get = |i: usize| {
+            let (s, l) = NAMES[i];
+            req.field(if short { s } else { l })
+        };
+        let num = |i: usize, default: Option<i64>| -> Result<i64, String> {
+            match get(i) {
+                Some(v) => v
+                    .trim()
+                    .parse::<i64>()
+                    .map_err(|_| format!("header field {} is not a number: {v:?}", NAMES[i].1)),
+                None => default
+                    .ok_or_else(|| format!("send header lacks required field {}", NAMES[i].1)),
+            }
+        };
+        Ok(SendHeader {
+            producer_group: get(0).unwrap_or_default().to_string(),
+            topic: get(1)
+                .ok_or("send header lacks required field topic")?
+                .to_string(),
+            default_topic_queue_nums: num(2, Some(4))? as u32,
+            queue_id: num(3, Some(-1))? as i32,
+            sys_flag: num(4, Some(0))? as i32,
+            born_timestamp_ms: num(5, Some(0))?,
+            flag: num(6, Some(0))? as i32,
+            properties: get(7).unwrap_or_default().to_string(),
+            reconsume_times: num(8, Some(0))? as i32,
+            max_reconsume_times: num(9, None).ok().map(|v| v as i32),
+            batch: req.code == rq::SEND_BATCH_MESSAGE
+                || get(10).is_some_and(|v| v.eq_ignore_ascii_case("true")),
+        })
+    }
+}
+
+pub async fn handle(b: &Rc<Broker>, conn: &Rc<Conn>, req: &Command) -> Command {
+    let h = match SendHeader::decode(req) {
+        Ok(h) => h,
+        Err(why) => return req.response_to(rs::SYSTEM_ERROR).with_remark(why),
+    };
+    let msgs = match build_messages(b, conn, req, &h) {
+        Ok(m) => m,
+        Err(resp) => return resp,
+    };
+    let wait = property_get(&h.properties, keys::WAIT) != Some("false");
+    let placed = match b.store.put(&msgs, wait).await {
+        Ok(p) => p,
+        Err(e) => return store_error_response(req, &e),
+    };
+    b.wake_pollers(&msgs[0].topic, msgs[0].queue_id);
+    let ids: Vec<String> = placed
+        .iter()
+        .map(|p| offset_msg_id(&b.addr, p.physical_offset))
+        .collect();
+    let mut resp = req.response_to(rs::SUCCESS);
+    resp.put("msgId", ids.join(","));
+    resp.put("queueId", msgs[0].queue_id);
+    resp.put("queueOffset", placed[0].queue_offset);
+    if let Some(uniq) = property_get(&h.properties, keys::UNIQ_KEY) {
+        resp.put("transactionId", uniq);
+    }
+    resp.put("MSG_REGION", "DefaultRegion");
+    resp.put("TRACE_ON", "true");
+    resp
+}
+
+/// Validates the request and builds the records to store.
+fn build_messages(
+    b: &Broker,
+    conn: &Conn,
+    req: &Command,
+    h: &SendHeader,
+) -> Result<Vec<MessageToStore>, Command> {
+    let illegal = |why: String| req.response_to(rs::MESSAGE_ILLEGAL).with_remark(why);
+    if let Some(why) = invalid_topic_name(&h.topic) {
+        return Err(req.response_to(rs::INVALID_PARAMETER).with_remark(why));
+    }
+    if !is_sendable(&h.topic) {
+        return Err(req.response_to(rs::NO_PERMISSION).with_remark(format!(
+            "topic {} is a system topic; sending to it is not allowed",
+            h.topic
+        )));
+    }
+    let tc = b.topic_for_send(req, &h.topic, h.default_topic_queue_nums)?;
+    if tc.perm & PERM_WRITE == 0 {
+        return Err(req
+            .response_to(rs::NO_PERMISSION)
+            .with_remark(format!("topic {} is not writable on {}", h.topic, b.name)));
+    }
+    let queue_id = if h.queue_id < 0 {
+        rand::random_range(0..tc.write_queue_nums.max(1)) as i32
+    } else {
+        h.queue_id
+    };
+    if queue_id as u32 >= tc.write_queue_nums.max(tc.read_queue_nums) {
+        return Err(req.response_to(rs::INVALID_PARAMETER).with_remark(format!(
+            "queueId {queue_id} is out of range: topic {} has {} write queues on {}",
+            h.topic, tc.write_queue_nums, b.name
+        )));
+    }
+    let body = req.body_bytes();
+    if body.len() > b.cfg.max_message_bytes {
+        return Err(illegal(format!(
+            "message body of {} bytes exceeds the {}-byte limit",
+            body.len(),
+            b.cfg.max_message_bytes
+        )));
+    }
+    if h.properties.len() > PROPERTIES_MAX_BYTES {
+        return Err(illegal(format!(
+            "properties of {} bytes exceed {PROPERTIES_MAX_BYTES} bytes",
+            h.properties.len()
+        )));
+    }
+    let base = MessageToStore {
+        topic: h.topic.clone(),
+        queue_id,
+        flag: h.flag,
+        body: body.clone(),
+        properties: h.properties.clone(),
+        sys_flag: h.sys_flag,
+        born_timestamp_ms: h.born_timestamp_ms,
+        born_host: conn.peer,
+        store_host: b.addr,
+        reconsume_times: h.reconsume_times,
+        prepared_transaction_offset: 0,
+    };
+    if !h.batch {
+        if body.is_empty() {
+            return Err(illegal("message body is empty".into()));
+        }
+        return Ok(vec![base]);
+    }
+    if h.topic.starts_with(super::topics::RETRY_PREFIX) {
+        return Err(illegal("batches cannot be sent to retry topics".into()));
+    }
+    let items = decode_batch(&body).map_err(|e| illegal(format!("malformed batch body: {e}")))?;
+    if items.is_empty() {
+        return Err(illegal("batch holds no messages".into()));
+    }
+    let mut out = Vec::with_capacity(items.len());
+    for it in items {
+        if it.properties.len() > PROPERTIES_MAX_BYTES {
+            return Err(illegal(
+                "a batch item's properties exceed 32767 bytes".into(),
+            ));
+        }
+        if property_get(&it.properties, keys::DELAY).is_some() {
+            return Err(illegal("batch messages cannot carry a delay level".into()));
+        }
+        out.push(MessageToStore {
+            flag: it.flag,
+            body: it.body,
+            properties: it.properties,
+            ..base.clone()
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_both_header_namings() {
+        let mut v1 = Command::request(rq::SEND_MESSAGE);
+        for (k, v) in [
+            ("producerGroup", "PG"),
+            ("topic", "T"),
+            ("queueId", "2"),
+            ("sysFlag", "0"),
+            ("bornTimestamp", "5"),
+            ("flag", "1"),
+            ("properties", "TAGS\u{1}a\u{2}"),
+        ] {
+            v1.put(k, v);
+        }
+        let h1 = SendHeader::decode(&v1).unwrap();
+        let mut v2 = Command::request(rq::SEND_MESSAGE_V2);
+        for (k, v) in [
+            ("a", "PG"),
+            ("b", "T"),
+            ("e", "2"),
+            ("f", "0"),
+            ("g", "5"),
+            ("h", "1"),
+            ("i", "TAGS\u{1}a\u{2}"),
+        ] {
+            v2.put(k, v);
+        }
+        let h2 = SendHeader::decode(&v2).unwrap();
+        assert_eq!(h1, h2);
+        assert_eq!((h1.queue_id, h1.born_timestamp_ms, h1.batch), (2, 5, false));
+        v2.put("m", "true");
+        assert!(SendHeader::decode(&v2).unwrap().batch);
+        v2.put("e", "x");
+        assert!(SendHeader::decode(&v2).is_err());
+    }
+}

@@ -1,0 +1,311 @@
+//! Topic configuration of one shard: the table, its persistence (`config/topics.json`), auto-creation
+//! on first send (`TBW102` semantics), and the admin commands UPDATE_AND_CREATE_TOPIC,
+//! DELETE_TOPIC_IN_BROKER and GET_ALL_TOPIC_CONFIG. Changes are fanned out to the other shards through
+//! the control plane, so a topic has the same queues on every shard.
+
+use super::{Broker, field, opt_field};
+use crate::config::Config;
+use crate::protocol::Command;
+use crate::protocol::codes::response as rs;
+use crate::protocol::message::TOPIC_MAX_BYTES;
+use crate::store::checkpoint::write_atomic;
+use crate::store::now_ms;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub const PERM_INHERIT: u32 = 1;
+pub const PERM_WRITE: u32 = 2;
+pub const PERM_READ: u32 = 4;
+/// Template topic for auto-creation, exposed to clients when auto-create is on.
+pub const DEFAULT_TOPIC: &str = "TBW102";
+pub const RETRY_PREFIX: &str = "%RETRY%";
+pub const DLQ_PREFIX: &str = "%DLQ%";
+
+/// Topics clients may not send to.
+const NOT_SENDABLE: [&str; 6] = [
+    "SCHEDULE_TOPIC_XXXX",
+    "RMQ_SYS_TRANS_HALF_TOPIC",
+    "RMQ_SYS_TRANS_OP_HALF_TOPIC",
+    "TRANS_CHECK_MAX_TIME_TOPIC",
+    "SELF_TEST_TOPIC",
+    "OFFSET_MOVED_EVENT",
+];
+
+/// RocketMQ's TopicConfig, with its JSON field names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TopicConfig {
+    pub topic_name: String,
+    pub read_queue_nums: u32,
+    pub write_queue_nums: u32,
+    pub perm: u32,
+    pub topic_filter_type: String,
+    pub topic_sys_flag: u32,
+    pub order: bool,
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl Default for TopicConfig {
+    fn default() -> TopicConfig {
+        TopicConfig {
+            topic_name: String::new(),
+            read_queue_nums: 4,
+            write_queue_nums: 4,
+            perm: PERM_READ | PERM_WRITE,
+            topic_filter_type: "SINGLE_TAG".into(),
+            topic_sys_flag: 0,
+            order: false,
+            attributes: BTreeMap::new(),
+        }
+    }
+}
+
+impl TopicConfig {
+    pub fn new(name: &str, queues: u32, perm: u32) -> TopicConfig {
+        TopicConfig {
+            topic_name: name.into(),
+            read_queue_nums: queues,
+            write_queue_nums: queues,
+            perm,
+            ..Default::default()
+        }
+    }
+}
+
+/// RocketMQ's DataVersion: bumped on every change so the name server knows to refresh.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DataVersion {
+    pub counter: u64,
+    pub state_version: u64,
+    pub timestamp: i64,
+}
+
+/// The topic table of one shard.
+#[derive(Debug)]
+pub struct TopicTable {
+    pub topics: BTreeMap<String, TopicConfig>,
+    pub version: DataVersion,
+    path: PathBuf,
+}
+
+/// Why a topic name is refused, or None when valid.
+pub fn invalid_topic_name(name: &str) -> Option<String> {
+    if name.trim().is_empty() {
+        return Some("the topic name is blank".into());
+    }
+    if name.len() > TOPIC_MAX_BYTES {
+        return Some(format!(
+            "the topic name is longer than {TOPIC_MAX_BYTES} bytes"
+        ));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"%_|-".contains(&b))
+    {
+        return Some(format!(
+            "the topic name {name:?} has characters outside [A-Za-z0-9%_|-]"
+        ));
+    }
+    None
+}
+
+pub fn is_sendable(name: &str) -> bool {
+    !NOT_SENDABLE.contains(&name)
+}
+
+impl TopicTable {
+    pub fn load(dir: &Path, cfg: &Config) -> TopicTable {
+        let path = dir.join("topics.json");
+        let topics: BTreeMap<String, TopicConfig> = std::fs::read(&path)
+            .ok()
+            .and_then(|d| serde_json::from_slice(&d).map_err(|e| tracing::error!(file = %path.display(), error = %e, "unreadable topic table")).ok())
+            .unwrap_or_default();
+        let mut t = TopicTable {
+            topics,
+            version: DataVersion {
+                counter: 1,
+                state_version: 0,
+                timestamp: now_ms(),
+            },
+            path,
+        };
+        if cfg.auto_create_topic {
+            let q = cfg.default_topic_queue_nums;
+            t.topics.insert(
+                DEFAULT_TOPIC.into(),
+                TopicConfig::new(DEFAULT_TOPIC, q, PERM_INHERIT | PERM_READ | PERM_WRITE),
+            );
+        }
+        t
+    }
+
+    pub fn get(&self, name: &str) -> Option<&TopicConfig> {
+        self.topics.get(name)
+    }
+
+    /// Inserts or replaces a topic; returns true when it changed.
+    pub fn upsert(&mut self, tc: TopicConfig) -> bool {
+        if self.topics.get(&tc.topic_name) == Some(&tc) {
+            return false;
+        }
+        self.topics.insert(tc.topic_name.clone(), tc);
+        self.bump();
+        true
+    }
+
+    pub fn remove(&mut self, name: &str) -> bool {
+        let removed = self.topics.remove(name).is_some();
+        if removed {
+            self.bump();
+        }
+        removed
+    }
+
+    fn bump(&mut self) {
+        self.version.counter += 1;
+        self.version.timestamp = now_ms();
+        self.persist();
+    }
+
+    fn persist(&self) {
+        let result = std::fs::create_dir_all(self.path.parent().unwrap_or(Path::new(".")))
+            .and_then(|_| serde_json::to_vec_pretty(&self.topics).map_err(std::io::Error::other))
+            .and_then(|data| write_atomic(&self.path, &data));
+        if let Err(e) = result {
+            tracing::error!(file = %self.path.display(), error = %e, "cannot persist topic table");
+        }
+    }
+
+    /// RocketMQ's TopicConfigSerializeWrapper JSON for REGISTER_BROKER and GET_ALL_TOPIC_CONFIG.
+    pub fn wrapper_json(&self) -> serde_json::Value {
+        serde_json::json!({ "topicConfigTable": self.topics, "dataVersion": self.version })
+    }
+}
+
+impl Broker {
+    /// Applies a topic change locally and tells the other shards and the name server.
+    pub fn upsert_topic(&self, tc: TopicConfig, fan_out: bool) {
+        if self.topics.borrow_mut().upsert(tc.clone()) {
+            if fan_out {
+                self.control.publish_topic(self.shard, Some(tc), None);
+            }
+            self.publish_registration();
+        }
+    }
+
+    /// Hands this shard's topic table to the registrar, which registers it with the name servers.
+    pub fn publish_registration(&self) {
+        let body = serde_json::json!({
+            "topicConfigSerializeWrapper": self.topics.borrow().wrapper_json(),
+            "filterServerList": [],
+        });
+        self.control
+            .set_registration(self.shard, self.name.clone(), self.addr, body.to_string());
+    }
+
+    /// The topic a send goes to, created from the template when allowed.
+    pub fn topic_for_send(
+        &self,
+        req: &Command,
+        topic: &str,
+        default_queues: u32,
+    ) -> Result<TopicConfig, Command> {
+        if let Some(tc) = self.topics.borrow().get(topic) {
+            return Ok(tc.clone());
+        }
+        let queues = if topic.starts_with(RETRY_PREFIX) || topic.starts_with(DLQ_PREFIX) {
+            1
+        } else if self.cfg.auto_create_topic {
+            default_queues.clamp(1, self.cfg.default_topic_queue_nums.max(1))
+        } else {
+            return Err(req.response_to(rs::TOPIC_NOT_EXIST).with_remark(format!(
+                "topic[{topic}] not exist, apply first please! (auto-create is off on broker {})",
+                self.name
+            )));
+        };
+        let tc = TopicConfig::new(topic, queues, PERM_READ | PERM_WRITE);
+        tracing::info!(topic, queues, shard = self.shard, "auto-created topic");
+        self.upsert_topic(tc.clone(), true);
+        Ok(tc)
+    }
+}
+
+pub fn update_and_create(b: &Broker, req: &Command) -> Command {
+    let topic: String = match field(req, "topic") {
+        Ok(t) => t,
+        Err(e) => return e,
+    };
+    if let Some(why) = invalid_topic_name(&topic) {
+        return req.response_to(rs::INVALID_PARAMETER).with_remark(why);
+    }
+    let tc = TopicConfig {
+        topic_name: topic,
+        read_queue_nums: opt_field(req, "readQueueNums").unwrap_or(b.cfg.default_topic_queue_nums),
+        write_queue_nums: opt_field(req, "writeQueueNums")
+            .unwrap_or(b.cfg.default_topic_queue_nums),
+        perm: opt_field(req, "perm").unwrap_or(PERM_READ | PERM_WRITE),
+        topic_filter_type: req
+            .field("topicFilterType")
+            .unwrap_or("SINGLE_TAG")
+            .to_string(),
+        topic_sys_flag: opt_field(req, "topicSysFlag").unwrap_or(0),
+        order: req
+            .field("order")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true")),
+        attributes: BTreeMap::new(),
+    };
+    if tc.read_queue_nums == 0
+        || tc.write_queue_nums == 0
+        || tc.read_queue_nums > 1024
+        || tc.write_queue_nums > 1024
+    {
+        return req
+            .response_to(rs::INVALID_PARAMETER)
+            .with_remark("queue counts must be between 1 and 1024");
+    }
+    b.upsert_topic(tc, true);
+    req.response_to(rs::SUCCESS)
+}
+
+pub fn delete(b: &Broker, req: &Command) -> Command {
+    let topic: String = match field(req, "topic") {
+        Ok(t) => t,
+        Err(e) => return e,
+    };
+    if b.topics.borrow_mut().remove(&topic) {
+        b.store.delete_topic(&topic);
+        b.control.publish_topic(b.shard, None, Some(topic));
+        b.publish_registration();
+    }
+    req.response_to(rs::SUCCESS)
+}
+
+pub fn get_all(b: &Broker, req: &Command) -> Command {
+    let body = b.topics.borrow().wrapper_json().to_string();
+    req.response_to(rs::SUCCESS).with_body(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_are_validated() {
+        assert!(invalid_topic_name("Topic_A-1|%x").is_none());
+        assert!(invalid_topic_name("").is_some());
+        assert!(invalid_topic_name("a b").is_some());
+        assert!(invalid_topic_name(&"x".repeat(128)).is_some());
+        assert!(!is_sendable("SCHEDULE_TOPIC_XXXX"));
+    }
+
+    #[test]
+    fn topic_config_json_uses_rocketmq_names() {
+        let v = serde_json::to_value(TopicConfig::new("T", 4, 6)).unwrap();
+        assert_eq!(v["topicName"], "T");
+        assert_eq!(v["readQueueNums"], 4);
+        assert_eq!(v["perm"], 6);
+        assert_eq!(v["topicFilterType"], "SINGLE_TAG");
+    }
+}

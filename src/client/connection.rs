@@ -1,0 +1,248 @@
+//! A remoting connection for clients, tools and the broker's registrar: blocking writes, a reader
+//! thread that matches responses to requests by opaque, and a callback for server-initiated requests
+//! (NOTIFY_CONSUMER_IDS_CHANGED, CHECK_TRANSACTION_STATE). Usable from any thread; requests pipeline.
+
+use crate::protocol::Command;
+use bytes::{Bytes, BytesMut};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+/// Frames larger than this from a server are a protocol error (the broker's own limit).
+const MAX_FRAME_BYTES: usize = 16 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("connection to {0} is closed")]
+    Closed(String),
+    #[error("request to {addr} timed out after {timeout_ms} ms")]
+    Timeout { addr: String, timeout_ms: u128 },
+    #[error("{addr} answered code {code}: {remark}")]
+    Refused {
+        addr: String,
+        code: i32,
+        remark: String,
+    },
+    #[error("bad response from {addr}: {message}")]
+    BadResponse { addr: String, message: String },
+    #[error("no route: {0}")]
+    NoRoute(String),
+}
+
+type Callback = Box<dyn FnOnce(Option<Command>) + Send>;
+type ServerRequestHandler = Box<dyn Fn(Command) + Send + Sync>;
+
+struct Shared {
+    pending: Mutex<HashMap<i32, Callback>>,
+    closed: AtomicBool,
+    on_request: Mutex<Option<ServerRequestHandler>>,
+}
+
+pub struct Connection {
+    addr: String,
+    writer: Mutex<TcpStream>,
+    shared: Arc<Shared>,
+    next_opaque: AtomicI32,
+}
+
+impl Connection {
+    pub fn connect(addr: &str, timeout: Duration) -> Result<Connection, ClientError> {
+        let err = |source| ClientError::Connect {
+            addr: addr.to_string(),
+            source,
+        };
+        let sa = addr.to_socket_addrs().map_err(err)?.next().ok_or_else(|| {
+            err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "address resolves to nothing",
+            ))
+        })?;
+        let stream = TcpStream::connect_timeout(&sa, timeout).map_err(err)?;
+        stream.set_nodelay(true).map_err(err)?;
+        let reader = stream.try_clone().map_err(err)?;
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
+            on_request: Mutex::new(None),
+        });
+        let s2 = shared.clone();
+        std::thread::Builder::new()
+            .name(format!("ringmq-conn-{addr}"))
+            .spawn(move || read_loop(reader, s2))
+            .map_err(err)?;
+        Ok(Connection {
+            addr: addr.to_string(),
+            writer: Mutex::new(stream),
+            shared,
+            next_opaque: AtomicI32::new(1),
+        })
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::SeqCst)
+    }
+
+    /// Installs the handler for requests the server sends on this connection.
+    pub fn on_server_request(&self, f: impl Fn(Command) + Send + Sync + 'static) {
+        if let Ok(mut h) = self.shared.on_request.lock() {
+            *h = Some(Box::new(f));
+        }
+    }
+
+    fn write(&self, cmd: &Command) -> Result<(), ClientError> {
+        let buf = cmd.encode();
+        let mut w = self
+            .writer
+            .lock()
+            .map_err(|_| ClientError::Closed(self.addr.clone()))?;
+        w.write_all(&buf).map_err(|_| {
+            self.shared.closed.store(true, Ordering::SeqCst);
+            ClientError::Closed(self.addr.clone())
+        })
+    }
+
+    /// Sends a request; `done` runs on the reader thread with the response (None if the connection
+    /// closed first).
+    pub fn request_async(
+        &self,
+        mut cmd: Command,
+        done: impl FnOnce(Option<Command>) + Send + 'static,
+    ) -> Result<(), ClientError> {
+        if self.is_closed() {
+            return Err(ClientError::Closed(self.addr.clone()));
+        }
+        let opaque = self.next_opaque.fetch_add(1, Ordering::Relaxed) & i32::MAX;
+        cmd.opaque = opaque;
+        if let Ok(mut p) = self.shared.pending.lock() {
+            p.insert(opaque, Box::new(done));
+        }
+        if let Err(e) = self.write(&cmd) {
+            if let Ok(mut p) = self.shared.pending.lock() {
+                p.remove(&opaque);
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Sends a request and waits for its response.
+    pub fn request(&self, cmd: Command, timeout: Duration) -> Result<Command, ClientError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.request_async(cmd, move |r| {
+            let _ = tx.send(r);
+        })?;
+        match rx.recv_timeout(timeout) {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => Err(ClientError::Closed(self.addr.clone())),
+            Err(_) => Err(ClientError::Timeout {
+                addr: self.addr.clone(),
+                timeout_ms: timeout.as_millis(),
+            }),
+        }
+    }
+
+    /// A request that must succeed (code 0), else `Refused` with the server's remark.
+    pub fn call(&self, cmd: Command, timeout: Duration) -> Result<Command, ClientError> {
+        let r = self.request(cmd, timeout)?;
+        if r.code != 0 {
+            return Err(ClientError::Refused {
+                addr: self.addr.clone(),
+                code: r.code,
+                remark: r.remark.unwrap_or_default(),
+            });
+        }
+        Ok(r)
+    }
+
+    /// Sends a oneway request (no response expected).
+    pub fn oneway(&self, mut cmd: Command) -> Result<(), ClientError> {
+        cmd.opaque = self.next_opaque.fetch_add(1, Ordering::Relaxed) & i32::MAX;
+        cmd.flag |= crate::protocol::command::FLAG_ONEWAY;
+        self.write(&cmd)
+    }
+
+    /// Writes raw bytes (tests of malformed input).
+    pub fn write_raw(&self, data: &[u8]) -> Result<(), ClientError> {
+        let mut w = self
+            .writer
+            .lock()
+            .map_err(|_| ClientError::Closed(self.addr.clone()))?;
+        w.write_all(data)
+            .map_err(|_| ClientError::Closed(self.addr.clone()))
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if let Ok(w) = self.writer.lock() {
+            let _ = w.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+fn read_loop(mut stream: TcpStream, shared: Arc<Shared>) {
+    let mut acc = BytesMut::with_capacity(256 << 10);
+    let mut chunk = vec![0u8; 256 << 10];
+    'outer: loop {
+        let n = match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        acc.extend_from_slice(&chunk[..n]);
+        loop {
+            if acc.len() < 4 {
+                break;
+            }
+            let len = u32::from_be_bytes([acc[0], acc[1], acc[2], acc[3]]) as usize;
+            if len > MAX_FRAME_BYTES {
+                break 'outer;
+            }
+            if acc.len() < 4 + len {
+                break;
+            }
+            let frame: Bytes = acc.split_to(4 + len).freeze();
+            match Command::decode(&frame, MAX_FRAME_BYTES) {
+                Ok(Some((cmd, _))) => deliver(&shared, cmd),
+                _ => break 'outer,
+            }
+        }
+    }
+    shared.closed.store(true, Ordering::SeqCst);
+    let pending: Vec<Callback> = shared
+        .pending
+        .lock()
+        .map(|mut p| p.drain().map(|(_, c)| c).collect())
+        .unwrap_or_default();
+    for cb in pending {
+        cb(None);
+    }
+}
+
+fn deliver(shared: &Shared, cmd: Command) {
+    if cmd.is_response() {
+        let cb = shared
+            .pending
+            .lock()
+            .ok()
+            .and_then(|mut p| p.remove(&cmd.opaque));
+        if let Some(cb) = cb {
+            cb(Some(cmd));
+        }
+    } else if let Ok(h) = shared.on_request.lock()
+        && let Some(h) = h.as_ref()
+    {
+        h(cmd);
+    }
+}

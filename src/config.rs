@@ -1,0 +1,254 @@
+//! Process configuration: defaults, a TOML file, a RocketMQ `broker.conf` (Java properties) and
+//! command-line flags, applied in that order. `docs/OPERATIONS.md` lists every field; a test checks
+//! that the two agree.
+
+use crate::store::FlushMode;
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// Which parts of ringmq this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Broker shards and the embedded name server.
+    All,
+    Broker,
+    Namesrv,
+}
+
+/// All settings. Units are last in names; each default says why it has its value.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub role: Role,
+    /// Cluster name registered with the name server (RocketMQ's `brokerClusterName`).
+    pub cluster_name: String,
+    /// Shard i registers as broker `<broker_name>-<i>`.
+    pub broker_name: String,
+    /// Address advertised to clients; they connect to it and it is written into every message.
+    pub broker_ip: Option<IpAddr>,
+    /// Shard i listens on `listen_port + 4·i` and that port − 2 (VIP channel); + 1 is kept for HA.
+    pub listen_port: u16,
+    pub namesrv_port: u16,
+    /// Name servers to register with (`host:port;host:port`); empty = the embedded one.
+    pub namesrv_addrs: Vec<String>,
+    /// Number of shards; 0 = one per online core.
+    pub shards: usize,
+    pub data_dir: PathBuf,
+    pub flush: FlushMode,
+    pub auto_create_topic: bool,
+    /// Queues per shard for auto-created topics (RocketMQ's `defaultTopicQueueNums`, 8).
+    pub default_topic_queue_nums: u32,
+    /// Segment size: 1 GiB as in RocketMQ; fewer, larger files keep I/O sequential.
+    pub segment_bytes: u64,
+    /// Records older than this are deleted with their whole segment (RocketMQ's 72 h).
+    pub file_reserved_hours: u64,
+    /// Disk use above which the oldest segments are deleted (RocketMQ's 75%).
+    pub disk_max_used_ratio_percent: u32,
+    /// Disk use above which appends are refused; reads go on (RocketMQ's ~90%).
+    pub disk_full_ratio_percent: u32,
+    /// Largest message body, and largest batch body (RocketMQ's 4 MiB).
+    pub max_message_bytes: usize,
+    /// Largest frame accepted from a connection (RocketMQ's 16 MiB).
+    pub max_frame_bytes: usize,
+    /// Recently written log kept in memory per shard for consumers at the head.
+    pub tail_cache_bytes: usize,
+    /// DMA read cache per shard for catch-up consumers.
+    pub read_cache_bytes: usize,
+    /// Clients silent for this long are dropped (RocketMQ's 120 s).
+    pub client_expiry_secs: u64,
+    /// Re-registration period with the name server (RocketMQ's 30 s).
+    pub register_period_secs: u64,
+    /// Brokers not re-registered within this time leave the routes (RocketMQ's 120 s).
+    pub broker_expiry_secs: u64,
+    /// Start even if the log is corrupt before its tail, truncating there (loses data; operator only).
+    pub truncate_corrupt_log: bool,
+    /// Metrics endpoint (Prometheus text format).
+    pub metrics_addr: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            role: Role::All,
+            cluster_name: "DefaultCluster".into(),
+            broker_name: "ringmq".into(),
+            broker_ip: None,
+            listen_port: 10911,
+            namesrv_port: 9876,
+            namesrv_addrs: Vec::new(),
+            shards: 0,
+            data_dir: PathBuf::from("./data"),
+            flush: FlushMode::Sync,
+            auto_create_topic: true,
+            default_topic_queue_nums: 8,
+            segment_bytes: 1 << 30,
+            file_reserved_hours: 72,
+            disk_max_used_ratio_percent: 75,
+            disk_full_ratio_percent: 90,
+            max_message_bytes: 4 << 20,
+            max_frame_bytes: 16 << 20,
+            tail_cache_bytes: 64 << 20,
+            read_cache_bytes: 32 << 20,
+            client_expiry_secs: 120,
+            register_period_secs: 30,
+            broker_expiry_secs: 120,
+            truncate_corrupt_log: false,
+            metrics_addr: Some("127.0.0.1:5557".into()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid TOML in {path}: {message}")]
+    Toml { path: PathBuf, message: String },
+    #[error("invalid value for {key} in {path}: {value:?}")]
+    Value {
+        path: PathBuf,
+        key: String,
+        value: String,
+    },
+}
+
+impl Config {
+    /// Loads a file: `.toml` as TOML, anything else as a RocketMQ `broker.conf`.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        if path.extension().is_some_and(|e| e == "toml") {
+            toml::from_str(&text).map_err(|e| ConfigError::Toml {
+                path: path.into(),
+                message: e.to_string(),
+            })
+        } else {
+            let mut c = Config::default();
+            c.apply_properties(&text, path)?;
+            Ok(c)
+        }
+    }
+
+    /// Applies the keys of a RocketMQ `broker.conf` that map onto ringmq; others are warned about.
+    pub fn apply_properties(&mut self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        for line in text.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+                continue;
+            }
+            let Some((k, v)) = line.split_once(['=', ':']) else {
+                continue;
+            };
+            let (k, v) = (k.trim(), v.trim());
+            let bad = || ConfigError::Value {
+                path: path.into(),
+                key: k.into(),
+                value: v.into(),
+            };
+            match k {
+                "brokerClusterName" => self.cluster_name = v.into(),
+                "brokerName" => self.broker_name = v.into(),
+                "listenPort" => self.listen_port = v.parse().map_err(|_| bad())?,
+                "namesrvAddr" => self.namesrv_addrs = split_addrs(v),
+                "storePathRootDir" => self.data_dir = v.into(),
+                "flushDiskType" => {
+                    self.flush = match v {
+                        "SYNC_FLUSH" => FlushMode::Sync,
+                        "ASYNC_FLUSH" => FlushMode::Async,
+                        _ => return Err(bad()),
+                    }
+                }
+                "autoCreateTopicEnable" => self.auto_create_topic = v.eq_ignore_ascii_case("true"),
+                "defaultTopicQueueNums" => {
+                    self.default_topic_queue_nums = v.parse().map_err(|_| bad())?
+                }
+                "fileReservedTime" => self.file_reserved_hours = v.parse().map_err(|_| bad())?,
+                "deleteWhen" => {
+                    tracing::info!(
+                        key = k,
+                        "deleteWhen: ringmq checks retention continuously, not once a day"
+                    )
+                }
+                "diskMaxUsedSpaceRatio" => {
+                    self.disk_max_used_ratio_percent = v.parse().map_err(|_| bad())?
+                }
+                "maxMessageSize" => self.max_message_bytes = v.parse().map_err(|_| bad())?,
+                "brokerIP1" => self.broker_ip = Some(v.parse().map_err(|_| bad())?),
+                _ => {
+                    tracing::warn!(key = k, file = %path.display(), "broker.conf key not used by ringmq")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Shard count after resolving 0 to the number of online cores.
+    pub fn shard_count(&self) -> usize {
+        if self.shards > 0 {
+            return self.shards;
+        }
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    }
+
+    /// Name servers the shards register with.
+    pub fn namesrv_list(&self) -> Vec<String> {
+        if self.namesrv_addrs.is_empty() {
+            vec![format!("127.0.0.1:{}", self.namesrv_port)]
+        } else {
+            self.namesrv_addrs.clone()
+        }
+    }
+
+    /// The port of shard `i`.
+    pub fn shard_port(&self, i: usize) -> u16 {
+        self.listen_port + 4 * i as u16
+    }
+}
+
+/// Splits `host:port;host:port`.
+pub fn split_addrs(v: &str) -> Vec<String> {
+    v.split([';', ','])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_conf_keys_map() {
+        let mut c = Config::default();
+        let text = "# comment\nbrokerClusterName = C1\nbrokerName=b\nlistenPort=20911\nnamesrvAddr=a:1;b:2\n\
+                    flushDiskType=ASYNC_FLUSH\nautoCreateTopicEnable=false\nmaxMessageSize=1024\nbrokerIP1=10.0.0.7\nfoo=bar\n";
+        c.apply_properties(text, Path::new("broker.conf")).unwrap();
+        assert_eq!(c.cluster_name, "C1");
+        assert_eq!(c.listen_port, 20911);
+        assert_eq!(c.namesrv_addrs, vec!["a:1", "b:2"]);
+        assert_eq!(c.flush, FlushMode::Async);
+        assert!(!c.auto_create_topic);
+        assert_eq!(c.max_message_bytes, 1024);
+        assert_eq!(c.broker_ip, Some("10.0.0.7".parse().unwrap()));
+        assert!(c.apply_properties("listenPort=x", Path::new("b")).is_err());
+    }
+
+    #[test]
+    fn toml_round_trip_and_unknown_keys_rejected() {
+        let c = Config::default();
+        let text = toml::to_string(&c).unwrap();
+        assert_eq!(toml::from_str::<Config>(&text).unwrap(), c);
+        assert!(toml::from_str::<Config>("nonsense_key = 1").is_err());
+        let partial: Config = toml::from_str("flush = \"async\"\nshards = 2").unwrap();
+        assert_eq!((partial.flush, partial.shards), (FlushMode::Async, 2));
+    }
+}

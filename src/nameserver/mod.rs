@@ -1,0 +1,177 @@
+//! The name server: brokers register their topics (REGISTER_BROKER every 30 s and on change); clients
+//! ask for routes (GET_ROUTEINFO_BY_TOPIC). Also cluster info, the topic list, KV config, and
+//! UNREGISTER_BROKER. Brokers silent for `broker_expiry` or whose registering connection closes leave
+//! the routes.
+//!
+//! Runs on its own executor (the control plane); its state is owned by that executor (`RefCell`).
+//! Route JSON is standard and compact (no spaces: the Go client splits it as text), keys sorted.
+
+pub mod routes;
+
+use crate::net::conn::{Conn, Service};
+use crate::protocol::Command;
+use crate::protocol::codes::{request as rq, response as rs};
+use routes::{BrokerLive, RouteTable};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+pub struct NameServer {
+    pub routes: RefCell<RouteTable>,
+    pub broker_expiry: Duration,
+    pub max_frame_bytes: usize,
+}
+
+fn need(req: &Command, key: &str) -> Result<String, Command> {
+    req.field(key).map(str::to_string).ok_or_else(|| {
+        req.response_to(rs::SYSTEM_ERROR).with_remark(format!(
+            "request code {} needs header field '{key}'",
+            req.code
+        ))
+    })
+}
+
+impl NameServer {
+    pub fn new(broker_expiry: Duration, max_frame_bytes: usize) -> NameServer {
+        NameServer {
+            routes: RefCell::new(RouteTable::default()),
+            broker_expiry,
+            max_frame_bytes,
+        }
+    }
+
+    fn register(&self, conn: &Conn, req: &Command) -> Result<Command, Command> {
+        let name = need(req, "brokerName")?;
+        let addr = need(req, "brokerAddr")?;
+        let cluster = need(req, "clusterName")?;
+        let id: i64 = need(req, "brokerId")?.parse().unwrap_or(0);
+        if req.field("compressed") == Some("true") {
+            return Err(req.response_to(rs::SYSTEM_ERROR).with_remark(
+                "compressed registration bodies are not supported; set compressedRegister=false",
+            ));
+        }
+        let body: serde_json::Value = serde_json::from_slice(&req.body_bytes()).map_err(|e| {
+            req.response_to(rs::SYSTEM_ERROR)
+                .with_remark(format!("registration body is not JSON: {e}"))
+        })?;
+        let live = BrokerLive {
+            last_update: Instant::now(),
+            conn_id: conn.id,
+            name: name.clone(),
+            id,
+            addr: addr.clone(),
+        };
+        self.routes
+            .borrow_mut()
+            .register(&cluster, &name, id, &addr, &body, live);
+        let mut r = req.response_to(rs::SUCCESS);
+        r.put("haServerAddr", "");
+        r.put("masterAddr", "");
+        Ok(r.with_body(r#"{"table":{}}"#))
+    }
+
+    fn route(&self, req: &Command) -> Result<Command, Command> {
+        let topic = need(req, "topic")?;
+        match self.routes.borrow().route_json(&topic) {
+            Some(body) => Ok(req.response_to(rs::SUCCESS).with_body(body)),
+            None => Err(req.response_to(rs::TOPIC_NOT_EXIST).with_remark(format!(
+                "No topic route info in name server for the topic: {topic}"
+            ))),
+        }
+    }
+
+    fn kv(&self, req: &Command) -> Result<Command, Command> {
+        let ns = need(req, "namespace")?;
+        let mut routes = self.routes.borrow_mut();
+        match req.code {
+            rq::PUT_KV_CONFIG => {
+                routes
+                    .kv
+                    .entry(ns)
+                    .or_default()
+                    .insert(need(req, "key")?, need(req, "value")?);
+                Ok(req.response_to(rs::SUCCESS))
+            }
+            rq::GET_KV_CONFIG => {
+                let key = need(req, "key")?;
+                match routes.kv.get(&ns).and_then(|m| m.get(&key)) {
+                    Some(v) => {
+                        let mut r = req.response_to(rs::SUCCESS);
+                        r.put("value", v);
+                        Ok(r)
+                    }
+                    None => Err(req
+                        .response_to(rs::QUERY_NOT_FOUND)
+                        .with_remark(format!("No config item, Namespace: {ns} Key: {key}"))),
+                }
+            }
+            rq::DELETE_KV_CONFIG => {
+                let key = need(req, "key")?;
+                if let Some(m) = routes.kv.get_mut(&ns) {
+                    m.remove(&key);
+                }
+                Ok(req.response_to(rs::SUCCESS))
+            }
+            _ => match routes.kv.get(&ns) {
+                Some(m) => Ok(req
+                    .response_to(rs::SUCCESS)
+                    .with_body(serde_json::json!({ "table": m }).to_string())),
+                None => Err(req
+                    .response_to(rs::QUERY_NOT_FOUND)
+                    .with_remark(format!("No config item, Namespace: {ns}"))),
+            },
+        }
+    }
+
+    /// Removes brokers not re-registered within the expiry time; run every few seconds.
+    pub fn expire(&self, now: Instant) {
+        let expiry = self.broker_expiry;
+        self.routes
+            .borrow_mut()
+            .remove_where(|l| now.duration_since(l.last_update) > expiry);
+    }
+}
+
+impl Service for NameServer {
+    async fn handle(self: &Rc<Self>, conn: &Rc<Conn>, req: Command) -> Option<Command> {
+        let r = match req.code {
+            rq::REGISTER_BROKER => self.register(conn, &req),
+            rq::UNREGISTER_BROKER => need(&req, "brokerAddr").map(|addr| {
+                self.routes
+                    .borrow_mut()
+                    .remove_where(|l| l.addr_matches(&addr));
+                req.response_to(rs::SUCCESS)
+            }),
+            rq::GET_ROUTEINFO_BY_TOPIC => self.route(&req),
+            rq::GET_BROKER_CLUSTER_INFO => Ok(req
+                .response_to(rs::SUCCESS)
+                .with_body(self.routes.borrow().cluster_json())),
+            rq::GET_ALL_TOPIC_LIST_FROM_NAMESERVER => Ok(req
+                .response_to(rs::SUCCESS)
+                .with_body(self.routes.borrow().topic_list_json())),
+            rq::DELETE_TOPIC_IN_NAMESRV => need(&req, "topic").map(|t| {
+                self.routes.borrow_mut().topics.remove(&t);
+                req.response_to(rs::SUCCESS)
+            }),
+            rq::PUT_KV_CONFIG
+            | rq::GET_KV_CONFIG
+            | rq::DELETE_KV_CONFIG
+            | rq::GET_KVLIST_BY_NAMESPACE => self.kv(&req),
+            code => Err(req
+                .response_to(rs::REQUEST_CODE_NOT_SUPPORTED)
+                .with_remark(format!(
+                    "request code {code} is not supported by the ringmq name server"
+                ))),
+        };
+        Some(r.unwrap_or_else(|e| e))
+    }
+
+    fn connection_closed(&self, conn: &Rc<Conn>) {
+        let id = conn.id;
+        self.routes.borrow_mut().remove_where(|l| l.conn_id == id);
+    }
+
+    fn max_frame_bytes(&self) -> usize {
+        self.max_frame_bytes
+    }
+}

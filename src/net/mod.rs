@@ -1,0 +1,3 @@
+//! Networking shared by the broker shards and the name server.
+
+pub mod conn;

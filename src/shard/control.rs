@@ -1,0 +1,133 @@
+//! The control plane shared by all shards: topic changes to fan out, each shard's registration data
+//! for the name servers, and the shutdown flag. Control traffic only — nothing per message crosses
+//! cores; shards poll it every `CONTROL_POLL` (a lock held for microseconds, off the data path).
+
+use crate::broker::topics::TopicConfig;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+/// How often shards look at the control plane: topic changes reach other shards within this time.
+pub const CONTROL_POLL: Duration = Duration::from_millis(50);
+
+/// A topic change made on one shard, applied by the others.
+#[derive(Debug, Clone)]
+pub struct TopicEvent {
+    pub origin: usize,
+    pub upsert: Option<TopicConfig>,
+    pub delete: Option<String>,
+}
+
+/// What the registrar sends to the name servers for one shard.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub broker_name: String,
+    pub addr: SocketAddr,
+    /// REGISTER_BROKER body JSON.
+    pub body: String,
+}
+
+#[derive(Default)]
+struct State {
+    events: Vec<TopicEvent>,
+    registrations: Vec<Option<Registration>>,
+    dirty: bool,
+}
+
+#[derive(Default)]
+pub struct ControlPlane {
+    state: Mutex<State>,
+    changed: Condvar,
+    shutdown: AtomicBool,
+}
+
+impl ControlPlane {
+    pub fn new(shards: usize) -> ControlPlane {
+        let cp = ControlPlane::default();
+        if let Ok(mut s) = cp.state.lock() {
+            s.registrations = vec![None; shards];
+        }
+        cp
+    }
+
+    pub fn publish_topic(
+        &self,
+        origin: usize,
+        upsert: Option<TopicConfig>,
+        delete: Option<String>,
+    ) {
+        if let Ok(mut s) = self.state.lock() {
+            s.events.push(TopicEvent {
+                origin,
+                upsert,
+                delete,
+            });
+        }
+    }
+
+    /// Topic events after `cursor` that did not come from `shard`; advances the cursor.
+    pub fn topic_events(&self, shard: usize, cursor: &mut usize) -> Vec<TopicEvent> {
+        let Ok(s) = self.state.lock() else {
+            return Vec::new();
+        };
+        let new: Vec<TopicEvent> = s.events[(*cursor).min(s.events.len())..]
+            .iter()
+            .filter(|e| e.origin != shard)
+            .cloned()
+            .collect();
+        *cursor = s.events.len();
+        new
+    }
+
+    pub fn set_registration(
+        &self,
+        shard: usize,
+        broker_name: String,
+        addr: SocketAddr,
+        body: String,
+    ) {
+        if let Ok(mut s) = self.state.lock() {
+            if let Some(slot) = s.registrations.get_mut(shard) {
+                *slot = Some(Registration {
+                    broker_name,
+                    addr,
+                    body,
+                });
+            }
+            s.dirty = true;
+        }
+        self.changed.notify_all();
+    }
+
+    /// Waits up to `timeout` for a registration change; true when one happened.
+    pub fn wait_changed(&self, timeout: Duration) -> bool {
+        let Ok(mut s) = self.state.lock() else {
+            return false;
+        };
+        if !s.dirty && !self.is_shutdown() {
+            s = match self.changed.wait_timeout(s, timeout) {
+                Ok((s, _)) => s,
+                Err(_) => return false,
+            };
+        }
+        std::mem::replace(&mut s.dirty, false)
+    }
+
+    /// Every shard's current registration.
+    pub fn registrations(&self) -> Vec<Registration> {
+        self.state
+            .lock()
+            .map(|s| s.registrations.iter().flatten().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn shutdown(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        self.changed.notify_all();
+    }
+
+    pub fn is_shutdown(&self) -> bool {
+        self.shutdown.load(Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,288 @@
+//! Shards and the process around them: one glommio executor per shard, pinned to a core, each owning
+//! its store and broker and listening on its own ports; the name server on its own unpinned executor;
+//! the registrar thread; signals and graceful shutdown.
+//!
+//! Lifecycle: start-up checks → name server → shards (recover, bind, register) → serve until SIGINT or
+//! SIGTERM → stop accepting, answer parked pulls, flush, checkpoint, persist offsets, unregister.
+
+pub mod control;
+mod registrar;
+pub mod startup;
+mod tasks;
+
+use crate::broker::Broker;
+use crate::config::{Config, Role};
+use crate::nameserver::NameServer;
+use crate::net::conn::accept_loop;
+use crate::store::io::DmaDisk;
+use crate::store::{EXIT_STORE_CORRUPT, Store, StoreConfig, StoreError};
+use control::ControlPlane;
+use glommio::{LocalExecutorBuilder, Placement};
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+type Ready = mpsc::Sender<Result<(), (i32, String)>>;
+
+fn store_config(cfg: &Config, shard: usize) -> StoreConfig {
+    let mut s = StoreConfig::new(cfg.data_dir.join(shard.to_string()));
+    s.segment_bytes = cfg.segment_bytes;
+    s.flush = cfg.flush;
+    s.tail_cache_bytes = cfg.tail_cache_bytes;
+    s.read_cache_bytes = cfg.read_cache_bytes;
+    s.truncate_corrupt = cfg.truncate_corrupt_log;
+    s.file_reserved_ms = cfg.file_reserved_hours * 3600 * 1000;
+    s.disk_clean_ratio = cfg.disk_max_used_ratio_percent as f64 / 100.0;
+    s.disk_full_ratio = cfg.disk_full_ratio_percent as f64 / 100.0;
+    s
+}
+
+fn bind(port: u16) -> Result<glommio::net::TcpListener, String> {
+    glommio::net::TcpListener::bind(("0.0.0.0", port)).map_err(|e| {
+        let text = e.to_string();
+        if text.contains("in use") || text.contains("AddrInUse") {
+            format!("port {port} is already in use (another broker or ringmq?); choose another --listen-port")
+        } else {
+            format!("cannot listen on port {port}: {text}")
+        }
+    })
+}
+
+/// Body of one shard's executor.
+async fn shard_main(
+    shard: usize,
+    cfg: Config,
+    addr: SocketAddr,
+    control: Arc<ControlPlane>,
+    ready: Ready,
+) {
+    let store = match Store::open(DmaDisk, store_config(&cfg, shard)).await {
+        Ok(s) => s,
+        Err(e) => {
+            let code = if matches!(e, StoreError::Corrupt { .. }) {
+                EXIT_STORE_CORRUPT
+            } else {
+                1
+            };
+            let hint = if code == EXIT_STORE_CORRUPT {
+                " (start with --truncate-corrupt-log to drop everything from there on)"
+            } else {
+                ""
+            };
+            let _ = ready.send(Err((code, format!("shard {shard}: {e}{hint}"))));
+            return;
+        }
+    };
+    let port = cfg.shard_port(shard);
+    let listeners = match (bind(port), bind(port.saturating_sub(2))) {
+        (Ok(a), Ok(b)) => [a, b],
+        (Err(e), _) | (_, Err(e)) => {
+            let _ = ready.send(Err((
+                crate::shard::startup::EXIT_CONFIG,
+                format!("shard {shard}: {e}"),
+            )));
+            return;
+        }
+    };
+    let broker = Rc::new(Broker::new(shard, cfg, addr, store, control.clone()));
+    broker.publish_registration();
+    let stop = Rc::new(Cell::new(false));
+    let accepts: Vec<_> = listeners
+        .into_iter()
+        .map(|l| glommio::spawn_local(accept_loop(broker.clone(), l, stop.clone())))
+        .collect();
+    let background = tasks::spawn_all(&broker);
+    let _ = ready.send(Ok(()));
+    tasks::control_loop(&broker).await;
+    stop.set(true);
+    drop(accepts);
+    tasks::shutdown(&broker).await;
+    drop(background);
+}
+
+/// Body of the name server's executor.
+async fn namesrv_main(cfg: Config, control: Arc<ControlPlane>, ready: Ready) {
+    let listener = match bind(cfg.namesrv_port) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err((
+                crate::shard::startup::EXIT_CONFIG,
+                format!("name server: {e}"),
+            )));
+            return;
+        }
+    };
+    let ns = Rc::new(NameServer::new(
+        Duration::from_secs(cfg.broker_expiry_secs),
+        cfg.max_frame_bytes,
+    ));
+    let stop = Rc::new(Cell::new(false));
+    let accept = glommio::spawn_local(accept_loop(ns.clone(), listener, stop.clone()));
+    let _ = ready.send(Ok(()));
+    while !control.is_shutdown() {
+        glommio::timer::sleep(Duration::from_millis(200)).await;
+        ns.expire(std::time::Instant::now());
+    }
+    // Stay up briefly so the registrar can unregister the shards.
+    glommio::timer::sleep(Duration::from_millis(500)).await;
+    stop.set(true);
+    drop(accept);
+}
+
+fn executor(name: String, placement: Placement) -> LocalExecutorBuilder {
+    LocalExecutorBuilder::new(placement)
+        .name(&name)
+        .io_memory(startup::IO_MEMORY_BYTES)
+}
+
+/// Waits for an executor's start-up report; a thread that died without one failed to create its
+/// executor (io_uring or memlock).
+fn await_ready<T: Send>(
+    rx: &mpsc::Receiver<Result<(), (i32, String)>>,
+    handle: glommio::ExecutorJoinHandle<T>,
+    executors: usize,
+) -> Result<glommio::ExecutorJoinHandle<T>, (i32, String)> {
+    match rx.recv() {
+        Ok(Ok(())) => Ok(handle),
+        Ok(Err(e)) => {
+            let _ = handle.join();
+            Err(e)
+        }
+        Err(_) => {
+            let why = handle
+                .join()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            let hint = if why.contains("memory") || why.contains("ENOMEM") || why.contains("locked")
+            {
+                startup::memlock_advice(executors)
+            } else {
+                "io_uring could not be set up: check kernel.io_uring_disabled and the memlock limit (`ringmq tune`)".into()
+            };
+            Err((
+                startup::EXIT_CONFIG,
+                format!("executor failed to start: {why}. {hint}"),
+            ))
+        }
+    }
+}
+
+/// Runs `ringmq serve` until a signal; returns the process exit code.
+pub fn serve(cfg: Config) -> i32 {
+    match serve_inner(cfg) {
+        Ok(code) => code,
+        Err((code, msg)) => {
+            eprintln!("ringmq: {msg}");
+            tracing::error!("{msg}");
+            code
+        }
+    }
+}
+
+fn serve_inner(cfg: Config) -> Result<i32, (i32, String)> {
+    let cfg_err = |m: String| (startup::EXIT_CONFIG, m);
+    let shards = if cfg.role == Role::Namesrv {
+        0
+    } else {
+        cfg.shard_count()
+    };
+    let with_ns = cfg.role != Role::Broker;
+    startup::check_io_uring().map_err(cfg_err)?;
+    startup::check_memlock(shards + with_ns as usize).map_err(cfg_err)?;
+    let _lock = if shards > 0 {
+        Some(startup::lock_data_dir(&cfg.data_dir).map_err(cfg_err)?)
+    } else {
+        None
+    };
+    let control = Arc::new(ControlPlane::new(shards));
+    let signalled = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, signalled.clone())
+            .map_err(|e| cfg_err(format!("cannot install signal handler: {e}")))?;
+    }
+    let mut ns_handle = None;
+    if with_ns {
+        let (tx, rx) = mpsc::channel();
+        let (c, k) = (cfg.clone(), control.clone());
+        let h = executor("ringmq-namesrv".into(), Placement::Unbound)
+            .spawn(move || namesrv_main(c, k, tx))
+            .map_err(|e| cfg_err(e.to_string()))?;
+        ns_handle = Some(await_ready(&rx, h, shards + 1)?);
+    }
+    let ip = cfg.broker_ip.unwrap_or_else(startup::detect_ip);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mut handles = Vec::new();
+    for i in 0..shards {
+        let (tx, rx) = mpsc::channel();
+        let addr = SocketAddr::new(ip, cfg.shard_port(i));
+        let (c, k) = (cfg.clone(), control.clone());
+        let started = executor(format!("ringmq-shard-{i}"), Placement::Fixed(i % cores))
+            .spawn(move || shard_main(i, c, addr, k, tx));
+        let h = started.map_err(|e| cfg_err(e.to_string()))?;
+        match await_ready(&rx, h, shards + 1) {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                control.shutdown();
+                for h in handles {
+                    let _ = h.join();
+                }
+                return Err(e);
+            }
+        }
+    }
+    let registrar = (shards > 0).then(|| {
+        let r = registrar::Registrar {
+            control: control.clone(),
+            namesrvs: cfg.namesrv_list(),
+            cluster: cfg.cluster_name.clone(),
+            period: Duration::from_secs(cfg.register_period_secs),
+            broker_expiry: Duration::from_secs(cfg.broker_expiry_secs),
+        };
+        std::thread::spawn(move || r.run())
+    });
+    banner(&cfg, shards, ip, with_ns);
+    while !signalled.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    tracing::info!("shutting down: no new connections, flushing and checkpointing");
+    control.shutdown();
+    for h in handles {
+        let _ = h.join();
+    }
+    if let Some(r) = registrar {
+        let _ = r.join();
+    }
+    if let Some(h) = ns_handle {
+        let _ = h.join();
+    }
+    tracing::info!("ringmq stopped");
+    Ok(0)
+}
+
+fn banner(cfg: &Config, shards: usize, ip: std::net::IpAddr, with_ns: bool) {
+    let ports: Vec<String> = (0..shards)
+        .map(|i| format!("{}(+vip {})", cfg.shard_port(i), cfg.shard_port(i) - 2))
+        .collect();
+    let ns = if with_ns {
+        format!("embedded name server on :{}", cfg.namesrv_port)
+    } else {
+        format!("name servers {}", cfg.namesrv_list().join(";"))
+    };
+    let msg = format!(
+        "ringmq {} ready: {shards} shard(s) as brokers {}-0..{} at {ip} ports [{}]; {ns}; data {}; flush {:?}",
+        env!("CARGO_PKG_VERSION"),
+        cfg.broker_name,
+        shards.saturating_sub(1),
+        ports.join(", "),
+        cfg.data_dir.display(),
+        cfg.flush
+    );
+    println!("{msg}");
+    tracing::info!("{msg}");
+}

@@ -1,0 +1,89 @@
+//! Registers every shard with every name server as its own broker (`<broker_name>-<i>`, brokerId 0):
+//! REGISTER_BROKER at start, whenever a shard's topics change, and every `register_period`; and
+//! UNREGISTER_BROKER at shutdown. A control-plane thread: it never touches a shard's data.
+
+use super::control::{ControlPlane, Registration};
+use crate::client::connection::Connection;
+use crate::protocol::Command;
+use crate::protocol::codes::request as rq;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub struct Registrar {
+    pub control: Arc<ControlPlane>,
+    pub namesrvs: Vec<String>,
+    pub cluster: String,
+    pub period: Duration,
+    pub broker_expiry: Duration,
+}
+
+impl Registrar {
+    fn request(&self, conns: &mut HashMap<String, Connection>, ns: &str, cmd: Command) {
+        if conns.get(ns).is_none_or(|c| c.is_closed()) {
+            match Connection::connect(ns, REQUEST_TIMEOUT) {
+                Ok(c) => {
+                    conns.insert(ns.to_string(), c);
+                }
+                Err(e) => {
+                    tracing::warn!(namesrv = ns, error = %e, "cannot reach name server; will retry");
+                    return;
+                }
+            }
+        }
+        if let Some(c) = conns.get(ns)
+            && let Err(e) = c.call(cmd, REQUEST_TIMEOUT)
+        {
+            tracing::warn!(namesrv = ns, error = %e, "name server request failed; will retry");
+            conns.remove(ns);
+        }
+    }
+
+    fn register(&self, conns: &mut HashMap<String, Connection>, r: &Registration) {
+        for ns in &self.namesrvs {
+            let mut cmd = Command::request(rq::REGISTER_BROKER);
+            cmd.put("brokerName", &r.broker_name);
+            cmd.put("brokerAddr", r.addr);
+            cmd.put("clusterName", &self.cluster);
+            cmd.put(
+                "haServerAddr",
+                format!("{}:{}", r.addr.ip(), r.addr.port() + 1),
+            );
+            cmd.put("brokerId", 0);
+            cmd.put("compressed", "false");
+            cmd.put("bodyCrc32", 0);
+            cmd.put("heartbeatTimeoutMillis", self.broker_expiry.as_millis());
+            self.request(conns, ns, cmd.with_body(r.body.clone()));
+        }
+    }
+
+    /// Runs until shutdown, then unregisters every shard.
+    pub fn run(self) {
+        let mut conns = HashMap::new();
+        let mut last = Instant::now() - self.period;
+        loop {
+            let changed = self.control.wait_changed(Duration::from_millis(200));
+            if self.control.is_shutdown() {
+                break;
+            }
+            if changed || last.elapsed() >= self.period {
+                last = Instant::now();
+                for r in self.control.registrations() {
+                    self.register(&mut conns, &r);
+                }
+            }
+        }
+        for r in self.control.registrations() {
+            for ns in &self.namesrvs {
+                let mut cmd = Command::request(rq::UNREGISTER_BROKER);
+                cmd.put("brokerName", &r.broker_name);
+                cmd.put("brokerAddr", r.addr);
+                cmd.put("clusterName", &self.cluster);
+                cmd.put("brokerId", 0);
+                self.request(&mut conns, ns, cmd);
+            }
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! The background tasks of one shard, all on its own executor: the flusher (group commit), the segment
+//! pre-writer, checkpoints (blocking file I/O on glommio's blocking pool), retention and the disk-full
+//! check, offset persistence, long-poll expiry, client expiry, and the control-plane poll.
+
+use crate::broker::Broker;
+use crate::broker::clients::notify_ids_changed;
+use crate::store::{EXIT_STORE_POISONED, now_ms};
+use glommio::Task;
+use glommio::timer::sleep;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Retention and disk-full checks: appends are refused within this time of the disk filling up, and
+/// resume within it once space returns.
+const RETENTION_EVERY: Duration = Duration::from_secs(1);
+/// Checkpoint period: bounds the log replayed at start-up.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// Consumer offsets are written this often (RocketMQ's 5 s).
+const OFFSETS_EVERY: Duration = Duration::from_secs(5);
+/// Long-poll deadline check: a held pull is answered at most this late.
+const POLL_EXPIRY_EVERY: Duration = Duration::from_millis(100);
+/// Client liveness scan (RocketMQ's 10 s).
+const CLIENT_SCAN_EVERY: Duration = Duration::from_secs(10);
+
+async fn flusher(b: Rc<Broker>) {
+    loop {
+        b.store.log().wait_for_work().await;
+        if let Err(e) = b.store.log().flush_once().await {
+            tracing::error!(shard = b.shard, error = %e, "commit-log write or fdatasync failed: stopping the process to protect data");
+            eprintln!(
+                "ringmq: shard {}: {e}; exiting with code {EXIT_STORE_POISONED}",
+                b.shard
+            );
+            std::process::exit(EXIT_STORE_POISONED);
+        }
+    }
+}
+
+async fn prewriter(b: Rc<Broker>) {
+    loop {
+        if b.store.log().needs_next_segment() {
+            if let Err(e) = b.store.log().prepare_next().await {
+                tracing::error!(shard = b.shard, error = %e, "cannot pre-write the next segment; will retry");
+                sleep(Duration::from_secs(1)).await;
+            }
+        } else {
+            sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn checkpointer(b: Rc<Broker>) {
+    loop {
+        sleep(CHECKPOINT_EVERY).await;
+        checkpoint(&b).await;
+    }
+}
+
+async fn checkpoint(b: &Broker) {
+    let Some(job_owned) = b.store.checkpoint_job() else {
+        return;
+    };
+    let (job_back, result) = glommio::executor()
+        .spawn_blocking(move || {
+            let r = job_owned.run();
+            (job_owned, r)
+        })
+        .await;
+    b.store.checkpoint_finished(&job_back, &result);
+}
+
+async fn retention(b: Rc<Broker>) {
+    loop {
+        if let Err(e) = b.store.run_retention(now_ms()).await {
+            tracing::error!(shard = b.shard, error = %e, "retention failed");
+        }
+        sleep(RETENTION_EVERY).await;
+    }
+}
+
+async fn housekeeping(b: Rc<Broker>) {
+    let mut last_offsets = Instant::now();
+    let mut last_clients = Instant::now();
+    let expiry = Duration::from_secs(b.cfg.client_expiry_secs);
+    loop {
+        sleep(POLL_EXPIRY_EVERY).await;
+        b.expire_pollers(Instant::now());
+        if last_offsets.elapsed() >= OFFSETS_EVERY {
+            last_offsets = Instant::now();
+            b.offsets.borrow_mut().persist();
+        }
+        if last_clients.elapsed() >= CLIENT_SCAN_EVERY {
+            last_clients = Instant::now();
+            let changed = b.clients.borrow_mut().expire(expiry);
+            for g in changed {
+                tracing::info!(group = %g, "dropped consumers silent for longer than the expiry");
+                notify_ids_changed(&b, &g);
+            }
+        }
+    }
+}
+
+/// Starts the background tasks; dropping the returned handles cancels them.
+pub fn spawn_all(b: &Rc<Broker>) -> Vec<Task<()>> {
+    vec![
+        glommio::spawn_local(flusher(b.clone())),
+        glommio::spawn_local(prewriter(b.clone())),
+        glommio::spawn_local(checkpointer(b.clone())),
+        glommio::spawn_local(retention(b.clone())),
+        glommio::spawn_local(housekeeping(b.clone())),
+    ]
+}
+
+/// Applies topic changes from other shards until shutdown is requested.
+pub async fn control_loop(b: &Rc<Broker>) {
+    let mut cursor = 0;
+    while !b.control.is_shutdown() {
+        for ev in b.control.topic_events(b.shard, &mut cursor) {
+            if let Some(tc) = ev.upsert {
+                b.upsert_topic(tc, false);
+            }
+            if let Some(name) = ev.delete
+                && b.topics.borrow_mut().remove(&name)
+            {
+                b.store.delete_topic(&name);
+                b.publish_registration();
+            }
+        }
+        sleep(super::control::CONTROL_POLL).await;
+    }
+}
+
+/// Graceful stop: answer parked pulls, let in-flight requests finish, flush, checkpoint, persist.
+pub async fn shutdown(b: &Rc<Broker>) {
+    b.expire_pollers(Instant::now() + Duration::from_secs(3600));
+    sleep(Duration::from_millis(200)).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.store.log().flush_wanted() && Instant::now() < deadline {
+        sleep(Duration::from_millis(5)).await;
+    }
+    checkpoint(b).await;
+    b.offsets.borrow_mut().persist();
+}
