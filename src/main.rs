@@ -58,7 +58,7 @@ struct ServeArgs {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the broker (and the embedded name server)
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Check (and with --apply, fix) host settings that matter for ringmq
     Tune {
         #[arg(long, default_value = "./data")]
@@ -138,7 +138,7 @@ fn main() {
         .init();
     let cli = Cli::parse();
     let code = match cli.cmd {
-        Cmd::Serve(a) => match build_config(a) {
+        Cmd::Serve(a) => match build_config(*a) {
             Ok(c) => ringmq::shard::serve(c),
             Err(e) => {
                 eprintln!("ringmq: {e}");

@@ -1,4 +1,14 @@
-//! The native client: a remoting connection, and the producer and consumers built on it. Speaks only
-//! the RocketMQ protocol, so it works against any RocketMQ broker.
+//! The native client: a remoting connection, routes, and the producer and consumers built on them.
+//! Speaks only the RocketMQ protocol, so it works against any RocketMQ broker. It uses plain threads
+//! (blocking sockets with a reader thread per connection) so tests, tools and the benchmark can use it
+//! from anywhere; requests pipeline on one connection.
 
 pub mod connection;
+pub mod consumer;
+pub mod producer;
+pub mod route;
+
+pub use connection::{ClientError, Connection};
+pub use consumer::{PullConsumer, PushConsumer, StartFrom};
+pub use producer::{Message, Producer, SendResult};
+pub use route::MessageQueue;

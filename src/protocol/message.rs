@@ -529,7 +529,7 @@ mod tests {
         let enc = Bytes::from(encode_batch(&items));
         assert_eq!(decode_batch(&enc).unwrap(), items);
         for n in 1..enc.len() {
-            if n == 22 + 3 + 5 {
+            if n == 22 + 3 + 4 {
                 continue; // exactly the first item
             }
             assert!(decode_batch(&enc.slice(..n)).is_err(), "prefix {n}");

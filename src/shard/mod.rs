@@ -41,6 +41,13 @@ fn store_config(cfg: &Config, shard: usize) -> StoreConfig {
 }
 
 fn bind(port: u16) -> Result<glommio::net::TcpListener, String> {
+    // glommio binds with SO_REUSEPORT, which would let a second process share the port silently:
+    // refuse a port that something already listens on.
+    if startup::port_listening(port) {
+        return Err(format!(
+            "port {port} is already in use (another broker or ringmq?); choose another --listen-port"
+        ));
+    }
     glommio::net::TcpListener::bind(("0.0.0.0", port)).map_err(|e| {
         let text = e.to_string();
         if text.contains("in use") || text.contains("AddrInUse") {

@@ -108,6 +108,21 @@ pub fn check_memlock(executors: usize) -> Result<(), String> {
     }
 }
 
+/// Whether any socket listens on TCP `port` (from /proc/net/tcp and tcp6: state 0A is LISTEN).
+pub fn port_listening(port: u16) -> bool {
+    let want = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|path| {
+        std::fs::read_to_string(path).is_ok_and(|text| {
+            text.lines().skip(1).any(|l| {
+                let mut f = l.split_whitespace();
+                let local = f.nth(1).unwrap_or("");
+                let state = f.nth(1).unwrap_or("");
+                local.ends_with(&want) && state == "0A"
+            })
+        })
+    })
+}
+
 /// The address to advertise when none is configured: the host's outbound address, else loopback.
 pub fn detect_ip() -> std::net::IpAddr {
     let probe = std::net::UdpSocket::bind("0.0.0.0:0").and_then(|s| {
@@ -130,6 +145,15 @@ mod tests {
         let _first = lock_data_dir(dir.path()).unwrap();
         let err = lock_data_dir(dir.path()).err().unwrap();
         assert!(err.contains("in use by another ringmq process"), "{err}");
+    }
+
+    #[test]
+    fn listening_ports_are_seen() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(port_listening(l.local_addr().unwrap().port()));
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        assert!(!port_listening(port));
     }
 
     #[test]

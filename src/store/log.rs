@@ -116,6 +116,9 @@ pub struct CommitLog<D: Disk> {
     flush_waker: RefCell<Option<std::task::Waker>>,
 }
 
+/// The writes of one flush and the log position they make durable.
+type FlushPlan<F> = Option<(Vec<WriteJob<F>>, u64)>;
+
 /// A write the flusher issues: the file, the position in it and the aligned bytes.
 struct WriteJob<F> {
     file: Rc<F>,
@@ -131,7 +134,7 @@ impl<D: Disk> CommitLog<D> {
         tail: RecoveredTail,
     ) -> Result<CommitLog<D>, StoreError> {
         assert!(
-            cfg.segment_bytes % BLOCK_BYTES == 0,
+            cfg.segment_bytes.is_multiple_of(BLOCK_BYTES),
             "segment size must be a multiple of 4 KiB"
         );
         disk.create_dir_all(&cfg.dir)
@@ -226,7 +229,7 @@ impl<D: Disk> CommitLog<D> {
     /// Makes sure the segment after the active one is pre-written; the shard runs this in the
     /// background, and an append that needs the next segment first waits for it.
     pub async fn prepare_next(&self) -> Result<(), StoreError> {
-        let next = {
+        let wait = {
             let mut s = self.state.borrow_mut();
             if s.ready_next.is_some() {
                 return Ok(());
@@ -234,12 +237,18 @@ impl<D: Disk> CommitLog<D> {
             if s.preparing {
                 let (tx, rx) = oneshot::channel();
                 s.prepared_waiters.push(tx);
-                drop(s);
+                Err(rx)
+            } else {
+                s.preparing = true;
+                Ok(self.segment_start(s.write_pos) + self.cfg.segment_bytes)
+            }
+        };
+        let next = match wait {
+            Ok(next) => next,
+            Err(rx) => {
                 let _ = rx.await;
                 return Ok(());
             }
-            s.preparing = true;
-            self.segment_start(s.write_pos) + self.cfg.segment_bytes
         };
         let result = self.prewrite(next).await;
         let mut s = self.state.borrow_mut();
@@ -448,7 +457,7 @@ impl<D: Disk> CommitLog<D> {
         }
     }
 
-    fn collect_writes(&self) -> Result<Option<(Vec<WriteJob<D::File>>, u64)>, StoreError> {
+    fn collect_writes(&self) -> Result<FlushPlan<D::File>, StoreError> {
         let mut s = self.state.borrow_mut();
         if let Some(p) = &s.poisoned {
             return Err(StoreError::Poisoned(p.clone()));

@@ -351,6 +351,7 @@ impl<D: Disk> Store<D> {
     /// Reads messages from a queue (RocketMQ's getMessage). `tag_filter` sees each entry's tag code;
     /// `record_filter` sees each candidate record (SQL92). Stops at `max_msgs`, or `max_bytes` after at
     /// least one message.
+    #[allow(clippy::too_many_arguments)] // mirrors RocketMQ's getMessage; callers pass each by name
     pub async fn get(
         &self,
         topic: &str,

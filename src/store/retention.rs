@@ -38,10 +38,10 @@ pub fn statvfs_usage(dir: &Path) -> std::io::Result<DiskUsage> {
     }
     // SAFETY: statvfs returned 0, so it initialised the struct.
     let st = unsafe { st.assume_init() };
-    let frsize = st.f_frsize as u64;
+    let frsize = st.f_frsize;
     Ok(DiskUsage {
-        total_bytes: st.f_blocks as u64 * frsize,
-        available_bytes: st.f_bavail as u64 * frsize,
+        total_bytes: st.f_blocks * frsize,
+        available_bytes: st.f_bavail * frsize,
     })
 }
 

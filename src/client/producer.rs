@@ -1,0 +1,384 @@
+//! The native producer: sync, async, oneway and batch sends; round-robin queue selection or selection
+//! by sharding key (ordered sends); retries of retryable codes on another broker; routes refreshed
+//! from the name server.
+
+use super::connection::ClientError;
+use super::route::{ClientContext, MessageQueue, REQUEST_TIMEOUT};
+use crate::protocol::Command;
+use crate::protocol::codes::{request as rq, response as rs};
+use crate::protocol::message::{BatchItem, encode_batch, properties_encode};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Response codes after which RocketMQ producers retry on another broker.
+const RETRYABLE: [i32; 6] = [
+    rs::TOPIC_NOT_EXIST,
+    rs::SERVICE_NOT_AVAILABLE,
+    rs::SYSTEM_ERROR,
+    rs::SYSTEM_BUSY,
+    rs::NO_PERMISSION,
+    1500,
+];
+/// Attempts per send (RocketMQ's retryTimesWhenSendFailed = 2, plus the first).
+const SEND_ATTEMPTS: usize = 3;
+
+/// A message to send.
+#[derive(Debug, Clone, Default)]
+pub struct Message {
+    pub topic: String,
+    pub tags: Option<String>,
+    pub keys: Vec<String>,
+    pub body: Bytes,
+    /// Extra user properties.
+    pub properties: Vec<(String, String)>,
+}
+
+impl Message {
+    pub fn new(topic: &str, body: impl Into<Bytes>) -> Message {
+        Message {
+            topic: topic.into(),
+            body: body.into(),
+            ..Default::default()
+        }
+    }
+
+    pub fn with_tags(mut self, tags: &str) -> Message {
+        self.tags = Some(tags.into());
+        self
+    }
+
+    pub fn with_keys(mut self, keys: &[&str]) -> Message {
+        self.keys = keys.iter().map(|k| k.to_string()).collect();
+        self
+    }
+
+    pub fn with_property(mut self, k: &str, v: &str) -> Message {
+        self.properties.push((k.into(), v.into()));
+        self
+    }
+
+    /// The property string, with a fresh UNIQ_KEY.
+    pub fn encode_properties(&self) -> String {
+        let uniq = unique_key();
+        let keys = self.keys.join(" ");
+        let mut pairs: Vec<(&str, &str)> = vec![("UNIQ_KEY", &uniq), ("WAIT", "true")];
+        if let Some(t) = &self.tags {
+            pairs.push(("TAGS", t));
+        }
+        if !keys.is_empty() {
+            pairs.push(("KEYS", &keys));
+        }
+        pairs.extend(
+            self.properties
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        properties_encode(pairs)
+    }
+}
+
+/// A client message id in RocketMQ's shape (32 hex characters).
+pub fn unique_key() -> String {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed) as u16;
+    let t = crate::store::now_ms() as u32;
+    format!(
+        "7F000001{:04X}{:08X}{:08X}{:04X}",
+        std::process::id() as u16,
+        rand::random::<u32>(),
+        t,
+        n
+    )
+}
+
+/// Result of a successful send.
+#[derive(Debug, Clone)]
+pub struct SendResult {
+    pub queue: MessageQueue,
+    pub offset_msg_id: String,
+    pub queue_offset: u64,
+    pub unique_key: String,
+}
+
+pub struct Producer {
+    ctx: Arc<ClientContext>,
+    group: String,
+    next: AtomicUsize,
+}
+
+fn send_header(group: &str, topic: &str, queue_id: i32, props: &str, batch: bool) -> Command {
+    let mut cmd = Command::request(if batch {
+        rq::SEND_BATCH_MESSAGE
+    } else {
+        rq::SEND_MESSAGE_V2
+    });
+    cmd.put("a", group);
+    cmd.put("b", topic);
+    cmd.put("c", "TBW102");
+    cmd.put("d", 4);
+    cmd.put("e", queue_id);
+    cmd.put("f", 0);
+    cmd.put("g", crate::store::now_ms());
+    cmd.put("h", 0);
+    cmd.put("i", props);
+    cmd.put("j", 0);
+    cmd.put("k", false);
+    cmd.put("m", batch);
+    cmd
+}
+
+impl Producer {
+    pub fn new(namesrv: &str, group: &str) -> Producer {
+        Producer {
+            ctx: ClientContext::new(namesrv),
+            group: group.into(),
+            next: AtomicUsize::new(rand::random::<u32>() as usize),
+        }
+    }
+
+    pub fn context(&self) -> &Arc<ClientContext> {
+        &self.ctx
+    }
+
+    /// Picks a queue: by `key` hash when given (ordered), else round robin, avoiding `avoid`.
+    pub fn select_queue(
+        &self,
+        topic: &str,
+        key: Option<&str>,
+        avoid: Option<&str>,
+    ) -> Result<MessageQueue, ClientError> {
+        let route = self
+            .ctx
+            .route(topic, false)
+            .or_else(|_| self.ctx.route("TBW102", false))?;
+        let queues = &route.write_queues;
+        if queues.is_empty() {
+            return Err(ClientError::NoRoute(format!(
+                "topic {topic} has no writable queue"
+            )));
+        }
+        if let Some(k) = key {
+            let h = crate::protocol::message::java_string_hash(k).unsigned_abs() as usize;
+            return Ok(MessageQueue {
+                topic: topic.into(),
+                ..queues[h % queues.len()].clone()
+            });
+        }
+        for _ in 0..queues.len() {
+            let q = &queues[self.next.fetch_add(1, Ordering::Relaxed) % queues.len()];
+            if Some(q.broker_name.as_str()) != avoid {
+                return Ok(MessageQueue {
+                    topic: topic.into(),
+                    ..q.clone()
+                });
+            }
+        }
+        Ok(MessageQueue {
+            topic: topic.into(),
+            ..queues[0].clone()
+        })
+    }
+
+    fn addr_of(&self, mq: &MessageQueue) -> Result<String, ClientError> {
+        self.ctx
+            .broker_addr(&mq.topic, &mq.broker_name)
+            .or_else(|_| self.ctx.broker_addr("TBW102", &mq.broker_name))
+    }
+
+    fn parse_result(
+        mq: MessageQueue,
+        resp: Command,
+        uniq: String,
+        addr: &str,
+    ) -> Result<SendResult, ClientError> {
+        if resp.code != rs::SUCCESS {
+            return Err(ClientError::Refused {
+                addr: addr.into(),
+                code: resp.code,
+                remark: resp.remark.unwrap_or_default(),
+            });
+        }
+        Ok(SendResult {
+            queue: MessageQueue {
+                queue_id: resp
+                    .field("queueId")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(mq.queue_id),
+                ..mq
+            },
+            offset_msg_id: resp.field("msgId").unwrap_or_default().to_string(),
+            queue_offset: resp
+                .field("queueOffset")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            unique_key: uniq,
+        })
+    }
+
+    /// Sends one message and waits for the broker's answer, retrying retryable failures elsewhere.
+    pub fn send(&self, msg: &Message) -> Result<SendResult, ClientError> {
+        self.send_by_key(msg, None)
+    }
+
+    /// Sends to the queue chosen by `key` (messages with one key keep their order).
+    pub fn send_by_key(&self, msg: &Message, key: Option<&str>) -> Result<SendResult, ClientError> {
+        let props = msg.encode_properties();
+        let uniq = crate::protocol::message::property_get(&props, "UNIQ_KEY")
+            .unwrap_or_default()
+            .to_string();
+        let mut avoid: Option<String> = None;
+        let mut last = ClientError::NoRoute(msg.topic.clone());
+        for attempt in 0..SEND_ATTEMPTS {
+            let mq = self.select_queue(&msg.topic, key, avoid.as_deref())?;
+            let addr = self.addr_of(&mq)?;
+            let cmd = send_header(&self.group, &msg.topic, mq.queue_id, &props, false)
+                .with_body(msg.body.clone());
+            match self
+                .ctx
+                .conn(&addr)
+                .and_then(|c| c.request(cmd, REQUEST_TIMEOUT))
+            {
+                Ok(r) if r.code == rs::SUCCESS => return Self::parse_result(mq, r, uniq, &addr),
+                Ok(r) if RETRYABLE.contains(&r.code) && key.is_none() => {
+                    last = ClientError::Refused {
+                        addr,
+                        code: r.code,
+                        remark: r.remark.unwrap_or_default(),
+                    };
+                }
+                Ok(r) => return Self::parse_result(mq, r, uniq, &addr),
+                Err(e) => last = e,
+            }
+            avoid = Some(mq.broker_name);
+            if attempt == 0 {
+                let _ = self.ctx.route(&msg.topic, true);
+            }
+        }
+        Err(last)
+    }
+
+    /// Sends without waiting; `done` runs on the connection's reader thread.
+    pub fn send_async(
+        &self,
+        msg: &Message,
+        done: impl FnOnce(Result<SendResult, ClientError>) + Send + 'static,
+    ) -> Result<(), ClientError> {
+        let props = msg.encode_properties();
+        let uniq = crate::protocol::message::property_get(&props, "UNIQ_KEY")
+            .unwrap_or_default()
+            .to_string();
+        let mq = self.select_queue(&msg.topic, None, None)?;
+        let addr = self.addr_of(&mq)?;
+        let cmd = send_header(&self.group, &msg.topic, mq.queue_id, &props, false)
+            .with_body(msg.body.clone());
+        let a2 = addr.clone();
+        self.ctx.conn(&addr)?.request_async(cmd, move |r| {
+            done(match r {
+                Some(r) => Self::parse_result(mq, r, uniq, &a2),
+                None => Err(ClientError::Closed(a2)),
+            })
+        })
+    }
+
+    /// Sends without any answer from the broker.
+    pub fn send_oneway(&self, msg: &Message) -> Result<(), ClientError> {
+        let mq = self.select_queue(&msg.topic, None, None)?;
+        let addr = self.addr_of(&mq)?;
+        let cmd = send_header(
+            &self.group,
+            &msg.topic,
+            mq.queue_id,
+            &msg.encode_properties(),
+            false,
+        )
+        .with_body(msg.body.clone());
+        self.ctx.conn(&addr)?.oneway(cmd)
+    }
+
+    /// Builds a batch request for `queue` (all messages share one topic).
+    pub fn batch_command(&self, mq: &MessageQueue, msgs: &[Message]) -> Command {
+        let items: Vec<BatchItem> = msgs
+            .iter()
+            .map(|m| BatchItem {
+                flag: 0,
+                body: m.body.clone(),
+                properties: m.encode_properties(),
+            })
+            .collect();
+        let batch_props =
+            properties_encode([("UNIQ_KEY", unique_key().as_str()), ("WAIT", "true")]);
+        send_header(&self.group, &mq.topic, mq.queue_id, &batch_props, true)
+            .with_body(encode_batch(&items))
+    }
+
+    /// Sends messages of one topic as one batch to one queue.
+    pub fn send_batch(&self, msgs: &[Message]) -> Result<SendResult, ClientError> {
+        let topic = msgs
+            .first()
+            .map(|m| m.topic.clone())
+            .ok_or_else(|| ClientError::NoRoute("empty batch".into()))?;
+        let mq = self.select_queue(&topic, None, None)?;
+        let addr = self.addr_of(&mq)?;
+        let r = self
+            .ctx
+            .conn(&addr)?
+            .request(self.batch_command(&mq, msgs), REQUEST_TIMEOUT)?;
+        Self::parse_result(mq, r, String::new(), &addr)
+    }
+
+    /// Sends a batch without waiting.
+    pub fn send_batch_async(
+        &self,
+        mq: &MessageQueue,
+        msgs: &[Message],
+        done: impl FnOnce(Result<SendResult, ClientError>) + Send + 'static,
+    ) -> Result<(), ClientError> {
+        let addr = self.addr_of(mq)?;
+        let (mq2, a2) = (mq.clone(), addr.clone());
+        self.ctx
+            .conn(&addr)?
+            .request_async(self.batch_command(mq, msgs), move |r| {
+                done(match r {
+                    Some(r) => Self::parse_result(mq2, r, String::new(), &a2),
+                    None => Err(ClientError::Closed(a2)),
+                })
+            })
+    }
+
+    /// Creates (or updates) a topic on every broker of the cluster, through the name server.
+    pub fn create_topic(&self, topic: &str, queues_per_broker: u32) -> Result<(), ClientError> {
+        let cluster = self
+            .ctx
+            .namesrv_call(Command::request(rq::GET_BROKER_CLUSTER_INFO))?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&cluster.body_bytes()).unwrap_or_default();
+        let mut n = 0;
+        for bd in v["brokerAddrTable"]
+            .as_object()
+            .into_iter()
+            .flat_map(|m| m.values())
+        {
+            let Some(addr) = bd["brokerAddrs"]["0"].as_str() else {
+                continue;
+            };
+            let mut cmd = Command::request(rq::UPDATE_AND_CREATE_TOPIC);
+            cmd.put("topic", topic);
+            cmd.put("defaultTopic", "TBW102");
+            cmd.put("readQueueNums", queues_per_broker);
+            cmd.put("writeQueueNums", queues_per_broker);
+            cmd.put("perm", 6);
+            cmd.put("topicFilterType", "SINGLE_TAG");
+            cmd.put("topicSysFlag", 0);
+            cmd.put("order", false);
+            self.ctx.conn(addr)?.call(cmd, REQUEST_TIMEOUT)?;
+            n += 1;
+        }
+        if n == 0 {
+            return Err(ClientError::NoRoute(
+                "no broker registered with the name server".into(),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,188 @@
+//! Routes from the name server (GET_ROUTEINFO_BY_TOPIC) and a pool of broker connections shared by a
+//! client's producers and consumers.
+
+use super::connection::{ClientError, Connection};
+use crate::protocol::Command;
+use crate::protocol::codes::request as rq;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Routes are refreshed this often (RocketMQ clients: 30 s).
+pub const ROUTE_TTL: Duration = Duration::from_secs(30);
+
+/// One queue of a topic on one broker.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageQueue {
+    pub topic: String,
+    pub broker_name: String,
+    pub queue_id: i32,
+}
+
+/// A topic's route: its queues and the master address of each broker.
+#[derive(Debug, Clone, Default)]
+pub struct TopicRoute {
+    pub write_queues: Vec<MessageQueue>,
+    pub read_queues: Vec<MessageQueue>,
+    pub brokers: BTreeMap<String, String>,
+}
+
+fn num(v: &Value) -> u64 {
+    v.as_u64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// Parses TopicRouteData JSON.
+pub fn parse_route(topic: &str, body: &[u8]) -> Result<TopicRoute, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("route is not JSON: {e}"))?;
+    let mut route = TopicRoute::default();
+    for bd in v["brokerDatas"].as_array().into_iter().flatten() {
+        let name = bd["brokerName"].as_str().unwrap_or_default().to_string();
+        if let Some(addr) = bd["brokerAddrs"]["0"].as_str() {
+            route.brokers.insert(name, addr.to_string());
+        }
+    }
+    for qd in v["queueDatas"].as_array().into_iter().flatten() {
+        let name = qd["brokerName"].as_str().unwrap_or_default().to_string();
+        if !route.brokers.contains_key(&name) {
+            continue;
+        }
+        let perm = num(&qd["perm"]);
+        let mq = |i| MessageQueue {
+            topic: topic.to_string(),
+            broker_name: name.clone(),
+            queue_id: i as i32,
+        };
+        if perm & 2 != 0 {
+            route
+                .write_queues
+                .extend((0..num(&qd["writeQueueNums"])).map(mq));
+        }
+        if perm & 4 != 0 {
+            route
+                .read_queues
+                .extend((0..num(&qd["readQueueNums"])).map(mq));
+        }
+    }
+    route.write_queues.sort();
+    route.read_queues.sort();
+    Ok(route)
+}
+
+/// Connections and routes shared by one client instance.
+pub struct ClientContext {
+    pub namesrvs: Vec<String>,
+    pub client_id: String,
+    conns: Mutex<HashMap<String, Arc<Connection>>>,
+    routes: Mutex<HashMap<String, (Instant, TopicRoute)>>,
+}
+
+impl ClientContext {
+    pub fn new(namesrv: &str) -> Arc<ClientContext> {
+        let namesrvs = crate::config::split_addrs(namesrv);
+        let client_id = format!("127.0.0.1@{}#{}", std::process::id(), rand::random::<u32>());
+        Arc::new(ClientContext {
+            namesrvs,
+            client_id,
+            conns: Mutex::new(HashMap::new()),
+            routes: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A live connection to `addr`, reconnecting when the old one closed.
+    pub fn conn(&self, addr: &str) -> Result<Arc<Connection>, ClientError> {
+        let mut conns = self
+            .conns
+            .lock()
+            .map_err(|_| ClientError::Closed(addr.into()))?;
+        if let Some(c) = conns.get(addr).filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(Connection::connect(addr, REQUEST_TIMEOUT)?);
+        conns.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// Every connection currently open (for heartbeats).
+    pub fn open_conns(&self) -> Vec<Arc<Connection>> {
+        self.conns
+            .lock()
+            .map(|c| c.values().filter(|c| !c.is_closed()).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Asks each name server in turn.
+    pub fn namesrv_call(&self, cmd: Command) -> Result<Command, ClientError> {
+        let mut last = ClientError::NoRoute("no name server configured".into());
+        for ns in &self.namesrvs {
+            match self
+                .conn(ns)
+                .and_then(|c| c.request(cmd.clone(), REQUEST_TIMEOUT))
+            {
+                Ok(r) => return Ok(r),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// The route of `topic`, cached for `ROUTE_TTL`.
+    pub fn route(&self, topic: &str, refresh: bool) -> Result<TopicRoute, ClientError> {
+        if !refresh
+            && let Some((at, r)) = self.routes.lock().ok().and_then(|m| m.get(topic).cloned())
+            && at.elapsed() < ROUTE_TTL
+        {
+            return Ok(r);
+        }
+        let mut cmd = Command::request(rq::GET_ROUTEINFO_BY_TOPIC);
+        cmd.put("topic", topic);
+        let resp = self.namesrv_call(cmd)?;
+        if resp.code != 0 {
+            return Err(ClientError::NoRoute(format!(
+                "{topic}: {}",
+                resp.remark.unwrap_or_default()
+            )));
+        }
+        let route =
+            parse_route(topic, &resp.body_bytes()).map_err(|m| ClientError::BadResponse {
+                addr: "namesrv".into(),
+                message: m,
+            })?;
+        if let Ok(mut m) = self.routes.lock() {
+            m.insert(topic.to_string(), (Instant::now(), route.clone()));
+        }
+        Ok(route)
+    }
+
+    pub fn broker_addr(&self, topic: &str, broker: &str) -> Result<String, ClientError> {
+        let route = self.route(topic, false)?;
+        route
+            .brokers
+            .get(broker)
+            .cloned()
+            .ok_or_else(|| ClientError::NoRoute(format!("broker {broker} not in route of {topic}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_standard_route_json() {
+        let body = br#"{"brokerDatas":[{"brokerAddrs":{"0":"127.0.0.1:10911"},"brokerName":"b-0","cluster":"C"},
+            {"brokerAddrs":{"1":"127.0.0.1:20911"},"brokerName":"slave-only","cluster":"C"}],
+            "queueDatas":[{"brokerName":"b-0","perm":6,"readQueueNums":2,"writeQueueNums":3,"topicSysFlag":0},
+            {"brokerName":"slave-only","perm":6,"readQueueNums":2,"writeQueueNums":2}]}"#;
+        let r = parse_route("T", body).unwrap();
+        assert_eq!(r.write_queues.len(), 3);
+        assert_eq!(r.read_queues.len(), 2);
+        assert_eq!(r.brokers.len(), 1);
+    }
+}

@@ -1,0 +1,394 @@
+//! Black-box tests: a real `ringmq serve` process and the native client over TCP.
+
+mod common;
+
+use common::Server;
+use ringmq::client::consumer::decode_records;
+use ringmq::client::{Connection, Message, Producer, PullConsumer, PushConsumer, StartFrom};
+use ringmq::protocol::Command;
+use ringmq::protocol::codes::{request as rq, response as rs};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(5);
+
+fn pull_all(c: &PullConsumer, topic: &str, expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for q in c.queues(topic).unwrap() {
+        let mut off = 0;
+        loop {
+            let r = c.pull(&q, off, 32, expr, 0).unwrap();
+            if r.code != rs::SUCCESS {
+                break;
+            }
+            out.extend(
+                r.messages
+                    .iter()
+                    .map(|m| String::from_utf8_lossy(&m.body).into_owned()),
+            );
+            off = r.next_offset;
+        }
+    }
+    out
+}
+
+#[test]
+fn produce_and_pull_through_two_shards() {
+    let s = Server::start(2, &[]);
+    let p = Producer::new(&s.namesrv(), "PG");
+    p.create_topic("Orders", 4).unwrap();
+    let mut brokers = BTreeSet::new();
+    for i in 0..100 {
+        let r = p
+            .send(
+                &Message::new("Orders", format!("m{i}"))
+                    .with_tags("TagA")
+                    .with_keys(&[&format!("k{i}")]),
+            )
+            .unwrap();
+        assert_eq!(r.offset_msg_id.len(), 32);
+        brokers.insert(r.queue.broker_name.clone());
+    }
+    assert_eq!(
+        brokers.len(),
+        2,
+        "round robin spreads sends over both shards"
+    );
+    let c = PullConsumer::new(&s.namesrv(), "CG");
+    let got: BTreeSet<String> = pull_all(&c, "Orders", "*").into_iter().collect();
+    assert_eq!(got.len(), 100);
+    assert!(
+        pull_all(&c, "Orders", "TagB").is_empty(),
+        "tag filter drops non-matching messages"
+    );
+}
+
+#[test]
+fn auto_created_topic_batch_and_offsets() {
+    let s = Server::start(1, &[]);
+    let p = Producer::new(&s.namesrv(), "PG");
+    let conn = Connection::connect(&s.shard_addr(0), T).unwrap();
+    // Send through the template route: the broker auto-creates the topic.
+    let mut cmd = Command::request(rq::SEND_MESSAGE_V2);
+    for (k, v) in [
+        ("a", "PG"),
+        ("b", "Auto"),
+        ("c", "TBW102"),
+        ("d", "4"),
+        ("e", "0"),
+        ("f", "0"),
+        ("g", "0"),
+        ("h", "0"),
+        ("i", ""),
+    ] {
+        cmd.put(k, v);
+    }
+    let r = conn.call(cmd.with_body("first"), T).unwrap();
+    assert_eq!(r.field("queueOffset"), Some("0"));
+    std::thread::sleep(Duration::from_millis(500));
+    let msgs: Vec<Message> = (0..10)
+        .map(|i| Message::new("Auto", format!("b{i}")))
+        .collect();
+    let res = p.send_batch(&msgs).unwrap();
+    let c = PullConsumer::new(&s.namesrv(), "CG");
+    let q = res.queue.clone();
+    assert_eq!(c.max_offset(&q).unwrap(), res.queue_offset + 10);
+    assert_eq!(
+        c.committed_offset(&q).unwrap(),
+        Some(0),
+        "young-queue rule: a new group starts at 0"
+    );
+    c.commit(&q, 3).unwrap();
+    assert_eq!(c.committed_offset(&q).unwrap(), Some(3));
+    assert_eq!(c.offset_by_time(&q, 0).unwrap(), 0);
+    assert_eq!(
+        c.offset_by_time(&q, i64::MAX).unwrap(),
+        c.max_offset(&q).unwrap()
+    );
+}
+
+#[test]
+fn long_poll_is_woken_by_a_send() {
+    let s = Server::start(1, &[]);
+    let p = Producer::new(&s.namesrv(), "PG");
+    p.create_topic("LP", 1).unwrap();
+    p.send(&Message::new("LP", "zero")).unwrap();
+    let c = PullConsumer::new(&s.namesrv(), "CG");
+    let q = c.queues("LP").unwrap()[0].clone();
+    let ns = s.namesrv();
+    let sender = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(700));
+        Producer::new(&ns, "PG2")
+            .send(&Message::new("LP", "woken"))
+            .unwrap();
+    });
+    let start = Instant::now();
+    let r = c.pull(&q, 1, 32, "*", 10_000).unwrap();
+    let waited = start.elapsed();
+    sender.join().unwrap();
+    assert_eq!(r.code, rs::SUCCESS);
+    assert_eq!(&r.messages[0].body[..], b"woken");
+    assert!(
+        waited >= Duration::from_millis(500) && waited < Duration::from_secs(8),
+        "held then woken: {waited:?}"
+    );
+    // Nothing arrives: answered PULL_NOT_FOUND at the deadline.
+    let start = Instant::now();
+    let r = c.pull(&q, 2, 32, "*", 1_000).unwrap();
+    assert_eq!(r.code, rs::PULL_NOT_FOUND);
+    assert!(start.elapsed() >= Duration::from_millis(900));
+}
+
+#[test]
+fn push_consumers_share_queues_and_see_every_message() {
+    let s = Server::start(2, &[]);
+    let p = Producer::new(&s.namesrv(), "PG");
+    p.create_topic("Push", 4).unwrap();
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mk = |seen: Arc<Mutex<Vec<String>>>| {
+        let mut c = PushConsumer::new(&s.namesrv(), "PushGroup", move |msgs| {
+            seen.lock().unwrap().extend(
+                msgs.iter()
+                    .map(|m| String::from_utf8_lossy(&m.body).into_owned()),
+            );
+            true
+        });
+        c.subscribe("Push", "*");
+        c.start_from(StartFrom::First);
+        c.start().unwrap();
+        c
+    };
+    let a = mk(seen.clone());
+    let b = mk(seen.clone());
+    std::thread::sleep(Duration::from_secs(3));
+    let (qa, qb) = (a.assigned(), b.assigned());
+    assert_eq!(
+        qa.len() + qb.len(),
+        8,
+        "8 queues split over two members: {qa:?} {qb:?}"
+    );
+    assert!(qa.iter().all(|q| !qb.contains(q)));
+    for i in 0..200 {
+        p.send(&Message::new("Push", format!("p{i}"))).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.lock().unwrap().len() < 200 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let got = seen.lock().unwrap().clone();
+    let unique: BTreeSet<&String> = got.iter().collect();
+    assert_eq!(unique.len(), 200);
+    a.shutdown();
+    b.shutdown();
+}
+
+#[test]
+fn data_topics_and_offsets_survive_restart_and_kill9() {
+    let mut s = Server::start(1, &[]);
+    let p = Producer::new(&s.namesrv(), "PG");
+    p.create_topic("Durable", 2).unwrap();
+    for i in 0..50 {
+        p.send(&Message::new("Durable", format!("d{i}"))).unwrap();
+    }
+    let c = PullConsumer::new(&s.namesrv(), "CG");
+    let q = c.queues("Durable").unwrap()[0].clone();
+    c.commit(&q, 7).unwrap();
+    std::thread::sleep(Duration::from_secs(6)); // offsets persist every 5 s
+    s.restart();
+    let c = PullConsumer::new(&s.namesrv(), "CG");
+    assert_eq!(pull_all(&c, "Durable", "*").len(), 50);
+    assert_eq!(c.committed_offset(&q).unwrap(), Some(7));
+    let p = Producer::new(&s.namesrv(), "PG");
+    for i in 50..80 {
+        p.send(&Message::new("Durable", format!("d{i}"))).unwrap();
+    }
+    s.kill9();
+    s.spawn().unwrap();
+    let c = PullConsumer::new(&s.namesrv(), "CG");
+    assert_eq!(
+        pull_all(&c, "Durable", "*").len(),
+        80,
+        "every acknowledged sync send survives kill -9"
+    );
+}
+
+#[test]
+fn acknowledged_sends_survive_sigkill_under_load() {
+    let mut s = Server::start(1, &[]);
+    Producer::new(&s.namesrv(), "PG")
+        .create_topic("Crash", 4)
+        .unwrap();
+    let acked = Arc::new(Mutex::new(BTreeSet::<String>::new()));
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let (ns, acked) = (s.namesrv(), acked.clone());
+        workers.push(std::thread::spawn(move || {
+            let p = Producer::new(&ns, "PG");
+            for i in 0.. {
+                let body = format!("w{w}-{i}");
+                match p.send(&Message::new("Crash", body.clone())) {
+                    Ok(_) => {
+                        acked.lock().unwrap().insert(body);
+                    }
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    s.kill9();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > 50, "load ran: {} acks", acked.len());
+    s.spawn().unwrap();
+    let c = PullConsumer::new(&s.namesrv(), "CG");
+    let got: BTreeSet<String> = pull_all(&c, "Crash", "*").into_iter().collect();
+    let missing: Vec<&String> = acked.difference(&got).collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged messages lost, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+}
+
+#[test]
+fn query_by_key_and_view_by_offset_id() {
+    let s = Server::start(1, &[]);
+    let p = Producer::new(&s.namesrv(), "PG");
+    p.create_topic("Q", 1).unwrap();
+    let r = p
+        .send(&Message::new("Q", "findme").with_keys(&["order-42", "user-7"]))
+        .unwrap();
+    let conn = Connection::connect(&s.shard_addr(0), T).unwrap();
+    let mut q = Command::request(rq::QUERY_MESSAGE);
+    for (k, v) in [
+        ("topic", "Q"),
+        ("key", "user-7"),
+        ("maxNum", "10"),
+        ("beginTimestamp", "0"),
+        ("endTimestamp", &i64::MAX.to_string()),
+    ] {
+        q.put(k, v);
+    }
+    let resp = conn.call(q.clone(), T).unwrap();
+    let msgs = decode_records(&resp.body_bytes()).unwrap();
+    assert_eq!(&msgs[0].body[..], b"findme");
+    q.put("key", "nobody");
+    assert_eq!(conn.request(q, T).unwrap().code, rs::QUERY_NOT_FOUND);
+    let (_, offset) = ringmq::protocol::message::decode_offset_msg_id(&r.offset_msg_id).unwrap();
+    let mut v = Command::request(rq::VIEW_MESSAGE_BY_ID);
+    v.put("offset", offset);
+    let msgs = decode_records(&conn.call(v, T).unwrap().body_bytes()).unwrap();
+    assert_eq!(msgs[0].offset_msg_id(), r.offset_msg_id);
+}
+
+#[test]
+fn bad_input_gets_clear_errors_and_only_its_connection_closes() {
+    let s = Server::start(1, &[]);
+    let conn = Connection::connect(&s.shard_addr(0), T).unwrap();
+    let r = conn.request(Command::request(9999), T).unwrap();
+    assert_eq!(r.code, rs::REQUEST_CODE_NOT_SUPPORTED);
+    assert!(r.remark.unwrap().contains("9999"));
+    // Oversized body → MESSAGE_ILLEGAL with a remark.
+    let mut cmd = Command::request(rq::SEND_MESSAGE_V2);
+    for (k, v) in [("a", "PG"), ("b", "Big"), ("e", "0"), ("g", "0")] {
+        cmd.put(k, v);
+    }
+    let r = conn
+        .request(cmd.with_body(vec![0u8; (4 << 20) + 1]), T)
+        .unwrap();
+    assert_eq!(r.code, rs::MESSAGE_ILLEGAL, "{:?}", r.remark);
+    // Bad topic name → INVALID_PARAMETER.
+    let mut cmd = Command::request(rq::SEND_MESSAGE_V2);
+    for (k, v) in [("a", "PG"), ("b", "bad topic"), ("e", "0")] {
+        cmd.put(k, v);
+    }
+    assert_eq!(
+        conn.request(cmd.with_body("x"), T).unwrap().code,
+        rs::INVALID_PARAMETER
+    );
+    // A malformed frame closes that connection only.
+    let bad = Connection::connect(&s.shard_addr(0), T).unwrap();
+    bad.write_raw(&[0, 0, 0, 10, 0, 0, 0, 6, b'{', b'n', b'o', b'p', b'e', b'!'])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(bad.is_closed());
+    let huge = Connection::connect(&s.shard_addr(0), T).unwrap();
+    huge.write_raw(&[0x7f, 0xff, 0xff, 0xff]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        huge.is_closed(),
+        "a frame over the 16 MiB limit closes its connection"
+    );
+    let r = conn
+        .request(Command::request(rq::GET_ALL_TOPIC_CONFIG), T)
+        .unwrap();
+    assert_eq!(r.code, rs::SUCCESS, "the good connection still works");
+}
+
+#[test]
+fn startup_errors_are_clear() {
+    let s = Server::start(1, &[]);
+    // Same data directory: refused by the lock.
+    let mut second = Server {
+        child: None,
+        dir: s.dir.clone(),
+        base_port: s.base_port + 100,
+        ns_port: s.ns_port + 100,
+        shards: 1,
+        extra: vec![],
+        _tmp: None,
+    };
+    let err = second.spawn().unwrap_err();
+    assert!(err.contains("in use by another ringmq process"), "{err}");
+    // Port in use.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut third = Server {
+        child: None,
+        dir: tmp.path().to_path_buf(),
+        base_port: s.base_port,
+        ns_port: s.ns_port + 200,
+        shards: 1,
+        extra: vec![],
+        _tmp: None,
+    };
+    let err = third.spawn().unwrap_err();
+    assert!(err.contains("already in use"), "{err}");
+    // Unwritable data directory.
+    let mut fourth = Server {
+        child: None,
+        dir: "/proc/ringmq-data".into(),
+        base_port: s.base_port + 300,
+        ns_port: s.ns_port + 300,
+        shards: 1,
+        extra: vec![],
+        _tmp: None,
+    };
+    let err = fourth.spawn().unwrap_err();
+    assert!(err.contains("data directory"), "{err}");
+}
+
+#[test]
+fn name_server_routes_and_cluster_info() {
+    let s = Server::start(2, &[]);
+    let ns = Connection::connect(&s.namesrv(), T).unwrap();
+    let mut r = Command::request(rq::GET_ROUTEINFO_BY_TOPIC);
+    r.put("topic", "TBW102");
+    let body = ns.call(r.clone(), T).unwrap().body_bytes();
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.contains("ringmq-0") && text.contains("ringmq-1") && !text.contains(' '),
+        "{text}"
+    );
+    r.put("topic", "NoSuchTopic");
+    assert_eq!(ns.request(r, T).unwrap().code, rs::TOPIC_NOT_EXIST);
+    let info = ns
+        .call(Command::request(rq::GET_BROKER_CLUSTER_INFO), T)
+        .unwrap()
+        .body_bytes();
+    assert!(String::from_utf8_lossy(&info).contains("DefaultCluster"));
+}

@@ -1,0 +1,183 @@
+//! Test harness: starts a real `ringmq serve` process on free ports with its own data directory, and
+//! stops it (SIGTERM, or SIGKILL for crash tests).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Server {
+    pub child: Option<Child>,
+    pub dir: PathBuf,
+    pub base_port: u16,
+    pub ns_port: u16,
+    pub shards: usize,
+    pub extra: Vec<String>,
+    pub _tmp: Option<tempfile::TempDir>,
+}
+
+fn ports_free(ports: &[u16]) -> bool {
+    ports
+        .iter()
+        .all(|p| TcpListener::bind(("0.0.0.0", *p)).is_ok())
+}
+
+/// Picks a base port whose shard ports, VIP ports and name-server port are all free.
+pub fn free_ports(shards: usize) -> (u16, u16) {
+    loop {
+        let base = 20_000 + (rand_u16() % 2000) * 16;
+        let ns = base + 4 * shards as u16 + 8;
+        let mut all = vec![ns];
+        for i in 0..shards as u16 {
+            all.extend([base + 4 * i, base + 4 * i - 2]);
+        }
+        if ports_free(&all) {
+            return (base, ns);
+        }
+    }
+}
+
+fn rand_u16() -> u16 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    ((t ^ (std::process::id() << 7)) % 65521) as u16
+}
+
+impl Server {
+    pub fn start(shards: usize, extra: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let (base_port, ns_port) = free_ports(shards);
+        let mut s = Server {
+            child: None,
+            dir,
+            base_port,
+            ns_port,
+            shards,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            _tmp: Some(tmp),
+        };
+        s.spawn().expect("ringmq did not start");
+        s
+    }
+
+    pub fn namesrv(&self) -> String {
+        format!("127.0.0.1:{}", self.ns_port)
+    }
+
+    pub fn shard_addr(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.base_port + 4 * i as u16)
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ringmq"));
+        c.args(["serve", "--data-dir"]).arg(&self.dir);
+        c.args([
+            "--listen-port",
+            &self.base_port.to_string(),
+            "--namesrv-port",
+            &self.ns_port.to_string(),
+        ]);
+        c.args([
+            "--shards",
+            &self.shards.to_string(),
+            "--broker-ip",
+            "127.0.0.1",
+            "--segment-bytes",
+            &(4u64 << 20).to_string(),
+        ]);
+        c.args(&self.extra);
+        c.env("RINGMQ_LOG", "warn");
+        c
+    }
+
+    /// Starts the process and waits for its ready banner; Err(stderr) if it exits first.
+    pub fn spawn(&mut self) -> Result<(), String> {
+        let mut child = self
+            .command()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains(" ready:") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if rx.recv_timeout(Duration::from_millis(50)).is_ok() {
+                self.child = Some(child);
+                wait_routes_registered();
+                return Ok(());
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut err = String::new();
+                use std::io::Read;
+                child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
+                return Err(format!("exited with {status}: {err}"));
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        Err("timed out waiting for the ready banner".into())
+    }
+
+    /// Graceful stop (SIGTERM) and wait.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+
+    /// Crash (SIGKILL).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn().expect("restart failed");
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// The registrar registers right after start; give it a moment.
+fn wait_routes_registered() {
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
