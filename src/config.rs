@@ -103,18 +103,11 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("invalid TOML in {path}: {message}")]
     Toml { path: PathBuf, message: String },
     #[error("invalid value for {key} in {path}: {value:?}")]
-    Value {
-        path: PathBuf,
-        key: String,
-        value: String,
-    },
+    Value { path: PathBuf, key: String, value: String },
 }
 
 impl Config {
@@ -165,9 +158,7 @@ impl Config {
                     }
                 }
                 "autoCreateTopicEnable" => self.auto_create_topic = v.eq_ignore_ascii_case("true"),
-                "defaultTopicQueueNums" => {
-                    self.default_topic_queue_nums = v.parse().map_err(|_| bad())?
-                }
+                "defaultTopicQueueNums" => self.default_topic_queue_nums = v.parse().map_err(|_| bad())?,
                 "fileReservedTime" => self.file_reserved_hours = v.parse().map_err(|_| bad())?,
                 "deleteWhen" => {
                     tracing::info!(
@@ -175,9 +166,7 @@ impl Config {
                         "deleteWhen: ringmq checks retention continuously, not once a day"
                     )
                 }
-                "diskMaxUsedSpaceRatio" => {
-                    self.disk_max_used_ratio_percent = v.parse().map_err(|_| bad())?
-                }
+                "diskMaxUsedSpaceRatio" => self.disk_max_used_ratio_percent = v.parse().map_err(|_| bad())?,
                 "maxMessageSize" => self.max_message_bytes = v.parse().map_err(|_| bad())?,
                 "brokerIP1" => self.broker_ip = Some(v.parse().map_err(|_| bad())?),
                 _ => {
@@ -193,9 +182,7 @@ impl Config {
         if self.shards > 0 {
             return self.shards;
         }
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     }
 
     /// Name servers the shards register with.

@@ -130,10 +130,7 @@ fn build_config(a: ServeArgs) -> Result<Config, String> {
 
 fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RINGMQ_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("RINGMQ_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -145,11 +142,7 @@ fn main() {
                 ringmq::shard::startup::EXIT_CONFIG
             }
         },
-        Cmd::Tune {
-            data_dir,
-            apply,
-            json,
-        } => ringmq::tune::run(&ringmq::tune::TuneOptions {
+        Cmd::Tune { data_dir, apply, json } => ringmq::tune::run(&ringmq::tune::TuneOptions {
             apply,
             data_dir,
             json,

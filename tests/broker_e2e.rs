@@ -22,11 +22,7 @@ fn pull_all(c: &PullConsumer, topic: &str, expr: &str) -> Vec<String> {
             if r.code != rs::SUCCESS {
                 break;
             }
-            out.extend(
-                r.messages
-                    .iter()
-                    .map(|m| String::from_utf8_lossy(&m.body).into_owned()),
-            );
+            out.extend(r.messages.iter().map(|m| String::from_utf8_lossy(&m.body).into_owned()));
             off = r.next_offset;
         }
     }
@@ -50,11 +46,7 @@ fn produce_and_pull_through_two_shards() {
         assert_eq!(r.offset_msg_id.len(), 32);
         brokers.insert(r.queue.broker_name.clone());
     }
-    assert_eq!(
-        brokers.len(),
-        2,
-        "round robin spreads sends over both shards"
-    );
+    assert_eq!(brokers.len(), 2, "round robin spreads sends over both shards");
     let c = PullConsumer::new(&s.namesrv(), "CG");
     let got: BTreeSet<String> = pull_all(&c, "Orders", "*").into_iter().collect();
     assert_eq!(got.len(), 100);
@@ -87,9 +79,7 @@ fn auto_created_topic_batch_and_offsets() {
     let r = conn.call(cmd.with_body("first"), T).unwrap();
     assert_eq!(r.field("queueOffset"), Some("0"));
     std::thread::sleep(Duration::from_millis(500));
-    let msgs: Vec<Message> = (0..10)
-        .map(|i| Message::new("Auto", format!("b{i}")))
-        .collect();
+    let msgs: Vec<Message> = (0..10).map(|i| Message::new("Auto", format!("b{i}"))).collect();
     let res = p.send_batch(&msgs).unwrap();
     let c = PullConsumer::new(&s.namesrv(), "CG");
     let q = res.queue.clone();
@@ -102,10 +92,7 @@ fn auto_created_topic_batch_and_offsets() {
     c.commit(&q, 3).unwrap();
     assert_eq!(c.committed_offset(&q).unwrap(), Some(3));
     assert_eq!(c.offset_by_time(&q, 0).unwrap(), 0);
-    assert_eq!(
-        c.offset_by_time(&q, i64::MAX).unwrap(),
-        c.max_offset(&q).unwrap()
-    );
+    assert_eq!(c.offset_by_time(&q, i64::MAX).unwrap(), c.max_offset(&q).unwrap());
 }
 
 #[test]
@@ -119,9 +106,7 @@ fn long_poll_is_woken_by_a_send() {
     let ns = s.namesrv();
     let sender = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(700));
-        Producer::new(&ns, "PG2")
-            .send(&Message::new("LP", "woken"))
-            .unwrap();
+        Producer::new(&ns, "PG2").send(&Message::new("LP", "woken")).unwrap();
     });
     let start = Instant::now();
     let r = c.pull(&q, 1, 32, "*", 10_000).unwrap();
@@ -148,10 +133,9 @@ fn push_consumers_share_queues_and_see_every_message() {
     let seen = Arc::new(Mutex::new(Vec::<String>::new()));
     let mk = |seen: Arc<Mutex<Vec<String>>>| {
         let mut c = PushConsumer::new(&s.namesrv(), "PushGroup", move |msgs| {
-            seen.lock().unwrap().extend(
-                msgs.iter()
-                    .map(|m| String::from_utf8_lossy(&m.body).into_owned()),
-            );
+            seen.lock()
+                .unwrap()
+                .extend(msgs.iter().map(|m| String::from_utf8_lossy(&m.body).into_owned()));
             true
         });
         c.subscribe("Push", "*");
@@ -163,11 +147,7 @@ fn push_consumers_share_queues_and_see_every_message() {
     let b = mk(seen.clone());
     std::thread::sleep(Duration::from_secs(3));
     let (qa, qb) = (a.assigned(), b.assigned());
-    assert_eq!(
-        qa.len() + qb.len(),
-        8,
-        "8 queues split over two members: {qa:?} {qb:?}"
-    );
+    assert_eq!(qa.len() + qb.len(), 8, "8 queues split over two members: {qa:?} {qb:?}");
     assert!(qa.iter().all(|q| !qb.contains(q)));
     for i in 0..200 {
         p.send(&Message::new("Push", format!("p{i}"))).unwrap();
@@ -216,9 +196,7 @@ fn data_topics_and_offsets_survive_restart_and_kill9() {
 #[test]
 fn acknowledged_sends_survive_sigkill_under_load() {
     let mut s = Server::start(1, &[]);
-    Producer::new(&s.namesrv(), "PG")
-        .create_topic("Crash", 4)
-        .unwrap();
+    Producer::new(&s.namesrv(), "PG").create_topic("Crash", 4).unwrap();
     let acked = Arc::new(Mutex::new(BTreeSet::<String>::new()));
     let mut workers = Vec::new();
     for w in 0..4 {
@@ -298,19 +276,14 @@ fn bad_input_gets_clear_errors_and_only_its_connection_closes() {
     for (k, v) in [("a", "PG"), ("b", "Big"), ("e", "0"), ("g", "0")] {
         cmd.put(k, v);
     }
-    let r = conn
-        .request(cmd.with_body(vec![0u8; (4 << 20) + 1]), T)
-        .unwrap();
+    let r = conn.request(cmd.with_body(vec![0u8; (4 << 20) + 1]), T).unwrap();
     assert_eq!(r.code, rs::MESSAGE_ILLEGAL, "{:?}", r.remark);
     // Bad topic name → INVALID_PARAMETER.
     let mut cmd = Command::request(rq::SEND_MESSAGE_V2);
     for (k, v) in [("a", "PG"), ("b", "bad topic"), ("e", "0")] {
         cmd.put(k, v);
     }
-    assert_eq!(
-        conn.request(cmd.with_body("x"), T).unwrap().code,
-        rs::INVALID_PARAMETER
-    );
+    assert_eq!(conn.request(cmd.with_body("x"), T).unwrap().code, rs::INVALID_PARAMETER);
     // A malformed frame closes that connection only.
     let bad = Connection::connect(&s.shard_addr(0), T).unwrap();
     bad.write_raw(&[0, 0, 0, 10, 0, 0, 0, 6, b'{', b'n', b'o', b'p', b'e', b'!'])
@@ -320,13 +293,8 @@ fn bad_input_gets_clear_errors_and_only_its_connection_closes() {
     let huge = Connection::connect(&s.shard_addr(0), T).unwrap();
     huge.write_raw(&[0x7f, 0xff, 0xff, 0xff]).unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        huge.is_closed(),
-        "a frame over the 16 MiB limit closes its connection"
-    );
-    let r = conn
-        .request(Command::request(rq::GET_ALL_TOPIC_CONFIG), T)
-        .unwrap();
+    assert!(huge.is_closed(), "a frame over the 16 MiB limit closes its connection");
+    let r = conn.request(Command::request(rq::GET_ALL_TOPIC_CONFIG), T).unwrap();
     assert_eq!(r.code, rs::SUCCESS, "the good connection still works");
 }
 

@@ -91,13 +91,7 @@ impl ClientRegistry {
             .collect()
     }
 
-    fn upsert_consumer(
-        &mut self,
-        group: &str,
-        client_id: &str,
-        conn: &Rc<Conn>,
-        model: String,
-    ) -> bool {
+    fn upsert_consumer(&mut self, group: &str, client_id: &str, conn: &Rc<Conn>, model: String) -> bool {
         let g = self.consumers.entry(group.to_string()).or_default();
         g.message_model = model;
         let now = Instant::now();
@@ -188,14 +182,8 @@ pub fn heartbeat(b: &Broker, conn: &Rc<Conn>, req: &Command) -> Command {
         if reg.upsert_consumer(&group, &client_id, conn, model) {
             changed.push(group.clone());
         }
-        let without_sub = c
-            .get("withoutSub")
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
-            || body
-                .get("withoutSub")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
+        let without_sub = c.get("withoutSub").and_then(Value::as_bool).unwrap_or(false)
+            || body.get("withoutSub").and_then(Value::as_bool).unwrap_or(false);
         let subs = c.get("subscriptionDataSet").and_then(Value::as_array);
         if without_sub && subs.is_none_or(|s| s.is_empty()) {
             continue;
@@ -238,14 +226,8 @@ fn register_subscription(g: &mut ConsumerGroup, s: &Value) {
     let Some(topic) = s.get("topic").and_then(str_of) else {
         return;
     };
-    let expr = s
-        .get("subString")
-        .and_then(str_of)
-        .unwrap_or_else(|| "*".into());
-    let kind = s
-        .get("expressionType")
-        .and_then(str_of)
-        .unwrap_or_else(|| "TAG".into());
+    let expr = s.get("subString").and_then(str_of).unwrap_or_else(|| "*".into());
+    let kind = s.get("expressionType").and_then(str_of).unwrap_or_else(|| "TAG".into());
     if g.subscriptions
         .get(&topic)
         .is_some_and(|(k, e, _)| *k == kind && *e == expr)
@@ -328,10 +310,7 @@ pub fn check_client_config(req: &Command) -> Command {
     let body: Value = serde_json::from_slice(&req.body_bytes()).unwrap_or(Value::Null);
     let sub = &body["subscriptionData"];
     let kind = sub.get("expressionType").and_then(str_of);
-    let expr = sub
-        .get("subString")
-        .and_then(str_of)
-        .unwrap_or_else(|| "*".into());
+    let expr = sub.get("subString").and_then(str_of).unwrap_or_else(|| "*".into());
     match Subscription::parse(kind.as_deref(), &expr) {
         Ok(_) => req.response_to(rs::SUCCESS),
         Err(e) => req
@@ -345,16 +324,9 @@ fn lock_body(req: &Command) -> Result<(String, String, Vec<Value>), Command> {
         req.response_to(rs::SYSTEM_ERROR)
             .with_remark(format!("lock body is not JSON: {e}"))
     })?;
-    let group = body
-        .get("consumerGroup")
-        .and_then(str_of)
-        .unwrap_or_default();
+    let group = body.get("consumerGroup").and_then(str_of).unwrap_or_default();
     let client = body.get("clientId").and_then(str_of).unwrap_or_default();
-    let mqs = body
-        .get("mqSet")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let mqs = body.get("mqSet").and_then(Value::as_array).cloned().unwrap_or_default();
     Ok((group, client, mqs))
 }
 
@@ -397,10 +369,7 @@ pub fn unlock_batch(b: &Broker, req: &Command) -> Command {
     let mut reg = b.clients.borrow_mut();
     for mq in mqs {
         if let Some(key) = mq_key(&group, &mq)
-            && reg
-                .locks
-                .get(&key)
-                .is_some_and(|(owner, _)| *owner == client)
+            && reg.locks.get(&key).is_some_and(|(owner, _)| *owner == client)
         {
             reg.locks.remove(&key);
         }

@@ -57,10 +57,8 @@ pub fn store_error_response(req: &Command, e: &StoreError) -> Command {
 /// Reads a header field, answering a missing or malformed one with a clear error.
 pub fn field<T: std::str::FromStr>(req: &Command, key: &str) -> Result<T, Command> {
     let missing = || {
-        req.response_to(rs::SYSTEM_ERROR).with_remark(format!(
-            "request code {} needs header field '{key}'",
-            req.code
-        ))
+        req.response_to(rs::SYSTEM_ERROR)
+            .with_remark(format!("request code {} needs header field '{key}'", req.code))
     };
     let v = req.field(key).ok_or_else(missing)?;
     v.trim().parse().map_err(|_| {
@@ -109,9 +107,7 @@ impl Service for Broker {
     /// Answers one request; `None` when the answer comes later (a parked long poll) or never (oneway).
     async fn handle(self: &Rc<Self>, conn: &Rc<Conn>, req: Command) -> Option<Command> {
         let resp = match req.code {
-            rq::SEND_MESSAGE | rq::SEND_MESSAGE_V2 | rq::SEND_BATCH_MESSAGE => {
-                send::handle(self, conn, &req).await
-            }
+            rq::SEND_MESSAGE | rq::SEND_MESSAGE_V2 | rq::SEND_BATCH_MESSAGE => send::handle(self, conn, &req).await,
             rq::PULL_MESSAGE | rq::LITE_PULL_MESSAGE => {
                 return pull::handle(self, conn, req, true).await;
             }

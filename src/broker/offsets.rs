@@ -151,9 +151,7 @@ pub fn update_consumer_offset(b: &Broker, req: &Command) -> Command {
         Err(e) => return e,
     };
     if offset >= 0 {
-        b.offsets
-            .borrow_mut()
-            .commit(&group, &topic, qid, offset as u64);
+        b.offsets.borrow_mut().commit(&group, &topic, qid, offset as u64);
     }
     req.response_to(rs::SUCCESS)
 }
@@ -197,13 +195,8 @@ pub async fn search_by_timestamp(b: &Broker, req: &Command) -> Command {
         .field("boundaryType")
         .is_some_and(|v| v.eq_ignore_ascii_case("upper"))
     {
-        let after = b
-            .store
-            .offset_by_time(&topic, qid, ts.saturating_add(1))
-            .await;
-        after
-            .saturating_sub(1)
-            .max(b.store.queue_bounds(&topic, qid).0)
+        let after = b.store.offset_by_time(&topic, qid, ts.saturating_add(1)).await;
+        after.saturating_sub(1).max(b.store.queue_bounds(&topic, qid).0)
     } else {
         lower
     };

@@ -61,25 +61,10 @@ impl LongPolls {
 
 /// Entry point from the request dispatcher.
 pub async fn handle(b: &Rc<Broker>, conn: &Rc<Conn>, req: Command, first: bool) -> Option<Command> {
-    execute(
-        b,
-        conn,
-        req,
-        if first {
-            Suspend::Allowed
-        } else {
-            Suspend::Never
-        },
-    )
-    .await
+    execute(b, conn, req, if first { Suspend::Allowed } else { Suspend::Never }).await
 }
 
-async fn execute(
-    b: &Rc<Broker>,
-    conn: &Rc<Conn>,
-    req: Command,
-    suspend: Suspend,
-) -> Option<Command> {
+async fn execute(b: &Rc<Broker>, conn: &Rc<Conn>, req: Command, suspend: Suspend) -> Option<Command> {
     let p = match PullRequest::decode(&req) {
         Ok(p) => p,
         Err(resp) => return Some(resp),
@@ -88,19 +73,14 @@ async fn execute(
         Ok(s) => s,
         Err(resp) => return Some(resp),
     };
-    if matches!(suspend, Suspend::Allowed)
-        && p.sys_flag & FLAG_COMMIT_OFFSET != 0
-        && p.commit_offset >= 0
-    {
+    if matches!(suspend, Suspend::Allowed) && p.sys_flag & FLAG_COMMIT_OFFSET != 0 && p.commit_offset >= 0 {
         b.offsets
             .borrow_mut()
             .commit(&p.group, &p.topic, p.queue_id, p.commit_offset as u64);
     }
     let tag_filter = |code: i64| sub.matches_tag_code(code);
     let record_filter = |rec: &Bytes| match sub.as_ref() {
-        Subscription::Sql(_) => {
-            StoredMessage::decode(rec).is_ok_and(|m| sub.matches_message(&|k| m.property(k)))
-        }
+        Subscription::Sql(_) => StoredMessage::decode(rec).is_ok_and(|m| sub.matches_message(&|k| m.property(k))),
         _ => true,
     };
     let max_bytes = p.max_bytes.min(MAX_PULL_BYTES);
@@ -120,13 +100,9 @@ async fn execute(
         GetStatus::Found => (rs::SUCCESS, r.next_offset),
         GetStatus::NoMessageInQueue if p.offset == 0 => (rs::PULL_NOT_FOUND, 0),
         GetStatus::NoMessageInQueue => (rs::PULL_OFFSET_MOVED, 0),
-        GetStatus::OffsetTooSmall | GetStatus::OffsetOverflowBadly => {
-            (rs::PULL_OFFSET_MOVED, r.next_offset)
-        }
+        GetStatus::OffsetTooSmall | GetStatus::OffsetOverflowBadly => (rs::PULL_OFFSET_MOVED, r.next_offset),
         GetStatus::OffsetOverflowOne => (rs::PULL_NOT_FOUND, p.offset),
-        GetStatus::NoMatchedMessage | GetStatus::MessageWasRemoving => {
-            (rs::PULL_RETRY_IMMEDIATELY, r.next_offset)
-        }
+        GetStatus::NoMatchedMessage | GetStatus::MessageWasRemoving => (rs::PULL_RETRY_IMMEDIATELY, r.next_offset),
         GetStatus::Corrupt => (rs::SYSTEM_ERROR, p.offset),
     };
     let nothing = code == rs::PULL_NOT_FOUND
@@ -147,16 +123,11 @@ async fn execute(
             if code == rs::PULL_RETRY_IMMEDIATELY {
                 parked_req.put("queueOffset", r.next_offset); // skip what was already filtered out
             }
-            b.polls
-                .borrow_mut()
-                .waiting
-                .entry(key)
-                .or_default()
-                .push(Parked {
-                    conn: conn.clone(),
-                    req: parked_req,
-                    deadline,
-                });
+            b.polls.borrow_mut().waiting.entry(key).or_default().push(Parked {
+                conn: conn.clone(),
+                req: parked_req,
+                deadline,
+            });
             return None;
         }
     }
@@ -190,9 +161,7 @@ impl PullRequest {
             topic: field(req, "topic")?,
             queue_id: field(req, "queueId")?,
             offset: offset.max(0) as u64,
-            max_msgs: opt_field::<i64>(req, "maxMsgNums")
-                .unwrap_or(32)
-                .clamp(1, 1024) as usize,
+            max_msgs: opt_field::<i64>(req, "maxMsgNums").unwrap_or(32).clamp(1, 1024) as usize,
             max_bytes: opt_field::<i64>(req, "maxMsgBytes")
                 .filter(|&v| v > 0)
                 .unwrap_or(MAX_PULL_BYTES as i64) as usize,
@@ -234,26 +203,18 @@ fn resolve(b: &Broker, req: &Command, p: &PullRequest) -> Result<Rc<Subscription
                     .with_remark(format!("cannot parse subscription {expr:?}: {e}"))
             });
     }
-    b.clients
-        .borrow()
-        .subscription(&p.group, &p.topic)
-        .ok_or_else(|| {
-            req.response_to(rs::SUBSCRIPTION_NOT_EXIST).with_remark(format!(
+    b.clients.borrow().subscription(&p.group, &p.topic).ok_or_else(|| {
+        req.response_to(rs::SUBSCRIPTION_NOT_EXIST).with_remark(format!(
             "consumer group {} has no subscription to {} on this broker (no heartbeat yet?)",
             p.group, p.topic
         ))
-        })
+    })
 }
 
 impl Broker {
     /// Re-runs the pulls parked on (topic, queue) after an append.
     pub fn wake_pollers(self: &Rc<Self>, topic: &str, queue_id: i32) {
-        let parked = match self
-            .polls
-            .borrow_mut()
-            .waiting
-            .remove(&(topic.to_string(), queue_id))
-        {
+        let parked = match self.polls.borrow_mut().waiting.remove(&(topic.to_string(), queue_id)) {
             Some(p) => p,
             None => return,
         };
@@ -267,9 +228,8 @@ impl Broker {
     pub fn expire_pollers(self: &Rc<Self>, now: Instant) {
         let mut due = Vec::new();
         for list in self.polls.borrow_mut().waiting.values_mut() {
-            let (expired, keep): (Vec<Parked>, Vec<Parked>) = list
-                .drain(..)
-                .partition(|w| w.deadline <= now || w.conn.is_closed());
+            let (expired, keep): (Vec<Parked>, Vec<Parked>) =
+                list.drain(..).partition(|w| w.deadline <= now || w.conn.is_closed());
             *list = keep;
             due.extend(expired);
         }

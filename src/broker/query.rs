@@ -22,9 +22,7 @@ pub async fn query_message(b: &Broker, req: &Command) -> Command {
     let max = if unique {
         UNIQUE_QUERY_MAX
     } else {
-        opt_field::<usize>(req, "maxNum")
-            .unwrap_or(32)
-            .clamp(1, QUERY_MAX)
+        opt_field::<usize>(req, "maxNum").unwrap_or(32).clamp(1, QUERY_MAX)
     };
     let begin = opt_field(req, "beginTimestamp").unwrap_or(0);
     let end = opt_field(req, "endTimestamp").unwrap_or(i64::MAX);
@@ -65,9 +63,7 @@ pub async fn view_by_offset(b: &Broker, req: &Command) -> Command {
         Err(e) => return e,
     };
     match b.store.read_record(offset).await {
-        Ok(rec) if StoredMessage::decode(&rec).is_ok() => {
-            req.response_to(rs::SUCCESS).with_body(rec)
-        }
+        Ok(rec) if StoredMessage::decode(&rec).is_ok() => req.response_to(rs::SUCCESS).with_body(rec),
         _ => req
             .response_to(rs::SYSTEM_ERROR)
             .with_remark(format!("no message at offset {offset} on {}", b.name)),

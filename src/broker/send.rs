@@ -7,9 +7,7 @@ use super::{Broker, store_error_response};
 use crate::net::conn::Conn;
 use crate::protocol::Command;
 use crate::protocol::codes::{request as rq, response as rs};
-use crate::protocol::message::{
-    MessageToStore, PROPERTIES_MAX_BYTES, decode_batch, keys, offset_msg_id, property_get,
-};
+use crate::protocol::message::{MessageToStore, PROPERTIES_MAX_BYTES, decode_batch, keys, offset_msg_id, property_get};
 use std::rc::Rc;
 
 /// The send request header under either naming.
@@ -57,15 +55,12 @@ impl SendHeader {
                     .trim()
                     .parse::<i64>()
                     .map_err(|_| format!("header field {} is not a number: {v:?}", NAMES[i].1)),
-                None => default
-                    .ok_or_else(|| format!("send header lacks required field {}", NAMES[i].1)),
+                None => default.ok_or_else(|| format!("send header lacks required field {}", NAMES[i].1)),
             }
         };
         Ok(SendHeader {
             producer_group: get(0).unwrap_or_default().to_string(),
-            topic: get(1)
-                .ok_or("send header lacks required field topic")?
-                .to_string(),
+            topic: get(1).ok_or("send header lacks required field topic")?.to_string(),
             default_topic_queue_nums: num(2, Some(4))? as u32,
             queue_id: num(3, Some(-1))? as i32,
             sys_flag: num(4, Some(0))? as i32,
@@ -74,8 +69,7 @@ impl SendHeader {
             properties: get(7).unwrap_or_default().to_string(),
             reconsume_times: num(8, Some(0))? as i32,
             max_reconsume_times: num(9, None).ok().map(|v| v as i32),
-            batch: req.code == rq::SEND_BATCH_MESSAGE
-                || get(10).is_some_and(|v| v.eq_ignore_ascii_case("true")),
+            batch: req.code == rq::SEND_BATCH_MESSAGE || get(10).is_some_and(|v| v.eq_ignore_ascii_case("true")),
         })
     }
 }
@@ -112,12 +106,7 @@ pub async fn handle(b: &Rc<Broker>, conn: &Rc<Conn>, req: &Command) -> Command {
 }
 
 /// Validates the request and builds the records to store.
-fn build_messages(
-    b: &Broker,
-    conn: &Conn,
-    req: &Command,
-    h: &SendHeader,
-) -> Result<Vec<MessageToStore>, Command> {
+fn build_messages(b: &Broker, conn: &Conn, req: &Command, h: &SendHeader) -> Result<Vec<MessageToStore>, Command> {
     let illegal = |why: String| req.response_to(rs::MESSAGE_ILLEGAL).with_remark(why);
     if let Some(why) = invalid_topic_name(&h.topic) {
         return Err(req.response_to(rs::INVALID_PARAMETER).with_remark(why));
@@ -188,9 +177,7 @@ fn build_messages(
     let mut out = Vec::with_capacity(items.len());
     for it in items {
         if it.properties.len() > PROPERTIES_MAX_BYTES {
-            return Err(illegal(
-                "a batch item's properties exceed 32767 bytes".into(),
-            ));
+            return Err(illegal("a batch item's properties exceed 32767 bytes".into()));
         }
         if property_get(&it.properties, keys::DELAY).is_some() {
             return Err(illegal("batch messages cannot carry a delay level".into()));

@@ -96,14 +96,9 @@ pub fn invalid_topic_name(name: &str) -> Option<String> {
         return Some("the topic name is blank".into());
     }
     if name.len() > TOPIC_MAX_BYTES {
-        return Some(format!(
-            "the topic name is longer than {TOPIC_MAX_BYTES} bytes"
-        ));
+        return Some(format!("the topic name is longer than {TOPIC_MAX_BYTES} bytes"));
     }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"%_|-".contains(&b))
-    {
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"%_|-".contains(&b)) {
         return Some(format!(
             "the topic name {name:?} has characters outside [A-Za-z0-9%_|-]"
         ));
@@ -120,7 +115,11 @@ impl TopicTable {
         let path = dir.join("topics.json");
         let topics: BTreeMap<String, TopicConfig> = std::fs::read(&path)
             .ok()
-            .and_then(|d| serde_json::from_slice(&d).map_err(|e| tracing::error!(file = %path.display(), error = %e, "unreadable topic table")).ok())
+            .and_then(|d| {
+                serde_json::from_slice(&d)
+                    .map_err(|e| tracing::error!(file = %path.display(), error = %e, "unreadable topic table"))
+                    .ok()
+            })
             .unwrap_or_default();
         let mut t = TopicTable {
             topics,
@@ -206,12 +205,7 @@ impl Broker {
     }
 
     /// The topic a send goes to, created from the template when allowed.
-    pub fn topic_for_send(
-        &self,
-        req: &Command,
-        topic: &str,
-        default_queues: u32,
-    ) -> Result<TopicConfig, Command> {
+    pub fn topic_for_send(&self, req: &Command, topic: &str, default_queues: u32) -> Result<TopicConfig, Command> {
         if let Some(tc) = self.topics.borrow().get(topic) {
             return Ok(tc.clone());
         }
@@ -243,24 +237,14 @@ pub fn update_and_create(b: &Broker, req: &Command) -> Command {
     let tc = TopicConfig {
         topic_name: topic,
         read_queue_nums: opt_field(req, "readQueueNums").unwrap_or(b.cfg.default_topic_queue_nums),
-        write_queue_nums: opt_field(req, "writeQueueNums")
-            .unwrap_or(b.cfg.default_topic_queue_nums),
+        write_queue_nums: opt_field(req, "writeQueueNums").unwrap_or(b.cfg.default_topic_queue_nums),
         perm: opt_field(req, "perm").unwrap_or(PERM_READ | PERM_WRITE),
-        topic_filter_type: req
-            .field("topicFilterType")
-            .unwrap_or("SINGLE_TAG")
-            .to_string(),
+        topic_filter_type: req.field("topicFilterType").unwrap_or("SINGLE_TAG").to_string(),
         topic_sys_flag: opt_field(req, "topicSysFlag").unwrap_or(0),
-        order: req
-            .field("order")
-            .is_some_and(|v| v.eq_ignore_ascii_case("true")),
+        order: req.field("order").is_some_and(|v| v.eq_ignore_ascii_case("true")),
         attributes: BTreeMap::new(),
     };
-    if tc.read_queue_nums == 0
-        || tc.write_queue_nums == 0
-        || tc.read_queue_nums > 1024
-        || tc.write_queue_nums > 1024
-    {
+    if tc.read_queue_nums == 0 || tc.write_queue_nums == 0 || tc.read_queue_nums > 1024 || tc.write_queue_nums > 1024 {
         return req
             .response_to(rs::INVALID_PARAMETER)
             .with_remark("queue counts must be between 1 and 1024");

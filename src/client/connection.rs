@@ -17,20 +17,13 @@ const MAX_FRAME_BYTES: usize = 16 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot connect to {addr}: {source}")]
-    Connect {
-        addr: String,
-        source: std::io::Error,
-    },
+    Connect { addr: String, source: std::io::Error },
     #[error("connection to {0} is closed")]
     Closed(String),
     #[error("request to {addr} timed out after {timeout_ms} ms")]
     Timeout { addr: String, timeout_ms: u128 },
     #[error("{addr} answered code {code}: {remark}")]
-    Refused {
-        addr: String,
-        code: i32,
-        remark: String,
-    },
+    Refused { addr: String, code: i32, remark: String },
     #[error("bad response from {addr}: {message}")]
     BadResponse { addr: String, message: String },
     #[error("no route: {0}")]
@@ -103,10 +96,7 @@ impl Connection {
 
     fn write(&self, cmd: &Command) -> Result<(), ClientError> {
         let buf = cmd.encode();
-        let mut w = self
-            .writer
-            .lock()
-            .map_err(|_| ClientError::Closed(self.addr.clone()))?;
+        let mut w = self.writer.lock().map_err(|_| ClientError::Closed(self.addr.clone()))?;
         w.write_all(&buf).map_err(|_| {
             self.shared.closed.store(true, Ordering::SeqCst);
             ClientError::Closed(self.addr.clone())
@@ -175,12 +165,8 @@ impl Connection {
 
     /// Writes raw bytes (tests of malformed input).
     pub fn write_raw(&self, data: &[u8]) -> Result<(), ClientError> {
-        let mut w = self
-            .writer
-            .lock()
-            .map_err(|_| ClientError::Closed(self.addr.clone()))?;
-        w.write_all(data)
-            .map_err(|_| ClientError::Closed(self.addr.clone()))
+        let mut w = self.writer.lock().map_err(|_| ClientError::Closed(self.addr.clone()))?;
+        w.write_all(data).map_err(|_| ClientError::Closed(self.addr.clone()))
     }
 }
 
@@ -232,11 +218,7 @@ fn read_loop(mut stream: TcpStream, shared: Arc<Shared>) {
 
 fn deliver(shared: &Shared, cmd: Command) {
     if cmd.is_response() {
-        let cb = shared
-            .pending
-            .lock()
-            .ok()
-            .and_then(|mut p| p.remove(&cmd.opaque));
+        let cb = shared.pending.lock().ok().and_then(|mut p| p.remove(&cmd.opaque));
         if let Some(cb) = cb {
             cb(Some(cmd));
         }

@@ -46,10 +46,7 @@ pub fn decode_records(body: &bytes::Bytes) -> Result<Vec<StoredMessage>, String>
     while rest.len() >= 4 {
         let size = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
         if size > rest.len() || size < 4 {
-            return Err(format!(
-                "record size {size} exceeds the {} bytes left",
-                rest.len()
-            ));
+            return Err(format!("record size {size} exceeds the {} bytes left", rest.len()));
         }
         let rec = rest.split_to(size);
         out.push(StoredMessage::decode(&rec).map_err(|e| e.to_string())?);
@@ -71,10 +68,9 @@ impl PullConsumer {
 
     fn call(&self, mq: &MessageQueue, cmd: Command) -> Result<Command, ClientError> {
         let addr = self.ctx.broker_addr(&mq.topic, &mq.broker_name)?;
-        self.ctx.conn(&addr)?.request(
-            cmd,
-            REQUEST_TIMEOUT + Duration::from_millis(PULL_SUSPEND_MS),
-        )
+        self.ctx
+            .conn(&addr)?
+            .request(cmd, REQUEST_TIMEOUT + Duration::from_millis(PULL_SUSPEND_MS))
     }
 
     /// Pulls up to `max` messages at `offset` that match the tag expression.
@@ -220,11 +216,7 @@ pub fn allocate_average<T: Clone>(queues: &[T], ids: &[String], me: &str) -> Vec
     } else {
         q / n
     };
-    let start = if rem > 0 && i < rem {
-        i * size
-    } else {
-        i * size + rem
-    };
+    let start = if rem > 0 && i < rem { i * size } else { i * size + rem };
     (0..size.min(q.saturating_sub(start)))
         .map(|k| queues[(start + k) % q].clone())
         .collect()
@@ -336,11 +328,7 @@ impl PushConsumer {
         while self.running.load(Ordering::SeqCst) {
             if wake.swap(false, Ordering::SeqCst) || last.elapsed() >= REBALANCE_EVERY {
                 last = Instant::now();
-                if let Err(e) = self
-                    .pull
-                    .heartbeat(&self.subs, model)
-                    .and_then(|_| self.rebalance())
-                {
+                if let Err(e) = self.pull.heartbeat(&self.subs, model).and_then(|_| self.rebalance()) {
                     tracing::warn!(error = %e, "rebalance failed; retrying");
                 }
             }
@@ -360,18 +348,11 @@ impl PushConsumer {
             let mine = if self.broadcasting {
                 queues
             } else {
-                allocate_average(
-                    &queues,
-                    &self.pull.consumer_ids(topic)?,
-                    &self.pull.ctx.client_id,
-                )
+                allocate_average(&queues, &self.pull.consumer_ids(topic)?, &self.pull.ctx.client_id)
             };
             wanted.extend(mine.into_iter().map(|q| (q, expr.clone())));
         }
-        let mut workers = self
-            .workers
-            .lock()
-            .map_err(|_| ClientError::Closed("workers".into()))?;
+        let mut workers = self.workers.lock().map_err(|_| ClientError::Closed("workers".into()))?;
         workers.retain(|q, flag| {
             let keep = wanted.iter().any(|(w, _)| w == q);
             if !keep {
@@ -393,12 +374,7 @@ impl PushConsumer {
 
     fn start_offset(&self, q: &MessageQueue) -> Result<u64, ClientError> {
         if self.broadcasting {
-            if let Some(o) = self
-                .local_offsets
-                .lock()
-                .ok()
-                .and_then(|m| m.get(q).copied())
-            {
+            if let Some(o) = self.local_offsets.lock().ok().and_then(|m| m.get(q).copied()) {
                 return Ok(o);
             }
         } else if let Some(o) = self.pull.committed_offset(q)? {
@@ -424,28 +400,21 @@ impl PushConsumer {
         let mut offset = loop {
             match self.start_offset(&q) {
                 Ok(o) => break o,
-                Err(_) if flag.load(Ordering::SeqCst) => {
-                    std::thread::sleep(Duration::from_millis(500))
-                }
+                Err(_) if flag.load(Ordering::SeqCst) => std::thread::sleep(Duration::from_millis(500)),
                 Err(_) => return,
             }
         };
         let mut committed = offset;
         let mut last_commit = Instant::now();
         while flag.load(Ordering::SeqCst) && self.running.load(Ordering::SeqCst) {
-            match self
-                .pull
-                .pull(&q, offset, PULL_BATCH, &expr, PULL_SUSPEND_MS)
-            {
+            match self.pull.pull(&q, offset, PULL_BATCH, &expr, PULL_SUSPEND_MS) {
                 Ok(r) if r.code == rs::SUCCESS => {
                     while !(self.listener)(&r.messages) {
                         std::thread::sleep(Duration::from_secs(1));
                     }
                     offset = r.next_offset;
                 }
-                Ok(r)
-                    if r.code == rs::PULL_OFFSET_MOVED || r.code == rs::PULL_RETRY_IMMEDIATELY =>
-                {
+                Ok(r) if r.code == rs::PULL_OFFSET_MOVED || r.code == rs::PULL_RETRY_IMMEDIATELY => {
                     offset = r.next_offset
                 }
                 Ok(_) => {}
@@ -487,9 +456,6 @@ mod tests {
         assert_eq!(allocate_average(&q, &ids, "c"), vec![6, 7]);
         assert!(allocate_average(&q, &ids, "z").is_empty());
         let many: Vec<String> = (0..10).map(|i| i.to_string()).collect();
-        assert_eq!(
-            allocate_average(&q[..2], &many[..3], "2"),
-            Vec::<i32>::new()
-        );
+        assert_eq!(allocate_average(&q[..2], &many[..3], "2"), Vec::<i32>::new());
     }
 }

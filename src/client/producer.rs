@@ -69,11 +69,7 @@ impl Message {
         if !keys.is_empty() {
             pairs.push(("KEYS", &keys));
         }
-        pairs.extend(
-            self.properties
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str())),
-        );
+        pairs.extend(self.properties.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         properties_encode(pairs)
     }
 }
@@ -154,9 +150,7 @@ impl Producer {
             .or_else(|_| self.ctx.route("TBW102", false))?;
         let queues = &route.write_queues;
         if queues.is_empty() {
-            return Err(ClientError::NoRoute(format!(
-                "topic {topic} has no writable queue"
-            )));
+            return Err(ClientError::NoRoute(format!("topic {topic} has no writable queue")));
         }
         if let Some(k) = key {
             let h = crate::protocol::message::java_string_hash(k).unsigned_abs() as usize;
@@ -186,12 +180,7 @@ impl Producer {
             .or_else(|_| self.ctx.broker_addr("TBW102", &mq.broker_name))
     }
 
-    fn parse_result(
-        mq: MessageQueue,
-        resp: Command,
-        uniq: String,
-        addr: &str,
-    ) -> Result<SendResult, ClientError> {
+    fn parse_result(mq: MessageQueue, resp: Command, uniq: String, addr: &str) -> Result<SendResult, ClientError> {
         if resp.code != rs::SUCCESS {
             return Err(ClientError::Refused {
                 addr: addr.into(),
@@ -208,10 +197,7 @@ impl Producer {
                 ..mq
             },
             offset_msg_id: resp.field("msgId").unwrap_or_default().to_string(),
-            queue_offset: resp
-                .field("queueOffset")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0),
+            queue_offset: resp.field("queueOffset").and_then(|v| v.parse().ok()).unwrap_or(0),
             unique_key: uniq,
         })
     }
@@ -232,13 +218,8 @@ impl Producer {
         for attempt in 0..SEND_ATTEMPTS {
             let mq = self.select_queue(&msg.topic, key, avoid.as_deref())?;
             let addr = self.addr_of(&mq)?;
-            let cmd = send_header(&self.group, &msg.topic, mq.queue_id, &props, false)
-                .with_body(msg.body.clone());
-            match self
-                .ctx
-                .conn(&addr)
-                .and_then(|c| c.request(cmd, REQUEST_TIMEOUT))
-            {
+            let cmd = send_header(&self.group, &msg.topic, mq.queue_id, &props, false).with_body(msg.body.clone());
+            match self.ctx.conn(&addr).and_then(|c| c.request(cmd, REQUEST_TIMEOUT)) {
                 Ok(r) if r.code == rs::SUCCESS => return Self::parse_result(mq, r, uniq, &addr),
                 Ok(r) if RETRYABLE.contains(&r.code) && key.is_none() => {
                     last = ClientError::Refused {
@@ -270,8 +251,7 @@ impl Producer {
             .to_string();
         let mq = self.select_queue(&msg.topic, None, None)?;
         let addr = self.addr_of(&mq)?;
-        let cmd = send_header(&self.group, &msg.topic, mq.queue_id, &props, false)
-            .with_body(msg.body.clone());
+        let cmd = send_header(&self.group, &msg.topic, mq.queue_id, &props, false).with_body(msg.body.clone());
         let a2 = addr.clone();
         self.ctx.conn(&addr)?.request_async(cmd, move |r| {
             done(match r {
@@ -285,14 +265,8 @@ impl Producer {
     pub fn send_oneway(&self, msg: &Message) -> Result<(), ClientError> {
         let mq = self.select_queue(&msg.topic, None, None)?;
         let addr = self.addr_of(&mq)?;
-        let cmd = send_header(
-            &self.group,
-            &msg.topic,
-            mq.queue_id,
-            &msg.encode_properties(),
-            false,
-        )
-        .with_body(msg.body.clone());
+        let cmd = send_header(&self.group, &msg.topic, mq.queue_id, &msg.encode_properties(), false)
+            .with_body(msg.body.clone());
         self.ctx.conn(&addr)?.oneway(cmd)
     }
 
@@ -306,10 +280,8 @@ impl Producer {
                 properties: m.encode_properties(),
             })
             .collect();
-        let batch_props =
-            properties_encode([("UNIQ_KEY", unique_key().as_str()), ("WAIT", "true")]);
-        send_header(&self.group, &mq.topic, mq.queue_id, &batch_props, true)
-            .with_body(encode_batch(&items))
+        let batch_props = properties_encode([("UNIQ_KEY", unique_key().as_str()), ("WAIT", "true")]);
+        send_header(&self.group, &mq.topic, mq.queue_id, &batch_props, true).with_body(encode_batch(&items))
     }
 
     /// Sends messages of one topic as one batch to one queue.
@@ -348,17 +320,10 @@ impl Producer {
 
     /// Creates (or updates) a topic on every broker of the cluster, through the name server.
     pub fn create_topic(&self, topic: &str, queues_per_broker: u32) -> Result<(), ClientError> {
-        let cluster = self
-            .ctx
-            .namesrv_call(Command::request(rq::GET_BROKER_CLUSTER_INFO))?;
-        let v: serde_json::Value =
-            serde_json::from_slice(&cluster.body_bytes()).unwrap_or_default();
+        let cluster = self.ctx.namesrv_call(Command::request(rq::GET_BROKER_CLUSTER_INFO))?;
+        let v: serde_json::Value = serde_json::from_slice(&cluster.body_bytes()).unwrap_or_default();
         let mut n = 0;
-        for bd in v["brokerAddrTable"]
-            .as_object()
-            .into_iter()
-            .flat_map(|m| m.values())
-        {
+        for bd in v["brokerAddrTable"].as_object().into_iter().flat_map(|m| m.values()) {
             let Some(addr) = bd["brokerAddrs"]["0"].as_str() else {
                 continue;
             };
@@ -375,9 +340,15 @@ impl Producer {
             n += 1;
         }
         if n == 0 {
-            return Err(ClientError::NoRoute(
-                "no broker registered with the name server".into(),
-            ));
+            return Err(ClientError::NoRoute("no broker registered with the name server".into()));
+        }
+        // Wait (briefly) until the name server routes the topic to every broker that created it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if self.ctx.route(topic, true).is_ok_and(|r| r.brokers.len() >= n) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
         Ok(())
     }

@@ -14,9 +14,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub const ROUTE_TTL: Duration = Duration::from_secs(30);
 
 /// One queue of a topic on one broker.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageQueue {
     pub topic: String,
@@ -60,14 +58,10 @@ pub fn parse_route(topic: &str, body: &[u8]) -> Result<TopicRoute, String> {
             queue_id: i as i32,
         };
         if perm & 2 != 0 {
-            route
-                .write_queues
-                .extend((0..num(&qd["writeQueueNums"])).map(mq));
+            route.write_queues.extend((0..num(&qd["writeQueueNums"])).map(mq));
         }
         if perm & 4 != 0 {
-            route
-                .read_queues
-                .extend((0..num(&qd["readQueueNums"])).map(mq));
+            route.read_queues.extend((0..num(&qd["readQueueNums"])).map(mq));
         }
     }
     route.write_queues.sort();
@@ -97,10 +91,7 @@ impl ClientContext {
 
     /// A live connection to `addr`, reconnecting when the old one closed.
     pub fn conn(&self, addr: &str) -> Result<Arc<Connection>, ClientError> {
-        let mut conns = self
-            .conns
-            .lock()
-            .map_err(|_| ClientError::Closed(addr.into()))?;
+        let mut conns = self.conns.lock().map_err(|_| ClientError::Closed(addr.into()))?;
         if let Some(c) = conns.get(addr).filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
@@ -121,10 +112,7 @@ impl ClientContext {
     pub fn namesrv_call(&self, cmd: Command) -> Result<Command, ClientError> {
         let mut last = ClientError::NoRoute("no name server configured".into());
         for ns in &self.namesrvs {
-            match self
-                .conn(ns)
-                .and_then(|c| c.request(cmd.clone(), REQUEST_TIMEOUT))
-            {
+            match self.conn(ns).and_then(|c| c.request(cmd.clone(), REQUEST_TIMEOUT)) {
                 Ok(r) => return Ok(r),
                 Err(e) => last = e,
             }
@@ -149,11 +137,10 @@ impl ClientContext {
                 resp.remark.unwrap_or_default()
             )));
         }
-        let route =
-            parse_route(topic, &resp.body_bytes()).map_err(|m| ClientError::BadResponse {
-                addr: "namesrv".into(),
-                message: m,
-            })?;
+        let route = parse_route(topic, &resp.body_bytes()).map_err(|m| ClientError::BadResponse {
+            addr: "namesrv".into(),
+            message: m,
+        })?;
         if let Ok(mut m) = self.routes.lock() {
             m.insert(topic.to_string(), (Instant::now(), route.clone()));
         }

@@ -109,9 +109,7 @@ impl Subscription {
     pub fn parse(expression_type: Option<&str>, expression: &str) -> Result<Self, FilterError> {
         match expression_type {
             None => Ok(tag::parse_tag_expression(expression)),
-            Some(t) if t.is_empty() || t.eq_ignore_ascii_case("TAG") => {
-                Ok(tag::parse_tag_expression(expression))
-            }
+            Some(t) if t.is_empty() || t.eq_ignore_ascii_case("TAG") => Ok(tag::parse_tag_expression(expression)),
             Some(t) if t.eq_ignore_ascii_case("SQL92") => SqlExpr::parse(expression).map(Self::Sql),
             Some(t) => Err(FilterError::UnsupportedType(t.to_string())),
         }

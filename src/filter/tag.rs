@@ -14,9 +14,9 @@ const SUB_ALL: &str = "*";
 /// Java `String.hashCode` over UTF-16 code units (32-bit wrapping), sign
 /// extended to `i64`: the `tagsCode` RocketMQ stores in the consume queue.
 pub fn tag_hash(tag: &str) -> i64 {
-    let h = tag.encode_utf16().fold(0i32, |h, unit| {
-        h.wrapping_mul(31).wrapping_add(i32::from(unit))
-    });
+    let h = tag
+        .encode_utf16()
+        .fold(0i32, |h, unit| h.wrapping_mul(31).wrapping_add(i32::from(unit)));
     i64::from(h)
 }
 
@@ -55,11 +55,7 @@ mod tests {
 
     fn props_with_tag(tag: Option<&'static str>) -> impl Fn(&str) -> Option<String> {
         move |k: &str| {
-            if k == "TAGS" {
-                tag.map(str::to_string)
-            } else {
-                None
-            }
+            if k == "TAGS" { tag.map(str::to_string) } else { None }
         }
     }
 
@@ -79,16 +75,8 @@ mod tests {
 
     #[test]
     fn star_and_empty_are_all() {
-        for (ty, expr) in [
-            (None, "*"),
-            (None, ""),
-            (Some("TAG"), "*"),
-            (Some("tag"), ""),
-        ] {
-            assert!(matches!(
-                Subscription::parse(ty, expr),
-                Ok(Subscription::All)
-            ));
+        for (ty, expr) in [(None, "*"), (None, ""), (Some("TAG"), "*"), (Some("tag"), "")] {
+            assert!(matches!(Subscription::parse(ty, expr), Ok(Subscription::All)));
         }
     }
 
@@ -148,10 +136,7 @@ mod tests {
         ));
         let err = Subscription::parse(Some("CLASS"), "x").unwrap_err();
         assert_eq!(err, FilterError::UnsupportedType("CLASS".into()));
-        assert!(
-            err.to_string()
-                .contains("unsupported expression type `CLASS`")
-        );
+        assert!(err.to_string().contains("unsupported expression type `CLASS`"));
     }
 
     #[test]

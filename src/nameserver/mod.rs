@@ -24,10 +24,8 @@ pub struct NameServer {
 
 fn need(req: &Command, key: &str) -> Result<String, Command> {
     req.field(key).map(str::to_string).ok_or_else(|| {
-        req.response_to(rs::SYSTEM_ERROR).with_remark(format!(
-            "request code {} needs header field '{key}'",
-            req.code
-        ))
+        req.response_to(rs::SYSTEM_ERROR)
+            .with_remark(format!("request code {} needs header field '{key}'", req.code))
     })
 }
 
@@ -46,9 +44,9 @@ impl NameServer {
         let cluster = need(req, "clusterName")?;
         let id: i64 = need(req, "brokerId")?.parse().unwrap_or(0);
         if req.field("compressed") == Some("true") {
-            return Err(req.response_to(rs::SYSTEM_ERROR).with_remark(
-                "compressed registration bodies are not supported; set compressedRegister=false",
-            ));
+            return Err(req
+                .response_to(rs::SYSTEM_ERROR)
+                .with_remark("compressed registration bodies are not supported; set compressedRegister=false"));
         }
         let body: serde_json::Value = serde_json::from_slice(&req.body_bytes()).map_err(|e| {
             req.response_to(rs::SYSTEM_ERROR)
@@ -74,9 +72,9 @@ impl NameServer {
         let topic = need(req, "topic")?;
         match self.routes.borrow().route_json(&topic) {
             Some(body) => Ok(req.response_to(rs::SUCCESS).with_body(body)),
-            None => Err(req.response_to(rs::TOPIC_NOT_EXIST).with_remark(format!(
-                "No topic route info in name server for the topic: {topic}"
-            ))),
+            None => Err(req
+                .response_to(rs::TOPIC_NOT_EXIST)
+                .with_remark(format!("No topic route info in name server for the topic: {topic}"))),
         }
     }
 
@@ -137,9 +135,7 @@ impl Service for NameServer {
         let r = match req.code {
             rq::REGISTER_BROKER => self.register(conn, &req),
             rq::UNREGISTER_BROKER => need(&req, "brokerAddr").map(|addr| {
-                self.routes
-                    .borrow_mut()
-                    .remove_where(|l| l.addr_matches(&addr));
+                self.routes.borrow_mut().remove_where(|l| l.addr_matches(&addr));
                 req.response_to(rs::SUCCESS)
             }),
             rq::GET_ROUTEINFO_BY_TOPIC => self.route(&req),
@@ -153,15 +149,10 @@ impl Service for NameServer {
                 self.routes.borrow_mut().topics.remove(&t);
                 req.response_to(rs::SUCCESS)
             }),
-            rq::PUT_KV_CONFIG
-            | rq::GET_KV_CONFIG
-            | rq::DELETE_KV_CONFIG
-            | rq::GET_KVLIST_BY_NAMESPACE => self.kv(&req),
-            code => Err(req
-                .response_to(rs::REQUEST_CODE_NOT_SUPPORTED)
-                .with_remark(format!(
-                    "request code {code} is not supported by the ringmq name server"
-                ))),
+            rq::PUT_KV_CONFIG | rq::GET_KV_CONFIG | rq::DELETE_KV_CONFIG | rq::GET_KVLIST_BY_NAMESPACE => self.kv(&req),
+            code => Err(req.response_to(rs::REQUEST_CODE_NOT_SUPPORTED).with_remark(format!(
+                "request code {code} is not supported by the ringmq name server"
+            ))),
         };
         Some(r.unwrap_or_else(|e| e))
     }

@@ -52,15 +52,7 @@ fn num(v: &Value, key: &str, default: u64) -> u64 {
 
 impl RouteTable {
     /// Applies a REGISTER_BROKER. Topic data is taken from masters (id 0) only, as RocketMQ does.
-    pub fn register(
-        &mut self,
-        cluster: &str,
-        name: &str,
-        id: i64,
-        addr: &str,
-        body: &Value,
-        live: BrokerLive,
-    ) {
+    pub fn register(&mut self, cluster: &str, name: &str, id: i64, addr: &str, body: &Value, live: BrokerLive) {
         let entry = self
             .brokers
             .entry(name.to_string())
@@ -126,11 +118,8 @@ impl RouteTable {
 
     fn broker_data(&self, name: &str) -> Option<Value> {
         let (cluster, addrs) = self.brokers.get(name)?;
-        let addrs: BTreeMap<String, &String> =
-            addrs.iter().map(|(id, a)| (id.to_string(), a)).collect();
-        Some(
-            json!({ "brokerAddrs": addrs, "brokerName": name, "cluster": cluster, "enableActingMaster": false }),
-        )
+        let addrs: BTreeMap<String, &String> = addrs.iter().map(|(id, a)| (id.to_string(), a)).collect();
+        Some(json!({ "brokerAddrs": addrs, "brokerName": name, "cluster": cluster, "enableActingMaster": false }))
     }
 
     /// TopicRouteData as compact standard JSON, or None for an unknown topic.
@@ -139,10 +128,8 @@ impl RouteTable {
         let mut queue_datas = Vec::new();
         let mut broker_datas = Vec::new();
         for (name, q) in per_broker {
-            queue_datas.push(
-                json!({ "brokerName": name, "perm": q.perm, "readQueueNums": q.read,
-                "topicSysFlag": q.sys_flag, "writeQueueNums": q.write }),
-            );
+            queue_datas.push(json!({ "brokerName": name, "perm": q.perm, "readQueueNums": q.read,
+                "topicSysFlag": q.sys_flag, "writeQueueNums": q.write }));
             broker_datas.extend(self.broker_data(name));
         }
         Some(json!({ "brokerDatas": broker_datas, "filterServerTable": {}, "queueDatas": queue_datas }).to_string())
@@ -216,22 +203,8 @@ mod tests {
             &body(&[("T", 4), ("U", 1)]),
             live("b-0", "a:1", 1),
         );
-        r.register(
-            "C",
-            "b-1",
-            0,
-            "a:5",
-            &body(&[("T", 4)]),
-            live("b-1", "a:5", 2),
-        );
-        r.register(
-            "C",
-            "b-0",
-            0,
-            "a:1",
-            &body(&[("T", 4)]),
-            live("b-0", "a:1", 1),
-        );
+        r.register("C", "b-1", 0, "a:5", &body(&[("T", 4)]), live("b-1", "a:5", 2));
+        r.register("C", "b-0", 0, "a:1", &body(&[("T", 4)]), live("b-0", "a:1", 1));
         assert!(r.route_json("U").is_none());
         r.remove_where(|l| l.conn_id == 1);
         let route: Value = serde_json::from_str(&r.route_json("T").unwrap()).unwrap();

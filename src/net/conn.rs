@@ -54,11 +54,7 @@ impl Conn {
 }
 
 /// Accepts connections on `listener` until `stop` is set, serving each with `service`.
-pub async fn accept_loop<S: Service>(
-    service: Rc<S>,
-    listener: glommio::net::TcpListener,
-    stop: Rc<Cell<bool>>,
-) {
+pub async fn accept_loop<S: Service>(service: Rc<S>, listener: glommio::net::TcpListener, stop: Rc<Cell<bool>>) {
     let mut next_id = 0u64;
     while !stop.get() {
         match listener.accept().await {
@@ -146,10 +142,7 @@ fn dispatch<S: Service>(broker: &Rc<S>, conn: &Rc<Conn>, cmd: Command) {
     .detach();
 }
 
-async fn write_loop(
-    mut writer: futures_lite::io::WriteHalf<TcpStream>,
-    mut rx: mpsc::UnboundedReceiver<Command>,
-) {
+async fn write_loop(mut writer: futures_lite::io::WriteHalf<TcpStream>, mut rx: mpsc::UnboundedReceiver<Command>) {
     let mut buf = Vec::with_capacity(64 << 10);
     while let Some(cmd) = rx.next().await {
         buf.clear();

@@ -116,12 +116,7 @@ impl Command {
         match self.body.len() {
             0 => Bytes::new(),
             1 => self.body[0].clone(),
-            _ => Bytes::from(
-                self.body
-                    .iter()
-                    .flat_map(|b| b.iter().copied())
-                    .collect::<Vec<u8>>(),
-            ),
+            _ => Bytes::from(self.body.iter().flat_map(|b| b.iter().copied()).collect::<Vec<u8>>()),
         }
     }
 
@@ -186,10 +181,7 @@ impl Command {
 
     /// Decodes one frame from the front of `buf`. Returns `Ok(None)` when more bytes are needed, else the
     /// command and the number of bytes it used.
-    pub fn decode(
-        buf: &Bytes,
-        max_frame_bytes: usize,
-    ) -> Result<Option<(Command, usize)>, FrameError> {
+    pub fn decode(buf: &Bytes, max_frame_bytes: usize) -> Result<Option<(Command, usize)>, FrameError> {
         if buf.len() < 4 {
             return Ok(None);
         }
@@ -271,8 +263,7 @@ fn json_i32(v: Option<&serde_json::Value>) -> i32 {
 }
 
 fn decode_json_header(header: &[u8]) -> Result<Command, FrameError> {
-    let value: serde_json::Value =
-        serde_json::from_slice(header).map_err(|e| FrameError::BadJson(e.to_string()))?;
+    let value: serde_json::Value = serde_json::from_slice(header).map_err(|e| FrameError::BadJson(e.to_string()))?;
     let obj = value
         .as_object()
         .ok_or_else(|| FrameError::BadJson("header is not an object".into()))?;
@@ -286,9 +277,7 @@ fn decode_json_header(header: &[u8]) -> Result<Command, FrameError> {
     }
     let language = match obj.get("language") {
         Some(serde_json::Value::String(s)) => s.clone(),
-        Some(serde_json::Value::Number(n)) => {
-            language_name(n.as_u64().unwrap_or(7) as u8).to_string()
-        }
+        Some(serde_json::Value::Number(n)) => language_name(n.as_u64().unwrap_or(7) as u8).to_string(),
         _ => "OTHER".to_string(),
     };
     Ok(Command {
@@ -306,8 +295,8 @@ fn decode_json_header(header: &[u8]) -> Result<Command, FrameError> {
 /// LanguageCode byte → JSON name (unknown → OTHER).
 pub fn language_name(code: u8) -> &'static str {
     const NAMES: [&str; 14] = [
-        "JAVA", "CPP", "DOTNET", "PYTHON", "DELPHI", "ERLANG", "RUBY", "OTHER", "HTTP", "GO",
-        "PHP", "OMS", "RUST", "NODE_JS",
+        "JAVA", "CPP", "DOTNET", "PYTHON", "DELPHI", "ERLANG", "RUBY", "OTHER", "HTTP", "GO", "PHP", "OMS", "RUST",
+        "NODE_JS",
     ];
     NAMES.get(code as usize).copied().unwrap_or("OTHER")
 }
@@ -358,11 +347,7 @@ fn decode_binary_header(header: &[u8]) -> Result<Command, FrameError> {
         version,
         opaque,
         flag,
-        remark: if remark.is_empty() {
-            None
-        } else {
-            Some(remark)
-        },
+        remark: if remark.is_empty() { None } else { Some(remark) },
         ext,
         body: Vec::new(),
     })
@@ -420,11 +405,7 @@ mod tests {
     fn truncation_at_every_byte_asks_for_more() {
         let bytes = Bytes::from(sample().encode());
         for n in 0..bytes.len() {
-            assert_eq!(
-                Command::decode(&bytes.slice(..n), 1 << 20),
-                Ok(None),
-                "prefix {n}"
-            );
+            assert_eq!(Command::decode(&bytes.slice(..n), 1 << 20), Ok(None), "prefix {n}");
         }
     }
 
@@ -437,9 +418,7 @@ mod tests {
         frame.extend_from_slice(&(header.len() as u32 | 1 << 24).to_be_bytes());
         frame.extend_from_slice(&header);
         frame.extend_from_slice(b"hello");
-        let (d, _) = Command::decode(&Bytes::from(frame), 1 << 20)
-            .unwrap()
-            .unwrap();
+        let (d, _) = Command::decode(&Bytes::from(frame), 1 << 20).unwrap().unwrap();
         assert_eq!(d.ext, c.ext);
         assert_eq!((d.code, d.opaque, d.language.as_str()), (310, 42, "RUST"));
         for n in 0..header.len() {
@@ -466,16 +445,13 @@ mod tests {
 
     #[test]
     fn tolerant_json_accepts_numbers_bools_null_and_unknown_keys() {
-        let header =
-            br#"{"code":11,"language":"CPP","version":333,"opaque":3,"flag":0,"remark":null,
+        let header = br#"{"code":11,"language":"CPP","version":333,"opaque":3,"flag":0,"remark":null,
             "extFields":{"queueId":3,"sysFlag":0,"flag":true,"Signature":""},"other":[1,2]}"#;
         let mut frame = Vec::new();
         frame.extend_from_slice(&((4 + header.len()) as u32).to_be_bytes());
         frame.extend_from_slice(&(header.len() as u32).to_be_bytes());
         frame.extend_from_slice(header);
-        let (d, _) = Command::decode(&Bytes::from(frame), 1 << 20)
-            .unwrap()
-            .unwrap();
+        let (d, _) = Command::decode(&Bytes::from(frame), 1 << 20).unwrap().unwrap();
         assert_eq!(d.field("queueId"), Some("3"));
         assert_eq!(d.field("flag"), Some("true"));
         assert_eq!(d.remark, None);
@@ -489,10 +465,7 @@ mod tests {
             Err(FrameError::TooLarge { .. })
         ));
         let bad = Bytes::from(vec![0, 0, 0, 6, 0, 0, 0, 2, b'{', b'x']);
-        assert!(matches!(
-            Command::decode(&bad, 1 << 20),
-            Err(FrameError::BadJson(_))
-        ));
+        assert!(matches!(Command::decode(&bad, 1 << 20), Err(FrameError::BadJson(_))));
         let overrun = Bytes::from(vec![0, 0, 0, 4, 0, 0, 0, 9]);
         assert!(matches!(
             Command::decode(&overrun, 1 << 20),

@@ -111,13 +111,7 @@ impl MessageToStore {
     }
 
     /// Appends the stored record to `out`. The caller has validated lengths (see `validate`).
-    pub fn encode_into<B: BufMut>(
-        &self,
-        out: &mut B,
-        physical_offset: u64,
-        queue_offset: u64,
-        store_ms: i64,
-    ) {
+    pub fn encode_into<B: BufMut>(&self, out: &mut B, physical_offset: u64, queue_offset: u64, store_ms: i64) {
         let size = self.encoded_len();
         out.put_u32(size as u32);
         out.put_u32(MESSAGE_MAGIC);
@@ -230,25 +224,17 @@ impl StoredMessage {
         let body = b.split_to(body_len);
         let topic_len = b.get_u8() as usize;
         need(&b, topic_len + 2, "topic")?;
-        let topic =
-            String::from_utf8(b.split_to(topic_len).to_vec()).map_err(|_| RecordError::NotUtf8)?;
+        let topic = String::from_utf8(b.split_to(topic_len).to_vec()).map_err(|_| RecordError::NotUtf8)?;
         let props_len = b.get_u16() as usize;
         need(&b, props_len, "properties")?;
-        let properties =
-            String::from_utf8(b.split_to(props_len).to_vec()).map_err(|_| RecordError::NotUtf8)?;
+        let properties = String::from_utf8(b.split_to(props_len).to_vec()).map_err(|_| RecordError::NotUtf8)?;
         let fields = record.len() - b.remaining();
         if fields != size {
-            return Err(RecordError::SizeMismatch {
-                total: size,
-                fields,
-            });
+            return Err(RecordError::SizeMismatch { total: size, fields });
         }
         let computed = body_crc(&body);
         if computed != crc {
-            return Err(RecordError::BodyCrc {
-                stored: crc,
-                computed,
-            });
+            return Err(RecordError::BodyCrc { stored: crc, computed });
         }
         Ok(StoredMessage {
             size,
@@ -289,10 +275,7 @@ pub fn properties_iter(s: &str) -> impl Iterator<Item = (&str, &str)> {
 
 /// Looks up one property; the last occurrence wins as in Java's HashMap.
 pub fn property_get<'a>(s: &'a str, key: &str) -> Option<&'a str> {
-    properties_iter(s)
-        .filter(|(k, _)| *k == key)
-        .map(|(_, v)| v)
-        .last()
+    properties_iter(s).filter(|(k, _)| *k == key).map(|(_, v)| v).last()
 }
 
 /// Encodes pairs as `k\u1v\u2` each (Java emits the trailing separator too).
@@ -380,14 +363,10 @@ pub fn decode_batch(body: &Bytes) -> Result<Vec<BatchItem>, RecordError> {
         let item_body = b.split_to(body_len);
         let props_len = b.get_u16() as usize;
         need(&b, props_len, "batch item properties")?;
-        let properties =
-            String::from_utf8(b.split_to(props_len).to_vec()).map_err(|_| RecordError::NotUtf8)?;
+        let properties = String::from_utf8(b.split_to(props_len).to_vec()).map_err(|_| RecordError::NotUtf8)?;
         let fields = 22 + body_len + props_len;
         if size != fields {
-            return Err(RecordError::SizeMismatch {
-                total: size,
-                fields,
-            });
+            return Err(RecordError::SizeMismatch { total: size, fields });
         }
         items.push(BatchItem {
             flag,
@@ -424,10 +403,7 @@ mod tests {
             queue_id: 3,
             flag: 0,
             body: Bytes::from_static(b"Hello RocketMQ"),
-            properties: properties_encode([
-                ("TAGS", "TagA"),
-                ("UNIQ_KEY", "AC11000100002A9F0000000000000001"),
-            ]),
+            properties: properties_encode([("TAGS", "TagA"), ("UNIQ_KEY", "AC11000100002A9F0000000000000001")]),
             sys_flag: 0,
             born_timestamp_ms: 1_700_000_000_000,
             born_host: "127.0.0.1:50000".parse().unwrap(),

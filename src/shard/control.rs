@@ -51,18 +51,9 @@ impl ControlPlane {
         cp
     }
 
-    pub fn publish_topic(
-        &self,
-        origin: usize,
-        upsert: Option<TopicConfig>,
-        delete: Option<String>,
-    ) {
+    pub fn publish_topic(&self, origin: usize, upsert: Option<TopicConfig>, delete: Option<String>) {
         if let Ok(mut s) = self.state.lock() {
-            s.events.push(TopicEvent {
-                origin,
-                upsert,
-                delete,
-            });
+            s.events.push(TopicEvent { origin, upsert, delete });
         }
     }
 
@@ -80,13 +71,7 @@ impl ControlPlane {
         new
     }
 
-    pub fn set_registration(
-        &self,
-        shard: usize,
-        broker_name: String,
-        addr: SocketAddr,
-        body: String,
-    ) {
+    pub fn set_registration(&self, shard: usize, broker_name: String, addr: SocketAddr, body: String) {
         if let Ok(mut s) = self.state.lock() {
             if let Some(slot) = s.registrations.get_mut(shard) {
                 *slot = Some(Registration {

@@ -59,13 +59,7 @@ fn bind(port: u16) -> Result<glommio::net::TcpListener, String> {
 }
 
 /// Body of one shard's executor.
-async fn shard_main(
-    shard: usize,
-    cfg: Config,
-    addr: SocketAddr,
-    control: Arc<ControlPlane>,
-    ready: Ready,
-) {
+async fn shard_main(shard: usize, cfg: Config, addr: SocketAddr, control: Arc<ControlPlane>, ready: Ready) {
     let store = match Store::open(DmaDisk, store_config(&cfg, shard)).await {
         Ok(s) => s,
         Err(e) => {
@@ -87,10 +81,7 @@ async fn shard_main(
     let listeners = match (bind(port), bind(port.saturating_sub(2))) {
         (Ok(a), Ok(b)) => [a, b],
         (Err(e), _) | (_, Err(e)) => {
-            let _ = ready.send(Err((
-                crate::shard::startup::EXIT_CONFIG,
-                format!("shard {shard}: {e}"),
-            )));
+            let _ = ready.send(Err((crate::shard::startup::EXIT_CONFIG, format!("shard {shard}: {e}"))));
             return;
         }
     };
@@ -115,10 +106,7 @@ async fn namesrv_main(cfg: Config, control: Arc<ControlPlane>, ready: Ready) {
     let listener = match bind(cfg.namesrv_port) {
         Ok(l) => l,
         Err(e) => {
-            let _ = ready.send(Err((
-                crate::shard::startup::EXIT_CONFIG,
-                format!("name server: {e}"),
-            )));
+            let _ = ready.send(Err((crate::shard::startup::EXIT_CONFIG, format!("name server: {e}"))));
             return;
         }
     };
@@ -159,21 +147,14 @@ fn await_ready<T: Send>(
             Err(e)
         }
         Err(_) => {
-            let why = handle
-                .join()
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
-            let hint = if why.contains("memory") || why.contains("ENOMEM") || why.contains("locked")
-            {
+            let why = handle.join().err().map(|e| e.to_string()).unwrap_or_default();
+            let hint = if why.contains("memory") || why.contains("ENOMEM") || why.contains("locked") {
                 startup::memlock_advice(executors)
             } else {
-                "io_uring could not be set up: check kernel.io_uring_disabled and the memlock limit (`ringmq tune`)".into()
+                "io_uring could not be set up: check kernel.io_uring_disabled and the memlock limit (`ringmq tune`)"
+                    .into()
             };
-            Err((
-                startup::EXIT_CONFIG,
-                format!("executor failed to start: {why}. {hint}"),
-            ))
+            Err((startup::EXIT_CONFIG, format!("executor failed to start: {why}. {hint}")))
         }
     }
 }
@@ -221,9 +202,7 @@ fn serve_inner(cfg: Config) -> Result<i32, (i32, String)> {
         ns_handle = Some(await_ready(&rx, h, shards + 1)?);
     }
     let ip = cfg.broker_ip.unwrap_or_else(startup::detect_ip);
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut handles = Vec::new();
     for i in 0..shards {
         let (tx, rx) = mpsc::channel();

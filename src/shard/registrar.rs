@@ -47,10 +47,7 @@ impl Registrar {
             cmd.put("brokerName", &r.broker_name);
             cmd.put("brokerAddr", r.addr);
             cmd.put("clusterName", &self.cluster);
-            cmd.put(
-                "haServerAddr",
-                format!("{}:{}", r.addr.ip(), r.addr.port() + 1),
-            );
+            cmd.put("haServerAddr", format!("{}:{}", r.addr.ip(), r.addr.port() + 1));
             cmd.put("brokerId", 0);
             cmd.put("compressed", "false");
             cmd.put("bodyCrc32", 0);

@@ -19,8 +19,7 @@ pub struct DataDirLock {
 
 /// Creates the data directory, checks it is writable, and locks it against a second process.
 pub fn lock_data_dir(dir: &Path) -> Result<DataDirLock, String> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
     let probe = dir.join(".write-test");
     std::fs::write(&probe, b"ok")
         .and_then(|_| std::fs::remove_file(&probe))
@@ -48,9 +47,7 @@ pub fn lock_data_dir(dir: &Path) -> Result<DataDirLock, String> {
 
 /// Fails when io_uring is disabled by the kernel setting.
 pub fn check_io_uring() -> Result<(), String> {
-    match std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
-        .map(|s| s.trim().to_string())
-    {
+    match std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").map(|s| s.trim().to_string()) {
         Ok(v) if v == "2" => Err(
             "io_uring is disabled on this host (kernel.io_uring_disabled = 2); ringmq needs it. \
              Fix: sysctl -w kernel.io_uring_disabled=0 (see `ringmq tune`)"

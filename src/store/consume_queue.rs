@@ -96,11 +96,7 @@ impl ConsumeQueue {
     /// Drops entries whose records were deleted (below `log_min`); returns how many.
     pub fn trim_below(&mut self, log_min: u64) -> usize {
         let mut n = 0;
-        while self
-            .entries
-            .front()
-            .is_some_and(|e| e.physical_offset < log_min)
-        {
+        while self.entries.front().is_some_and(|e| e.physical_offset < log_min) {
             self.entries.pop_front();
             self.base += 1;
             n += 1;
@@ -219,9 +215,7 @@ mod tests {
         std::fs::write(dir.path().join(format!("{:020}", 0)), &data).unwrap();
         let q = load_queue(dir.path(), 15, 35).unwrap();
         assert_eq!((q.min_offset(), q.next_offset()), (1, 3));
-        let len = std::fs::metadata(dir.path().join(format!("{:020}", 0)))
-            .unwrap()
-            .len();
+        let len = std::fs::metadata(dir.path().join(format!("{:020}", 0))).unwrap().len();
         assert_eq!(len, 72);
     }
 }

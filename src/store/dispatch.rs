@@ -2,8 +2,8 @@
 //! recovery replays the log.
 
 use crate::protocol::message::{
-    FLAG_TRANSACTION_MASK, FLAG_TRANSACTION_PREPARED, FLAG_TRANSACTION_ROLLBACK, StoredMessage,
-    java_string_hash, keys, properties_iter,
+    FLAG_TRANSACTION_MASK, FLAG_TRANSACTION_PREPARED, FLAG_TRANSACTION_ROLLBACK, StoredMessage, java_string_hash, keys,
+    properties_iter,
 };
 
 /// Dispatch information of one stored record.

@@ -25,13 +25,8 @@ pub enum StoreError {
         reason: String,
     },
     /// Disk use above the hard limit: appends are refused, reads go on.
-    #[error(
-        "disk use {used_percent}% is above the {limit_percent}% limit; appends are refused until space returns"
-    )]
-    DiskFull {
-        used_percent: u32,
-        limit_percent: u32,
-    },
+    #[error("disk use {used_percent}% is above the {limit_percent}% limit; appends are refused until space returns")]
+    DiskFull { used_percent: u32, limit_percent: u32 },
     #[error("message of {size} bytes does not fit a {segment} byte segment")]
     TooLarge { size: usize, segment: u64 },
     #[error("invalid message: {0}")]

@@ -88,12 +88,7 @@ impl Disk for FakeDisk {
     type File = FakeFile;
 
     async fn open(&self, path: &Path) -> io::Result<Rc<FakeFile>> {
-        let state = self
-            .files
-            .borrow_mut()
-            .entry(path.to_path_buf())
-            .or_default()
-            .clone();
+        let state = self.files.borrow_mut().entry(path.to_path_buf()).or_default().clone();
         Ok(Rc::new(FakeFile {
             state,
             faults: self.faults.clone(),

@@ -49,14 +49,7 @@ impl KeyIndex {
     }
 
     /// Candidate offsets for `topic#key` stored within `[begin_ms, end_ms]`, newest first, at most `max`.
-    pub fn lookup(
-        &self,
-        topic: &str,
-        key: &str,
-        begin_ms: i64,
-        end_ms: i64,
-        max: usize,
-    ) -> Vec<u64> {
+    pub fn lookup(&self, topic: &str, key: &str, begin_ms: i64, end_ms: i64, max: usize) -> Vec<u64> {
         let Some(v) = self.map.get(&key_hash(topic, key)) else {
             return Vec::new();
         };
@@ -86,10 +79,7 @@ impl KeyIndex {
 
     /// Puts entries back that a failed persist took.
     pub fn restore_unpersisted(&mut self, data: &[u8]) {
-        let mut back: Vec<IndexEntry> = data
-            .chunks_exact(INDEX_ENTRY_BYTES)
-            .filter_map(decode)
-            .collect();
+        let mut back: Vec<IndexEntry> = data.chunks_exact(INDEX_ENTRY_BYTES).filter_map(decode).collect();
         back.append(&mut self.unpersisted);
         self.unpersisted = back;
     }

@@ -50,9 +50,7 @@ pub struct DmaDisk;
 
 impl DiskFile for glommio::io::DmaFile {
     async fn write_at(&self, data: &[u8], pos: u64) -> io::Result<()> {
-        debug_assert!(
-            pos.is_multiple_of(BLOCK_BYTES) && (data.len() as u64).is_multiple_of(BLOCK_BYTES)
-        );
+        debug_assert!(pos.is_multiple_of(BLOCK_BYTES) && (data.len() as u64).is_multiple_of(BLOCK_BYTES));
         let mut buf = self.alloc_dma_buffer(data.len());
         buf.as_bytes_mut().copy_from_slice(data);
         let n = glommio::io::DmaFile::write_at(self, buf, pos)

@@ -128,11 +128,7 @@ struct WriteJob<F> {
 
 impl<D: Disk> CommitLog<D> {
     /// Opens the log over existing segments (already verified by recovery) with its tail at `tail`.
-    pub async fn open(
-        disk: D,
-        cfg: LogConfig,
-        tail: RecoveredTail,
-    ) -> Result<CommitLog<D>, StoreError> {
+    pub async fn open(disk: D, cfg: LogConfig, tail: RecoveredTail) -> Result<CommitLog<D>, StoreError> {
         assert!(
             cfg.segment_bytes.is_multiple_of(BLOCK_BYTES),
             "segment size must be a multiple of 4 KiB"
@@ -140,20 +136,12 @@ impl<D: Disk> CommitLog<D> {
         disk.create_dir_all(&cfg.dir)
             .map_err(|e| StoreError::io(&cfg.dir, &e))?;
         let mut segments = BTreeMap::new();
-        for name in disk
-            .list(&cfg.dir)
-            .map_err(|e| StoreError::io(&cfg.dir, &e))?
-        {
+        for name in disk.list(&cfg.dir).map_err(|e| StoreError::io(&cfg.dir, &e))? {
             let Ok(start) = name.parse::<u64>() else {
                 continue;
             };
             let path = segment_path(&cfg.dir, start);
-            segments.insert(
-                start,
-                disk.open(&path)
-                    .await
-                    .map_err(|e| StoreError::io(&path, &e))?,
-            );
+            segments.insert(start, disk.open(&path).await.map_err(|e| StoreError::io(&path, &e))?);
         }
         let buf_base = align_down(tail.write_pos);
         let mut buf = BytesMut::with_capacity(1 << 20);
@@ -269,13 +257,7 @@ impl<D: Disk> CommitLog<D> {
     }
 
     pub fn min_pos(&self) -> u64 {
-        self.state
-            .borrow()
-            .segments
-            .keys()
-            .next()
-            .copied()
-            .unwrap_or(0)
+        self.state.borrow().segments.keys().next().copied().unwrap_or(0)
     }
 
     pub fn stats(&self) -> LogStats {
@@ -429,11 +411,7 @@ impl<D: Disk> CommitLog<D> {
         let mut result = Ok(());
         for job in &jobs {
             if let Err(e) = job.file.write_at(&job.data, job.pos).await {
-                result = Err(format!(
-                    "write of {} bytes at {} failed: {e}",
-                    job.data.len(),
-                    job.pos
-                ));
+                result = Err(format!("write of {} bytes at {} failed: {e}", job.data.len(), job.pos));
                 break;
             }
             if !files.iter().any(|f| Rc::ptr_eq(f, &job.file)) {
@@ -568,10 +546,7 @@ impl<D: Disk> CommitLog<D> {
             }
             s.stats.disk_reads += 1;
             let seg = self.segment_start(pos);
-            s.segments
-                .get(&seg)
-                .cloned()
-                .ok_or(StoreError::NotFound(pos))?
+            s.segments.get(&seg).cloned().ok_or(StoreError::NotFound(pos))?
         };
         let seg = self.segment_start(pos);
         let path = segment_path(&self.cfg.dir, seg);
@@ -657,18 +632,13 @@ impl<D: Disk> CommitLog<D> {
                 let s = self.state.borrow();
                 let active = self.segment_start(s.write_pos);
                 match s.segments.keys().next() {
-                    Some(&start) if start < active && start + self.cfg.segment_bytes <= before => {
-                        Some(start)
-                    }
+                    Some(&start) if start < active && start + self.cfg.segment_bytes <= before => Some(start),
                     _ => None,
                 }
             };
             let Some(start) = victim else { break };
             let path = segment_path(&self.cfg.dir, start);
-            self.disk
-                .remove(&path)
-                .await
-                .map_err(|e| StoreError::io(&path, &e))?;
+            self.disk.remove(&path).await.map_err(|e| StoreError::io(&path, &e))?;
             let mut s = self.state.borrow_mut();
             s.segments.remove(&start);
             s.read_cache

@@ -131,14 +131,7 @@ impl<D: Disk> Store<D> {
         let cp = Checkpoint::load(&cp_path)
             .map_err(|e| StoreError::io(&cp_path, &e))?
             .unwrap_or_default();
-        let outcome = recovery::scan(
-            &disk,
-            &log_dir,
-            cfg.segment_bytes,
-            cp.log_offset,
-            cfg.truncate_corrupt,
-        )
-        .await?;
+        let outcome = recovery::scan(&disk, &log_dir, cfg.segment_bytes, cp.log_offset, cfg.truncate_corrupt).await?;
         let log_cfg = LogConfig {
             dir: log_dir,
             segment_bytes: cfg.segment_bytes,
@@ -151,8 +144,7 @@ impl<D: Disk> Store<D> {
         let limit = cp.log_offset.min(log.write_pos());
         let queues = load_queues(&cfg.dir.join("consumequeue"), log_min, limit)?;
         let index_path = cfg.dir.join("index").join("keys");
-        let index = KeyIndex::load(&index_path, log_min, limit)
-            .map_err(|e| StoreError::io(&index_path, &e))?;
+        let index = KeyIndex::load(&index_path, log_min, limit).map_err(|e| StoreError::io(&index_path, &e))?;
         let dir = cfg.dir.clone();
         let store = Store {
             cfg,
@@ -177,12 +169,9 @@ impl<D: Disk> Store<D> {
         self.last_store_ms
             .set(self.last_store_ms.get().max(rec.store_timestamp_ms));
         for key in &rec.keys {
-            self.index.borrow_mut().add(
-                &rec.topic,
-                key,
-                rec.physical_offset,
-                rec.store_timestamp_ms,
-            );
+            self.index
+                .borrow_mut()
+                .add(&rec.topic, key, rec.physical_offset, rec.store_timestamp_ms);
         }
         if !rec.to_queue {
             return Ok(());
@@ -256,11 +245,7 @@ impl<D: Disk> Store<D> {
 
     /// Appends messages contiguously; queue offsets are assigned densely per (topic, queue) at append.
     /// With `flush = sync` and `wait_durable`, returns once an fdatasync covers them.
-    pub async fn put(
-        &self,
-        msgs: &[MessageToStore],
-        wait_durable: bool,
-    ) -> Result<Vec<Placement>, StoreError> {
+    pub async fn put(&self, msgs: &[MessageToStore], wait_durable: bool) -> Result<Vec<Placement>, StoreError> {
         if let Some(pct) = self.disk_full.get() {
             return Err(StoreError::DiskFull {
                 used_percent: pct,
@@ -444,8 +429,7 @@ impl<D: Disk> Store<D> {
     pub async fn read_message(&self, physical_offset: u64) -> Result<StoredMessage, StoreError> {
         let head = self.log.read(physical_offset, 4).await?;
         let size = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
-        if size < crate::protocol::message::RECORD_FIXED_BYTES || size > self.log.max_record_bytes()
-        {
+        if size < crate::protocol::message::RECORD_FIXED_BYTES || size > self.log.max_record_bytes() {
             return Err(StoreError::NotFound(physical_offset));
         }
         let rec = self.log.read(physical_offset, size).await?;
@@ -456,8 +440,7 @@ impl<D: Disk> Store<D> {
     pub async fn read_record(&self, physical_offset: u64) -> Result<Bytes, StoreError> {
         let head = self.log.read(physical_offset, 4).await?;
         let size = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
-        if size < crate::protocol::message::RECORD_FIXED_BYTES || size > self.log.max_record_bytes()
-        {
+        if size < crate::protocol::message::RECORD_FIXED_BYTES || size > self.log.max_record_bytes() {
             return Err(StoreError::NotFound(physical_offset));
         }
         self.log.read(physical_offset, size).await
@@ -485,17 +468,8 @@ impl<D: Disk> Store<D> {
     }
 
     /// Physical offsets indexed under `topic#key` in the time range, newest first.
-    pub fn index_lookup(
-        &self,
-        topic: &str,
-        key: &str,
-        begin_ms: i64,
-        end_ms: i64,
-        max: usize,
-    ) -> Vec<u64> {
-        self.index
-            .borrow()
-            .lookup(topic, key, begin_ms, end_ms, max)
+    pub fn index_lookup(&self, topic: &str, key: &str, begin_ms: i64, end_ms: i64, max: usize) -> Vec<u64> {
+        self.index.borrow().lookup(topic, key, begin_ms, end_ms, max)
     }
 
     /// Builds the blocking part of a checkpoint: new queue and index entries below the durable end.
@@ -539,23 +513,17 @@ impl<D: Disk> Store<D> {
             Ok(()) => {
                 let mut queues = self.queues.borrow_mut();
                 for w in &job.queues {
-                    if let Some(q) = queues
-                        .get_mut(&w.topic)
-                        .and_then(|t| t.get_mut(&w.queue_id))
-                    {
-                        q.persisted = q.persisted.max(
-                            w.first_offset
-                                + (w.entries.len() / consume_queue::CQ_ENTRY_BYTES) as u64,
-                        );
+                    if let Some(q) = queues.get_mut(&w.topic).and_then(|t| t.get_mut(&w.queue_id)) {
+                        q.persisted = q
+                            .persisted
+                            .max(w.first_offset + (w.entries.len() / consume_queue::CQ_ENTRY_BYTES) as u64);
                     }
                 }
                 self.checkpointed.set(job.checkpoint.log_offset);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "checkpoint failed; recovery will replay from the previous one");
-                self.index
-                    .borrow_mut()
-                    .restore_unpersisted(&job.index_bytes);
+                self.index.borrow_mut().restore_unpersisted(&job.index_bytes);
             }
         }
     }

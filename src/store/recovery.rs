@@ -80,10 +80,7 @@ pub async fn scan<D: Disk>(
             continue;
         }
         let path = segment_path(dir, seg);
-        let file = disk
-            .open(&path)
-            .await
-            .map_err(|e| StoreError::io(&path, &e))?;
+        let file = disk.open(&path).await.map_err(|e| StoreError::io(&path, &e))?;
         let mut win = Window {
             file: file.clone(),
             seg_bytes,
@@ -150,9 +147,7 @@ fn segment_starts<D: Disk>(disk: &D, dir: &Path, seg_bytes: u64) -> Result<Vec<u
                 file: dir.join(&name),
                 offset: 0,
                 log_offset: start,
-                reason: format!(
-                    "segment name is not a multiple of the {seg_bytes}-byte segment size"
-                ),
+                reason: format!("segment name is not a multiple of the {seg_bytes}-byte segment size"),
             });
         }
         starts.push(start);
@@ -208,10 +203,7 @@ async fn scan_segment<F: DiskFile>(
                 let msg = match StoredMessage::decode(&rec) {
                     Ok(m) if m.physical_offset == pos => m,
                     Ok(m) => {
-                        let r = format!(
-                            "record claims offset {} but sits at {pos}",
-                            m.physical_offset
-                        );
+                        let r = format!("record claims offset {} but sits at {pos}", m.physical_offset);
                         return Ok((Step::Failure(r), batch_start, done));
                     }
                     Err(e) => return Ok((Step::Failure(e.to_string()), batch_start, done)),
@@ -263,10 +255,7 @@ async fn find_later_seal<F: DiskFile>(
     let magic = SEAL_MAGIC.to_be_bytes();
     while rel < win.seg_bytes {
         let n = WINDOW_BYTES.min(win.seg_bytes - rel) as usize;
-        let data = win
-            .get(rel, n)
-            .await
-            .map_err(|e| StoreError::io("segment", &e))?;
+        let data = win.get(rel, n).await.map_err(|e| StoreError::io("segment", &e))?;
         if let Some(i) = data.iter().rposition(|&b| b != 0) {
             last_nonzero = seg + rel + i as u64 + 1;
         }
@@ -288,14 +277,8 @@ async fn find_later_seal<F: DiskFile>(
 async fn later_has_data<D: Disk>(disk: &D, dir: &Path, later: &[u64]) -> Result<bool, StoreError> {
     for &s in later {
         let path = segment_path(dir, s);
-        let f = disk
-            .open(&path)
-            .await
-            .map_err(|e| StoreError::io(&path, &e))?;
-        let head = f
-            .read_at(0, 8)
-            .await
-            .map_err(|e| StoreError::io(&path, &e))?;
+        let f = disk.open(&path).await.map_err(|e| StoreError::io(&path, &e))?;
+        let head = f.read_at(0, 8).await.map_err(|e| StoreError::io(&path, &e))?;
         if head.iter().any(|&b| b != 0) {
             return Ok(true);
         }
@@ -324,12 +307,7 @@ async fn zero_range<F: DiskFile>(file: &F, seg: u64, from: u64, to: u64) -> std:
     file.sync().await
 }
 
-async fn read_partial_block<D: Disk>(
-    disk: &D,
-    dir: &Path,
-    seg_bytes: u64,
-    pos: u64,
-) -> Result<Vec<u8>, StoreError> {
+async fn read_partial_block<D: Disk>(disk: &D, dir: &Path, seg_bytes: u64, pos: u64) -> Result<Vec<u8>, StoreError> {
     let mut block = vec![0u8; BLOCK_BYTES as usize];
     let base = align_down(pos);
     if base == pos {
@@ -337,10 +315,7 @@ async fn read_partial_block<D: Disk>(
     }
     let seg = pos - pos % seg_bytes;
     let path = segment_path(dir, seg);
-    let f = disk
-        .open(&path)
-        .await
-        .map_err(|e| StoreError::io(&path, &e))?;
+    let f = disk.open(&path).await.map_err(|e| StoreError::io(&path, &e))?;
     let data = f
         .read_at(base - seg, BLOCK_BYTES as usize)
         .await

@@ -65,11 +65,7 @@ impl<D: Disk> Store<D> {
             if u.used_ratio() <= self.cfg.disk_clean_ratio {
                 break;
             }
-            let next = self
-                .log
-                .segment_starts()
-                .into_iter()
-                .find(|&s| s >= cut && s < active);
+            let next = self.log.segment_starts().into_iter().find(|&s| s >= cut && s < active);
             let Some(s) = next else { break };
             cut = s + self.log.segment_bytes();
             self.log.delete_segments_before(cut).await?;
@@ -115,16 +111,11 @@ impl<D: Disk> Store<D> {
 
     /// Sets or clears the disk-full refusal from the current usage.
     pub fn update_disk_full(&self) {
-        let full = self
-            .usage()
-            .filter(|u| u.used_ratio() >= self.cfg.disk_full_ratio);
+        let full = self.usage().filter(|u| u.used_ratio() >= self.cfg.disk_full_ratio);
         let pct = full.map(|u| (u.used_ratio() * 100.0).round() as u32);
         if pct.is_some() != self.disk_full.get().is_some() {
             match pct {
-                Some(p) => tracing::error!(
-                    used_percent = p,
-                    "disk nearly full: refusing appends, reads continue"
-                ),
+                Some(p) => tracing::error!(used_percent = p, "disk nearly full: refusing appends, reads continue"),
                 None => tracing::info!("disk space returned: accepting appends again"),
             }
         }

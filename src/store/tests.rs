@@ -49,10 +49,7 @@ fn put_acked(s: &Store<FakeDisk>, m: MessageToStore) -> Placement {
 
 fn all(s: &Store<FakeDisk>, topic: &str, q: i32) -> Vec<StoredMessage> {
     let r = block_on(s.get(topic, q, 0, 10_000, usize::MAX, &|_| true, &|_| true));
-    r.records
-        .iter()
-        .map(|b| StoredMessage::decode(b).unwrap())
-        .collect()
+    r.records.iter().map(|b| StoredMessage::decode(b).unwrap()).collect()
 }
 
 #[test]
@@ -139,9 +136,7 @@ fn checkpoint_files_load_and_replay_tail() {
             put_acked(&s, msg("T", 0, &[i; 50], "a"));
         }
     }
-    let cp = Checkpoint::load(&dir.path().join("checkpoint"))
-        .unwrap()
-        .unwrap();
+    let cp = Checkpoint::load(&dir.path().join("checkpoint")).unwrap().unwrap();
     assert!(cp.log_offset > 0);
     let s = open(&disk, &c).unwrap();
     assert_eq!(s.queue_bounds("T", 0), (0, 80));
@@ -167,21 +162,14 @@ fn torn_tail_is_truncated_and_acked_data_kept() {
         let s = open(&disk, &c).unwrap();
         let got = all(&s, "T", 0);
         // The unacknowledged record may survive whole or vanish; the acknowledged ones all remain.
-        assert!(
-            got.len() == 20 || got.len() == 21,
-            "seed {seed}: {}",
-            got.len()
-        );
+        assert!(got.len() == 20 || got.len() == 21, "seed {seed}: {}", got.len());
         assert!(
             got.iter()
                 .take(20)
                 .enumerate()
                 .all(|(i, m)| m.body[..] == [i as u8; 300])
         );
-        assert_eq!(
-            put_acked(&s, msg("T", 0, b"after", "a")).queue_offset,
-            got.len() as u64
-        );
+        assert_eq!(put_acked(&s, msg("T", 0, b"after", "a")).queue_offset, got.len() as u64);
     }
 }
 
@@ -198,8 +186,7 @@ fn mid_log_bit_flip_is_refused_with_file_and_offset() {
     }
     // Flip a byte in the topic of the third record (not covered by RocketMQ's body CRC).
     let path = segment_path(&dir.path().join("commitlog"), 0);
-    let third = 2
-        * (91 + 300 + 1 + properties_encode([("TAGS", "a"), ("KEYS", "k1 k2")]).len() as u64 + 24);
+    let third = 2 * (91 + 300 + 1 + properties_encode([("TAGS", "a"), ("KEYS", "k1 k2")]).len() as u64 + 24);
     assert!(disk.flip_bit(&path, third + 91 + 300 + 1, 3));
     match open(&disk, &c) {
         Err(StoreError::Corrupt { file, offset, .. }) => {
@@ -222,10 +209,7 @@ fn failed_fsync_poisons_the_store() {
     let s = open(&disk, &cfg(dir.path())).unwrap();
     disk.fail_next_sync();
     block_on(s.put(&[msg("T", 0, b"x", "a")], false)).unwrap();
-    assert!(matches!(
-        block_on(s.log().flush_once()),
-        Err(StoreError::Poisoned(_))
-    ));
+    assert!(matches!(block_on(s.log().flush_once()), Err(StoreError::Poisoned(_))));
     assert!(matches!(
         block_on(s.put(&[msg("T", 0, b"y", "a")], false)),
         Err(StoreError::Poisoned(_))
@@ -253,20 +237,11 @@ fn retention_deletes_oldest_segments_and_moves_min_offsets() {
     }));
     // Each deletion frees space in this fake: lower usage once two segments are gone.
     let deleted = block_on(s.run_retention(now_ms())).unwrap();
-    assert_eq!(
-        deleted,
-        segs - 1,
-        "usage stays high, so all but the active segment go"
-    );
+    assert_eq!(deleted, segs - 1, "usage stays high, so all but the active segment go");
     let (min, max) = s.queue_bounds("T", 0);
     assert!(min > 0 && max == 400);
     let first = block_on(s.get("T", 0, min, 10, usize::MAX, &|_| true, &|_| true));
-    assert_eq!(
-        StoredMessage::decode(&first.records[0])
-            .unwrap()
-            .queue_offset,
-        min
-    );
+    assert_eq!(StoredMessage::decode(&first.records[0]).unwrap().queue_offset, min);
     let too_small = block_on(s.get("T", 0, 0, 32, 1 << 20, &|_| true, &|_| true));
     assert_eq!(
         (too_small.status, too_small.next_offset),
@@ -400,9 +375,7 @@ fn not_served(s: &Store<FakeDisk>, pos: u64) -> bool {
     (0..3).all(|q| {
         let r = block_on(s.get("T", q, 0, 10_000, usize::MAX, &|_| true, &|_| true));
         r.records.iter().all(|b| {
-            let m = StoredMessage::decode(b)
-                .map(|m| m.physical_offset)
-                .unwrap_or(u64::MAX);
+            let m = StoredMessage::decode(b).map(|m| m.physical_offset).unwrap_or(u64::MAX);
             !(m..m + b.len() as u64).contains(&pos)
         })
     })

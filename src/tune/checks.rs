@@ -93,14 +93,9 @@ pub(crate) const ALL: &[Check] = &[
 /// Probes `check` and, under `--apply`, fixes what it can and probes again.
 pub(crate) fn execute(check: &Check, ctx: &Ctx<'_>) -> CheckResult {
     let before = (check.probe)(ctx);
-    debug_assert_eq!(
-        before.name, check.name,
-        "a probe reports under its own check's name"
-    );
+    debug_assert_eq!(before.name, check.name, "a probe reports under its own check's name");
     match &check.apply {
-        Some(apply) if ctx.opts.apply && before.status != Status::Pass => {
-            apply_fix(check, apply, before, ctx)
-        }
+        Some(apply) if ctx.opts.apply && before.status != Status::Pass => apply_fix(check, apply, before, ctx),
         _ => before,
     }
 }
@@ -108,8 +103,7 @@ pub(crate) fn execute(check: &Check, ctx: &Ctx<'_>) -> CheckResult {
 fn apply_fix(check: &Check, apply: &Apply, mut before: CheckResult, ctx: &Ctx<'_>) -> CheckResult {
     let euid = ctx.host.euid();
     if apply.needs_root && euid != 0 {
-        before.observed +=
-            &format!("; --apply skipped: writing kernel settings needs root (euid {euid})");
+        before.observed += &format!("; --apply skipped: writing kernel settings needs root (euid {euid})");
         return before;
     }
     match (apply.run)(ctx) {
@@ -140,11 +134,7 @@ fn memlock(ctx: &Ctx<'_>) -> CheckResult {
     let lim = match ctx.host.rlimit(LimitKind::Memlock) {
         Ok(lim) => lim,
         Err(e) => {
-            return CheckResult::warn(
-                name,
-                format!("could not read RLIMIT_MEMLOCK: {e}"),
-                MEMLOCK_FIX,
-            );
+            return CheckResult::warn(name, format!("could not read RLIMIT_MEMLOCK: {e}"), MEMLOCK_FIX);
         }
     };
     let executors = ctx.cpus_online() as u64;
@@ -196,11 +186,7 @@ fn nofile(ctx: &Ctx<'_>) -> CheckResult {
     let lim = match ctx.host.rlimit(LimitKind::Nofile) {
         Ok(lim) => lim,
         Err(e) => {
-            return CheckResult::warn(
-                name,
-                format!("could not read RLIMIT_NOFILE: {e}"),
-                NOFILE_FIX,
-            );
+            return CheckResult::warn(name, format!("could not read RLIMIT_NOFILE: {e}"), NOFILE_FIX);
         }
     };
     let shown = format!(
@@ -210,9 +196,7 @@ fn nofile(ctx: &Ctx<'_>) -> CheckResult {
     );
     match lim.soft {
         Some(soft) if soft < NOFILE_MIN => {
-            let why = format!(
-                "{shown} < {NOFILE_MIN}: many connections and segment files can hit EMFILE"
-            );
+            let why = format!("{shown} < {NOFILE_MIN}: many connections and segment files can hit EMFILE");
             CheckResult::warn(name, why, NOFILE_FIX)
         }
         _ => CheckResult::pass(name, shown),
@@ -220,10 +204,7 @@ fn nofile(ctx: &Ctx<'_>) -> CheckResult {
 }
 
 fn raise_nofile(ctx: &Ctx<'_>) -> Result<String, String> {
-    let before = ctx
-        .host
-        .rlimit(LimitKind::Nofile)
-        .map_err(|e| e.to_string())?;
+    let before = ctx.host.rlimit(LimitKind::Nofile).map_err(|e| e.to_string())?;
     if before.soft == before.hard {
         return Err(format!(
             "soft limit already equals the hard limit {}; raising the hard limit needs root",
@@ -248,10 +229,7 @@ fn io_uring(ctx: &Ctx<'_>) -> CheckResult {
     let value = match sysfs::read_knob(&path) {
         Ok(v) => v,
         Err(e) if e.is_not_found() => {
-            return CheckResult::pass(
-                name,
-                "kernel.io_uring_disabled absent (kernel < 6.6): not restricted",
-            );
+            return CheckResult::pass(name, "kernel.io_uring_disabled absent (kernel < 6.6): not restricted");
         }
         Err(e) => return CheckResult::warn(name, e.to_string(), fix),
     };
@@ -328,11 +306,7 @@ fn cpu_governor(ctx: &Ctx<'_>) -> CheckResult {
         return CheckResult::pass(name, format!("performance on all {total} CPUs"));
     }
     let shown: Vec<_> = slow.iter().take(4).cloned().collect();
-    let more = if slow.len() > shown.len() {
-        ", …"
-    } else {
-        ""
-    };
+    let more = if slow.len() > shown.len() { ", …" } else { "" };
     let why = format!(
         "{} of {total} CPUs not on performance ({}{more}): polling executors pay frequency ramp-up as latency",
         slow.len(),
@@ -353,12 +327,9 @@ fn write_governor(ctx: &Ctx<'_>) -> Result<String, String> {
             .map(|list| sysfs::choices(&list).contains(&"performance"))
             .unwrap_or(true);
         if !offered {
-            return Err(format!(
-                "{cpu}: the cpufreq driver offers no performance governor"
-            ));
+            return Err(format!("{cpu}: the cpufreq driver offers no performance governor"));
         }
-        sysfs::write_knob(&dir.join("scaling_governor"), "performance")
-            .map_err(|e| e.to_string())?;
+        sysfs::write_knob(&dir.join("scaling_governor"), "performance").map_err(|e| e.to_string())?;
         written += 1;
     }
     Ok(format!("set performance on {written} CPUs"))
@@ -413,11 +384,7 @@ fn swappiness(ctx: &Ctx<'_>) -> CheckResult {
             ),
             SWAPPINESS_FIX,
         ),
-        Err(_) => CheckResult::warn(
-            name,
-            format!("vm.swappiness = {text:?}: not a number"),
-            SWAPPINESS_FIX,
-        ),
+        Err(_) => CheckResult::warn(name, format!("vm.swappiness = {text:?}: not a number"), SWAPPINESS_FIX),
     }
 }
 
@@ -443,15 +410,11 @@ fn clocksource(ctx: &Ctx<'_>) -> CheckResult {
     let offered = sysfs::read_knob(&dir.join("available_clocksource"))
         .map(|list| sysfs::choices(&list).contains(&"tsc"))
         .unwrap_or(false);
-    let why = format!(
-        "{current}: reading the clock costs more than rdtsc, and ringmq reads it per request"
-    );
+    let why = format!("{current}: reading the clock costs more than rdtsc, and ringmq reads it per request");
     if offered {
         CheckResult::warn(name, why, fix_tsc)
     } else {
-        let why = format!(
-            "{why}; tsc is not offered (common on VMs: kvm-clock is the right choice there)"
-        );
+        let why = format!("{why}; tsc is not offered (common on VMs: kvm-clock is the right choice there)");
         CheckResult::warn(
             name,
             why,

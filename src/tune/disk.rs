@@ -60,11 +60,7 @@ pub(crate) fn disk_scheduler(ctx: &Ctx<'_>) -> CheckResult {
             },
             Err(e) if e.is_not_found() => good.push(format!("{}: no queue/scheduler", disk.name)),
             Err(e) => {
-                return CheckResult::warn(
-                    name,
-                    e.to_string(),
-                    scheduler_fix(std::slice::from_ref(&disk.name)),
-                );
+                return CheckResult::warn(name, e.to_string(), scheduler_fix(std::slice::from_ref(&disk.name)));
             }
         }
     }
@@ -89,10 +85,7 @@ pub(crate) fn write_scheduler(ctx: &Ctx<'_>) -> Result<String, String> {
             continue;
         }
         let offered = sysfs::choices(&text);
-        let Some(want) = ["none", "mq-deadline"]
-            .into_iter()
-            .find(|s| offered.contains(s))
-        else {
+        let Some(want) = ["none", "mq-deadline"].into_iter().find(|s| offered.contains(s)) else {
             return Err(format!(
                 "{}: neither none nor mq-deadline is offered ({text})",
                 disk.name
@@ -117,11 +110,7 @@ pub(crate) fn disk_write_cache(ctx: &Ctx<'_>) -> CheckResult {
             Ok(v) if v == "write through" => through.push(disk.name.clone()),
             Ok(v) if v == "write back" => back.push(disk.name.clone()),
             Ok(v) => {
-                return CheckResult::warn(
-                    name,
-                    format!("{}: unexpected value {v:?}", disk.name),
-                    CACHE_FIX,
-                );
+                return CheckResult::warn(name, format!("{}: unexpected value {v:?}", disk.name), CACHE_FIX);
             }
             Err(e) if e.is_not_found() => through.push(format!("{} (not exposed)", disk.name)),
             Err(e) => return CheckResult::warn(name, e.to_string(), CACHE_FIX),
@@ -155,17 +144,13 @@ pub(crate) fn free_space(ctx: &Ctx<'_>) -> CheckResult {
             ctx.opts.data_dir.display()
         )
     };
-    let fix =
-        format!("free space on the filesystem of {where_}, shorten retention, or move data_dir");
+    let fix = format!("free space on the filesystem of {where_}, shorten retention, or move data_dir");
     let space = match ctx.host.space_of(dir) {
         Ok(space) => space,
         Err(e) => return CheckResult::warn(name, format!("could not statvfs {where_}: {e}"), fix),
     };
     if space.total_bytes == 0 {
-        return CheckResult::pass(
-            name,
-            format!("not determinable: {where_} reports a size of 0"),
-        );
+        return CheckResult::pass(name, format!("not determinable: {where_} reports a size of 0"));
     }
     let percent = space.avail_bytes.saturating_mul(100) / space.total_bytes;
     let shown = format!(
@@ -229,29 +214,20 @@ mod tests {
         assert!(!r.applied);
         let r = check_with(&tree, &root_host(), true, "disk_scheduler");
         assert!(r.applied && r.status == Status::Pass, "{r:?}");
-        assert_eq!(
-            tree.read("sys/devices/pci0/block/sda/queue/scheduler"),
-            "none"
-        );
+        assert_eq!(tree.read("sys/devices/pci0/block/sda/queue/scheduler"), "none");
 
         let tree = Tree::new();
         disk_tree(&tree, "mq-deadline [bfq]\n", "write through\n");
         let r = check_with(&tree, &root_host(), true, "disk_scheduler");
         assert!(r.applied, "{r:?}");
-        assert_eq!(
-            tree.read("sys/devices/pci0/block/sda/queue/scheduler"),
-            "mq-deadline"
-        );
+        assert_eq!(tree.read("sys/devices/pci0/block/sda/queue/scheduler"), "mq-deadline");
     }
 
     #[test]
     fn scheduler_follows_device_mapper_slaves() {
         let tree = Tree::new();
         disk_tree(&tree, "[none]\n", "write through\n");
-        tree.write(
-            "sys/devices/pci1/block/nvme0n1/queue/scheduler",
-            "[bfq] none\n",
-        );
+        tree.write("sys/devices/pci1/block/nvme0n1/queue/scheduler", "[bfq] none\n");
         tree.write("sys/devices/virtual/block/dm-0/queue/scheduler", "none\n");
         tree.link(
             "sys/devices/virtual/block/dm-0/slaves/sda1",
@@ -269,11 +245,7 @@ mod tests {
         let r = check_with(&tree, &host, false, "disk_scheduler");
         assert_eq!(r.status, Status::Warn);
         assert!(r.observed.contains("nvme0n1: [bfq] none"), "{}", r.observed);
-        assert!(
-            r.fix
-                .unwrap()
-                .contains("/sys/block/nvme0n1/queue/scheduler")
-        );
+        assert!(r.fix.unwrap().contains("/sys/block/nvme0n1/queue/scheduler"));
     }
 
     #[test]
@@ -333,9 +305,6 @@ mod tests {
             space: None,
             ..FakeHost::default()
         };
-        assert_eq!(
-            check_with(&tree, &host, false, "free_space").status,
-            Status::Warn
-        );
+        assert_eq!(check_with(&tree, &host, false, "free_space").status, Status::Warn);
     }
 }

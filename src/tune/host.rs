@@ -102,8 +102,8 @@ impl Host for SystemHost {
     // statvfs field widths follow c_ulong, which is u64 here but u32 on 32-bit targets.
     #[allow(clippy::useless_conversion)]
     fn space_of(&self, path: &Path) -> io::Result<Space> {
-        let c_path = CString::new(path.as_os_str().as_bytes())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let c_path =
+            CString::new(path.as_os_str().as_bytes()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         // SAFETY: all-zero is a valid statvfs value (plain integers).
         let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
         // SAFETY: `c_path` is NUL-terminated and `st` is writable for the call.

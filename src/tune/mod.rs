@@ -88,19 +88,11 @@ impl CheckResult {
         }
     }
 
-    pub(crate) fn warn(
-        name: &'static str,
-        observed: impl Into<String>,
-        fix: impl Into<String>,
-    ) -> Self {
+    pub(crate) fn warn(name: &'static str, observed: impl Into<String>, fix: impl Into<String>) -> Self {
         Self::with_fix(name, Status::Warn, observed.into(), fix.into())
     }
 
-    pub(crate) fn fail(
-        name: &'static str,
-        observed: impl Into<String>,
-        fix: impl Into<String>,
-    ) -> Self {
+    pub(crate) fn fail(name: &'static str, observed: impl Into<String>, fix: impl Into<String>) -> Self {
         Self::with_fix(name, Status::Fail, observed.into(), fix.into())
     }
 
@@ -147,10 +139,7 @@ pub fn run_checks(opts: &TuneOptions) -> Vec<CheckResult> {
 }
 
 pub(crate) fn run_checks_with(ctx: &Ctx<'_>) -> Vec<CheckResult> {
-    checks::ALL
-        .iter()
-        .map(|check| checks::execute(check, ctx))
-        .collect()
+    checks::ALL.iter().map(|check| checks::execute(check, ctx)).collect()
 }
 
 /// Prints a table (or JSON with `opts.json`) and returns the process exit code: 0 if no Fail, 1
@@ -175,11 +164,7 @@ pub(crate) fn exit_code(results: &[CheckResult]) -> i32 {
     i32::from(results.iter().any(|r| r.status == Status::Fail))
 }
 
-pub(crate) fn render(
-    opts: &TuneOptions,
-    results: &[CheckResult],
-    out: &mut dyn Write,
-) -> io::Result<()> {
+pub(crate) fn render(opts: &TuneOptions, results: &[CheckResult], out: &mut dyn Write) -> io::Result<()> {
     if opts.json {
         render_json(results, out)
     } else {
@@ -219,21 +204,13 @@ fn render_json(results: &[CheckResult], out: &mut dyn Write) -> io::Result<()> {
     writeln!(out)
 }
 
-fn render_table(
-    opts: &TuneOptions,
-    results: &[CheckResult],
-    out: &mut dyn Write,
-) -> io::Result<()> {
+fn render_table(opts: &TuneOptions, results: &[CheckResult], out: &mut dyn Write) -> io::Result<()> {
     let mode = if opts.apply {
         "applying safe fixes"
     } else {
         "read-only; --apply as root writes safe fixes"
     };
-    writeln!(
-        out,
-        "ringmq tune: data_dir {} ({mode})",
-        opts.data_dir.display()
-    )?;
+    writeln!(out, "ringmq tune: data_dir {} ({mode})", opts.data_dir.display())?;
     let width = results.iter().map(|r| r.name.len()).max().unwrap_or(0);
     for r in results {
         let label = match r.status {

@@ -54,8 +54,7 @@ fn irq_cpus(ctx: &Ctx<'_>, irq: u32) -> Result<Vec<u32>, String> {
     let text = sysfs::read_knob(&dir.join("effective_affinity_list"))
         .or_else(|_| sysfs::read_knob(&dir.join("smp_affinity_list")))
         .map_err(|e| e.to_string())?;
-    sysfs::parse_cpu_list(&text)
-        .ok_or_else(|| format!("{}: unparseable CPU list {text:?}", dir.display()))
+    sysfs::parse_cpu_list(&text).ok_or_else(|| format!("{}: unparseable CPU list {text:?}", dir.display()))
 }
 
 /// True when any receive queue of `iface` steers packets to more than one CPU.
@@ -111,11 +110,7 @@ pub(crate) fn irq_spread(ctx: &Ctx<'_>) -> CheckResult {
         "all {irq_count} IRQs of {} on CPU {cpu} of {cpus}, RPS off: one core does every shard's receive work",
         names.join(", ")
     );
-    CheckResult::warn(
-        NAME,
-        why,
-        irq_fix(names.first().copied().unwrap_or("eth0"), cpus),
-    )
+    CheckResult::warn(NAME, why, irq_fix(names.first().copied().unwrap_or("eth0"), cpus))
 }
 
 fn irq_fix(iface: &str, cpus: usize) -> String {
@@ -167,10 +162,7 @@ mod tests {
                 .contains("echo f > /sys/class/net/eth0/queues/rx-0/rps_cpus")
         );
 
-        tree.write(
-            "sys/devices/pci0/net/eth0/queues/rx-0/rps_cpus",
-            "0000000e\n",
-        );
+        tree.write("sys/devices/pci0/net/eth0/queues/rx-0/rps_cpus", "0000000e\n");
         assert_eq!(check(&tree, "irq_spread").status, Status::Pass);
 
         let tree = Tree::new();

@@ -53,9 +53,7 @@ pub(crate) fn read_knob(path: &Path) -> Result<String, SysfsError> {
     };
     let file = fs::File::open(path).map_err(wrap)?;
     let mut text = String::new();
-    file.take(KNOB_SIZE_BYTES_MAX)
-        .read_to_string(&mut text)
-        .map_err(wrap)?;
+    file.take(KNOB_SIZE_BYTES_MAX).read_to_string(&mut text).map_err(wrap)?;
     Ok(text.trim().to_string())
 }
 
@@ -71,8 +69,7 @@ pub(crate) fn write_knob(path: &Path, value: &str) -> Result<(), SysfsError> {
         .truncate(true)
         .open(path)
         .map_err(wrap)?;
-    file.write_all(format!("{value}\n").as_bytes())
-        .map_err(wrap)
+    file.write_all(format!("{value}\n").as_bytes()).map_err(wrap)
 }
 
 /// Names in a directory, sorted, at most [`DIR_ENTRIES_MAX`]; names that are not UTF-8 are skipped.
@@ -116,10 +113,7 @@ pub(crate) fn parse_cpu_list(text: &str) -> Option<Vec<u32>> {
     let mut cpus = Vec::new();
     for part in text.trim().split(',').filter(|p| !p.is_empty()) {
         let (lo, hi) = match part.split_once('-') {
-            Some((lo, hi)) => (
-                lo.trim().parse::<u32>().ok()?,
-                hi.trim().parse::<u32>().ok()?,
-            ),
+            Some((lo, hi)) => (lo.trim().parse::<u32>().ok()?, hi.trim().parse::<u32>().ok()?),
             None => {
                 let cpu = part.trim().parse::<u32>().ok()?;
                 (cpu, cpu)
@@ -163,20 +157,14 @@ pub(crate) struct Disk {
 /// Why the data directory's disks could not be found; the checks report it as "not determinable".
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DiskError {
-    #[error(
-        "st_dev 0:{minor} is an anonymous device (tmpfs, overlayfs, btrfs, NFS…): no single block device"
-    )]
+    #[error("st_dev 0:{minor} is an anonymous device (tmpfs, overlayfs, btrfs, NFS…): no single block device")]
     Anonymous { minor: u32 },
     #[error("could not read {}: {source}", path.display())]
     Resolve { path: PathBuf, source: io::Error },
 }
 
 /// The physical disks behind block device `major:minor`, found under `root/sys/dev/block`.
-pub(crate) fn disks_for_device(
-    root: &Path,
-    major: u32,
-    minor: u32,
-) -> Result<Vec<Disk>, DiskError> {
+pub(crate) fn disks_for_device(root: &Path, major: u32, minor: u32) -> Result<Vec<Disk>, DiskError> {
     if major == 0 {
         return Err(DiskError::Anonymous { minor });
     }
@@ -200,11 +188,7 @@ fn collect_disks(dir: &Path, depth: usize, disks: &mut Vec<Disk>) -> Result<(), 
     let disk = whole_disk(dir);
     let slaves = list_dir(&disk.join("slaves")).unwrap_or_default();
     if slaves.is_empty() || depth >= DEVICE_STACK_DEPTH_MAX {
-        let name = disk
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("?")
-            .to_string();
+        let name = disk.file_name().and_then(|n| n.to_str()).unwrap_or("?").to_string();
         if !disks.iter().any(|d| d.dir == disk) {
             disks.push(Disk { name, dir: disk });
         }

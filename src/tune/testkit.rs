@@ -10,10 +10,7 @@ use std::path::Path;
 pub(crate) use super::host::{Rlimit, Space};
 use super::*;
 
-pub(crate) const UNLIMITED: Rlimit = Rlimit {
-    soft: None,
-    hard: None,
-};
+pub(crate) const UNLIMITED: Rlimit = Rlimit { soft: None, hard: None };
 
 pub(crate) struct FakeHost {
     pub(crate) euid: u32,
@@ -124,11 +121,7 @@ pub(crate) fn check_with(tree: &Tree, host: &FakeHost, apply: bool, name: &str) 
     let check = checks::ALL.iter().find(|c| c.name == name).unwrap();
     let result = checks::execute(check, &ctx);
     assert_eq!(result.name, name);
-    assert_eq!(
-        result.fix.is_some(),
-        result.status != Status::Pass,
-        "{result:?}"
-    );
+    assert_eq!(result.fix.is_some(), result.status != Status::Pass, "{result:?}");
     result
 }
 

@@ -17,18 +17,11 @@ fn memlock_paths() {
     };
     let r = check_with(&tree, &low, false, "memlock");
     assert_eq!(r.status, Status::Fail);
-    assert!(
-        r.observed.contains("glommio refuses to start"),
-        "{}",
-        r.observed
-    );
+    assert!(r.observed.contains("glommio refuses to start"), "{}", r.observed);
     assert!(r.fix.as_deref().unwrap().contains("LimitMEMLOCK=infinity"));
 
     let root = FakeHost { euid: 0, ..low };
-    assert_eq!(
-        check_with(&tree, &root, false, "memlock").status,
-        Status::Pass
-    );
+    assert_eq!(check_with(&tree, &root, false, "memlock").status, Status::Pass);
 
     let mid = FakeHost {
         memlock: Some(limited(8 << 20, 8 << 20)),
@@ -36,39 +29,26 @@ fn memlock_paths() {
     };
     let r = check_with(&tree, &mid, false, "memlock");
     assert_eq!(r.status, Status::Warn);
-    assert!(
-        r.observed.contains("120 MiB for 4 executors"),
-        "{}",
-        r.observed
-    );
+    assert!(r.observed.contains("120 MiB for 4 executors"), "{}", r.observed);
 
     let big = FakeHost {
         memlock: Some(limited(1 << 30, 1 << 30)),
         ..FakeHost::default()
     };
-    assert_eq!(
-        check_with(&tree, &big, false, "memlock").status,
-        Status::Pass
-    );
+    assert_eq!(check_with(&tree, &big, false, "memlock").status, Status::Pass);
     assert_eq!(check(&tree, "memlock").status, Status::Pass);
 
     let unreadable = FakeHost {
         memlock: None,
         ..FakeHost::default()
     };
-    assert_eq!(
-        check_with(&tree, &unreadable, false, "memlock").status,
-        Status::Warn
-    );
+    assert_eq!(check_with(&tree, &unreadable, false, "memlock").status, Status::Warn);
 }
 
 #[test]
 fn memlock_cap_ipc_lock_exempts() {
     let tree = Tree::new();
-    tree.write(
-        "proc/self/status",
-        "Name:\tringmq\nCapEff:\t0000000000004000\n",
-    );
+    tree.write("proc/self/status", "Name:\tringmq\nCapEff:\t0000000000004000\n");
     let low = FakeHost {
         memlock: Some(limited(64 << 10, 64 << 10)),
         ..FakeHost::default()
@@ -86,10 +66,7 @@ fn memlock_counts_cpus_from_sysfs() {
         memlock: Some(limited(64 << 20, 64 << 20)),
         ..FakeHost::default()
     };
-    assert_eq!(
-        check_with(&tree, &mid, false, "memlock").status,
-        Status::Pass
-    );
+    assert_eq!(check_with(&tree, &mid, false, "memlock").status, Status::Pass);
 }
 
 #[test]
@@ -101,22 +78,11 @@ fn nofile_warns_and_apply_raises_this_process_only() {
         nofile: Cell::new(limited(1024, 524_288)),
         ..FakeHost::default()
     };
-    assert_eq!(
-        check_with(&tree, &host, false, "nofile").status,
-        Status::Warn
-    );
+    assert_eq!(check_with(&tree, &host, false, "nofile").status, Status::Warn);
     let r = check_with(&tree, &host, true, "nofile");
     assert!(r.applied);
-    assert_eq!(
-        r.status,
-        Status::Warn,
-        "the broker's own limit is unchanged"
-    );
-    assert!(
-        r.observed.contains("this `ringmq tune` process only"),
-        "{}",
-        r.observed
-    );
+    assert_eq!(r.status, Status::Warn, "the broker's own limit is unchanged");
+    assert!(r.observed.contains("this `ringmq tune` process only"), "{}", r.observed);
     assert_eq!(host.nofile.get().soft, Some(524_288));
 
     let stuck = FakeHost {
@@ -132,27 +98,16 @@ fn nofile_warns_and_apply_raises_this_process_only() {
 fn io_uring_paths() {
     let tree = Tree::new();
     let path = "proc/sys/kernel/io_uring_disabled";
-    assert_eq!(
-        check(&tree, "io_uring").status,
-        Status::Pass,
-        "absent on old kernels"
-    );
+    assert_eq!(check(&tree, "io_uring").status, Status::Pass, "absent on old kernels");
     tree.write(path, "0\n");
     assert_eq!(check(&tree, "io_uring").status, Status::Pass);
     tree.write(path, "1\n");
     assert_eq!(check(&tree, "io_uring").status, Status::Warn);
-    assert_eq!(
-        check_with(&tree, &root_host(), false, "io_uring").status,
-        Status::Pass
-    );
+    assert_eq!(check_with(&tree, &root_host(), false, "io_uring").status, Status::Pass);
     tree.write(path, "2\n");
     let r = check(&tree, "io_uring");
     assert_eq!(r.status, Status::Fail);
-    assert!(
-        r.fix
-            .unwrap()
-            .contains("sysctl -w kernel.io_uring_disabled=0")
-    );
+    assert!(r.fix.unwrap().contains("sysctl -w kernel.io_uring_disabled=0"));
     tree.write(path, "7\n");
     assert_eq!(check(&tree, "io_uring").status, Status::Warn);
 }
@@ -166,8 +121,7 @@ fn governor_paths_and_apply() {
     assert_eq!(check(&tree, "cpu_governor").observed, "not exposed (VM?)");
 
     let gov = |n: u32| format!("sys/devices/system/cpu/cpu{n}/cpufreq/scaling_governor");
-    tree.write(&gov(0), "performance\n")
-        .write(&gov(1), "powersave\n");
+    tree.write(&gov(0), "performance\n").write(&gov(1), "powersave\n");
     tree.write(
         "sys/devices/system/cpu/cpu1/cpufreq/scaling_available_governors",
         "performance powersave\n",
@@ -177,11 +131,7 @@ fn governor_paths_and_apply() {
     assert!(r.observed.contains("cpu1=powersave"), "{}", r.observed);
 
     let r = check_with(&tree, &FakeHost::default(), true, "cpu_governor");
-    assert!(
-        !r.applied && r.observed.contains("needs root"),
-        "{}",
-        r.observed
-    );
+    assert!(!r.applied && r.observed.contains("needs root"), "{}", r.observed);
     assert_eq!(tree.read(&gov(1)), "powersave");
 
     let r = check_with(&tree, &root_host(), true, "cpu_governor");
@@ -193,21 +143,14 @@ fn governor_paths_and_apply() {
 #[test]
 fn governor_apply_refuses_when_not_offered() {
     let tree = Tree::new();
-    tree.write(
-        "sys/devices/system/cpu/cpu0/cpufreq/scaling_governor",
-        "schedutil\n",
-    );
+    tree.write("sys/devices/system/cpu/cpu0/cpufreq/scaling_governor", "schedutil\n");
     tree.write(
         "sys/devices/system/cpu/cpu0/cpufreq/scaling_available_governors",
         "schedutil\n",
     );
     let r = check_with(&tree, &root_host(), true, "cpu_governor");
     assert!(!r.applied);
-    assert!(
-        r.observed.contains("offers no performance governor"),
-        "{}",
-        r.observed
-    );
+    assert!(r.observed.contains("offers no performance governor"), "{}", r.observed);
 }
 
 #[test]
@@ -241,12 +184,7 @@ fn swappiness_paths_and_apply() {
     let r = check(&tree, "swappiness");
     assert_eq!(r.status, Status::Warn);
     assert_eq!(
-        r.fix
-            .as_deref()
-            .unwrap()
-            .split(' ')
-            .take(3)
-            .collect::<Vec<_>>(),
+        r.fix.as_deref().unwrap().split(' ').take(3).collect::<Vec<_>>(),
         ["sysctl", "-w", "vm.swappiness=1"]
     );
 
@@ -282,18 +220,12 @@ fn clocksource_paths() {
     tree.write(&format!("{dir}/current_clocksource"), "arch_sys_counter\n");
     assert_eq!(check(&tree, "clocksource").status, Status::Pass);
     tree.write(&format!("{dir}/current_clocksource"), "hpet\n");
-    tree.write(
-        &format!("{dir}/available_clocksource"),
-        "tsc hpet acpi_pm\n",
-    );
+    tree.write(&format!("{dir}/available_clocksource"), "tsc hpet acpi_pm\n");
     let r = check(&tree, "clocksource");
     assert_eq!(r.status, Status::Warn);
     assert!(r.fix.unwrap().starts_with("echo tsc >"));
     tree.write(&format!("{dir}/current_clocksource"), "kvm-clock\n");
-    tree.write(
-        &format!("{dir}/available_clocksource"),
-        "kvm-clock acpi_pm\n",
-    );
+    tree.write(&format!("{dir}/available_clocksource"), "kvm-clock acpi_pm\n");
     let r = check(&tree, "clocksource");
     assert_eq!(r.status, Status::Warn);
     assert!(r.observed.contains("tsc is not offered"), "{}", r.observed);

@@ -19,9 +19,7 @@ pub struct Server {
 }
 
 fn ports_free(ports: &[u16]) -> bool {
-    ports
-        .iter()
-        .all(|p| TcpListener::bind(("0.0.0.0", *p)).is_ok())
+    ports.iter().all(|p| TcpListener::bind(("0.0.0.0", *p)).is_ok())
 }
 
 /// Picks a base port whose shard ports, VIP ports and name-server port are all free.
@@ -122,12 +120,7 @@ impl Server {
             if let Ok(Some(status)) = child.try_wait() {
                 let mut err = String::new();
                 use std::io::Read;
-                child
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut err)
-                    .unwrap();
+                child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
                 return Err(format!("exited with {status}: {err}"));
             }
         }
@@ -139,9 +132,7 @@ impl Server {
     /// Graceful stop (SIGTERM) and wait.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(s)) = child.try_wait() {

@@ -78,11 +78,7 @@ fn truth(e: &Expr, props: Props<'_>) -> Eval<Truth> {
         Expr::BoolCast(inner) => Ok(value(inner, props)?.map(|v| matches!(v, Scalar::Bool(true)))),
         Expr::And(items) => all(items.iter().map(|i| truth(i, props))),
         Expr::Or(items) => any(items.iter().map(|i| truth(i, props))),
-        Expr::Equal {
-            left,
-            right,
-            negated,
-        } => {
+        Expr::Equal { left, right, negated } => {
             let (l, r) = (value(left, props)?, value(right, props)?);
             Ok(equal(l, r)?.map(|b| b ^ negated))
         }
@@ -181,9 +177,7 @@ fn compare(l: &Scalar<'_>, r: &Scalar<'_>) -> Eval<Ordering> {
         (Str(a), Bool(b)) => parse_bool(a).cmp(b),
         // RocketMQ casts the Boolean itself to String here and throws.
         (Bool(_), Str(_)) => return Err(Abort),
-        (Bool(_), Int(_) | Long(_) | Double(_)) | (Int(_) | Long(_) | Double(_), Bool(_)) => {
-            Ordering::Less
-        }
+        (Bool(_), Int(_) | Long(_) | Double(_)) | (Int(_) | Long(_) | Double(_), Bool(_)) => Ordering::Less,
     };
     Ok(ord)
 }
@@ -229,14 +223,10 @@ fn between(x: &Expr, lo: &Expr, hi: &Expr, negated: bool, props: Props<'_>) -> E
     let x = value(x, props)?;
     if negated {
         let parts = [(CmpOp::Lt, lo), (CmpOp::Gt, hi)];
-        any(parts
-            .into_iter()
-            .map(|(op, b)| ordered_with(op, &x, b, props)))
+        any(parts.into_iter().map(|(op, b)| ordered_with(op, &x, b, props)))
     } else {
         let parts = [(CmpOp::Ge, lo), (CmpOp::Le, hi)];
-        all(parts
-            .into_iter()
-            .map(|(op, b)| ordered_with(op, &x, b, props)))
+        all(parts.into_iter().map(|(op, b)| ordered_with(op, &x, b, props)))
     }
 }
 

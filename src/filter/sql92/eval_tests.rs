@@ -57,13 +57,7 @@ fn string_against_numeric_literal() {
 
 #[test]
 fn failed_conversion_rejects_the_message() {
-    for expr in [
-        "a = 5",
-        "a <> 5",
-        "NOT (a = 5)",
-        "a = 5 OR TRUE",
-        "NOT (a > 5)",
-    ] {
+    for expr in ["a = 5", "a <> 5", "NOT (a = 5)", "a = 5 OR TRUE", "NOT (a > 5)"] {
         assert!(!eval(expr, &[("a", "5.0")]), "{expr}");
         assert!(!eval(expr, &[("a", " 5")]), "{expr}");
         assert!(!eval(expr, &[("a", "abc")]), "{expr}");
@@ -141,10 +135,7 @@ fn in_and_not_in() {
 #[test]
 fn contains_startswith_endswith() {
     let p = [("v", "axb")];
-    assert!(eval(
-        "v CONTAINS 'x' AND v STARTSWITH 'ax' AND v ENDSWITH 'xb'",
-        &p
-    ));
+    assert!(eval("v CONTAINS 'x' AND v STARTSWITH 'ax' AND v ENDSWITH 'xb'", &p));
     assert!(!eval(
         "v NOT CONTAINS 'x' OR v NOT STARTSWITH 'ax' OR v NOT ENDSWITH 'xb'",
         &p
@@ -203,10 +194,7 @@ fn chained_comparisons() {
     assert!(eval("a = 1 = TRUE", &[("a", "1")]));
     assert!(eval("a IS NULL IS NOT NULL", &[]));
     assert!(!eval("NOT a = 'x'", &[("a", "x")]));
-    assert!(eval(
-        "a CONTAINS 'x' CONTAINS 'y' IS NOT NULL",
-        &[("a", "x")]
-    ));
+    assert!(eval("a CONTAINS 'x' CONTAINS 'y' IS NOT NULL", &[("a", "x")]));
 }
 
 #[test]

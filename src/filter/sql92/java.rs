@@ -72,9 +72,7 @@ fn canonical_bits(x: f64) -> i64 {
 /// Value of a floating-point literal as RocketMQ's `createFloat` accepts it:
 /// finite and not below `Double.MIN_VALUE` (so `0.0` is rejected, too).
 pub(super) fn double_literal(text: &str) -> Result<f64, String> {
-    let value: f64 = text
-        .parse()
-        .map_err(|_| format!("malformed number {text}"))?;
+    let value: f64 = text.parse().map_err(|_| format!("malformed number {text}"))?;
     if value > f64::MAX {
         return Err(format!("{text} is greater than 1.7976931348623157E308"));
     }
@@ -87,9 +85,7 @@ pub(super) fn double_literal(text: &str) -> Result<f64, String> {
 /// Counts ASCII digits of `radix` in `b` from `start`.
 fn count_digits(b: &[u8], start: usize, radix: u32) -> usize {
     b.get(start..).map_or(0, |rest| {
-        rest.iter()
-            .take_while(|c| char::from(**c).is_digit(radix))
-            .count()
+        rest.iter().take_while(|c| char::from(**c).is_digit(radix)).count()
     })
 }
 
@@ -174,9 +170,9 @@ fn parse_exponent(s: &str) -> Option<i64> {
     if digits.is_empty() || count_digits(digits.as_bytes(), 0, 10) != digits.len() {
         return None;
     }
-    let value = digits.bytes().fold(0i64, |acc, c| {
-        (acc * 10 + i64::from(c - b'0')).min(EXP_SATURATION)
-    });
+    let value = digits
+        .bytes()
+        .fold(0i64, |acc, c| (acc * 10 + i64::from(c - b'0')).min(EXP_SATURATION));
     Some(if negative { -value } else { value })
 }
 
@@ -241,10 +237,7 @@ mod tests {
     #[test]
     fn hex_rounding_with_many_digits() {
         assert_eq!(parse_double("0x1.00000000000008p0"), Some(1.0));
-        assert_eq!(
-            parse_double("0x1.000000000000080001p0"),
-            Some(1.0 + f64::EPSILON)
-        );
+        assert_eq!(parse_double("0x1.000000000000080001p0"), Some(1.0 + f64::EPSILON));
         assert_eq!(parse_double("0x0001p-1074"), Some(4.9e-324));
         assert_eq!(parse_double("0x1p99999999999"), Some(f64::INFINITY));
     }

@@ -109,10 +109,7 @@ impl fmt::Display for Tok {
 
 /// The canonical spelling of a keyword.
 pub(super) fn keyword_text(k: Keyword) -> &'static str {
-    KEYWORDS
-        .iter()
-        .find(|(_, kw)| *kw == k)
-        .map_or("?", |(text, _)| text)
+    KEYWORDS.iter().find(|(_, kw)| *kw == k).map_or("?", |(text, _)| text)
 }
 
 /// A token and the byte offset where it starts.
@@ -174,12 +171,10 @@ impl<'a> Lexer<'a> {
             let rest = self.rest();
             match rest {
                 [b' ' | b'\t' | b'\n' | b'\r' | b'\x0c', ..] => self.pos += 1,
-                [b'-', b'-', tail @ ..] => {
-                    match tail.iter().position(|c| *c == b'\n' || *c == b'\r') {
-                        Some(end) => self.pos += 2 + end + 1,
-                        None => return Ok(()),
-                    }
-                }
+                [b'-', b'-', tail @ ..] => match tail.iter().position(|c| *c == b'\n' || *c == b'\r') {
+                    Some(end) => self.pos += 2 + end + 1,
+                    None => return Ok(()),
+                },
                 [b'/', b'*', tail @ ..] => match find(tail, b"*/") {
                     Some(end) => self.pos += 2 + end + 2,
                     None => return Err(self.error(self.pos, "unterminated comment: missing `*/`")),
@@ -361,11 +356,7 @@ mod tests {
             ("5L", vec![Tok::Int("5".into())]),
             (
                 "007",
-                vec![
-                    Tok::Int("0".into()),
-                    Tok::Int("0".into()),
-                    Tok::Int("7".into()),
-                ],
+                vec![Tok::Int("0".into()), Tok::Int("0".into()), Tok::Int("7".into())],
             ),
             ("0123.5", vec![Tok::Float("0123.5".into())]),
             ("5.", vec![Tok::Float("5.".into())]),
@@ -384,11 +375,7 @@ mod tests {
         let toks = lex("'it''s' /* c * / */ -- x\n'' 'a'").unwrap();
         assert_eq!(
             toks,
-            vec![
-                Tok::Str("it's".into()),
-                Tok::Str(String::new()),
-                Tok::Str("a".into())
-            ]
+            vec![Tok::Str("it's".into()), Tok::Str(String::new()), Tok::Str("a".into())]
         );
         // A trailing `--` comment without a line break is two minus signs.
         let toks = lex("--5").unwrap();

@@ -16,9 +16,7 @@
 //! little stack, even in unoptimised builds.
 
 use super::lexer::{Keyword, Lexer, Punct, Tok, Token, char_position, keyword_text};
-use super::{
-    CmpOp, Expr, FilterError, Literal, MAX_EXPRESSION_LEN, MAX_NESTING, MAX_TREE_DEPTH, TextOp,
-};
+use super::{CmpOp, Expr, FilterError, Literal, MAX_EXPRESSION_LEN, MAX_NESTING, MAX_TREE_DEPTH, TextOp};
 use std::collections::VecDeque;
 
 type PResult<T> = Result<T, Box<FilterError>>;
@@ -138,11 +136,7 @@ impl Parser<'_> {
             return Err(self.too_deep(offset, MAX_TREE_DEPTH));
         }
         let expr = Box::new(expr);
-        Ok(Node {
-            expr,
-            depth,
-            offset,
-        })
+        Ok(Node { expr, depth, offset })
     }
 
     /// Runs `f` one nesting level deeper (parentheses, unary operators).
@@ -197,11 +191,7 @@ impl Parser<'_> {
             }
             depth = depth.max(operand.depth);
         }
-        let expr = if is_and {
-            Expr::And(items)
-        } else {
-            Expr::Or(items)
-        };
+        let expr = if is_and { Expr::And(items) } else { Expr::Or(items) };
         self.checked(expr, depth, offset)
     }
 
@@ -234,11 +224,7 @@ impl Parser<'_> {
         }
         let depths = [left.depth, right.depth];
         let (offset, left, right) = (left.offset, left.expr, right.expr);
-        let expr = Expr::Equal {
-            left,
-            right,
-            negated,
-        };
+        let expr = Expr::Equal { left, right, negated };
         self.node(expr, &depths, offset)
     }
 
@@ -270,11 +256,7 @@ impl Parser<'_> {
                     self.compare(left, p)?
                 }
                 Kind::Keyword(
-                    k @ (Keyword::Contains
-                    | Keyword::StartsWith
-                    | Keyword::EndsWith
-                    | Keyword::Between
-                    | Keyword::In),
+                    k @ (Keyword::Contains | Keyword::StartsWith | Keyword::EndsWith | Keyword::Between | Keyword::In),
                 ) => {
                     if negated {
                         self.bump()?;
@@ -420,9 +402,7 @@ impl Parser<'_> {
         self.bump()?;
         let inner = self.nested(offset, Self::unary)?;
         match kind {
-            Kind::Punct(Punct::Minus) => {
-                self.node(Expr::Negate(inner.expr), &[inner.depth], offset)
-            }
+            Kind::Punct(Punct::Minus) => self.node(Expr::Negate(inner.expr), &[inner.depth], offset),
             Kind::Keyword(Keyword::Not) => {
                 let inner = self.as_boolean(inner)?;
                 self.node(Expr::Not(inner.expr), &[inner.depth], offset)
@@ -486,8 +466,6 @@ fn is_boolean(e: &Expr) -> bool {
         e,
         Expr::Prop(_)
             | Expr::Negate(_)
-            | Expr::Const(
-                Literal::Str(_) | Literal::Int(_) | Literal::Long(_) | Literal::Double(_)
-            )
+            | Expr::Const(Literal::Str(_) | Literal::Int(_) | Literal::Long(_) | Literal::Double(_))
     )
 }

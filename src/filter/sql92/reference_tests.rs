@@ -92,12 +92,7 @@ fn render(r: &R) -> String {
         R::Not(x) => format!("NOT ({})", render(x)),
         R::And(x, y) => format!("({}) AND ({})", render(x), render(y)),
         R::Or(x, y) => format!("({}) or ({})", render(x), render(y)),
-        R::Eq(x, y, n) => format!(
-            "({}) {} ({})",
-            render(x),
-            if *n { "<>" } else { "=" },
-            render(y)
-        ),
+        R::Eq(x, y, n) => format!("({}) {} ({})", render(x), if *n { "<>" } else { "=" }, render(y)),
         R::IsNull(x, n) => format!("({}) IS {}NULL", render(x), not_kw(*n)),
         R::Cmp(op, x, y) => format!("({}) {op} ({})", render(x), render(y)),
         R::Between(x, lo, hi, n) => {
@@ -117,10 +112,7 @@ fn render(r: &R) -> String {
 // ----- reference parse-time checks ----------------------------------------
 
 fn is_boolean(r: &R) -> bool {
-    !matches!(
-        r,
-        R::Prop(_) | R::Neg(_) | R::Lit(Lit::S(_) | Lit::I(_) | Lit::F(_))
-    )
+    !matches!(r, R::Prop(_) | R::Neg(_) | R::Lit(Lit::S(_) | Lit::I(_) | Lit::F(_)))
 }
 
 fn as_condition(r: &R) -> bool {
@@ -152,8 +144,8 @@ fn valid(r: &R) -> bool {
         R::And(x, y) | R::Or(x, y) => valid(x) && valid(y) && as_condition(x) && as_condition(y),
         R::Eq(x, y, _) => {
             let null = |r: &R| matches!(r, R::Lit(Lit::Null));
-            let bool_vs_lit = matches!(x.as_ref(), R::Lit(Lit::B(_)))
-                && matches!(y.as_ref(), R::Lit(l) if !matches!(l, Lit::B(_)));
+            let bool_vs_lit =
+                matches!(x.as_ref(), R::Lit(Lit::B(_))) && matches!(y.as_ref(), R::Lit(l) if !matches!(l, Lit::B(_)));
             valid(x) && valid(y) && !null(x) && !null(y) && !bool_vs_lit
         }
         R::Cmp(_, x, y) => valid(x) && valid(y) && orderable(x) && orderable(y),
@@ -273,10 +265,7 @@ fn eval(r: &R, p: &[Option<&str>; 3]) -> Out<V> {
 fn cmp_op(op: &str, l: &V, r: &V) -> Out<Option<bool>> {
     let ord = match (l, r) {
         (V::Null, _) | (_, V::Null) => return Ok(None),
-        (V::S(x), V::S(y)) => num_cmp(
-            Num::D(java_double(x).ok_or(())?),
-            Num::D(java_double(y).ok_or(())?),
-        ),
+        (V::S(x), V::S(y)) => num_cmp(Num::D(java_double(x).ok_or(())?), Num::D(java_double(y).ok_or(())?)),
         _ => compare(l, r)?,
     };
     Ok(Some(match op {
@@ -345,12 +334,8 @@ fn cond(r: &R, p: &[Option<&str>; 3]) -> Out<Option<bool>> {
         }
         R::IsNull(x, n) => Ok(Some(matches!(eval(x, p)?, V::Null) != *n)),
         R::Cmp(op, x, y) => cmp_node(op, x, y, p),
-        R::Between(x, lo, hi, false) => {
-            java_and(cmp_node(">=", x, lo, p)?, || cmp_node("<=", x, hi, p))
-        }
-        R::Between(x, lo, hi, true) => {
-            java_or(cmp_node("<", x, lo, p)?, || cmp_node(">", x, hi, p))
-        }
+        R::Between(x, lo, hi, false) => java_and(cmp_node(">=", x, lo, p)?, || cmp_node("<=", x, hi, p)),
+        R::Between(x, lo, hi, true) => java_or(cmp_node("<", x, lo, p)?, || cmp_node(">", x, hi, p)),
         R::In(x, list, n) => Ok(match eval(x, p)? {
             V::S(s) => Some(list.contains(&s) != *n),
             _ => None,
@@ -400,8 +385,7 @@ fn expr() -> impl Strategy<Value = R> {
             (b(), any::<bool>()).prop_map(|(x, n)| R::IsNull(x, n)),
             (select(vec![">", ">=", "<", "<="]), b(), b()).prop_map(|(o, x, y)| R::Cmp(o, x, y)),
             (b(), b(), b(), any::<bool>()).prop_map(|(x, l, h, n)| R::Between(x, l, h, n)),
-            (b(), prop::collection::vec(strs(), 1..4), any::<bool>())
-                .prop_map(|(x, l, n)| R::In(x, l, n)),
+            (b(), prop::collection::vec(strs(), 1..4), any::<bool>()).prop_map(|(x, l, n)| R::In(x, l, n)),
             (
                 select(vec!["CONTAINS", "STARTSWITH", "ENDSWITH"]),
                 b(),
@@ -472,10 +456,7 @@ fn reference_generator_covers_every_outcome() {
         counts[slot] += 1;
     }
     eprintln!("valid/true/false/unknown/abort of {total}: {counts:?}");
-    assert!(
-        counts[0] * 5 > total,
-        "too few valid expressions: {counts:?}"
-    );
+    assert!(counts[0] * 5 > total, "too few valid expressions: {counts:?}");
     assert!(
         counts[1..].iter().all(|c| c * 20 > counts[0]),
         "an outcome is rare: {counts:?}"

@@ -5,15 +5,8 @@ use super::{MAX_EXPRESSION_LEN, MAX_NESTING, SqlExpr};
 use crate::filter::FilterError;
 use proptest::prelude::*;
 
-pub(super) fn props_of<'a>(
-    pairs: &'a [(&'a str, &'a str)],
-) -> impl Fn(&str) -> Option<String> + 'a {
-    move |k: &str| {
-        pairs
-            .iter()
-            .find(|(n, _)| *n == k)
-            .map(|(_, v)| (*v).to_string())
-    }
+pub(super) fn props_of<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+    move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_string())
 }
 
 /// Parses `expr` (which must be valid) and evaluates it on `pairs`.
@@ -31,10 +24,7 @@ fn parse_err(expr: &str) -> FilterError {
 
 fn assert_invalid(expr: &str) {
     let err = parse_err(expr);
-    assert!(
-        matches!(err, FilterError::Invalid { .. }),
-        "{expr}: {err:?}"
-    );
+    assert!(matches!(err, FilterError::Invalid { .. }), "{expr}: {err:?}");
 }
 
 #[test]
@@ -55,10 +45,7 @@ fn property_names_are_case_sensitive() {
 fn string_literals_unescape_doubled_quotes() {
     assert!(eval("a = 'it''s'", &[("a", "it's")]));
     assert!(eval("a = ''", &[("a", "")]));
-    assert!(eval(
-        "TAGS is not null and TAGS='''''tag'''''",
-        &[("TAGS", "''tag''")]
-    ));
+    assert!(eval("TAGS is not null and TAGS='''''tag'''''", &[("TAGS", "''tag''")]));
 }
 
 #[test]
@@ -67,10 +54,7 @@ fn integer_literals_int_or_long() {
     assert!(eval("a = 3000000000", &[("a", "3000000000")]));
     // A 32-bit literal parses the property as an Integer: overflow aborts.
     assert!(!eval("a = 5 OR TRUE", &[("a", "3000000000")]));
-    assert!(eval(
-        "a = 9223372036854775807",
-        &[("a", "9223372036854775807")]
-    ));
+    assert!(eval("a = 9223372036854775807", &[("a", "9223372036854775807")]));
     assert_invalid("a > 100000000000000000000000");
     assert_invalid("a = 9223372036854775808");
 }
@@ -101,10 +85,7 @@ fn comments_and_whitespace() {
 #[test]
 fn identifier_characters() {
     assert!(eval("$x_1 = 'v'", &[("$x_1", "v")]));
-    assert!(matches!(
-        parse_err("a.b = 1"),
-        FilterError::Lexical { position: 1, .. }
-    ));
+    assert!(matches!(parse_err("a.b = 1"), FilterError::Lexical { position: 1, .. }));
     assert!(matches!(
         parse_err("1a = 1"),
         FilterError::Invalid { .. } | FilterError::Syntax { .. }
@@ -118,18 +99,9 @@ fn trailing_tokens_are_ignored_like_rocketmq() {
     assert!(eval("a = 1 b = 2", &p));
     assert!(eval("a = 1 -- no line break", &p));
     // The token that ends the expression is still lexed and inspected.
-    assert!(matches!(
-        parse_err("a = 1 'open"),
-        FilterError::Lexical { .. }
-    ));
-    assert!(matches!(
-        parse_err("a = 1 NOT x"),
-        FilterError::Syntax { .. }
-    ));
-    assert!(matches!(
-        parse_err("a = 1 IS x"),
-        FilterError::Syntax { .. }
-    ));
+    assert!(matches!(parse_err("a = 1 'open"), FilterError::Lexical { .. }));
+    assert!(matches!(parse_err("a = 1 NOT x"), FilterError::Syntax { .. }));
+    assert!(matches!(parse_err("a = 1 IS x"), FilterError::Syntax { .. }));
 }
 
 #[test]
@@ -188,28 +160,14 @@ fn in_and_text_operands() {
     assert_invalid("(a = 'x') IN ('x')");
     assert!(matches!(parse_err("a IN (1)"), FilterError::Syntax { .. }));
     assert!(matches!(parse_err("a IN ()"), FilterError::Syntax { .. }));
-    assert!(matches!(
-        parse_err("a CONTAINS b"),
-        FilterError::Syntax { .. }
-    ));
-    assert!(matches!(
-        parse_err("a NOT STARTSWITH 1"),
-        FilterError::Syntax { .. }
-    ));
+    assert!(matches!(parse_err("a CONTAINS b"), FilterError::Syntax { .. }));
+    assert!(matches!(parse_err("a NOT STARTSWITH 1"), FilterError::Syntax { .. }));
     assert!(eval("(a) IN ('x')", &[("a", "x")]));
 }
 
 #[test]
 fn operands_of_logic_must_be_boolean() {
-    for bad in [
-        "1",
-        "'x'",
-        "-a",
-        "a AND 1",
-        "'x' OR a = 1",
-        "NOT 5",
-        "1.5 AND TRUE",
-    ] {
+    for bad in ["1", "'x'", "-a", "a AND 1", "'x' OR a = 1", "NOT 5", "1.5 AND TRUE"] {
         assert_invalid(bad);
     }
 }
@@ -225,30 +183,13 @@ fn bare_property_is_cast_to_boolean() {
 
 #[test]
 fn nesting_and_length_limits() {
-    let ok = format!(
-        "{}a = 1{}",
-        "(".repeat(MAX_NESTING),
-        ")".repeat(MAX_NESTING)
-    );
+    let ok = format!("{}a = 1{}", "(".repeat(MAX_NESTING), ")".repeat(MAX_NESTING));
     assert!(eval(&ok, &[("a", "1")]));
-    let deep = format!(
-        "{}a = 1{}",
-        "(".repeat(MAX_NESTING + 1),
-        ")".repeat(MAX_NESTING + 1)
-    );
-    assert!(matches!(
-        parse_err(&deep),
-        FilterError::TooDeep { max: 64, .. }
-    ));
-    assert!(matches!(
-        parse_err(&"NOT ".repeat(10_000)),
-        FilterError::TooDeep { .. }
-    ));
+    let deep = format!("{}a = 1{}", "(".repeat(MAX_NESTING + 1), ")".repeat(MAX_NESTING + 1));
+    assert!(matches!(parse_err(&deep), FilterError::TooDeep { max: 64, .. }));
+    assert!(matches!(parse_err(&"NOT ".repeat(10_000)), FilterError::TooDeep { .. }));
     let chain = format!("a = 1{}", " = TRUE".repeat(1000));
-    assert!(matches!(
-        parse_err(&chain),
-        FilterError::TooDeep { max: 128, .. }
-    ));
+    assert!(matches!(parse_err(&chain), FilterError::TooDeep { max: 128, .. }));
     let long = format!("a = '{}'", "x".repeat(MAX_EXPRESSION_LEN));
     assert!(matches!(parse_err(&long), FilterError::TooLong { .. }));
 }
@@ -269,24 +210,17 @@ fn error_messages_name_position_and_expectation() {
         "syntax error at position 4: expected a literal, a property name or `(`, found end of input"
     );
     let err = parse_err("é = 'x' AND (b = 1");
-    assert!(
-        matches!(err, FilterError::Lexical { position: 0, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, FilterError::Lexical { position: 0, .. }), "{err:?}");
     let err = parse_err("ab = 'é' AND (b = 1");
     assert_eq!(
         err.to_string(),
         "syntax error at position 19: expected `)` or an operator, found end of input"
     );
     let err = parse_err("a BETWEEN 1 OR 2");
-    assert!(
-        err.to_string().contains("expected AND, found keyword OR"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("expected AND, found keyword OR"), "{err}");
     let err = parse_err("a = NULL");
     assert!(
-        err.to_string()
-            .starts_with("invalid expression at position 4: NULL"),
+        err.to_string().starts_with("invalid expression at position 4: NULL"),
         "{err}"
     );
 }
@@ -315,27 +249,21 @@ fn worst_case_expressions() -> Vec<String> {
 /// used in debug builds, under 128 KiB in release builds).
 #[test]
 fn limits_hold_on_a_small_stack() {
-    let worker = std::thread::Builder::new()
-        .stack_size(1024 * 1024)
-        .spawn(|| {
-            for expr in worst_case_expressions() {
-                let parsed = SqlExpr::parse(&expr).unwrap_or_else(|e| panic!("{expr}: {e}"));
-                let _ = parsed.evaluate(&props_of(&[("a", "1")]));
-                let _ = parsed.evaluate(&props_of(&[]));
-                let deeper = format!("(NOT ({expr})) = TRUE = TRUE");
-                assert!(matches!(
-                    SqlExpr::parse(&deeper),
-                    Err(FilterError::TooDeep { .. })
-                ));
-            }
-        });
+    let worker = std::thread::Builder::new().stack_size(1024 * 1024).spawn(|| {
+        for expr in worst_case_expressions() {
+            let parsed = SqlExpr::parse(&expr).unwrap_or_else(|e| panic!("{expr}: {e}"));
+            let _ = parsed.evaluate(&props_of(&[("a", "1")]));
+            let _ = parsed.evaluate(&props_of(&[]));
+            let deeper = format!("(NOT ({expr})) = TRUE = TRUE");
+            assert!(matches!(SqlExpr::parse(&deeper), Err(FilterError::TooDeep { .. })));
+        }
+    });
     assert!(worker.expect("spawn").join().is_ok());
 }
 
 const TOKENS: [&str; 30] = [
-    "a", "b", "TAGS", "(", ")", "'x'", "''", "'", "1", "2.5", ".5", "5L", "0.0", "=", "<>", ">",
-    "<=", "AND", "OR", "NOT", "IS", "NULL", "BETWEEN", "IN", ",", "CONTAINS", "TRUE", "-", "+",
-    "--",
+    "a", "b", "TAGS", "(", ")", "'x'", "''", "'", "1", "2.5", ".5", "5L", "0.0", "=", "<>", ">", "<=", "AND", "OR",
+    "NOT", "IS", "NULL", "BETWEEN", "IN", ",", "CONTAINS", "TRUE", "-", "+", "--",
 ];
 
 const PROPERTY_SETS: [[(&str, &str); 2]; 3] = [
