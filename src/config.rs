@@ -64,6 +64,12 @@ pub struct Config {
     pub broker_expiry_secs: u64,
     /// Start even if the log is corrupt before its tail, truncating there (loses data; operator only).
     pub truncate_corrupt_log: bool,
+    /// Delay of each level for scheduled messages and retries (RocketMQ's messageDelayLevel).
+    pub message_delay_level: String,
+    /// Half messages older than this without an END_TRANSACTION are checked back (RocketMQ's 6 s).
+    pub transaction_timeout_ms: u64,
+    /// How often unresolved half messages are checked (RocketMQ's transactionCheckInterval, 30 s).
+    pub transaction_check_interval_ms: u64,
     /// Metrics endpoint (Prometheus text format).
     pub metrics_addr: Option<String>,
 }
@@ -95,6 +101,9 @@ impl Default for Config {
             register_period_secs: 30,
             broker_expiry_secs: 120,
             truncate_corrupt_log: false,
+            message_delay_level: crate::broker::schedule::DEFAULT_DELAY_LEVELS.into(),
+            transaction_timeout_ms: 6_000,
+            transaction_check_interval_ms: 30_000,
             metrics_addr: Some("127.0.0.1:5557".into()),
         }
     }
@@ -168,6 +177,7 @@ impl Config {
                 }
                 "diskMaxUsedSpaceRatio" => self.disk_max_used_ratio_percent = v.parse().map_err(|_| bad())?,
                 "maxMessageSize" => self.max_message_bytes = v.parse().map_err(|_| bad())?,
+                "messageDelayLevel" => self.message_delay_level = v.into(),
                 "brokerIP1" => self.broker_ip = Some(v.parse().map_err(|_| bad())?),
                 _ => {
                     tracing::warn!(key = k, file = %path.display(), "broker.conf key not used by ringmq")
@@ -237,5 +247,26 @@ mod tests {
         assert!(toml::from_str::<Config>("nonsense_key = 1").is_err());
         let partial: Config = toml::from_str("flush = \"async\"\nshards = 2").unwrap();
         assert_eq!((partial.flush, partial.shards), (FlushMode::Async, 2));
+    }
+}
+
+#[cfg(test)]
+mod doc_tests {
+    /// docs/OPERATIONS.md lists exactly the settings of `Config`.
+    #[test]
+    fn operations_doc_lists_every_setting() {
+        let doc = include_str!("../docs/OPERATIONS.md");
+        let documented: std::collections::BTreeSet<String> = doc
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split_once('`').map(|(k, _)| k.to_string()))
+            .collect();
+        let value = serde_json::to_value(super::Config {
+            broker_ip: Some([127, 0, 0, 1].into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let fields: std::collections::BTreeSet<String> = value.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(documented, fields, "docs/OPERATIONS.md and Config disagree");
     }
 }

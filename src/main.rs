@@ -55,10 +55,73 @@ struct ServeArgs {
     metrics_addr: Option<String>,
 }
 
+#[derive(clap::Args, Debug)]
+struct BenchArgs {
+    #[command(flatten)]
+    workload: ringmq::bench::load::Workload,
+    /// A workload file (TOML with the same field names) instead of the flags
+    #[arg(long)]
+    workload_file: Option<PathBuf>,
+    /// Write the results as JSON
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Draw throughput and latency per period as SVG
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// The broker's process id, for its CPU time
+    #[arg(long)]
+    broker_pid: Option<u32>,
+    /// Also run the raw-limit probe (loopback socket into an O_DIRECT file) in this directory
+    #[arg(long)]
+    probe_dir: Option<PathBuf>,
+    /// fdatasync every probe write (compare with flush = sync)
+    #[arg(long)]
+    probe_sync: bool,
+}
+
+fn run_bench(a: BenchArgs) -> Result<(), String> {
+    let w = match &a.workload_file {
+        Some(p) => toml::from_str(&std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?)
+            .map_err(|e| format!("{}: {e}", p.display()))?,
+        None => a.workload.clone(),
+    };
+    let report = ringmq::bench::load::run(&w, a.broker_pid)?;
+    println!("total: {}", ringmq::bench::load::describe(&report.total));
+    if let (Some(cpu), Some(per)) = (report.broker_cpu_seconds, report.broker_cpu_us_per_message) {
+        println!(
+            "broker cpu {cpu:.2} s = {per:.2} us/msg; bench cpu {:.2} s",
+            report.bench_cpu_seconds
+        );
+    }
+    let mut json = serde_json::to_value(&report).map_err(|e| e.to_string())?;
+    if let Some(dir) = &a.probe_dir {
+        let bytes = ((report.total.publish_rate * w.message_size as f64) as u64 * 5).clamp(64 << 20, 4 << 30);
+        let probe = ringmq::bench::probe::run(dir, bytes, w.message_size, a.probe_sync)?;
+        println!(
+            "raw-limit probe: {:.0} MB/s = {:.0} msgs/s of {} B; broker publish rate = {:.2} x probe",
+            probe.mb_per_sec,
+            probe.msgs_per_sec,
+            w.message_size,
+            report.total.publish_rate / probe.msgs_per_sec
+        );
+        json["probe"] = serde_json::to_value(&probe).map_err(|e| e.to_string())?;
+    }
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    if let Some(p) = &a.plot {
+        std::fs::write(p, ringmq::bench::plot::svg(&report)).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the broker (and the embedded name server)
     Serve(Box<ServeArgs>),
+    /// Generate OpenMessaging-style load against a RocketMQ-protocol broker and report latencies
+    Bench(Box<BenchArgs>),
     /// Check (and with --apply, fix) host settings that matter for ringmq
     Tune {
         #[arg(long, default_value = "./data")]
@@ -116,6 +179,7 @@ fn build_config(a: ServeArgs) -> Result<Config, String> {
         c.metrics_addr = Some(v);
     }
     c.truncate_corrupt_log |= a.truncate_corrupt_log;
+    ringmq::broker::schedule::parse_levels(&c.message_delay_level).map_err(|e| format!("message_delay_level: {e}"))?;
     if c.segment_bytes % 4096 != 0 || c.segment_bytes < (64 << 10) {
         return Err(format!(
             "segment size {} must be a multiple of 4096 and at least 64 KiB",
@@ -140,6 +204,13 @@ fn main() {
             Err(e) => {
                 eprintln!("ringmq: {e}");
                 ringmq::shard::startup::EXIT_CONFIG
+            }
+        },
+        Cmd::Bench(a) => match run_bench(*a) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("ringmq bench: {e}");
+                1
             }
         },
         Cmd::Tune { data_dir, apply, json } => ringmq::tune::run(&ringmq::tune::TuneOptions {

@@ -9,8 +9,11 @@ pub mod clients;
 pub mod offsets;
 pub mod pull;
 pub mod query;
+pub mod retry;
+pub mod schedule;
 pub mod send;
 pub mod topics;
+pub mod transaction;
 
 use crate::config::Config;
 use crate::net::conn::{Conn, Service};
@@ -41,6 +44,8 @@ pub struct Broker {
     pub offsets: RefCell<OffsetTable>,
     pub clients: RefCell<ClientRegistry>,
     pub polls: RefCell<LongPolls>,
+    pub schedule: RefCell<schedule::ScheduleProgress>,
+    pub transactions: RefCell<transaction::Transactions>,
     pub control: Arc<ControlPlane>,
 }
 
@@ -92,8 +97,23 @@ impl Broker {
             offsets: RefCell::new(offsets),
             clients: RefCell::new(ClientRegistry::default()),
             polls: RefCell::new(LongPolls::default()),
+            schedule: RefCell::new(schedule::ScheduleProgress::load(&dir)),
+            transactions: RefCell::new(transaction::Transactions::default()),
             control,
             cfg,
+        }
+    }
+
+    /// Number of delay levels.
+    pub fn delay_levels(&self) -> usize {
+        self.store.config().delay_levels_ms.len()
+    }
+
+    /// Creates a system-managed topic (retry, DLQ, a scheduled message's destination) if missing.
+    pub fn ensure_topic(&self, name: &str, queues: u32) {
+        if self.topics.borrow().get(name).is_none() {
+            let perm = topics::PERM_READ | topics::PERM_WRITE;
+            self.upsert_topic(topics::TopicConfig::new(name, queues.max(1), perm), true);
         }
     }
 
@@ -111,6 +131,8 @@ impl Service for Broker {
             rq::PULL_MESSAGE | rq::LITE_PULL_MESSAGE => {
                 return pull::handle(self, conn, req, true).await;
             }
+            rq::END_TRANSACTION => return transaction::end_transaction(self, &req).await,
+            rq::CONSUMER_SEND_MSG_BACK => retry::send_back(self, &req).await,
             rq::QUERY_CONSUMER_OFFSET => offsets::query_consumer_offset(self, &req),
             rq::UPDATE_CONSUMER_OFFSET => offsets::update_consumer_offset(self, &req),
             rq::GET_MAX_OFFSET => offsets::get_max_offset(self, &req),

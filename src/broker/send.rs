@@ -165,7 +165,14 @@ fn build_messages(b: &Broker, conn: &Conn, req: &Command, h: &SendHeader) -> Res
         if body.is_empty() {
             return Err(illegal("message body is empty".into()));
         }
-        return Ok(vec![base]);
+        let mut m = base;
+        if super::transaction::is_prepared(&m) {
+            b.ensure_topic(super::transaction::HALF_TOPIC, 1);
+            super::transaction::to_half(&mut m);
+        } else {
+            super::retry::apply_send_rules(b, &mut m, h.max_reconsume_times);
+        }
+        return Ok(vec![m]);
     }
     if h.topic.starts_with(super::topics::RETRY_PREFIX) {
         return Err(illegal("batches cannot be sent to retry topics".into()));

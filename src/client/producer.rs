@@ -104,6 +104,10 @@ pub struct Producer {
 }
 
 fn send_header(group: &str, topic: &str, queue_id: i32, props: &str, batch: bool) -> Command {
+    send_header_flag(group, topic, queue_id, props, batch, 0)
+}
+
+fn send_header_flag(group: &str, topic: &str, queue_id: i32, props: &str, batch: bool, sys_flag: i32) -> Command {
     let mut cmd = Command::request(if batch {
         rq::SEND_BATCH_MESSAGE
     } else {
@@ -114,7 +118,7 @@ fn send_header(group: &str, topic: &str, queue_id: i32, props: &str, batch: bool
     cmd.put("c", "TBW102");
     cmd.put("d", 4);
     cmd.put("e", queue_id);
-    cmd.put("f", 0);
+    cmd.put("f", sys_flag);
     cmd.put("g", crate::store::now_ms());
     cmd.put("h", 0);
     cmd.put("i", props);
@@ -135,6 +139,10 @@ impl Producer {
 
     pub fn context(&self) -> &Arc<ClientContext> {
         &self.ctx
+    }
+
+    pub fn group(&self) -> &str {
+        &self.group
     }
 
     /// Picks a queue: by `key` hash when given (ordered), else round robin, avoiding `avoid`.
@@ -209,6 +217,15 @@ impl Producer {
 
     /// Sends to the queue chosen by `key` (messages with one key keep their order).
     pub fn send_by_key(&self, msg: &Message, key: Option<&str>) -> Result<SendResult, ClientError> {
+        self.send_inner(msg, key, 0)
+    }
+
+    /// Sends with a message sysFlag (4 = transaction half message).
+    pub fn send_with_sys_flag(&self, msg: &Message, sys_flag: i32) -> Result<SendResult, ClientError> {
+        self.send_inner(msg, None, sys_flag)
+    }
+
+    fn send_inner(&self, msg: &Message, key: Option<&str>, sys_flag: i32) -> Result<SendResult, ClientError> {
         let props = msg.encode_properties();
         let uniq = crate::protocol::message::property_get(&props, "UNIQ_KEY")
             .unwrap_or_default()
@@ -218,7 +235,8 @@ impl Producer {
         for attempt in 0..SEND_ATTEMPTS {
             let mq = self.select_queue(&msg.topic, key, avoid.as_deref())?;
             let addr = self.addr_of(&mq)?;
-            let cmd = send_header(&self.group, &msg.topic, mq.queue_id, &props, false).with_body(msg.body.clone());
+            let cmd = send_header_flag(&self.group, &msg.topic, mq.queue_id, &props, false, sys_flag)
+                .with_body(msg.body.clone());
             match self.ctx.conn(&addr).and_then(|c| c.request(cmd, REQUEST_TIMEOUT)) {
                 Ok(r) if r.code == rs::SUCCESS => return Self::parse_result(mq, r, uniq, &addr),
                 Ok(r) if RETRYABLE.contains(&r.code) && key.is_none() => {

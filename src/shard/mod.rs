@@ -37,6 +37,7 @@ fn store_config(cfg: &Config, shard: usize) -> StoreConfig {
     s.file_reserved_ms = cfg.file_reserved_hours * 3600 * 1000;
     s.disk_clean_ratio = cfg.disk_max_used_ratio_percent as f64 / 100.0;
     s.disk_full_ratio = cfg.disk_full_ratio_percent as f64 / 100.0;
+    s.delay_levels_ms = crate::broker::schedule::parse_levels(&cfg.message_delay_level).unwrap_or_default();
     s
 }
 

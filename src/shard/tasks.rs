@@ -78,6 +78,15 @@ async fn retention(b: Rc<Broker>) {
     }
 }
 
+async fn transaction_checker(b: Rc<Broker>) {
+    crate::broker::transaction::recover(&b).await;
+    let timeout = Duration::from_millis(b.cfg.transaction_timeout_ms);
+    loop {
+        sleep(Duration::from_millis(b.cfg.transaction_check_interval_ms.max(100))).await;
+        crate::broker::transaction::check_round(&b, timeout).await;
+    }
+}
+
 async fn housekeeping(b: Rc<Broker>) {
     let mut last_offsets = Instant::now();
     let mut last_clients = Instant::now();
@@ -88,6 +97,7 @@ async fn housekeeping(b: Rc<Broker>) {
         if last_offsets.elapsed() >= OFFSETS_EVERY {
             last_offsets = Instant::now();
             b.offsets.borrow_mut().persist();
+            b.schedule.borrow_mut().persist();
         }
         if last_clients.elapsed() >= CLIENT_SCAN_EVERY {
             last_clients = Instant::now();
@@ -102,13 +112,18 @@ async fn housekeeping(b: Rc<Broker>) {
 
 /// Starts the background tasks; dropping the returned handles cancels them.
 pub fn spawn_all(b: &Rc<Broker>) -> Vec<Task<()>> {
-    vec![
+    let levels =
+        (1..=b.delay_levels() as u32).map(|l| glommio::spawn_local(crate::broker::schedule::run_level(b.clone(), l)));
+    let mut tasks: Vec<Task<()>> = levels.collect();
+    tasks.extend([
         glommio::spawn_local(flusher(b.clone())),
         glommio::spawn_local(prewriter(b.clone())),
         glommio::spawn_local(checkpointer(b.clone())),
         glommio::spawn_local(retention(b.clone())),
         glommio::spawn_local(housekeeping(b.clone())),
-    ]
+        glommio::spawn_local(transaction_checker(b.clone())),
+    ]);
+    tasks
 }
 
 /// Applies topic changes from other shards until shutdown is requested.
@@ -140,4 +155,5 @@ pub async fn shutdown(b: &Rc<Broker>) {
     }
     checkpoint(b).await;
     b.offsets.borrow_mut().persist();
+    b.schedule.borrow_mut().persist();
 }

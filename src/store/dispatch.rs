@@ -6,6 +6,16 @@ use crate::protocol::message::{
     properties_iter,
 };
 
+/// RocketMQ's topic for messages waiting on a delay level; its tag codes are due times.
+pub const SCHEDULE_TOPIC: &str = "SCHEDULE_TOPIC_XXXX";
+
+/// The `DELAY` level of a property string, when positive.
+pub fn delay_level(properties: &str) -> Option<u32> {
+    crate::protocol::message::property_get(properties, keys::DELAY)
+        .and_then(|v| v.parse().ok())
+        .filter(|&l| l > 0)
+}
+
 /// Dispatch information of one stored record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DispatchInfo {
@@ -17,6 +27,7 @@ pub struct DispatchInfo {
     pub tags_code: i64,
     /// CRC32 of the whole record.
     pub crc: u32,
+    pub delay_level: Option<u32>,
     pub store_timestamp_ms: i64,
     /// `KEYS` tokens and the `UNIQ_KEY`, for the key index.
     pub keys: Vec<String>,
@@ -60,6 +71,7 @@ impl DispatchInfo {
             size: m.size as u32,
             tags_code: tags_code(&m.properties),
             crc,
+            delay_level: delay_level(&m.properties),
             store_timestamp_ms: m.store_timestamp_ms,
             keys: index_keys(&m.properties),
             to_queue: enters_queue(m.sys_flag),

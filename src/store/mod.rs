@@ -52,6 +52,8 @@ pub struct StoreConfig {
     pub disk_clean_ratio: f64,
     /// Above this ratio appends are refused.
     pub disk_full_ratio: f64,
+    /// Delay of each level (1-based) in ms: due time = store time + delay for the schedule topic.
+    pub delay_levels_ms: Vec<u64>,
 }
 
 impl StoreConfig {
@@ -66,6 +68,7 @@ impl StoreConfig {
             file_reserved_ms: 72 * 3600 * 1000,
             disk_clean_ratio: 0.75,
             disk_full_ratio: 0.90,
+            delay_levels_ms: Vec::new(),
         }
     }
 }
@@ -201,13 +204,24 @@ impl<D: Disk> Store<D> {
                 });
             }
         }
+        let tags_code = self.queue_tags_code(&rec.topic, rec.tags_code, rec.delay_level, rec.store_timestamp_ms);
         q.push(CqEntry {
             physical_offset: rec.physical_offset,
             size: rec.size,
-            tags_code: rec.tags_code,
+            tags_code,
             crc: rec.crc,
         });
         Ok(())
+    }
+
+    /// The consume-queue tag code: the tag hash, or for the schedule topic the due time.
+    fn queue_tags_code(&self, topic: &str, tags: i64, delay: Option<u32>, store_ms: i64) -> i64 {
+        if topic != dispatch::SCHEDULE_TOPIC {
+            return tags;
+        }
+        let levels = &self.cfg.delay_levels_ms;
+        let level = delay.unwrap_or(1).clamp(1, levels.len().max(1) as u32) as usize;
+        store_ms + levels.get(level - 1).copied().unwrap_or(0) as i64
     }
 
     pub fn config(&self) -> &StoreConfig {
@@ -273,7 +287,8 @@ impl<D: Disk> Store<D> {
                 m.encode_into(buf, phys, qoff, store_ms);
                 if to_queue {
                     let crc = crc32fast::hash(&buf[start..]);
-                    let tags = tags_code(&m.properties);
+                    let delay = dispatch::delay_level(&m.properties);
+                    let tags = self.queue_tags_code(&m.topic, tags_code(&m.properties), delay, store_ms);
                     let mut queues = self.queues.borrow_mut();
                     let q = queues
                         .entry(m.topic.clone())

@@ -72,7 +72,7 @@ impl Server {
     }
 
     pub fn command(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_ringmq"));
+        let mut c = Command::new(binary());
         c.args(["serve", "--data-dir"]).arg(&self.dir);
         c.args([
             "--listen-port",
@@ -160,6 +160,17 @@ impl Server {
     pub fn data_dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// The `ringmq` binary: Cargo's when built with the main crate, else `RINGMQ_BIN` or the release build
+/// beside this checkout (the compat crate shares this harness).
+pub fn binary() -> PathBuf {
+    if let Some(p) = option_env!("CARGO_BIN_EXE_ringmq") {
+        return p.into();
+    }
+    std::env::var_os("RINGMQ_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/ringmq"))
 }
 
 /// The registrar registers right after start; give it a moment.

@@ -1,0 +1,200 @@
+//! An unmodified third-party RocketMQ client (rocketmq-client-rust 1.0.0) against a started ringmq:
+//! producer (single, batch, ordered by selector), push consumer (concurrent, tag filter), lite pull
+//! consumer in assign mode, topic creation through TBW102.
+#![recursion_limit = "512"]
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use common::Server;
+use rocketmq_client_rust::{
+    ClientRuntime, ClientRuntimeConfig, ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus, DefaultLitePullConsumer,
+    DefaultMQProducer, DefaultMQPushConsumer, MQPushConsumer, SendStatus, TelemetryHandle,
+};
+use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
+use rocketmq_model::common::message::message_ext::MessageExt;
+use rocketmq_model::common::message::message_single::Message;
+use rocketmq_runtime::{RuntimeConfig, RuntimeOwner};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+static OWNER: LazyLock<RuntimeOwner> = LazyLock::new(|| {
+    RuntimeOwner::plan(RuntimeConfig {
+        thread_name: "compat".to_string(),
+        ..Default::default()
+    })
+    .expect("runtime plan")
+    .build()
+    .expect("runtime owner")
+});
+
+fn rt(scope: &'static str) -> Arc<ClientRuntime> {
+    ClientRuntime::try_new(
+        OWNER.root_context().component(scope),
+        ClientRuntimeConfig::default(),
+        TelemetryHandle::noop(),
+    )
+    .expect("client runtime")
+}
+
+async fn producer(ns: &str, group: &str) -> DefaultMQProducer {
+    let mut p = DefaultMQProducer::builder(rt("producer"))
+        .producer_group(group.to_string())
+        .name_server_addr(ns.to_string())
+        .send_msg_timeout(5_000)
+        .build();
+    p.start().await.expect("producer start");
+    p
+}
+
+async fn create_topic(p: &mut DefaultMQProducer, topic: &str, queues: i32) {
+    p.create_topic("TBW102", topic, queues, HashMap::new())
+        .await
+        .expect("create topic");
+    for _ in 0..100 {
+        if p.fetch_publish_message_queues(topic).await.is_ok_and(|q| !q.is_empty()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("topic {topic} never got a route");
+}
+
+fn msg(topic: &str, tag: &str, key: &str, body: &str) -> Message {
+    Message::builder()
+        .topic(topic)
+        .tags(tag)
+        .key(key)
+        .body_slice(body.as_bytes())
+        .build_unchecked()
+}
+
+fn body_of(m: &MessageExt) -> String {
+    m.body()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+async fn wait_for(seen: &Arc<Mutex<Vec<String>>>, n: usize, secs: u64) -> Vec<String> {
+    for _ in 0..secs * 10 {
+        if seen.lock().unwrap().len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    seen.lock().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_single_and_batch_then_push_consume_with_tag_filter() {
+    let s = Server::start(2, &[]);
+    let ns = s.namesrv();
+    let mut p = producer(&ns, "compat_pg").await;
+    create_topic(&mut p, "CompatOrders", 4).await;
+    let mut offset_ids = BTreeSet::new();
+    for i in 0..20 {
+        let tag = if i % 2 == 0 { "TagA" } else { "TagB" };
+        let r = p
+            .send_with_timeout(msg("CompatOrders", tag, &format!("k{i}"), &format!("m{i}")), 5_000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.send_status, SendStatus::SendOk);
+        offset_ids.insert(r.offset_msg_id.clone().unwrap());
+    }
+    let batch: Vec<Message> = (0..10)
+        .map(|i| msg("CompatOrders", "TagA", &format!("b{i}"), &format!("batch{i}")))
+        .collect();
+    let br = p.send_batch(batch).await.unwrap();
+    assert_eq!(br.send_status, SendStatus::SendOk);
+
+    let all = Arc::new(Mutex::new(Vec::new()));
+    let sink = all.clone();
+    let mut c = DefaultMQPushConsumer::builder(rt("push"))
+        .consumer_group("compat_cg_all".to_string())
+        .name_server_addr(ns.clone())
+        .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
+        .build();
+    c.subscribe("CompatOrders", "*").await.unwrap();
+    c.register_message_listener_concurrently(move |msgs: &[&MessageExt], _: &ConsumeConcurrentlyContext| {
+        sink.lock().unwrap().extend(msgs.iter().map(|m| body_of(m)));
+        Ok(ConsumeConcurrentlyStatus::ConsumeSuccess)
+    });
+    c.start().await.unwrap();
+
+    let tagged = Arc::new(Mutex::new(Vec::new()));
+    let sink = tagged.clone();
+    let mut t = DefaultMQPushConsumer::builder(rt("push-tag"))
+        .consumer_group("compat_cg_tag".to_string())
+        .name_server_addr(ns.clone())
+        .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
+        .build();
+    t.subscribe("CompatOrders", "TagB").await.unwrap();
+    t.register_message_listener_concurrently(move |msgs: &[&MessageExt], _: &ConsumeConcurrentlyContext| {
+        sink.lock().unwrap().extend(msgs.iter().map(|m| body_of(m)));
+        Ok(ConsumeConcurrentlyStatus::ConsumeSuccess)
+    });
+    t.start().await.unwrap();
+
+    let got: BTreeSet<String> = wait_for(&all, 30, 40).await.into_iter().collect();
+    assert_eq!(got.len(), 30, "every single and batch message consumed: {got:?}");
+    let tag_b: BTreeSet<String> = wait_for(&tagged, 10, 20).await.into_iter().collect();
+    let expected: BTreeSet<String> = (0..20).filter(|i| i % 2 == 1).map(|i| format!("m{i}")).collect();
+    assert_eq!(tag_b, expected, "the TagB subscription sees exactly the TagB messages");
+    c.shutdown().await;
+    t.shutdown().await;
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordered_sends_keep_per_key_order_and_lite_pull_reads_them() {
+    let s = Server::start(1, &[]);
+    let ns = s.namesrv();
+    let mut p = producer(&ns, "compat_pg_order").await;
+    create_topic(&mut p, "CompatSeq", 4).await;
+    for i in 0..40u64 {
+        let key = i % 4;
+        let m = msg("CompatSeq", "T", &format!("key{key}"), &format!("{key}:{i}"));
+        let r = p
+            .send_with_selector(m, |mqs, _m, k: &u64| Some(mqs[(*k as usize) % mqs.len()].clone()), key)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.send_status, SendStatus::SendOk);
+    }
+    let c = DefaultLitePullConsumer::builder(rt("lite"))
+        .consumer_group("compat_lite".to_string())
+        .name_server_addr(ns.clone())
+        .auto_commit(true)
+        .build()
+        .unwrap();
+    c.start().await.unwrap();
+    let queues = c.fetch_message_queues("CompatSeq").await.unwrap();
+    assert_eq!(queues.len(), 4);
+    c.assign(queues.clone()).await.unwrap();
+    for q in &queues {
+        c.seek(q, 0).await.unwrap();
+    }
+    let mut seen: HashMap<String, Vec<u64>> = HashMap::new();
+    let mut total = 0;
+    for _ in 0..100 {
+        for m in c.poll_with_timeout(500).await {
+            let b = body_of(&m);
+            let (k, i) = b.split_once(':').unwrap();
+            seen.entry(k.to_string()).or_default().push(i.parse().unwrap());
+            total += 1;
+        }
+        if total >= 40 {
+            break;
+        }
+    }
+    assert_eq!(total, 40);
+    for (k, v) in seen {
+        let mut sorted = v.clone();
+        sorted.sort();
+        assert_eq!(v, sorted, "key {k} kept its order");
+    }
+    c.shutdown().await;
+    p.shutdown().await;
+}

@@ -1,0 +1,396 @@
+//! `ringmq bench`: OpenMessaging-Benchmark-style load against any RocketMQ-protocol broker.
+//!
+//! Producers send at a fixed rate (or as fast as possible with a bounded window of in-flight
+//! requests), consumers pull with long polling. Each message body carries its send time, so the
+//! consumer side measures end-to-end latency. Publish-delay latency is actual minus intended send
+//! time, which makes coordinated omission visible. Every period and for the whole run: rates,
+//! backlog, and p50…max of publish, publish-delay and end-to-end latency from HDR histograms; broker
+//! CPU (from /proc when `--broker-pid` is given) and CPU µs per message.
+
+use crate::client::{Message, MessageQueue, Producer, PushConsumer, StartFrom};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Workload, in the shape of an OpenMessaging Benchmark workload file.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, clap::Args)]
+#[serde(default)]
+pub struct Workload {
+    #[arg(long, default_value = "127.0.0.1:9876")]
+    pub namesrv: String,
+    #[arg(long, default_value_t = 1)]
+    pub topics: usize,
+    /// Queues per broker (shard) for each topic
+    #[arg(long, default_value_t = 16)]
+    pub queues: u32,
+    #[arg(long, default_value_t = 1024)]
+    pub message_size: usize,
+    #[arg(long, default_value_t = 1)]
+    pub producers: usize,
+    #[arg(long, default_value_t = 1)]
+    pub consumers: usize,
+    /// Messages per second over all producers; 0 = as fast as possible
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Messages per send request (1 = no batching)
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Measured seconds
+    #[arg(long, default_value_t = 30)]
+    pub duration: u64,
+    /// Seconds before measuring
+    #[arg(long, default_value_t = 5)]
+    pub warmup: u64,
+    /// Requests in flight per producer when running flat out
+    #[arg(long, default_value_t = 64)]
+    pub window: usize,
+    /// Seconds between periodic reports
+    #[arg(long, default_value_t = 10)]
+    pub report_every: u64,
+}
+
+impl Default for Workload {
+    fn default() -> Workload {
+        Workload {
+            namesrv: "127.0.0.1:9876".into(),
+            topics: 1,
+            queues: 16,
+            message_size: 1024,
+            producers: 1,
+            consumers: 1,
+            rate: 0,
+            batch: 1,
+            duration: 30,
+            warmup: 5,
+            window: 64,
+            report_every: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Percentiles {
+    pub p50_us: u64,
+    pub p75_us: u64,
+    pub p95_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub p9999_us: u64,
+    pub max_us: u64,
+}
+
+impl Percentiles {
+    fn of(h: &Histogram<u64>) -> Percentiles {
+        let q = |v| h.value_at_quantile(v);
+        Percentiles {
+            p50_us: q(0.5),
+            p75_us: q(0.75),
+            p95_us: q(0.95),
+            p99_us: q(0.99),
+            p999_us: q(0.999),
+            p9999_us: q(0.9999),
+            max_us: h.max(),
+        }
+    }
+}
+
+/// One report line (a period or the whole run).
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Period {
+    pub seconds: f64,
+    pub publish_rate: f64,
+    pub consume_rate: f64,
+    pub backlog: i64,
+    pub publish_errors: u64,
+    pub publish_latency: Percentiles,
+    pub publish_delay: Percentiles,
+    pub end_to_end: Percentiles,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Report {
+    pub workload: Option<Workload>,
+    pub periods: Vec<Period>,
+    pub total: Period,
+    pub broker_cpu_seconds: Option<f64>,
+    pub bench_cpu_seconds: f64,
+    pub broker_cpu_us_per_message: Option<f64>,
+}
+
+struct Hists {
+    publish: Histogram<u64>,
+    delay: Histogram<u64>,
+    e2e: Histogram<u64>,
+}
+
+impl Hists {
+    fn new() -> Hists {
+        let h = || Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("static histogram bounds are valid");
+        Hists {
+            publish: h(),
+            delay: h(),
+            e2e: h(),
+        }
+    }
+}
+
+struct Shared {
+    published: AtomicU64,
+    consumed: AtomicU64,
+    errors: AtomicU64,
+    measuring: AtomicBool,
+    period: Mutex<Hists>,
+    total: Mutex<Hists>,
+}
+
+impl Shared {
+    fn record(&self, pick: impl Fn(&mut Hists) -> &mut Histogram<u64>, us: u64) {
+        if !self.measuring.load(Ordering::Relaxed) {
+            return;
+        }
+        for m in [&self.period, &self.total] {
+            if let Ok(mut h) = m.lock() {
+                let _ = pick(&mut h).record(us.max(1));
+            }
+        }
+    }
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// CPU seconds (user + system) of a process, from /proc/<pid>/stat.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+fn producer_loop(w: Workload, topics: Vec<String>, shared: Arc<Shared>, stop: Arc<AtomicBool>, per_producer_rate: f64) {
+    let p = Producer::new(&w.namesrv, "ringmq-bench-producer");
+    let queues: Vec<MessageQueue> = topics
+        .iter()
+        .flat_map(|t| p.context().route(t, true).map(|r| r.write_queues).unwrap_or_default())
+        .collect();
+    if queues.is_empty() {
+        eprintln!("bench: no writable queue in the routes of {topics:?}");
+        return;
+    }
+    let inflight = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut sent: u64 = 0;
+    let mut qi = rand::random::<u32>() as usize;
+    while !stop.load(Ordering::Relaxed) {
+        let intended = if per_producer_rate > 0.0 {
+            let at = start + Duration::from_secs_f64(sent as f64 / per_producer_rate);
+            let now = Instant::now();
+            if at > now {
+                std::thread::sleep(at - now);
+            }
+            at
+        } else {
+            while inflight.load(Ordering::Relaxed) >= w.window as u64 && !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            Instant::now()
+        };
+        qi += 1;
+        let mq = &queues[qi % queues.len()];
+        let msgs: Vec<Message> = (0..w.batch.max(1))
+            .map(|_| {
+                let mut body = vec![0u8; w.message_size.max(8)];
+                body[..8].copy_from_slice(&now_us().to_be_bytes());
+                Message::new(&mq.topic, body)
+            })
+            .collect();
+        let t0 = Instant::now();
+        shared.record(
+            |h| &mut h.delay,
+            t0.saturating_duration_since(intended).as_micros() as u64,
+        );
+        inflight.fetch_add(1, Ordering::Relaxed);
+        let (sh, inf, n) = (shared.clone(), inflight.clone(), msgs.len() as u64);
+        let done = move |r: Result<crate::client::SendResult, crate::client::ClientError>| {
+            inf.fetch_sub(1, Ordering::Relaxed);
+            match r {
+                Ok(_) => {
+                    sh.published.fetch_add(n, Ordering::Relaxed);
+                    sh.record(|h| &mut h.publish, t0.elapsed().as_micros() as u64);
+                }
+                Err(_) => {
+                    sh.errors.fetch_add(n, Ordering::Relaxed);
+                }
+            }
+        };
+        let res = if w.batch > 1 {
+            p.send_batch_async(mq, &msgs, done)
+        } else {
+            p.send_async(&msgs[0], done)
+        };
+        if res.is_err() {
+            inflight.fetch_sub(1, Ordering::Relaxed);
+            shared.errors.fetch_add(msgs.len() as u64, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        sent += msgs.len() as u64;
+    }
+    while inflight.load(Ordering::Relaxed) > 0 && start.elapsed() < Duration::from_secs(3600) {
+        std::thread::sleep(Duration::from_millis(5));
+        if stop.load(Ordering::Relaxed) && inflight.load(Ordering::Relaxed) > 0 {
+            std::thread::sleep(Duration::from_millis(200));
+            break;
+        }
+    }
+}
+
+fn snapshot(shared: &Shared, secs: f64, published: u64, consumed: u64, reset: bool) -> Period {
+    let h = if reset { &shared.period } else { &shared.total };
+    let mut g = match h.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    let p = Period {
+        seconds: secs,
+        publish_rate: published as f64 / secs.max(1e-9),
+        consume_rate: consumed as f64 / secs.max(1e-9),
+        backlog: shared.published.load(Ordering::Relaxed) as i64 - shared.consumed.load(Ordering::Relaxed) as i64,
+        publish_errors: shared.errors.load(Ordering::Relaxed),
+        publish_latency: Percentiles::of(&g.publish),
+        publish_delay: Percentiles::of(&g.delay),
+        end_to_end: Percentiles::of(&g.e2e),
+    };
+    if reset {
+        *g = Hists::new();
+    }
+    p
+}
+
+/// One line of a report.
+pub fn describe(p: &Period) -> String {
+    format!(
+        "pub {:>9.0} msg/s  cons {:>9.0} msg/s  backlog {:>7}  pub lat p50 {:>6} p99 {:>7} p99.9 {:>7} max {:>8} us | delay p99 {:>7} | e2e p50 {:>6} p99 {:>7} p99.9 {:>7} us",
+        p.publish_rate,
+        p.consume_rate,
+        p.backlog,
+        p.publish_latency.p50_us,
+        p.publish_latency.p99_us,
+        p.publish_latency.p999_us,
+        p.publish_latency.max_us,
+        p.publish_delay.p99_us,
+        p.end_to_end.p50_us,
+        p.end_to_end.p99_us,
+        p.end_to_end.p999_us
+    )
+}
+
+fn start_consumers(w: &Workload, topics: &[String], shared: &Arc<Shared>) -> Result<Vec<PushConsumer>, String> {
+    let mut out = Vec::new();
+    for _ in 0..w.consumers {
+        let sh = shared.clone();
+        let mut c = PushConsumer::new(&w.namesrv, "ringmq-bench-consumer", move |msgs| {
+            let now = now_us();
+            for m in msgs {
+                if m.body.len() >= 8 {
+                    let sent = u64::from_be_bytes(m.body[..8].try_into().unwrap_or([0; 8]));
+                    sh.record(|h| &mut h.e2e, now.saturating_sub(sent));
+                }
+            }
+            sh.consumed.fetch_add(msgs.len() as u64, Ordering::Relaxed);
+            true
+        });
+        for t in topics {
+            c.subscribe(t, "*");
+        }
+        c.start_from(StartFrom::Last);
+        c.start().map_err(|e| e.to_string())?;
+        out.push(c);
+    }
+    Ok(out)
+}
+
+/// Runs a workload; prints a line every period and returns the report.
+pub fn run(w: &Workload, broker_pid: Option<u32>) -> Result<Report, String> {
+    let tag = rand::random::<u32>();
+    let topics: Vec<String> = (0..w.topics).map(|i| format!("bench-{tag:08x}-{i}")).collect();
+    let setup = Producer::new(&w.namesrv, "ringmq-bench-setup");
+    for t in &topics {
+        setup
+            .create_topic(t, w.queues)
+            .map_err(|e| format!("cannot create topic {t}: {e}"))?;
+    }
+    let shared = Arc::new(Shared {
+        published: AtomicU64::new(0),
+        consumed: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        measuring: AtomicBool::new(false),
+        period: Mutex::new(Hists::new()),
+        total: Mutex::new(Hists::new()),
+    });
+    let consumers = start_consumers(w, &topics, &shared)?;
+    std::thread::sleep(Duration::from_secs(3)); // let consumers rebalance before load
+    let stop = Arc::new(AtomicBool::new(false));
+    let per = if w.rate > 0 {
+        w.rate as f64 / w.producers as f64
+    } else {
+        0.0
+    };
+    let producers: Vec<_> = (0..w.producers)
+        .map(|_| {
+            let (w, t, s, st) = (w.clone(), topics.clone(), shared.clone(), stop.clone());
+            std::thread::spawn(move || producer_loop(w, t, s, st, per))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(w.warmup));
+    shared.measuring.store(true, Ordering::SeqCst);
+    let (pub0, con0) = (
+        shared.published.load(Ordering::Relaxed),
+        shared.consumed.load(Ordering::Relaxed),
+    );
+    let cpu0 = broker_pid.and_then(cpu_seconds);
+    let self0 = cpu_seconds(std::process::id()).unwrap_or(0.0);
+    let start = Instant::now();
+    let mut report = Report {
+        workload: Some(w.clone()),
+        ..Default::default()
+    };
+    let (mut last_t, mut last_p, mut last_c) = (start, pub0, con0);
+    while start.elapsed() < Duration::from_secs(w.duration) {
+        std::thread::sleep(Duration::from_millis(200));
+        if last_t.elapsed() >= Duration::from_secs(w.report_every) || start.elapsed() >= Duration::from_secs(w.duration)
+        {
+            let (p, c) = (
+                shared.published.load(Ordering::Relaxed),
+                shared.consumed.load(Ordering::Relaxed),
+            );
+            let period = snapshot(&shared, last_t.elapsed().as_secs_f64(), p - last_p, c - last_c, true);
+            println!("{}", describe(&period));
+            report.periods.push(period);
+            (last_t, last_p, last_c) = (Instant::now(), p, c);
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let (p, c) = (
+        shared.published.load(Ordering::Relaxed),
+        shared.consumed.load(Ordering::Relaxed),
+    );
+    report.total = snapshot(&shared, elapsed, p - pub0, c - con0, false);
+    report.broker_cpu_seconds = broker_pid.and_then(cpu_seconds).zip(cpu0).map(|(b, a)| b - a);
+    report.bench_cpu_seconds = cpu_seconds(std::process::id()).unwrap_or(0.0) - self0;
+    report.broker_cpu_us_per_message = report.broker_cpu_seconds.map(|s| s * 1e6 / ((p - pub0).max(1) as f64));
+    stop.store(true, Ordering::SeqCst);
+    for h in producers {
+        let _ = h.join();
+    }
+    for c in consumers {
+        c.shutdown();
+    }
+    Ok(report)
+}

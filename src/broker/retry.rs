@@ -1,0 +1,109 @@
+//! Consumption retries and dead letters: CONSUMER_SEND_MSG_BACK, and the same reconsume rules on the
+//! send path (clients that fall back to sending to `%RETRY%<group>` themselves).
+//!
+//! A failed message goes back to `%RETRY%<group>` through the delay levels (level 3 + reconsume
+//! times unless the client names one: 10 s, 30 s, 1 m, …), with RETRY_TOPIC and ORIGIN_MESSAGE_ID set
+//! and reconsume times + 1. At or past the group's maximum (default 16) or with delay level −1 it
+//! goes to `%DLQ%<group>`, which nothing consumes unless a user subscribes to it.
+
+use super::schedule::park;
+use super::topics::{DLQ_PREFIX, RETRY_PREFIX};
+use super::{Broker, field, opt_field, store_error_response};
+use crate::protocol::Command;
+use crate::protocol::codes::response as rs;
+use crate::protocol::message::{MessageToStore, property_get, property_set};
+use std::rc::Rc;
+
+/// RocketMQ's default maximum reconsume times of a group.
+pub const DEFAULT_MAX_RECONSUME: i32 = 16;
+/// First retry level: 3 (10 s) for reconsume 0.
+const FIRST_RETRY_LEVEL: i32 = 3;
+pub const RETRY_TOPIC: &str = "RETRY_TOPIC";
+pub const ORIGIN_MESSAGE_ID: &str = "ORIGIN_MESSAGE_ID";
+
+pub async fn send_back(b: &Rc<Broker>, req: &Command) -> Command {
+    let (offset, group): (u64, String) = match (field(req, "offset"), field(req, "group")) {
+        (Ok(o), Ok(g)) => (o, g),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    let delay_level: i32 = opt_field(req, "delayLevel").unwrap_or(0);
+    let max = if req.version >= 121 {
+        opt_field(req, "maxReconsumeTimes").unwrap_or(DEFAULT_MAX_RECONSUME)
+    } else {
+        DEFAULT_MAX_RECONSUME
+    };
+    let orig = match b.store.read_message(offset).await {
+        Ok(m) => m,
+        Err(e) => {
+            return req
+                .response_to(rs::SYSTEM_ERROR)
+                .with_remark(format!("look up failed message at offset {offset}: {e}"));
+        }
+    };
+    let mut props = orig.properties.clone();
+    if property_get(&props, RETRY_TOPIC).is_none() {
+        props = property_set(&props, RETRY_TOPIC, &orig.topic);
+    }
+    if property_get(&props, ORIGIN_MESSAGE_ID).is_none() {
+        let origin = req
+            .field("originMsgId")
+            .map(str::to_string)
+            .unwrap_or_else(|| orig.offset_msg_id());
+        props = property_set(&props, ORIGIN_MESSAGE_ID, &origin);
+    }
+    let mut m = MessageToStore {
+        topic: format!("{RETRY_PREFIX}{group}"),
+        queue_id: 0,
+        flag: orig.flag,
+        body: orig.body.clone(),
+        properties: props,
+        sys_flag: orig.sys_flag,
+        born_timestamp_ms: orig.born_timestamp_ms,
+        born_host: orig.born_host,
+        store_host: b.addr,
+        reconsume_times: orig.reconsume_times + 1,
+        prepared_transaction_offset: 0,
+    };
+    if orig.reconsume_times >= max || delay_level < 0 {
+        to_dlq(b, &mut m, &group);
+    } else {
+        b.ensure_topic(&m.topic, 1);
+        let level = if delay_level == 0 {
+            FIRST_RETRY_LEVEL + orig.reconsume_times
+        } else {
+            delay_level
+        };
+        park(&mut m, level as u32, b.delay_levels());
+    }
+    match b.store.put(std::slice::from_ref(&m), true).await {
+        Ok(_) => {
+            b.wake_pollers(&m.topic, m.queue_id);
+            req.response_to(rs::SUCCESS)
+        }
+        Err(e) => store_error_response(req, &e),
+    }
+}
+
+fn to_dlq(b: &Broker, m: &mut MessageToStore, group: &str) {
+    m.topic = format!("{DLQ_PREFIX}{group}");
+    m.queue_id = 0;
+    b.ensure_topic(&m.topic, 1);
+    tracing::info!(topic = %m.topic, reconsume = m.reconsume_times, "message moved to the dead-letter queue");
+}
+
+/// Send-path rules: a send to `%RETRY%<group>` past the maximum goes to the DLQ; a DELAY property
+/// parks the message on its level.
+pub fn apply_send_rules(b: &Broker, m: &mut MessageToStore, max_reconsume: Option<i32>) {
+    if let Some(group) = m.topic.strip_prefix(RETRY_PREFIX).map(str::to_string) {
+        let max = max_reconsume.unwrap_or(DEFAULT_MAX_RECONSUME);
+        if m.reconsume_times > max || property_get(&m.properties, "DELAY") == Some("-1") {
+            to_dlq(b, m, &group);
+            return;
+        }
+    }
+    let tx = m.sys_flag & crate::protocol::message::FLAG_TRANSACTION_MASK;
+    let committed_or_plain = tx == 0 || tx == crate::protocol::message::FLAG_TRANSACTION_COMMIT;
+    if let Some(level) = crate::store::dispatch::delay_level(&m.properties).filter(|_| committed_or_plain) {
+        park(m, level, b.delay_levels());
+    }
+}

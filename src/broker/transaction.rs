@@ -1,0 +1,286 @@
+//! Transactional messages: half messages, END_TRANSACTION, and check-back.
+//!
+//! A half message (sysFlag PREPARED, property TRAN_MSG=true) is stored in `RMQ_SYS_TRANS_HALF_TOPIC`
+//! queue 0 with REAL_TOPIC/REAL_QID, invisible to consumers. END_TRANSACTION commits (stores the real
+//! message with transaction type COMMIT and the half's physical offset) or rolls back, and in both
+//! cases appends an op record (`RMQ_SYS_TRANS_OP_HALF_TOPIC`, tag `d`, body = the half's queue offset)
+//! that marks the half resolved. A per-shard check task walks unresolved halves older than the
+//! transaction timeout: it re-appends a copy with TRANSACTION_CHECK_TIMES + 1 and asks a live producer
+//! of the group (CHECK_TRANSACTION_STATE on its connection); past the check limit the half is
+//! discarded with a log line and a counter. Resolved offsets are rebuilt from the op queue at start.
+
+use super::{Broker, field, opt_field, store_error_response};
+use crate::protocol::Command;
+use crate::protocol::codes::{request as rq, response as rs};
+use crate::protocol::message::{
+    FLAG_TRANSACTION_COMMIT, FLAG_TRANSACTION_MASK, FLAG_TRANSACTION_PREPARED, MessageToStore, StoredMessage,
+    offset_msg_id, property_get, property_set,
+};
+use crate::store::now_ms;
+use std::cell::Cell;
+use std::collections::HashSet;
+use std::rc::Rc;
+use std::time::Duration;
+
+pub const HALF_TOPIC: &str = "RMQ_SYS_TRANS_HALF_TOPIC";
+pub const OP_TOPIC: &str = "RMQ_SYS_TRANS_OP_HALF_TOPIC";
+const CHECK_TIMES: &str = "TRANSACTION_CHECK_TIMES";
+const IMMUNITY_SECS: &str = "CHECK_IMMUNITY_TIME_IN_SECONDS";
+const TRANSACTION_ID: &str = "__transactionId__";
+/// Checks before a half message is discarded (RocketMQ's transactionCheckMax).
+pub const CHECK_MAX: u32 = 15;
+
+/// Transaction state of one shard.
+#[derive(Default)]
+pub struct Transactions {
+    /// Half-queue offsets resolved by an op record.
+    pub resolved: HashSet<u64>,
+    /// Next half-queue offset the checker looks at (rebuilt as the first unresolved at start).
+    pub check_from: Cell<u64>,
+    pub discarded: Cell<u64>,
+}
+
+/// Rewrites a prepared message into a half message.
+pub fn to_half(m: &mut MessageToStore) {
+    let uniq = property_get(&m.properties, "UNIQ_KEY").unwrap_or_default().to_string();
+    let mut props = property_set(&m.properties, super::schedule::REAL_TOPIC, &m.topic);
+    props = property_set(&props, super::schedule::REAL_QID, &m.queue_id.to_string());
+    if !uniq.is_empty() {
+        props = property_set(&props, TRANSACTION_ID, &uniq);
+    }
+    m.properties = props;
+    m.topic = HALF_TOPIC.into();
+    m.queue_id = 0;
+    m.sys_flag &= !FLAG_TRANSACTION_MASK;
+}
+
+/// Whether a send is a transaction's half message.
+pub fn is_prepared(m: &MessageToStore) -> bool {
+    m.sys_flag & FLAG_TRANSACTION_MASK == FLAG_TRANSACTION_PREPARED
+}
+
+/// Rebuilds the resolved set from the op queue (start-up).
+pub async fn recover(b: &Broker) {
+    let (min, max) = b.store.queue_bounds(OP_TOPIC, 0);
+    let mut resolved = HashSet::new();
+    let mut off = min;
+    while off < max {
+        let r = b.store.get(OP_TOPIC, 0, off, 256, 1 << 20, &|_| true, &|_| true).await;
+        for rec in &r.records {
+            if let Ok(m) = StoredMessage::decode(rec) {
+                resolved.extend(
+                    std::str::from_utf8(&m.body)
+                        .unwrap_or("")
+                        .split(',')
+                        .filter_map(|s| s.trim().parse::<u64>().ok()),
+                );
+            }
+        }
+        if r.next_offset <= off {
+            break;
+        }
+        off = r.next_offset;
+    }
+    let (hmin, _) = b.store.queue_bounds(HALF_TOPIC, 0);
+    b.transactions.borrow_mut().resolved = resolved;
+    b.transactions.borrow().check_from.set(hmin);
+}
+
+fn op_record(b: &Broker, half_queue_offset: u64) -> MessageToStore {
+    MessageToStore {
+        topic: OP_TOPIC.into(),
+        queue_id: 0,
+        flag: 0,
+        body: half_queue_offset.to_string().into(),
+        properties: crate::protocol::message::properties_encode([("TAGS", "d")]),
+        sys_flag: 0,
+        born_timestamp_ms: now_ms(),
+        born_host: b.addr,
+        store_host: b.addr,
+        reconsume_times: 0,
+        prepared_transaction_offset: 0,
+    }
+}
+
+/// END_TRANSACTION: commit or roll back the half message at `commitLogOffset`.
+pub async fn end_transaction(b: &Rc<Broker>, req: &Command) -> Option<Command> {
+    let resp = end_inner(b, req).await;
+    if let Some(r) = resp.as_ref().filter(|r| r.code != rs::SUCCESS) {
+        tracing::warn!(remark = ?r.remark, "END_TRANSACTION refused");
+    }
+    resp
+}
+
+async fn end_inner(b: &Rc<Broker>, req: &Command) -> Option<Command> {
+    let kind: i32 = opt_field(req, "commitOrRollback").unwrap_or(0);
+    if kind == 0 {
+        return None; // TRANSACTION_NOT_TYPE: nothing to do, no reply
+    }
+    let (group, phys, qoff): (String, u64, u64) = match (
+        field(req, "producerGroup"),
+        field(req, "commitLogOffset"),
+        field(req, "tranStateTableOffset"),
+    ) {
+        (Ok(g), Ok(p), Ok(q)) => (g, p, q),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return Some(e),
+    };
+    let half = match b.store.read_message(phys).await {
+        Ok(h) if h.topic == HALF_TOPIC => h,
+        _ => {
+            return Some(
+                req.response_to(rs::SYSTEM_ERROR)
+                    .with_remark(format!("no half message at offset {phys}")),
+            );
+        }
+    };
+    if property_get(&half.properties, "PGROUP").is_some_and(|g| g != group) {
+        return Some(
+            req.response_to(rs::SYSTEM_ERROR)
+                .with_remark("producer group does not match the half message"),
+        );
+    }
+    if half.queue_offset != qoff {
+        return Some(
+            req.response_to(rs::SYSTEM_ERROR)
+                .with_remark("tranStateTableOffset does not match the half message"),
+        );
+    }
+    if b.transactions.borrow().resolved.contains(&qoff) {
+        return Some(req.response_to(rs::SUCCESS)); // already resolved: idempotent
+    }
+    let mut batch = Vec::new();
+    if kind == 8 {
+        let Some(mut real) = committed_copy(b, &half) else {
+            return Some(
+                req.response_to(rs::SYSTEM_ERROR)
+                    .with_remark("half message lacks REAL_TOPIC/REAL_QID"),
+            );
+        };
+        b.ensure_topic(&real.topic, real.queue_id as u32 + 1);
+        super::retry::apply_send_rules(b, &mut real, None);
+        batch.push(real);
+    }
+    let real_dest = batch.first().map(|m| (m.topic.clone(), m.queue_id));
+    b.ensure_topic(OP_TOPIC, 1);
+    let op = op_record(b, qoff);
+    for m in batch.iter().chain(std::iter::once(&op)) {
+        if let Err(e) = b.store.put(std::slice::from_ref(m), true).await {
+            return Some(store_error_response(req, &e));
+        }
+    }
+    b.transactions.borrow_mut().resolved.insert(qoff);
+    if let Some((t, q)) = real_dest {
+        b.wake_pollers(&t, q);
+    }
+    Some(req.response_to(rs::SUCCESS))
+}
+
+fn committed_copy(b: &Broker, half: &StoredMessage) -> Option<MessageToStore> {
+    Some(MessageToStore {
+        topic: property_get(&half.properties, super::schedule::REAL_TOPIC)?.to_string(),
+        queue_id: property_get(&half.properties, super::schedule::REAL_QID)?
+            .parse()
+            .ok()?,
+        flag: half.flag,
+        body: half.body.clone(),
+        properties: half.properties.clone(),
+        sys_flag: (half.sys_flag & !FLAG_TRANSACTION_MASK) | FLAG_TRANSACTION_COMMIT,
+        born_timestamp_ms: half.born_timestamp_ms,
+        born_host: half.born_host,
+        store_host: b.addr,
+        reconsume_times: half.reconsume_times,
+        prepared_transaction_offset: half.physical_offset as i64,
+    })
+}
+
+/// One check-back round over unresolved half messages older than `timeout`.
+pub async fn check_round(b: &Rc<Broker>, timeout: Duration) {
+    let (min, max) = b.store.queue_bounds(HALF_TOPIC, 0);
+    let mut off = b.transactions.borrow().check_from.get().max(min);
+    while off < max {
+        if b.transactions.borrow().resolved.contains(&off) {
+            off += 1;
+            continue;
+        }
+        let Some(e) = b.store.entry(HALF_TOPIC, 0, off) else {
+            break;
+        };
+        let Ok(half) = b.store.read_message(e.physical_offset).await else {
+            off += 1;
+            continue;
+        };
+        let immunity = property_get(&half.properties, IMMUNITY_SECS)
+            .and_then(|v| v.parse::<i64>().ok())
+            .map(|s| s * 1000);
+        let age = now_ms() - half.store_timestamp_ms;
+        if age < immunity.unwrap_or(timeout.as_millis() as i64) {
+            break; // later halves are younger
+        }
+        let checks: u32 = property_get(&half.properties, CHECK_TIMES)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if checks >= CHECK_MAX {
+            tracing::warn!(offset = off, msg_id = %half.offset_msg_id(), "transaction unresolved after {CHECK_MAX} checks: discarded");
+            b.transactions
+                .borrow()
+                .discarded
+                .set(b.transactions.borrow().discarded.get() + 1);
+            b.transactions.borrow_mut().resolved.insert(off);
+            off += 1;
+            continue;
+        }
+        let group = property_get(&half.properties, "PGROUP").unwrap_or_default().to_string();
+        let Some(conn) = b.clients.borrow().producer_conn(&group) else {
+            break;
+        };
+        if !ask_producer(b, &half, checks + 1, &conn).await {
+            break;
+        }
+        b.transactions.borrow_mut().resolved.insert(off); // superseded by the re-appended copy
+        off += 1;
+    }
+    b.transactions.borrow().check_from.set(off);
+}
+
+/// Re-appends the half with one more check and sends CHECK_TRANSACTION_STATE about the copy.
+async fn ask_producer(b: &Broker, half: &StoredMessage, checks: u32, conn: &Rc<crate::net::conn::Conn>) -> bool {
+    let mut copy = MessageToStore {
+        topic: HALF_TOPIC.into(),
+        queue_id: 0,
+        flag: half.flag,
+        body: half.body.clone(),
+        properties: property_set(&half.properties, CHECK_TIMES, &checks.to_string()),
+        sys_flag: half.sys_flag,
+        born_timestamp_ms: half.born_timestamp_ms,
+        born_host: half.born_host,
+        store_host: b.addr,
+        reconsume_times: half.reconsume_times,
+        prepared_transaction_offset: 0,
+    };
+    let placed = match b.store.put(std::slice::from_ref(&copy), true).await {
+        Ok(p) => p[0],
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot re-append half message for check-back");
+            return false;
+        }
+    };
+    let uniq = property_get(&copy.properties, "UNIQ_KEY")
+        .unwrap_or_default()
+        .to_string();
+    let mut cmd = Command::request(rq::CHECK_TRANSACTION_STATE);
+    cmd.put("tranStateTableOffset", placed.queue_offset);
+    cmd.put("commitLogOffset", placed.physical_offset);
+    cmd.put("msgId", &uniq);
+    cmd.put("transactionId", &uniq);
+    cmd.put("offsetMsgId", offset_msg_id(&b.addr, placed.physical_offset));
+    // The body is the half message as the producer should see it: real topic and queue.
+    copy.topic = property_get(&copy.properties, super::schedule::REAL_TOPIC)
+        .unwrap_or_default()
+        .to_string();
+    copy.queue_id = property_get(&copy.properties, super::schedule::REAL_QID)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = Vec::with_capacity(copy.encoded_len());
+    copy.encode_into(&mut body, placed.physical_offset, placed.queue_offset, now_ms());
+    conn.send_oneway(cmd.with_body(body))
+}

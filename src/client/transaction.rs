@@ -1,0 +1,131 @@
+//! The native transactional producer: send a half message, run the local transaction, end it with
+//! END_TRANSACTION; answer the broker's CHECK_TRANSACTION_STATE through a check listener.
+
+use super::connection::ClientError;
+use super::consumer::decode_records;
+use super::producer::{Message, Producer, SendResult};
+use super::route::{ClientContext, REQUEST_TIMEOUT};
+use crate::protocol::Command;
+use crate::protocol::codes::{request as rq, response as rs};
+use crate::protocol::message::{StoredMessage, decode_offset_msg_id};
+use std::sync::{Arc, Weak};
+
+/// Outcome of a local transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxState {
+    Commit,
+    Rollback,
+    Unknown,
+}
+
+impl TxState {
+    fn code(self) -> i32 {
+        match self {
+            TxState::Commit => 8,
+            TxState::Rollback => 12,
+            TxState::Unknown => 0,
+        }
+    }
+}
+
+fn end_command(group: &str, state: TxState, phys: u64, queue_offset: u64, uniq: &str, from_check: bool) -> Command {
+    let mut cmd = Command::request(rq::END_TRANSACTION);
+    cmd.put("producerGroup", group);
+    cmd.put("tranStateTableOffset", queue_offset);
+    cmd.put("commitLogOffset", phys);
+    cmd.put("commitOrRollback", state.code());
+    cmd.put("fromTransactionCheck", from_check);
+    cmd.put("msgId", uniq);
+    cmd.put("transactionId", uniq);
+    cmd
+}
+
+impl Producer {
+    /// Sends `msg` as a half message, runs `local`, and commits or rolls back by its answer
+    /// (`Unknown` leaves the decision to the broker's check-back).
+    pub fn send_in_transaction(
+        &self,
+        msg: &Message,
+        local: impl FnOnce() -> TxState,
+    ) -> Result<(SendResult, TxState), ClientError> {
+        let group = self.group().to_string();
+        let half = msg
+            .clone()
+            .with_property("TRAN_MSG", "true")
+            .with_property("PGROUP", &group);
+        let r = self.send_with_sys_flag(&half, 4)?;
+        let state = local();
+        let (host, phys) = decode_offset_msg_id(&r.offset_msg_id).ok_or_else(|| ClientError::BadResponse {
+            addr: "broker".into(),
+            message: "bad offset msgId".into(),
+        })?;
+        if state != TxState::Unknown {
+            let cmd = end_command(&group, state, phys, r.queue_offset, &r.unique_key, false);
+            self.context().conn(&host.to_string())?.oneway(cmd)?;
+        }
+        Ok((r, state))
+    }
+
+    /// Registers this producer group with the brokers of `topic` and answers their check-backs with
+    /// `check` (which sees the half message with its real topic).
+    pub fn set_check_listener(
+        &self,
+        topic: &str,
+        check: impl Fn(&StoredMessage) -> TxState + Send + Sync + 'static,
+    ) -> Result<(), ClientError> {
+        let check: Arc<dyn Fn(&StoredMessage) -> TxState + Send + Sync> = Arc::new(check);
+        let body = serde_json::json!({
+            "clientID": self.context().client_id,
+            "producerDataSet": [{"groupName": self.group()}],
+            "consumerDataSet": [],
+        })
+        .to_string();
+        for addr in self.context().route(topic, true)?.brokers.into_values() {
+            let conn = self.context().conn(&addr)?;
+            let (ctx, group, check, a2): (Weak<ClientContext>, String, _, String) = (
+                Arc::downgrade(self.context()),
+                self.group().to_string(),
+                check.clone(),
+                addr.clone(),
+            );
+            conn.on_server_request(move |cmd| {
+                if cmd.code != rq::CHECK_TRANSACTION_STATE {
+                    return;
+                }
+                let Some(ctx) = ctx.upgrade() else { return };
+                let Some(half) = decode_records(&cmd.body_bytes())
+                    .ok()
+                    .and_then(|v| v.into_iter().next())
+                else {
+                    return;
+                };
+                let state = check(&half);
+                let num = |k: &str| cmd.field(k).and_then(|v| v.parse().ok()).unwrap_or(0u64);
+                let uniq = cmd.field("msgId").unwrap_or_default();
+                let end = end_command(
+                    &group,
+                    state,
+                    num("commitLogOffset"),
+                    num("tranStateTableOffset"),
+                    uniq,
+                    true,
+                );
+                if let Ok(c) = ctx.conn(&a2) {
+                    let _ = c.oneway(end);
+                }
+            });
+            let r = conn.request(
+                Command::request(rq::HEART_BEAT).with_body(body.clone()),
+                REQUEST_TIMEOUT,
+            )?;
+            if r.code != rs::SUCCESS {
+                return Err(ClientError::Refused {
+                    addr,
+                    code: r.code,
+                    remark: r.remark.unwrap_or_default(),
+                });
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,146 @@
+//! Black-box tests of RocketMQ features on a started ringmq: scheduled messages (delay levels),
+//! consumption retry through CONSUMER_SEND_MSG_BACK, and the dead-letter queue.
+
+mod common;
+
+use common::Server;
+use ringmq::client::{Connection, Message, MessageQueue, Producer, PullConsumer};
+use ringmq::protocol::Command;
+use ringmq::protocol::codes::{request as rq, response as rs};
+use ringmq::protocol::message::StoredMessage;
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(5);
+
+fn wait_pull(c: &PullConsumer, q: &MessageQueue, offset: u64, within: Duration) -> Option<(Instant, StoredMessage)> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        let r = c.pull(q, offset, 32, "*", 0).unwrap();
+        if r.code == rs::SUCCESS {
+            return Some((Instant::now(), r.messages[0].clone()));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+fn retry_queue(c: &PullConsumer, group: &str) -> MessageQueue {
+    let topic = format!("%RETRY%{group}");
+    let deadline = Instant::now() + T;
+    loop {
+        if let Ok(q) = c.queues(&topic)
+            && let Some(q) = q.into_iter().next()
+        {
+            return q;
+        }
+        assert!(Instant::now() < deadline, "no route for {topic}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn delay_level_message_is_delivered_on_time_not_early() {
+    let s = Server::start(1, &[]);
+    let p = Producer::new(&s.namesrv(), "PG");
+    p.create_topic("Later", 1).unwrap();
+    let c = PullConsumer::new(&s.namesrv(), "CG");
+    let q = c.queues("Later").unwrap()[0].clone();
+    let sent_at = Instant::now();
+    p.send(&Message::new("Later", "in one second").with_property("DELAY", "1"))
+        .unwrap();
+    assert_eq!(
+        c.pull(&q, 0, 32, "*", 0).unwrap().code,
+        rs::PULL_NOT_FOUND,
+        "not visible before it is due"
+    );
+    let (at, m) = wait_pull(&c, &q, 0, Duration::from_secs(5)).expect("delivered");
+    let waited = at - sent_at;
+    assert!(waited >= Duration::from_millis(990), "delivered early: {waited:?}");
+    assert!(waited < Duration::from_millis(1500), "delivered late: {waited:?}");
+    assert_eq!(&m.body[..], b"in one second");
+    assert_eq!(m.property("REAL_TOPIC").as_deref(), Some("Later"));
+}
+
+#[test]
+fn scheduled_messages_survive_restart_exactly_once() {
+    let mut s = Server::start(1, &[]);
+    let p = Producer::new(&s.namesrv(), "PG");
+    p.create_topic("Sched", 1).unwrap();
+    for i in 0..5 {
+        p.send(&Message::new("Sched", format!("s{i}")).with_property("DELAY", "2"))
+            .unwrap();
+    }
+    s.restart();
+    let c = PullConsumer::new(&s.namesrv(), "CG");
+    let q = c.queues("Sched").unwrap()[0].clone();
+    std::thread::sleep(Duration::from_secs(3));
+    s.kill9();
+    s.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let c = PullConsumer::new(&s.namesrv(), "CG");
+    let r = c.pull(&q, 0, 32, "*", 0).unwrap();
+    let mut bodies: Vec<String> = r
+        .messages
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+        .collect();
+    bodies.sort();
+    assert_eq!(bodies, vec!["s0", "s1", "s2", "s3", "s4"], "each delivered once");
+}
+
+fn send_back(conn: &Connection, offset: u64, group: &str, level: i32, max: i32) -> Command {
+    let mut cmd = Command::request(rq::CONSUMER_SEND_MSG_BACK);
+    cmd.put("offset", offset);
+    cmd.put("group", group);
+    cmd.put("delayLevel", level);
+    cmd.put("maxReconsumeTimes", max);
+    conn.request(cmd, T).unwrap()
+}
+
+#[test]
+fn send_back_retries_with_backoff_then_dead_letters() {
+    let s = Server::start(1, &[]);
+    let p = Producer::new(&s.namesrv(), "PG");
+    p.create_topic("Work", 1).unwrap();
+    let sent = p.send(&Message::new("Work", "job").with_tags("t")).unwrap();
+    let c = PullConsumer::new(&s.namesrv(), "Workers");
+    c.heartbeat(&[("Work".into(), "*".into())], "CLUSTERING").unwrap();
+    let conn = Connection::connect(&s.shard_addr(0), T).unwrap();
+    let (_, phys) = ringmq::protocol::message::decode_offset_msg_id(&sent.offset_msg_id).unwrap();
+    assert_eq!(send_back(&conn, phys, "Workers", 1, 2).code, rs::SUCCESS);
+    let rq_ = retry_queue(&c, "Workers");
+    let (_, retried) = wait_pull(&c, &rq_, 0, Duration::from_secs(5)).expect("retried after level 1");
+    assert_eq!(retried.reconsume_times, 1);
+    assert_eq!(retried.property("RETRY_TOPIC").as_deref(), Some("Work"));
+    assert_eq!(
+        retried.property("ORIGIN_MESSAGE_ID").as_deref(),
+        Some(sent.offset_msg_id.as_str())
+    );
+    // Second failure, then past the maximum of 2 reconsumes → DLQ.
+    assert_eq!(
+        send_back(&conn, retried.physical_offset, "Workers", 1, 2).code,
+        rs::SUCCESS
+    );
+    let (_, again) = wait_pull(&c, &rq_, 1, Duration::from_secs(5)).expect("second retry");
+    assert_eq!(again.reconsume_times, 2);
+    assert_eq!(
+        send_back(&conn, again.physical_offset, "Workers", 1, 2).code,
+        rs::SUCCESS
+    );
+    let deadline = Instant::now() + T;
+    let dlq = loop {
+        if let Some(q) = c.queues("%DLQ%Workers").ok().and_then(|v| v.into_iter().next()) {
+            break q;
+        }
+        assert!(Instant::now() < deadline, "no DLQ route");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (_, dead) = wait_pull(&c, &dlq, 0, Duration::from_secs(2)).expect("dead-lettered at once");
+    assert_eq!(&dead.body[..], b"job");
+    assert_eq!(dead.reconsume_times, 3);
+    assert_eq!(
+        send_back(&conn, u64::MAX / 2, "Workers", 0, 16).code,
+        rs::SYSTEM_ERROR,
+        "unknown offset is an error"
+    );
+}
