@@ -144,6 +144,12 @@ pub async fn run_level(b: Rc<Broker>, level: u32) {
     let qid = level as i32 - 1;
     // Offsets below this were possibly delivered before the last crash without recording it.
     let (_, verify_until) = b.store.queue_bounds(SCHEDULE_TOPIC, qid);
+    tracing::debug!(
+        level,
+        verify_until,
+        progress = b.schedule.borrow().get(level),
+        "delay level task started"
+    );
     loop {
         let (min, max) = b.store.queue_bounds(SCHEDULE_TOPIC, qid);
         let next = b.schedule.borrow().get(level).max(min);
@@ -152,6 +158,7 @@ pub async fn run_level(b: Rc<Broker>, level: u32) {
             continue;
         };
         let now = now_ms();
+        tracing::trace!(level, next, due = e.tags_code, now, "scheduled entry");
         if e.tags_code > now {
             sleep(Duration::from_millis(((e.tags_code - now) as u64).min(CHECK_EVERY_MS))).await;
             continue;

@@ -44,10 +44,16 @@ fn store_config(cfg: &Config, shard: usize) -> StoreConfig {
 fn bind(port: u16) -> Result<glommio::net::TcpListener, String> {
     // glommio binds with SO_REUSEPORT, which would let a second process share the port silently:
     // refuse a port that something already listens on.
-    if startup::port_listening(port) {
-        return Err(format!(
-            "port {port} is already in use (another broker or ringmq?); choose another --listen-port"
-        ));
+    // A process killed a moment ago may still hold its listener: io_uring releases the files of
+    // in-flight requests asynchronously after exit. Give it a few seconds.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while startup::port_listening(port) {
+        if std::time::Instant::now() >= deadline {
+            return Err(format!(
+                "port {port} is already in use (another broker or ringmq?); choose another --listen-port"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
     glommio::net::TcpListener::bind(("0.0.0.0", port)).map_err(|e| {
         let text = e.to_string();

@@ -85,6 +85,7 @@ impl Disk for DmaDisk {
     type File = glommio::io::DmaFile;
 
     async fn open(&self, path: &Path) -> io::Result<Rc<Self::File>> {
+        ensure_allocated_block(path)?;
         let f = glommio::io::OpenOptions::new()
             .read(true)
             .write(true)
@@ -106,6 +107,27 @@ impl Disk for DmaDisk {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         std::fs::create_dir_all(dir)
     }
+}
+
+/// Gives a new or empty file one written, synced block before glommio opens it. glommio decides once
+/// per device whether to use its I/O-polling ring by reading the first block of the first file it
+/// opens there; an empty file answers that read without touching the device, glommio wrongly concludes
+/// polling works, and every later read on the device fails with EOPNOTSUPP.
+fn ensure_allocated_block(path: &Path) -> io::Result<()> {
+    use std::io::Write;
+    let needs = std::fs::metadata(path).map(|m| m.len() < BLOCK_BYTES).unwrap_or(true);
+    if needs {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
+        if f.metadata()?.len() == 0 {
+            f.write_all(&[0u8; BLOCK_BYTES as usize])?;
+            f.sync_all()?;
+        }
+    }
+    Ok(())
 }
 
 /// File names in `dir`, sorted; a missing directory is empty.

@@ -89,18 +89,23 @@ impl Server {
             &(4u64 << 20).to_string(),
         ]);
         c.args(&self.extra);
-        c.env("RINGMQ_LOG", "warn");
+        c.env(
+            "RINGMQ_LOG",
+            std::env::var("RINGMQ_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        );
         c
     }
 
     /// Starts the process and waits for its ready banner; Err(stderr) if it exits first.
     pub fn spawn(&mut self) -> Result<(), String> {
-        let mut child = self
-            .command()
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
+        // stderr goes to a file: an undrained pipe would block the server once it fills.
+        let log_path = self.dir.join(format!("ringmq-{}.log", self.base_port));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
             .unwrap();
+        let mut child = self.command().stdout(Stdio::piped()).stderr(log).spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -118,9 +123,7 @@ impl Server {
                 return Ok(());
             }
             if let Ok(Some(status)) = child.try_wait() {
-                let mut err = String::new();
-                use std::io::Read;
-                child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+                let err = std::fs::read_to_string(&log_path).unwrap_or_default();
                 return Err(format!("exited with {status}: {err}"));
             }
         }
@@ -159,6 +162,11 @@ impl Server {
 
     pub fn data_dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Everything the server wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join(format!("ringmq-{}.log", self.base_port))).unwrap_or_default()
     }
 }
 
