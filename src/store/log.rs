@@ -37,8 +37,9 @@ pub const BLANK_BYTES: u64 = 8;
 /// A batch is sealed once it reaches this size even if the flusher is behind, which bounds how much a
 /// torn write can cover.
 pub const MAX_BATCH_BYTES: u64 = 4 << 20;
-/// Size of a read-cache block: large enough for sequential catch-up reads, small enough to cache many.
-pub const READ_BLOCK_BYTES: u64 = 64 << 10;
+/// Size of a read-cache block: one DMA read serves ~250 sequential 1 KiB records (catch-up reads are
+/// latency-bound: 64 KiB blocks measured 140 MB/s here, 1 MiB raw reads 900 MB/s).
+pub const READ_BLOCK_BYTES: u64 = 256 << 10;
 /// Zero-fill chunk for pre-writing segments.
 const PREWRITE_CHUNK_BYTES: usize = 1 << 20;
 

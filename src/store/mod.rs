@@ -290,9 +290,12 @@ impl<D: Disk> Store<D> {
                     let delay = dispatch::delay_level(&m.properties);
                     let tags = self.queue_tags_code(&m.topic, tags_code(&m.properties), delay, store_ms);
                     let mut queues = self.queues.borrow_mut();
+                    if !queues.contains_key(&m.topic) {
+                        queues.insert(m.topic.clone(), HashMap::new()); // no allocation per record
+                    }
                     let q = queues
-                        .entry(m.topic.clone())
-                        .or_default()
+                        .get_mut(&m.topic)
+                        .expect("inserted above")
                         .entry(m.queue_id)
                         .or_default();
                     q.push(CqEntry {
