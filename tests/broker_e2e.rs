@@ -360,3 +360,54 @@ fn name_server_routes_and_cluster_info() {
         .body_bytes();
     assert!(String::from_utf8_lossy(&info).contains("DefaultCluster"));
 }
+
+#[test]
+fn separate_name_server_and_broker_processes() {
+    // A name-server-only process, and a broker-only process that registers with it.
+    let ns = Server::start(1, &["--role", "namesrv"]);
+    let b = Server::start(1, &["--role", "broker", "--namesrv", &ns.namesrv()]);
+    let p = Producer::new(&ns.namesrv(), "PG");
+    p.create_topic("Split", 2).unwrap();
+    p.send(&Message::new("Split", "via external name server")).unwrap();
+    let c = PullConsumer::new(&ns.namesrv(), "CG");
+    assert_eq!(pull_all(&c, "Split", "*"), vec!["via external name server".to_string()]);
+    drop(b);
+}
+
+#[test]
+fn memlock_too_low_is_explained() {
+    // Root is exempt from the memlock limit, so drop to `nobody` with a 64 KiB limit.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "prlimit",
+            "--memlock=65536:65536",
+        ])
+        .arg(common::binary())
+        .args([
+            "serve",
+            "--shards",
+            "1",
+            "--listen-port",
+            "29311",
+            "--namesrv-port",
+            "29320",
+            "--data-dir",
+        ])
+        .arg(tmp.path())
+        .output();
+    let Ok(out) = out else { return }; // setpriv or prlimit missing: nothing to check on this host
+    if String::from_utf8_lossy(&out.stderr).contains("setpriv:") {
+        return; // not permitted to change uid here
+    }
+    assert_eq!(out.status.code(), Some(78), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("RLIMIT_MEMLOCK") && err.contains("LimitMEMLOCK=infinity"),
+        "{err}"
+    );
+}

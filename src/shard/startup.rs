@@ -47,7 +47,12 @@ pub fn lock_data_dir(dir: &Path) -> Result<DataDirLock, String> {
 
 /// Fails when io_uring is disabled by the kernel setting.
 pub fn check_io_uring() -> Result<(), String> {
-    match std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").map(|s| s.trim().to_string()) {
+    check_io_uring_at(Path::new("/proc/sys/kernel/io_uring_disabled"))
+}
+
+/// `check_io_uring` reading the setting from `path`.
+pub fn check_io_uring_at(path: &Path) -> Result<(), String> {
+    match std::fs::read_to_string(path).map(|s| s.trim().to_string()) {
         Ok(v) if v == "2" => Err(
             "io_uring is disabled on this host (kernel.io_uring_disabled = 2); ringmq needs it. \
              Fix: sysctl -w kernel.io_uring_disabled=0 (see `ringmq tune`)"
@@ -151,6 +156,21 @@ mod tests {
         let port = l.local_addr().unwrap().port();
         drop(l);
         assert!(!port_listening(port));
+    }
+
+    #[test]
+    fn disabled_io_uring_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let knob = dir.path().join("io_uring_disabled");
+        std::fs::write(&knob, "2\n").unwrap();
+        let err = check_io_uring_at(&knob).unwrap_err();
+        assert!(err.contains("kernel.io_uring_disabled=0"), "{err}");
+        std::fs::write(&knob, "0\n").unwrap();
+        assert!(check_io_uring_at(&knob).is_ok());
+        assert!(
+            check_io_uring_at(&dir.path().join("absent")).is_ok(),
+            "kernels without the knob allow io_uring"
+        );
     }
 
     #[test]
