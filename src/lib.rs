@@ -4,6 +4,7 @@
 //! (per-shard commit log, consume queues, index), `shard` (executors and cross-core control),
 //! `broker` (request handlers), `nameserver`, `net` (server connections), `client`, `filter`, `tune`.
 
+pub mod admin;
 pub mod bench;
 pub mod broker;
 pub mod client;

@@ -120,6 +120,8 @@ fn run_bench(a: BenchArgs) -> Result<(), String> {
 enum Cmd {
     /// Run the broker (and the embedded name server)
     Serve(Box<ServeArgs>),
+    /// Inspect and change a cluster through its name server (topics, groups, messages, brokers)
+    Admin(Box<ringmq::admin::AdminArgs>),
     /// Generate OpenMessaging-style load against a RocketMQ-protocol broker and report latencies
     Bench(Box<BenchArgs>),
     /// Check (and with --apply, fix) host settings that matter for ringmq
@@ -206,6 +208,7 @@ fn main() {
                 ringmq::shard::startup::EXIT_CONFIG
             }
         },
+        Cmd::Admin(a) => ringmq::admin::run(&a),
         Cmd::Bench(a) => match run_bench(*a) {
             Ok(()) => 0,
             Err(e) => {

@@ -1,0 +1,414 @@
+//! `ringmq admin`: day-to-day operations over the protocol, through the name server (like mqadmin).
+//! Tables by default, `--json` for scripts. Works against any RocketMQ-protocol cluster.
+
+use crate::client::consumer::decode_records;
+use crate::client::route::{ClientContext, REQUEST_TIMEOUT};
+use crate::client::{ClientError, Message, MessageQueue, Producer, PullConsumer};
+use crate::protocol::Command;
+use crate::protocol::codes::{request as rq, response as rs};
+use crate::protocol::message::{StoredMessage, decode_offset_msg_id};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// What to do.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum AdminCmd {
+    /// Brokers of every cluster, with their runtime statistics
+    ClusterList,
+    /// Every topic the name server knows
+    TopicList,
+    /// Create or update a topic on every broker
+    TopicCreate {
+        topic: String,
+        #[arg(long, default_value_t = 8)]
+        queues: u32,
+    },
+    /// Delete a topic from every broker and the name server
+    TopicDelete { topic: String },
+    /// A topic's route: brokers and queue counts
+    TopicRoute { topic: String },
+    /// Per queue: min and max offset and last store time
+    TopicStatus { topic: String },
+    /// A group's progress on a topic: broker offset, consumer offset and lag per queue
+    GroupProgress { group: String, topic: String },
+    /// Members of a consumer group
+    GroupConnections { group: String, topic: String },
+    /// Reset a group's offsets on a topic to the first message stored at or after a time (ms)
+    GroupResetOffset {
+        group: String,
+        topic: String,
+        #[arg(long)]
+        to_time: i64,
+    },
+    /// Look a message up by offset id, by key, or by queue and offset
+    MessageGet {
+        #[arg(long)]
+        topic: Option<String>,
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long)]
+        key: Option<String>,
+        #[arg(long)]
+        queue: Option<i32>,
+        #[arg(long)]
+        broker: Option<String>,
+        #[arg(long)]
+        offset: Option<u64>,
+    },
+    /// Send one message
+    MessageSend {
+        topic: String,
+        body: String,
+        #[arg(long)]
+        tags: Option<String>,
+        #[arg(long)]
+        keys: Option<String>,
+    },
+    /// Print new messages of a topic as they arrive (Ctrl-C to stop)
+    MessageTail { topic: String },
+    /// Runtime statistics of every broker
+    BrokerStatus,
+}
+
+/// Options shared by all admin commands.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AdminArgs {
+    #[arg(long, default_value = "127.0.0.1:9876")]
+    pub namesrv: String,
+    /// Print JSON instead of tables
+    #[arg(long)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub cmd: AdminCmd,
+}
+
+fn err(m: impl Into<String>) -> ClientError {
+    ClientError::NoRoute(m.into())
+}
+
+/// Broker name → master address, from the name server.
+fn brokers(ctx: &ClientContext) -> Result<Vec<(String, String)>, ClientError> {
+    let r = ctx.namesrv_call(Command::request(rq::GET_BROKER_CLUSTER_INFO))?;
+    let v: Value = serde_json::from_slice(&r.body_bytes()).map_err(|e| err(e.to_string()))?;
+    let mut out = Vec::new();
+    for (name, bd) in v["brokerAddrTable"].as_object().into_iter().flatten() {
+        if let Some(a) = bd["brokerAddrs"]["0"].as_str() {
+            out.push((name.clone(), a.to_string()));
+        }
+    }
+    Ok(out)
+}
+
+fn broker_call(ctx: &ClientContext, addr: &str, cmd: Command) -> Result<Command, ClientError> {
+    ctx.conn(addr)?.call(cmd, REQUEST_TIMEOUT)
+}
+
+fn runtime(ctx: &ClientContext, addr: &str) -> Value {
+    broker_call(ctx, addr, Command::request(rq::GET_BROKER_RUNTIME_INFO))
+        .ok()
+        .and_then(|r| serde_json::from_slice::<Value>(&r.body_bytes()).ok())
+        .map(|v| v["table"].clone())
+        .unwrap_or(Value::Null)
+}
+
+fn queue_cmd(code: i32, mq: &MessageQueue) -> Command {
+    let mut c = Command::request(code);
+    c.put("topic", &mq.topic);
+    c.put("queueId", mq.queue_id);
+    c
+}
+
+fn num(r: &Command, k: &str) -> u64 {
+    r.field(k).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+fn topic_status(ctx: &Arc<ClientContext>, topic: &str) -> Result<Value, ClientError> {
+    let route = ctx.route(topic, true)?;
+    let mut rows = Vec::new();
+    for mq in &route.read_queues {
+        let addr = ctx.broker_addr(topic, &mq.broker_name)?;
+        let min = num(&broker_call(ctx, &addr, queue_cmd(rq::GET_MIN_OFFSET, mq))?, "offset");
+        let max = num(&broker_call(ctx, &addr, queue_cmd(rq::GET_MAX_OFFSET, mq))?, "offset");
+        let last = if max > min {
+            last_store_time(ctx, mq, max - 1).unwrap_or(0)
+        } else {
+            0
+        };
+        rows.push(
+            json!({"broker": mq.broker_name, "queue": mq.queue_id, "min": min, "max": max, "last_store_ms": last}),
+        );
+    }
+    Ok(Value::Array(rows))
+}
+
+fn last_store_time(ctx: &Arc<ClientContext>, mq: &MessageQueue, offset: u64) -> Option<i64> {
+    let pc = PullConsumer {
+        ctx: ctx.clone(),
+        group: "ringmq-admin".into(),
+    };
+    pc.pull(mq, offset, 1, "*", 0)
+        .ok()?
+        .messages
+        .first()
+        .map(|m| m.store_timestamp_ms)
+}
+
+fn group_progress(ctx: &Arc<ClientContext>, group: &str, topic: &str) -> Result<Value, ClientError> {
+    let pc = PullConsumer {
+        ctx: ctx.clone(),
+        group: group.into(),
+    };
+    let mut rows = Vec::new();
+    for mq in pc.queues(topic)? {
+        let max = pc.max_offset(&mq)?;
+        let consumer = pc.committed_offset(&mq)?;
+        let lag = consumer.map(|c| max.saturating_sub(c));
+        let lag_ms = match consumer {
+            Some(c) if c < max => last_store_time(ctx, &mq, c).map(|t| crate::store::now_ms() - t),
+            _ => Some(0),
+        };
+        rows.push(
+            json!({"broker": mq.broker_name, "queue": mq.queue_id, "broker_offset": max,
+            "consumer_offset": consumer, "lag": lag, "lag_ms": lag_ms}),
+        );
+    }
+    Ok(Value::Array(rows))
+}
+
+fn message_json(m: &StoredMessage) -> Value {
+    json!({"topic": m.topic, "queue": m.queue_id, "queue_offset": m.queue_offset, "offset_msg_id": m.offset_msg_id(),
+        "store_ms": m.store_timestamp_ms, "born_ms": m.born_timestamp_ms, "reconsume_times": m.reconsume_times,
+        "properties": crate::protocol::message::properties_iter(&m.properties).collect::<std::collections::BTreeMap<_, _>>(),
+        "body": String::from_utf8_lossy(&m.body)})
+}
+
+fn message_get(
+    ctx: &Arc<ClientContext>,
+    topic: Option<&str>,
+    id: Option<&str>,
+    key: Option<&str>,
+    mq: Option<MessageQueue>,
+    offset: Option<u64>,
+) -> Result<Value, ClientError> {
+    if let Some(id) = id {
+        let (host, phys) =
+            decode_offset_msg_id(id).ok_or_else(|| err("--id must be an offset message id (32 or 56 hex digits)"))?;
+        let mut c = Command::request(rq::VIEW_MESSAGE_BY_ID);
+        c.put("offset", phys);
+        let r = broker_call(ctx, &host.to_string(), c)?;
+        let msgs = decode_records(&r.body_bytes()).map_err(err)?;
+        return Ok(Value::Array(msgs.iter().map(message_json).collect()));
+    }
+    let topic = topic.ok_or_else(|| err("--topic is needed with --key or --queue"))?;
+    if let Some(key) = key {
+        let mut out = Vec::new();
+        for (_, addr) in ctx.route(topic, true)?.brokers {
+            let mut c = Command::request(rq::QUERY_MESSAGE);
+            c.put("topic", topic);
+            c.put("key", key);
+            c.put("maxNum", 32);
+            c.put("beginTimestamp", 0);
+            c.put("endTimestamp", i64::MAX);
+            let r = ctx.conn(&addr)?.request(c, REQUEST_TIMEOUT)?;
+            if r.code == rs::SUCCESS {
+                out.extend(decode_records(&r.body_bytes()).map_err(err)?.iter().map(message_json));
+            }
+        }
+        return Ok(Value::Array(out));
+    }
+    let (mq, offset) = mq
+        .zip(offset)
+        .ok_or_else(|| err("give --id, --key, or --queue with --broker and --offset"))?;
+    let pc = PullConsumer {
+        ctx: ctx.clone(),
+        group: "ringmq-admin".into(),
+    };
+    let r = pc.pull(&mq, offset, 1, "*", 0)?;
+    Ok(Value::Array(r.messages.iter().map(message_json).collect()))
+}
+
+fn print(v: &Value, as_json: bool) {
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        return;
+    }
+    match v {
+        Value::Array(rows) if rows.first().is_some_and(Value::is_object) => print_table(rows),
+        other => println!("{}", serde_json::to_string_pretty(other).unwrap_or_default()),
+    }
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn print_table(rows: &[Value]) {
+    let cols: Vec<String> = rows[0]
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    let widths: Vec<usize> = cols
+        .iter()
+        .map(|c| rows.iter().map(|r| cell(&r[c]).len()).max().unwrap_or(0).max(c.len()))
+        .collect();
+    let line = |vals: Vec<String>| {
+        vals.iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    println!("{}", line(cols.iter().map(|c| c.to_uppercase()).collect()));
+    for r in rows {
+        println!("{}", line(cols.iter().map(|c| cell(&r[c])).collect()));
+    }
+}
+
+/// Runs one admin command; returns the exit code.
+pub fn run(a: &AdminArgs) -> i32 {
+    match run_inner(a) {
+        Ok(v) => {
+            print(&v, a.json);
+            0
+        }
+        Err(e) => {
+            eprintln!(
+                "ringmq admin: {e}\n(is the name server at {} reachable? set --namesrv)",
+                a.namesrv
+            );
+            1
+        }
+    }
+}
+
+fn run_inner(a: &AdminArgs) -> Result<Value, ClientError> {
+    let ctx = ClientContext::new(&a.namesrv);
+    match &a.cmd {
+        AdminCmd::ClusterList | AdminCmd::BrokerStatus => Ok(Value::Array(
+            brokers(&ctx)?
+                .into_iter()
+                .map(|(n, addr)| json!({"broker": n, "addr": addr, "runtime": runtime(&ctx, &addr)}))
+                .collect(),
+        )),
+        AdminCmd::TopicList => {
+            let r = ctx.namesrv_call(Command::request(rq::GET_ALL_TOPIC_LIST_FROM_NAMESERVER))?;
+            let v: Value = serde_json::from_slice(&r.body_bytes()).map_err(|e| err(e.to_string()))?;
+            Ok(Value::Array(
+                v["topicList"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|t| json!({"topic": t}))
+                    .collect(),
+            ))
+        }
+        AdminCmd::TopicCreate { topic, queues } => {
+            Producer::new(&a.namesrv, "ringmq-admin").create_topic(topic, *queues)?;
+            Ok(json!({"created": topic, "queues_per_broker": queues}))
+        }
+        AdminCmd::TopicDelete { topic } => {
+            for (_, addr) in brokers(&ctx)? {
+                let mut c = Command::request(rq::DELETE_TOPIC_IN_BROKER);
+                c.put("topic", topic);
+                broker_call(&ctx, &addr, c)?;
+            }
+            let mut c = Command::request(rq::DELETE_TOPIC_IN_NAMESRV);
+            c.put("topic", topic);
+            ctx.namesrv_call(c)?;
+            Ok(json!({"deleted": topic}))
+        }
+        AdminCmd::TopicRoute { topic } => {
+            let r = ctx.route(topic, true)?;
+            Ok(json!({"brokers": r.brokers, "write_queues": r.write_queues.len(), "read_queues": r.read_queues.len()}))
+        }
+        AdminCmd::TopicStatus { topic } => topic_status(&ctx, topic),
+        AdminCmd::GroupProgress { group, topic } => group_progress(&ctx, group, topic),
+        AdminCmd::GroupConnections { group, topic } => {
+            let pc = PullConsumer {
+                ctx: ctx.clone(),
+                group: group.clone(),
+            };
+            Ok(Value::Array(
+                pc.consumer_ids(topic)?
+                    .into_iter()
+                    .map(|c| json!({"client_id": c}))
+                    .collect(),
+            ))
+        }
+        AdminCmd::GroupResetOffset { group, topic, to_time } => {
+            let pc = PullConsumer {
+                ctx: ctx.clone(),
+                group: group.clone(),
+            };
+            let mut rows = Vec::new();
+            for mq in pc.queues(topic)? {
+                let off = pc.offset_by_time(&mq, *to_time)?;
+                pc.commit(&mq, off)?;
+                rows.push(json!({"broker": mq.broker_name, "queue": mq.queue_id, "offset": off}));
+            }
+            Ok(Value::Array(rows))
+        }
+        AdminCmd::MessageGet {
+            topic,
+            id,
+            key,
+            queue,
+            broker,
+            offset,
+        } => {
+            let mq = queue
+                .zip(broker.clone())
+                .zip(topic.clone())
+                .map(|((q, b), t)| MessageQueue {
+                    topic: t,
+                    broker_name: b,
+                    queue_id: q,
+                });
+            message_get(&ctx, topic.as_deref(), id.as_deref(), key.as_deref(), mq, *offset)
+        }
+        AdminCmd::MessageSend {
+            topic,
+            body,
+            tags,
+            keys,
+        } => {
+            let mut m = Message::new(topic, body.clone().into_bytes());
+            m.tags = tags.clone();
+            m.keys = keys
+                .iter()
+                .flat_map(|k| k.split_whitespace().map(String::from))
+                .collect();
+            let r = Producer::new(&a.namesrv, "ringmq-admin").send(&m)?;
+            Ok(
+                json!({"offset_msg_id": r.offset_msg_id, "broker": r.queue.broker_name, "queue": r.queue.queue_id, "queue_offset": r.queue_offset}),
+            )
+        }
+        AdminCmd::MessageTail { topic } => tail(&ctx, topic),
+    }
+}
+
+fn tail(ctx: &Arc<ClientContext>, topic: &str) -> Result<Value, ClientError> {
+    let pc = PullConsumer {
+        ctx: ctx.clone(),
+        group: "ringmq-admin-tail".into(),
+    };
+    let queues = pc.queues(topic)?;
+    let mut next: Vec<u64> = queues.iter().map(|q| pc.max_offset(q)).collect::<Result<_, _>>()?;
+    loop {
+        for (i, q) in queues.iter().enumerate() {
+            let r = pc.pull(q, next[i], 32, "*", 0)?;
+            for m in &r.messages {
+                println!("{}", message_json(m));
+            }
+            if r.code == rs::SUCCESS || r.code == rs::PULL_OFFSET_MOVED {
+                next[i] = r.next_offset;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
