@@ -10,6 +10,7 @@ pub mod broker;
 pub mod client;
 pub mod config;
 pub mod filter;
+pub mod metrics;
 pub mod nameserver;
 pub mod net;
 pub mod protocol;

@@ -459,3 +459,38 @@ fn admin_cli_topics_groups_and_messages() {
     let brokers = admin(&s, &["broker-status"]);
     assert_eq!(brokers.as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn metrics_endpoint_reports_traffic_and_lag() {
+    use std::io::{Read, Write};
+    let s = Server::start(1, &[]);
+    let p = Producer::new(&s.namesrv(), "PG");
+    p.create_topic("Metered", 1).unwrap();
+    for i in 0..5 {
+        p.send(&Message::new("Metered", format!("m{i}"))).unwrap();
+    }
+    let c = PullConsumer::new(&s.namesrv(), "MeterGroup");
+    let q = c.queues("Metered").unwrap()[0].clone();
+    c.pull(&q, 0, 2, "*", 0).unwrap();
+    c.commit(&q, 2).unwrap();
+    std::thread::sleep(Duration::from_millis(1500)); // shards publish once a second
+    let mut conn = std::net::TcpStream::connect(s.metrics_url_addr()).unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    conn.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(
+        text.contains(r#"ringmq_messages_in_total{topic="Metered"} 5"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"ringmq_messages_out_total{topic="Metered"} 2"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"ringmq_consumer_lag_messages{group="MeterGroup",topic="Metered",queue="0:0"} 3"#),
+        "{text}"
+    );
+    assert!(text.contains("ringmq_commitlog_flush_latency_us"), "{text}");
+    assert!(text.contains(r#"ringmq_requests_total{code="310"}"#), "{text}");
+}

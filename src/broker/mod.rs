@@ -47,6 +47,8 @@ pub struct Broker {
     pub schedule: RefCell<schedule::ScheduleProgress>,
     pub transactions: RefCell<transaction::Transactions>,
     pub control: Arc<ControlPlane>,
+    pub metrics: crate::metrics::ShardMetrics,
+    pub connections: std::cell::Cell<u64>,
 }
 
 /// Maps a store error to a RocketMQ response code and remark (the one place this mapping lives).
@@ -100,6 +102,8 @@ impl Broker {
             schedule: RefCell::new(schedule::ScheduleProgress::load(&dir)),
             transactions: RefCell::new(transaction::Transactions::default()),
             control,
+            metrics: Default::default(),
+            connections: std::cell::Cell::new(0),
             cfg,
         }
     }
@@ -124,8 +128,35 @@ impl Broker {
 }
 
 impl Service for Broker {
-    /// Answers one request; `None` when the answer comes later (a parked long poll) or never (oneway).
     async fn handle(self: &Rc<Self>, conn: &Rc<Conn>, req: Command) -> Option<Command> {
+        let start = std::time::Instant::now();
+        let code = req.code;
+        let resp = self.dispatch(conn, req).await;
+        self.metrics.request(code, start.elapsed().as_micros() as u64);
+        resp
+    }
+
+    fn connection_opened(&self) {
+        self.connections.set(self.connections.get() + 1);
+    }
+
+    /// Forgets everything registered through a closed connection.
+    fn connection_closed(&self, conn: &Rc<Conn>) {
+        self.connections.set(self.connections.get().saturating_sub(1));
+        let changed = self.clients.borrow_mut().remove_connection(conn.id);
+        for group in changed {
+            clients::notify_ids_changed(self, &group);
+        }
+    }
+
+    fn max_frame_bytes(&self) -> usize {
+        self.cfg.max_frame_bytes
+    }
+}
+
+impl Broker {
+    /// Routes a request to its handler.
+    async fn dispatch(self: &Rc<Self>, conn: &Rc<Conn>, req: Command) -> Option<Command> {
         let resp = match req.code {
             rq::SEND_MESSAGE | rq::SEND_MESSAGE_V2 | rq::SEND_BATCH_MESSAGE => send::handle(self, conn, &req).await,
             rq::PULL_MESSAGE | rq::LITE_PULL_MESSAGE => {
@@ -156,17 +187,5 @@ impl Service for Broker {
                 .with_remark(format!("request code {code} is not supported by ringmq")),
         };
         Some(resp)
-    }
-
-    /// Forgets everything registered through a closed connection.
-    fn connection_closed(&self, conn: &Rc<Conn>) {
-        let changed = self.clients.borrow_mut().remove_connection(conn.id);
-        for group in changed {
-            clients::notify_ids_changed(self, &group);
-        }
-    }
-
-    fn max_frame_bytes(&self) -> usize {
-        self.cfg.max_frame_bytes
     }
 }

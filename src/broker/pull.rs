@@ -131,6 +131,10 @@ async fn execute(b: &Rc<Broker>, conn: &Rc<Conn>, req: Command, suspend: Suspend
             return None;
         }
     }
+    if !r.records.is_empty() {
+        let bytes: usize = r.records.iter().map(|b| b.len()).sum();
+        b.metrics.flow(&p.topic, 0, 0, r.records.len() as u64, bytes as u64);
+    }
     let mut resp = req.response_to(code).with_remark(format!("{:?}", r.status));
     resp.put("suggestWhichBrokerId", 0);
     resp.put("nextBeginOffset", next);

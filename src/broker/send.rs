@@ -89,6 +89,8 @@ pub async fn handle(b: &Rc<Broker>, conn: &Rc<Conn>, req: &Command) -> Command {
         Err(e) => return store_error_response(req, &e),
     };
     b.wake_pollers(&msgs[0].topic, msgs[0].queue_id);
+    let bytes: usize = msgs.iter().map(|m| m.body.len()).sum();
+    b.metrics.flow(&h.topic, msgs.len() as u64, bytes as u64, 0, 0);
     let ids: Vec<String> = placed
         .iter()
         .map(|p| offset_msg_id(&b.addr, p.physical_offset))

@@ -22,6 +22,7 @@ pub trait Service: 'static {
     /// Answers one request; `None` when the answer comes later or never (oneway).
     async fn handle(self: &Rc<Self>, conn: &Rc<Conn>, req: Command) -> Option<Command>;
     fn connection_closed(&self, conn: &Rc<Conn>);
+    fn connection_opened(&self) {}
     fn max_frame_bytes(&self) -> usize;
 }
 
@@ -82,6 +83,7 @@ pub async fn serve<S: Service>(broker: Rc<S>, stream: TcpStream, id: u64) {
         out: tx,
         next_opaque: Cell::new(0),
     });
+    broker.connection_opened();
     let writer_task = glommio::spawn_local(write_loop(writer, rx));
     if let Err(e) = read_loop(&broker, &conn, reader).await {
         tracing::warn!(%peer, error = %e, "closing connection after a malformed frame");

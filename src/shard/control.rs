@@ -37,6 +37,8 @@ struct State {
 
 #[derive(Default)]
 pub struct ControlPlane {
+    /// Per-shard metric snapshots, read by the metrics endpoint.
+    pub metrics: crate::metrics::MetricsHub,
     state: Mutex<State>,
     changed: Condvar,
     shutdown: AtomicBool,
@@ -44,7 +46,10 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     pub fn new(shards: usize) -> ControlPlane {
-        let cp = ControlPlane::default();
+        let cp = ControlPlane {
+            metrics: crate::metrics::MetricsHub::new(shards),
+            ..Default::default()
+        };
         if let Ok(mut s) = cp.state.lock() {
             s.registrations = vec![None; shards];
         }

@@ -25,7 +25,12 @@ const CLIENT_SCAN_EVERY: Duration = Duration::from_secs(10);
 async fn flusher(b: Rc<Broker>) {
     loop {
         b.store.log().wait_for_work().await;
-        if let Err(e) = b.store.log().flush_once().await {
+        let start = Instant::now();
+        let result = b.store.log().flush_once().await;
+        if let Ok(true) = result {
+            b.metrics.flush(start.elapsed().as_micros() as u64);
+        }
+        if let Err(e) = result {
             tracing::error!(shard = b.shard, error = %e, "commit-log write or fdatasync failed: stopping the process to protect data");
             eprintln!(
                 "ringmq: shard {}: {e}; exiting with code {EXIT_STORE_POISONED}",
@@ -90,6 +95,7 @@ async fn transaction_checker(b: Rc<Broker>) {
 async fn housekeeping(b: Rc<Broker>) {
     let mut last_offsets = Instant::now();
     let mut last_clients = Instant::now();
+    let mut last_metrics = Instant::now();
     let expiry = Duration::from_secs(b.cfg.client_expiry_secs);
     loop {
         sleep(POLL_EXPIRY_EVERY).await;
@@ -98,6 +104,10 @@ async fn housekeeping(b: Rc<Broker>) {
             last_offsets = Instant::now();
             b.offsets.borrow_mut().persist();
             b.schedule.borrow_mut().persist();
+        }
+        if last_metrics.elapsed() >= Duration::from_secs(1) {
+            last_metrics = Instant::now();
+            publish_metrics(&b);
         }
         if last_clients.elapsed() >= CLIENT_SCAN_EVERY {
             last_clients = Instant::now();
@@ -108,6 +118,26 @@ async fn housekeeping(b: Rc<Broker>) {
             }
         }
     }
+}
+
+/// Hands this shard's counters to the metrics endpoint (control plane).
+fn publish_metrics(b: &Broker) {
+    let mut snap = b.metrics.inner.borrow().clone();
+    snap.log = b.store.log().stats();
+    snap.long_poll_waiters = b.polls.borrow().len() as u64;
+    snap.connections = b.connections.get();
+    snap.disk_full = b.store.disk_full().is_some();
+    let committed = b.offsets.borrow().entries();
+    snap.lag = committed
+        .into_iter()
+        .map(|(g, t, q, off)| {
+            let max = b.store.queue_bounds(&t, q).1;
+            (g, t, q, max.saturating_sub(off))
+        })
+        .collect();
+    // SAFETY: gettid has no preconditions.
+    snap.thread_id = unsafe { libc::gettid() };
+    b.control.metrics.publish(b.shard, snap);
 }
 
 /// Starts the background tasks; dropping the returned handles cancels them.

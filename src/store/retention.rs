@@ -18,6 +18,11 @@ pub struct DiskUsage {
 }
 
 impl DiskUsage {
+    /// Measures the file system holding `dir`.
+    pub fn measure(dir: &Path) -> std::io::Result<DiskUsage> {
+        statvfs_usage(dir)
+    }
+
     pub fn used_ratio(&self) -> f64 {
         if self.total_bytes == 0 {
             return 0.0;

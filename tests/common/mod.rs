@@ -27,7 +27,7 @@ pub fn free_ports(shards: usize) -> (u16, u16) {
     loop {
         let base = 20_000 + (rand_u16() % 2000) * 16;
         let ns = base + 4 * shards as u16 + 8;
-        let mut all = vec![ns];
+        let mut all = vec![ns, ns + 1];
         for i in 0..shards as u16 {
             all.extend([base + 4 * i, base + 4 * i - 2]);
         }
@@ -67,6 +67,10 @@ impl Server {
         format!("127.0.0.1:{}", self.ns_port)
     }
 
+    pub fn metrics_url_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.ns_port + 1)
+    }
+
     pub fn shard_addr(&self, i: usize) -> String {
         format!("127.0.0.1:{}", self.base_port + 4 * i as u16)
     }
@@ -88,6 +92,7 @@ impl Server {
             "--segment-bytes",
             &(4u64 << 20).to_string(),
         ]);
+        c.args(["--metrics-addr", &format!("127.0.0.1:{}", self.ns_port + 1)]);
         c.args(&self.extra);
         c.env(
             "RINGMQ_LOG",

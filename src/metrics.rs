@@ -1,0 +1,277 @@
+//! Prometheus metrics, off the data path.
+//!
+//! Each shard counts into plain, shard-local `ShardMetrics` (no atomics, no locks on the data path)
+//! and once a second publishes a `Snapshot` (plain data) to the control plane. A control-plane thread
+//! serves `GET /metrics` on `metrics_addr`: it sums the shards' snapshots into a fresh
+//! `prometheus-client` registry at scrape time. Metric names are listed in `docs/OPERATIONS.md`.
+
+use hdrhistogram::Histogram;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::sync::{Arc, Mutex};
+
+type Labels = Vec<(String, String)>;
+
+/// Messages and bytes in and out of one topic.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TopicFlow {
+    pub msgs_in: u64,
+    pub bytes_in: u64,
+    pub msgs_out: u64,
+    pub bytes_out: u64,
+}
+
+fn new_hist() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 60_000_000, 2).expect("static histogram bounds are valid")
+}
+
+/// What one shard reports.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub topics: HashMap<String, TopicFlow>,
+    /// Request code → latency histogram in µs (its length is the request count).
+    pub requests: HashMap<i32, Histogram<u64>>,
+    /// Commit-log write + fdatasync latency in µs.
+    pub flush_us: Option<Histogram<u64>>,
+    pub log: crate::store::log::LogStats,
+    pub long_poll_waiters: u64,
+    pub connections: u64,
+    pub disk_full: bool,
+    /// (group, topic, queue) → messages behind.
+    pub lag: Vec<(String, String, i32, u64)>,
+    pub thread_id: i32,
+}
+
+/// Shard-local counters (lives on its shard, `!Send`).
+#[derive(Default)]
+pub struct ShardMetrics {
+    pub inner: RefCell<Snapshot>,
+}
+
+impl ShardMetrics {
+    pub fn request(&self, code: i32, us: u64) {
+        let mut s = self.inner.borrow_mut();
+        let _ = s.requests.entry(code).or_insert_with(new_hist).record(us.max(1));
+    }
+
+    pub fn flow(&self, topic: &str, msgs_in: u64, bytes_in: u64, msgs_out: u64, bytes_out: u64) {
+        let mut s = self.inner.borrow_mut();
+        if !s.topics.contains_key(topic) {
+            s.topics.insert(topic.to_string(), TopicFlow::default());
+        }
+        if let Some(f) = s.topics.get_mut(topic) {
+            f.msgs_in += msgs_in;
+            f.bytes_in += bytes_in;
+            f.msgs_out += msgs_out;
+            f.bytes_out += bytes_out;
+        }
+    }
+
+    pub fn flush(&self, us: u64) {
+        let mut s = self.inner.borrow_mut();
+        let _ = s.flush_us.get_or_insert_with(new_hist).record(us.max(1));
+    }
+}
+
+/// Latest snapshot of every shard.
+#[derive(Default)]
+pub struct MetricsHub {
+    shards: Mutex<Vec<Option<Snapshot>>>,
+}
+
+impl MetricsHub {
+    pub fn new(shards: usize) -> MetricsHub {
+        MetricsHub {
+            shards: Mutex::new(vec![None; shards]),
+        }
+    }
+
+    pub fn publish(&self, shard: usize, snap: Snapshot) {
+        if let Ok(mut v) = self.shards.lock()
+            && let Some(slot) = v.get_mut(shard)
+        {
+            *slot = Some(snap);
+        }
+    }
+
+    fn snapshots(&self) -> Vec<(usize, Snapshot)> {
+        self.shards
+            .lock()
+            .map(|v| {
+                v.iter()
+                    .enumerate()
+                    .filter_map(|(i, s)| s.clone().map(|s| (i, s)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn labels(pairs: &[(&str, String)]) -> Labels {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+}
+
+fn counter_family(reg: &mut Registry, name: &str, help: &str) -> Family<Labels, Counter> {
+    let f = Family::<Labels, Counter>::default();
+    reg.register(name, help, f.clone());
+    f
+}
+
+fn gauge_family(reg: &mut Registry, name: &str, help: &str) -> Family<Labels, Gauge> {
+    let f = Family::<Labels, Gauge>::default();
+    reg.register(name, help, f.clone());
+    f
+}
+
+fn thread_cpu_seconds(tid: i32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
+}
+
+/// Renders the Prometheus text exposition of every shard's latest snapshot.
+pub fn render(hub: &MetricsHub, data_dir: &std::path::Path) -> String {
+    let mut reg = Registry::with_prefix("ringmq");
+    let msgs_in = counter_family(&mut reg, "messages_in", "Messages stored, by topic");
+    let bytes_in = counter_family(&mut reg, "bytes_in", "Message body bytes stored, by topic");
+    let msgs_out = counter_family(&mut reg, "messages_out", "Messages returned to consumers, by topic");
+    let bytes_out = counter_family(&mut reg, "bytes_out", "Record bytes returned to consumers, by topic");
+    let requests = counter_family(&mut reg, "requests", "Requests handled, by request code");
+    let latency = gauge_family(
+        &mut reg,
+        "request_latency_us",
+        "Request latency quantiles in microseconds, by code (worst shard)",
+    );
+    let flush = gauge_family(
+        &mut reg,
+        "commitlog_flush_latency_us",
+        "Commit-log write + fdatasync latency quantiles (worst shard)",
+    );
+    let log = counter_family(
+        &mut reg,
+        "commitlog",
+        "Commit-log counters: appends, flushes, synced bytes, segment waits, cache hits, disk reads",
+    );
+    let waiters = gauge_family(&mut reg, "long_poll_waiters", "Pulls held by long polling");
+    let conns = gauge_family(&mut reg, "connections", "Open client connections");
+    let full = gauge_family(
+        &mut reg,
+        "disk_full",
+        "1 while appends are refused for lack of disk space, by shard",
+    );
+    let lag = gauge_family(
+        &mut reg,
+        "consumer_lag_messages",
+        "Messages behind the committed offset, by group, topic and queue",
+    );
+    let cpu = gauge_family(&mut reg, "shard_cpu_seconds", "CPU seconds used by each shard's thread");
+    let disk = gauge_family(
+        &mut reg,
+        "disk_bytes",
+        "Size and free space of the data directory's file system",
+    );
+    for (shard, s) in hub.snapshots() {
+        let sh = shard.to_string();
+        for (t, f) in &s.topics {
+            let l = labels(&[("topic", t.clone())]);
+            msgs_in.get_or_create(&l).inc_by(f.msgs_in);
+            bytes_in.get_or_create(&l).inc_by(f.bytes_in);
+            msgs_out.get_or_create(&l).inc_by(f.msgs_out);
+            bytes_out.get_or_create(&l).inc_by(f.bytes_out);
+        }
+        for (code, h) in &s.requests {
+            requests
+                .get_or_create(&labels(&[("code", code.to_string())]))
+                .inc_by(h.len());
+            for q in [0.5, 0.99, 0.999] {
+                let g = latency.get_or_create(&labels(&[("code", code.to_string()), ("quantile", q.to_string())]));
+                g.set(g.get().max(h.value_at_quantile(q) as i64));
+            }
+        }
+        if let Some(h) = &s.flush_us {
+            for q in [0.5, 0.99, 0.999] {
+                let g = flush.get_or_create(&labels(&[("quantile", q.to_string())]));
+                g.set(g.get().max(h.value_at_quantile(q) as i64));
+            }
+        }
+        let st = &s.log;
+        for (k, v) in [
+            ("appends", st.appends),
+            ("flushes", st.flushes),
+            ("synced_bytes", st.synced_bytes),
+            ("segment_waits", st.segment_waits),
+            ("tail_cache_hits", st.tail_hits),
+            ("read_cache_hits", st.read_cache_hits),
+            ("disk_reads", st.disk_reads),
+        ] {
+            log.get_or_create(&labels(&[("counter", k.to_string())])).inc_by(v);
+        }
+        waiters
+            .get_or_create(&labels(&[("shard", sh.clone())]))
+            .set(s.long_poll_waiters as i64);
+        conns
+            .get_or_create(&labels(&[("shard", sh.clone())]))
+            .set(s.connections as i64);
+        full.get_or_create(&labels(&[("shard", sh.clone())]))
+            .set(s.disk_full as i64);
+        for (g, t, q, n) in &s.lag {
+            lag.get_or_create(&labels(&[
+                ("group", g.clone()),
+                ("topic", t.clone()),
+                ("queue", format!("{sh}:{q}")),
+            ]))
+            .set(*n as i64);
+        }
+        if let Some(secs) = thread_cpu_seconds(s.thread_id) {
+            cpu.get_or_create(&labels(&[("shard", sh)])).set(secs as i64);
+        }
+    }
+    if let Ok(u) = crate::store::DiskUsage::measure(data_dir) {
+        disk.get_or_create(&labels(&[("kind", "total".into())]))
+            .set(u.total_bytes as i64);
+        disk.get_or_create(&labels(&[("kind", "free".into())]))
+            .set(u.available_bytes as i64);
+    }
+    let mut out = String::new();
+    let _ = encode(&mut out, &reg);
+    out
+}
+
+/// Serves `GET /metrics` from the control plane's hub.
+pub fn serve_control(
+    addr: &str,
+    control: Arc<crate::shard::control::ControlPlane>,
+    data_dir: std::path::PathBuf,
+) -> std::io::Result<()> {
+    serve_with(addr, move |dir| render(&control.metrics, dir), data_dir)
+}
+
+/// Serves `GET /metrics` on `addr` until the process ends (a control-plane thread).
+fn serve_with(
+    addr: &str,
+    render_fn: impl Fn(&std::path::Path) -> String + Send + 'static,
+    data_dir: std::path::PathBuf,
+) -> std::io::Result<()> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    std::thread::Builder::new().name("ringmq-metrics".into()).spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(&stream);
+            let mut first = String::new();
+            let _ = reader.read_line(&mut first);
+            let (status, body) = if first.starts_with("GET /metrics") {
+                ("200 OK", render_fn(&data_dir))
+            } else {
+                ("404 Not Found", "try /metrics\n".to_string())
+            };
+            let mut w = &stream;
+            let _ = write!(w, "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+        }
+    })?;
+    Ok(())
+}
