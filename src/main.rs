@@ -120,6 +120,8 @@ fn run_bench(a: BenchArgs) -> Result<(), String> {
 enum Cmd {
     /// Run the broker (and the embedded name server)
     Serve(Box<ServeArgs>),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell)
+    Completions { shell: clap_complete::Shell },
     /// Inspect and change a cluster through its name server (topics, groups, messages, brokers)
     Admin(Box<ringmq::admin::AdminArgs>),
     /// Generate OpenMessaging-style load against a RocketMQ-protocol broker and report latencies
@@ -209,6 +211,11 @@ fn main() {
             }
         },
         Cmd::Admin(a) => ringmq::admin::run(&a),
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "ringmq", &mut std::io::stdout());
+            0
+        }
         Cmd::Bench(a) => match run_bench(*a) {
             Ok(()) => 0,
             Err(e) => {

@@ -534,11 +534,9 @@ impl<D: Disk> CommitLog<D> {
                 s.stats.tail_hits += 1;
                 return Ok(b);
             }
-            let block = pos / READ_BLOCK_BYTES;
-            if end <= (block + 1) * READ_BLOCK_BYTES
-                && let Some(b) = s.read_cache.get(&block)
-            {
-                let off = (pos - block * READ_BLOCK_BYTES) as usize;
+            let (block, _) = self.read_block_of(pos);
+            if let Some(b) = s.read_cache.get(&block) {
+                let off = (pos - block) as usize;
                 if off + len <= b.len() {
                     let out = b.slice(off..off + len);
                     s.stats.read_cache_hits += 1;
@@ -551,11 +549,10 @@ impl<D: Disk> CommitLog<D> {
         };
         let seg = self.segment_start(pos);
         let path = segment_path(&self.cfg.dir, seg);
-        let block = pos / READ_BLOCK_BYTES;
-        let block_start = block * READ_BLOCK_BYTES;
-        if end <= block_start + READ_BLOCK_BYTES && self.cfg.read_cache_bytes > 0 {
+        let (block_start, block_len) = self.read_block_of(pos);
+        if end <= block_start + block_len && self.cfg.read_cache_bytes > 0 {
             let data = file
-                .read_at(block_start - seg, READ_BLOCK_BYTES as usize)
+                .read_at(block_start - seg, block_len as usize)
                 .await
                 .map_err(|e| StoreError::io(&path, &e))?;
             let off = (pos - block_start) as usize;
@@ -563,7 +560,7 @@ impl<D: Disk> CommitLog<D> {
                 return Err(StoreError::NotFound(pos));
             }
             let out = data.slice(off..off + len);
-            self.cache_block(block, data);
+            self.cache_block(block_start, data);
             return Ok(out);
         }
         let data = file
@@ -574,6 +571,13 @@ impl<D: Disk> CommitLog<D> {
             return Err(StoreError::NotFound(pos));
         }
         Ok(data)
+    }
+
+    /// The read-cache block holding `pos`: its start and length, within `pos`'s segment.
+    fn read_block_of(&self, pos: u64) -> (u64, u64) {
+        let seg = self.segment_start(pos);
+        let start = seg + (pos - seg) / READ_BLOCK_BYTES * READ_BLOCK_BYTES;
+        (start, READ_BLOCK_BYTES.min(seg + self.cfg.segment_bytes - start))
     }
 
     fn min_pos_of(&self, s: &State<D::File>) -> u64 {
@@ -642,8 +646,7 @@ impl<D: Disk> CommitLog<D> {
             self.disk.remove(&path).await.map_err(|e| StoreError::io(&path, &e))?;
             let mut s = self.state.borrow_mut();
             s.segments.remove(&start);
-            s.read_cache
-                .retain(|b, _| b * READ_BLOCK_BYTES >= start + self.cfg.segment_bytes);
+            s.read_cache.retain(|b, _| *b >= start + self.cfg.segment_bytes);
             tracing::info!(segment = %path.display(), "retention deleted commit-log segment");
         }
         Ok(self.min_pos())

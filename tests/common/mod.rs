@@ -104,7 +104,7 @@ impl Server {
     /// Starts the process and waits for its ready banner; Err(stderr) if it exits first.
     pub fn spawn(&mut self) -> Result<(), String> {
         // stderr goes to a file: an undrained pipe would block the server once it fills.
-        let log_path = self.dir.join(format!("ringmq-{}.log", self.base_port));
+        let log_path = self.log_path();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -169,9 +169,13 @@ impl Server {
         &self.dir
     }
 
+    fn log_path(&self) -> PathBuf {
+        std::env::temp_dir().join(format!("ringmq-test-{}-{}.log", std::process::id(), self.base_port))
+    }
+
     /// Everything the server wrote to stderr so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join(format!("ringmq-{}.log", self.base_port))).unwrap_or_default()
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 }
 
