@@ -10,38 +10,62 @@ use crate::protocol::message::{StoredMessage, decode_offset_msg_id};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-/// What to do.
+/// `ringmq admin cluster …`
 #[derive(Debug, Clone, clap::Subcommand)]
-pub enum AdminCmd {
+pub enum ClusterCmd {
     /// Brokers of every cluster, with their runtime statistics
-    ClusterList,
-    /// Every topic the name server knows
-    TopicList,
-    /// Create or update a topic on every broker
-    TopicCreate {
+    List,
+}
+
+/// `ringmq admin topic …`
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum TopicCmd {
+    /// Create a topic on every broker
+    Create {
         topic: String,
         #[arg(long, default_value_t = 8)]
         queues: u32,
     },
+    /// Change a topic's queue count on every broker
+    Update {
+        topic: String,
+        #[arg(long)]
+        queues: u32,
+    },
     /// Delete a topic from every broker and the name server
-    TopicDelete { topic: String },
+    Delete { topic: String },
+    /// Every topic the name server knows
+    List,
     /// A topic's route: brokers and queue counts
-    TopicRoute { topic: String },
+    Route { topic: String },
     /// Per queue: min and max offset and last store time
-    TopicStatus { topic: String },
-    /// A group's progress on a topic: broker offset, consumer offset and lag per queue
-    GroupProgress { group: String, topic: String },
+    Status { topic: String },
+}
+
+/// `ringmq admin group …`
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum GroupCmd {
+    /// Consumer groups known to the brokers (connected or with committed offsets)
+    List,
+    /// A group's progress on a topic: broker offset, consumer offset and lag (messages, ms) per queue
+    Progress { group: String, topic: String },
     /// Members of a consumer group
-    GroupConnections { group: String, topic: String },
-    /// Reset a group's offsets on a topic to the first message stored at or after a time (ms)
-    GroupResetOffset {
+    Connections { group: String, topic: String },
+    /// Reset a group's offsets on a topic to the first message stored at or after a time (ms since
+    /// the epoch). Stop the group's consumers first: running ones keep their own positions.
+    ResetOffset {
         group: String,
         topic: String,
         #[arg(long)]
         to_time: i64,
     },
+}
+
+/// `ringmq admin message …`
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum MessageCmd {
     /// Look a message up by offset id, by key, or by queue and offset
-    MessageGet {
+    Get {
         #[arg(long)]
         topic: Option<String>,
         #[arg(long)]
@@ -53,10 +77,10 @@ pub enum AdminCmd {
         #[arg(long)]
         broker: Option<String>,
         #[arg(long)]
-        offset: Option<u64>,
+        queue_offset: Option<u64>,
     },
     /// Send one message
-    MessageSend {
+    Send {
         topic: String,
         body: String,
         #[arg(long)]
@@ -65,9 +89,29 @@ pub enum AdminCmd {
         keys: Option<String>,
     },
     /// Print new messages of a topic as they arrive (Ctrl-C to stop)
-    MessageTail { topic: String },
+    Tail { topic: String },
+}
+
+/// `ringmq admin broker …`
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum BrokerCmd {
     /// Runtime statistics of every broker
-    BrokerStatus,
+    Status,
+}
+
+/// What to do.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum AdminCmd {
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+    #[command(subcommand)]
+    Topic(TopicCmd),
+    #[command(subcommand)]
+    Group(GroupCmd),
+    #[command(subcommand)]
+    Message(MessageCmd),
+    #[command(subcommand)]
+    Broker(BrokerCmd),
 }
 
 /// Options shared by all admin commands.
@@ -218,7 +262,7 @@ fn message_get(
     }
     let (mq, offset) = mq
         .zip(offset)
-        .ok_or_else(|| err("give --id, --key, or --queue with --broker and --offset"))?;
+        .ok_or_else(|| err("give --id, --key, or --queue with --broker and --queue-offset"))?;
     let pc = PullConsumer {
         ctx: ctx.clone(),
         group: "ringmq-admin".into(),
@@ -288,47 +332,67 @@ pub fn run(a: &AdminArgs) -> i32 {
 fn run_inner(a: &AdminArgs) -> Result<Value, ClientError> {
     let ctx = ClientContext::new(&a.namesrv);
     match &a.cmd {
-        AdminCmd::ClusterList | AdminCmd::BrokerStatus => Ok(Value::Array(
+        AdminCmd::Cluster(ClusterCmd::List) | AdminCmd::Broker(BrokerCmd::Status) => Ok(Value::Array(
             brokers(&ctx)?
                 .into_iter()
                 .map(|(n, addr)| json!({"broker": n, "addr": addr, "runtime": runtime(&ctx, &addr)}))
                 .collect(),
         )),
-        AdminCmd::TopicList => {
-            let r = ctx.namesrv_call(Command::request(rq::GET_ALL_TOPIC_LIST_FROM_NAMESERVER))?;
-            let v: Value = serde_json::from_slice(&r.body_bytes()).map_err(|e| err(e.to_string()))?;
-            Ok(Value::Array(
-                v["topicList"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|t| json!({"topic": t}))
-                    .collect(),
-            ))
-        }
-        AdminCmd::TopicCreate { topic, queues } => {
+        AdminCmd::Topic(t) => topic_cmd(a, &ctx, t),
+        AdminCmd::Group(g) => group_cmd(&ctx, g),
+        AdminCmd::Message(m) => message_cmd(a, &ctx, m),
+    }
+}
+
+fn topic_cmd(a: &AdminArgs, ctx: &Arc<ClientContext>, t: &TopicCmd) -> Result<Value, ClientError> {
+    match t {
+        TopicCmd::Create { topic, queues } | TopicCmd::Update { topic, queues } => {
             Producer::new(&a.namesrv, "ringmq-admin").create_topic(topic, *queues)?;
-            Ok(json!({"created": topic, "queues_per_broker": queues}))
+            Ok(json!({"topic": topic, "queues_per_broker": queues}))
         }
-        AdminCmd::TopicDelete { topic } => {
-            for (_, addr) in brokers(&ctx)? {
+        TopicCmd::Delete { topic } => {
+            for (_, addr) in brokers(ctx)? {
                 let mut c = Command::request(rq::DELETE_TOPIC_IN_BROKER);
                 c.put("topic", topic);
-                broker_call(&ctx, &addr, c)?;
+                broker_call(ctx, &addr, c)?;
             }
             let mut c = Command::request(rq::DELETE_TOPIC_IN_NAMESRV);
             c.put("topic", topic);
             ctx.namesrv_call(c)?;
             Ok(json!({"deleted": topic}))
         }
-        AdminCmd::TopicRoute { topic } => {
+        TopicCmd::List => {
+            let r = ctx.namesrv_call(Command::request(rq::GET_ALL_TOPIC_LIST_FROM_NAMESERVER))?;
+            let v: Value = serde_json::from_slice(&r.body_bytes()).map_err(|e| err(e.to_string()))?;
+            let topics = v["topicList"].as_array().cloned().unwrap_or_default();
+            Ok(Value::Array(topics.into_iter().map(|t| json!({"topic": t})).collect()))
+        }
+        TopicCmd::Route { topic } => {
             let r = ctx.route(topic, true)?;
             Ok(json!({"brokers": r.brokers, "write_queues": r.write_queues.len(), "read_queues": r.read_queues.len()}))
         }
-        AdminCmd::TopicStatus { topic } => topic_status(&ctx, topic),
-        AdminCmd::GroupProgress { group, topic } => group_progress(&ctx, group, topic),
-        AdminCmd::GroupConnections { group, topic } => {
+        TopicCmd::Status { topic } => topic_status(ctx, topic),
+    }
+}
+
+fn group_cmd(ctx: &Arc<ClientContext>, g: &GroupCmd) -> Result<Value, ClientError> {
+    match g {
+        GroupCmd::List => {
+            let mut groups = std::collections::BTreeSet::new();
+            for (_, addr) in brokers(ctx)? {
+                let r = broker_call(ctx, &addr, Command::request(rq::GET_ALL_SUBSCRIPTIONGROUP_CONFIG))?;
+                let v: Value = serde_json::from_slice(&r.body_bytes()).map_err(|e| err(e.to_string()))?;
+                groups.extend(
+                    v["subscriptionGroupTable"]
+                        .as_object()
+                        .into_iter()
+                        .flat_map(|m| m.keys().cloned()),
+                );
+            }
+            Ok(Value::Array(groups.into_iter().map(|g| json!({"group": g})).collect()))
+        }
+        GroupCmd::Progress { group, topic } => group_progress(ctx, group, topic),
+        GroupCmd::Connections { group, topic } => {
             let pc = PullConsumer {
                 ctx: ctx.clone(),
                 group: group.clone(),
@@ -340,7 +404,7 @@ fn run_inner(a: &AdminArgs) -> Result<Value, ClientError> {
                     .collect(),
             ))
         }
-        AdminCmd::GroupResetOffset { group, topic, to_time } => {
+        GroupCmd::ResetOffset { group, topic, to_time } => {
             let pc = PullConsumer {
                 ctx: ctx.clone(),
                 group: group.clone(),
@@ -353,13 +417,18 @@ fn run_inner(a: &AdminArgs) -> Result<Value, ClientError> {
             }
             Ok(Value::Array(rows))
         }
-        AdminCmd::MessageGet {
+    }
+}
+
+fn message_cmd(a: &AdminArgs, ctx: &Arc<ClientContext>, m: &MessageCmd) -> Result<Value, ClientError> {
+    match m {
+        MessageCmd::Get {
             topic,
             id,
             key,
             queue,
             broker,
-            offset,
+            queue_offset,
         } => {
             let mq = queue
                 .zip(broker.clone())
@@ -369,26 +438,27 @@ fn run_inner(a: &AdminArgs) -> Result<Value, ClientError> {
                     broker_name: b,
                     queue_id: q,
                 });
-            message_get(&ctx, topic.as_deref(), id.as_deref(), key.as_deref(), mq, *offset)
+            message_get(ctx, topic.as_deref(), id.as_deref(), key.as_deref(), mq, *queue_offset)
         }
-        AdminCmd::MessageSend {
+        MessageCmd::Send {
             topic,
             body,
             tags,
             keys,
         } => {
-            let mut m = Message::new(topic, body.clone().into_bytes());
-            m.tags = tags.clone();
-            m.keys = keys
+            let mut msg = Message::new(topic, body.clone().into_bytes());
+            msg.tags = tags.clone();
+            msg.keys = keys
                 .iter()
                 .flat_map(|k| k.split_whitespace().map(String::from))
                 .collect();
-            let r = Producer::new(&a.namesrv, "ringmq-admin").send(&m)?;
+            let r = Producer::new(&a.namesrv, "ringmq-admin").send(&msg)?;
             Ok(
-                json!({"offset_msg_id": r.offset_msg_id, "broker": r.queue.broker_name, "queue": r.queue.queue_id, "queue_offset": r.queue_offset}),
+                json!({"offset_msg_id": r.offset_msg_id, "broker": r.queue.broker_name, "queue": r.queue.queue_id,
+                "queue_offset": r.queue_offset}),
             )
         }
-        AdminCmd::MessageTail { topic } => tail(&ctx, topic),
+        MessageCmd::Tail { topic } => tail(ctx, topic),
     }
 }
 

@@ -306,6 +306,23 @@ pub fn consumer_list(b: &Broker, req: &Command) -> Command {
         .with_body(serde_json::json!({ "consumerIdList": ids }).to_string())
 }
 
+/// GET_ALL_SUBSCRIPTIONGROUP_CONFIG: groups with live consumers or committed offsets on this shard,
+/// in RocketMQ's `subscriptionGroupTable` shape (defaults for the settings ringmq does not keep).
+pub fn all_groups(b: &Broker, req: &Command) -> Command {
+    let mut names: std::collections::BTreeSet<String> = b.clients.borrow().consumers.keys().cloned().collect();
+    names.extend(b.offsets.borrow().entries().into_iter().map(|(g, ..)| g));
+    let table: serde_json::Map<String, Value> = names
+        .into_iter()
+        .map(|g| {
+            let cfg = serde_json::json!({"groupName": g, "consumeEnable": true, "consumeBroadcastEnable": true,
+                "retryQueueNums": 1, "retryMaxTimes": super::retry::DEFAULT_MAX_RECONSUME, "brokerId": 0});
+            (g, cfg)
+        })
+        .collect();
+    let body = serde_json::json!({"subscriptionGroupTable": table, "dataVersion": b.topics.borrow().version});
+    req.response_to(rs::SUCCESS).with_body(body.to_string())
+}
+
 pub fn check_client_config(req: &Command) -> Command {
     let body: Value = serde_json::from_slice(&req.body_bytes()).unwrap_or(Value::Null);
     let sub = &body["subscriptionData"];

@@ -179,6 +179,7 @@ impl Broker {
             rq::UPDATE_AND_CREATE_TOPIC => topics::update_and_create(self, &req),
             rq::DELETE_TOPIC_IN_BROKER => topics::delete(self, &req),
             rq::GET_ALL_TOPIC_CONFIG => topics::get_all(self, &req),
+            rq::GET_ALL_SUBSCRIPTIONGROUP_CONFIG => clients::all_groups(self, &req),
             rq::QUERY_MESSAGE => query::query_message(self, &req).await,
             rq::VIEW_MESSAGE_BY_ID => query::view_by_offset(self, &req).await,
             rq::GET_BROKER_RUNTIME_INFO => query::runtime_info(self, &req),
