@@ -122,15 +122,9 @@ pub enum ConfigError {
 impl Config {
     /// Loads a file: `.toml` as TOML, anything else as a RocketMQ `broker.conf`.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.into(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
         if path.extension().is_some_and(|e| e == "toml") {
-            toml::from_str(&text).map_err(|e| ConfigError::Toml {
-                path: path.into(),
-                message: e.to_string(),
-            })
+            toml::from_str(&text).map_err(|e| ConfigError::Toml { path: path.into(), message: e.to_string() })
         } else {
             let mut c = Config::default();
             c.apply_properties(&text, path)?;
@@ -148,11 +142,7 @@ impl Config {
                 continue;
             };
             let (k, v) = (k.trim(), v.trim());
-            let bad = || ConfigError::Value {
-                path: path.into(),
-                key: k.into(),
-                value: v.into(),
-            };
+            let bad = || ConfigError::Value { path: path.into(), key: k.into(), value: v.into() };
             match k {
                 "brokerClusterName" => self.cluster_name = v.into(),
                 "brokerName" => self.broker_name = v.into(),
@@ -170,10 +160,7 @@ impl Config {
                 "defaultTopicQueueNums" => self.default_topic_queue_nums = v.parse().map_err(|_| bad())?,
                 "fileReservedTime" => self.file_reserved_hours = v.parse().map_err(|_| bad())?,
                 "deleteWhen" => {
-                    tracing::info!(
-                        key = k,
-                        "deleteWhen: ringmq checks retention continuously, not once a day"
-                    )
+                    tracing::info!(key = k, "deleteWhen: ringmq checks retention continuously, not once a day")
                 }
                 "diskMaxUsedSpaceRatio" => self.disk_max_used_ratio_percent = v.parse().map_err(|_| bad())?,
                 "maxMessageSize" => self.max_message_bytes = v.parse().map_err(|_| bad())?,
@@ -212,11 +199,7 @@ impl Config {
 
 /// Splits `host:port;host:port`.
 pub fn split_addrs(v: &str) -> Vec<String> {
-    v.split([';', ','])
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
+    v.split([';', ',']).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
 }
 
 #[cfg(test)]
@@ -256,21 +239,15 @@ mod doc_tests {
     #[test]
     fn operations_doc_lists_every_setting() {
         let doc = include_str!("../docs/OPERATIONS.md");
-        let settings = doc
-            .split("## Settings")
-            .nth(1)
-            .and_then(|s| s.split("\n## ").next())
-            .unwrap_or("");
+        let settings = doc.split("## Settings").nth(1).and_then(|s| s.split("\n## ").next()).unwrap_or("");
         let documented: std::collections::BTreeSet<String> = settings
             .lines()
             .filter_map(|l| l.strip_prefix("| `"))
             .filter_map(|l| l.split_once('`').map(|(k, _)| k.to_string()))
             .collect();
-        let value = serde_json::to_value(super::Config {
-            broker_ip: Some([127, 0, 0, 1].into()),
-            ..Default::default()
-        })
-        .unwrap();
+        let value =
+            serde_json::to_value(super::Config { broker_ip: Some([127, 0, 0, 1].into()), ..Default::default() })
+                .unwrap();
         let fields: std::collections::BTreeSet<String> = value.as_object().unwrap().keys().cloned().collect();
         assert_eq!(documented, fields, "docs/OPERATIONS.md and Config disagree");
     }

@@ -88,10 +88,7 @@ fn run_bench(a: BenchArgs) -> Result<(), String> {
     let report = ringmq::bench::load::run(&w, a.broker_pid)?;
     println!("total: {}", ringmq::bench::load::describe(&report.total));
     if let (Some(cpu), Some(per)) = (report.broker_cpu_seconds, report.broker_cpu_us_per_message) {
-        println!(
-            "broker cpu {cpu:.2} s = {per:.2} us/msg; bench cpu {:.2} s",
-            report.bench_cpu_seconds
-        );
+        println!("broker cpu {cpu:.2} s = {per:.2} us/msg; bench cpu {:.2} s", report.bench_cpu_seconds);
     }
     let mut json = serde_json::to_value(&report).map_err(|e| e.to_string())?;
     if let Some(dir) = &a.probe_dir {
@@ -155,11 +152,7 @@ fn build_config(a: ServeArgs) -> Result<Config, String> {
         c.shards = v;
     }
     if let Some(v) = a.flush {
-        c.flush = if v == "async" {
-            FlushMode::Async
-        } else {
-            FlushMode::Sync
-        };
+        c.flush = if v == "async" { FlushMode::Async } else { FlushMode::Sync };
     }
     if let Some(v) = a.role {
         c.role = v;
@@ -185,10 +178,7 @@ fn build_config(a: ServeArgs) -> Result<Config, String> {
     c.truncate_corrupt_log |= a.truncate_corrupt_log;
     ringmq::broker::schedule::parse_levels(&c.message_delay_level).map_err(|e| format!("message_delay_level: {e}"))?;
     if c.segment_bytes % 4096 != 0 || c.segment_bytes < (64 << 10) {
-        return Err(format!(
-            "segment size {} must be a multiple of 4096 and at least 64 KiB",
-            c.segment_bytes
-        ));
+        return Err(format!("segment size {} must be a multiple of 4096 and at least 64 KiB", c.segment_bytes));
     }
     if c.max_message_bytes as u64 + (8 << 10) > c.segment_bytes {
         c.max_message_bytes = (c.segment_bytes - (8 << 10)) as usize;
@@ -223,12 +213,9 @@ fn main() {
                 1
             }
         },
-        Cmd::Tune { data_dir, apply, json } => ringmq::tune::run(&ringmq::tune::TuneOptions {
-            apply,
-            data_dir,
-            json,
-            root: PathBuf::from("/"),
-        }),
+        Cmd::Tune { data_dir, apply, json } => {
+            ringmq::tune::run(&ringmq::tune::TuneOptions { apply, data_dir, json, root: PathBuf::from("/") })
+        }
     };
     std::process::exit(code);
 }

@@ -87,9 +87,7 @@ pub struct MetricsHub {
 
 impl MetricsHub {
     pub fn new(shards: usize) -> MetricsHub {
-        MetricsHub {
-            shards: Mutex::new(vec![None; shards]),
-        }
+        MetricsHub { shards: Mutex::new(vec![None; shards]) }
     }
 
     pub fn publish(&self, shard: usize, snap: Snapshot) {
@@ -103,12 +101,7 @@ impl MetricsHub {
     fn snapshots(&self) -> Vec<(usize, Snapshot)> {
         self.shards
             .lock()
-            .map(|v| {
-                v.iter()
-                    .enumerate()
-                    .filter_map(|(i, s)| s.clone().map(|s| (i, s)))
-                    .collect()
-            })
+            .map(|v| v.iter().enumerate().filter_map(|(i, s)| s.clone().map(|s| (i, s))).collect())
             .unwrap_or_default()
     }
 }
@@ -160,22 +153,14 @@ pub fn render(hub: &MetricsHub, data_dir: &std::path::Path) -> String {
     );
     let waiters = gauge_family(&mut reg, "long_poll_waiters", "Pulls held by long polling");
     let conns = gauge_family(&mut reg, "connections", "Open client connections");
-    let full = gauge_family(
-        &mut reg,
-        "disk_full",
-        "1 while appends are refused for lack of disk space, by shard",
-    );
+    let full = gauge_family(&mut reg, "disk_full", "1 while appends are refused for lack of disk space, by shard");
     let lag = gauge_family(
         &mut reg,
         "consumer_lag_messages",
         "Messages behind the committed offset, by group, topic and queue",
     );
     let cpu = gauge_family(&mut reg, "shard_cpu_seconds", "CPU seconds used by each shard's thread");
-    let disk = gauge_family(
-        &mut reg,
-        "disk_bytes",
-        "Size and free space of the data directory's file system",
-    );
+    let disk = gauge_family(&mut reg, "disk_bytes", "Size and free space of the data directory's file system");
     for (shard, s) in hub.snapshots() {
         let sh = shard.to_string();
         for (t, f) in &s.topics {
@@ -186,9 +171,7 @@ pub fn render(hub: &MetricsHub, data_dir: &std::path::Path) -> String {
             bytes_out.get_or_create(&l).inc_by(f.bytes_out);
         }
         for (code, h) in &s.requests {
-            requests
-                .get_or_create(&labels(&[("code", code.to_string())]))
-                .inc_by(h.len());
+            requests.get_or_create(&labels(&[("code", code.to_string())])).inc_by(h.len());
             for q in [0.5, 0.99, 0.999] {
                 let g = latency.get_or_create(&labels(&[("code", code.to_string()), ("quantile", q.to_string())]));
                 g.set(g.get().max(h.value_at_quantile(q) as i64));
@@ -212,31 +195,20 @@ pub fn render(hub: &MetricsHub, data_dir: &std::path::Path) -> String {
         ] {
             log.get_or_create(&labels(&[("counter", k.to_string())])).inc_by(v);
         }
-        waiters
-            .get_or_create(&labels(&[("shard", sh.clone())]))
-            .set(s.long_poll_waiters as i64);
-        conns
-            .get_or_create(&labels(&[("shard", sh.clone())]))
-            .set(s.connections as i64);
-        full.get_or_create(&labels(&[("shard", sh.clone())]))
-            .set(s.disk_full as i64);
+        waiters.get_or_create(&labels(&[("shard", sh.clone())])).set(s.long_poll_waiters as i64);
+        conns.get_or_create(&labels(&[("shard", sh.clone())])).set(s.connections as i64);
+        full.get_or_create(&labels(&[("shard", sh.clone())])).set(s.disk_full as i64);
         for (g, t, q, n) in &s.lag {
-            lag.get_or_create(&labels(&[
-                ("group", g.clone()),
-                ("topic", t.clone()),
-                ("queue", format!("{sh}:{q}")),
-            ]))
-            .set(*n as i64);
+            lag.get_or_create(&labels(&[("group", g.clone()), ("topic", t.clone()), ("queue", format!("{sh}:{q}"))]))
+                .set(*n as i64);
         }
         if let Some(secs) = thread_cpu_seconds(s.thread_id) {
             cpu.get_or_create(&labels(&[("shard", sh)])).set(secs as i64);
         }
     }
     if let Ok(u) = crate::store::DiskUsage::measure(data_dir) {
-        disk.get_or_create(&labels(&[("kind", "total".into())]))
-            .set(u.total_bytes as i64);
-        disk.get_or_create(&labels(&[("kind", "free".into())]))
-            .set(u.available_bytes as i64);
+        disk.get_or_create(&labels(&[("kind", "total".into())])).set(u.total_bytes as i64);
+        disk.get_or_create(&labels(&[("kind", "free".into())])).set(u.available_bytes as i64);
     }
     let mut out = String::new();
     let _ = encode(&mut out, &reg);

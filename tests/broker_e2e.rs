@@ -36,13 +36,8 @@ fn produce_and_pull_through_two_shards() {
     p.create_topic("Orders", 4).unwrap();
     let mut brokers = BTreeSet::new();
     for i in 0..100 {
-        let r = p
-            .send(
-                &Message::new("Orders", format!("m{i}"))
-                    .with_tags("TagA")
-                    .with_keys(&[&format!("k{i}")]),
-            )
-            .unwrap();
+        let r =
+            p.send(&Message::new("Orders", format!("m{i}")).with_tags("TagA").with_keys(&[&format!("k{i}")])).unwrap();
         assert_eq!(r.offset_msg_id.len(), 32);
         brokers.insert(r.queue.broker_name.clone());
     }
@@ -50,10 +45,7 @@ fn produce_and_pull_through_two_shards() {
     let c = PullConsumer::new(&s.namesrv(), "CG");
     let got: BTreeSet<String> = pull_all(&c, "Orders", "*").into_iter().collect();
     assert_eq!(got.len(), 100);
-    assert!(
-        pull_all(&c, "Orders", "TagB").is_empty(),
-        "tag filter drops non-matching messages"
-    );
+    assert!(pull_all(&c, "Orders", "TagB").is_empty(), "tag filter drops non-matching messages");
 }
 
 #[test]
@@ -84,11 +76,7 @@ fn auto_created_topic_batch_and_offsets() {
     let c = PullConsumer::new(&s.namesrv(), "CG");
     let q = res.queue.clone();
     assert_eq!(c.max_offset(&q).unwrap(), res.queue_offset + 10);
-    assert_eq!(
-        c.committed_offset(&q).unwrap(),
-        Some(0),
-        "young-queue rule: a new group starts at 0"
-    );
+    assert_eq!(c.committed_offset(&q).unwrap(), Some(0), "young-queue rule: a new group starts at 0");
     c.commit(&q, 3).unwrap();
     assert_eq!(c.committed_offset(&q).unwrap(), Some(3));
     assert_eq!(c.offset_by_time(&q, 0).unwrap(), 0);
@@ -114,10 +102,7 @@ fn long_poll_is_woken_by_a_send() {
     sender.join().unwrap();
     assert_eq!(r.code, rs::SUCCESS);
     assert_eq!(&r.messages[0].body[..], b"woken");
-    assert!(
-        waited >= Duration::from_millis(500) && waited < Duration::from_secs(8),
-        "held then woken: {waited:?}"
-    );
+    assert!(waited >= Duration::from_millis(500) && waited < Duration::from_secs(8), "held then woken: {waited:?}");
     // Nothing arrives: answered PULL_NOT_FOUND at the deadline.
     let start = Instant::now();
     let r = c.pull(&q, 2, 32, "*", 1_000).unwrap();
@@ -133,9 +118,7 @@ fn push_consumers_share_queues_and_see_every_message() {
     let seen = Arc::new(Mutex::new(Vec::<String>::new()));
     let mk = |seen: Arc<Mutex<Vec<String>>>| {
         let mut c = PushConsumer::new(&s.namesrv(), "PushGroup", move |msgs| {
-            seen.lock()
-                .unwrap()
-                .extend(msgs.iter().map(|m| String::from_utf8_lossy(&m.body).into_owned()));
+            seen.lock().unwrap().extend(msgs.iter().map(|m| String::from_utf8_lossy(&m.body).into_owned()));
             true
         });
         c.subscribe("Push", "*");
@@ -186,11 +169,7 @@ fn data_topics_and_offsets_survive_restart_and_kill9() {
     s.kill9();
     s.spawn().unwrap();
     let c = PullConsumer::new(&s.namesrv(), "CG");
-    assert_eq!(
-        pull_all(&c, "Durable", "*").len(),
-        80,
-        "every acknowledged sync send survives kill -9"
-    );
+    assert_eq!(pull_all(&c, "Durable", "*").len(), 80, "every acknowledged sync send survives kill -9");
 }
 
 #[test]
@@ -225,12 +204,7 @@ fn acknowledged_sends_survive_sigkill_under_load() {
     let c = PullConsumer::new(&s.namesrv(), "CG");
     let got: BTreeSet<String> = pull_all(&c, "Crash", "*").into_iter().collect();
     let missing: Vec<&String> = acked.difference(&got).collect();
-    assert!(
-        missing.is_empty(),
-        "{} acknowledged messages lost, e.g. {:?}",
-        missing.len(),
-        missing.first()
-    );
+    assert!(missing.is_empty(), "{} acknowledged messages lost, e.g. {:?}", missing.len(), missing.first());
 }
 
 #[test]
@@ -238,9 +212,7 @@ fn query_by_key_and_view_by_offset_id() {
     let s = Server::start(1, &[]);
     let p = Producer::new(&s.namesrv(), "PG");
     p.create_topic("Q", 1).unwrap();
-    let r = p
-        .send(&Message::new("Q", "findme").with_keys(&["order-42", "user-7"]))
-        .unwrap();
+    let r = p.send(&Message::new("Q", "findme").with_keys(&["order-42", "user-7"])).unwrap();
     let conn = Connection::connect(&s.shard_addr(0), T).unwrap();
     let mut q = Command::request(rq::QUERY_MESSAGE);
     for (k, v) in [
@@ -286,8 +258,7 @@ fn bad_input_gets_clear_errors_and_only_its_connection_closes() {
     assert_eq!(conn.request(cmd.with_body("x"), T).unwrap().code, rs::INVALID_PARAMETER);
     // A malformed frame closes that connection only.
     let bad = Connection::connect(&s.shard_addr(0), T).unwrap();
-    bad.write_raw(&[0, 0, 0, 10, 0, 0, 0, 6, b'{', b'n', b'o', b'p', b'e', b'!'])
-        .unwrap();
+    bad.write_raw(&[0, 0, 0, 10, 0, 0, 0, 6, b'{', b'n', b'o', b'p', b'e', b'!']).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     assert!(bad.is_closed());
     let huge = Connection::connect(&s.shard_addr(0), T).unwrap();
@@ -348,16 +319,10 @@ fn name_server_routes_and_cluster_info() {
     r.put("topic", "TBW102");
     let body = ns.call(r.clone(), T).unwrap().body_bytes();
     let text = String::from_utf8_lossy(&body);
-    assert!(
-        text.contains("ringmq-0") && text.contains("ringmq-1") && !text.contains(' '),
-        "{text}"
-    );
+    assert!(text.contains("ringmq-0") && text.contains("ringmq-1") && !text.contains(' '), "{text}");
     r.put("topic", "NoSuchTopic");
     assert_eq!(ns.request(r, T).unwrap().code, rs::TOPIC_NOT_EXIST);
-    let info = ns
-        .call(Command::request(rq::GET_BROKER_CLUSTER_INFO), T)
-        .unwrap()
-        .body_bytes();
+    let info = ns.call(Command::request(rq::GET_BROKER_CLUSTER_INFO), T).unwrap().body_bytes();
     assert!(String::from_utf8_lossy(&info).contains("DefaultCluster"));
 }
 
@@ -380,24 +345,9 @@ fn memlock_too_low_is_explained() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let out = std::process::Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "prlimit",
-            "--memlock=65536:65536",
-        ])
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "prlimit", "--memlock=65536:65536"])
         .arg(common::binary())
-        .args([
-            "serve",
-            "--shards",
-            "1",
-            "--listen-port",
-            "29311",
-            "--namesrv-port",
-            "29320",
-            "--data-dir",
-        ])
+        .args(["serve", "--shards", "1", "--listen-port", "29311", "--namesrv-port", "29320", "--data-dir"])
         .arg(tmp.path())
         .output();
     let Ok(out) = out else { return }; // setpriv or prlimit missing: nothing to check on this host
@@ -406,10 +356,7 @@ fn memlock_too_low_is_explained() {
     }
     assert_eq!(out.status.code(), Some(78), "{}", String::from_utf8_lossy(&out.stderr));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("RLIMIT_MEMLOCK") && err.contains("LimitMEMLOCK=infinity"),
-        "{err}"
-    );
+    assert!(err.contains("RLIMIT_MEMLOCK") && err.contains("LimitMEMLOCK=infinity"), "{err}");
 }
 
 fn admin(s: &Server, args: &[&str]) -> serde_json::Value {
@@ -418,11 +365,7 @@ fn admin(s: &Server, args: &[&str]) -> serde_json::Value {
         .args(args)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "admin {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "admin {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -440,27 +383,14 @@ fn admin_cli_topics_groups_and_messages() {
     assert_eq!(by_key[0]["offset_msg_id"], id.as_str());
     let status = admin(&s, &["topic", "status", "Adm"]);
     assert_eq!(status.as_array().unwrap().len(), 4, "2 queues on each of 2 shards");
-    let total: u64 = status
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["max"].as_u64().unwrap())
-        .sum();
+    let total: u64 = status.as_array().unwrap().iter().map(|r| r["max"].as_u64().unwrap()).sum();
     assert_eq!(total, 1);
     admin(&s, &["group", "reset-offset", "AdmGroup", "Adm", "--to-time", "0"]);
     let progress = admin(&s, &["group", "progress", "AdmGroup", "Adm"]);
-    let lag: u64 = progress
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["lag"].as_u64().unwrap())
-        .sum();
+    let lag: u64 = progress.as_array().unwrap().iter().map(|r| r["lag"].as_u64().unwrap()).sum();
     assert_eq!(lag, 1, "reset to the beginning: the one message is unconsumed");
     let groups = admin(&s, &["group", "list"]);
-    assert!(
-        groups.as_array().unwrap().iter().any(|g| g["group"] == "AdmGroup"),
-        "{groups}"
-    );
+    assert!(groups.as_array().unwrap().iter().any(|g| g["group"] == "AdmGroup"), "{groups}");
     let brokers = admin(&s, &["broker", "status"]);
     assert_eq!(brokers.as_array().unwrap().len(), 2);
 }
@@ -484,14 +414,8 @@ fn metrics_endpoint_reports_traffic_and_lag() {
     let mut text = String::new();
     conn.read_to_string(&mut text).unwrap();
     assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
-    assert!(
-        text.contains(r#"ringmq_messages_in_total{topic="Metered"} 5"#),
-        "{text}"
-    );
-    assert!(
-        text.contains(r#"ringmq_messages_out_total{topic="Metered"} 2"#),
-        "{text}"
-    );
+    assert!(text.contains(r#"ringmq_messages_in_total{topic="Metered"} 5"#), "{text}");
+    assert!(text.contains(r#"ringmq_messages_out_total{topic="Metered"} 2"#), "{text}");
     assert!(
         text.contains(r#"ringmq_consumer_lag_messages{group="MeterGroup",topic="Metered",queue="0:0"} 3"#),
         "{text}"

@@ -57,31 +57,18 @@ fn disk_full_refuses_sends_keeps_reads_and_recovers() {
         if r.code == rs::SERVICE_NOT_AVAILABLE {
             break r;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(3),
-            "sends still accepted on a full disk"
-        );
+        assert!(start.elapsed() < Duration::from_secs(3), "sends still accepted on a full disk");
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert!(
-        start.elapsed() <= Duration::from_millis(1500),
-        "refused within about a second"
-    );
+    assert!(start.elapsed() <= Duration::from_millis(1500), "refused within about a second");
     assert!(refused.remark.unwrap_or_default().contains("disk use"));
     let c = PullConsumer::new(&s.namesrv(), "CG");
     let q = c.queues("Full").unwrap()[0].clone();
-    assert_eq!(
-        c.pull(&q, 0, 32, "*", 0).unwrap().code,
-        rs::SUCCESS,
-        "reads keep working"
-    );
+    assert_eq!(c.pull(&q, 0, 32, "*", 0).unwrap().code, rs::SUCCESS, "reads keep working");
     std::fs::remove_file(&filler).unwrap();
     let start = Instant::now();
     while send_raw(&conn, "Full").code != rs::SUCCESS {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "sends did not resume within 10 s"
-        );
+        assert!(start.elapsed() < Duration::from_secs(10), "sends did not resume within 10 s");
         std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -50,10 +50,7 @@ fn disk_reads_past_the_tail_cache_work_on_a_fresh_directory() {
             let r = s.get("T", 0, 0, 32, usize::MAX, &|_| true, &|_| true).await;
             assert_eq!(r.records.len(), 32, "{:?}", r.status);
             for (i, rec) in r.records.iter().enumerate() {
-                assert_eq!(
-                    &StoredMessage::decode(rec).unwrap().body[..4],
-                    &(i as u32).to_be_bytes()
-                );
+                assert_eq!(&StoredMessage::decode(rec).unwrap().body[..4], &(i as u32).to_be_bytes());
             }
             assert!(s.log().stats().disk_reads > 0, "the reads went to disk");
         })

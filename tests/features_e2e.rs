@@ -46,13 +46,8 @@ fn delay_level_message_is_delivered_on_time_not_early() {
     let c = PullConsumer::new(&s.namesrv(), "CG");
     let q = c.queues("Later").unwrap()[0].clone();
     let sent_at = Instant::now();
-    p.send(&Message::new("Later", "in one second").with_property("DELAY", "1"))
-        .unwrap();
-    assert_eq!(
-        c.pull(&q, 0, 32, "*", 0).unwrap().code,
-        rs::PULL_NOT_FOUND,
-        "not visible before it is due"
-    );
+    p.send(&Message::new("Later", "in one second").with_property("DELAY", "1")).unwrap();
+    assert_eq!(c.pull(&q, 0, 32, "*", 0).unwrap().code, rs::PULL_NOT_FOUND, "not visible before it is due");
     let (at, m) = wait_pull(&c, &q, 0, Duration::from_secs(5)).expect("delivered");
     let waited = at - sent_at;
     assert!(waited >= Duration::from_millis(990), "delivered early: {waited:?}");
@@ -67,8 +62,7 @@ fn scheduled_messages_survive_restart_exactly_once() {
     let p = Producer::new(&s.namesrv(), "PG");
     p.create_topic("Sched", 1).unwrap();
     for i in 0..5 {
-        p.send(&Message::new("Sched", format!("s{i}")).with_property("DELAY", "1"))
-            .unwrap();
+        p.send(&Message::new("Sched", format!("s{i}")).with_property("DELAY", "1")).unwrap();
     }
     // Pending across a graceful restart, delivered after it, then a crash before the delivery
     // progress is persisted (every 5 s): the restarted broker must not deliver them again.
@@ -81,18 +75,9 @@ fn scheduled_messages_survive_restart_exactly_once() {
     std::thread::sleep(Duration::from_millis(1500));
     let c = PullConsumer::new(&s.namesrv(), "CG");
     let r = c.pull(&q, 0, 32, "*", 0).unwrap();
-    let mut bodies: Vec<String> = r
-        .messages
-        .iter()
-        .map(|m| String::from_utf8_lossy(&m.body).into_owned())
-        .collect();
+    let mut bodies: Vec<String> = r.messages.iter().map(|m| String::from_utf8_lossy(&m.body).into_owned()).collect();
     bodies.sort();
-    assert_eq!(
-        bodies,
-        vec!["s0", "s1", "s2", "s3", "s4"],
-        "each delivered once; server log:\n{}",
-        s.log()
-    );
+    assert_eq!(bodies, vec!["s0", "s1", "s2", "s3", "s4"], "each delivered once; server log:\n{}", s.log());
 }
 
 fn send_back(conn: &Connection, offset: u64, group: &str, level: i32, max: i32) -> Command {
@@ -119,21 +104,12 @@ fn send_back_retries_with_backoff_then_dead_letters() {
     let (_, retried) = wait_pull(&c, &rq_, 0, Duration::from_secs(5)).expect("retried after level 1");
     assert_eq!(retried.reconsume_times, 1);
     assert_eq!(retried.property("RETRY_TOPIC").as_deref(), Some("Work"));
-    assert_eq!(
-        retried.property("ORIGIN_MESSAGE_ID").as_deref(),
-        Some(sent.offset_msg_id.as_str())
-    );
+    assert_eq!(retried.property("ORIGIN_MESSAGE_ID").as_deref(), Some(sent.offset_msg_id.as_str()));
     // Second failure, then past the maximum of 2 reconsumes → DLQ.
-    assert_eq!(
-        send_back(&conn, retried.physical_offset, "Workers", 1, 2).code,
-        rs::SUCCESS
-    );
+    assert_eq!(send_back(&conn, retried.physical_offset, "Workers", 1, 2).code, rs::SUCCESS);
     let (_, again) = wait_pull(&c, &rq_, 1, Duration::from_secs(5)).expect("second retry");
     assert_eq!(again.reconsume_times, 2);
-    assert_eq!(
-        send_back(&conn, again.physical_offset, "Workers", 1, 2).code,
-        rs::SUCCESS
-    );
+    assert_eq!(send_back(&conn, again.physical_offset, "Workers", 1, 2).code, rs::SUCCESS);
     let deadline = Instant::now() + T;
     let dlq = loop {
         if let Some(q) = c.queues("%DLQ%Workers").ok().and_then(|v| v.into_iter().next()) {
@@ -145,30 +121,19 @@ fn send_back_retries_with_backoff_then_dead_letters() {
     let (_, dead) = wait_pull(&c, &dlq, 0, Duration::from_secs(2)).expect("dead-lettered at once");
     assert_eq!(&dead.body[..], b"job");
     assert_eq!(dead.reconsume_times, 3);
-    assert_eq!(
-        send_back(&conn, u64::MAX / 2, "Workers", 0, 16).code,
-        rs::SYSTEM_ERROR,
-        "unknown offset is an error"
-    );
+    assert_eq!(send_back(&conn, u64::MAX / 2, "Workers", 0, 16).code, rs::SYSTEM_ERROR, "unknown offset is an error");
 }
 
 fn tx_server() -> Server {
     let cfg = tempfile::NamedTempFile::with_suffix(".toml").unwrap();
-    std::fs::write(
-        cfg.path(),
-        "transaction_timeout_ms = 300\ntransaction_check_interval_ms = 200\n",
-    )
-    .unwrap();
+    std::fs::write(cfg.path(), "transaction_timeout_ms = 300\ntransaction_check_interval_ms = 200\n").unwrap();
     let (_f, path) = cfg.keep().unwrap();
     Server::start(1, &["--config", path.to_str().unwrap()])
 }
 
 fn bodies(c: &PullConsumer, q: &MessageQueue) -> Vec<String> {
     let r = c.pull(q, 0, 32, "*", 0).unwrap();
-    r.messages
-        .iter()
-        .map(|m| String::from_utf8_lossy(&m.body).into_owned())
-        .collect()
+    r.messages.iter().map(|m| String::from_utf8_lossy(&m.body).into_owned()).collect()
 }
 
 #[test]
@@ -179,30 +144,18 @@ fn transactions_commit_rollback_and_check_back() {
     p.create_topic("Pay", 1).unwrap();
     let c = PullConsumer::new(&s.namesrv(), "CG");
     let q = c.queues("Pay").unwrap()[0].clone();
-    let (r, _) = p
-        .send_in_transaction(&Message::new("Pay", "committed"), || TxState::Commit)
-        .unwrap();
+    let (r, _) = p.send_in_transaction(&Message::new("Pay", "committed"), || TxState::Commit).unwrap();
     assert!(!r.unique_key.is_empty());
-    p.send_in_transaction(&Message::new("Pay", "rolled back"), || TxState::Rollback)
-        .unwrap();
+    p.send_in_transaction(&Message::new("Pay", "rolled back"), || TxState::Rollback).unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        bodies(&c, &q),
-        vec!["committed"],
-        "only the committed half becomes visible"
-    );
+    assert_eq!(bodies(&c, &q), vec!["committed"], "only the committed half becomes visible");
     // Unknown: the broker asks the producer after the timeout; the listener commits.
     p.set_check_listener("Pay", |half| {
         assert_eq!(half.topic, "Pay", "check-back carries the real topic");
-        if &half.body[..] == b"checked" {
-            TxState::Commit
-        } else {
-            TxState::Rollback
-        }
+        if &half.body[..] == b"checked" { TxState::Commit } else { TxState::Rollback }
     })
     .unwrap();
-    p.send_in_transaction(&Message::new("Pay", "checked"), || TxState::Unknown)
-        .unwrap();
+    p.send_in_transaction(&Message::new("Pay", "checked"), || TxState::Unknown).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while bodies(&c, &q).len() < 2 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
@@ -218,8 +171,7 @@ fn resolved_transactions_are_not_checked_again_after_restart() {
     let mut s = tx_server();
     let p = Producer::new(&s.namesrv(), "TxGroup2");
     p.create_topic("Pay2", 1).unwrap();
-    p.send_in_transaction(&Message::new("Pay2", "once"), || TxState::Commit)
-        .unwrap();
+    p.send_in_transaction(&Message::new("Pay2", "once"), || TxState::Commit).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     s.restart();
     let checks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -231,11 +183,7 @@ fn resolved_transactions_are_not_checked_again_after_restart() {
     })
     .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(
-        checks.load(std::sync::atomic::Ordering::SeqCst),
-        0,
-        "a resolved half is never checked back"
-    );
+    assert_eq!(checks.load(std::sync::atomic::Ordering::SeqCst), 0, "a resolved half is never checked back");
     let c = PullConsumer::new(&s.namesrv(), "CG");
     let q = c.queues("Pay2").unwrap()[0].clone();
     assert_eq!(bodies(&c, &q), vec!["once"]);

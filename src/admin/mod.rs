@@ -173,11 +173,7 @@ fn topic_status(ctx: &Arc<ClientContext>, topic: &str) -> Result<Value, ClientEr
         let addr = ctx.broker_addr(topic, &mq.broker_name)?;
         let min = num(&broker_call(ctx, &addr, queue_cmd(rq::GET_MIN_OFFSET, mq))?, "offset");
         let max = num(&broker_call(ctx, &addr, queue_cmd(rq::GET_MAX_OFFSET, mq))?, "offset");
-        let last = if max > min {
-            last_store_time(ctx, mq, max - 1).unwrap_or(0)
-        } else {
-            0
-        };
+        let last = if max > min { last_store_time(ctx, mq, max - 1).unwrap_or(0) } else { 0 };
         rows.push(
             json!({"broker": mq.broker_name, "queue": mq.queue_id, "min": min, "max": max, "last_store_ms": last}),
         );
@@ -186,22 +182,12 @@ fn topic_status(ctx: &Arc<ClientContext>, topic: &str) -> Result<Value, ClientEr
 }
 
 fn last_store_time(ctx: &Arc<ClientContext>, mq: &MessageQueue, offset: u64) -> Option<i64> {
-    let pc = PullConsumer {
-        ctx: ctx.clone(),
-        group: "ringmq-admin".into(),
-    };
-    pc.pull(mq, offset, 1, "*", 0)
-        .ok()?
-        .messages
-        .first()
-        .map(|m| m.store_timestamp_ms)
+    let pc = PullConsumer { ctx: ctx.clone(), group: "ringmq-admin".into() };
+    pc.pull(mq, offset, 1, "*", 0).ok()?.messages.first().map(|m| m.store_timestamp_ms)
 }
 
 fn group_progress(ctx: &Arc<ClientContext>, group: &str, topic: &str) -> Result<Value, ClientError> {
-    let pc = PullConsumer {
-        ctx: ctx.clone(),
-        group: group.into(),
-    };
+    let pc = PullConsumer { ctx: ctx.clone(), group: group.into() };
     let mut rows = Vec::new();
     for mq in pc.queues(topic)? {
         let max = pc.max_offset(&mq)?;
@@ -211,10 +197,8 @@ fn group_progress(ctx: &Arc<ClientContext>, group: &str, topic: &str) -> Result<
             Some(c) if c < max => last_store_time(ctx, &mq, c).map(|t| crate::store::now_ms() - t),
             _ => Some(0),
         };
-        rows.push(
-            json!({"broker": mq.broker_name, "queue": mq.queue_id, "broker_offset": max,
-            "consumer_offset": consumer, "lag": lag, "lag_ms": lag_ms}),
-        );
+        rows.push(json!({"broker": mq.broker_name, "queue": mq.queue_id, "broker_offset": max,
+            "consumer_offset": consumer, "lag": lag, "lag_ms": lag_ms}));
     }
     Ok(Value::Array(rows))
 }
@@ -260,13 +244,9 @@ fn message_get(
         }
         return Ok(Value::Array(out));
     }
-    let (mq, offset) = mq
-        .zip(offset)
-        .ok_or_else(|| err("give --id, --key, or --queue with --broker and --queue-offset"))?;
-    let pc = PullConsumer {
-        ctx: ctx.clone(),
-        group: "ringmq-admin".into(),
-    };
+    let (mq, offset) =
+        mq.zip(offset).ok_or_else(|| err("give --id, --key, or --queue with --broker and --queue-offset"))?;
+    let pc = PullConsumer { ctx: ctx.clone(), group: "ringmq-admin".into() };
     let r = pc.pull(&mq, offset, 1, "*", 0)?;
     Ok(Value::Array(r.messages.iter().map(message_json).collect()))
 }
@@ -291,21 +271,11 @@ fn cell(v: &Value) -> String {
 }
 
 fn print_table(rows: &[Value]) {
-    let cols: Vec<String> = rows[0]
-        .as_object()
-        .map(|o| o.keys().cloned().collect())
-        .unwrap_or_default();
-    let widths: Vec<usize> = cols
-        .iter()
-        .map(|c| rows.iter().map(|r| cell(&r[c]).len()).max().unwrap_or(0).max(c.len()))
-        .collect();
-    let line = |vals: Vec<String>| {
-        vals.iter()
-            .zip(&widths)
-            .map(|(v, w)| format!("{v:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-    };
+    let cols: Vec<String> = rows[0].as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+    let widths: Vec<usize> =
+        cols.iter().map(|c| rows.iter().map(|r| cell(&r[c]).len()).max().unwrap_or(0).max(c.len())).collect();
+    let line =
+        |vals: Vec<String>| vals.iter().zip(&widths).map(|(v, w)| format!("{v:<w$}")).collect::<Vec<_>>().join("  ");
     println!("{}", line(cols.iter().map(|c| c.to_uppercase()).collect()));
     for r in rows {
         println!("{}", line(cols.iter().map(|c| cell(&r[c])).collect()));
@@ -320,10 +290,7 @@ pub fn run(a: &AdminArgs) -> i32 {
             0
         }
         Err(e) => {
-            eprintln!(
-                "ringmq admin: {e}\n(is the name server at {} reachable? set --namesrv)",
-                a.namesrv
-            );
+            eprintln!("ringmq admin: {e}\n(is the name server at {} reachable? set --namesrv)", a.namesrv);
             1
         }
     }
@@ -382,33 +349,17 @@ fn group_cmd(ctx: &Arc<ClientContext>, g: &GroupCmd) -> Result<Value, ClientErro
             for (_, addr) in brokers(ctx)? {
                 let r = broker_call(ctx, &addr, Command::request(rq::GET_ALL_SUBSCRIPTIONGROUP_CONFIG))?;
                 let v: Value = serde_json::from_slice(&r.body_bytes()).map_err(|e| err(e.to_string()))?;
-                groups.extend(
-                    v["subscriptionGroupTable"]
-                        .as_object()
-                        .into_iter()
-                        .flat_map(|m| m.keys().cloned()),
-                );
+                groups.extend(v["subscriptionGroupTable"].as_object().into_iter().flat_map(|m| m.keys().cloned()));
             }
             Ok(Value::Array(groups.into_iter().map(|g| json!({"group": g})).collect()))
         }
         GroupCmd::Progress { group, topic } => group_progress(ctx, group, topic),
         GroupCmd::Connections { group, topic } => {
-            let pc = PullConsumer {
-                ctx: ctx.clone(),
-                group: group.clone(),
-            };
-            Ok(Value::Array(
-                pc.consumer_ids(topic)?
-                    .into_iter()
-                    .map(|c| json!({"client_id": c}))
-                    .collect(),
-            ))
+            let pc = PullConsumer { ctx: ctx.clone(), group: group.clone() };
+            Ok(Value::Array(pc.consumer_ids(topic)?.into_iter().map(|c| json!({"client_id": c})).collect()))
         }
         GroupCmd::ResetOffset { group, topic, to_time } => {
-            let pc = PullConsumer {
-                ctx: ctx.clone(),
-                group: group.clone(),
-            };
+            let pc = PullConsumer { ctx: ctx.clone(), group: group.clone() };
             let mut rows = Vec::new();
             for mq in pc.queues(topic)? {
                 let off = pc.offset_by_time(&mq, *to_time)?;
@@ -422,51 +373,28 @@ fn group_cmd(ctx: &Arc<ClientContext>, g: &GroupCmd) -> Result<Value, ClientErro
 
 fn message_cmd(a: &AdminArgs, ctx: &Arc<ClientContext>, m: &MessageCmd) -> Result<Value, ClientError> {
     match m {
-        MessageCmd::Get {
-            topic,
-            id,
-            key,
-            queue,
-            broker,
-            queue_offset,
-        } => {
-            let mq = queue
-                .zip(broker.clone())
-                .zip(topic.clone())
-                .map(|((q, b), t)| MessageQueue {
-                    topic: t,
-                    broker_name: b,
-                    queue_id: q,
-                });
+        MessageCmd::Get { topic, id, key, queue, broker, queue_offset } => {
+            let mq = queue.zip(broker.clone()).zip(topic.clone()).map(|((q, b), t)| MessageQueue {
+                topic: t,
+                broker_name: b,
+                queue_id: q,
+            });
             message_get(ctx, topic.as_deref(), id.as_deref(), key.as_deref(), mq, *queue_offset)
         }
-        MessageCmd::Send {
-            topic,
-            body,
-            tags,
-            keys,
-        } => {
+        MessageCmd::Send { topic, body, tags, keys } => {
             let mut msg = Message::new(topic, body.clone().into_bytes());
             msg.tags = tags.clone();
-            msg.keys = keys
-                .iter()
-                .flat_map(|k| k.split_whitespace().map(String::from))
-                .collect();
+            msg.keys = keys.iter().flat_map(|k| k.split_whitespace().map(String::from)).collect();
             let r = Producer::new(&a.namesrv, "ringmq-admin").send(&msg)?;
-            Ok(
-                json!({"offset_msg_id": r.offset_msg_id, "broker": r.queue.broker_name, "queue": r.queue.queue_id,
-                "queue_offset": r.queue_offset}),
-            )
+            Ok(json!({"offset_msg_id": r.offset_msg_id, "broker": r.queue.broker_name, "queue": r.queue.queue_id,
+                "queue_offset": r.queue_offset}))
         }
         MessageCmd::Tail { topic } => tail(ctx, topic),
     }
 }
 
 fn tail(ctx: &Arc<ClientContext>, topic: &str) -> Result<Value, ClientError> {
-    let pc = PullConsumer {
-        ctx: ctx.clone(),
-        group: "ringmq-admin-tail".into(),
-    };
+    let pc = PullConsumer { ctx: ctx.clone(), group: "ringmq-admin-tail".into() };
     let queues = pc.queues(topic)?;
     let mut next: Vec<u64> = queues.iter().map(|q| pc.max_offset(q)).collect::<Result<_, _>>()?;
     loop {

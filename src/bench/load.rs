@@ -128,11 +128,7 @@ struct Hists {
 impl Hists {
     fn new() -> Hists {
         let h = || Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("static histogram bounds are valid");
-        Hists {
-            publish: h(),
-            delay: h(),
-            e2e: h(),
-        }
+        Hists { publish: h(), delay: h(), e2e: h() }
     }
 }
 
@@ -159,10 +155,7 @@ impl Shared {
 }
 
 fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
 /// CPU seconds (user + system) of a process, from /proc/<pid>/stat.
@@ -176,10 +169,8 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
 
 fn producer_loop(w: Workload, topics: Vec<String>, shared: Arc<Shared>, stop: Arc<AtomicBool>, per_producer_rate: f64) {
     let p = Producer::new(&w.namesrv, "ringmq-bench-producer");
-    let queues: Vec<MessageQueue> = topics
-        .iter()
-        .flat_map(|t| p.context().route(t, true).map(|r| r.write_queues).unwrap_or_default())
-        .collect();
+    let queues: Vec<MessageQueue> =
+        topics.iter().flat_map(|t| p.context().route(t, true).map(|r| r.write_queues).unwrap_or_default()).collect();
     if queues.is_empty() {
         eprintln!("bench: no writable queue in the routes of {topics:?}");
         return;
@@ -212,10 +203,7 @@ fn producer_loop(w: Workload, topics: Vec<String>, shared: Arc<Shared>, stop: Ar
             })
             .collect();
         let t0 = Instant::now();
-        shared.record(
-            |h| &mut h.delay,
-            t0.saturating_duration_since(intended).as_micros() as u64,
-        );
+        shared.record(|h| &mut h.delay, t0.saturating_duration_since(intended).as_micros() as u64);
         inflight.fetch_add(1, Ordering::Relaxed);
         let (sh, inf, n) = (shared.clone(), inflight.clone(), msgs.len() as u64);
         let done = move |r: Result<crate::client::SendResult, crate::client::ClientError>| {
@@ -230,11 +218,7 @@ fn producer_loop(w: Workload, topics: Vec<String>, shared: Arc<Shared>, stop: Ar
                 }
             }
         };
-        let res = if w.batch > 1 {
-            p.send_batch_async(mq, &msgs, done)
-        } else {
-            p.send_async(&msgs[0], done)
-        };
+        let res = if w.batch > 1 { p.send_batch_async(mq, &msgs, done) } else { p.send_async(&msgs[0], done) };
         if res.is_err() {
             inflight.fetch_sub(1, Ordering::Relaxed);
             shared.errors.fetch_add(msgs.len() as u64, Ordering::Relaxed);
@@ -322,9 +306,14 @@ pub fn run(w: &Workload, broker_pid: Option<u32>) -> Result<Report, String> {
     let topics: Vec<String> = (0..w.topics).map(|i| format!("bench-{tag:08x}-{i}")).collect();
     let setup = Producer::new(&w.namesrv, "ringmq-bench-setup");
     for t in &topics {
-        setup
-            .create_topic(t, w.queues)
-            .map_err(|e| format!("cannot create topic {t}: {e}"))?;
+        // Brokers may still be starting (pre-writing their first segment): retry for a while.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while let Err(e) = setup.create_topic(t, w.queues) {
+            if Instant::now() >= deadline {
+                return Err(format!("cannot create topic {t}: {e}"));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
     let shared = Arc::new(Shared {
         published: AtomicU64::new(0),
@@ -337,11 +326,7 @@ pub fn run(w: &Workload, broker_pid: Option<u32>) -> Result<Report, String> {
     let consumers = start_consumers(w, &topics, &shared)?;
     std::thread::sleep(Duration::from_secs(3)); // let consumers rebalance before load
     let stop = Arc::new(AtomicBool::new(false));
-    let per = if w.rate > 0 {
-        w.rate as f64 / w.producers as f64
-    } else {
-        0.0
-    };
+    let per = if w.rate > 0 { w.rate as f64 / w.producers as f64 } else { 0.0 };
     let producers: Vec<_> = (0..w.producers)
         .map(|_| {
             let (w, t, s, st) = (w.clone(), topics.clone(), shared.clone(), stop.clone());
@@ -350,26 +335,17 @@ pub fn run(w: &Workload, broker_pid: Option<u32>) -> Result<Report, String> {
         .collect();
     std::thread::sleep(Duration::from_secs(w.warmup));
     shared.measuring.store(true, Ordering::SeqCst);
-    let (pub0, con0) = (
-        shared.published.load(Ordering::Relaxed),
-        shared.consumed.load(Ordering::Relaxed),
-    );
+    let (pub0, con0) = (shared.published.load(Ordering::Relaxed), shared.consumed.load(Ordering::Relaxed));
     let cpu0 = broker_pid.and_then(cpu_seconds);
     let self0 = cpu_seconds(std::process::id()).unwrap_or(0.0);
     let start = Instant::now();
-    let mut report = Report {
-        workload: Some(w.clone()),
-        ..Default::default()
-    };
+    let mut report = Report { workload: Some(w.clone()), ..Default::default() };
     let (mut last_t, mut last_p, mut last_c) = (start, pub0, con0);
     while start.elapsed() < Duration::from_secs(w.duration) {
         std::thread::sleep(Duration::from_millis(200));
         if last_t.elapsed() >= Duration::from_secs(w.report_every) || start.elapsed() >= Duration::from_secs(w.duration)
         {
-            let (p, c) = (
-                shared.published.load(Ordering::Relaxed),
-                shared.consumed.load(Ordering::Relaxed),
-            );
+            let (p, c) = (shared.published.load(Ordering::Relaxed), shared.consumed.load(Ordering::Relaxed));
             let period = snapshot(&shared, last_t.elapsed().as_secs_f64(), p - last_p, c - last_c, true);
             println!("{}", describe(&period));
             report.periods.push(period);
@@ -377,10 +353,7 @@ pub fn run(w: &Workload, broker_pid: Option<u32>) -> Result<Report, String> {
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let (p, c) = (
-        shared.published.load(Ordering::Relaxed),
-        shared.consumed.load(Ordering::Relaxed),
-    );
+    let (p, c) = (shared.published.load(Ordering::Relaxed), shared.consumed.load(Ordering::Relaxed));
     report.total = snapshot(&shared, elapsed, p - pub0, c - con0, false);
     report.broker_cpu_seconds = broker_pid.and_then(cpu_seconds).zip(cpu0).map(|(b, a)| b - a);
     report.bench_cpu_seconds = cpu_seconds(std::process::id()).unwrap_or(0.0) - self0;

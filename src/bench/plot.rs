@@ -12,38 +12,15 @@ fn polyline(out: &mut String, ys: &[f64], y_max: f64, top: f64, color: &str) {
     let pts: Vec<String> = ys
         .iter()
         .enumerate()
-        .map(|(i, y)| {
-            format!(
-                "{:.1},{:.1}",
-                60.0 + i as f64 / n * (W - 80.0),
-                top + H - y / y_max.max(1e-9) * H
-            )
-        })
+        .map(|(i, y)| format!("{:.1},{:.1}", 60.0 + i as f64 / n * (W - 80.0), top + H - y / y_max.max(1e-9) * H))
         .collect();
-    let _ = write!(
-        out,
-        r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
-        pts.join(" ")
-    );
+    let _ = write!(out, r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#, pts.join(" "));
 }
 
 fn panel(out: &mut String, title: &str, top: f64, series: &[(&str, &str, Vec<f64>)]) {
-    let y_max = series
-        .iter()
-        .flat_map(|(_, _, v)| v.iter().copied())
-        .fold(0.0, f64::max)
-        * 1.1;
-    let _ = write!(
-        out,
-        r#"<text x="60" y="{}" font-size="14">{title} (max {:.0})</text>"#,
-        top - 6.0,
-        y_max
-    );
-    let _ = write!(
-        out,
-        r##"<rect x="60" y="{top}" width="{}" height="{H}" fill="none" stroke="#999"/>"##,
-        W - 80.0
-    );
+    let y_max = series.iter().flat_map(|(_, _, v)| v.iter().copied()).fold(0.0, f64::max) * 1.1;
+    let _ = write!(out, r#"<text x="60" y="{}" font-size="14">{title} (max {:.0})</text>"#, top - 6.0, y_max);
+    let _ = write!(out, r##"<rect x="60" y="{top}" width="{}" height="{H}" fill="none" stroke="#999"/>"##, W - 80.0);
     for (i, (name, color, ys)) in series.iter().enumerate() {
         polyline(out, ys, y_max, top, color);
         let _ = write!(
@@ -66,10 +43,7 @@ pub fn svg(r: &Report) -> String {
         &mut out,
         "throughput, msgs/s per period",
         30.0,
-        &[
-            ("publish", "#1f77b4", get(|p| p.publish_rate)),
-            ("consume", "#ff7f0e", get(|p| p.consume_rate)),
-        ],
+        &[("publish", "#1f77b4", get(|p| p.publish_rate)), ("consume", "#ff7f0e", get(|p| p.consume_rate))],
     );
     panel(
         &mut out,

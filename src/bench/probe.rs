@@ -74,9 +74,7 @@ async fn receive(addr: std::net::SocketAddr, path: &Path, total: u64, synced: bo
         if fill == CHUNK || got >= total {
             let len = fill.div_ceil(4096) * 4096;
             chunk[fill..len].fill(0);
-            DiskFile::write_at(file.as_ref(), &chunk[..len], pos)
-                .await
-                .map_err(|e| e.to_string())?;
+            DiskFile::write_at(file.as_ref(), &chunk[..len], pos).await.map_err(|e| e.to_string())?;
             if synced {
                 DiskFile::sync(file.as_ref()).await.map_err(|e| e.to_string())?;
             }

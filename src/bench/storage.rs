@@ -195,9 +195,7 @@ async fn async_append(cfg: &StorageBenchConfig) -> Result<f64, String> {
 
 async fn sync_run(cfg: &StorageBenchConfig, appenders: usize) -> Result<SyncRun, String> {
     let s = open_store(&cfg.dir.join(format!("sync{appenders}")), FlushMode::Sync, 256 << 20).await?;
-    let hist = Rc::new(std::cell::RefCell::new(
-        Histogram::<u64>::new(3).map_err(|e| e.to_string())?,
-    ));
+    let hist = Rc::new(std::cell::RefCell::new(Histogram::<u64>::new(3).map_err(|e| e.to_string())?));
     let count = Rc::new(std::cell::Cell::new(0u64));
     let deadline = Instant::now() + cfg.sync_run;
     let start = Instant::now();

@@ -53,27 +53,16 @@ fn str_of(v: &Value) -> Option<String> {
 
 impl ClientRegistry {
     pub fn subscription(&self, group: &str, topic: &str) -> Option<Rc<Subscription>> {
-        self.consumers
-            .get(group)?
-            .subscriptions
-            .get(topic)
-            .map(|(_, _, s)| s.clone())
+        self.consumers.get(group)?.subscriptions.get(topic).map(|(_, _, s)| s.clone())
     }
 
     pub fn consumer_ids(&self, group: &str) -> Vec<String> {
-        self.consumers
-            .get(group)
-            .map(|g| g.members.keys().cloned().collect())
-            .unwrap_or_default()
+        self.consumers.get(group).map(|g| g.members.keys().cloned().collect()).unwrap_or_default()
     }
 
     /// A live connection of a producer of `group` (transaction check-back).
     pub fn producer_conn(&self, group: &str) -> Option<Rc<Conn>> {
-        self.producers
-            .get(group)?
-            .values()
-            .find(|m| !m.conn.is_closed())
-            .map(|m| m.conn.clone())
+        self.producers.get(group)?.values().find(|m| !m.conn.is_closed()).map(|m| m.conn.clone())
     }
 
     /// (group, client id, message model, subscriptions) of every consumer.
@@ -81,12 +70,7 @@ impl ClientRegistry {
         self.consumers
             .iter()
             .map(|(g, c)| {
-                (
-                    g.clone(),
-                    c.members.len(),
-                    c.message_model.clone(),
-                    c.subscriptions.keys().cloned().collect(),
-                )
+                (g.clone(), c.members.len(), c.message_model.clone(), c.subscriptions.keys().cloned().collect())
             })
             .collect()
     }
@@ -101,13 +85,7 @@ impl ClientRegistry {
                 false
             }
             _ => {
-                g.members.insert(
-                    client_id.to_string(),
-                    Member {
-                        conn: conn.clone(),
-                        last_seen: now,
-                    },
-                );
+                g.members.insert(client_id.to_string(), Member { conn: conn.clone(), last_seen: now });
                 true
             }
         }
@@ -147,29 +125,16 @@ pub fn heartbeat(b: &Broker, conn: &Rc<Conn>, req: &Command) -> Command {
     let body: Value = match serde_json::from_slice(&req.body_bytes()) {
         Ok(v) => v,
         Err(e) => {
-            return req
-                .response_to(rs::SYSTEM_ERROR)
-                .with_remark(format!("heartbeat body is not JSON: {e}"));
+            return req.response_to(rs::SYSTEM_ERROR).with_remark(format!("heartbeat body is not JSON: {e}"));
         }
     };
-    let client_id = body
-        .get("clientID")
-        .and_then(str_of)
-        .unwrap_or_else(|| conn.peer.to_string());
+    let client_id = body.get("clientID").and_then(str_of).unwrap_or_else(|| conn.peer.to_string());
     let mut changed = Vec::new();
-    for c in body
-        .get("consumerDataSet")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for c in body.get("consumerDataSet").and_then(Value::as_array).into_iter().flatten() {
         let Some(group) = c.get("groupName").and_then(str_of) else {
             continue;
         };
-        let model = c
-            .get("messageModel")
-            .and_then(str_of)
-            .unwrap_or_else(|| "CLUSTERING".into());
+        let model = c.get("messageModel").and_then(str_of).unwrap_or_else(|| "CLUSTERING".into());
         let model = if model == "0" {
             "BROADCASTING".into()
         } else if model == "1" {
@@ -194,25 +159,12 @@ pub fn heartbeat(b: &Broker, conn: &Rc<Conn>, req: &Command) -> Command {
             }
         }
     }
-    for p in body
-        .get("producerDataSet")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for p in body.get("producerDataSet").and_then(Value::as_array).into_iter().flatten() {
         let Some(group) = p.get("groupName").and_then(str_of) else {
             continue;
         };
-        let member = Member {
-            conn: conn.clone(),
-            last_seen: Instant::now(),
-        };
-        b.clients
-            .borrow_mut()
-            .producers
-            .entry(group)
-            .or_default()
-            .insert(client_id.clone(), member);
+        let member = Member { conn: conn.clone(), last_seen: Instant::now() };
+        b.clients.borrow_mut().producers.entry(group).or_default().insert(client_id.clone(), member);
     }
     for g in changed {
         notify_ids_changed(b, &g);
@@ -228,10 +180,7 @@ fn register_subscription(g: &mut ConsumerGroup, s: &Value) {
     };
     let expr = s.get("subString").and_then(str_of).unwrap_or_else(|| "*".into());
     let kind = s.get("expressionType").and_then(str_of).unwrap_or_else(|| "TAG".into());
-    if g.subscriptions
-        .get(&topic)
-        .is_some_and(|(k, e, _)| *k == kind && *e == expr)
-    {
+    if g.subscriptions.get(&topic).is_some_and(|(k, e, _)| *k == kind && *e == expr) {
         return;
     }
     match Subscription::parse(Some(&kind), &expr) {
@@ -298,12 +247,9 @@ pub fn consumer_list(b: &Broker, req: &Command) -> Command {
     };
     let ids = b.clients.borrow().consumer_ids(&group);
     if ids.is_empty() {
-        return req
-            .response_to(rs::SYSTEM_ERROR)
-            .with_remark(format!("no consumer for this group, {group}"));
+        return req.response_to(rs::SYSTEM_ERROR).with_remark(format!("no consumer for this group, {group}"));
     }
-    req.response_to(rs::SUCCESS)
-        .with_body(serde_json::json!({ "consumerIdList": ids }).to_string())
+    req.response_to(rs::SUCCESS).with_body(serde_json::json!({ "consumerIdList": ids }).to_string())
 }
 
 /// GET_ALL_SUBSCRIPTIONGROUP_CONFIG: groups with live consumers or committed offsets on this shard,
@@ -330,17 +276,13 @@ pub fn check_client_config(req: &Command) -> Command {
     let expr = sub.get("subString").and_then(str_of).unwrap_or_else(|| "*".into());
     match Subscription::parse(kind.as_deref(), &expr) {
         Ok(_) => req.response_to(rs::SUCCESS),
-        Err(e) => req
-            .response_to(rs::SUBSCRIPTION_PARSE_FAILED)
-            .with_remark(format!("cannot parse {expr:?}: {e}")),
+        Err(e) => req.response_to(rs::SUBSCRIPTION_PARSE_FAILED).with_remark(format!("cannot parse {expr:?}: {e}")),
     }
 }
 
 fn lock_body(req: &Command) -> Result<(String, String, Vec<Value>), Command> {
-    let body: Value = serde_json::from_slice(&req.body_bytes()).map_err(|e| {
-        req.response_to(rs::SYSTEM_ERROR)
-            .with_remark(format!("lock body is not JSON: {e}"))
-    })?;
+    let body: Value = serde_json::from_slice(&req.body_bytes())
+        .map_err(|e| req.response_to(rs::SYSTEM_ERROR).with_remark(format!("lock body is not JSON: {e}")))?;
     let group = body.get("consumerGroup").and_then(str_of).unwrap_or_default();
     let client = body.get("clientId").and_then(str_of).unwrap_or_default();
     let mqs = body.get("mqSet").and_then(Value::as_array).cloned().unwrap_or_default();
@@ -374,8 +316,7 @@ pub fn lock_batch(b: &Broker, req: &Command) -> Command {
             locked.push(mq);
         }
     }
-    req.response_to(rs::SUCCESS)
-        .with_body(serde_json::json!({ "lockOKMQSet": locked }).to_string())
+    req.response_to(rs::SUCCESS).with_body(serde_json::json!({ "lockOKMQSet": locked }).to_string())
 }
 
 pub fn unlock_batch(b: &Broker, req: &Command) -> Command {

@@ -64,13 +64,11 @@ pub fn store_error_response(req: &Command, e: &StoreError) -> Command {
 /// Reads a header field, answering a missing or malformed one with a clear error.
 pub fn field<T: std::str::FromStr>(req: &Command, key: &str) -> Result<T, Command> {
     let missing = || {
-        req.response_to(rs::SYSTEM_ERROR)
-            .with_remark(format!("request code {} needs header field '{key}'", req.code))
+        req.response_to(rs::SYSTEM_ERROR).with_remark(format!("request code {} needs header field '{key}'", req.code))
     };
     let v = req.field(key).ok_or_else(missing)?;
     v.trim().parse().map_err(|_| {
-        req.response_to(rs::SYSTEM_ERROR)
-            .with_remark(format!("header field '{key}' has an invalid value {v:?}"))
+        req.response_to(rs::SYSTEM_ERROR).with_remark(format!("header field '{key}' has an invalid value {v:?}"))
     })
 }
 

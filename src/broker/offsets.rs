@@ -37,18 +37,11 @@ impl OffsetTable {
             .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok())
             .and_then(|v| serde_json::from_value(v["offsetTable"].clone()).ok())
             .unwrap_or_default();
-        OffsetTable {
-            table,
-            dirty: false,
-            path,
-        }
+        OffsetTable { table, dirty: false, path }
     }
 
     pub fn commit(&mut self, group: &str, topic: &str, queue_id: i32, offset: u64) {
-        self.table
-            .entry(key(group, topic))
-            .or_default()
-            .insert(queue_id, offset);
+        self.table.entry(key(group, topic)).or_default().insert(queue_id, offset);
         self.dirty = true;
     }
 
@@ -107,10 +100,7 @@ pub fn query_consumer_offset(b: &Broker, req: &Command) -> Command {
         r.put("offset", off);
         return r;
     }
-    let not_found = || {
-        req.response_to(rs::QUERY_NOT_FOUND)
-            .with_remark("Not found, V3_0_6_SNAPSHOT maybe")
-    };
+    let not_found = || req.response_to(rs::QUERY_NOT_FOUND).with_remark("Not found, V3_0_6_SNAPSHOT maybe");
     if req.field("setZeroIfNotFound") == Some("false") {
         return not_found();
     }
@@ -134,11 +124,7 @@ pub fn query_consumer_offset(b: &Broker, req: &Command) -> Command {
 }
 
 fn group_topic_queue(req: &Command) -> Result<(String, String, i32), Command> {
-    Ok((
-        field(req, "consumerGroup")?,
-        field(req, "topic")?,
-        field(req, "queueId")?,
-    ))
+    Ok((field(req, "consumerGroup")?, field(req, "topic")?, field(req, "queueId")?))
 }
 
 pub fn update_consumer_offset(b: &Broker, req: &Command) -> Command {
@@ -191,10 +177,7 @@ pub async fn search_by_timestamp(b: &Broker, req: &Command) -> Command {
         Err(e) => return e,
     };
     let lower = b.store.offset_by_time(&topic, qid, ts).await;
-    let off = if req
-        .field("boundaryType")
-        .is_some_and(|v| v.eq_ignore_ascii_case("upper"))
-    {
+    let off = if req.field("boundaryType").is_some_and(|v| v.eq_ignore_ascii_case("upper")) {
         let after = b.store.offset_by_time(&topic, qid, ts.saturating_add(1)).await;
         after.saturating_sub(1).max(b.store.queue_bounds(&topic, qid).0)
     } else {
@@ -210,14 +193,10 @@ pub async fn earliest_store_time(b: &Broker, req: &Command) -> Command {
     };
     let (min, max) = b.store.queue_bounds(&topic, qid);
     if min >= max {
-        return req
-            .response_to(rs::SYSTEM_ERROR)
-            .with_remark(format!("queue {topic}:{qid} holds no messages"));
+        return req.response_to(rs::SYSTEM_ERROR).with_remark(format!("queue {topic}:{qid} holds no messages"));
     }
     match b.store.store_time_at(&topic, qid, min).await {
         Some(t) => offset_response(req, "timestamp", t),
-        None => req
-            .response_to(rs::SYSTEM_ERROR)
-            .with_remark("cannot read the earliest message"),
+        None => req.response_to(rs::SYSTEM_ERROR).with_remark("cannot read the earliest message"),
     }
 }

@@ -74,9 +74,7 @@ async fn execute(b: &Rc<Broker>, conn: &Rc<Conn>, req: Command, suspend: Suspend
         Err(resp) => return Some(resp),
     };
     if matches!(suspend, Suspend::Allowed) && p.sys_flag & FLAG_COMMIT_OFFSET != 0 && p.commit_offset >= 0 {
-        b.offsets
-            .borrow_mut()
-            .commit(&p.group, &p.topic, p.queue_id, p.commit_offset as u64);
+        b.offsets.borrow_mut().commit(&p.group, &p.topic, p.queue_id, p.commit_offset as u64);
     }
     let tag_filter = |code: i64| sub.matches_tag_code(code);
     let record_filter = |rec: &Bytes| match sub.as_ref() {
@@ -84,18 +82,7 @@ async fn execute(b: &Rc<Broker>, conn: &Rc<Conn>, req: Command, suspend: Suspend
         _ => true,
     };
     let max_bytes = p.max_bytes.min(MAX_PULL_BYTES);
-    let r = b
-        .store
-        .get(
-            &p.topic,
-            p.queue_id,
-            p.offset,
-            p.max_msgs,
-            max_bytes,
-            &tag_filter,
-            &record_filter,
-        )
-        .await;
+    let r = b.store.get(&p.topic, p.queue_id, p.offset, p.max_msgs, max_bytes, &tag_filter, &record_filter).await;
     let (code, next) = match r.status {
         GetStatus::Found => (rs::SUCCESS, r.next_offset),
         GetStatus::NoMessageInQueue if p.offset == 0 => (rs::PULL_NOT_FOUND, 0),
@@ -166,9 +153,8 @@ impl PullRequest {
             queue_id: field(req, "queueId")?,
             offset: offset.max(0) as u64,
             max_msgs: opt_field::<i64>(req, "maxMsgNums").unwrap_or(32).clamp(1, 1024) as usize,
-            max_bytes: opt_field::<i64>(req, "maxMsgBytes")
-                .filter(|&v| v > 0)
-                .unwrap_or(MAX_PULL_BYTES as i64) as usize,
+            max_bytes: opt_field::<i64>(req, "maxMsgBytes").filter(|&v| v > 0).unwrap_or(MAX_PULL_BYTES as i64)
+                as usize,
             sys_flag: opt_field(req, "sysFlag").unwrap_or(0),
             commit_offset: opt_field(req, "commitOffset").unwrap_or(-1),
             suspend_ms: opt_field::<u64>(req, "suspendTimeoutMillis")
@@ -188,9 +174,7 @@ fn resolve(b: &Broker, req: &Command, p: &PullRequest) -> Result<Rc<Subscription
             .with_remark(format!("topic[{}] not exist on {}", p.topic, b.name)));
     };
     if tc.perm & PERM_READ == 0 {
-        return Err(req
-            .response_to(rs::NO_PERMISSION)
-            .with_remark(format!("topic {} is not readable", p.topic)));
+        return Err(req.response_to(rs::NO_PERMISSION).with_remark(format!("topic {} is not readable", p.topic)));
     }
     if p.queue_id < 0 || p.queue_id as u32 >= tc.read_queue_nums.max(tc.write_queue_nums) {
         return Err(req.response_to(rs::INVALID_PARAMETER).with_remark(format!(
@@ -200,12 +184,10 @@ fn resolve(b: &Broker, req: &Command, p: &PullRequest) -> Result<Rc<Subscription
     }
     if p.sys_flag & FLAG_SUBSCRIPTION != 0 {
         let expr = req.field("subscription").unwrap_or("*");
-        return Subscription::parse(req.field("expressionType"), expr)
-            .map(Rc::new)
-            .map_err(|e| {
-                req.response_to(rs::SUBSCRIPTION_PARSE_FAILED)
-                    .with_remark(format!("cannot parse subscription {expr:?}: {e}"))
-            });
+        return Subscription::parse(req.field("expressionType"), expr).map(Rc::new).map_err(|e| {
+            req.response_to(rs::SUBSCRIPTION_PARSE_FAILED)
+                .with_remark(format!("cannot parse subscription {expr:?}: {e}"))
+        });
     }
     b.clients.borrow().subscription(&p.group, &p.topic).ok_or_else(|| {
         req.response_to(rs::SUBSCRIPTION_NOT_EXIST).with_remark(format!(

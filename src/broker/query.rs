@@ -19,11 +19,8 @@ pub async fn query_message(b: &Broker, req: &Command) -> Command {
         (Err(e), _) | (_, Err(e)) => return e,
     };
     let unique = req.field("_UNIQUE_KEY_QUERY") == Some("true");
-    let max = if unique {
-        UNIQUE_QUERY_MAX
-    } else {
-        opt_field::<usize>(req, "maxNum").unwrap_or(32).clamp(1, QUERY_MAX)
-    };
+    let max =
+        if unique { UNIQUE_QUERY_MAX } else { opt_field::<usize>(req, "maxNum").unwrap_or(32).clamp(1, QUERY_MAX) };
     let begin = opt_field(req, "beginTimestamp").unwrap_or(0);
     let end = opt_field(req, "endTimestamp").unwrap_or(i64::MAX);
     let mut body = Vec::new();
@@ -46,9 +43,7 @@ pub async fn query_message(b: &Broker, req: &Command) -> Command {
         }
     }
     if body.is_empty() {
-        return req
-            .response_to(rs::QUERY_NOT_FOUND)
-            .with_remark(format!("no message with key {key} in topic {topic}"));
+        return req.response_to(rs::QUERY_NOT_FOUND).with_remark(format!("no message with key {key} in topic {topic}"));
     }
     let mut r = req.response_to(rs::SUCCESS);
     r.put("indexLastUpdateTimestamp", last_ts);
@@ -64,9 +59,7 @@ pub async fn view_by_offset(b: &Broker, req: &Command) -> Command {
     };
     match b.store.read_record(offset).await {
         Ok(rec) if StoredMessage::decode(&rec).is_ok() => req.response_to(rs::SUCCESS).with_body(rec),
-        _ => req
-            .response_to(rs::SYSTEM_ERROR)
-            .with_remark(format!("no message at offset {offset} on {}", b.name)),
+        _ => req.response_to(rs::SYSTEM_ERROR).with_remark(format!("no message at offset {offset} on {}", b.name)),
     }
 }
 
@@ -88,6 +81,5 @@ pub fn runtime_info(b: &Broker, req: &Command) -> Command {
         "diskFull": b.store.disk_full().is_some().to_string(),
         "flushMode": format!("{:?}", b.store.log().flush_mode()),
     });
-    req.response_to(rs::SUCCESS)
-        .with_body(serde_json::json!({ "table": table }).to_string())
+    req.response_to(rs::SUCCESS).with_body(serde_json::json!({ "table": table }).to_string())
 }

@@ -45,10 +45,7 @@ pub async fn send_back(b: &Rc<Broker>, req: &Command) -> Command {
         props = property_set(&props, RETRY_TOPIC, &orig.topic);
     }
     if property_get(&props, ORIGIN_MESSAGE_ID).is_none() {
-        let origin = req
-            .field("originMsgId")
-            .map(str::to_string)
-            .unwrap_or_else(|| orig.offset_msg_id());
+        let origin = req.field("originMsgId").map(str::to_string).unwrap_or_else(|| orig.offset_msg_id());
         props = property_set(&props, ORIGIN_MESSAGE_ID, &origin);
     }
     let mut m = MessageToStore {
@@ -68,11 +65,7 @@ pub async fn send_back(b: &Rc<Broker>, req: &Command) -> Command {
         to_dlq(b, &mut m, &group);
     } else {
         b.ensure_topic(&m.topic, 1);
-        let level = if delay_level == 0 {
-            FIRST_RETRY_LEVEL + orig.reconsume_times
-        } else {
-            delay_level
-        };
+        let level = if delay_level == 0 { FIRST_RETRY_LEVEL + orig.reconsume_times } else { delay_level };
         park(&mut m, level as u32, b.delay_levels());
     }
     match b.store.put(std::slice::from_ref(&m), true).await {

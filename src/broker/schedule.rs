@@ -62,11 +62,7 @@ impl ScheduleProgress {
             .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok())
             .and_then(|v| serde_json::from_value(v["offsetTable"].clone()).ok())
             .unwrap_or_default();
-        ScheduleProgress {
-            offsets,
-            dirty: false,
-            path,
-        }
+        ScheduleProgress { offsets, dirty: false, path }
     }
 
     pub fn get(&self, level: u32) -> u64 {
@@ -128,10 +124,7 @@ async fn already_delivered(b: &Broker, s: &StoredMessage, real_topic: &str) -> b
     let Some(uniq) = property_get(&s.properties, keys::UNIQ_KEY) else {
         return false;
     };
-    for phys in b
-        .store
-        .index_lookup(real_topic, uniq, s.store_timestamp_ms, i64::MAX, 16)
-    {
+    for phys in b.store.index_lookup(real_topic, uniq, s.store_timestamp_ms, i64::MAX, 16) {
         if phys > s.physical_offset && b.store.read_message(phys).await.is_ok_and(|m| m.topic == real_topic) {
             return true;
         }
@@ -144,12 +137,7 @@ pub async fn run_level(b: Rc<Broker>, level: u32) {
     let qid = level as i32 - 1;
     // Offsets below this were possibly delivered before the last crash without recording it.
     let (_, verify_until) = b.store.queue_bounds(SCHEDULE_TOPIC, qid);
-    tracing::debug!(
-        level,
-        verify_until,
-        progress = b.schedule.borrow().get(level),
-        "delay level task started"
-    );
+    tracing::debug!(level, verify_until, progress = b.schedule.borrow().get(level), "delay level task started");
     loop {
         let (min, max) = b.store.queue_bounds(SCHEDULE_TOPIC, qid);
         let next = b.schedule.borrow().get(level).max(min);
@@ -186,10 +174,7 @@ async fn deliver(b: &Rc<Broker>, phys: u64, verify: bool) -> Result<(), String> 
         return Ok(());
     }
     b.ensure_topic(&real.topic, real.queue_id as u32 + 1);
-    b.store
-        .put(std::slice::from_ref(&real), true)
-        .await
-        .map_err(|e| e.to_string())?;
+    b.store.put(std::slice::from_ref(&real), true).await.map_err(|e| e.to_string())?;
     b.wake_pollers(&real.topic, real.queue_id);
     Ok(())
 }

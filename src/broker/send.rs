@@ -51,10 +51,9 @@ impl SendHeader {
         };
         let num = |i: usize, default: Option<i64>| -> Result<i64, String> {
             match get(i) {
-                Some(v) => v
-                    .trim()
-                    .parse::<i64>()
-                    .map_err(|_| format!("header field {} is not a number: {v:?}", NAMES[i].1)),
+                Some(v) => {
+                    v.trim().parse::<i64>().map_err(|_| format!("header field {} is not a number: {v:?}", NAMES[i].1))
+                }
                 None => default.ok_or_else(|| format!("send header lacks required field {}", NAMES[i].1)),
             }
         };
@@ -91,10 +90,7 @@ pub async fn handle(b: &Rc<Broker>, conn: &Rc<Conn>, req: &Command) -> Command {
     b.wake_pollers(&msgs[0].topic, msgs[0].queue_id);
     let bytes: usize = msgs.iter().map(|m| m.body.len()).sum();
     b.metrics.flow(&h.topic, msgs.len() as u64, bytes as u64, 0, 0);
-    let ids: Vec<String> = placed
-        .iter()
-        .map(|p| offset_msg_id(&b.addr, p.physical_offset))
-        .collect();
+    let ids: Vec<String> = placed.iter().map(|p| offset_msg_id(&b.addr, p.physical_offset)).collect();
     let mut resp = req.response_to(rs::SUCCESS);
     resp.put("msgId", ids.join(","));
     resp.put("queueId", msgs[0].queue_id);
@@ -114,10 +110,9 @@ fn build_messages(b: &Broker, conn: &Conn, req: &Command, h: &SendHeader) -> Res
         return Err(req.response_to(rs::INVALID_PARAMETER).with_remark(why));
     }
     if !is_sendable(&h.topic) {
-        return Err(req.response_to(rs::NO_PERMISSION).with_remark(format!(
-            "topic {} is a system topic; sending to it is not allowed",
-            h.topic
-        )));
+        return Err(req
+            .response_to(rs::NO_PERMISSION)
+            .with_remark(format!("topic {} is a system topic; sending to it is not allowed", h.topic)));
     }
     let tc = b.topic_for_send(req, &h.topic, h.default_topic_queue_nums)?;
     if tc.perm & PERM_WRITE == 0 {
@@ -125,11 +120,7 @@ fn build_messages(b: &Broker, conn: &Conn, req: &Command, h: &SendHeader) -> Res
             .response_to(rs::NO_PERMISSION)
             .with_remark(format!("topic {} is not writable on {}", h.topic, b.name)));
     }
-    let queue_id = if h.queue_id < 0 {
-        rand::random_range(0..tc.write_queue_nums.max(1)) as i32
-    } else {
-        h.queue_id
-    };
+    let queue_id = if h.queue_id < 0 { rand::random_range(0..tc.write_queue_nums.max(1)) as i32 } else { h.queue_id };
     if queue_id as u32 >= tc.write_queue_nums.max(tc.read_queue_nums) {
         return Err(req.response_to(rs::INVALID_PARAMETER).with_remark(format!(
             "queueId {queue_id} is out of range: topic {} has {} write queues on {}",
@@ -145,10 +136,7 @@ fn build_messages(b: &Broker, conn: &Conn, req: &Command, h: &SendHeader) -> Res
         )));
     }
     if h.properties.len() > PROPERTIES_MAX_BYTES {
-        return Err(illegal(format!(
-            "properties of {} bytes exceed {PROPERTIES_MAX_BYTES} bytes",
-            h.properties.len()
-        )));
+        return Err(illegal(format!("properties of {} bytes exceed {PROPERTIES_MAX_BYTES} bytes", h.properties.len())));
     }
     let base = MessageToStore {
         topic: h.topic.clone(),
@@ -191,12 +179,7 @@ fn build_messages(b: &Broker, conn: &Conn, req: &Command, h: &SendHeader) -> Res
         if property_get(&it.properties, keys::DELAY).is_some() {
             return Err(illegal("batch messages cannot carry a delay level".into()));
         }
-        out.push(MessageToStore {
-            flag: it.flag,
-            body: it.body,
-            properties: it.properties,
-            ..base.clone()
-        });
+        out.push(MessageToStore { flag: it.flag, body: it.body, properties: it.properties, ..base.clone() });
     }
     Ok(out)
 }
@@ -221,15 +204,9 @@ mod tests {
         }
         let h1 = SendHeader::decode(&v1).unwrap();
         let mut v2 = Command::request(rq::SEND_MESSAGE_V2);
-        for (k, v) in [
-            ("a", "PG"),
-            ("b", "T"),
-            ("e", "2"),
-            ("f", "0"),
-            ("g", "5"),
-            ("h", "1"),
-            ("i", "TAGS\u{1}a\u{2}"),
-        ] {
+        for (k, v) in
+            [("a", "PG"), ("b", "T"), ("e", "2"), ("f", "0"), ("g", "5"), ("h", "1"), ("i", "TAGS\u{1}a\u{2}")]
+        {
             v2.put(k, v);
         }
         let h2 = SendHeader::decode(&v2).unwrap();

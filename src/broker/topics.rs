@@ -99,9 +99,7 @@ pub fn invalid_topic_name(name: &str) -> Option<String> {
         return Some(format!("the topic name is longer than {TOPIC_MAX_BYTES} bytes"));
     }
     if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"%_|-".contains(&b)) {
-        return Some(format!(
-            "the topic name {name:?} has characters outside [A-Za-z0-9%_|-]"
-        ));
+        return Some(format!("the topic name {name:?} has characters outside [A-Za-z0-9%_|-]"));
     }
     None
 }
@@ -121,15 +119,8 @@ impl TopicTable {
                     .ok()
             })
             .unwrap_or_default();
-        let mut t = TopicTable {
-            topics,
-            version: DataVersion {
-                counter: 1,
-                state_version: 0,
-                timestamp: now_ms(),
-            },
-            path,
-        };
+        let mut t =
+            TopicTable { topics, version: DataVersion { counter: 1, state_version: 0, timestamp: now_ms() }, path };
         if cfg.auto_create_topic {
             let q = cfg.default_topic_queue_nums;
             t.topics.insert(
@@ -200,8 +191,7 @@ impl Broker {
             "topicConfigSerializeWrapper": self.topics.borrow().wrapper_json(),
             "filterServerList": [],
         });
-        self.control
-            .set_registration(self.shard, self.name.clone(), self.addr, body.to_string());
+        self.control.set_registration(self.shard, self.name.clone(), self.addr, body.to_string());
     }
 
     /// The topic a send goes to, created from the template when allowed.
@@ -245,9 +235,7 @@ pub fn update_and_create(b: &Broker, req: &Command) -> Command {
         attributes: BTreeMap::new(),
     };
     if tc.read_queue_nums == 0 || tc.write_queue_nums == 0 || tc.read_queue_nums > 1024 || tc.write_queue_nums > 1024 {
-        return req
-            .response_to(rs::INVALID_PARAMETER)
-            .with_remark("queue counts must be between 1 and 1024");
+        return req.response_to(rs::INVALID_PARAMETER).with_remark("queue counts must be between 1 and 1024");
     }
     b.upsert_topic(tc, true);
     req.response_to(rs::SUCCESS)

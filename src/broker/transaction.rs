@@ -69,10 +69,7 @@ pub async fn recover(b: &Broker) {
         for rec in &r.records {
             if let Ok(m) = StoredMessage::decode(rec) {
                 resolved.extend(
-                    std::str::from_utf8(&m.body)
-                        .unwrap_or("")
-                        .split(',')
-                        .filter_map(|s| s.trim().parse::<u64>().ok()),
+                    std::str::from_utf8(&m.body).unwrap_or("").split(',').filter_map(|s| s.trim().parse::<u64>().ok()),
                 );
             }
         }
@@ -116,33 +113,23 @@ async fn end_inner(b: &Rc<Broker>, req: &Command) -> Option<Command> {
     if kind == 0 {
         return None; // TRANSACTION_NOT_TYPE: nothing to do, no reply
     }
-    let (group, phys, qoff): (String, u64, u64) = match (
-        field(req, "producerGroup"),
-        field(req, "commitLogOffset"),
-        field(req, "tranStateTableOffset"),
-    ) {
-        (Ok(g), Ok(p), Ok(q)) => (g, p, q),
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return Some(e),
-    };
+    let (group, phys, qoff): (String, u64, u64) =
+        match (field(req, "producerGroup"), field(req, "commitLogOffset"), field(req, "tranStateTableOffset")) {
+            (Ok(g), Ok(p), Ok(q)) => (g, p, q),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return Some(e),
+        };
     let half = match b.store.read_message(phys).await {
         Ok(h) if h.topic == HALF_TOPIC => h,
         _ => {
-            return Some(
-                req.response_to(rs::SYSTEM_ERROR)
-                    .with_remark(format!("no half message at offset {phys}")),
-            );
+            return Some(req.response_to(rs::SYSTEM_ERROR).with_remark(format!("no half message at offset {phys}")));
         }
     };
     if property_get(&half.properties, "PGROUP").is_some_and(|g| g != group) {
-        return Some(
-            req.response_to(rs::SYSTEM_ERROR)
-                .with_remark("producer group does not match the half message"),
-        );
+        return Some(req.response_to(rs::SYSTEM_ERROR).with_remark("producer group does not match the half message"));
     }
     if half.queue_offset != qoff {
         return Some(
-            req.response_to(rs::SYSTEM_ERROR)
-                .with_remark("tranStateTableOffset does not match the half message"),
+            req.response_to(rs::SYSTEM_ERROR).with_remark("tranStateTableOffset does not match the half message"),
         );
     }
     if b.transactions.borrow().resolved.contains(&qoff) {
@@ -151,10 +138,7 @@ async fn end_inner(b: &Rc<Broker>, req: &Command) -> Option<Command> {
     let mut batch = Vec::new();
     if kind == 8 {
         let Some(mut real) = committed_copy(b, &half) else {
-            return Some(
-                req.response_to(rs::SYSTEM_ERROR)
-                    .with_remark("half message lacks REAL_TOPIC/REAL_QID"),
-            );
+            return Some(req.response_to(rs::SYSTEM_ERROR).with_remark("half message lacks REAL_TOPIC/REAL_QID"));
         };
         b.ensure_topic(&real.topic, real.queue_id as u32 + 1);
         super::retry::apply_send_rules(b, &mut real, None);
@@ -178,9 +162,7 @@ async fn end_inner(b: &Rc<Broker>, req: &Command) -> Option<Command> {
 fn committed_copy(b: &Broker, half: &StoredMessage) -> Option<MessageToStore> {
     Some(MessageToStore {
         topic: property_get(&half.properties, super::schedule::REAL_TOPIC)?.to_string(),
-        queue_id: property_get(&half.properties, super::schedule::REAL_QID)?
-            .parse()
-            .ok()?,
+        queue_id: property_get(&half.properties, super::schedule::REAL_QID)?.parse().ok()?,
         flag: half.flag,
         body: half.body.clone(),
         properties: half.properties.clone(),
@@ -209,22 +191,16 @@ pub async fn check_round(b: &Rc<Broker>, timeout: Duration) {
             off += 1;
             continue;
         };
-        let immunity = property_get(&half.properties, IMMUNITY_SECS)
-            .and_then(|v| v.parse::<i64>().ok())
-            .map(|s| s * 1000);
+        let immunity =
+            property_get(&half.properties, IMMUNITY_SECS).and_then(|v| v.parse::<i64>().ok()).map(|s| s * 1000);
         let age = now_ms() - half.store_timestamp_ms;
         if age < immunity.unwrap_or(timeout.as_millis() as i64) {
             break; // later halves are younger
         }
-        let checks: u32 = property_get(&half.properties, CHECK_TIMES)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let checks: u32 = property_get(&half.properties, CHECK_TIMES).and_then(|v| v.parse().ok()).unwrap_or(0);
         if checks >= CHECK_MAX {
             tracing::warn!(offset = off, msg_id = %half.offset_msg_id(), "transaction unresolved after {CHECK_MAX} checks: discarded");
-            b.transactions
-                .borrow()
-                .discarded
-                .set(b.transactions.borrow().discarded.get() + 1);
+            b.transactions.borrow().discarded.set(b.transactions.borrow().discarded.get() + 1);
             b.transactions.borrow_mut().resolved.insert(off);
             off += 1;
             continue;
@@ -264,9 +240,7 @@ async fn ask_producer(b: &Broker, half: &StoredMessage, checks: u32, conn: &Rc<c
             return false;
         }
     };
-    let uniq = property_get(&copy.properties, "UNIQ_KEY")
-        .unwrap_or_default()
-        .to_string();
+    let uniq = property_get(&copy.properties, "UNIQ_KEY").unwrap_or_default().to_string();
     let mut cmd = Command::request(rq::CHECK_TRANSACTION_STATE);
     cmd.put("tranStateTableOffset", placed.queue_offset);
     cmd.put("commitLogOffset", placed.physical_offset);
@@ -274,12 +248,8 @@ async fn ask_producer(b: &Broker, half: &StoredMessage, checks: u32, conn: &Rc<c
     cmd.put("transactionId", &uniq);
     cmd.put("offsetMsgId", offset_msg_id(&b.addr, placed.physical_offset));
     // The body is the half message as the producer should see it: real topic and queue.
-    copy.topic = property_get(&copy.properties, super::schedule::REAL_TOPIC)
-        .unwrap_or_default()
-        .to_string();
-    copy.queue_id = property_get(&copy.properties, super::schedule::REAL_QID)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    copy.topic = property_get(&copy.properties, super::schedule::REAL_TOPIC).unwrap_or_default().to_string();
+    copy.queue_id = property_get(&copy.properties, super::schedule::REAL_QID).and_then(|v| v.parse().ok()).unwrap_or(0);
     let mut body = Vec::with_capacity(copy.encoded_len());
     copy.encode_into(&mut body, placed.physical_offset, placed.queue_offset, now_ms());
     conn.send_oneway(cmd.with_body(body))

@@ -48,16 +48,12 @@ pub struct Connection {
 
 impl Connection {
     pub fn connect(addr: &str, timeout: Duration) -> Result<Connection, ClientError> {
-        let err = |source| ClientError::Connect {
-            addr: addr.to_string(),
-            source,
-        };
-        let sa = addr.to_socket_addrs().map_err(err)?.next().ok_or_else(|| {
-            err(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "address resolves to nothing",
-            ))
-        })?;
+        let err = |source| ClientError::Connect { addr: addr.to_string(), source };
+        let sa = addr
+            .to_socket_addrs()
+            .map_err(err)?
+            .next()
+            .ok_or_else(|| err(std::io::Error::new(std::io::ErrorKind::NotFound, "address resolves to nothing")))?;
         let stream = TcpStream::connect_timeout(&sa, timeout).map_err(err)?;
         stream.set_nodelay(true).map_err(err)?;
         let reader = stream.try_clone().map_err(err)?;
@@ -71,12 +67,7 @@ impl Connection {
             .name(format!("ringmq-conn-{addr}"))
             .spawn(move || read_loop(reader, s2))
             .map_err(err)?;
-        Ok(Connection {
-            addr: addr.to_string(),
-            writer: Mutex::new(stream),
-            shared,
-            next_opaque: AtomicI32::new(1),
-        })
+        Ok(Connection { addr: addr.to_string(), writer: Mutex::new(stream), shared, next_opaque: AtomicI32::new(1) })
     }
 
     pub fn addr(&self) -> &str {
@@ -136,10 +127,7 @@ impl Connection {
         match rx.recv_timeout(timeout) {
             Ok(Some(r)) => Ok(r),
             Ok(None) => Err(ClientError::Closed(self.addr.clone())),
-            Err(_) => Err(ClientError::Timeout {
-                addr: self.addr.clone(),
-                timeout_ms: timeout.as_millis(),
-            }),
+            Err(_) => Err(ClientError::Timeout { addr: self.addr.clone(), timeout_ms: timeout.as_millis() }),
         }
     }
 
@@ -206,11 +194,8 @@ fn read_loop(mut stream: TcpStream, shared: Arc<Shared>) {
         }
     }
     shared.closed.store(true, Ordering::SeqCst);
-    let pending: Vec<Callback> = shared
-        .pending
-        .lock()
-        .map(|mut p| p.drain().map(|(_, c)| c).collect())
-        .unwrap_or_default();
+    let pending: Vec<Callback> =
+        shared.pending.lock().map(|mut p| p.drain().map(|(_, c)| c).collect()).unwrap_or_default();
     for cb in pending {
         cb(None);
     }

@@ -56,10 +56,7 @@ pub fn decode_records(body: &bytes::Bytes) -> Result<Vec<StoredMessage>, String>
 
 impl PullConsumer {
     pub fn new(namesrv: &str, group: &str) -> PullConsumer {
-        PullConsumer {
-            ctx: ClientContext::new(namesrv),
-            group: group.into(),
-        }
+        PullConsumer { ctx: ClientContext::new(namesrv), group: group.into() }
     }
 
     pub fn queues(&self, topic: &str) -> Result<Vec<MessageQueue>, ClientError> {
@@ -68,9 +65,7 @@ impl PullConsumer {
 
     fn call(&self, mq: &MessageQueue, cmd: Command) -> Result<Command, ClientError> {
         let addr = self.ctx.broker_addr(&mq.topic, &mq.broker_name)?;
-        self.ctx
-            .conn(&addr)?
-            .request(cmd, REQUEST_TIMEOUT + Duration::from_millis(PULL_SUSPEND_MS))
+        self.ctx.conn(&addr)?.request(cmd, REQUEST_TIMEOUT + Duration::from_millis(PULL_SUSPEND_MS))
     }
 
     /// Pulls up to `max` messages at `offset` that match the tag expression.
@@ -96,10 +91,8 @@ impl PullConsumer {
         cmd.put("expressionType", "TAG");
         let r = self.call(mq, cmd)?;
         let messages = if r.code == rs::SUCCESS {
-            decode_records(&r.body_bytes()).map_err(|m| ClientError::BadResponse {
-                addr: mq.broker_name.clone(),
-                message: m,
-            })?
+            decode_records(&r.body_bytes())
+                .map_err(|m| ClientError::BadResponse { addr: mq.broker_name.clone(), message: m })?
         } else {
             Vec::new()
         };
@@ -133,17 +126,11 @@ impl PullConsumer {
     }
 
     pub fn max_offset(&self, mq: &MessageQueue) -> Result<u64, ClientError> {
-        Ok(get_u64(
-            &self.call(mq, self.queue_request(rq::GET_MAX_OFFSET, mq))?,
-            "offset",
-        ))
+        Ok(get_u64(&self.call(mq, self.queue_request(rq::GET_MAX_OFFSET, mq))?, "offset"))
     }
 
     pub fn min_offset(&self, mq: &MessageQueue) -> Result<u64, ClientError> {
-        Ok(get_u64(
-            &self.call(mq, self.queue_request(rq::GET_MIN_OFFSET, mq))?,
-            "offset",
-        ))
+        Ok(get_u64(&self.call(mq, self.queue_request(rq::GET_MIN_OFFSET, mq))?, "offset"))
     }
 
     pub fn offset_by_time(&self, mq: &MessageQueue, ts_ms: i64) -> Result<u64, ClientError> {
@@ -171,10 +158,7 @@ impl PullConsumer {
         addrs.sort();
         addrs.dedup();
         for a in addrs {
-            self.ctx.conn(&a)?.call(
-                Command::request(rq::HEART_BEAT).with_body(body.to_string()),
-                REQUEST_TIMEOUT,
-            )?;
+            self.ctx.conn(&a)?.call(Command::request(rq::HEART_BEAT).with_body(body.to_string()), REQUEST_TIMEOUT)?;
         }
         Ok(())
     }
@@ -182,21 +166,13 @@ impl PullConsumer {
     /// Consumer ids of the group, sorted (from any broker of `topic`).
     pub fn consumer_ids(&self, topic: &str) -> Result<Vec<String>, ClientError> {
         let route = self.ctx.route(topic, false)?;
-        let addr = route
-            .brokers
-            .values()
-            .next()
-            .ok_or_else(|| ClientError::NoRoute(topic.into()))?;
+        let addr = route.brokers.values().next().ok_or_else(|| ClientError::NoRoute(topic.into()))?;
         let mut cmd = Command::request(rq::GET_CONSUMER_LIST_BY_GROUP);
         cmd.put("consumerGroup", &self.group);
         let r = self.ctx.conn(addr)?.call(cmd, REQUEST_TIMEOUT)?;
         let v: serde_json::Value = serde_json::from_slice(&r.body_bytes()).unwrap_or_default();
-        let mut ids: Vec<String> = v["consumerIdList"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|x| x.as_str().map(String::from))
-            .collect();
+        let mut ids: Vec<String> =
+            v["consumerIdList"].as_array().into_iter().flatten().filter_map(|x| x.as_str().map(String::from)).collect();
         ids.sort();
         Ok(ids)
     }
@@ -217,9 +193,7 @@ pub fn allocate_average<T: Clone>(queues: &[T], ids: &[String], me: &str) -> Vec
         q / n
     };
     let start = if rem > 0 && i < rem { i * size } else { i * size + rem };
-    (0..size.min(q.saturating_sub(start)))
-        .map(|k| queues[(start + k) % q].clone())
-        .collect()
+    (0..size.min(q.saturating_sub(start))).map(|k| queues[(start + k) % q].clone()).collect()
 }
 
 /// Where a new group starts in a queue.
@@ -276,19 +250,12 @@ impl PushConsumer {
 
     /// Queues this instance currently consumes.
     pub fn assigned(&self) -> Vec<MessageQueue> {
-        self.workers
-            .lock()
-            .map(|w| w.keys().cloned().collect())
-            .unwrap_or_default()
+        self.workers.lock().map(|w| w.keys().cloned().collect()).unwrap_or_default()
     }
 
     pub fn start(&self) -> Result<(), ClientError> {
         self.running.store(true, Ordering::SeqCst);
-        let model = if self.broadcasting {
-            "BROADCASTING"
-        } else {
-            "CLUSTERING"
-        };
+        let model = if self.broadcasting { "BROADCASTING" } else { "CLUSTERING" };
         self.pull.heartbeat(&self.subs, model)?;
         let me = self.clone_handle();
         let wake = Arc::new(AtomicBool::new(true));
@@ -319,11 +286,7 @@ impl PushConsumer {
     }
 
     fn control_loop(self, wake: Arc<AtomicBool>) {
-        let model = if self.broadcasting {
-            "BROADCASTING"
-        } else {
-            "CLUSTERING"
-        };
+        let model = if self.broadcasting { "BROADCASTING" } else { "CLUSTERING" };
         let mut last = Instant::now() - REBALANCE_EVERY;
         while self.running.load(Ordering::SeqCst) {
             if wake.swap(false, Ordering::SeqCst) || last.elapsed() >= REBALANCE_EVERY {

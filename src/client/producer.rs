@@ -12,14 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Response codes after which RocketMQ producers retry on another broker.
-const RETRYABLE: [i32; 6] = [
-    rs::TOPIC_NOT_EXIST,
-    rs::SERVICE_NOT_AVAILABLE,
-    rs::SYSTEM_ERROR,
-    rs::SYSTEM_BUSY,
-    rs::NO_PERMISSION,
-    1500,
-];
+const RETRYABLE: [i32; 6] =
+    [rs::TOPIC_NOT_EXIST, rs::SERVICE_NOT_AVAILABLE, rs::SYSTEM_ERROR, rs::SYSTEM_BUSY, rs::NO_PERMISSION, 1500];
 /// Attempts per send (RocketMQ's retryTimesWhenSendFailed = 2, plus the first).
 const SEND_ATTEMPTS: usize = 3;
 
@@ -36,11 +30,7 @@ pub struct Message {
 
 impl Message {
     pub fn new(topic: &str, body: impl Into<Bytes>) -> Message {
-        Message {
-            topic: topic.into(),
-            body: body.into(),
-            ..Default::default()
-        }
+        Message { topic: topic.into(), body: body.into(), ..Default::default() }
     }
 
     pub fn with_tags(mut self, tags: &str) -> Message {
@@ -79,13 +69,7 @@ pub fn unique_key() -> String {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed) as u16;
     let t = crate::store::now_ms() as u32;
-    format!(
-        "7F000001{:04X}{:08X}{:08X}{:04X}",
-        std::process::id() as u16,
-        rand::random::<u32>(),
-        t,
-        n
-    )
+    format!("7F000001{:04X}{:08X}{:08X}{:04X}", std::process::id() as u16, rand::random::<u32>(), t, n)
 }
 
 /// Result of a successful send.
@@ -108,11 +92,7 @@ fn send_header(group: &str, topic: &str, queue_id: i32, props: &str, batch: bool
 }
 
 fn send_header_flag(group: &str, topic: &str, queue_id: i32, props: &str, batch: bool, sys_flag: i32) -> Command {
-    let mut cmd = Command::request(if batch {
-        rq::SEND_BATCH_MESSAGE
-    } else {
-        rq::SEND_MESSAGE_V2
-    });
+    let mut cmd = Command::request(if batch { rq::SEND_BATCH_MESSAGE } else { rq::SEND_MESSAGE_V2 });
     cmd.put("a", group);
     cmd.put("b", topic);
     cmd.put("c", "TBW102");
@@ -152,40 +132,26 @@ impl Producer {
         key: Option<&str>,
         avoid: Option<&str>,
     ) -> Result<MessageQueue, ClientError> {
-        let route = self
-            .ctx
-            .route(topic, false)
-            .or_else(|_| self.ctx.route("TBW102", false))?;
+        let route = self.ctx.route(topic, false).or_else(|_| self.ctx.route("TBW102", false))?;
         let queues = &route.write_queues;
         if queues.is_empty() {
             return Err(ClientError::NoRoute(format!("topic {topic} has no writable queue")));
         }
         if let Some(k) = key {
             let h = crate::protocol::message::java_string_hash(k).unsigned_abs() as usize;
-            return Ok(MessageQueue {
-                topic: topic.into(),
-                ..queues[h % queues.len()].clone()
-            });
+            return Ok(MessageQueue { topic: topic.into(), ..queues[h % queues.len()].clone() });
         }
         for _ in 0..queues.len() {
             let q = &queues[self.next.fetch_add(1, Ordering::Relaxed) % queues.len()];
             if Some(q.broker_name.as_str()) != avoid {
-                return Ok(MessageQueue {
-                    topic: topic.into(),
-                    ..q.clone()
-                });
+                return Ok(MessageQueue { topic: topic.into(), ..q.clone() });
             }
         }
-        Ok(MessageQueue {
-            topic: topic.into(),
-            ..queues[0].clone()
-        })
+        Ok(MessageQueue { topic: topic.into(), ..queues[0].clone() })
     }
 
     fn addr_of(&self, mq: &MessageQueue) -> Result<String, ClientError> {
-        self.ctx
-            .broker_addr(&mq.topic, &mq.broker_name)
-            .or_else(|_| self.ctx.broker_addr("TBW102", &mq.broker_name))
+        self.ctx.broker_addr(&mq.topic, &mq.broker_name).or_else(|_| self.ctx.broker_addr("TBW102", &mq.broker_name))
     }
 
     fn parse_result(mq: MessageQueue, resp: Command, uniq: String, addr: &str) -> Result<SendResult, ClientError> {
@@ -198,10 +164,7 @@ impl Producer {
         }
         Ok(SendResult {
             queue: MessageQueue {
-                queue_id: resp
-                    .field("queueId")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(mq.queue_id),
+                queue_id: resp.field("queueId").and_then(|v| v.parse().ok()).unwrap_or(mq.queue_id),
                 ..mq
             },
             offset_msg_id: resp.field("msgId").unwrap_or_default().to_string(),
@@ -227,9 +190,7 @@ impl Producer {
 
     fn send_inner(&self, msg: &Message, key: Option<&str>, sys_flag: i32) -> Result<SendResult, ClientError> {
         let props = msg.encode_properties();
-        let uniq = crate::protocol::message::property_get(&props, "UNIQ_KEY")
-            .unwrap_or_default()
-            .to_string();
+        let uniq = crate::protocol::message::property_get(&props, "UNIQ_KEY").unwrap_or_default().to_string();
         let mut avoid: Option<String> = None;
         let mut last = ClientError::NoRoute(msg.topic.clone());
         for attempt in 0..SEND_ATTEMPTS {
@@ -240,11 +201,7 @@ impl Producer {
             match self.ctx.conn(&addr).and_then(|c| c.request(cmd, REQUEST_TIMEOUT)) {
                 Ok(r) if r.code == rs::SUCCESS => return Self::parse_result(mq, r, uniq, &addr),
                 Ok(r) if RETRYABLE.contains(&r.code) && key.is_none() => {
-                    last = ClientError::Refused {
-                        addr,
-                        code: r.code,
-                        remark: r.remark.unwrap_or_default(),
-                    };
+                    last = ClientError::Refused { addr, code: r.code, remark: r.remark.unwrap_or_default() };
                 }
                 Ok(r) => return Self::parse_result(mq, r, uniq, &addr),
                 Err(e) => last = e,
@@ -264,9 +221,7 @@ impl Producer {
         done: impl FnOnce(Result<SendResult, ClientError>) + Send + 'static,
     ) -> Result<(), ClientError> {
         let props = msg.encode_properties();
-        let uniq = crate::protocol::message::property_get(&props, "UNIQ_KEY")
-            .unwrap_or_default()
-            .to_string();
+        let uniq = crate::protocol::message::property_get(&props, "UNIQ_KEY").unwrap_or_default().to_string();
         let mq = self.select_queue(&msg.topic, None, None)?;
         let addr = self.addr_of(&mq)?;
         let cmd = send_header(&self.group, &msg.topic, mq.queue_id, &props, false).with_body(msg.body.clone());
@@ -292,11 +247,7 @@ impl Producer {
     pub fn batch_command(&self, mq: &MessageQueue, msgs: &[Message]) -> Command {
         let items: Vec<BatchItem> = msgs
             .iter()
-            .map(|m| BatchItem {
-                flag: 0,
-                body: m.body.clone(),
-                properties: m.encode_properties(),
-            })
+            .map(|m| BatchItem { flag: 0, body: m.body.clone(), properties: m.encode_properties() })
             .collect();
         let batch_props = properties_encode([("UNIQ_KEY", unique_key().as_str()), ("WAIT", "true")]);
         send_header(&self.group, &mq.topic, mq.queue_id, &batch_props, true).with_body(encode_batch(&items))
@@ -304,16 +255,10 @@ impl Producer {
 
     /// Sends messages of one topic as one batch to one queue.
     pub fn send_batch(&self, msgs: &[Message]) -> Result<SendResult, ClientError> {
-        let topic = msgs
-            .first()
-            .map(|m| m.topic.clone())
-            .ok_or_else(|| ClientError::NoRoute("empty batch".into()))?;
+        let topic = msgs.first().map(|m| m.topic.clone()).ok_or_else(|| ClientError::NoRoute("empty batch".into()))?;
         let mq = self.select_queue(&topic, None, None)?;
         let addr = self.addr_of(&mq)?;
-        let r = self
-            .ctx
-            .conn(&addr)?
-            .request(self.batch_command(&mq, msgs), REQUEST_TIMEOUT)?;
+        let r = self.ctx.conn(&addr)?.request(self.batch_command(&mq, msgs), REQUEST_TIMEOUT)?;
         Self::parse_result(mq, r, String::new(), &addr)
     }
 
@@ -326,14 +271,12 @@ impl Producer {
     ) -> Result<(), ClientError> {
         let addr = self.addr_of(mq)?;
         let (mq2, a2) = (mq.clone(), addr.clone());
-        self.ctx
-            .conn(&addr)?
-            .request_async(self.batch_command(mq, msgs), move |r| {
-                done(match r {
-                    Some(r) => Self::parse_result(mq2, r, String::new(), &a2),
-                    None => Err(ClientError::Closed(a2)),
-                })
+        self.ctx.conn(&addr)?.request_async(self.batch_command(mq, msgs), move |r| {
+            done(match r {
+                Some(r) => Self::parse_result(mq2, r, String::new(), &a2),
+                None => Err(ClientError::Closed(a2)),
             })
+        })
     }
 
     /// Creates (or updates) a topic on every broker of the cluster, through the name server.

@@ -31,9 +31,7 @@ pub struct TopicRoute {
 }
 
 fn num(v: &Value) -> u64 {
-    v.as_u64()
-        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-        .unwrap_or(0)
+    v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap_or(0)
 }
 
 /// Parses TopicRouteData JSON.
@@ -52,11 +50,7 @@ pub fn parse_route(topic: &str, body: &[u8]) -> Result<TopicRoute, String> {
             continue;
         }
         let perm = num(&qd["perm"]);
-        let mq = |i| MessageQueue {
-            topic: topic.to_string(),
-            broker_name: name.clone(),
-            queue_id: i as i32,
-        };
+        let mq = |i| MessageQueue { topic: topic.to_string(), broker_name: name.clone(), queue_id: i as i32 };
         if perm & 2 != 0 {
             route.write_queues.extend((0..num(&qd["writeQueueNums"])).map(mq));
         }
@@ -102,10 +96,7 @@ impl ClientContext {
 
     /// Every connection currently open (for heartbeats).
     pub fn open_conns(&self) -> Vec<Arc<Connection>> {
-        self.conns
-            .lock()
-            .map(|c| c.values().filter(|c| !c.is_closed()).cloned().collect())
-            .unwrap_or_default()
+        self.conns.lock().map(|c| c.values().filter(|c| !c.is_closed()).cloned().collect()).unwrap_or_default()
     }
 
     /// Asks each name server in turn.
@@ -132,15 +123,10 @@ impl ClientContext {
         cmd.put("topic", topic);
         let resp = self.namesrv_call(cmd)?;
         if resp.code != 0 {
-            return Err(ClientError::NoRoute(format!(
-                "{topic}: {}",
-                resp.remark.unwrap_or_default()
-            )));
+            return Err(ClientError::NoRoute(format!("{topic}: {}", resp.remark.unwrap_or_default())));
         }
-        let route = parse_route(topic, &resp.body_bytes()).map_err(|m| ClientError::BadResponse {
-            addr: "namesrv".into(),
-            message: m,
-        })?;
+        let route = parse_route(topic, &resp.body_bytes())
+            .map_err(|m| ClientError::BadResponse { addr: "namesrv".into(), message: m })?;
         if let Ok(mut m) = self.routes.lock() {
             m.insert(topic.to_string(), (Instant::now(), route.clone()));
         }

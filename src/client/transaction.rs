@@ -49,16 +49,11 @@ impl Producer {
         local: impl FnOnce() -> TxState,
     ) -> Result<(SendResult, TxState), ClientError> {
         let group = self.group().to_string();
-        let half = msg
-            .clone()
-            .with_property("TRAN_MSG", "true")
-            .with_property("PGROUP", &group);
+        let half = msg.clone().with_property("TRAN_MSG", "true").with_property("PGROUP", &group);
         let r = self.send_with_sys_flag(&half, 4)?;
         let state = local();
-        let (host, phys) = decode_offset_msg_id(&r.offset_msg_id).ok_or_else(|| ClientError::BadResponse {
-            addr: "broker".into(),
-            message: "bad offset msgId".into(),
-        })?;
+        let (host, phys) = decode_offset_msg_id(&r.offset_msg_id)
+            .ok_or_else(|| ClientError::BadResponse { addr: "broker".into(), message: "bad offset msgId".into() })?;
         if state != TxState::Unknown {
             let cmd = end_command(&group, state, phys, r.queue_offset, &r.unique_key, false);
             self.context().conn(&host.to_string())?.oneway(cmd)?;
@@ -82,48 +77,27 @@ impl Producer {
         .to_string();
         for addr in self.context().route(topic, true)?.brokers.into_values() {
             let conn = self.context().conn(&addr)?;
-            let (ctx, group, check, a2): (Weak<ClientContext>, String, _, String) = (
-                Arc::downgrade(self.context()),
-                self.group().to_string(),
-                check.clone(),
-                addr.clone(),
-            );
+            let (ctx, group, check, a2): (Weak<ClientContext>, String, _, String) =
+                (Arc::downgrade(self.context()), self.group().to_string(), check.clone(), addr.clone());
             conn.on_server_request(move |cmd| {
                 if cmd.code != rq::CHECK_TRANSACTION_STATE {
                     return;
                 }
                 let Some(ctx) = ctx.upgrade() else { return };
-                let Some(half) = decode_records(&cmd.body_bytes())
-                    .ok()
-                    .and_then(|v| v.into_iter().next())
-                else {
+                let Some(half) = decode_records(&cmd.body_bytes()).ok().and_then(|v| v.into_iter().next()) else {
                     return;
                 };
                 let state = check(&half);
                 let num = |k: &str| cmd.field(k).and_then(|v| v.parse().ok()).unwrap_or(0u64);
                 let uniq = cmd.field("msgId").unwrap_or_default();
-                let end = end_command(
-                    &group,
-                    state,
-                    num("commitLogOffset"),
-                    num("tranStateTableOffset"),
-                    uniq,
-                    true,
-                );
+                let end = end_command(&group, state, num("commitLogOffset"), num("tranStateTableOffset"), uniq, true);
                 if let Ok(c) = ctx.conn(&a2) {
                     let _ = c.oneway(end);
                 }
             });
-            let r = conn.request(
-                Command::request(rq::HEART_BEAT).with_body(body.clone()),
-                REQUEST_TIMEOUT,
-            )?;
+            let r = conn.request(Command::request(rq::HEART_BEAT).with_body(body.clone()), REQUEST_TIMEOUT)?;
             if r.code != rs::SUCCESS {
-                return Err(ClientError::Refused {
-                    addr,
-                    code: r.code,
-                    remark: r.remark.unwrap_or_default(),
-                });
+                return Err(ClientError::Refused { addr, code: r.code, remark: r.remark.unwrap_or_default() });
             }
         }
         Ok(())

@@ -159,14 +159,8 @@ mod tests {
 
     #[test]
     fn errors_display_clearly() {
-        let err = FilterError::TooLong {
-            len: 70_000,
-            max: MAX_EXPRESSION_LEN,
-        };
-        assert_eq!(
-            err.to_string(),
-            "expression is 70000 bytes long, the limit is 65536 bytes"
-        );
+        let err = FilterError::TooLong { len: 70_000, max: MAX_EXPRESSION_LEN };
+        assert_eq!(err.to_string(), "expression is 70000 bytes long, the limit is 65536 bytes");
         let err = Subscription::parse(Some("SQL92"), "a BETWEEN 3 AND 1").unwrap_err();
         assert_eq!(
             err.to_string(),

@@ -14,9 +14,7 @@ const SUB_ALL: &str = "*";
 /// Java `String.hashCode` over UTF-16 code units (32-bit wrapping), sign
 /// extended to `i64`: the `tagsCode` RocketMQ stores in the consume queue.
 pub fn tag_hash(tag: &str) -> i64 {
-    let h = tag
-        .encode_utf16()
-        .fold(0i32, |h, unit| h.wrapping_mul(31).wrapping_add(i32::from(unit)));
+    let h = tag.encode_utf16().fold(0i32, |h, unit| h.wrapping_mul(31).wrapping_add(i32::from(unit)));
     i64::from(h)
 }
 
@@ -126,14 +124,8 @@ mod tests {
 
     #[test]
     fn expression_types() {
-        assert!(matches!(
-            Subscription::parse(Some("sql92"), "TAGS = 'x'"),
-            Ok(Subscription::Sql(_))
-        ));
-        assert!(matches!(
-            Subscription::parse(Some("SQL92"), "a ="),
-            Err(FilterError::Syntax { .. })
-        ));
+        assert!(matches!(Subscription::parse(Some("sql92"), "TAGS = 'x'"), Ok(Subscription::Sql(_))));
+        assert!(matches!(Subscription::parse(Some("SQL92"), "a ="), Err(FilterError::Syntax { .. })));
         let err = Subscription::parse(Some("CLASS"), "x").unwrap_err();
         assert_eq!(err, FilterError::UnsupportedType("CLASS".into()));
         assert!(err.to_string().contains("unsupported expression type `CLASS`"));

@@ -24,18 +24,13 @@ pub struct NameServer {
 
 fn need(req: &Command, key: &str) -> Result<String, Command> {
     req.field(key).map(str::to_string).ok_or_else(|| {
-        req.response_to(rs::SYSTEM_ERROR)
-            .with_remark(format!("request code {} needs header field '{key}'", req.code))
+        req.response_to(rs::SYSTEM_ERROR).with_remark(format!("request code {} needs header field '{key}'", req.code))
     })
 }
 
 impl NameServer {
     pub fn new(broker_expiry: Duration, max_frame_bytes: usize) -> NameServer {
-        NameServer {
-            routes: RefCell::new(RouteTable::default()),
-            broker_expiry,
-            max_frame_bytes,
-        }
+        NameServer { routes: RefCell::new(RouteTable::default()), broker_expiry, max_frame_bytes }
     }
 
     fn register(&self, conn: &Conn, req: &Command) -> Result<Command, Command> {
@@ -49,19 +44,11 @@ impl NameServer {
                 .with_remark("compressed registration bodies are not supported; set compressedRegister=false"));
         }
         let body: serde_json::Value = serde_json::from_slice(&req.body_bytes()).map_err(|e| {
-            req.response_to(rs::SYSTEM_ERROR)
-                .with_remark(format!("registration body is not JSON: {e}"))
+            req.response_to(rs::SYSTEM_ERROR).with_remark(format!("registration body is not JSON: {e}"))
         })?;
-        let live = BrokerLive {
-            last_update: Instant::now(),
-            conn_id: conn.id,
-            name: name.clone(),
-            id,
-            addr: addr.clone(),
-        };
-        self.routes
-            .borrow_mut()
-            .register(&cluster, &name, id, &addr, &body, live);
+        let live =
+            BrokerLive { last_update: Instant::now(), conn_id: conn.id, name: name.clone(), id, addr: addr.clone() };
+        self.routes.borrow_mut().register(&cluster, &name, id, &addr, &body, live);
         let mut r = req.response_to(rs::SUCCESS);
         r.put("haServerAddr", "");
         r.put("masterAddr", "");
@@ -83,11 +70,7 @@ impl NameServer {
         let mut routes = self.routes.borrow_mut();
         match req.code {
             rq::PUT_KV_CONFIG => {
-                routes
-                    .kv
-                    .entry(ns)
-                    .or_default()
-                    .insert(need(req, "key")?, need(req, "value")?);
+                routes.kv.entry(ns).or_default().insert(need(req, "key")?, need(req, "value")?);
                 Ok(req.response_to(rs::SUCCESS))
             }
             rq::GET_KV_CONFIG => {
@@ -111,12 +94,10 @@ impl NameServer {
                 Ok(req.response_to(rs::SUCCESS))
             }
             _ => match routes.kv.get(&ns) {
-                Some(m) => Ok(req
-                    .response_to(rs::SUCCESS)
-                    .with_body(serde_json::json!({ "table": m }).to_string())),
-                None => Err(req
-                    .response_to(rs::QUERY_NOT_FOUND)
-                    .with_remark(format!("No config item, Namespace: {ns}"))),
+                Some(m) => Ok(req.response_to(rs::SUCCESS).with_body(serde_json::json!({ "table": m }).to_string())),
+                None => {
+                    Err(req.response_to(rs::QUERY_NOT_FOUND).with_remark(format!("No config item, Namespace: {ns}")))
+                }
             },
         }
     }
@@ -124,9 +105,7 @@ impl NameServer {
     /// Removes brokers not re-registered within the expiry time; run every few seconds.
     pub fn expire(&self, now: Instant) {
         let expiry = self.broker_expiry;
-        self.routes
-            .borrow_mut()
-            .remove_where(|l| now.duration_since(l.last_update) > expiry);
+        self.routes.borrow_mut().remove_where(|l| now.duration_since(l.last_update) > expiry);
     }
 }
 
@@ -139,20 +118,20 @@ impl Service for NameServer {
                 req.response_to(rs::SUCCESS)
             }),
             rq::GET_ROUTEINFO_BY_TOPIC => self.route(&req),
-            rq::GET_BROKER_CLUSTER_INFO => Ok(req
-                .response_to(rs::SUCCESS)
-                .with_body(self.routes.borrow().cluster_json())),
-            rq::GET_ALL_TOPIC_LIST_FROM_NAMESERVER => Ok(req
-                .response_to(rs::SUCCESS)
-                .with_body(self.routes.borrow().topic_list_json())),
+            rq::GET_BROKER_CLUSTER_INFO => {
+                Ok(req.response_to(rs::SUCCESS).with_body(self.routes.borrow().cluster_json()))
+            }
+            rq::GET_ALL_TOPIC_LIST_FROM_NAMESERVER => {
+                Ok(req.response_to(rs::SUCCESS).with_body(self.routes.borrow().topic_list_json()))
+            }
             rq::DELETE_TOPIC_IN_NAMESRV => need(&req, "topic").map(|t| {
                 self.routes.borrow_mut().topics.remove(&t);
                 req.response_to(rs::SUCCESS)
             }),
             rq::PUT_KV_CONFIG | rq::GET_KV_CONFIG | rq::DELETE_KV_CONFIG | rq::GET_KVLIST_BY_NAMESPACE => self.kv(&req),
-            code => Err(req.response_to(rs::REQUEST_CODE_NOT_SUPPORTED).with_remark(format!(
-                "request code {code} is not supported by the ringmq name server"
-            ))),
+            code => Err(req
+                .response_to(rs::REQUEST_CODE_NOT_SUPPORTED)
+                .with_remark(format!("request code {code} is not supported by the ringmq name server"))),
         };
         Some(r.unwrap_or_else(|e| e))
     }

@@ -53,16 +53,10 @@ fn num(v: &Value, key: &str, default: u64) -> u64 {
 impl RouteTable {
     /// Applies a REGISTER_BROKER. Topic data is taken from masters (id 0) only, as RocketMQ does.
     pub fn register(&mut self, cluster: &str, name: &str, id: i64, addr: &str, body: &Value, live: BrokerLive) {
-        let entry = self
-            .brokers
-            .entry(name.to_string())
-            .or_insert_with(|| (cluster.to_string(), BTreeMap::new()));
+        let entry = self.brokers.entry(name.to_string()).or_insert_with(|| (cluster.to_string(), BTreeMap::new()));
         entry.0 = cluster.to_string();
         entry.1.insert(id, addr.to_string());
-        self.clusters
-            .entry(cluster.to_string())
-            .or_default()
-            .insert(name.to_string());
+        self.clusters.entry(cluster.to_string()).or_default().insert(name.to_string());
         self.live.insert(addr.to_string(), live);
         if id != 0 {
             return;
@@ -81,10 +75,7 @@ impl RouteTable {
                 perm: num(tc, "perm", 6),
                 sys_flag: num(tc, "topicSysFlag", 0),
             };
-            self.topics
-                .entry(topic.clone())
-                .or_default()
-                .insert(name.to_string(), qd);
+            self.topics.entry(topic.clone()).or_default().insert(name.to_string(), qd);
         }
         self.topics.retain(|_, b| !b.is_empty());
     }
@@ -136,11 +127,8 @@ impl RouteTable {
     }
 
     pub fn cluster_json(&self) -> String {
-        let table: BTreeMap<&String, Value> = self
-            .brokers
-            .keys()
-            .filter_map(|n| Some((n, self.broker_data(n)?)))
-            .collect();
+        let table: BTreeMap<&String, Value> =
+            self.brokers.keys().filter_map(|n| Some((n, self.broker_data(n)?))).collect();
         json!({ "brokerAddrTable": table, "clusterAddrTable": self.clusters }).to_string()
     }
 
@@ -154,24 +142,13 @@ mod tests {
     use super::*;
 
     fn live(name: &str, addr: &str, conn_id: u64) -> BrokerLive {
-        BrokerLive {
-            last_update: Instant::now(),
-            conn_id,
-            name: name.into(),
-            id: 0,
-            addr: addr.into(),
-        }
+        BrokerLive { last_update: Instant::now(), conn_id, name: name.into(), id: 0, addr: addr.into() }
     }
 
     fn body(topics: &[(&str, u64)]) -> Value {
         let table: BTreeMap<&str, Value> = topics
             .iter()
-            .map(|(t, q)| {
-                (
-                    *t,
-                    json!({"topicName": t, "readQueueNums": q, "writeQueueNums": q, "perm": 6}),
-                )
-            })
+            .map(|(t, q)| (*t, json!({"topicName": t, "readQueueNums": q, "writeQueueNums": q, "perm": 6})))
             .collect();
         json!({ "topicConfigSerializeWrapper": { "topicConfigTable": table } })
     }
@@ -179,14 +156,7 @@ mod tests {
     #[test]
     fn route_json_is_compact_standard_and_exact() {
         let mut r = RouteTable::default();
-        r.register(
-            "C",
-            "b-0",
-            0,
-            "127.0.0.1:10911",
-            &body(&[("T", 4)]),
-            live("b-0", "127.0.0.1:10911", 1),
-        );
+        r.register("C", "b-0", 0, "127.0.0.1:10911", &body(&[("T", 4)]), live("b-0", "127.0.0.1:10911", 1));
         let expected = r#"{"brokerDatas":[{"brokerAddrs":{"0":"127.0.0.1:10911"},"brokerName":"b-0","cluster":"C","enableActingMaster":false}],"filterServerTable":{},"queueDatas":[{"brokerName":"b-0","perm":6,"readQueueNums":4,"topicSysFlag":0,"writeQueueNums":4}]}"#;
         assert_eq!(r.route_json("T").unwrap(), expected);
         assert!(r.route_json("U").is_none());
@@ -195,14 +165,7 @@ mod tests {
     #[test]
     fn reregistration_replaces_topics_and_expiry_removes_broker() {
         let mut r = RouteTable::default();
-        r.register(
-            "C",
-            "b-0",
-            0,
-            "a:1",
-            &body(&[("T", 4), ("U", 1)]),
-            live("b-0", "a:1", 1),
-        );
+        r.register("C", "b-0", 0, "a:1", &body(&[("T", 4), ("U", 1)]), live("b-0", "a:1", 1));
         r.register("C", "b-1", 0, "a:5", &body(&[("T", 4)]), live("b-1", "a:5", 2));
         r.register("C", "b-0", 0, "a:1", &body(&[("T", 4)]), live("b-0", "a:1", 1));
         assert!(r.route_json("U").is_none());

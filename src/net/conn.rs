@@ -77,12 +77,7 @@ pub async fn serve<S: Service>(broker: Rc<S>, stream: TcpStream, id: u64) {
     let _ = stream.set_nodelay(true);
     let (reader, writer) = futures_lite::io::split(stream);
     let (tx, rx) = mpsc::unbounded();
-    let conn = Rc::new(Conn {
-        id,
-        peer,
-        out: tx,
-        next_opaque: Cell::new(0),
-    });
+    let conn = Rc::new(Conn { id, peer, out: tx, next_opaque: Cell::new(0) });
     broker.connection_opened();
     let writer_task = glommio::spawn_local(write_loop(writer, rx));
     if let Err(e) = read_loop(&broker, &conn, reader).await {
@@ -110,10 +105,7 @@ async fn read_loop<S: Service>(
         while acc.len() >= 4 {
             let len = u32::from_be_bytes([acc[0], acc[1], acc[2], acc[3]]) as usize;
             if len > max {
-                return Err(FrameError::TooLarge {
-                    length: len,
-                    limit: max,
-                });
+                return Err(FrameError::TooLarge { length: len, limit: max });
             }
             if acc.len() < 4 + len {
                 acc.reserve(4 + len - acc.len());

@@ -69,12 +69,7 @@ pub struct Command {
 impl Command {
     /// A new request with the given code, stamped as ringmq's own (language RUST).
     pub fn request(code: i32) -> Command {
-        Command {
-            code,
-            language: "RUST".into(),
-            version: RINGMQ_VERSION,
-            ..Default::default()
-        }
+        Command { code, language: "RUST".into(), version: RINGMQ_VERSION, ..Default::default() }
     }
 
     /// A response to `self` with `code`, echoing the opaque.
@@ -158,24 +153,13 @@ impl Command {
             push_json_str(&mut s, &self.ext[k]);
         }
         let _ = write!(s, "}},\"flag\":{},\"language\":", self.flag);
-        push_json_str(
-            &mut s,
-            if self.language.is_empty() {
-                "RUST"
-            } else {
-                &self.language
-            },
-        );
+        push_json_str(&mut s, if self.language.is_empty() { "RUST" } else { &self.language });
         let _ = write!(s, ",\"opaque\":{}", self.opaque);
         if let Some(r) = &self.remark {
             s.push_str(",\"remark\":");
             push_json_str(&mut s, r);
         }
-        let _ = write!(
-            s,
-            ",\"serializeTypeCurrentRPC\":\"JSON\",\"version\":{}}}",
-            self.version
-        );
+        let _ = write!(s, ",\"serializeTypeCurrentRPC\":\"JSON\",\"version\":{}}}", self.version);
         s
     }
 
@@ -187,10 +171,7 @@ impl Command {
         }
         let length = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
         if length > max_frame_bytes {
-            return Err(FrameError::TooLarge {
-                length,
-                limit: max_frame_bytes,
-            });
+            return Err(FrameError::TooLarge { length, limit: max_frame_bytes });
         }
         if length < 4 {
             return Err(FrameError::TooSmall(length));
@@ -202,10 +183,7 @@ impl Command {
         let kind = (word >> 24) as u8;
         let header_len = (word & 0x00FF_FFFF) as usize;
         if header_len > length - 4 {
-            return Err(FrameError::HeaderOverrun {
-                header_len,
-                frame_len: length,
-            });
+            return Err(FrameError::HeaderOverrun { header_len, frame_len: length });
         }
         let header = &buf[8..8 + header_len];
         let mut cmd = match kind {
@@ -264,9 +242,7 @@ fn json_i32(v: Option<&serde_json::Value>) -> i32 {
 
 fn decode_json_header(header: &[u8]) -> Result<Command, FrameError> {
     let value: serde_json::Value = serde_json::from_slice(header).map_err(|e| FrameError::BadJson(e.to_string()))?;
-    let obj = value
-        .as_object()
-        .ok_or_else(|| FrameError::BadJson("header is not an object".into()))?;
+    let obj = value.as_object().ok_or_else(|| FrameError::BadJson("header is not an object".into()))?;
     let mut ext = HashMap::new();
     if let Some(serde_json::Value::Object(fields)) = obj.get("extFields") {
         for (k, v) in fields {
@@ -428,13 +404,7 @@ mod tests {
 
     #[test]
     fn json_fixture_is_byte_exact() {
-        let mut c = Command {
-            code: 0,
-            opaque: 7,
-            flag: 1,
-            version: 401,
-            ..Default::default()
-        };
+        let mut c = Command { code: 0, opaque: 7, flag: 1, version: 401, ..Default::default() };
         c.language = "JAVA".into();
         c.put("offset", 5);
         let bytes = c.encode();
@@ -460,22 +430,13 @@ mod tests {
     #[test]
     fn oversized_and_malformed_frames_are_errors() {
         let big = Bytes::from(vec![0x7f, 0, 0, 0, 0, 0, 0, 0]);
-        assert!(matches!(
-            Command::decode(&big, 1 << 20),
-            Err(FrameError::TooLarge { .. })
-        ));
+        assert!(matches!(Command::decode(&big, 1 << 20), Err(FrameError::TooLarge { .. })));
         let bad = Bytes::from(vec![0, 0, 0, 6, 0, 0, 0, 2, b'{', b'x']);
         assert!(matches!(Command::decode(&bad, 1 << 20), Err(FrameError::BadJson(_))));
         let overrun = Bytes::from(vec![0, 0, 0, 4, 0, 0, 0, 9]);
-        assert!(matches!(
-            Command::decode(&overrun, 1 << 20),
-            Err(FrameError::HeaderOverrun { .. })
-        ));
+        assert!(matches!(Command::decode(&overrun, 1 << 20), Err(FrameError::HeaderOverrun { .. })));
         let kind = Bytes::from(vec![0, 0, 0, 4, 9, 0, 0, 0]);
-        assert_eq!(
-            Command::decode(&kind, 1 << 20),
-            Err(FrameError::UnknownSerializeType(9))
-        );
+        assert_eq!(Command::decode(&kind, 1 << 20), Err(FrameError::UnknownSerializeType(9)));
     }
 
     proptest::proptest! {

@@ -172,11 +172,7 @@ pub struct StoredMessage {
 }
 
 fn need(buf: &impl Buf, n: usize, what: &'static str) -> Result<(), RecordError> {
-    if buf.remaining() < n {
-        Err(RecordError::Truncated(what))
-    } else {
-        Ok(())
-    }
+    if buf.remaining() < n { Err(RecordError::Truncated(what)) } else { Ok(()) }
 }
 
 fn get_host(buf: &mut Bytes, v6: bool) -> Result<SocketAddr, RecordError> {
@@ -312,16 +308,8 @@ pub fn offset_msg_id(store_host: &SocketAddr, physical_offset: u64) -> String {
     raw.put_u64(physical_offset);
     let mut s = String::with_capacity(raw.len() * 2);
     for b in raw {
-        s.push(
-            char::from_digit((b >> 4) as u32, 16)
-                .unwrap_or('0')
-                .to_ascii_uppercase(),
-        );
-        s.push(
-            char::from_digit((b & 0xF) as u32, 16)
-                .unwrap_or('0')
-                .to_ascii_uppercase(),
-        );
+        s.push(char::from_digit((b >> 4) as u32, 16).unwrap_or('0').to_ascii_uppercase());
+        s.push(char::from_digit((b & 0xF) as u32, 16).unwrap_or('0').to_ascii_uppercase());
     }
     s
 }
@@ -331,10 +319,8 @@ pub fn decode_offset_msg_id(id: &str) -> Option<(SocketAddr, u64)> {
     if !(id.len() == 32 || id.len() == 56) || !id.is_ascii() {
         return None;
     }
-    let raw: Vec<u8> = (0..id.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&id[i..i + 2], 16).ok())
-        .collect::<Option<_>>()?;
+    let raw: Vec<u8> =
+        (0..id.len()).step_by(2).map(|i| u8::from_str_radix(&id[i..i + 2], 16).ok()).collect::<Option<_>>()?;
     let mut b = Bytes::from(raw);
     let host = get_host(&mut b, id.len() == 56).ok()?;
     Some((host, b.get_u64()))
@@ -368,11 +354,7 @@ pub fn decode_batch(body: &Bytes) -> Result<Vec<BatchItem>, RecordError> {
         if size != fields {
             return Err(RecordError::SizeMismatch { total: size, fields });
         }
-        items.push(BatchItem {
-            flag,
-            body: item_body,
-            properties,
-        });
+        items.push(BatchItem { flag, body: item_body, properties });
     }
     Ok(items)
 }
@@ -420,10 +402,7 @@ mod tests {
         m.encode_into(&mut buf, 4096, 7, 1_700_000_000_123);
         assert_eq!(buf.len(), 91 + 14 + 9 + m.properties.len());
         let d = StoredMessage::decode(&Bytes::from(buf)).unwrap();
-        assert_eq!(
-            (d.queue_offset, d.physical_offset, d.store_timestamp_ms),
-            (7, 4096, 1_700_000_000_123)
-        );
+        assert_eq!((d.queue_offset, d.physical_offset, d.store_timestamp_ms), (7, 4096, 1_700_000_000_123));
         assert_eq!(d.topic, "TopicTest");
         assert_eq!(d.body, m.body);
         assert_eq!(d.property("TAGS").as_deref(), Some("TagA"));
@@ -434,10 +413,7 @@ mod tests {
         let mut buf = Vec::new();
         sample().encode_into(&mut buf, 0, 0, 0);
         for n in 0..buf.len() {
-            assert!(
-                StoredMessage::decode(&Bytes::copy_from_slice(&buf[..n])).is_err(),
-                "prefix {n}"
-            );
+            assert!(StoredMessage::decode(&Bytes::copy_from_slice(&buf[..n])).is_err(), "prefix {n}");
         }
     }
 
@@ -456,10 +432,7 @@ mod tests {
         let mut buf = Vec::new();
         sample().encode_into(&mut buf, 0, 0, 0);
         buf[90] ^= 1;
-        assert!(matches!(
-            StoredMessage::decode(&Bytes::from(buf)),
-            Err(RecordError::BodyCrc { .. })
-        ));
+        assert!(matches!(StoredMessage::decode(&Bytes::from(buf)), Err(RecordError::BodyCrc { .. })));
     }
 
     #[test]
@@ -491,16 +464,8 @@ mod tests {
     #[test]
     fn batch_round_trip_and_truncation() {
         let items = vec![
-            BatchItem {
-                flag: 1,
-                body: Bytes::from_static(b"one"),
-                properties: "K\u{1}v\u{2}".into(),
-            },
-            BatchItem {
-                flag: 2,
-                body: Bytes::from_static(b"two!"),
-                properties: String::new(),
-            },
+            BatchItem { flag: 1, body: Bytes::from_static(b"one"), properties: "K\u{1}v\u{2}".into() },
+            BatchItem { flag: 2, body: Bytes::from_static(b"two!"), properties: String::new() },
         ];
         let enc = Bytes::from(encode_batch(&items));
         assert_eq!(decode_batch(&enc).unwrap(), items);

@@ -46,10 +46,7 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     pub fn new(shards: usize) -> ControlPlane {
-        let cp = ControlPlane {
-            metrics: crate::metrics::MetricsHub::new(shards),
-            ..Default::default()
-        };
+        let cp = ControlPlane { metrics: crate::metrics::MetricsHub::new(shards), ..Default::default() };
         if let Ok(mut s) = cp.state.lock() {
             s.registrations = vec![None; shards];
         }
@@ -67,11 +64,8 @@ impl ControlPlane {
         let Ok(s) = self.state.lock() else {
             return Vec::new();
         };
-        let new: Vec<TopicEvent> = s.events[(*cursor).min(s.events.len())..]
-            .iter()
-            .filter(|e| e.origin != shard)
-            .cloned()
-            .collect();
+        let new: Vec<TopicEvent> =
+            s.events[(*cursor).min(s.events.len())..].iter().filter(|e| e.origin != shard).cloned().collect();
         *cursor = s.events.len();
         new
     }
@@ -79,11 +73,7 @@ impl ControlPlane {
     pub fn set_registration(&self, shard: usize, broker_name: String, addr: SocketAddr, body: String) {
         if let Ok(mut s) = self.state.lock() {
             if let Some(slot) = s.registrations.get_mut(shard) {
-                *slot = Some(Registration {
-                    broker_name,
-                    addr,
-                    body,
-                });
+                *slot = Some(Registration { broker_name, addr, body });
             }
             s.dirty = true;
         }
@@ -106,10 +96,7 @@ impl ControlPlane {
 
     /// Every shard's current registration.
     pub fn registrations(&self) -> Vec<Registration> {
-        self.state
-            .lock()
-            .map(|s| s.registrations.iter().flatten().cloned().collect())
-            .unwrap_or_default()
+        self.state.lock().map(|s| s.registrations.iter().flatten().cloned().collect()).unwrap_or_default()
     }
 
     pub fn shutdown(&self) {

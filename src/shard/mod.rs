@@ -70,11 +70,7 @@ async fn shard_main(shard: usize, cfg: Config, addr: SocketAddr, control: Arc<Co
     let store = match Store::open(DmaDisk, store_config(&cfg, shard)).await {
         Ok(s) => s,
         Err(e) => {
-            let code = if matches!(e, StoreError::Corrupt { .. }) {
-                EXIT_STORE_CORRUPT
-            } else {
-                1
-            };
+            let code = if matches!(e, StoreError::Corrupt { .. }) { EXIT_STORE_CORRUPT } else { 1 };
             let hint = if code == EXIT_STORE_CORRUPT {
                 " (start with --truncate-corrupt-log to drop everything from there on)"
             } else {
@@ -95,10 +91,8 @@ async fn shard_main(shard: usize, cfg: Config, addr: SocketAddr, control: Arc<Co
     let broker = Rc::new(Broker::new(shard, cfg, addr, store, control.clone()));
     broker.publish_registration();
     let stop = Rc::new(Cell::new(false));
-    let accepts: Vec<_> = listeners
-        .into_iter()
-        .map(|l| glommio::spawn_local(accept_loop(broker.clone(), l, stop.clone())))
-        .collect();
+    let accepts: Vec<_> =
+        listeners.into_iter().map(|l| glommio::spawn_local(accept_loop(broker.clone(), l, stop.clone()))).collect();
     let background = tasks::spawn_all(&broker);
     let _ = ready.send(Ok(()));
     tasks::control_loop(&broker).await;
@@ -117,10 +111,7 @@ async fn namesrv_main(cfg: Config, control: Arc<ControlPlane>, ready: Ready) {
             return;
         }
     };
-    let ns = Rc::new(NameServer::new(
-        Duration::from_secs(cfg.broker_expiry_secs),
-        cfg.max_frame_bytes,
-    ));
+    let ns = Rc::new(NameServer::new(Duration::from_secs(cfg.broker_expiry_secs), cfg.max_frame_bytes));
     let stop = Rc::new(Cell::new(false));
     let accept = glommio::spawn_local(accept_loop(ns.clone(), listener, stop.clone()));
     let _ = ready.send(Ok(()));
@@ -135,9 +126,7 @@ async fn namesrv_main(cfg: Config, control: Arc<ControlPlane>, ready: Ready) {
 }
 
 fn executor(name: String, placement: Placement) -> LocalExecutorBuilder {
-    LocalExecutorBuilder::new(placement)
-        .name(&name)
-        .io_memory(startup::IO_MEMORY_BYTES)
+    LocalExecutorBuilder::new(placement).name(&name).io_memory(startup::IO_MEMORY_BYTES)
 }
 
 /// Waits for an executor's start-up report; a thread that died without one failed to create its
@@ -180,19 +169,11 @@ pub fn serve(cfg: Config) -> i32 {
 
 fn serve_inner(cfg: Config) -> Result<i32, (i32, String)> {
     let cfg_err = |m: String| (startup::EXIT_CONFIG, m);
-    let shards = if cfg.role == Role::Namesrv {
-        0
-    } else {
-        cfg.shard_count()
-    };
+    let shards = if cfg.role == Role::Namesrv { 0 } else { cfg.shard_count() };
     let with_ns = cfg.role != Role::Broker;
     startup::check_io_uring().map_err(cfg_err)?;
     startup::check_memlock(shards + with_ns as usize).map_err(cfg_err)?;
-    let _lock = if shards > 0 {
-        Some(startup::lock_data_dir(&cfg.data_dir).map_err(cfg_err)?)
-    } else {
-        None
-    };
+    let _lock = if shards > 0 { Some(startup::lock_data_dir(&cfg.data_dir).map_err(cfg_err)?) } else { None };
     let control = Arc::new(ControlPlane::new(shards));
     let signalled = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -265,9 +246,8 @@ fn serve_inner(cfg: Config) -> Result<i32, (i32, String)> {
 }
 
 fn banner(cfg: &Config, shards: usize, ip: std::net::IpAddr, with_ns: bool) {
-    let ports: Vec<String> = (0..shards)
-        .map(|i| format!("{}(+vip {})", cfg.shard_port(i), cfg.shard_port(i) - 2))
-        .collect();
+    let ports: Vec<String> =
+        (0..shards).map(|i| format!("{}(+vip {})", cfg.shard_port(i), cfg.shard_port(i) - 2)).collect();
     let ns = if with_ns {
         format!("embedded name server on :{}", cfg.namesrv_port)
     } else {

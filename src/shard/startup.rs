@@ -53,20 +53,15 @@ pub fn check_io_uring() -> Result<(), String> {
 /// `check_io_uring` reading the setting from `path`.
 pub fn check_io_uring_at(path: &Path) -> Result<(), String> {
     match std::fs::read_to_string(path).map(|s| s.trim().to_string()) {
-        Ok(v) if v == "2" => Err(
-            "io_uring is disabled on this host (kernel.io_uring_disabled = 2); ringmq needs it. \
+        Ok(v) if v == "2" => Err("io_uring is disabled on this host (kernel.io_uring_disabled = 2); ringmq needs it. \
              Fix: sysctl -w kernel.io_uring_disabled=0 (see `ringmq tune`)"
-                .into(),
-        ),
+            .into()),
         _ => Ok(()),
     }
 }
 
 fn memlock_limit() -> Option<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the struct we pass.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
     (rc == 0).then_some(lim.rlim_cur)
@@ -88,11 +83,7 @@ pub fn memlock_advice(executors: usize) -> String {
         executors,
         need >> 10,
         memlock_limit()
-            .map(|l| if l == libc::RLIM_INFINITY {
-                "unlimited".to_string()
-            } else {
-                (l >> 10).to_string()
-            })
+            .map(|l| if l == libc::RLIM_INFINITY { "unlimited".to_string() } else { (l >> 10).to_string() })
             .unwrap_or_else(|| "unknown".into())
     )
 }
@@ -167,10 +158,7 @@ mod tests {
         assert!(err.contains("kernel.io_uring_disabled=0"), "{err}");
         std::fs::write(&knob, "0\n").unwrap();
         assert!(check_io_uring_at(&knob).is_ok());
-        assert!(
-            check_io_uring_at(&dir.path().join("absent")).is_ok(),
-            "kernels without the knob allow io_uring"
-        );
+        assert!(check_io_uring_at(&dir.path().join("absent")).is_ok(), "kernels without the knob allow io_uring");
     }
 
     #[test]

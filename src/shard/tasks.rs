@@ -32,10 +32,7 @@ async fn flusher(b: Rc<Broker>) {
         }
         if let Err(e) = result {
             tracing::error!(shard = b.shard, error = %e, "commit-log write or fdatasync failed: stopping the process to protect data");
-            eprintln!(
-                "ringmq: shard {}: {e}; exiting with code {EXIT_STORE_POISONED}",
-                b.shard
-            );
+            eprintln!("ringmq: shard {}: {e}; exiting with code {EXIT_STORE_POISONED}", b.shard);
             std::process::exit(EXIT_STORE_POISONED);
         }
     }

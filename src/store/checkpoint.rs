@@ -75,10 +75,7 @@ impl CheckpointJob {
             if let Some(dir) = self.index_path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.index_path)?;
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&self.index_path)?;
             f.write_all(&self.index_bytes)?;
             f.sync_data()?;
         }
@@ -96,11 +93,7 @@ fn write_queue(q: &QueueWrite) -> std::io::Result<()> {
         let room = (file_first + CQ_FILE_ENTRIES - offset) as usize * CQ_ENTRY_BYTES;
         let (now, rest) = data.split_at(room.min(data.len()));
         let path = q.dir.join(format!("{file_first:020}"));
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(false)
-            .open(&path)?;
+        let f = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&path)?;
         f.write_all_at(now, (offset - file_first) * CQ_ENTRY_BYTES as u64)?;
         f.sync_data()?;
         offset += (now.len() / CQ_ENTRY_BYTES) as u64;

@@ -54,11 +54,7 @@ pub struct ConsumeQueue {
 
 impl ConsumeQueue {
     pub fn new(base: u64) -> ConsumeQueue {
-        ConsumeQueue {
-            base,
-            entries: VecDeque::new(),
-            persisted: base,
-        }
+        ConsumeQueue { base, entries: VecDeque::new(), persisted: base }
     }
 
     /// Next queue offset to assign (RocketMQ's max offset, exclusive).
@@ -84,12 +80,7 @@ impl ConsumeQueue {
     /// Max offset visible to readers: entries whose record lies below `limit` (the durable or written
     /// end of the log).
     pub fn visible_max(&self, limit: u64) -> u64 {
-        let hidden = self
-            .entries
-            .iter()
-            .rev()
-            .take_while(|e| e.physical_offset >= limit)
-            .count();
+        let hidden = self.entries.iter().rev().take_while(|e| e.physical_offset >= limit).count();
         self.next_offset() - hidden as u64
     }
 
@@ -170,12 +161,7 @@ mod tests {
     use super::*;
 
     fn e(p: u64) -> CqEntry {
-        CqEntry {
-            physical_offset: p,
-            size: 10,
-            tags_code: -5,
-            crc: 7,
-        }
+        CqEntry { physical_offset: p, size: 10, tags_code: -5, crc: 7 }
     }
 
     #[test]

@@ -11,9 +11,7 @@ pub const SCHEDULE_TOPIC: &str = "SCHEDULE_TOPIC_XXXX";
 
 /// The `DELAY` level of a property string, when positive.
 pub fn delay_level(properties: &str) -> Option<u32> {
-    crate::protocol::message::property_get(properties, keys::DELAY)
-        .and_then(|v| v.parse().ok())
-        .filter(|&l| l > 0)
+    crate::protocol::message::property_get(properties, keys::DELAY).and_then(|v| v.parse().ok()).filter(|&l| l > 0)
 }
 
 /// Dispatch information of one stored record.
@@ -43,9 +41,7 @@ pub fn enters_queue(sys_flag: i32) -> bool {
 
 /// Tag code of a property string: hash of TAGS, 0 without tags.
 pub fn tags_code(properties: &str) -> i64 {
-    crate::protocol::message::property_get(properties, keys::TAGS)
-        .map(java_string_hash)
-        .unwrap_or(0)
+    crate::protocol::message::property_get(properties, keys::TAGS).map(java_string_hash).unwrap_or(0)
 }
 
 /// Index keys of a property string: every KEYS token and the UNIQ_KEY.

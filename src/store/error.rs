@@ -18,12 +18,7 @@ pub enum StoreError {
     Io { path: PathBuf, message: String },
     /// Damage before the torn tail: the store refuses to start.
     #[error("corrupt commit log {file} at byte {offset} (log offset {log_offset}): {reason}")]
-    Corrupt {
-        file: PathBuf,
-        offset: u64,
-        log_offset: u64,
-        reason: String,
-    },
+    Corrupt { file: PathBuf, offset: u64, log_offset: u64, reason: String },
     /// Disk use above the hard limit: appends are refused, reads go on.
     #[error("disk use {used_percent}% is above the {limit_percent}% limit; appends are refused until space returns")]
     DiskFull { used_percent: u32, limit_percent: u32 },
@@ -37,9 +32,6 @@ pub enum StoreError {
 
 impl StoreError {
     pub fn io(path: impl Into<PathBuf>, e: &std::io::Error) -> StoreError {
-        StoreError::Io {
-            path: path.into(),
-            message: e.to_string(),
-        }
+        StoreError::Io { path: path.into(), message: e.to_string() }
     }
 }

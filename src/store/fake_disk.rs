@@ -89,10 +89,7 @@ impl Disk for FakeDisk {
 
     async fn open(&self, path: &Path) -> io::Result<Rc<FakeFile>> {
         let state = self.files.borrow_mut().entry(path.to_path_buf()).or_default().clone();
-        Ok(Rc::new(FakeFile {
-            state,
-            faults: self.faults.clone(),
-        }))
+        Ok(Rc::new(FakeFile { state, faults: self.faults.clone() }))
     }
 
     async fn remove(&self, path: &Path) -> io::Result<()> {
@@ -135,11 +132,8 @@ impl FakeDisk {
             let keep = rng.random_range(0..=pending.len());
             for (i, (pos, data)) in pending.iter().take(keep).enumerate() {
                 let torn = i + 1 == keep && rng.random_bool(0.5);
-                let len = if torn {
-                    rng.random_range(0..=data.len() / SECTOR_BYTES) * SECTOR_BYTES
-                } else {
-                    data.len()
-                };
+                let len =
+                    if torn { rng.random_range(0..=data.len() / SECTOR_BYTES) * SECTOR_BYTES } else { data.len() };
                 write_into(&mut image, *pos as usize, &data[..len]);
             }
             s.current = image.clone();
@@ -178,10 +172,6 @@ impl FakeDisk {
 
     /// Durable length of a file.
     pub fn len_of(&self, path: &Path) -> u64 {
-        self.files
-            .borrow()
-            .get(path)
-            .map(|s| s.borrow().durable.len() as u64)
-            .unwrap_or(0)
+        self.files.borrow().get(path).map(|s| s.borrow().durable.len() as u64).unwrap_or(0)
     }
 }

@@ -37,15 +37,8 @@ pub struct KeyIndex {
 impl KeyIndex {
     pub fn add(&mut self, topic: &str, key: &str, physical_offset: u64, store_timestamp_ms: i64) {
         let hash = key_hash(topic, key);
-        self.map
-            .entry(hash)
-            .or_default()
-            .push((physical_offset, store_timestamp_ms));
-        self.unpersisted.push(IndexEntry {
-            hash,
-            physical_offset,
-            store_timestamp_ms,
-        });
+        self.map.entry(hash).or_default().push((physical_offset, store_timestamp_ms));
+        self.unpersisted.push(IndexEntry { hash, physical_offset, store_timestamp_ms });
     }
 
     /// Candidate offsets for `topic#key` stored within `[begin_ms, end_ms]`, newest first, at most `max`.
@@ -53,21 +46,12 @@ impl KeyIndex {
         let Some(v) = self.map.get(&key_hash(topic, key)) else {
             return Vec::new();
         };
-        v.iter()
-            .rev()
-            .filter(|(_, ts)| *ts >= begin_ms && *ts <= end_ms)
-            .map(|(p, _)| *p)
-            .take(max)
-            .collect()
+        v.iter().rev().filter(|(_, ts)| *ts >= begin_ms && *ts <= end_ms).map(|(p, _)| *p).take(max).collect()
     }
 
     /// Takes entries below `limit` (the durable log end) for persisting.
     pub fn take_persistable(&mut self, limit: u64) -> Vec<u8> {
-        let n = self
-            .unpersisted
-            .iter()
-            .take_while(|e| e.physical_offset < limit)
-            .count();
+        let n = self.unpersisted.iter().take_while(|e| e.physical_offset < limit).count();
         let mut out = Vec::with_capacity(n * INDEX_ENTRY_BYTES);
         for e in self.unpersisted.drain(..n) {
             out.extend_from_slice(&e.hash.to_be_bytes());
@@ -107,10 +91,7 @@ impl KeyIndex {
             }
             kept += 1;
             if e.physical_offset >= log_min {
-                idx.map
-                    .entry(e.hash)
-                    .or_default()
-                    .push((e.physical_offset, e.store_timestamp_ms));
+                idx.map.entry(e.hash).or_default().push((e.physical_offset, e.store_timestamp_ms));
             }
         }
         if kept * INDEX_ENTRY_BYTES != data.len() {

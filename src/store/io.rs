@@ -53,22 +53,15 @@ impl DiskFile for glommio::io::DmaFile {
         debug_assert!(pos.is_multiple_of(BLOCK_BYTES) && (data.len() as u64).is_multiple_of(BLOCK_BYTES));
         let mut buf = self.alloc_dma_buffer(data.len());
         buf.as_bytes_mut().copy_from_slice(data);
-        let n = glommio::io::DmaFile::write_at(self, buf, pos)
-            .await
-            .map_err(io::Error::from)?;
+        let n = glommio::io::DmaFile::write_at(self, buf, pos).await.map_err(io::Error::from)?;
         if n != data.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                format!("short write: {n} of {}", data.len()),
-            ));
+            return Err(io::Error::new(io::ErrorKind::WriteZero, format!("short write: {n} of {}", data.len())));
         }
         Ok(())
     }
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
-        let r = glommio::io::DmaFile::read_at(self, pos, len)
-            .await
-            .map_err(io::Error::from)?;
+        let r = glommio::io::DmaFile::read_at(self, pos, len).await.map_err(io::Error::from)?;
         Ok(Bytes::copy_from_slice(&r))
     }
 
@@ -117,11 +110,7 @@ fn ensure_allocated_block(path: &Path) -> io::Result<()> {
     use std::io::Write;
     let needs = std::fs::metadata(path).map(|m| m.len() < BLOCK_BYTES).unwrap_or(true);
     if needs {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)?;
+        let mut f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
         if f.metadata()?.len() == 0 {
             f.write_all(&[0u8; BLOCK_BYTES as usize])?;
             f.sync_all()?;

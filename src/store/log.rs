@@ -130,12 +130,8 @@ struct WriteJob<F> {
 impl<D: Disk> CommitLog<D> {
     /// Opens the log over existing segments (already verified by recovery) with its tail at `tail`.
     pub async fn open(disk: D, cfg: LogConfig, tail: RecoveredTail) -> Result<CommitLog<D>, StoreError> {
-        assert!(
-            cfg.segment_bytes.is_multiple_of(BLOCK_BYTES),
-            "segment size must be a multiple of 4 KiB"
-        );
-        disk.create_dir_all(&cfg.dir)
-            .map_err(|e| StoreError::io(&cfg.dir, &e))?;
+        assert!(cfg.segment_bytes.is_multiple_of(BLOCK_BYTES), "segment size must be a multiple of 4 KiB");
+        disk.create_dir_all(&cfg.dir).map_err(|e| StoreError::io(&cfg.dir, &e))?;
         let mut segments = BTreeMap::new();
         for name in disk.list(&cfg.dir).map_err(|e| StoreError::io(&cfg.dir, &e))? {
             let Ok(start) = name.parse::<u64>() else {
@@ -186,10 +182,7 @@ impl<D: Disk> CommitLog<D> {
         let start = self.segment_start(self.state.borrow().write_pos);
         if self.state.borrow().segments.contains_key(&start) {
             let file = self.state.borrow().segments[&start].clone();
-            let size = file
-                .size()
-                .await
-                .map_err(|e| StoreError::io(segment_path(&self.cfg.dir, start), &e))?;
+            let size = file.size().await.map_err(|e| StoreError::io(segment_path(&self.cfg.dir, start), &e))?;
             if size >= self.cfg.segment_bytes {
                 return Ok(());
             }
@@ -289,10 +282,7 @@ impl<D: Disk> CommitLog<D> {
     ) -> Result<(u64, Option<oneshot::Receiver<Result<(), StoreError>>>), StoreError> {
         let total: u64 = sizes.iter().map(|&s| s as u64).sum();
         if total + SEAL_BYTES + BLANK_BYTES > self.cfg.segment_bytes {
-            return Err(StoreError::TooLarge {
-                size: total as usize,
-                segment: self.cfg.segment_bytes,
-            });
+            return Err(StoreError::TooLarge { size: total as usize, segment: self.cfg.segment_bytes });
         }
         loop {
             if let Some(p) = self.poisoned() {
@@ -310,11 +300,7 @@ impl<D: Disk> CommitLog<D> {
         for (i, &size) in sizes.iter().enumerate() {
             let before = s.buf.len();
             encode(&mut s.buf, pos, i);
-            assert_eq!(
-                s.buf.len() - before,
-                size,
-                "encoder wrote a different size than declared"
-            );
+            assert_eq!(s.buf.len() - before, size, "encoder wrote a different size than declared");
             let st = &mut *s;
             st.batch_crc.update(&st.buf[before..]);
             pos += size as u64;
@@ -452,11 +438,7 @@ impl<D: Disk> CommitLog<D> {
             let skip = (from - old.base) as usize;
             if skip < old.data.len() {
                 let file = s.segments[&seg].clone();
-                jobs.push(WriteJob {
-                    file,
-                    pos: from - seg,
-                    data: old.data[skip..].to_vec(),
-                });
+                jobs.push(WriteJob { file, pos: from - seg, data: old.data[skip..].to_vec() });
             }
             Self::push_tail(&mut s, old.base, old.data, self.cfg.tail_cache_bytes);
         }
@@ -467,11 +449,7 @@ impl<D: Disk> CommitLog<D> {
             let mut data = s.buf[skip..].to_vec();
             data.resize(align_up(data.len() as u64) as usize, 0);
             let file = s.segments[&seg].clone();
-            jobs.push(WriteJob {
-                file,
-                pos: from - seg,
-                data,
-            });
+            jobs.push(WriteJob { file, pos: from - seg, data });
         }
         Ok(Some((jobs, s.write_pos)))
     }
@@ -551,10 +529,8 @@ impl<D: Disk> CommitLog<D> {
         let path = segment_path(&self.cfg.dir, seg);
         let (block_start, block_len) = self.read_block_of(pos);
         if end <= block_start + block_len && self.cfg.read_cache_bytes > 0 {
-            let data = file
-                .read_at(block_start - seg, block_len as usize)
-                .await
-                .map_err(|e| StoreError::io(&path, &e))?;
+            let data =
+                file.read_at(block_start - seg, block_len as usize).await.map_err(|e| StoreError::io(&path, &e))?;
             let off = (pos - block_start) as usize;
             if off + len > data.len() {
                 return Err(StoreError::NotFound(pos));
@@ -563,10 +539,7 @@ impl<D: Disk> CommitLog<D> {
             self.cache_block(block_start, data);
             return Ok(out);
         }
-        let data = file
-            .read_at(pos - seg, len)
-            .await
-            .map_err(|e| StoreError::io(&path, &e))?;
+        let data = file.read_at(pos - seg, len).await.map_err(|e| StoreError::io(&path, &e))?;
         if data.len() != len {
             return Err(StoreError::NotFound(pos));
         }
@@ -689,8 +662,5 @@ pub fn decode_seal(b: &[u8]) -> Option<(u64, u32)> {
     if size as u64 != SEAL_BYTES || magic != SEAL_MAGIC || own != crc32fast::hash(&b[0..20]) {
         return None;
     }
-    Some((
-        u64::from_be_bytes(b[8..16].try_into().ok()?),
-        u32::from_be_bytes(b[16..20].try_into().ok()?),
-    ))
+    Some((u64::from_be_bytes(b[8..16].try_into().ok()?), u32::from_be_bytes(b[16..20].try_into().ok()?)))
 }

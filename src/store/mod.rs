@@ -117,10 +117,7 @@ pub struct Store<D: Disk> {
 }
 
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 impl<D: Disk> Store<D> {
@@ -128,12 +125,9 @@ impl<D: Disk> Store<D> {
     pub async fn open(disk: D, cfg: StoreConfig) -> Result<Store<D>, StoreError> {
         let log_dir = cfg.dir.join("commitlog");
         std::fs::create_dir_all(&cfg.dir).map_err(|e| StoreError::io(&cfg.dir, &e))?;
-        disk.create_dir_all(&log_dir)
-            .map_err(|e| StoreError::io(&log_dir, &e))?;
+        disk.create_dir_all(&log_dir).map_err(|e| StoreError::io(&log_dir, &e))?;
         let cp_path = cfg.dir.join("checkpoint");
-        let cp = Checkpoint::load(&cp_path)
-            .map_err(|e| StoreError::io(&cp_path, &e))?
-            .unwrap_or_default();
+        let cp = Checkpoint::load(&cp_path).map_err(|e| StoreError::io(&cp_path, &e))?.unwrap_or_default();
         let outcome = recovery::scan(&disk, &log_dir, cfg.segment_bytes, cp.log_offset, cfg.truncate_corrupt).await?;
         let log_cfg = LogConfig {
             dir: log_dir,
@@ -169,22 +163,15 @@ impl<D: Disk> Store<D> {
     }
 
     fn dispatch_recovered(&self, rec: DispatchInfo) -> Result<(), StoreError> {
-        self.last_store_ms
-            .set(self.last_store_ms.get().max(rec.store_timestamp_ms));
+        self.last_store_ms.set(self.last_store_ms.get().max(rec.store_timestamp_ms));
         for key in &rec.keys {
-            self.index
-                .borrow_mut()
-                .add(&rec.topic, key, rec.physical_offset, rec.store_timestamp_ms);
+            self.index.borrow_mut().add(&rec.topic, key, rec.physical_offset, rec.store_timestamp_ms);
         }
         if !rec.to_queue {
             return Ok(());
         }
         let mut queues = self.queues.borrow_mut();
-        let q = queues
-            .entry(rec.topic.clone())
-            .or_default()
-            .entry(rec.queue_id)
-            .or_default();
+        let q = queues.entry(rec.topic.clone()).or_default().entry(rec.queue_id).or_default();
         if q.next_offset() != rec.queue_offset {
             if q.next_offset() == 0 && q.min_offset() == 0 {
                 // Queue files lost or trimmed: resume the dense sequence at the record's offset.
@@ -205,12 +192,7 @@ impl<D: Disk> Store<D> {
             }
         }
         let tags_code = self.queue_tags_code(&rec.topic, rec.tags_code, rec.delay_level, rec.store_timestamp_ms);
-        q.push(CqEntry {
-            physical_offset: rec.physical_offset,
-            size: rec.size,
-            tags_code,
-            crc: rec.crc,
-        });
+        q.push(CqEntry { physical_offset: rec.physical_offset, size: rec.size, tags_code, crc: rec.crc });
         Ok(())
     }
 
@@ -276,10 +258,7 @@ impl<D: Disk> Store<D> {
                 let to_queue = enters_queue(m.sys_flag);
                 let qoff = if to_queue {
                     let queues = self.queues.borrow();
-                    queues
-                        .get(&m.topic)
-                        .and_then(|t| t.get(&m.queue_id))
-                        .map_or(0, |q| q.next_offset())
+                    queues.get(&m.topic).and_then(|t| t.get(&m.queue_id)).map_or(0, |q| q.next_offset())
                 } else {
                     0
                 };
@@ -293,27 +272,14 @@ impl<D: Disk> Store<D> {
                     if !queues.contains_key(&m.topic) {
                         queues.insert(m.topic.clone(), HashMap::new()); // no allocation per record
                     }
-                    let q = queues
-                        .get_mut(&m.topic)
-                        .expect("inserted above")
-                        .entry(m.queue_id)
-                        .or_default();
-                    q.push(CqEntry {
-                        physical_offset: phys,
-                        size: sizes[i] as u32,
-                        tags_code: tags,
-                        crc,
-                    });
+                    let q = queues.get_mut(&m.topic).expect("inserted above").entry(m.queue_id).or_default();
+                    q.push(CqEntry { physical_offset: phys, size: sizes[i] as u32, tags_code: tags, crc });
                 }
                 let mut index = self.index.borrow_mut();
                 for key in index_keys(&m.properties) {
                     index.add(&m.topic, &key, phys, store_ms);
                 }
-                placed.push(Placement {
-                    physical_offset: phys,
-                    queue_offset: qoff,
-                    size: sizes[i] as u32,
-                });
+                placed.push(Placement { physical_offset: phys, queue_offset: qoff, size: sizes[i] as u32 });
             })
             .await?;
         if let Some(rx) = rx.filter(|_| wait_durable) {
@@ -337,12 +303,8 @@ impl<D: Disk> Store<D> {
 
     /// Queue ids that exist for `topic`.
     pub fn queue_ids(&self, topic: &str) -> Vec<i32> {
-        let mut ids: Vec<i32> = self
-            .queues
-            .borrow()
-            .get(topic)
-            .map(|t| t.keys().copied().collect())
-            .unwrap_or_default();
+        let mut ids: Vec<i32> =
+            self.queues.borrow().get(topic).map(|t| t.keys().copied().collect()).unwrap_or_default();
         ids.sort_unstable();
         ids
     }
@@ -518,10 +480,7 @@ impl<D: Disk> Store<D> {
             index_path: self.cfg.dir.join("index").join("keys"),
             index_bytes: self.index.borrow_mut().take_persistable(limit),
             checkpoint_path: self.cfg.dir.join("checkpoint"),
-            checkpoint: Checkpoint {
-                log_offset: limit,
-                written_at_ms: now_ms(),
-            },
+            checkpoint: Checkpoint { log_offset: limit, written_at_ms: now_ms() },
         })
     }
 
@@ -532,9 +491,8 @@ impl<D: Disk> Store<D> {
                 let mut queues = self.queues.borrow_mut();
                 for w in &job.queues {
                     if let Some(q) = queues.get_mut(&w.topic).and_then(|t| t.get_mut(&w.queue_id)) {
-                        q.persisted = q
-                            .persisted
-                            .max(w.first_offset + (w.entries.len() / consume_queue::CQ_ENTRY_BYTES) as u64);
+                        q.persisted =
+                            q.persisted.max(w.first_offset + (w.entries.len() / consume_queue::CQ_ENTRY_BYTES) as u64);
                     }
                 }
                 self.checkpointed.set(job.checkpoint.log_offset);

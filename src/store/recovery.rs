@@ -81,12 +81,7 @@ pub async fn scan<D: Disk>(
         }
         let path = segment_path(dir, seg);
         let file = disk.open(&path).await.map_err(|e| StoreError::io(&path, &e))?;
-        let mut win = Window {
-            file: file.clone(),
-            seg_bytes,
-            start: 0,
-            data: Bytes::new(),
-        };
+        let mut win = Window { file: file.clone(), seg_bytes, start: 0, data: Bytes::new() };
         let (step, batch_start, batch) = scan_segment(&mut win, seg, pos, &path).await?;
         records.extend(batch);
         let reason = match step {
@@ -115,9 +110,7 @@ pub async fn scan<D: Disk>(
             let p = segment_path(dir, s);
             disk.remove(&p).await.map_err(|e| StoreError::io(&p, &e))?;
         }
-        zero_range(&*file, seg, batch_start, last_nonzero)
-            .await
-            .map_err(|e| StoreError::io(&path, &e))?;
+        zero_range(&*file, seg, batch_start, last_nonzero).await.map_err(|e| StoreError::io(&path, &e))?;
         let bytes = last_nonzero.saturating_sub(batch_start);
         tracing::warn!(file = %path.display(), offset = batch_start - seg, bytes, %reason,
             "truncated the commit log's tail: an incomplete, never acknowledged batch");
@@ -126,14 +119,7 @@ pub async fn scan<D: Disk>(
         break;
     }
     let partial_block = read_partial_block(disk, dir, seg_bytes, pos).await?;
-    Ok(ScanOutcome {
-        tail: RecoveredTail {
-            write_pos: pos,
-            partial_block,
-        },
-        records,
-        truncated,
-    })
+    Ok(ScanOutcome { tail: RecoveredTail { write_pos: pos, partial_block }, records, truncated })
 }
 
 fn segment_starts<D: Disk>(disk: &D, dir: &Path, seg_bytes: u64) -> Result<Vec<u64>, StoreError> {
@@ -173,29 +159,17 @@ async fn scan_segment<F: DiskFile>(
     loop {
         let rel = pos - seg;
         if rel + 8 > seg_bytes {
-            return Ok((
-                Step::Failure("record runs past the segment end".into()),
-                batch_start,
-                done,
-            ));
+            return Ok((Step::Failure("record runs past the segment end".into()), batch_start, done));
         }
         let head = win.get(rel, 8).await.map_err(io_err)?;
         let size = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as u64;
         let magic = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
         if size == 0 && magic == 0 {
-            let step = if pending.is_empty() {
-                Step::End
-            } else {
-                Step::Failure("batch ends without a seal".into())
-            };
+            let step = if pending.is_empty() { Step::End } else { Step::Failure("batch ends without a seal".into()) };
             return Ok((step, batch_start, done));
         }
         if size < 8 || rel + size > seg_bytes {
-            return Ok((
-                Step::Failure(format!("record size {size} is impossible here")),
-                batch_start,
-                done,
-            ));
+            return Ok((Step::Failure(format!("record size {size} is impossible here")), batch_start, done));
         }
         match magic {
             MESSAGE_MAGIC if size >= RECORD_FIXED_BYTES as u64 => {
@@ -220,11 +194,7 @@ async fn scan_segment<F: DiskFile>(
                         batch_start = pos + SEAL_BYTES;
                     }
                     _ => {
-                        return Ok((
-                            Step::Failure("batch seal or batch CRC mismatch".into()),
-                            batch_start,
-                            done,
-                        ));
+                        return Ok((Step::Failure("batch seal or batch CRC mismatch".into()), batch_start, done));
                     }
                 }
             }
@@ -232,11 +202,7 @@ async fn scan_segment<F: DiskFile>(
                 return Ok((Step::NextSegment, batch_start, done));
             }
             _ => {
-                return Ok((
-                    Step::Failure(format!("unknown record magic {magic:#010x}")),
-                    batch_start,
-                    done,
-                ));
+                return Ok((Step::Failure(format!("unknown record magic {magic:#010x}")), batch_start, done));
             }
         }
         pos += size;
@@ -316,10 +282,7 @@ async fn read_partial_block<D: Disk>(disk: &D, dir: &Path, seg_bytes: u64, pos: 
     let seg = pos - pos % seg_bytes;
     let path = segment_path(dir, seg);
     let f = disk.open(&path).await.map_err(|e| StoreError::io(&path, &e))?;
-    let data = f
-        .read_at(base - seg, BLOCK_BYTES as usize)
-        .await
-        .map_err(|e| StoreError::io(&path, &e))?;
+    let data = f.read_at(base - seg, BLOCK_BYTES as usize).await.map_err(|e| StoreError::io(&path, &e))?;
     block[..data.len()].copy_from_slice(&data);
     Ok(block)
 }

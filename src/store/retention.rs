@@ -44,10 +44,7 @@ pub fn statvfs_usage(dir: &Path) -> std::io::Result<DiskUsage> {
     // SAFETY: statvfs returned 0, so it initialised the struct.
     let st = unsafe { st.assume_init() };
     let frsize = st.f_frsize;
-    Ok(DiskUsage {
-        total_bytes: st.f_blocks * frsize,
-        available_bytes: st.f_bavail * frsize,
-    })
+    Ok(DiskUsage { total_bytes: st.f_blocks * frsize, available_bytes: st.f_bavail * frsize })
 }
 
 impl<D: Disk> Store<D> {
@@ -92,11 +89,8 @@ impl<D: Disk> Store<D> {
             let Ok(modified) = std::fs::metadata(&path).and_then(|m| m.modified()) else {
                 break;
             };
-            let age_ms = now_ms
-                - modified
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as i64)
-                    .unwrap_or(0);
+            let age_ms =
+                now_ms - modified.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
             if age_ms < self.cfg.file_reserved_ms as i64 {
                 break;
             }

@@ -64,25 +64,12 @@ fn append_read_and_dense_queue_offsets() {
     assert_eq!(s.queue_bounds("T", 0), (0, 5));
     let got = all(&s, "T", 1);
     assert_eq!(got.len(), 5);
-    assert!(
-        got.iter()
-            .enumerate()
-            .all(|(i, m)| m.queue_offset == i as u64 && m.body[0] % 2 == 1)
-    );
+    assert!(got.iter().enumerate().all(|(i, m)| m.queue_offset == i as u64 && m.body[0] % 2 == 1));
     let filtered = block_on(s.get("T", 0, 0, 32, usize::MAX, &|code| code == 1, &|_| true));
     assert_eq!(filtered.status, GetStatus::NoMatchedMessage);
-    assert_eq!(
-        block_on(s.get("T", 0, 5, 32, 1 << 20, &|_| true, &|_| true)).status,
-        GetStatus::OffsetOverflowOne
-    );
-    assert_eq!(
-        block_on(s.get("T", 0, 9, 32, 1 << 20, &|_| true, &|_| true)).status,
-        GetStatus::OffsetOverflowBadly
-    );
-    assert_eq!(
-        block_on(s.get("X", 0, 0, 32, 1 << 20, &|_| true, &|_| true)).status,
-        GetStatus::NoMessageInQueue
-    );
+    assert_eq!(block_on(s.get("T", 0, 5, 32, 1 << 20, &|_| true, &|_| true)).status, GetStatus::OffsetOverflowOne);
+    assert_eq!(block_on(s.get("T", 0, 9, 32, 1 << 20, &|_| true, &|_| true)).status, GetStatus::OffsetOverflowBadly);
+    assert_eq!(block_on(s.get("X", 0, 0, 32, 1 << 20, &|_| true, &|_| true)).status, GetStatus::NoMessageInQueue);
     assert_eq!(s.index_lookup("T", "k2", 0, i64::MAX, 100).len(), 10);
 }
 
@@ -106,10 +93,7 @@ fn rolls_segments_and_recovers_across_them() {
         for i in 0..300u32 {
             put_acked(&s, msg("T", 0, &i.to_be_bytes().repeat(100), "a"));
         }
-        assert!(
-            s.log().segment_starts().len() >= 3,
-            "150 KB of records over 64 KiB segments must roll"
-        );
+        assert!(s.log().segment_starts().len() >= 3, "150 KB of records over 64 KiB segments must roll");
         assert_eq!(all(&s, "T", 0).len(), 300);
     }
     let s = open(&disk, &c).unwrap();
@@ -163,12 +147,7 @@ fn torn_tail_is_truncated_and_acked_data_kept() {
         let got = all(&s, "T", 0);
         // The unacknowledged record may survive whole or vanish; the acknowledged ones all remain.
         assert!(got.len() == 20 || got.len() == 21, "seed {seed}: {}", got.len());
-        assert!(
-            got.iter()
-                .take(20)
-                .enumerate()
-                .all(|(i, m)| m.body[..] == [i as u8; 300])
-        );
+        assert!(got.iter().take(20).enumerate().all(|(i, m)| m.body[..] == [i as u8; 300]));
         assert_eq!(put_acked(&s, msg("T", 0, b"after", "a")).queue_offset, got.len() as u64);
     }
 }
@@ -210,10 +189,7 @@ fn failed_fsync_poisons_the_store() {
     disk.fail_next_sync();
     block_on(s.put(&[msg("T", 0, b"x", "a")], false)).unwrap();
     assert!(matches!(block_on(s.log().flush_once()), Err(StoreError::Poisoned(_))));
-    assert!(matches!(
-        block_on(s.put(&[msg("T", 0, b"y", "a")], false)),
-        Err(StoreError::Poisoned(_))
-    ));
+    assert!(matches!(block_on(s.put(&[msg("T", 0, b"y", "a")], false)), Err(StoreError::Poisoned(_))));
     assert!(s.log().poisoned().is_some());
 }
 
@@ -230,10 +206,7 @@ fn retention_deletes_oldest_segments_and_moves_min_offsets() {
     let u = used.clone();
     s.set_usage_probe(Box::new(move || {
         let total = 1000u64;
-        Ok(DiskUsage {
-            total_bytes: total,
-            available_bytes: (total as f64 * (1.0 - u.get())) as u64,
-        })
+        Ok(DiskUsage { total_bytes: total, available_bytes: (total as f64 * (1.0 - u.get())) as u64 })
     }));
     // Each deletion frees space in this fake: lower usage once two segments are gone.
     let deleted = block_on(s.run_retention(now_ms())).unwrap();
@@ -243,10 +216,7 @@ fn retention_deletes_oldest_segments_and_moves_min_offsets() {
     let first = block_on(s.get("T", 0, min, 10, usize::MAX, &|_| true, &|_| true));
     assert_eq!(StoredMessage::decode(&first.records[0]).unwrap().queue_offset, min);
     let too_small = block_on(s.get("T", 0, 0, 32, 1 << 20, &|_| true, &|_| true));
-    assert_eq!(
-        (too_small.status, too_small.next_offset),
-        (GetStatus::OffsetTooSmall, min)
-    );
+    assert_eq!((too_small.status, too_small.next_offset), (GetStatus::OffsetTooSmall, min));
     assert!(s.disk_full().is_none());
 }
 
@@ -258,17 +228,11 @@ fn disk_full_refuses_appends_keeps_reads_and_recovers() {
     let used = std::rc::Rc::new(std::cell::Cell::new(0.95));
     let u = used.clone();
     s.set_usage_probe(Box::new(move || {
-        Ok(DiskUsage {
-            total_bytes: 1000,
-            available_bytes: (1000.0 * (1.0 - u.get())) as u64,
-        })
+        Ok(DiskUsage { total_bytes: 1000, available_bytes: (1000.0 * (1.0 - u.get())) as u64 })
     }));
     block_on(s.run_retention(now_ms())).unwrap();
     assert_eq!(s.disk_full(), Some(95));
-    assert!(matches!(
-        block_on(s.put(&[msg("T", 0, b"x", "a")], false)),
-        Err(StoreError::DiskFull { .. })
-    ));
+    assert!(matches!(block_on(s.put(&[msg("T", 0, b"x", "a")], false)), Err(StoreError::DiskFull { .. })));
     assert_eq!(all(&s, "T", 0).len(), 1);
     used.set(0.5);
     block_on(s.run_retention(now_ms())).unwrap();

@@ -42,11 +42,7 @@ struct Apply {
 
 /// A check `--apply` leaves alone.
 const fn report_only(name: &'static str, probe: fn(&Ctx<'_>) -> CheckResult) -> Check {
-    Check {
-        name,
-        probe,
-        apply: None,
-    }
+    Check { name, probe, apply: None }
 }
 
 /// A check whose fix is writing a kernel knob (root only).
@@ -55,16 +51,8 @@ const fn knob(
     probe: fn(&Ctx<'_>) -> CheckResult,
     run: fn(&Ctx<'_>) -> Result<String, String>,
 ) -> Check {
-    let apply = Apply {
-        run,
-        needs_root: true,
-        process_local: false,
-    };
-    Check {
-        name,
-        probe,
-        apply: Some(apply),
-    }
+    let apply = Apply { run, needs_root: true, process_local: false };
+    Check { name, probe, apply: Some(apply) }
 }
 
 /// Every check, in report order.
@@ -73,11 +61,7 @@ pub(crate) const ALL: &[Check] = &[
     Check {
         name: "nofile",
         probe: nofile,
-        apply: Some(Apply {
-            run: raise_nofile,
-            needs_root: false,
-            process_local: true,
-        }),
+        apply: Some(Apply { run: raise_nofile, needs_root: false, process_local: true }),
     },
     report_only("io_uring", io_uring),
     knob("cpu_governor", cpu_governor, write_governor),
@@ -144,10 +128,7 @@ fn memlock(ctx: &Ctx<'_>) -> CheckResult {
     };
     let have = fmt_bytes(soft);
     if let Some(who) = memlock_exempt(ctx) {
-        return CheckResult::pass(
-            name,
-            format!("soft limit {have}, but {who}: pinned memory is not limited"),
-        );
+        return CheckResult::pass(name, format!("soft limit {have}, but {who}: pinned memory is not limited"));
     }
     let need = format!(
         "glommio pins {RINGS_PER_EXECUTOR} × io_memory ({}) per executor = {} for {executors} executors",
@@ -189,11 +170,7 @@ fn nofile(ctx: &Ctx<'_>) -> CheckResult {
             return CheckResult::warn(name, format!("could not read RLIMIT_NOFILE: {e}"), NOFILE_FIX);
         }
     };
-    let shown = format!(
-        "soft {}, hard {}",
-        fmt_limit(lim.soft, false),
-        fmt_limit(lim.hard, false)
-    );
+    let shown = format!("soft {}, hard {}", fmt_limit(lim.soft, false), fmt_limit(lim.hard, false));
     match lim.soft {
         Some(soft) if soft < NOFILE_MIN => {
             let why = format!("{shown} < {NOFILE_MIN}: many connections and segment files can hit EMFILE");
@@ -211,10 +188,7 @@ fn raise_nofile(ctx: &Ctx<'_>) -> Result<String, String> {
             fmt_limit(before.hard, false)
         ));
     }
-    let after = ctx
-        .host
-        .raise_nofile_soft_to_hard()
-        .map_err(|e| format!("setrlimit failed: {e}"))?;
+    let after = ctx.host.raise_nofile_soft_to_hard().map_err(|e| format!("setrlimit failed: {e}"))?;
     Ok(format!(
         "raised the soft limit to {} for this `ringmq tune` process only; the broker gets its limit \
          from how it is started (LimitNOFILE / ulimit -n)",
@@ -250,11 +224,7 @@ fn io_uring(ctx: &Ctx<'_>) -> CheckResult {
             "kernel.io_uring_disabled = 2: io_uring is off for everyone; glommio cannot start",
             fix,
         ),
-        other => CheckResult::warn(
-            name,
-            format!("kernel.io_uring_disabled = {other:?}: unexpected value"),
-            fix,
-        ),
+        other => CheckResult::warn(name, format!("kernel.io_uring_disabled = {other:?}: unexpected value"), fix),
     }
 }
 
@@ -266,9 +236,7 @@ fn governors(ctx: &Ctx<'_>) -> Result<Vec<Governor>, SysfsError> {
     let cpu_dir = ctx.path("sys/devices/system/cpu");
     let mut found = Vec::new();
     for entry in sysfs::list_dir(&cpu_dir)? {
-        let is_cpu = entry
-            .strip_prefix("cpu")
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        let is_cpu = entry.strip_prefix("cpu").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
         if !is_cpu {
             continue;
         }
@@ -415,10 +383,6 @@ fn clocksource(ctx: &Ctx<'_>) -> CheckResult {
         CheckResult::warn(name, why, fix_tsc)
     } else {
         let why = format!("{why}; tsc is not offered (common on VMs: kvm-clock is the right choice there)");
-        CheckResult::warn(
-            name,
-            why,
-            "none on this host unless the hypervisor exposes an invariant TSC",
-        )
+        CheckResult::warn(name, why, "none on this host unless the hypervisor exposes an invariant TSC")
     }
 }

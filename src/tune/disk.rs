@@ -19,10 +19,7 @@ const FREE_PERCENT_WARN: u64 = 25;
 /// The disks behind the data directory, or why they are not determinable.
 fn data_disks(ctx: &Ctx<'_>) -> Result<Vec<Disk>, String> {
     let dir = sysfs::existing_ancestor(&ctx.opts.data_dir);
-    let (major, minor) = ctx
-        .host
-        .device_of(dir)
-        .map_err(|e| format!("could not stat {}: {e}", dir.display()))?;
+    let (major, minor) = ctx.host.device_of(dir).map_err(|e| format!("could not stat {}: {e}", dir.display()))?;
     sysfs::disks_for_device(&ctx.opts.root, major, minor).map_err(|e| e.to_string())
 }
 
@@ -32,10 +29,7 @@ fn scheduler_ok(name: &str) -> bool {
 }
 
 fn scheduler_fix(disks: &[String]) -> String {
-    let cmds: Vec<_> = disks
-        .iter()
-        .map(|d| format!("echo none > /sys/block/{d}/queue/scheduler"))
-        .collect();
+    let cmds: Vec<_> = disks.iter().map(|d| format!("echo none > /sys/block/{d}/queue/scheduler")).collect();
     format!(
         "{} (use mq-deadline where none is not offered; persist with a udev rule: \
          ACTION==\"add|change\", KERNEL==\"{}\", ATTR{{queue/scheduler}}=\"none\")",
@@ -86,10 +80,7 @@ pub(crate) fn write_scheduler(ctx: &Ctx<'_>) -> Result<String, String> {
         }
         let offered = sysfs::choices(&text);
         let Some(want) = ["none", "mq-deadline"].into_iter().find(|s| offered.contains(s)) else {
-            return Err(format!(
-                "{}: neither none nor mq-deadline is offered ({text})",
-                disk.name
-            ));
+            return Err(format!("{}: neither none nor mq-deadline is offered ({text})", disk.name));
         };
         sysfs::write_knob(&path, want).map_err(|e| e.to_string())?;
         done.push(format!("{}={want}", disk.name));
@@ -138,11 +129,7 @@ pub(crate) fn free_space(ctx: &Ctx<'_>) -> CheckResult {
     let where_ = if dir == ctx.opts.data_dir.as_path() {
         dir.display().to_string()
     } else {
-        format!(
-            "{} (data_dir {} does not exist yet)",
-            dir.display(),
-            ctx.opts.data_dir.display()
-        )
+        format!("{} (data_dir {} does not exist yet)", dir.display(), ctx.opts.data_dir.display())
     };
     let fix = format!("free space on the filesystem of {where_}, shorten retention, or move data_dir");
     let space = match ctx.host.space_of(dir) {
@@ -153,23 +140,12 @@ pub(crate) fn free_space(ctx: &Ctx<'_>) -> CheckResult {
         return CheckResult::pass(name, format!("not determinable: {where_} reports a size of 0"));
     }
     let percent = space.avail_bytes.saturating_mul(100) / space.total_bytes;
-    let shown = format!(
-        "{percent}% free ({} of {}) on {where_}",
-        fmt_bytes(space.avail_bytes),
-        fmt_bytes(space.total_bytes)
-    );
+    let shown =
+        format!("{percent}% free ({} of {}) on {where_}", fmt_bytes(space.avail_bytes), fmt_bytes(space.total_bytes));
     if percent < FREE_PERCENT_FAIL {
-        CheckResult::fail(
-            name,
-            format!("{shown}: below {FREE_PERCENT_FAIL}%, the log will soon fill the disk"),
-            fix,
-        )
+        CheckResult::fail(name, format!("{shown}: below {FREE_PERCENT_FAIL}%, the log will soon fill the disk"), fix)
     } else if percent < FREE_PERCENT_WARN {
-        CheckResult::warn(
-            name,
-            format!("{shown}: below {FREE_PERCENT_WARN}%, little room for a burst"),
-            fix,
-        )
+        CheckResult::warn(name, format!("{shown}: below {FREE_PERCENT_WARN}%, little room for a burst"), fix)
     } else {
         CheckResult::pass(name, shown)
     }
@@ -229,19 +205,10 @@ mod tests {
         disk_tree(&tree, "[none]\n", "write through\n");
         tree.write("sys/devices/pci1/block/nvme0n1/queue/scheduler", "[bfq] none\n");
         tree.write("sys/devices/virtual/block/dm-0/queue/scheduler", "none\n");
-        tree.link(
-            "sys/devices/virtual/block/dm-0/slaves/sda1",
-            "../../../../pci0/block/sda/sda1",
-        );
-        tree.link(
-            "sys/devices/virtual/block/dm-0/slaves/nvme0n1",
-            "../../../../pci1/block/nvme0n1",
-        );
+        tree.link("sys/devices/virtual/block/dm-0/slaves/sda1", "../../../../pci0/block/sda/sda1");
+        tree.link("sys/devices/virtual/block/dm-0/slaves/nvme0n1", "../../../../pci1/block/nvme0n1");
         tree.link("sys/dev/block/253:0", "../../devices/virtual/block/dm-0");
-        let host = FakeHost {
-            dev: (253, 0),
-            ..FakeHost::default()
-        };
+        let host = FakeHost { dev: (253, 0), ..FakeHost::default() };
         let r = check_with(&tree, &host, false, "disk_scheduler");
         assert_eq!(r.status, Status::Warn);
         assert!(r.observed.contains("nvme0n1: [bfq] none"), "{}", r.observed);
@@ -251,18 +218,11 @@ mod tests {
     #[test]
     fn disk_checks_not_determinable() {
         let tree = Tree::new();
-        let anon = FakeHost {
-            dev: (0, 45),
-            ..FakeHost::default()
-        };
+        let anon = FakeHost { dev: (0, 45), ..FakeHost::default() };
         for name in ["disk_scheduler", "disk_write_cache"] {
             let r = check_with(&tree, &anon, false, name);
             assert_eq!(r.status, Status::Pass);
-            assert!(
-                r.observed.starts_with("not determinable: st_dev 0:45"),
-                "{}",
-                r.observed
-            );
+            assert!(r.observed.starts_with("not determinable: st_dev 0:45"), "{}", r.observed);
             let r = check(&tree, name);
             assert_eq!(r.status, Status::Pass);
             assert!(r.observed.contains("could not read"), "{}", r.observed);
@@ -289,22 +249,13 @@ mod tests {
     fn free_space_paths() {
         let tree = Tree::new();
         for (avail, want) in [(5, Status::Fail), (20, Status::Warn), (50, Status::Pass)] {
-            let space = Some(Space {
-                total_bytes: 100 << 30,
-                avail_bytes: avail << 30,
-            });
-            let host = FakeHost {
-                space,
-                ..FakeHost::default()
-            };
+            let space = Some(Space { total_bytes: 100 << 30, avail_bytes: avail << 30 });
+            let host = FakeHost { space, ..FakeHost::default() };
             let r = check_with(&tree, &host, false, "free_space");
             assert_eq!(r.status, want, "{r:?}");
             assert!(r.observed.contains("does not exist yet"), "{}", r.observed);
         }
-        let host = FakeHost {
-            space: None,
-            ..FakeHost::default()
-        };
+        let host = FakeHost { space: None, ..FakeHost::default() };
         assert_eq!(check_with(&tree, &host, false, "free_space").status, Status::Warn);
     }
 }

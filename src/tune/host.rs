@@ -51,10 +51,7 @@ fn finite(value: libc::rlim_t) -> Option<u64> {
 }
 
 fn get_rlimit(kind: LimitKind) -> io::Result<libc::rlimit> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // The resource constant's type differs between libcs (u32 on glibc, c_int on musl), so each call
     // names its constant directly.
     // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
@@ -62,11 +59,7 @@ fn get_rlimit(kind: LimitKind) -> io::Result<libc::rlimit> {
         LimitKind::Memlock => unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) },
         LimitKind::Nofile => unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) },
     };
-    if rc == 0 {
-        Ok(lim)
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    if rc == 0 { Ok(lim) } else { Err(io::Error::last_os_error()) }
 }
 
 impl Host for SystemHost {
@@ -77,10 +70,7 @@ impl Host for SystemHost {
 
     fn rlimit(&self, kind: LimitKind) -> io::Result<Rlimit> {
         let lim = get_rlimit(kind)?;
-        Ok(Rlimit {
-            soft: finite(lim.rlim_cur),
-            hard: finite(lim.rlim_max),
-        })
+        Ok(Rlimit { soft: finite(lim.rlim_cur), hard: finite(lim.rlim_max) })
     }
 
     fn raise_nofile_soft_to_hard(&self) -> io::Result<Rlimit> {

@@ -79,13 +79,7 @@ pub struct CheckResult {
 
 impl CheckResult {
     pub(crate) fn pass(name: &'static str, observed: impl Into<String>) -> Self {
-        Self {
-            name,
-            status: Status::Pass,
-            observed: observed.into(),
-            fix: None,
-            applied: false,
-        }
+        Self { name, status: Status::Pass, observed: observed.into(), fix: None, applied: false }
     }
 
     pub(crate) fn warn(name: &'static str, observed: impl Into<String>, fix: impl Into<String>) -> Self {
@@ -97,13 +91,7 @@ impl CheckResult {
     }
 
     fn with_fix(name: &'static str, status: Status, observed: String, fix: String) -> Self {
-        Self {
-            name,
-            status,
-            observed,
-            fix: Some(fix),
-            applied: false,
-        }
+        Self { name, status, observed, fix: Some(fix), applied: false }
     }
 }
 
@@ -132,10 +120,7 @@ impl Ctx<'_> {
 /// Runs every check against the real host (reads under `opts.root`), applying safe fixes when
 /// `opts.apply` is set.
 pub fn run_checks(opts: &TuneOptions) -> Vec<CheckResult> {
-    run_checks_with(&Ctx {
-        opts,
-        host: &SystemHost,
-    })
+    run_checks_with(&Ctx { opts, host: &SystemHost })
 }
 
 pub(crate) fn run_checks_with(ctx: &Ctx<'_>) -> Vec<CheckResult> {
@@ -165,11 +150,7 @@ pub(crate) fn exit_code(results: &[CheckResult]) -> i32 {
 }
 
 pub(crate) fn render(opts: &TuneOptions, results: &[CheckResult], out: &mut dyn Write) -> io::Result<()> {
-    if opts.json {
-        render_json(results, out)
-    } else {
-        render_table(opts, results, out)
-    }
+    if opts.json { render_json(results, out) } else { render_table(opts, results, out) }
 }
 
 #[derive(Serialize)]
@@ -187,29 +168,18 @@ struct Summary {
 
 fn summarize(results: &[CheckResult]) -> Summary {
     let count = |status| results.iter().filter(|r| r.status == status).count();
-    Summary {
-        pass: count(Status::Pass),
-        warn: count(Status::Warn),
-        fail: count(Status::Fail),
-    }
+    Summary { pass: count(Status::Pass), warn: count(Status::Warn), fail: count(Status::Fail) }
 }
 
 /// `{"checks": [CheckResult…], "summary": {"pass": n, "warn": n, "fail": n}}`.
 fn render_json(results: &[CheckResult], out: &mut dyn Write) -> io::Result<()> {
-    let report = Report {
-        checks: results,
-        summary: summarize(results),
-    };
+    let report = Report { checks: results, summary: summarize(results) };
     serde_json::to_writer_pretty(&mut *out, &report)?;
     writeln!(out)
 }
 
 fn render_table(opts: &TuneOptions, results: &[CheckResult], out: &mut dyn Write) -> io::Result<()> {
-    let mode = if opts.apply {
-        "applying safe fixes"
-    } else {
-        "read-only; --apply as root writes safe fixes"
-    };
+    let mode = if opts.apply { "applying safe fixes" } else { "read-only; --apply as root writes safe fixes" };
     writeln!(out, "ringmq tune: data_dir {} ({mode})", opts.data_dir.display())?;
     let width = results.iter().map(|r| r.name.len()).max().unwrap_or(0);
     for r in results {
@@ -238,11 +208,7 @@ pub(crate) fn fmt_bytes(bytes: u64) -> String {
         unit += 1;
     }
     let name = UNITS.get(unit).copied().unwrap_or("B");
-    if value.fract() == 0.0 {
-        format!("{value:.0} {name}")
-    } else {
-        format!("{value:.1} {name}")
-    }
+    if value.fract() == 0.0 { format!("{value:.0} {name}") } else { format!("{value:.1} {name}") }
 }
 
 pub(crate) fn fmt_limit(value: Option<u64>, bytes: bool) -> String {

@@ -36,10 +36,7 @@ fn nic_irqs(ctx: &Ctx<'_>) -> Result<Vec<(String, Vec<u32>)>, String> {
 /// MSI vectors of a device, looking one level up for virtio (whose PCI parent owns the vectors).
 fn msi_irqs(device: PathBuf) -> Vec<u32> {
     let mut dirs = vec![device.join("msi_irqs")];
-    if let Some(parent) = fs::canonicalize(&device)
-        .ok()
-        .and_then(|d| d.parent().map(|p| p.join("msi_irqs")))
-    {
+    if let Some(parent) = fs::canonicalize(&device).ok().and_then(|d| d.parent().map(|p| p.join("msi_irqs"))) {
         dirs.push(parent);
     }
     dirs.iter()
@@ -92,19 +89,12 @@ pub(crate) fn irq_spread(ctx: &Ctx<'_>) -> CheckResult {
     }
     let names: Vec<_> = nics.iter().map(|(n, _)| n.as_str()).collect();
     if targets.len() != 1 {
-        let why = format!(
-            "{irq_count} IRQs of {} on {} of {cpus} CPUs",
-            names.join(", "),
-            targets.len()
-        );
+        let why = format!("{irq_count} IRQs of {} on {} of {cpus} CPUs", names.join(", "), targets.len());
         return CheckResult::pass(NAME, why);
     }
     let cpu = targets.first().copied().unwrap_or(0);
     if let Some(iface) = names.iter().find(|n| rps_spreads(ctx, n)) {
-        return CheckResult::pass(
-            NAME,
-            format!("all NIC IRQs on CPU {cpu}, RPS spreads {iface}'s receive work"),
-        );
+        return CheckResult::pass(NAME, format!("all NIC IRQs on CPU {cpu}, RPS spreads {iface}'s receive work"));
     }
     let why = format!(
         "all {irq_count} IRQs of {} on CPU {cpu} of {cpus}, RPS off: one core does every shard's receive work",
@@ -114,11 +104,7 @@ pub(crate) fn irq_spread(ctx: &Ctx<'_>) -> CheckResult {
 }
 
 fn irq_fix(iface: &str, cpus: usize) -> String {
-    let mask = if cpus >= 64 {
-        "ffffffff,ffffffff".to_string()
-    } else {
-        format!("{:x}", (1u64 << cpus) - 1)
-    };
+    let mask = if cpus >= 64 { "ffffffff,ffffffff".to_string() } else { format!("{:x}", (1u64 << cpus) - 1) };
     format!(
         "systemctl enable --now irqbalance, or pin each queue's IRQ: echo <cpu> > /proc/irq/<n>/smp_affinity_list, \
          or enable RPS: echo {mask} > /sys/class/net/{iface}/queues/rx-0/rps_cpus"
@@ -156,11 +142,7 @@ mod tests {
         nic_tree(&tree, &[(30, "0\n"), (31, "0\n")]);
         let r = check(&tree, "irq_spread");
         assert_eq!(r.status, Status::Warn, "{r:?}");
-        assert!(
-            r.fix
-                .unwrap()
-                .contains("echo f > /sys/class/net/eth0/queues/rx-0/rps_cpus")
-        );
+        assert!(r.fix.unwrap().contains("echo f > /sys/class/net/eth0/queues/rx-0/rps_cpus"));
 
         tree.write("sys/devices/pci0/net/eth0/queues/rx-0/rps_cpus", "0000000e\n");
         assert_eq!(check(&tree, "irq_spread").status, Status::Pass);
@@ -172,11 +154,7 @@ mod tests {
         let tree = Tree::new();
         nic_tree(&tree, &[(30, "0-3\n")]);
         tree.write("proc/irq/30/effective_affinity_list", "1\n");
-        assert_eq!(
-            check(&tree, "irq_spread").status,
-            Status::Warn,
-            "effective affinity wins"
-        );
+        assert_eq!(check(&tree, "irq_spread").status, Status::Warn, "effective affinity wins");
 
         let tree = Tree::new();
         nic_tree(&tree, &[(30, "0\n")]);

@@ -47,10 +47,7 @@ impl SysfsError {
 
 /// Reads a knob and trims surrounding whitespace.
 pub(crate) fn read_knob(path: &Path) -> Result<String, SysfsError> {
-    let wrap = |source| SysfsError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
+    let wrap = |source| SysfsError::Read { path: path.to_path_buf(), source };
     let file = fs::File::open(path).map_err(wrap)?;
     let mut text = String::new();
     file.take(KNOB_SIZE_BYTES_MAX).read_to_string(&mut text).map_err(wrap)?;
@@ -60,24 +57,14 @@ pub(crate) fn read_knob(path: &Path) -> Result<String, SysfsError> {
 /// Writes a knob the way `echo value > path` does. Never creates a file: a knob that does not exist is
 /// one the kernel does not have, and inventing it would hide that.
 pub(crate) fn write_knob(path: &Path, value: &str) -> Result<(), SysfsError> {
-    let wrap = |source| SysfsError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open(path)
-        .map_err(wrap)?;
+    let wrap = |source| SysfsError::Write { path: path.to_path_buf(), source };
+    let mut file = fs::OpenOptions::new().write(true).truncate(true).open(path).map_err(wrap)?;
     file.write_all(format!("{value}\n").as_bytes()).map_err(wrap)
 }
 
 /// Names in a directory, sorted, at most [`DIR_ENTRIES_MAX`]; names that are not UTF-8 are skipped.
 pub(crate) fn list_dir(path: &Path) -> Result<Vec<String>, SysfsError> {
-    let wrap = |source| SysfsError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
+    let wrap = |source| SysfsError::Read { path: path.to_path_buf(), source };
     let mut names = Vec::new();
     for entry in fs::read_dir(path).map_err(wrap)?.take(DIR_ENTRIES_MAX) {
         if let Some(name) = entry.map_err(wrap)?.file_name().to_str() {
@@ -103,9 +90,7 @@ pub(crate) fn selected(text: &str) -> Option<&str> {
 
 /// All entries of a choice list, brackets removed: `[mq-deadline] none` → `["mq-deadline", "none"]`.
 pub(crate) fn choices(text: &str) -> Vec<&str> {
-    text.split_whitespace()
-        .map(|w| w.trim_matches(|c| c == '[' || c == ']'))
-        .collect()
+    text.split_whitespace().map(|w| w.trim_matches(|c| c == '[' || c == ']')).collect()
 }
 
 /// Parses a kernel CPU list (`0-3,8,10-11`). `None` when malformed or naming more than 8192 CPUs.
@@ -140,9 +125,7 @@ pub(crate) fn mask_cpu_count(text: &str) -> Option<u32> {
 /// The nearest ancestor of `path` (itself included) that exists: a data directory that has not been
 /// created yet will live on its parent's filesystem.
 pub(crate) fn existing_ancestor(path: &Path) -> &Path {
-    path.ancestors()
-        .find(|p| !p.as_os_str().is_empty() && p.exists())
-        .unwrap_or(Path::new("."))
+    path.ancestors().find(|p| !p.as_os_str().is_empty() && p.exists()).unwrap_or(Path::new("."))
 }
 
 /// A whole block device whose `queue/` settings govern I/O for the data directory.
@@ -176,10 +159,7 @@ pub(crate) fn disks_for_device(root: &Path, major: u32, minor: u32) -> Result<Ve
 }
 
 fn canonical(path: &Path) -> Result<PathBuf, DiskError> {
-    fs::canonicalize(path).map_err(|source| DiskError::Resolve {
-        path: path.to_path_buf(),
-        source,
-    })
+    fs::canonicalize(path).map_err(|source| DiskError::Resolve { path: path.to_path_buf(), source })
 }
 
 /// Adds the disks under `dir`: a partition stands for its parent disk; a device with `slaves/`

@@ -26,15 +26,9 @@ impl Default for FakeHost {
         Self {
             euid: 1000,
             memlock: Some(UNLIMITED),
-            nofile: Cell::new(Rlimit {
-                soft: Some(1 << 20),
-                hard: Some(1 << 20),
-            }),
+            nofile: Cell::new(Rlimit { soft: Some(1 << 20), hard: Some(1 << 20) }),
             dev: (8, 1),
-            space: Some(Space {
-                total_bytes: 100 << 30,
-                avail_bytes: 50 << 30,
-            }),
+            space: Some(Space { total_bytes: 100 << 30, avail_bytes: 50 << 30 }),
             cpus: 4,
         }
     }
@@ -56,10 +50,7 @@ impl Host for FakeHost {
     }
     fn raise_nofile_soft_to_hard(&self) -> io::Result<Rlimit> {
         let lim = self.nofile.get();
-        self.nofile.set(Rlimit {
-            soft: lim.hard,
-            hard: lim.hard,
-        });
+        self.nofile.set(Rlimit { soft: lim.hard, hard: lim.hard });
         Ok(self.nofile.get())
     }
     fn device_of(&self, _path: &Path) -> io::Result<(u32, u32)> {
@@ -99,20 +90,12 @@ impl Tree {
         self
     }
     pub(crate) fn read(&self, rel: &str) -> String {
-        std::fs::read_to_string(self.root().join(rel))
-            .unwrap()
-            .trim()
-            .to_string()
+        std::fs::read_to_string(self.root().join(rel)).unwrap().trim().to_string()
     }
 }
 
 pub(crate) fn options(tree: &Tree, apply: bool) -> TuneOptions {
-    TuneOptions {
-        apply,
-        data_dir: tree.root().join("data"),
-        json: false,
-        root: tree.root().to_path_buf(),
-    }
+    TuneOptions { apply, data_dir: tree.root().join("data"), json: false, root: tree.root().to_path_buf() }
 }
 
 pub(crate) fn check_with(tree: &Tree, host: &FakeHost, apply: bool, name: &str) -> CheckResult {
@@ -130,15 +113,9 @@ pub(crate) fn check(tree: &Tree, name: &str) -> CheckResult {
 }
 
 pub(crate) fn root_host() -> FakeHost {
-    FakeHost {
-        euid: 0,
-        ..FakeHost::default()
-    }
+    FakeHost { euid: 0, ..FakeHost::default() }
 }
 
 pub(crate) fn limited(soft: u64, hard: u64) -> Rlimit {
-    Rlimit {
-        soft: Some(soft),
-        hard: Some(hard),
-    }
+    Rlimit { soft: Some(soft), hard: Some(hard) }
 }

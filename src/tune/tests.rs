@@ -11,10 +11,7 @@ use super::*;
 #[test]
 fn memlock_paths() {
     let tree = Tree::new();
-    let low = FakeHost {
-        memlock: Some(limited(64 << 10, 64 << 10)),
-        ..FakeHost::default()
-    };
+    let low = FakeHost { memlock: Some(limited(64 << 10, 64 << 10)), ..FakeHost::default() };
     let r = check_with(&tree, &low, false, "memlock");
     assert_eq!(r.status, Status::Fail);
     assert!(r.observed.contains("glommio refuses to start"), "{}", r.observed);
@@ -23,25 +20,16 @@ fn memlock_paths() {
     let root = FakeHost { euid: 0, ..low };
     assert_eq!(check_with(&tree, &root, false, "memlock").status, Status::Pass);
 
-    let mid = FakeHost {
-        memlock: Some(limited(8 << 20, 8 << 20)),
-        ..FakeHost::default()
-    };
+    let mid = FakeHost { memlock: Some(limited(8 << 20, 8 << 20)), ..FakeHost::default() };
     let r = check_with(&tree, &mid, false, "memlock");
     assert_eq!(r.status, Status::Warn);
     assert!(r.observed.contains("120 MiB for 4 executors"), "{}", r.observed);
 
-    let big = FakeHost {
-        memlock: Some(limited(1 << 30, 1 << 30)),
-        ..FakeHost::default()
-    };
+    let big = FakeHost { memlock: Some(limited(1 << 30, 1 << 30)), ..FakeHost::default() };
     assert_eq!(check_with(&tree, &big, false, "memlock").status, Status::Pass);
     assert_eq!(check(&tree, "memlock").status, Status::Pass);
 
-    let unreadable = FakeHost {
-        memlock: None,
-        ..FakeHost::default()
-    };
+    let unreadable = FakeHost { memlock: None, ..FakeHost::default() };
     assert_eq!(check_with(&tree, &unreadable, false, "memlock").status, Status::Warn);
 }
 
@@ -49,10 +37,7 @@ fn memlock_paths() {
 fn memlock_cap_ipc_lock_exempts() {
     let tree = Tree::new();
     tree.write("proc/self/status", "Name:\tringmq\nCapEff:\t0000000000004000\n");
-    let low = FakeHost {
-        memlock: Some(limited(64 << 10, 64 << 10)),
-        ..FakeHost::default()
-    };
+    let low = FakeHost { memlock: Some(limited(64 << 10, 64 << 10)), ..FakeHost::default() };
     let r = check_with(&tree, &low, false, "memlock");
     assert_eq!(r.status, Status::Pass);
     assert!(r.observed.contains("CAP_IPC_LOCK"));
@@ -62,10 +47,7 @@ fn memlock_cap_ipc_lock_exempts() {
 fn memlock_counts_cpus_from_sysfs() {
     let tree = Tree::new();
     tree.write("sys/devices/system/cpu/online", "0-1\n");
-    let mid = FakeHost {
-        memlock: Some(limited(64 << 20, 64 << 20)),
-        ..FakeHost::default()
-    };
+    let mid = FakeHost { memlock: Some(limited(64 << 20, 64 << 20)), ..FakeHost::default() };
     assert_eq!(check_with(&tree, &mid, false, "memlock").status, Status::Pass);
 }
 
@@ -74,10 +56,7 @@ fn nofile_warns_and_apply_raises_this_process_only() {
     let tree = Tree::new();
     assert_eq!(check(&tree, "nofile").status, Status::Pass);
 
-    let host = FakeHost {
-        nofile: Cell::new(limited(1024, 524_288)),
-        ..FakeHost::default()
-    };
+    let host = FakeHost { nofile: Cell::new(limited(1024, 524_288)), ..FakeHost::default() };
     assert_eq!(check_with(&tree, &host, false, "nofile").status, Status::Warn);
     let r = check_with(&tree, &host, true, "nofile");
     assert!(r.applied);
@@ -85,10 +64,7 @@ fn nofile_warns_and_apply_raises_this_process_only() {
     assert!(r.observed.contains("this `ringmq tune` process only"), "{}", r.observed);
     assert_eq!(host.nofile.get().soft, Some(524_288));
 
-    let stuck = FakeHost {
-        nofile: Cell::new(limited(1024, 1024)),
-        ..FakeHost::default()
-    };
+    let stuck = FakeHost { nofile: Cell::new(limited(1024, 1024)), ..FakeHost::default() };
     let r = check_with(&tree, &stuck, true, "nofile");
     assert!(!r.applied);
     assert!(r.observed.contains("raising the hard limit needs root"));
@@ -116,16 +92,12 @@ fn io_uring_paths() {
 fn governor_paths_and_apply() {
     let tree = Tree::new();
     assert_eq!(check(&tree, "cpu_governor").observed, "not exposed (VM?)");
-    tree.mkdir("sys/devices/system/cpu/cpu0")
-        .mkdir("sys/devices/system/cpu/cpufreq");
+    tree.mkdir("sys/devices/system/cpu/cpu0").mkdir("sys/devices/system/cpu/cpufreq");
     assert_eq!(check(&tree, "cpu_governor").observed, "not exposed (VM?)");
 
     let gov = |n: u32| format!("sys/devices/system/cpu/cpu{n}/cpufreq/scaling_governor");
     tree.write(&gov(0), "performance\n").write(&gov(1), "powersave\n");
-    tree.write(
-        "sys/devices/system/cpu/cpu1/cpufreq/scaling_available_governors",
-        "performance powersave\n",
-    );
+    tree.write("sys/devices/system/cpu/cpu1/cpufreq/scaling_available_governors", "performance powersave\n");
     let r = check(&tree, "cpu_governor");
     assert_eq!(r.status, Status::Warn);
     assert!(r.observed.contains("cpu1=powersave"), "{}", r.observed);
@@ -144,10 +116,7 @@ fn governor_paths_and_apply() {
 fn governor_apply_refuses_when_not_offered() {
     let tree = Tree::new();
     tree.write("sys/devices/system/cpu/cpu0/cpufreq/scaling_governor", "schedutil\n");
-    tree.write(
-        "sys/devices/system/cpu/cpu0/cpufreq/scaling_available_governors",
-        "schedutil\n",
-    );
+    tree.write("sys/devices/system/cpu/cpu0/cpufreq/scaling_available_governors", "schedutil\n");
     let r = check_with(&tree, &root_host(), true, "cpu_governor");
     assert!(!r.applied);
     assert!(r.observed.contains("offers no performance governor"), "{}", r.observed);
@@ -183,10 +152,7 @@ fn swappiness_paths_and_apply() {
     tree.write(path, "60\n");
     let r = check(&tree, "swappiness");
     assert_eq!(r.status, Status::Warn);
-    assert_eq!(
-        r.fix.as_deref().unwrap().split(' ').take(3).collect::<Vec<_>>(),
-        ["sysctl", "-w", "vm.swappiness=1"]
-    );
+    assert_eq!(r.fix.as_deref().unwrap().split(' ').take(3).collect::<Vec<_>>(), ["sysctl", "-w", "vm.swappiness=1"]);
 
     let r = check_with(&tree, &root_host(), true, "swappiness");
     assert!(r.applied && r.status == Status::Pass, "{r:?}");
@@ -203,11 +169,7 @@ fn unreadable_knob_is_reported_not_panicked() {
     assert!(r.observed.contains("proc/sys/vm/swappiness"));
 
     let r = check_with(&tree, &root_host(), true, "swappiness");
-    assert!(
-        !r.applied && r.observed.contains("--apply failed: could not write"),
-        "{}",
-        r.observed
-    );
+    assert!(!r.applied && r.observed.contains("--apply failed: could not write"), "{}", r.observed);
 }
 
 #[test]
@@ -236,10 +198,7 @@ fn check_names_are_unique_and_match_probes() {
     let tree = Tree::new();
     let opts = options(&tree, false);
     let host = FakeHost::default();
-    let results = run_checks_with(&Ctx {
-        opts: &opts,
-        host: &host,
-    });
+    let results = run_checks_with(&Ctx { opts: &opts, host: &host });
     assert_eq!(results.len(), checks::ALL.len());
     for (check, result) in checks::ALL.iter().zip(&results) {
         assert_eq!(check.name, result.name);
@@ -256,10 +215,7 @@ fn empty_tree_never_writes_without_apply() {
     tree.write("proc/sys/vm/swappiness", "60\n");
     let opts = options(&tree, false);
     let host = root_host();
-    let results = run_checks_with(&Ctx {
-        opts: &opts,
-        host: &host,
-    });
+    let results = run_checks_with(&Ctx { opts: &opts, host: &host });
     assert!(results.iter().all(|r| !r.applied));
     assert_eq!(tree.read("proc/sys/vm/swappiness"), "60");
 }
@@ -271,10 +227,7 @@ fn report_table_json_and_exit_code() {
     tree.write("proc/sys/kernel/io_uring_disabled", "2\n");
     let mut opts = options(&tree, false);
     let host = FakeHost::default();
-    let results = run_checks_with(&Ctx {
-        opts: &opts,
-        host: &host,
-    });
+    let results = run_checks_with(&Ctx { opts: &opts, host: &host });
     assert_eq!(exit_code(&results), 1);
 
     let mut table = Vec::new();
@@ -295,23 +248,12 @@ fn report_table_json_and_exit_code() {
     assert_eq!(swap["applied"], false);
 
     tree.write("proc/sys/kernel/io_uring_disabled", "0\n");
-    assert_eq!(
-        exit_code(&run_checks_with(&Ctx {
-            opts: &opts,
-            host: &host
-        })),
-        0
-    );
+    assert_eq!(exit_code(&run_checks_with(&Ctx { opts: &opts, host: &host })), 0);
 }
 
 #[test]
 fn real_host_read_only_smoke() {
-    let opts = TuneOptions {
-        apply: false,
-        data_dir: std::env::temp_dir(),
-        json: false,
-        root: "/".into(),
-    };
+    let opts = TuneOptions { apply: false, data_dir: std::env::temp_dir(), json: false, root: "/".into() };
     let results = run_checks(&opts);
     assert_eq!(results.len(), checks::ALL.len());
     assert!(results.iter().all(|r| !r.applied));

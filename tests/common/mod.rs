@@ -38,10 +38,7 @@ pub fn free_ports(shards: usize) -> (u16, u16) {
 }
 
 fn rand_u16() -> u16 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
     ((t ^ (std::process::id() << 7)) % 65521) as u16
 }
 
@@ -78,12 +75,7 @@ impl Server {
     pub fn command(&self) -> Command {
         let mut c = Command::new(binary());
         c.args(["serve", "--data-dir"]).arg(&self.dir);
-        c.args([
-            "--listen-port",
-            &self.base_port.to_string(),
-            "--namesrv-port",
-            &self.ns_port.to_string(),
-        ]);
+        c.args(["--listen-port", &self.base_port.to_string(), "--namesrv-port", &self.ns_port.to_string()]);
         c.args([
             "--shards",
             &self.shards.to_string(),
@@ -94,10 +86,7 @@ impl Server {
         ]);
         c.args(["--metrics-addr", &format!("127.0.0.1:{}", self.ns_port + 1)]);
         c.args(&self.extra);
-        c.env(
-            "RINGMQ_LOG",
-            std::env::var("RINGMQ_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-        );
+        c.env("RINGMQ_LOG", std::env::var("RINGMQ_TEST_LOG").unwrap_or_else(|_| "warn".into()));
         c
     }
 
@@ -105,11 +94,7 @@ impl Server {
     pub fn spawn(&mut self) -> Result<(), String> {
         // stderr goes to a file: an undrained pipe would block the server once it fills.
         let log_path = self.log_path();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).unwrap();
         let mut child = self.command().stdout(Stdio::piped()).stderr(log).spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();

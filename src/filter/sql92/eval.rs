@@ -84,23 +84,9 @@ fn truth(e: &Expr, props: Props<'_>) -> Eval<Truth> {
         }
         Expr::IsNull { operand, negated } => Ok(Some(value(operand, props)?.is_none() ^ negated)),
         Expr::Compare { op, left, right } => compare_exprs(*op, left, right, props),
-        Expr::Between {
-            value: v,
-            low,
-            high,
-            negated,
-        } => between(v, low, high, *negated, props),
-        Expr::In {
-            property,
-            list,
-            negated,
-        } => Ok(props(property).map(|s| list.binary_search(&s).is_ok() ^ negated)),
-        Expr::Text {
-            op,
-            operand,
-            needle,
-            negated,
-        } => text(*op, operand, needle, *negated, props),
+        Expr::Between { value: v, low, high, negated } => between(v, low, high, *negated, props),
+        Expr::In { property, list, negated } => Ok(props(property).map(|s| list.binary_search(&s).is_ok() ^ negated)),
+        Expr::Text { op, operand, needle, negated } => text(*op, operand, needle, *negated, props),
     }
 }
 

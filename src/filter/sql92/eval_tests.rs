@@ -114,10 +114,7 @@ fn between_and_not_between() {
     assert!(!eval("a NOT BETWEEN 2 AND 10", &p("5")));
     assert!(!eval("NOT (a BETWEEN 2 AND 10)", &[]));
     assert!(!eval("a NOT BETWEEN 2 AND 10", &[]));
-    assert!(eval(
-        "(a between 2 and 10) AND (b not between 6 and 9)",
-        &[("a", "3"), ("b", "5")]
-    ));
+    assert!(eval("(a between 2 and 10) AND (b not between 6 and 9)", &[("a", "3"), ("b", "5")]));
 }
 
 #[test]
@@ -136,10 +133,7 @@ fn in_and_not_in() {
 fn contains_startswith_endswith() {
     let p = [("v", "axb")];
     assert!(eval("v CONTAINS 'x' AND v STARTSWITH 'ax' AND v ENDSWITH 'xb'", &p));
-    assert!(!eval(
-        "v NOT CONTAINS 'x' OR v NOT STARTSWITH 'ax' OR v NOT ENDSWITH 'xb'",
-        &p
-    ));
+    assert!(!eval("v NOT CONTAINS 'x' OR v NOT STARTSWITH 'ax' OR v NOT ENDSWITH 'xb'", &p));
     assert!(eval("v NOT CONTAINS 'u'", &p));
     // Empty needle: FALSE either way.
     assert!(!eval("v CONTAINS ''", &p));

@@ -62,11 +62,7 @@ pub(super) fn double_cmp(a: f64, b: f64) -> Ordering {
 
 /// Java `Double.doubleToLongBits`: all NaNs collapse to one pattern.
 fn canonical_bits(x: f64) -> i64 {
-    if x.is_nan() {
-        0x7ff8_0000_0000_0000
-    } else {
-        x.to_bits() as i64
-    }
+    if x.is_nan() { 0x7ff8_0000_0000_0000 } else { x.to_bits() as i64 }
 }
 
 /// Value of a floating-point literal as RocketMQ's `createFloat` accepts it:
@@ -84,9 +80,7 @@ pub(super) fn double_literal(text: &str) -> Result<f64, String> {
 
 /// Counts ASCII digits of `radix` in `b` from `start`.
 fn count_digits(b: &[u8], start: usize, radix: u32) -> usize {
-    b.get(start..).map_or(0, |rest| {
-        rest.iter().take_while(|c| char::from(**c).is_digit(radix)).count()
-    })
+    b.get(start..).map_or(0, |rest| rest.iter().take_while(|c| char::from(**c).is_digit(radix)).count())
 }
 
 /// Strips one Java type suffix (`f`, `F`, `d`, `D`).
@@ -170,9 +164,7 @@ fn parse_exponent(s: &str) -> Option<i64> {
     if digits.is_empty() || count_digits(digits.as_bytes(), 0, 10) != digits.len() {
         return None;
     }
-    let value = digits
-        .bytes()
-        .fold(0i64, |acc, c| (acc * 10 + i64::from(c - b'0')).min(EXP_SATURATION));
+    let value = digits.bytes().fold(0i64, |acc, c| (acc * 10 + i64::from(c - b'0')).min(EXP_SATURATION));
     Some(if negative { -value } else { value })
 }
 
@@ -227,9 +219,7 @@ mod tests {
             assert_eq!(parse_double(s), Some(v), "{s}");
         }
         assert!(parse_double("NaN").is_some_and(f64::is_nan));
-        for bad in [
-            "", ".", "e5", "1e", "inf", "nan", "infinity", "1.5x", "0x1.8", "0xp1", "1_0", "- 1",
-        ] {
+        for bad in ["", ".", "e5", "1e", "inf", "nan", "infinity", "1.5x", "0x1.8", "0xp1", "1_0", "- 1"] {
             assert_eq!(parse_double(bad), None, "{bad}");
         }
     }

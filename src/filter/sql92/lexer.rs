@@ -159,10 +159,7 @@ impl<'a> Lexer<'a> {
     }
 
     fn error(&self, offset: usize, message: impl Into<String>) -> FilterError {
-        FilterError::Lexical {
-            position: char_position(self.src, offset),
-            message: message.into(),
-        }
+        FilterError::Lexical { position: char_position(self.src, offset), message: message.into() }
     }
 
     /// Skips whitespace and comments.
@@ -186,11 +183,7 @@ impl<'a> Lexer<'a> {
 
     /// Identifier or keyword.
     fn word(&mut self) -> Tok {
-        let len = self
-            .rest()
-            .iter()
-            .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_' || **c == b'$')
-            .count();
+        let len = self.rest().iter().take_while(|c| c.is_ascii_alphanumeric() || **c == b'_' || **c == b'$').count();
         let text = self.src.get(self.pos..self.pos + len).unwrap_or_default();
         self.pos += len;
         KEYWORDS
@@ -354,10 +347,7 @@ mod tests {
     fn numbers_use_longest_match() {
         let cases: [(&str, Vec<Tok>); 8] = [
             ("5L", vec![Tok::Int("5".into())]),
-            (
-                "007",
-                vec![Tok::Int("0".into()), Tok::Int("0".into()), Tok::Int("7".into())],
-            ),
+            ("007", vec![Tok::Int("0".into()), Tok::Int("0".into()), Tok::Int("7".into())]),
             ("0123.5", vec![Tok::Float("0123.5".into())]),
             ("5.", vec![Tok::Float("5.".into())]),
             (".5e3", vec![Tok::Float(".5e3".into())]),
@@ -373,10 +363,7 @@ mod tests {
     #[test]
     fn strings_and_comments() {
         let toks = lex("'it''s' /* c * / */ -- x\n'' 'a'").unwrap();
-        assert_eq!(
-            toks,
-            vec![Tok::Str("it's".into()), Tok::Str(String::new()), Tok::Str("a".into())]
-        );
+        assert_eq!(toks, vec![Tok::Str("it's".into()), Tok::Str(String::new()), Tok::Str("a".into())]);
         // A trailing `--` comment without a line break is two minus signs.
         let toks = lex("--5").unwrap();
         let minus = Tok::Punct(Punct::Minus);
@@ -385,14 +372,7 @@ mod tests {
 
     #[test]
     fn lexical_errors_carry_positions() {
-        let cases = [
-            ("a = 'abc", 4),
-            ("a ! b", 2),
-            ("é = 1", 0),
-            ("x /* y", 2),
-            ("a = .", 4),
-            ("a\u{a0}", 1),
-        ];
+        let cases = [("a = 'abc", 4), ("a ! b", 2), ("é = 1", 0), ("x /* y", 2), ("a = .", 4), ("a\u{a0}", 1)];
         for (src, pos) in cases {
             match lex(src) {
                 Err(FilterError::Lexical { position, .. }) => assert_eq!(position, pos, "{src}"),

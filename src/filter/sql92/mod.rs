@@ -94,39 +94,17 @@ pub(crate) enum Expr {
     /// `OR` of two or more operands, evaluated left to right.
     Or(Vec<Expr>),
     /// `=` (or `<>` when `negated`).
-    Equal {
-        left: Box<Expr>,
-        right: Box<Expr>,
-        negated: bool,
-    },
+    Equal { left: Box<Expr>, right: Box<Expr>, negated: bool },
     /// `IS NULL` (or `IS NOT NULL` when `negated`).
     IsNull { operand: Box<Expr>, negated: bool },
     /// `>`, `>=`, `<`, `<=`.
-    Compare {
-        op: CmpOp,
-        left: Box<Expr>,
-        right: Box<Expr>,
-    },
+    Compare { op: CmpOp, left: Box<Expr>, right: Box<Expr> },
     /// `BETWEEN low AND high` (or `NOT BETWEEN` when `negated`).
-    Between {
-        value: Box<Expr>,
-        low: Box<Expr>,
-        high: Box<Expr>,
-        negated: bool,
-    },
+    Between { value: Box<Expr>, low: Box<Expr>, high: Box<Expr>, negated: bool },
     /// `property [NOT] IN ('a', ...)`.
-    In {
-        property: String,
-        list: Vec<String>,
-        negated: bool,
-    },
+    In { property: String, list: Vec<String>, negated: bool },
     /// `[NOT] CONTAINS|STARTSWITH|ENDSWITH 'needle'`.
-    Text {
-        op: TextOp,
-        operand: Box<Expr>,
-        needle: String,
-        negated: bool,
-    },
+    Text { op: TextOp, operand: Box<Expr>, needle: String, negated: bool },
 }
 
 /// A compiled SQL92 filter expression.
@@ -140,10 +118,7 @@ impl SqlExpr {
     /// Parses `s`, applying RocketMQ's parse-time checks.
     pub fn parse(s: &str) -> Result<Self, FilterError> {
         let root = parser::parse(s)?;
-        Ok(Self {
-            source: s.to_string(),
-            root,
-        })
+        Ok(Self { source: s.to_string(), root })
     }
 
     /// Evaluates the filter against a message's properties; `true` only if

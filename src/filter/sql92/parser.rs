@@ -24,17 +24,9 @@ type PResult<T> = Result<T, Box<FilterError>>;
 /// Parses a complete filter expression.
 pub(super) fn parse(src: &str) -> Result<Expr, FilterError> {
     if src.len() > MAX_EXPRESSION_LEN {
-        return Err(FilterError::TooLong {
-            len: src.len(),
-            max: MAX_EXPRESSION_LEN,
-        });
+        return Err(FilterError::TooLong { len: src.len(), max: MAX_EXPRESSION_LEN });
     }
-    let mut parser = Parser {
-        src,
-        lexer: Lexer::new(src),
-        ahead: VecDeque::new(),
-        nesting: 0,
-    };
+    let mut parser = Parser { src, lexer: Lexer::new(src), ahead: VecDeque::new(), nesting: 0 };
     let root = parser.or_expr().and_then(|node| parser.as_boolean(node));
     root.map(|node| *node.expr).map_err(|e| *e)
 }
@@ -112,17 +104,11 @@ impl Parser<'_> {
     }
 
     fn invalid(&self, offset: usize, message: impl Into<String>) -> Box<FilterError> {
-        Box::new(FilterError::Invalid {
-            position: char_position(self.src, offset),
-            message: message.into(),
-        })
+        Box::new(FilterError::Invalid { position: char_position(self.src, offset), message: message.into() })
     }
 
     fn too_deep(&self, offset: usize, max: usize) -> Box<FilterError> {
-        Box::new(FilterError::TooDeep {
-            position: char_position(self.src, offset),
-            max,
-        })
+        Box::new(FilterError::TooDeep { position: char_position(self.src, offset), max })
     }
 
     /// A node one level above `children`, unless that is too deep.
@@ -234,11 +220,7 @@ impl Parser<'_> {
         if negated {
             self.bump()?;
         }
-        let expected = if negated {
-            "NULL after IS NOT"
-        } else {
-            "NULL or NOT NULL after IS"
-        };
+        let expected = if negated { "NULL after IS NOT" } else { "NULL or NOT NULL after IS" };
         self.expect(Tok::Keyword(Keyword::Null), expected)?;
         let depths = [left.depth];
         let (offset, operand) = (left.offset, left.expr);
@@ -322,12 +304,7 @@ impl Parser<'_> {
         let needle = self.expect_string(keyword_text(k))?;
         let depths = [left.depth];
         let (offset, operand) = (left.offset, left.expr);
-        let expr = Expr::Text {
-            op,
-            operand,
-            needle,
-            negated,
-        };
+        let expr = Expr::Text { op, operand, needle, negated };
         self.node(expr, &depths, offset)
     }
 
@@ -344,12 +321,7 @@ impl Parser<'_> {
         }
         let depths = [value.depth, low.depth, high.depth];
         let offset = value.offset;
-        let expr = Expr::Between {
-            value: value.expr,
-            low: low.expr,
-            high: high.expr,
-            negated,
-        };
+        let expr = Expr::Between { value: value.expr, low: low.expr, high: high.expr, negated };
         self.node(expr, &depths, offset)
     }
 
@@ -381,11 +353,7 @@ impl Parser<'_> {
         };
         list.sort_unstable();
         list.dedup();
-        let expr = Expr::In {
-            property,
-            list,
-            negated,
-        };
+        let expr = Expr::In { property, list, negated };
         self.node(expr, &[left.depth], left.offset)
     }
 
@@ -393,10 +361,7 @@ impl Parser<'_> {
     fn unary(&mut self) -> PResult<Node> {
         let offset = self.fill(0)?;
         let kind = self.kind(0)?;
-        if !matches!(
-            kind,
-            Kind::Punct(Punct::Plus | Punct::Minus) | Kind::Keyword(Keyword::Not)
-        ) {
+        if !matches!(kind, Kind::Punct(Punct::Plus | Punct::Minus) | Kind::Keyword(Keyword::Not)) {
             return self.primary();
         }
         self.bump()?;
@@ -435,9 +400,8 @@ impl Parser<'_> {
 
     /// RocketMQ's `createFromDecimal`: `Integer` if it fits, else `Long`.
     fn int_literal(&self, text: &str, offset: usize) -> PResult<Literal> {
-        let value: i64 = text
-            .parse()
-            .map_err(|_| self.invalid(offset, format!("integer {text} does not fit in 64 bits")))?;
+        let value: i64 =
+            text.parse().map_err(|_| self.invalid(offset, format!("integer {text} does not fit in 64 bits")))?;
         Ok(i32::try_from(value).map_or(Literal::Long(value), Literal::Int))
     }
 

@@ -9,24 +9,8 @@ use std::cmp::Ordering;
 
 const PROPS: [&str; 3] = ["a", "b", "c"];
 const STRS: [&str; 6] = ["1", "x", "", "true", "10", "a'b"];
-const VALUES: [&str; 16] = [
-    "1",
-    "-3",
-    "10",
-    "2.5",
-    "0.5",
-    "x",
-    "",
-    "true",
-    "TRUE",
-    "NaN",
-    " 2",
-    "3000000000",
-    "1e1",
-    "0x1p1",
-    "-0",
-    "1.5f",
-];
+const VALUES: [&str; 16] =
+    ["1", "-3", "10", "2.5", "0.5", "x", "", "true", "TRUE", "NaN", " 2", "3000000000", "1e1", "0x1p1", "-0", "1.5f"];
 
 /// Java `Double.valueOf` for every string the tests can produce.
 fn java_double(s: &str) -> Option<f64> {
@@ -201,11 +185,7 @@ fn widen(n: Num, to: u8) -> Num {
 }
 
 fn java_double_key(d: f64) -> i64 {
-    if d.is_nan() {
-        0x7ff8_0000_0000_0000
-    } else {
-        d.to_bits() as i64
-    }
+    if d.is_nan() { 0x7ff8_0000_0000_0000 } else { d.to_bits() as i64 }
 }
 
 fn num_cmp(a: Num, b: Num) -> Ordering {
@@ -213,10 +193,9 @@ fn num_cmp(a: Num, b: Num) -> Ordering {
     match (widen(a, to), widen(b, to)) {
         (Num::I(x), Num::I(y)) => x.cmp(&y),
         (Num::L(x), Num::L(y)) => x.cmp(&y),
-        (Num::D(x), Num::D(y)) => x
-            .partial_cmp(&y)
-            .filter(|o| o.is_ne())
-            .unwrap_or_else(|| java_double_key(x).cmp(&java_double_key(y))),
+        (Num::D(x), Num::D(y)) => {
+            x.partial_cmp(&y).filter(|o| o.is_ne()).unwrap_or_else(|| java_double_key(x).cmp(&java_double_key(y)))
+        }
         _ => unreachable!("widened to one rank"),
     }
 }
@@ -386,12 +365,7 @@ fn expr() -> impl Strategy<Value = R> {
             (select(vec![">", ">=", "<", "<="]), b(), b()).prop_map(|(o, x, y)| R::Cmp(o, x, y)),
             (b(), b(), b(), any::<bool>()).prop_map(|(x, l, h, n)| R::Between(x, l, h, n)),
             (b(), prop::collection::vec(strs(), 1..4), any::<bool>()).prop_map(|(x, l, n)| R::In(x, l, n)),
-            (
-                select(vec!["CONTAINS", "STARTSWITH", "ENDSWITH"]),
-                b(),
-                strs(),
-                any::<bool>()
-            )
+            (select(vec!["CONTAINS", "STARTSWITH", "ENDSWITH"]), b(), strs(), any::<bool>())
                 .prop_map(|(o, x, s, n)| R::Text(o, x, s, n)),
         ]
     })
@@ -403,13 +377,7 @@ fn props() -> impl Strategy<Value = [Option<&'static str>; 3]> {
 }
 
 fn lookup<'p>(p: &'p [Option<&'static str>; 3]) -> impl Fn(&str) -> Option<String> + 'p {
-    move |k: &str| {
-        PROPS
-            .iter()
-            .position(|n| *n == k)
-            .and_then(|i| p[i])
-            .map(str::to_string)
-    }
+    move |k: &str| PROPS.iter().position(|n| *n == k).and_then(|i| p[i]).map(str::to_string)
 }
 
 proptest! {
@@ -457,8 +425,5 @@ fn reference_generator_covers_every_outcome() {
     }
     eprintln!("valid/true/false/unknown/abort of {total}: {counts:?}");
     assert!(counts[0] * 5 > total, "too few valid expressions: {counts:?}");
-    assert!(
-        counts[1..].iter().all(|c| c * 20 > counts[0]),
-        "an outcome is rare: {counts:?}"
-    );
+    assert!(counts[1..].iter().all(|c| c * 20 > counts[0]), "an outcome is rare: {counts:?}");
 }

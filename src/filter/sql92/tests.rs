@@ -76,20 +76,14 @@ fn comments_and_whitespace() {
     assert!(eval("a = 1 /* ** */", &p));
     // Without a line break `--` is two minus signs (double negation).
     assert!(eval("a = --1", &p));
-    assert!(matches!(
-        parse_err("a = 1 /* open"),
-        FilterError::Lexical { position: 6, .. }
-    ));
+    assert!(matches!(parse_err("a = 1 /* open"), FilterError::Lexical { position: 6, .. }));
 }
 
 #[test]
 fn identifier_characters() {
     assert!(eval("$x_1 = 'v'", &[("$x_1", "v")]));
     assert!(matches!(parse_err("a.b = 1"), FilterError::Lexical { position: 1, .. }));
-    assert!(matches!(
-        parse_err("1a = 1"),
-        FilterError::Invalid { .. } | FilterError::Syntax { .. }
-    ));
+    assert!(matches!(parse_err("1a = 1"), FilterError::Invalid { .. } | FilterError::Syntax { .. }));
 }
 
 #[test]
@@ -212,17 +206,11 @@ fn error_messages_name_position_and_expectation() {
     let err = parse_err("é = 'x' AND (b = 1");
     assert!(matches!(err, FilterError::Lexical { position: 0, .. }), "{err:?}");
     let err = parse_err("ab = 'é' AND (b = 1");
-    assert_eq!(
-        err.to_string(),
-        "syntax error at position 19: expected `)` or an operator, found end of input"
-    );
+    assert_eq!(err.to_string(), "syntax error at position 19: expected `)` or an operator, found end of input");
     let err = parse_err("a BETWEEN 1 OR 2");
     assert!(err.to_string().contains("expected AND, found keyword OR"), "{err}");
     let err = parse_err("a = NULL");
-    assert!(
-        err.to_string().starts_with("invalid expression at position 4: NULL"),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with("invalid expression at position 4: NULL"), "{err}");
 }
 
 /// Expressions at the nesting and tree-depth limits.
@@ -266,11 +254,8 @@ const TOKENS: [&str; 30] = [
     "NOT", "IS", "NULL", "BETWEEN", "IN", ",", "CONTAINS", "TRUE", "-", "+", "--",
 ];
 
-const PROPERTY_SETS: [[(&str, &str); 2]; 3] = [
-    [("a", "1"), ("b", "x")],
-    [("a", "2.5"), ("TAGS", "t")],
-    [("x", ""), ("y", "true")],
-];
+const PROPERTY_SETS: [[(&str, &str); 2]; 3] =
+    [[("a", "1"), ("b", "x")], [("a", "2.5"), ("TAGS", "t")], [("x", ""), ("y", "true")]];
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(3000))]
