@@ -188,3 +188,73 @@ fn resolved_transactions_are_not_checked_again_after_restart() {
     let q = c.queues("Pay2").unwrap()[0].clone();
     assert_eq!(bodies(&c, &q), vec!["once"]);
 }
+
+#[test]
+fn orderly_group_keeps_per_key_order_through_a_rebalance() {
+    use ringmq::client::{PushConsumer, StartFrom};
+    use std::sync::{Arc, Mutex};
+    let s = Server::start(1, &[]);
+    let p = Producer::new(&s.namesrv(), "PG");
+    p.create_topic("Seq", 4).unwrap();
+    let seen = Arc::new(Mutex::new(Vec::<(u32, u32)>::new()));
+    let make = |seen: Arc<Mutex<Vec<(u32, u32)>>>| {
+        let mut c = PushConsumer::new(&s.namesrv(), "Orderly", move |msgs| {
+            let mut v = seen.lock().unwrap();
+            for m in msgs {
+                let b = String::from_utf8_lossy(&m.body).into_owned();
+                let (k, i) = b.split_once(':').unwrap();
+                v.push((k.parse().unwrap(), i.parse().unwrap()));
+            }
+            true
+        });
+        c.subscribe("Seq", "*");
+        c.orderly(true);
+        c.start_from(StartFrom::First);
+        c.start().unwrap();
+        c
+    };
+    let a = make(seen.clone());
+    let (ns, stop) = (s.namesrv(), Arc::new(std::sync::atomic::AtomicBool::new(false)));
+    let st = stop.clone();
+    let producer = std::thread::spawn(move || {
+        let p = Producer::new(&ns, "PG");
+        let mut sent = 0u32;
+        while !st.load(std::sync::atomic::Ordering::SeqCst) {
+            for k in 0..8u32 {
+                p.send_by_key(&Message::new("Seq", format!("{k}:{sent}")), Some(&format!("key{k}"))).unwrap();
+            }
+            sent += 1;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        sent
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let b = make(seen.clone()); // rebalance: queues move from a to b mid-stream
+    std::thread::sleep(Duration::from_secs(4));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let sent = producer.join().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = seen.lock().unwrap().clone();
+        let distinct: std::collections::BTreeSet<(u32, u32)> = v.iter().copied().collect();
+        if distinct.len() as u32 >= sent * 8 || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!b.assigned().is_empty() && !a.assigned().is_empty(), "both members own queues after the rebalance");
+    let v = seen.lock().unwrap().clone();
+    for k in 0..8u32 {
+        let mut firsts = Vec::new();
+        let mut seen_k = std::collections::BTreeSet::new();
+        for &(key, i) in &v {
+            if key == k && seen_k.insert(i) {
+                firsts.push(i);
+            }
+        }
+        assert_eq!(firsts.len() as u32, sent, "key {k}: every message consumed");
+        assert!(firsts.windows(2).all(|w| w[0] < w[1]), "key {k} out of order: {firsts:?}");
+    }
+    a.shutdown();
+    b.shutdown();
+}

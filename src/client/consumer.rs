@@ -18,6 +18,8 @@ const PULL_BATCH: u32 = 32;
 /// Heartbeat and rebalance period (RocketMQ clients: 30 s and 20 s; shorter here so tests are quick).
 const REBALANCE_EVERY: Duration = Duration::from_secs(2);
 const COMMIT_EVERY: Duration = Duration::from_secs(1);
+/// Orderly consumers renew their queue locks this often (RocketMQ: 20 s; the broker lease is 60 s).
+const LOCK_RENEW_EVERY: Duration = Duration::from_secs(20);
 
 #[derive(Debug, Clone)]
 pub struct PullResult {
@@ -163,6 +165,22 @@ impl PullConsumer {
         Ok(())
     }
 
+    fn lock_body(&self, mq: &MessageQueue) -> String {
+        serde_json::json!({"consumerGroup": self.group, "clientId": self.ctx.client_id, "onlyThisBroker": false, "mqSet": [mq]})
+            .to_string()
+    }
+
+    /// Takes or renews the broker lock of `mq` for this client (orderly consumption).
+    pub fn lock(&self, mq: &MessageQueue) -> Result<bool, ClientError> {
+        let r = self.call(mq, Command::request(rq::LOCK_BATCH_MQ).with_body(self.lock_body(mq)))?;
+        let v: serde_json::Value = serde_json::from_slice(&r.body_bytes()).unwrap_or_default();
+        Ok(v["lockOKMQSet"].as_array().is_some_and(|a| !a.is_empty()))
+    }
+
+    pub fn unlock(&self, mq: &MessageQueue) -> Result<(), ClientError> {
+        self.call(mq, Command::request(rq::UNLOCK_BATCH_MQ).with_body(self.lock_body(mq))).map(|_| ())
+    }
+
     /// Consumer ids of the group, sorted (from any broker of `topic`).
     pub fn consumer_ids(&self, topic: &str) -> Result<Vec<String>, ClientError> {
         let route = self.ctx.route(topic, false)?;
@@ -211,6 +229,7 @@ pub struct PushConsumer {
     pull: PullConsumer,
     subs: Vec<(String, String)>,
     broadcasting: bool,
+    orderly: bool,
     start_from: StartFrom,
     listener: Listener,
     running: Arc<AtomicBool>,
@@ -228,6 +247,7 @@ impl PushConsumer {
             pull: PullConsumer::new(namesrv, group),
             subs: Vec::new(),
             broadcasting: false,
+            orderly: false,
             start_from: StartFrom::Last,
             listener: Arc::new(listener),
             running: Arc::new(AtomicBool::new(false)),
@@ -238,6 +258,13 @@ impl PushConsumer {
 
     pub fn subscribe(&mut self, topic: &str, expr: &str) {
         self.subs.push((topic.into(), expr.into()));
+    }
+
+    /// Orderly consumption: a queue is consumed only while this client holds its broker lock
+    /// (LOCK_BATCH_MQ, renewed every 20 s, released when the queue moves away), so per-queue order
+    /// holds across rebalances.
+    pub fn orderly(&mut self, on: bool) {
+        self.orderly = on;
     }
 
     pub fn broadcasting(&mut self, on: bool) {
@@ -277,6 +304,7 @@ impl PushConsumer {
             pull: self.pull.clone(),
             subs: self.subs.clone(),
             broadcasting: self.broadcasting,
+            orderly: self.orderly,
             start_from: self.start_from,
             listener: self.listener.clone(),
             running: self.running.clone(),
@@ -360,6 +388,10 @@ impl PushConsumer {
     }
 
     fn pull_loop(self, q: MessageQueue, expr: String, flag: Arc<AtomicBool>) {
+        if self.orderly && !self.acquire_lock(&q, &flag) {
+            return;
+        }
+        let mut last_lock = Instant::now();
         let mut offset = loop {
             match self.start_offset(&q) {
                 Ok(o) => break o,
@@ -388,10 +420,30 @@ impl PushConsumer {
                 committed = offset;
                 last_commit = Instant::now();
             }
+            if self.orderly && last_lock.elapsed() >= LOCK_RENEW_EVERY {
+                last_lock = Instant::now();
+                if !self.pull.lock(&q).unwrap_or(false) {
+                    break; // lost the lock: stop before consuming out of order
+                }
+            }
         }
         if offset != committed {
             self.save_offset(&q, offset);
         }
+        if self.orderly {
+            let _ = self.pull.unlock(&q);
+        }
+    }
+
+    /// Waits until this client holds the queue's lock; false if the queue moved away meanwhile.
+    fn acquire_lock(&self, q: &MessageQueue, flag: &AtomicBool) -> bool {
+        while flag.load(Ordering::SeqCst) && self.running.load(Ordering::SeqCst) {
+            if self.pull.lock(q).unwrap_or(false) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
     }
 
     pub fn shutdown(&self) {
