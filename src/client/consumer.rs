@@ -145,7 +145,13 @@ impl PullConsumer {
     pub fn heartbeat(&self, subs: &[(String, String)], model: &str) -> Result<(), ClientError> {
         let sub_data: Vec<serde_json::Value> = subs
             .iter()
-            .map(|(t, e)| serde_json::json!({"topic": t, "subString": e, "expressionType": "TAG", "subVersion": 0, "classFilterMode": false}))
+            .map(|(t, e)| {
+                let tags: Vec<&str> =
+                    if e.trim() == "*" { vec![] } else { e.split("||").map(str::trim).filter(|t| !t.is_empty()).collect() };
+                let codes: Vec<i64> = tags.iter().map(|t| crate::protocol::message::java_string_hash(t)).collect();
+                serde_json::json!({"topic": t, "subString": e, "expressionType": "TAG", "subVersion": 0,
+                    "classFilterMode": false, "tagsSet": tags, "codeSet": codes})
+            })
             .collect();
         let body = serde_json::json!({
             "clientID": self.ctx.client_id,
