@@ -146,8 +146,11 @@ impl PullConsumer {
         let sub_data: Vec<serde_json::Value> = subs
             .iter()
             .map(|(t, e)| {
-                let tags: Vec<&str> =
-                    if e.trim() == "*" { vec![] } else { e.split("||").map(str::trim).filter(|t| !t.is_empty()).collect() };
+                let tags: Vec<&str> = if e.trim() == "*" {
+                    vec![]
+                } else {
+                    e.split("||").map(str::trim).filter(|t| !t.is_empty()).collect()
+                };
                 let codes: Vec<i64> = tags.iter().map(|t| crate::protocol::message::java_string_hash(t)).collect();
                 serde_json::json!({"topic": t, "subString": e, "expressionType": "TAG", "subVersion": 0,
                     "classFilterMode": false, "tagsSet": tags, "codeSet": codes})

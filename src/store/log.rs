@@ -41,7 +41,7 @@ pub const MAX_BATCH_BYTES: u64 = 4 << 20;
 /// latency-bound: 64 KiB blocks measured 140 MB/s here, 1 MiB raw reads 900 MB/s).
 pub const READ_BLOCK_BYTES: u64 = 256 << 10;
 /// Zero-fill chunk for pre-writing segments.
-const PREWRITE_CHUNK_BYTES: usize = 1 << 20;
+const PREWRITE_CHUNK_BYTES: usize = super::io::ZERO_CHUNK_BYTES;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -197,11 +197,10 @@ impl<D: Disk> CommitLog<D> {
         let io_err = |e: std::io::Error| StoreError::io(&path, &e);
         let file = self.disk.open(&path).await.map_err(io_err)?;
         let existing = file.size().await.map_err(io_err)?;
-        let zeros = vec![0u8; PREWRITE_CHUNK_BYTES];
         let mut pos = align_down(existing);
         while pos < self.cfg.segment_bytes {
             let n = (self.cfg.segment_bytes - pos).min(PREWRITE_CHUNK_BYTES as u64) as usize;
-            file.write_at(&zeros[..n], pos).await.map_err(io_err)?;
+            file.write_zeros(pos, n).await.map_err(io_err)?;
             pos += n as u64;
         }
         file.sync().await.map_err(io_err)?;
