@@ -601,15 +601,21 @@ impl<D: Disk> CommitLog<D> {
         Some(Bytes::from(out))
     }
 
-    /// Deletes whole segments that end at or before `before` (never the active one); returns the new
-    /// minimum offset.
+    /// Deletes whole segments that end at or before `before`; never the active segment nor any
+    /// segment holding bytes not yet flushed (regression: retention once deleted a just-rolled
+    /// segment whose tail was still queued for the flusher). Returns the new minimum offset.
     pub async fn delete_segments_before(&self, before: u64) -> Result<u64, StoreError> {
         loop {
             let victim = {
                 let s = self.state.borrow();
-                let active = self.segment_start(s.write_pos);
+                let active = self.segment_start(s.flushed_pos.min(s.write_pos));
+                let pending: Vec<u64> = s.pending_old.iter().map(|o| self.segment_start(o.base)).collect();
                 match s.segments.keys().next() {
-                    Some(&start) if start < active && start + self.cfg.segment_bytes <= before => Some(start),
+                    Some(&start)
+                        if start < active && !pending.contains(&start) && start + self.cfg.segment_bytes <= before =>
+                    {
+                        Some(start)
+                    }
                     _ => None,
                 }
             };
