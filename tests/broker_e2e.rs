@@ -156,12 +156,17 @@ fn data_topics_and_offsets_survive_restart_and_kill9() {
     }
     let c = PullConsumer::new(&s.namesrv(), "CG");
     let q = c.queues("Durable").unwrap()[0].clone();
+    c.heartbeat(&[("Durable".into(), "*".into())], "CLUSTERING").unwrap(); // creates group CG's config
     c.commit(&q, 7).unwrap();
     std::thread::sleep(Duration::from_secs(6)); // offsets persist every 5 s
     s.restart();
     let c = PullConsumer::new(&s.namesrv(), "CG");
     assert_eq!(pull_all(&c, "Durable", "*").len(), 50);
     assert_eq!(c.committed_offset(&q).unwrap(), Some(7));
+    let conn = Connection::connect(&s.shard_addr(0), T).unwrap();
+    let groups = conn.call(Command::request(rq::GET_ALL_SUBSCRIPTIONGROUP_CONFIG), T).unwrap().body_bytes();
+    let groups: serde_json::Value = serde_json::from_slice(&groups).unwrap();
+    assert_eq!(groups["subscriptionGroupTable"]["CG"]["retryMaxTimes"], 16, "group config survives restart");
     let p = Producer::new(&s.namesrv(), "PG");
     for i in 50..80 {
         p.send(&Message::new("Durable", format!("d{i}"))).unwrap();

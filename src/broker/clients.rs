@@ -143,6 +143,7 @@ pub fn heartbeat(b: &Broker, conn: &Rc<Conn>, req: &Command) -> Command {
             model
         };
         ensure_retry_topic(b, &group);
+        b.groups.borrow_mut().ensure(&group);
         let mut reg = b.clients.borrow_mut();
         if reg.upsert_consumer(&group, &client_id, conn, model) {
             changed.push(group.clone());
@@ -257,14 +258,12 @@ pub fn consumer_list(b: &Broker, req: &Command) -> Command {
 pub fn all_groups(b: &Broker, req: &Command) -> Command {
     let mut names: std::collections::BTreeSet<String> = b.clients.borrow().consumers.keys().cloned().collect();
     names.extend(b.offsets.borrow().entries().into_iter().map(|(g, ..)| g));
-    let table: serde_json::Map<String, Value> = names
-        .into_iter()
-        .map(|g| {
-            let cfg = serde_json::json!({"groupName": g, "consumeEnable": true, "consumeBroadcastEnable": true,
-                "retryQueueNums": 1, "retryMaxTimes": super::retry::DEFAULT_MAX_RECONSUME, "brokerId": 0});
-            (g, cfg)
-        })
-        .collect();
+    let mut groups = b.groups.borrow_mut();
+    for n in &names {
+        groups.ensure(n);
+    }
+    let table: serde_json::Map<String, Value> =
+        groups.groups.iter().map(|(g, cfg)| (g.clone(), serde_json::to_value(cfg).unwrap_or(Value::Null))).collect();
     let body = serde_json::json!({"subscriptionGroupTable": table, "dataVersion": b.topics.borrow().version});
     req.response_to(rs::SUCCESS).with_body(body.to_string())
 }

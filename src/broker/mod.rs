@@ -6,6 +6,7 @@
 //! control plane (`shard::control`).
 
 pub mod clients;
+pub mod groups;
 pub mod offsets;
 pub mod pull;
 pub mod query;
@@ -42,6 +43,7 @@ pub struct Broker {
     pub store: Store<DmaDisk>,
     pub topics: RefCell<TopicTable>,
     pub offsets: RefCell<OffsetTable>,
+    pub groups: RefCell<groups::GroupTable>,
     pub clients: RefCell<ClientRegistry>,
     pub polls: RefCell<LongPolls>,
     pub schedule: RefCell<schedule::ScheduleProgress>,
@@ -95,6 +97,7 @@ impl Broker {
             store,
             topics: RefCell::new(topics),
             offsets: RefCell::new(offsets),
+            groups: RefCell::new(groups::GroupTable::load(&dir)),
             clients: RefCell::new(ClientRegistry::default()),
             polls: RefCell::new(LongPolls::default()),
             schedule: RefCell::new(schedule::ScheduleProgress::load(&dir)),

@@ -27,11 +27,8 @@ pub async fn send_back(b: &Rc<Broker>, req: &Command) -> Command {
         (Err(e), _) | (_, Err(e)) => return e,
     };
     let delay_level: i32 = opt_field(req, "delayLevel").unwrap_or(0);
-    let max = if req.version >= 121 {
-        opt_field(req, "maxReconsumeTimes").unwrap_or(DEFAULT_MAX_RECONSUME)
-    } else {
-        DEFAULT_MAX_RECONSUME
-    };
+    let group_max = b.groups.borrow().retry_max_times(&group);
+    let max = if req.version >= 121 { opt_field(req, "maxReconsumeTimes").unwrap_or(group_max) } else { group_max };
     let orig = match b.store.read_message(offset).await {
         Ok(m) => m,
         Err(e) => {

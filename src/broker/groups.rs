@@ -1,0 +1,91 @@
+//! Subscription-group configuration of one shard (RocketMQ's `subscriptionGroup.json`): created on
+//! first heartbeat of a consumer group, persisted to `config/groups.json`, survives restart, served by
+//! GET_ALL_SUBSCRIPTIONGROUP_CONFIG. `retryMaxTimes` is the reconsume limit of CONSUMER_SEND_MSG_BACK
+//! when a client does not send its own.
+
+use crate::store::checkpoint::write_atomic;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// RocketMQ's SubscriptionGroupConfig (the settings ringmq honours, with RocketMQ's defaults).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GroupConfig {
+    pub group_name: String,
+    pub consume_enable: bool,
+    pub consume_broadcast_enable: bool,
+    pub retry_queue_nums: u32,
+    pub retry_max_times: i32,
+    pub broker_id: u64,
+    pub notify_consumer_ids_changed_enable: bool,
+}
+
+impl Default for GroupConfig {
+    fn default() -> GroupConfig {
+        GroupConfig {
+            group_name: String::new(),
+            consume_enable: true,
+            consume_broadcast_enable: true,
+            retry_queue_nums: 1,
+            retry_max_times: super::retry::DEFAULT_MAX_RECONSUME,
+            broker_id: 0,
+            notify_consumer_ids_changed_enable: true,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct GroupTable {
+    pub groups: BTreeMap<String, GroupConfig>,
+    path: PathBuf,
+}
+
+impl GroupTable {
+    pub fn load(dir: &Path) -> GroupTable {
+        let path = dir.join("groups.json");
+        let groups = std::fs::read(&path).ok().and_then(|d| serde_json::from_slice(&d).ok()).unwrap_or_default();
+        GroupTable { groups, path }
+    }
+
+    /// Creates the group's configuration if it has none; true when created.
+    pub fn ensure(&mut self, group: &str) -> bool {
+        if self.groups.contains_key(group) {
+            return false;
+        }
+        self.groups.insert(group.to_string(), GroupConfig { group_name: group.to_string(), ..Default::default() });
+        self.persist();
+        true
+    }
+
+    pub fn retry_max_times(&self, group: &str) -> i32 {
+        self.groups.get(group).map_or(super::retry::DEFAULT_MAX_RECONSUME, |g| g.retry_max_times)
+    }
+
+    fn persist(&self) {
+        let result = std::fs::create_dir_all(self.path.parent().unwrap_or(Path::new(".")))
+            .and_then(|_| serde_json::to_vec_pretty(&self.groups).map_err(std::io::Error::other))
+            .and_then(|data| write_atomic(&self.path, &data));
+        if let Err(e) = result {
+            tracing::error!(file = %self.path.display(), error = %e, "cannot persist subscription groups");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_persist_and_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = GroupTable::load(dir.path());
+        assert!(t.ensure("G1"));
+        assert!(!t.ensure("G1"));
+        let again = GroupTable::load(dir.path());
+        assert_eq!(again.groups["G1"].retry_max_times, 16);
+        let v = serde_json::to_value(&again.groups["G1"]).unwrap();
+        assert_eq!(v["groupName"], "G1");
+        assert_eq!(v["retryQueueNums"], 1);
+    }
+}
