@@ -3,7 +3,6 @@
 //! GET_ALL_SUBSCRIPTIONGROUP_CONFIG. `retryMaxTimes` is the reconsume limit of CONSUMER_SEND_MSG_BACK
 //! when a client does not send its own.
 
-use crate::store::checkpoint::write_atomic;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -44,7 +43,7 @@ pub struct GroupTable {
 impl GroupTable {
     pub fn load(dir: &Path) -> GroupTable {
         let path = dir.join("groups.json");
-        let groups = std::fs::read(&path).ok().and_then(|d| serde_json::from_slice(&d).ok()).unwrap_or_default();
+        let groups = super::config_file::load(&path, None);
         GroupTable { groups, path }
     }
 
@@ -63,12 +62,7 @@ impl GroupTable {
     }
 
     fn persist(&self) {
-        let result = std::fs::create_dir_all(self.path.parent().unwrap_or(Path::new(".")))
-            .and_then(|_| serde_json::to_vec_pretty(&self.groups).map_err(std::io::Error::other))
-            .and_then(|data| write_atomic(&self.path, &data));
-        if let Err(e) = result {
-            tracing::error!(file = %self.path.display(), error = %e, "cannot persist subscription groups");
-        }
+        super::config_file::save(&self.path, None, &self.groups);
     }
 }
 

@@ -6,6 +6,7 @@
 //! control plane (`shard::control`).
 
 pub mod clients;
+pub mod config_file;
 pub mod groups;
 pub mod offsets;
 pub mod pull;

@@ -9,7 +9,6 @@
 use super::{Broker, field};
 use crate::protocol::Command;
 use crate::protocol::codes::response as rs;
-use crate::store::checkpoint::write_atomic;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -32,11 +31,7 @@ fn key(group: &str, topic: &str) -> String {
 impl OffsetTable {
     pub fn load(dir: &Path) -> OffsetTable {
         let path = dir.join("offsets.json");
-        let table = std::fs::read(&path)
-            .ok()
-            .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok())
-            .and_then(|v| serde_json::from_value(v["offsetTable"].clone()).ok())
-            .unwrap_or_default();
+        let table = super::config_file::load(&path, Some("offsetTable"));
         OffsetTable { table, dirty: false, path }
     }
 
@@ -66,14 +61,8 @@ impl OffsetTable {
         if !self.dirty {
             return;
         }
-        let json = serde_json::json!({ "offsetTable": self.table });
-        let result = std::fs::create_dir_all(self.path.parent().unwrap_or(Path::new(".")))
-            .and_then(|_| write_atomic(&self.path, json.to_string().as_bytes()));
-        match result {
-            Ok(()) => self.dirty = false,
-            Err(e) => {
-                tracing::error!(file = %self.path.display(), error = %e, "cannot persist consumer offsets")
-            }
+        if super::config_file::save(&self.path, Some("offsetTable"), &self.table) {
+            self.dirty = false;
         }
     }
 }

@@ -57,11 +57,7 @@ pub struct ScheduleProgress {
 impl ScheduleProgress {
     pub fn load(dir: &Path) -> ScheduleProgress {
         let path = dir.join("delay_offsets.json");
-        let offsets = std::fs::read(&path)
-            .ok()
-            .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok())
-            .and_then(|v| serde_json::from_value(v["offsetTable"].clone()).ok())
-            .unwrap_or_default();
+        let offsets = super::config_file::load(&path, Some("offsetTable"));
         ScheduleProgress { offsets, dirty: false, path }
     }
 
@@ -78,12 +74,8 @@ impl ScheduleProgress {
         if !self.dirty {
             return;
         }
-        let json = serde_json::json!({ "offsetTable": self.offsets });
-        let r = std::fs::create_dir_all(self.path.parent().unwrap_or(Path::new(".")))
-            .and_then(|_| crate::store::checkpoint::write_atomic(&self.path, json.to_string().as_bytes()));
-        match r {
-            Ok(()) => self.dirty = false,
-            Err(e) => tracing::error!(file = %self.path.display(), error = %e, "cannot persist delay progress"),
+        if super::config_file::save(&self.path, Some("offsetTable"), &self.offsets) {
+            self.dirty = false;
         }
     }
 }

@@ -8,7 +8,6 @@ use crate::config::Config;
 use crate::protocol::Command;
 use crate::protocol::codes::response as rs;
 use crate::protocol::message::TOPIC_MAX_BYTES;
-use crate::store::checkpoint::write_atomic;
 use crate::store::now_ms;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -111,14 +110,7 @@ pub fn is_sendable(name: &str) -> bool {
 impl TopicTable {
     pub fn load(dir: &Path, cfg: &Config) -> TopicTable {
         let path = dir.join("topics.json");
-        let topics: BTreeMap<String, TopicConfig> = std::fs::read(&path)
-            .ok()
-            .and_then(|d| {
-                serde_json::from_slice(&d)
-                    .map_err(|e| tracing::error!(file = %path.display(), error = %e, "unreadable topic table"))
-                    .ok()
-            })
-            .unwrap_or_default();
+        let topics: BTreeMap<String, TopicConfig> = super::config_file::load(&path, None);
         let mut t =
             TopicTable { topics, version: DataVersion { counter: 1, state_version: 0, timestamp: now_ms() }, path };
         if cfg.auto_create_topic {
@@ -160,12 +152,7 @@ impl TopicTable {
     }
 
     fn persist(&self) {
-        let result = std::fs::create_dir_all(self.path.parent().unwrap_or(Path::new(".")))
-            .and_then(|_| serde_json::to_vec_pretty(&self.topics).map_err(std::io::Error::other))
-            .and_then(|data| write_atomic(&self.path, &data));
-        if let Err(e) = result {
-            tracing::error!(file = %self.path.display(), error = %e, "cannot persist topic table");
-        }
+        super::config_file::save(&self.path, None, &self.topics);
     }
 
     /// RocketMQ's TopicConfigSerializeWrapper JSON for REGISTER_BROKER and GET_ALL_TOPIC_CONFIG.
