@@ -9,7 +9,7 @@ mod common;
 use common::Server;
 use rocketmq_client_rust::{
     ClientRuntime, ClientRuntimeConfig, ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus, DefaultLitePullConsumer,
-    DefaultMQProducer, DefaultMQPushConsumer, MQPushConsumer, SendStatus, TelemetryHandle,
+    DefaultMQProducer, DefaultMQPushConsumer, MQPushConsumer, MessageSelector, SendStatus, TelemetryHandle,
 };
 use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
 use rocketmq_model::common::message::message_ext::MessageExt;
@@ -20,13 +20,10 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 static OWNER: LazyLock<RuntimeOwner> = LazyLock::new(|| {
-    RuntimeOwner::plan(RuntimeConfig {
-        thread_name: "compat".to_string(),
-        ..Default::default()
-    })
-    .expect("runtime plan")
-    .build()
-    .expect("runtime owner")
+    RuntimeOwner::plan(RuntimeConfig { thread_name: "compat".to_string(), ..Default::default() })
+        .expect("runtime plan")
+        .build()
+        .expect("runtime owner")
 });
 
 fn rt(scope: &'static str) -> Arc<ClientRuntime> {
@@ -49,9 +46,7 @@ async fn producer(ns: &str, group: &str) -> DefaultMQProducer {
 }
 
 async fn create_topic(p: &mut DefaultMQProducer, topic: &str, queues: i32) {
-    p.create_topic("TBW102", topic, queues, HashMap::new())
-        .await
-        .expect("create topic");
+    p.create_topic("TBW102", topic, queues, HashMap::new()).await.expect("create topic");
     for _ in 0..100 {
         if p.fetch_publish_message_queues(topic).await.is_ok_and(|q| !q.is_empty()) {
             return;
@@ -62,18 +57,11 @@ async fn create_topic(p: &mut DefaultMQProducer, topic: &str, queues: i32) {
 }
 
 fn msg(topic: &str, tag: &str, key: &str, body: &str) -> Message {
-    Message::builder()
-        .topic(topic)
-        .tags(tag)
-        .key(key)
-        .body_slice(body.as_bytes())
-        .build_unchecked()
+    Message::builder().topic(topic).tags(tag).key(key).body_slice(body.as_bytes()).build_unchecked()
 }
 
 fn body_of(m: &MessageExt) -> String {
-    m.body()
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default()
+    m.body().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
 }
 
 async fn wait_for(seen: &Arc<Mutex<Vec<String>>>, n: usize, secs: u64) -> Vec<String> {
@@ -103,9 +91,8 @@ async fn send_single_and_batch_then_push_consume_with_tag_filter() {
         assert_eq!(r.send_status, SendStatus::SendOk);
         offset_ids.insert(r.offset_msg_id.clone().unwrap());
     }
-    let batch: Vec<Message> = (0..10)
-        .map(|i| msg("CompatOrders", "TagA", &format!("b{i}"), &format!("batch{i}")))
-        .collect();
+    let batch: Vec<Message> =
+        (0..10).map(|i| msg("CompatOrders", "TagA", &format!("b{i}"), &format!("batch{i}"))).collect();
     let br = p.send_batch(batch).await.unwrap();
     assert_eq!(br.send_status, SendStatus::SendOk);
 
@@ -196,5 +183,65 @@ async fn ordered_sends_keep_per_key_order_and_lite_pull_reads_them() {
         assert_eq!(v, sorted, "key {k} kept its order");
     }
     c.shutdown().await;
+    p.shutdown().await;
+}
+
+async fn push_consumer(
+    ns: &str,
+    group: &str,
+    topic: &str,
+    selector: MessageSelector,
+) -> (DefaultMQPushConsumer, Arc<Mutex<Vec<String>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let mut c = DefaultMQPushConsumer::builder(rt("push-sel"))
+        .consumer_group(group.to_string())
+        .name_server_addr(ns.to_string())
+        .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
+        .build();
+    c.subscribe_with_selector(topic, Some(selector)).await.unwrap();
+    c.register_message_listener_concurrently(move |msgs: &[&MessageExt], _: &ConsumeConcurrentlyContext| {
+        sink.lock().unwrap().extend(msgs.iter().map(|m| body_of(m)));
+        Ok(ConsumeConcurrentlyStatus::ConsumeSuccess)
+    });
+    c.start().await.unwrap();
+    (c, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql92_subscription_and_delay_level_with_a_real_client() {
+    let s = Server::start(1, &[]);
+    let ns = s.namesrv();
+    let mut p = producer(&ns, "compat_pg_sql").await;
+    create_topic(&mut p, "CompatSql", 2).await;
+    for price in 0..10 {
+        let m = Message::builder()
+            .topic("CompatSql")
+            .tags(if price % 2 == 0 { "even" } else { "odd" })
+            .body_slice(format!("p{price}").as_bytes())
+            .raw_property("price", price.to_string())
+            .unwrap()
+            .build_unchecked();
+        p.send_with_timeout(m, 5_000).await.unwrap().unwrap();
+    }
+    let (mut c, seen) =
+        push_consumer(&ns, "compat_sql", "CompatSql", MessageSelector::by_sql("price > 5 AND TAGS = 'odd'")).await;
+    let got: BTreeSet<String> = wait_for(&seen, 2, 30).await.into_iter().collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got_after: BTreeSet<String> = seen.lock().unwrap().iter().cloned().collect();
+    assert_eq!(got, ["p7".to_string(), "p9".to_string()].into_iter().collect::<BTreeSet<_>>());
+    assert_eq!(got, got_after, "nothing outside the SQL92 filter is delivered");
+    c.shutdown().await;
+
+    create_topic(&mut p, "CompatDelay", 1).await;
+    let (mut d, delayed) = push_consumer(&ns, "compat_delay", "CompatDelay", MessageSelector::by_tag("*")).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sent = std::time::Instant::now();
+    let m = Message::builder().topic("CompatDelay").body_slice(b"later").delay_level(1).build_unchecked();
+    p.send_with_timeout(m, 5_000).await.unwrap().unwrap();
+    let got = wait_for(&delayed, 1, 10).await;
+    assert_eq!(got, vec!["later".to_string()]);
+    assert!(sent.elapsed() >= Duration::from_millis(990), "delivered after its 1 s delay level: {:?}", sent.elapsed());
+    d.shutdown().await;
     p.shutdown().await;
 }
