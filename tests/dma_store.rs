@@ -7,19 +7,7 @@ use ringmq::store::io::DmaDisk;
 use ringmq::store::{FlushMode, Store, StoreConfig};
 
 fn msg(i: u32) -> MessageToStore {
-    MessageToStore {
-        topic: "T".into(),
-        queue_id: 0,
-        flag: 0,
-        body: Bytes::from(i.to_be_bytes().repeat(256)),
-        properties: String::new(),
-        sys_flag: 0,
-        born_timestamp_ms: 0,
-        born_host: "127.0.0.1:1".parse().unwrap(),
-        store_host: "127.0.0.1:2".parse().unwrap(),
-        reconsume_times: 0,
-        prepared_transaction_offset: 0,
-    }
+    MessageToStore::simple("T", 0, Bytes::from(i.to_be_bytes().repeat(256)), String::new())
 }
 
 /// Regression: on a fresh data directory the first file glommio opened was empty, glommio concluded

@@ -96,33 +96,8 @@ async fn send_single_and_batch_then_push_consume_with_tag_filter() {
     let br = p.send_batch(batch).await.unwrap();
     assert_eq!(br.send_status, SendStatus::SendOk);
 
-    let all = Arc::new(Mutex::new(Vec::new()));
-    let sink = all.clone();
-    let mut c = DefaultMQPushConsumer::builder(rt("push"))
-        .consumer_group("compat_cg_all".to_string())
-        .name_server_addr(ns.clone())
-        .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
-        .build();
-    c.subscribe("CompatOrders", "*").await.unwrap();
-    c.register_message_listener_concurrently(move |msgs: &[&MessageExt], _: &ConsumeConcurrentlyContext| {
-        sink.lock().unwrap().extend(msgs.iter().map(|m| body_of(m)));
-        Ok(ConsumeConcurrentlyStatus::ConsumeSuccess)
-    });
-    c.start().await.unwrap();
-
-    let tagged = Arc::new(Mutex::new(Vec::new()));
-    let sink = tagged.clone();
-    let mut t = DefaultMQPushConsumer::builder(rt("push-tag"))
-        .consumer_group("compat_cg_tag".to_string())
-        .name_server_addr(ns.clone())
-        .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
-        .build();
-    t.subscribe("CompatOrders", "TagB").await.unwrap();
-    t.register_message_listener_concurrently(move |msgs: &[&MessageExt], _: &ConsumeConcurrentlyContext| {
-        sink.lock().unwrap().extend(msgs.iter().map(|m| body_of(m)));
-        Ok(ConsumeConcurrentlyStatus::ConsumeSuccess)
-    });
-    t.start().await.unwrap();
+    let (mut c, all) = push_consumer(&ns, "compat_cg_all", "CompatOrders", MessageSelector::by_tag("*")).await;
+    let (mut t, tagged) = push_consumer(&ns, "compat_cg_tag", "CompatOrders", MessageSelector::by_tag("TagB")).await;
 
     let got: BTreeSet<String> = wait_for(&all, 30, 40).await.into_iter().collect();
     assert_eq!(got.len(), 30, "every single and batch message consumed: {got:?}");

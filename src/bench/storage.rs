@@ -133,19 +133,8 @@ async fn raw_limits(cfg: &StorageBenchConfig) -> std::io::Result<(f64, f64, Late
 }
 
 fn record(i: usize) -> MessageToStore {
-    MessageToStore {
-        topic: "BenchTopic".into(),
-        queue_id: (i % 16) as i32,
-        flag: 0,
-        body: Bytes::from(vec![b'x'; 1024 - 120]),
-        properties: properties_encode([("TAGS", "bench")]),
-        sys_flag: 0,
-        born_timestamp_ms: 0,
-        born_host: "127.0.0.1:1".parse().expect("literal address"),
-        store_host: "127.0.0.1:10911".parse().expect("literal address"),
-        reconsume_times: 0,
-        prepared_transaction_offset: 0,
-    }
+    let props = properties_encode([("TAGS", "bench")]);
+    MessageToStore::simple("BenchTopic", (i % 16) as i32, Bytes::from(vec![b'x'; 1024 - 120]), props)
 }
 
 async fn open_store(dir: &Path, flush: FlushMode, segment_bytes: u64) -> Result<Rc<Store<DmaDisk>>, String> {

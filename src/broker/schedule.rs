@@ -186,19 +186,7 @@ mod tests {
 
     #[test]
     fn park_sets_real_topic_and_queue() {
-        let mut m = MessageToStore {
-            topic: "T".into(),
-            queue_id: 3,
-            flag: 0,
-            body: bytes::Bytes::new(),
-            properties: String::new(),
-            sys_flag: 0,
-            born_timestamp_ms: 0,
-            born_host: "127.0.0.1:1".parse().unwrap(),
-            store_host: "127.0.0.1:2".parse().unwrap(),
-            reconsume_times: 0,
-            prepared_transaction_offset: 0,
-        };
+        let mut m = MessageToStore::simple("T", 3, bytes::Bytes::new(), String::new());
         park(&mut m, 40, 18);
         assert_eq!((m.topic.as_str(), m.queue_id), (SCHEDULE_TOPIC, 17));
         assert_eq!(property_get(&m.properties, REAL_TOPIC), Some("T"));

@@ -98,6 +98,24 @@ impl MessageToStore {
             + self.properties.len()
     }
 
+    /// A plain message (no transaction, no retry) between loopback hosts: for tests, benchmarks and
+    /// tools.
+    pub fn simple(topic: &str, queue_id: i32, body: impl Into<Bytes>, properties: String) -> MessageToStore {
+        MessageToStore {
+            topic: topic.into(),
+            queue_id,
+            flag: 0,
+            body: body.into(),
+            properties,
+            sys_flag: 0,
+            born_timestamp_ms: 0,
+            born_host: SocketAddr::from(([127, 0, 0, 1], 1)),
+            store_host: SocketAddr::from(([127, 0, 0, 1], 10911)),
+            reconsume_times: 0,
+            prepared_transaction_offset: 0,
+        }
+    }
+
     /// The sysFlag with the host bits set from the actual addresses.
     pub fn effective_sys_flag(&self) -> i32 {
         let mut f = self.sys_flag & !(FLAG_BORNHOST_V6 | FLAG_STOREHOST_V6);

@@ -20,19 +20,8 @@ fn cfg(dir: &std::path::Path) -> StoreConfig {
 }
 
 fn msg(topic: &str, queue_id: i32, body: &[u8], tag: &str) -> MessageToStore {
-    MessageToStore {
-        topic: topic.into(),
-        queue_id,
-        flag: 0,
-        body: Bytes::copy_from_slice(body),
-        properties: properties_encode([("TAGS", tag), ("KEYS", "k1 k2")]),
-        sys_flag: 0,
-        born_timestamp_ms: 1,
-        born_host: "127.0.0.1:1234".parse().unwrap(),
-        store_host: "127.0.0.1:10911".parse().unwrap(),
-        reconsume_times: 0,
-        prepared_transaction_offset: 0,
-    }
+    let props = properties_encode([("TAGS", tag), ("KEYS", "k1 k2")]);
+    MessageToStore::simple(topic, queue_id, Bytes::copy_from_slice(body), props)
 }
 
 fn open(disk: &FakeDisk, c: &StoreConfig) -> Result<Store<FakeDisk>, StoreError> {
