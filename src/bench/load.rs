@@ -341,13 +341,29 @@ pub fn run(w: &Workload, broker_pid: Option<u32>) -> Result<Report, String> {
     let start = Instant::now();
     let mut report = Report { workload: Some(w.clone()), ..Default::default() };
     let (mut last_t, mut last_p, mut last_c) = (start, pub0, con0);
+    let live = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let mut last_live = Instant::now();
     while start.elapsed() < Duration::from_secs(w.duration) {
         std::thread::sleep(Duration::from_millis(200));
+        if live && last_live.elapsed() >= Duration::from_secs(1) {
+            last_live = Instant::now();
+            let secs = start.elapsed().as_secs_f64();
+            let (p, c) =
+                (shared.published.load(Ordering::Relaxed) - pub0, shared.consumed.load(Ordering::Relaxed) - con0);
+            print!(
+                "\r{:>5.0}s  pub {:>9.0} msg/s  cons {:>9.0} msg/s  errors {}   ",
+                secs,
+                p as f64 / secs,
+                c as f64 / secs,
+                shared.errors.load(Ordering::Relaxed)
+            );
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+        }
         if last_t.elapsed() >= Duration::from_secs(w.report_every) || start.elapsed() >= Duration::from_secs(w.duration)
         {
             let (p, c) = (shared.published.load(Ordering::Relaxed), shared.consumed.load(Ordering::Relaxed));
             let period = snapshot(&shared, last_t.elapsed().as_secs_f64(), p - last_p, c - last_c, true);
-            println!("{}", describe(&period));
+            println!("{}{}", if live { "\r" } else { "" }, describe(&period));
             report.periods.push(period);
             (last_t, last_p, last_c) = (Instant::now(), p, c);
         }
