@@ -66,6 +66,9 @@ pub struct Config {
     pub truncate_corrupt_log: bool,
     /// Delay of each level for scheduled messages and retries (RocketMQ's messageDelayLevel).
     pub message_delay_level: String,
+    /// Longest accepted delay of a timer message (TIMER_DELIVER_MS etc.): RocketMQ's timerMaxDelaySec,
+    /// 3 days. Each pending timer costs ~40 bytes of memory, so this bounds how long they accumulate.
+    pub timer_max_delay_secs: u64,
     /// Half messages older than this without an END_TRANSACTION are checked back (RocketMQ's 6 s).
     pub transaction_timeout_ms: u64,
     /// How often unresolved half messages are checked (RocketMQ's transactionCheckInterval, 30 s).
@@ -102,6 +105,7 @@ impl Default for Config {
             broker_expiry_secs: 120,
             truncate_corrupt_log: false,
             message_delay_level: crate::broker::schedule::DEFAULT_DELAY_LEVELS.into(),
+            timer_max_delay_secs: 3 * 86_400,
             transaction_timeout_ms: 6_000,
             transaction_check_interval_ms: 30_000,
             metrics_addr: Some("127.0.0.1:5557".into()),
@@ -165,6 +169,7 @@ impl Config {
                 "diskMaxUsedSpaceRatio" => self.disk_max_used_ratio_percent = v.parse().map_err(|_| bad())?,
                 "maxMessageSize" => self.max_message_bytes = v.parse().map_err(|_| bad())?,
                 "messageDelayLevel" => self.message_delay_level = v.into(),
+                "timerMaxDelaySec" => self.timer_max_delay_secs = v.parse().map_err(|_| bad())?,
                 "brokerIP1" => self.broker_ip = Some(v.parse().map_err(|_| bad())?),
                 _ => {
                     tracing::warn!(key = k, file = %path.display(), "broker.conf key not used by ringmq")

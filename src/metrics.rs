@@ -46,6 +46,11 @@ pub struct Snapshot {
     /// (group, topic, queue) → messages behind.
     pub lag: Vec<(String, String, i32, u64)>,
     pub thread_id: i32,
+    /// Timer messages waiting for their delivery time.
+    pub timers_pending: u64,
+    pub timers_delivered: u64,
+    /// Half messages dropped after the check limit.
+    pub transactions_discarded: u64,
 }
 
 /// Shard-local counters (lives on its shard, `!Send`).
@@ -71,6 +76,10 @@ impl ShardMetrics {
             f.msgs_out += msgs_out;
             f.bytes_out += bytes_out;
         }
+    }
+
+    pub fn timers_delivered(&self, n: u64) {
+        self.inner.borrow_mut().timers_delivered += n;
     }
 
     pub fn flush(&self, us: u64) {
@@ -152,6 +161,10 @@ pub fn render(hub: &MetricsHub, data_dir: &std::path::Path) -> String {
         "Commit-log counters: appends, flushes, synced bytes, segment waits, cache hits, disk reads",
     );
     let waiters = gauge_family(&mut reg, "long_poll_waiters", "Pulls held by long polling");
+    let timers = gauge_family(&mut reg, "timers_pending", "Timer messages waiting for their delivery time");
+    let timers_out = counter_family(&mut reg, "timers_delivered", "Timer messages moved to their real topic");
+    let tx_discarded =
+        counter_family(&mut reg, "transactions_discarded", "Half messages discarded after the check limit");
     let conns = gauge_family(&mut reg, "connections", "Open client connections");
     let full = gauge_family(&mut reg, "disk_full", "1 while appends are refused for lack of disk space, by shard");
     let lag = gauge_family(
@@ -196,6 +209,9 @@ pub fn render(hub: &MetricsHub, data_dir: &std::path::Path) -> String {
             log.get_or_create(&labels(&[("counter", k.to_string())])).inc_by(v);
         }
         waiters.get_or_create(&labels(&[("shard", sh.clone())])).set(s.long_poll_waiters as i64);
+        timers.get_or_create(&labels(&[("shard", sh.clone())])).set(s.timers_pending as i64);
+        timers_out.get_or_create(&labels(&[("shard", sh.clone())])).inc_by(s.timers_delivered);
+        tx_discarded.get_or_create(&labels(&[("shard", sh.clone())])).inc_by(s.transactions_discarded);
         conns.get_or_create(&labels(&[("shard", sh.clone())])).set(s.connections as i64);
         full.get_or_create(&labels(&[("shard", sh.clone())])).set(s.disk_full as i64);
         for (g, t, q, n) in &s.lag {

@@ -14,6 +14,7 @@ pub mod query;
 pub mod retry;
 pub mod schedule;
 pub mod send;
+pub mod timer;
 pub mod topics;
 pub mod transaction;
 
@@ -48,6 +49,7 @@ pub struct Broker {
     pub clients: RefCell<ClientRegistry>,
     pub polls: RefCell<LongPolls>,
     pub schedule: RefCell<schedule::ScheduleProgress>,
+    pub timer: RefCell<timer::TimerWheel>,
     pub transactions: RefCell<transaction::Transactions>,
     pub control: Arc<ControlPlane>,
     pub metrics: crate::metrics::ShardMetrics,
@@ -102,6 +104,7 @@ impl Broker {
             clients: RefCell::new(ClientRegistry::default()),
             polls: RefCell::new(LongPolls::default()),
             schedule: RefCell::new(schedule::ScheduleProgress::load(&dir)),
+            timer: RefCell::new(timer::TimerWheel::load(&dir)),
             transactions: RefCell::new(transaction::Transactions::default()),
             control,
             metrics: Default::default(),

@@ -32,7 +32,7 @@ pub async fn query_message(b: &Broker, req: &Command) -> Command {
         let Ok(m) = StoredMessage::decode(&rec) else {
             continue;
         };
-        let hit = m.topic == topic && index_keys(&m.properties).contains(&key);
+        let hit = m.topic == topic && index_keys(&m.topic, &m.properties).contains(&key);
         let uniq_ok = !unique || property_get(&m.properties, keys::UNIQ_KEY) == Some(key.as_str());
         if hit && uniq_ok {
             last_ts = last_ts.max(m.store_timestamp_ms);

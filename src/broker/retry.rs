@@ -82,18 +82,24 @@ fn to_dlq(b: &Broker, m: &mut MessageToStore, group: &str) {
 }
 
 /// Send-path rules: a send to `%RETRY%<group>` past the maximum goes to the DLQ; a DELAY property
-/// parks the message on its level.
-pub fn apply_send_rules(b: &Broker, m: &mut MessageToStore, max_reconsume: Option<i32>) {
+/// parks the message on its level, else a timer property in the timer topic. An error is a
+/// MESSAGE_ILLEGAL remark.
+pub fn apply_send_rules(b: &Broker, m: &mut MessageToStore, max_reconsume: Option<i32>) -> Result<(), String> {
     if let Some(group) = m.topic.strip_prefix(RETRY_PREFIX).map(str::to_string) {
         let max = max_reconsume.unwrap_or(DEFAULT_MAX_RECONSUME);
         if m.reconsume_times > max || property_get(&m.properties, "DELAY") == Some("-1") {
             to_dlq(b, m, &group);
-            return;
+            return Ok(());
         }
     }
     let tx = m.sys_flag & crate::protocol::message::FLAG_TRANSACTION_MASK;
-    let committed_or_plain = tx == 0 || tx == crate::protocol::message::FLAG_TRANSACTION_COMMIT;
-    if let Some(level) = crate::store::dispatch::delay_level(&m.properties).filter(|_| committed_or_plain) {
-        park(m, level, b.delay_levels());
+    if tx != 0 && tx != crate::protocol::message::FLAG_TRANSACTION_COMMIT {
+        return Ok(());
     }
+    if let Some(level) = crate::store::dispatch::delay_level(&m.properties) {
+        m.properties = super::timer::strip(&m.properties);
+        park(m, level, b.delay_levels());
+        return Ok(());
+    }
+    super::timer::park_if_timed(m, b.cfg.timer_max_delay_secs)
 }

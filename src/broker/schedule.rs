@@ -153,22 +153,30 @@ pub async fn run_level(b: Rc<Broker>, level: u32) {
 }
 
 async fn deliver(b: &Rc<Broker>, phys: u64, verify: bool) -> Result<(), String> {
-    let s = match b.store.read_message(phys).await {
-        Ok(s) => s,
-        Err(crate::store::StoreError::NotFound(_)) => return Ok(()), // deleted by retention: skip
-        Err(e) => return Err(e.to_string()),
-    };
-    let Some(real) = unpark(b, &s) else {
-        tracing::warn!(phys, "scheduled record without REAL_TOPIC/REAL_QID: dropped");
-        return Ok(());
-    };
-    if verify && already_delivered(b, &s, &real.topic).await {
-        return Ok(());
-    }
+    let Some(real) = prepare_delivery(b, phys, verify).await? else { return Ok(()) };
     b.ensure_topic(&real.topic, real.queue_id as u32 + 1);
     b.store.put(std::slice::from_ref(&real), true).await.map_err(|e| e.to_string())?;
     b.wake_pollers(&real.topic, real.queue_id);
     Ok(())
+}
+
+/// Reads the parked record at `phys` and builds the message to store in its real topic; `None` when
+/// there is nothing to deliver (deleted by retention, malformed, or — checked when `verify` — already
+/// delivered before a crash).
+pub async fn prepare_delivery(b: &Broker, phys: u64, verify: bool) -> Result<Option<MessageToStore>, String> {
+    let s = match b.store.read_message(phys).await {
+        Ok(s) => s,
+        Err(crate::store::StoreError::NotFound(_)) => return Ok(None), // deleted by retention: skip
+        Err(e) => return Err(e.to_string()),
+    };
+    let Some(real) = unpark(b, &s) else {
+        tracing::warn!(phys, "parked record without REAL_TOPIC/REAL_QID: dropped");
+        return Ok(None);
+    };
+    if verify && already_delivered(b, &s, &real.topic).await {
+        return Ok(None);
+    }
+    Ok(Some(real))
 }
 
 #[cfg(test)]

@@ -160,7 +160,7 @@ fn build_messages(b: &Broker, conn: &Conn, req: &Command, h: &SendHeader) -> Res
             b.ensure_topic(super::transaction::HALF_TOPIC, 1);
             super::transaction::to_half(&mut m);
         } else {
-            super::retry::apply_send_rules(b, &mut m, h.max_reconsume_times);
+            super::retry::apply_send_rules(b, &mut m, h.max_reconsume_times).map_err(illegal)?;
         }
         return Ok(vec![m]);
     }
@@ -176,8 +176,10 @@ fn build_messages(b: &Broker, conn: &Conn, req: &Command, h: &SendHeader) -> Res
         if it.properties.len() > PROPERTIES_MAX_BYTES {
             return Err(illegal("a batch item's properties exceed 32767 bytes".into()));
         }
-        if property_get(&it.properties, keys::DELAY).is_some() {
-            return Err(illegal("batch messages cannot carry a delay level".into()));
+        if property_get(&it.properties, keys::DELAY).is_some()
+            || super::timer::requested_delivery(&it.properties, 0).ok().flatten().is_some()
+        {
+            return Err(illegal("batch messages cannot carry a delay level or a delivery time".into()));
         }
         out.push(MessageToStore { flag: it.flag, body: it.body, properties: it.properties, ..base.clone() });
     }

@@ -141,7 +141,10 @@ async fn end_inner(b: &Rc<Broker>, req: &Command) -> Option<Command> {
             return Some(req.response_to(rs::SYSTEM_ERROR).with_remark("half message lacks REAL_TOPIC/REAL_QID"));
         };
         b.ensure_topic(&real.topic, real.queue_id as u32 + 1);
-        super::retry::apply_send_rules(b, &mut real, None);
+        if let Err(why) = super::retry::apply_send_rules(b, &mut real, None) {
+            // The half message was accepted; a committed message is never dropped: deliver it now.
+            tracing::warn!(offset = qoff, %why, "committed message has an invalid delivery time; delivered now");
+        }
         batch.push(real);
     }
     let real_dest = batch.first().map(|m| (m.topic.clone(), m.queue_id));

@@ -310,6 +310,14 @@ pub fn property_set(s: &str, key: &str, value: &str) -> String {
     properties_encode(kept.into_iter().chain(std::iter::once((key, value))))
 }
 
+/// Removes every value of `key` from a property string.
+pub fn property_remove(s: &str, key: &str) -> String {
+    if property_get(s, key).is_none() {
+        return s.to_string();
+    }
+    properties_encode(properties_iter(s).filter(|(k, _)| *k != key))
+}
+
 /// Java `String.hashCode` over UTF-16 code units, sign-extended: RocketMQ's tag code (reference §3.7).
 pub fn java_string_hash(s: &str) -> i64 {
     let mut h: i32 = 0;

@@ -101,6 +101,7 @@ async fn housekeeping(b: Rc<Broker>) {
             last_offsets = Instant::now();
             b.offsets.borrow_mut().persist();
             b.schedule.borrow_mut().persist();
+            b.timer.borrow_mut().persist();
         }
         if last_metrics.elapsed() >= Duration::from_secs(1) {
             last_metrics = Instant::now();
@@ -122,6 +123,8 @@ fn publish_metrics(b: &Broker) {
     let mut snap = b.metrics.inner.borrow().clone();
     snap.log = b.store.log().stats();
     snap.long_poll_waiters = b.polls.borrow().len() as u64;
+    snap.timers_pending = b.timer.borrow().pending() as u64;
+    snap.transactions_discarded = b.transactions.borrow().discarded.get();
     snap.connections = b.connections.get();
     snap.disk_full = b.store.disk_full().is_some();
     let committed = b.offsets.borrow().entries();
@@ -149,6 +152,7 @@ pub fn spawn_all(b: &Rc<Broker>) -> Vec<Task<()>> {
         glommio::spawn_local(retention(b.clone())),
         glommio::spawn_local(housekeeping(b.clone())),
         glommio::spawn_local(transaction_checker(b.clone())),
+        glommio::spawn_local(crate::broker::timer::run(b.clone())),
     ]);
     tasks
 }
@@ -183,4 +187,5 @@ pub async fn shutdown(b: &Rc<Broker>) {
     checkpoint(b).await;
     b.offsets.borrow_mut().persist();
     b.schedule.borrow_mut().persist();
+    b.timer.borrow_mut().persist();
 }

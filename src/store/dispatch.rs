@@ -39,14 +39,34 @@ pub fn enters_queue(sys_flag: i32) -> bool {
     t != FLAG_TRANSACTION_PREPARED && t != FLAG_TRANSACTION_ROLLBACK
 }
 
-/// Tag code of a property string: hash of TAGS, 0 without tags.
-pub fn tags_code(properties: &str) -> i64 {
-    crate::protocol::message::property_get(properties, keys::TAGS).map(java_string_hash).unwrap_or(0)
+/// RocketMQ 5's topic for messages waiting on an arbitrary delivery time (queue 0); its tag codes are
+/// due times taken from `TIMER_OUT_MS`.
+pub const TIMER_TOPIC: &str = "rmq_sys_wheel_timer";
+/// Due time (epoch ms) of a record parked in [`TIMER_TOPIC`].
+pub const TIMER_OUT_MS: &str = "TIMER_OUT_MS";
+
+/// Whether `topic` only parks records until they move to their real topic (delay levels, timers).
+pub fn is_parking_topic(topic: &str) -> bool {
+    topic == SCHEDULE_TOPIC || topic == TIMER_TOPIC
 }
 
-/// Index keys of a property string: every KEYS token and the UNIQ_KEY.
-pub fn index_keys(properties: &str) -> Vec<String> {
+/// Tag code of a record: hash of TAGS (0 without tags); in the timer topic, the due time.
+pub fn tags_code(topic: &str, properties: &str) -> i64 {
+    let get = |k| crate::protocol::message::property_get(properties, k);
+    if topic == TIMER_TOPIC {
+        return get(TIMER_OUT_MS).and_then(|v| v.parse().ok()).unwrap_or(0);
+    }
+    get(keys::TAGS).map(java_string_hash).unwrap_or(0)
+}
+
+/// Index keys of a record: every KEYS token and the UNIQ_KEY. Records in parking topics are not
+/// indexed (nobody queries `SCHEDULE_TOPIC_XXXX` by key; a million pending timers would otherwise
+/// cost ~90 MiB of index); they are indexed under their real topic once delivered.
+pub fn index_keys(topic: &str, properties: &str) -> Vec<String> {
     let mut out = Vec::new();
+    if is_parking_topic(topic) {
+        return out;
+    }
     for (k, v) in properties_iter(properties) {
         if k == keys::KEYS {
             out.extend(v.split_whitespace().map(str::to_string));
@@ -65,11 +85,11 @@ impl DispatchInfo {
             queue_offset: m.queue_offset,
             physical_offset: m.physical_offset,
             size: m.size as u32,
-            tags_code: tags_code(&m.properties),
+            tags_code: tags_code(&m.topic, &m.properties),
             crc,
             delay_level: delay_level(&m.properties),
             store_timestamp_ms: m.store_timestamp_ms,
-            keys: index_keys(&m.properties),
+            keys: index_keys(&m.topic, &m.properties),
             to_queue: enters_queue(m.sys_flag),
         }
     }

@@ -267,7 +267,7 @@ impl<D: Disk> Store<D> {
                 if to_queue {
                     let crc = crc32fast::hash(&buf[start..]);
                     let delay = dispatch::delay_level(&m.properties);
-                    let tags = self.queue_tags_code(&m.topic, tags_code(&m.properties), delay, store_ms);
+                    let tags = self.queue_tags_code(&m.topic, tags_code(&m.topic, &m.properties), delay, store_ms);
                     let mut queues = self.queues.borrow_mut();
                     if !queues.contains_key(&m.topic) {
                         queues.insert(m.topic.clone(), HashMap::new()); // no allocation per record
@@ -276,7 +276,7 @@ impl<D: Disk> Store<D> {
                     q.push(CqEntry { physical_offset: phys, size: sizes[i] as u32, tags_code: tags, crc });
                 }
                 let mut index = self.index.borrow_mut();
-                for key in index_keys(&m.properties) {
+                for key in index_keys(&m.topic, &m.properties) {
                     index.add(&m.topic, &key, phys, store_ms);
                 }
                 placed.push(Placement { physical_offset: phys, queue_offset: qoff, size: sizes[i] as u32 });
