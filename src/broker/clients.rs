@@ -61,6 +61,11 @@ impl ClientRegistry {
     }
 
     /// A live connection of a producer of `group` (transaction check-back).
+    /// The connection of a live producer with this client id (any group): request-reply's target.
+    pub fn producer_by_client_id(&self, client_id: &str) -> Option<Rc<Conn>> {
+        self.producers.values().filter_map(|g| g.get(client_id)).find(|m| !m.conn.is_closed()).map(|m| m.conn.clone())
+    }
+
     pub fn producer_conn(&self, group: &str) -> Option<Rc<Conn>> {
         self.producers.get(group)?.values().find(|m| !m.conn.is_closed()).map(|m| m.conn.clone())
     }

@@ -11,6 +11,7 @@ pub mod groups;
 pub mod offsets;
 pub mod pull;
 pub mod query;
+pub mod reply;
 pub mod retry;
 pub mod schedule;
 pub mod send;
@@ -167,6 +168,7 @@ impl Broker {
             rq::PULL_MESSAGE | rq::LITE_PULL_MESSAGE => {
                 return pull::handle(self, conn, req, true).await;
             }
+            rq::SEND_REPLY_MESSAGE | rq::SEND_REPLY_MESSAGE_V2 => reply::handle(self, conn, &req).await,
             rq::END_TRANSACTION => return transaction::end_transaction(self, &req).await,
             rq::CONSUMER_SEND_MSG_BACK => retry::send_back(self, &req).await,
             rq::QUERY_CONSUMER_OFFSET => offsets::query_consumer_offset(self, &req),

@@ -44,7 +44,8 @@ const NAMES: [(&str, &str); 11] = [
 impl SendHeader {
     /// Decodes either naming; V2 codes use short names, but any request may carry either.
     pub fn decode(req: &Command) -> Result<SendHeader, String> {
-        let short = req.code != rq::SEND_MESSAGE || req.ext.contains_key("b");
+        let long = matches!(req.code, rq::SEND_MESSAGE | rq::SEND_REPLY_MESSAGE);
+        let short = !long || req.ext.contains_key("b");
         let get = |i: usize| {
             let (s, l) = NAMES[i];
             req.field(if short { s } else { l })
@@ -103,8 +104,13 @@ pub async fn handle(b: &Rc<Broker>, conn: &Rc<Conn>, req: &Command) -> Command {
     resp
 }
 
-/// Validates the request and builds the records to store.
-fn build_messages(b: &Broker, conn: &Conn, req: &Command, h: &SendHeader) -> Result<Vec<MessageToStore>, Command> {
+/// Validates the request and builds the records to store (the request-reply path shares it).
+pub(super) fn build_messages(
+    b: &Broker,
+    conn: &Conn,
+    req: &Command,
+    h: &SendHeader,
+) -> Result<Vec<MessageToStore>, Command> {
     let illegal = |why: String| req.response_to(rs::MESSAGE_ILLEGAL).with_remark(why);
     if let Some(why) = invalid_topic_name(&h.topic) {
         return Err(req.response_to(rs::INVALID_PARAMETER).with_remark(why));
@@ -143,7 +149,7 @@ fn build_messages(b: &Broker, conn: &Conn, req: &Command, h: &SendHeader) -> Res
         queue_id,
         flag: h.flag,
         body: body.clone(),
-        properties: h.properties.clone(),
+        properties: with_cluster(&h.properties, &b.cfg.cluster_name),
         sys_flag: h.sys_flag,
         born_timestamp_ms: h.born_timestamp_ms,
         born_host: conn.peer,
@@ -181,9 +187,19 @@ fn build_messages(b: &Broker, conn: &Conn, req: &Command, h: &SendHeader) -> Res
         {
             return Err(illegal("batch messages cannot carry a delay level or a delivery time".into()));
         }
-        out.push(MessageToStore { flag: it.flag, body: it.body, properties: it.properties, ..base.clone() });
+        let properties = with_cluster(&it.properties, &b.cfg.cluster_name);
+        out.push(MessageToStore { flag: it.flag, body: it.body, properties, ..base.clone() });
     }
     Ok(out)
+}
+
+/// Adds the broker's cluster as property `CLUSTER`, as RocketMQ 4.6+ does for every message: a
+/// responder derives the reply topic `<cluster>_REPLY_TOPIC` from it.
+fn with_cluster(properties: &str, cluster: &str) -> String {
+    if property_get(properties, keys::CLUSTER) == Some(cluster) {
+        return properties.to_string();
+    }
+    crate::protocol::message::property_set(properties, keys::CLUSTER, cluster)
 }
 
 #[cfg(test)]

@@ -22,8 +22,9 @@ pub const RETRY_PREFIX: &str = "%RETRY%";
 pub const DLQ_PREFIX: &str = "%DLQ%";
 
 /// Topics clients may not send to.
-const NOT_SENDABLE: [&str; 6] = [
+const NOT_SENDABLE: [&str; 7] = [
     "SCHEDULE_TOPIC_XXXX",
+    "rmq_sys_wheel_timer",
     "RMQ_SYS_TRANS_HALF_TOPIC",
     "RMQ_SYS_TRANS_OP_HALF_TOPIC",
     "TRANS_CHECK_MAX_TIME_TOPIC",
@@ -113,6 +114,9 @@ impl TopicTable {
         let topics: BTreeMap<String, TopicConfig> = super::config_file::load(&path, None);
         let mut t =
             TopicTable { topics, version: DataVersion { counter: 1, state_version: 0, timestamp: now_ms() }, path };
+        // Request-reply: responders send replies here (RocketMQ creates it on every broker).
+        let reply = super::reply::reply_topic(&cfg.cluster_name);
+        t.topics.entry(reply.clone()).or_insert_with(|| TopicConfig::new(&reply, 1, PERM_READ | PERM_WRITE));
         if cfg.auto_create_topic {
             let q = cfg.default_topic_queue_nums;
             t.topics.insert(

@@ -31,17 +31,19 @@ pub enum ClientError {
 }
 
 type Callback = Box<dyn FnOnce(Option<Command>) + Send>;
-type ServerRequestHandler = Box<dyn Fn(Command) + Send + Sync>;
+/// Answers one server-initiated request; `Some` is written back as the response.
+type ServerRequestHandler = Arc<dyn Fn(Command) -> Option<Command> + Send + Sync>;
 
 struct Shared {
     pending: Mutex<HashMap<i32, Callback>>,
     closed: AtomicBool,
-    on_request: Mutex<Option<ServerRequestHandler>>,
+    /// Handlers of server-initiated requests, by request code.
+    on_request: Mutex<HashMap<i32, ServerRequestHandler>>,
+    writer: Mutex<TcpStream>,
 }
 
 pub struct Connection {
     addr: String,
-    writer: Mutex<TcpStream>,
     shared: Arc<Shared>,
     next_opaque: AtomicI32,
 }
@@ -60,14 +62,15 @@ impl Connection {
         let shared = Arc::new(Shared {
             pending: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
-            on_request: Mutex::new(None),
+            on_request: Mutex::new(HashMap::new()),
+            writer: Mutex::new(stream),
         });
         let s2 = shared.clone();
         std::thread::Builder::new()
             .name(format!("ringmq-conn-{addr}"))
             .spawn(move || read_loop(reader, s2))
             .map_err(err)?;
-        Ok(Connection { addr: addr.to_string(), writer: Mutex::new(stream), shared, next_opaque: AtomicI32::new(1) })
+        Ok(Connection { addr: addr.to_string(), shared, next_opaque: AtomicI32::new(1) })
     }
 
     pub fn addr(&self) -> &str {
@@ -78,20 +81,16 @@ impl Connection {
         self.shared.closed.load(Ordering::SeqCst)
     }
 
-    /// Installs the handler for requests the server sends on this connection.
-    pub fn on_server_request(&self, f: impl Fn(Command) + Send + Sync + 'static) {
+    /// Installs the handler for requests with `code` the server sends on this connection (replacing
+    /// an earlier one for that code); a `Some` it returns is sent back as the response.
+    pub fn on_server_request(&self, code: i32, f: impl Fn(Command) -> Option<Command> + Send + Sync + 'static) {
         if let Ok(mut h) = self.shared.on_request.lock() {
-            *h = Some(Box::new(f));
+            h.insert(code, Arc::new(f));
         }
     }
 
     fn write(&self, cmd: &Command) -> Result<(), ClientError> {
-        let buf = cmd.encode();
-        let mut w = self.writer.lock().map_err(|_| ClientError::Closed(self.addr.clone()))?;
-        w.write_all(&buf).map_err(|_| {
-            self.shared.closed.store(true, Ordering::SeqCst);
-            ClientError::Closed(self.addr.clone())
-        })
+        self.shared.write(cmd).map_err(|_| ClientError::Closed(self.addr.clone()))
     }
 
     /// Sends a request; `done` runs on the reader thread with the response (None if the connection
@@ -153,14 +152,14 @@ impl Connection {
 
     /// Writes raw bytes (tests of malformed input).
     pub fn write_raw(&self, data: &[u8]) -> Result<(), ClientError> {
-        let mut w = self.writer.lock().map_err(|_| ClientError::Closed(self.addr.clone()))?;
+        let mut w = self.shared.writer.lock().map_err(|_| ClientError::Closed(self.addr.clone()))?;
         w.write_all(data).map_err(|_| ClientError::Closed(self.addr.clone()))
     }
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        if let Ok(w) = self.writer.lock() {
+        if let Ok(w) = self.shared.writer.lock() {
             let _ = w.shutdown(std::net::Shutdown::Both);
         }
     }
@@ -201,15 +200,34 @@ fn read_loop(mut stream: TcpStream, shared: Arc<Shared>) {
     }
 }
 
+impl Shared {
+    fn write(&self, cmd: &Command) -> Result<(), ()> {
+        let buf = cmd.encode();
+        let mut w = self.writer.lock().map_err(|_| ())?;
+        w.write_all(&buf).map_err(|_| self.closed.store(true, Ordering::SeqCst))
+    }
+}
+
 fn deliver(shared: &Shared, cmd: Command) {
     if cmd.is_response() {
         let cb = shared.pending.lock().ok().and_then(|mut p| p.remove(&cmd.opaque));
         if let Some(cb) = cb {
             cb(Some(cmd));
         }
-    } else if let Ok(h) = shared.on_request.lock()
-        && let Some(h) = h.as_ref()
-    {
-        h(cmd);
+        return;
+    }
+    let handler = shared.on_request.lock().ok().and_then(|h| h.get(&cmd.code).cloned());
+    let (oneway, opaque) = (cmd.is_oneway(), cmd.opaque);
+    let answer = match handler {
+        Some(h) => h(cmd),
+        None => Some(
+            Command::request(0)
+                .response_to(crate::protocol::codes::response::REQUEST_CODE_NOT_SUPPORTED)
+                .with_remark("this client does not handle that request"),
+        ),
+    };
+    if let Some(mut resp) = answer.filter(|_| !oneway) {
+        resp.opaque = opaque;
+        let _ = shared.write(&resp);
     }
 }

@@ -298,10 +298,9 @@ impl PushConsumer {
         let w2 = wake.clone();
         for c in self.pull.ctx.open_conns() {
             let w3 = w2.clone();
-            c.on_server_request(move |cmd| {
-                if cmd.code == rq::NOTIFY_CONSUMER_IDS_CHANGED {
-                    w3.store(true, Ordering::SeqCst);
-                }
+            c.on_server_request(rq::NOTIFY_CONSUMER_IDS_CHANGED, move |_| {
+                w3.store(true, Ordering::SeqCst);
+                None
             });
         }
         std::thread::spawn(move || me.control_loop(wake));

@@ -6,11 +6,13 @@
 pub mod connection;
 pub mod consumer;
 pub mod producer;
+pub mod request;
 pub mod route;
 pub mod transaction;
 
 pub use connection::{ClientError, Connection};
 pub use consumer::{PullConsumer, PushConsumer, StartFrom};
 pub use producer::{Message, Producer, SendResult};
+pub use request::Reply;
 pub use route::MessageQueue;
 pub use transaction::TxState;

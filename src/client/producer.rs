@@ -2,7 +2,7 @@
 //! by sharding key (ordered sends); retries of retryable codes on another broker; routes refreshed
 //! from the name server.
 
-use super::connection::ClientError;
+use super::connection::{ClientError, Connection};
 use super::route::{ClientContext, MessageQueue, REQUEST_TIMEOUT};
 use crate::protocol::Command;
 use crate::protocol::codes::{request as rq, response as rs};
@@ -180,15 +180,22 @@ impl Producer {
 
     /// Sends to the queue chosen by `key` (messages with one key keep their order).
     pub fn send_by_key(&self, msg: &Message, key: Option<&str>) -> Result<SendResult, ClientError> {
-        self.send_inner(msg, key, 0)
+        self.send_inner(msg, key, 0, rq::SEND_MESSAGE_V2)
     }
 
     /// Sends with a message sysFlag (4 = transaction half message).
     pub fn send_with_sys_flag(&self, msg: &Message, sys_flag: i32) -> Result<SendResult, ClientError> {
-        self.send_inner(msg, None, sys_flag)
+        self.send_inner(msg, None, sys_flag, rq::SEND_MESSAGE_V2)
     }
 
-    fn send_inner(&self, msg: &Message, key: Option<&str>, sys_flag: i32) -> Result<SendResult, ClientError> {
+    /// Sends with request `code` (SEND_MESSAGE_V2, or SEND_REPLY_MESSAGE_V2 for a reply).
+    pub(super) fn send_inner(
+        &self,
+        msg: &Message,
+        key: Option<&str>,
+        sys_flag: i32,
+        code: i32,
+    ) -> Result<SendResult, ClientError> {
         let props = msg.encode_properties();
         let uniq = crate::protocol::message::property_get(&props, "UNIQ_KEY").unwrap_or_default().to_string();
         let mut avoid: Option<String> = None;
@@ -196,8 +203,9 @@ impl Producer {
         for attempt in 0..SEND_ATTEMPTS {
             let mq = self.select_queue(&msg.topic, key, avoid.as_deref())?;
             let addr = self.addr_of(&mq)?;
-            let cmd = send_header_flag(&self.group, &msg.topic, mq.queue_id, &props, false, sys_flag)
+            let mut cmd = send_header_flag(&self.group, &msg.topic, mq.queue_id, &props, false, sys_flag)
                 .with_body(msg.body.clone());
+            cmd.code = code;
             match self.ctx.conn(&addr).and_then(|c| c.request(cmd, REQUEST_TIMEOUT)) {
                 Ok(r) if r.code == rs::SUCCESS => return Self::parse_result(mq, r, uniq, &addr),
                 Ok(r) if RETRYABLE.contains(&r.code) && key.is_none() => {
@@ -277,6 +285,28 @@ impl Producer {
                 None => Err(ClientError::Closed(a2)),
             })
         })
+    }
+
+    /// Registers this producer group by heartbeat with every broker of `topic`, first calling
+    /// `install` with each connection (to handle the broker's requests on it).
+    pub(super) fn register_with_brokers(
+        &self,
+        topic: &str,
+        refresh_route: bool,
+        install: impl Fn(&Connection, &str),
+    ) -> Result<(), ClientError> {
+        let body = serde_json::json!({
+            "clientID": self.ctx.client_id,
+            "producerDataSet": [{"groupName": self.group}],
+            "consumerDataSet": [],
+        })
+        .to_string();
+        for addr in self.ctx.route(topic, refresh_route)?.brokers.into_values() {
+            let conn = self.ctx.conn(&addr)?;
+            install(&conn, &addr);
+            conn.call(Command::request(rq::HEART_BEAT).with_body(body.clone()), REQUEST_TIMEOUT)?;
+        }
+        Ok(())
     }
 
     /// Creates (or updates) a topic on every broker of the cluster, through the name server.

@@ -69,6 +69,8 @@ pub struct ClientContext {
     pub client_id: String,
     conns: Mutex<HashMap<String, Arc<Connection>>>,
     routes: Mutex<HashMap<String, (Instant, TopicRoute)>>,
+    /// Requests waiting for their reply, by CORRELATION_ID (request-reply).
+    pub replies: Mutex<HashMap<String, std::sync::mpsc::SyncSender<super::request::Reply>>>,
 }
 
 impl ClientContext {
@@ -80,6 +82,7 @@ impl ClientContext {
             client_id,
             conns: Mutex::new(HashMap::new()),
             routes: Mutex::new(HashMap::new()),
+            replies: Mutex::new(HashMap::new()),
         })
     }
 

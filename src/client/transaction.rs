@@ -4,9 +4,9 @@
 use super::connection::ClientError;
 use super::consumer::decode_records;
 use super::producer::{Message, Producer, SendResult};
-use super::route::{ClientContext, REQUEST_TIMEOUT};
+use super::route::ClientContext;
 use crate::protocol::Command;
-use crate::protocol::codes::{request as rq, response as rs};
+use crate::protocol::codes::request as rq;
 use crate::protocol::message::{StoredMessage, decode_offset_msg_id};
 use std::sync::{Arc, Weak};
 
@@ -69,24 +69,12 @@ impl Producer {
         check: impl Fn(&StoredMessage) -> TxState + Send + Sync + 'static,
     ) -> Result<(), ClientError> {
         let check: Arc<dyn Fn(&StoredMessage) -> TxState + Send + Sync> = Arc::new(check);
-        let body = serde_json::json!({
-            "clientID": self.context().client_id,
-            "producerDataSet": [{"groupName": self.group()}],
-            "consumerDataSet": [],
-        })
-        .to_string();
-        for addr in self.context().route(topic, true)?.brokers.into_values() {
-            let conn = self.context().conn(&addr)?;
+        self.register_with_brokers(topic, true, |conn, addr| {
             let (ctx, group, check, a2): (Weak<ClientContext>, String, _, String) =
-                (Arc::downgrade(self.context()), self.group().to_string(), check.clone(), addr.clone());
-            conn.on_server_request(move |cmd| {
-                if cmd.code != rq::CHECK_TRANSACTION_STATE {
-                    return;
-                }
-                let Some(ctx) = ctx.upgrade() else { return };
-                let Some(half) = decode_records(&cmd.body_bytes()).ok().and_then(|v| v.into_iter().next()) else {
-                    return;
-                };
+                (Arc::downgrade(self.context()), self.group().to_string(), check.clone(), addr.to_string());
+            conn.on_server_request(rq::CHECK_TRANSACTION_STATE, move |cmd| {
+                let ctx = ctx.upgrade()?;
+                let half = decode_records(&cmd.body_bytes()).ok().and_then(|v| v.into_iter().next())?;
                 let state = check(&half);
                 let num = |k: &str| cmd.field(k).and_then(|v| v.parse().ok()).unwrap_or(0u64);
                 let uniq = cmd.field("msgId").unwrap_or_default();
@@ -94,12 +82,8 @@ impl Producer {
                 if let Ok(c) = ctx.conn(&a2) {
                     let _ = c.oneway(end);
                 }
+                None
             });
-            let r = conn.request(Command::request(rq::HEART_BEAT).with_body(body.clone()), REQUEST_TIMEOUT)?;
-            if r.code != rs::SUCCESS {
-                return Err(ClientError::Refused { addr, code: r.code, remark: r.remark.unwrap_or_default() });
-            }
-        }
-        Ok(())
+        })
     }
 }

@@ -7,9 +7,11 @@
 use crate::protocol::{Command, FrameError};
 use bytes::BytesMut;
 use futures_channel::mpsc;
+use futures_channel::oneshot;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use glommio::net::TcpStream;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
@@ -32,6 +34,8 @@ pub struct Conn {
     pub peer: SocketAddr,
     out: mpsc::UnboundedSender<Command>,
     next_opaque: Cell<i32>,
+    /// Broker-initiated requests awaiting the client's answer, by opaque.
+    calls: RefCell<HashMap<i32, oneshot::Sender<Command>>>,
 }
 
 impl Conn {
@@ -40,13 +44,45 @@ impl Conn {
         self.out.unbounded_send(cmd).is_ok()
     }
 
-    /// Sends a broker-initiated oneway request (NOTIFY_CONSUMER_IDS_CHANGED, CHECK_TRANSACTION_STATE).
-    pub fn send_oneway(&self, mut cmd: Command) -> bool {
+    fn next_opaque(&self) -> i32 {
         let op = self.next_opaque.get().wrapping_add(1) & i32::MAX;
         self.next_opaque.set(op);
-        cmd.opaque = op;
+        op
+    }
+
+    /// Sends a broker-initiated oneway request (NOTIFY_CONSUMER_IDS_CHANGED, CHECK_TRANSACTION_STATE).
+    pub fn send_oneway(&self, mut cmd: Command) -> bool {
+        cmd.opaque = self.next_opaque();
         cmd.flag |= crate::protocol::command::FLAG_ONEWAY;
         self.send(cmd)
+    }
+
+    /// Sends a broker-initiated request and waits for the client's answer (PUSH_REPLY_MESSAGE_TO_CLIENT);
+    /// `None` when the connection closed or `timeout` passed first.
+    pub async fn call(&self, mut cmd: Command, timeout: std::time::Duration) -> Option<Command> {
+        let op = self.next_opaque();
+        cmd.opaque = op;
+        let (tx, rx) = oneshot::channel();
+        self.calls.borrow_mut().insert(op, tx);
+        if !self.send(cmd) {
+            self.calls.borrow_mut().remove(&op);
+            return None;
+        }
+        let expire = async {
+            glommio::timer::sleep(timeout).await;
+            Err(oneshot::Canceled)
+        };
+        let answer = futures_lite::future::or(rx, expire).await.ok();
+        self.calls.borrow_mut().remove(&op);
+        answer
+    }
+
+    /// Completes a pending [`Conn::call`]; false when nothing waits for this answer.
+    fn answered(&self, resp: Command) -> bool {
+        match self.calls.borrow_mut().remove(&resp.opaque) {
+            Some(tx) => tx.send(resp).is_ok(),
+            None => false,
+        }
     }
 
     pub fn is_closed(&self) -> bool {
@@ -77,7 +113,7 @@ pub async fn serve<S: Service>(broker: Rc<S>, stream: TcpStream, id: u64) {
     let _ = stream.set_nodelay(true);
     let (reader, writer) = futures_lite::io::split(stream);
     let (tx, rx) = mpsc::unbounded();
-    let conn = Rc::new(Conn { id, peer, out: tx, next_opaque: Cell::new(0) });
+    let conn = Rc::new(Conn { id, peer, out: tx, next_opaque: Cell::new(0), calls: RefCell::default() });
     broker.connection_opened();
     let writer_task = glommio::spawn_local(write_loop(writer, rx));
     if let Err(e) = read_loop(&broker, &conn, reader).await {
@@ -122,7 +158,8 @@ async fn read_loop<S: Service>(
 
 fn dispatch<S: Service>(broker: &Rc<S>, conn: &Rc<Conn>, cmd: Command) {
     if cmd.is_response() {
-        return; // answers to our oneway notifications carry nothing we need
+        conn.answered(cmd); // other answers (to oneway notifications) carry nothing we need
+        return;
     }
     let (broker, conn) = (broker.clone(), conn.clone());
     glommio::spawn_local(async move {

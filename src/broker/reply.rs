@@ -1,0 +1,104 @@
+//! Request-reply (RocketMQ 4.6+), on the shard that receives the reply.
+//!
+//! A requester sends an ordinary message carrying `CORRELATION_ID`, `REPLY_TO_CLIENT` (its client
+//! id) and `TTL`; every stored message carries `CLUSTER`. The responder builds the reply for topic
+//! `<cluster>_REPLY_TOPIC` and sends it with SEND_REPLY_MESSAGE (324, long header names) or _V2 (325,
+//! short names). This shard pushes it to the requester's connection — found among the producers
+//! registered by heartbeat on this shard — with PUSH_REPLY_MESSAGE_TO_CLIENT (326) and waits for the
+//! answer, then stores the reply in the reply topic (RocketMQ's `storeReplyMessageEnable`, default
+//! on). A requester not connected to this shard gets SYSTEM_ERROR, which RocketMQ producers retry on
+//! another broker — as with RocketMQ, whose brokers do not forward replies either.
+
+use super::send::{SendHeader, build_messages};
+use super::{Broker, store_error_response};
+use crate::net::conn::Conn;
+use crate::protocol::Command;
+use crate::protocol::codes::{request as rq, response as rs};
+use crate::protocol::message::{MessageToStore, keys, offset_msg_id, property_get, property_set};
+use std::rc::Rc;
+use std::time::Duration;
+
+pub const REPLY_TO_CLIENT: &str = "REPLY_TO_CLIENT";
+pub const CORRELATION_ID: &str = "CORRELATION_ID";
+pub const MSG_TYPE: &str = "MSG_TYPE";
+pub const TTL: &str = "TTL";
+const PUSH_REPLY_TIME: &str = "PUSH_REPLY_TIME";
+/// How long the push to the requester may take: a producer's default send timeout, so a responder
+/// learns of a dead requester before its own request times out (RocketMQ waits 10 s).
+const PUSH_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The reply topic of a cluster (RocketMQ's `MixAll.getReplyTopic`).
+pub fn reply_topic(cluster: &str) -> String {
+    format!("{cluster}_REPLY_TOPIC")
+}
+
+/// SEND_REPLY_MESSAGE (324) and SEND_REPLY_MESSAGE_V2 (325).
+pub async fn handle(b: &Rc<Broker>, conn: &Rc<Conn>, req: &Command) -> Command {
+    let h = match SendHeader::decode(req) {
+        Ok(h) if !h.batch => h,
+        Ok(_) => return req.response_to(rs::MESSAGE_ILLEGAL).with_remark("a reply cannot be a batch"),
+        Err(why) => return req.response_to(rs::SYSTEM_ERROR).with_remark(why),
+    };
+    let msgs = match build_messages(b, conn, req, &h) {
+        Ok(m) => m,
+        Err(resp) => return resp,
+    };
+    let m = &msgs[0];
+    let pushed = push_to_requester(b, &h, m).await;
+    let mut resp = match &pushed {
+        Ok(()) => req.response_to(rs::SUCCESS),
+        Err(why) => req.response_to(rs::SYSTEM_ERROR).with_remark(why.clone()),
+    };
+    resp.put("msgId", "0");
+    resp.put("queueId", m.queue_id);
+    resp.put("queueOffset", 0);
+    match b.store.put(&msgs, property_get(&h.properties, keys::WAIT) != Some("false")).await {
+        Ok(placed) => {
+            b.wake_pollers(&m.topic, m.queue_id);
+            resp.put("msgId", offset_msg_id(&b.addr, placed[0].physical_offset));
+            resp.put("queueOffset", placed[0].queue_offset);
+        }
+        Err(e) if pushed.is_ok() => return store_error_response(req, &e),
+        Err(e) => tracing::warn!(error = %e, "reply message not stored"),
+    }
+    resp
+}
+
+/// Pushes the reply to the connection of the requester named by REPLY_TO_CLIENT; the error is the
+/// remark for the responder (RocketMQ's texts).
+async fn push_to_requester(b: &Broker, h: &SendHeader, m: &MessageToStore) -> Result<(), String> {
+    let Some(client) = property_get(&m.properties, REPLY_TO_CLIENT) else {
+        return Err(format!("reply message properties[{REPLY_TO_CLIENT}] is null"));
+    };
+    let Some(target) = b.clients.borrow().producer_by_client_id(client) else {
+        return Err(format!("push reply message fail, channel of {client} not found."));
+    };
+    let mut push = Command::request(rq::PUSH_REPLY_MESSAGE_TO_CLIENT);
+    push.put("producerGroup", &h.producer_group);
+    push.put("topic", &h.topic);
+    push.put("defaultTopic", super::topics::DEFAULT_TOPIC);
+    push.put("defaultTopicQueueNums", h.default_topic_queue_nums);
+    push.put("queueId", m.queue_id);
+    push.put("sysFlag", h.sys_flag);
+    push.put("bornTimestamp", h.born_timestamp_ms);
+    push.put("flag", h.flag);
+    push.put("properties", property_set(&m.properties, PUSH_REPLY_TIME, &crate::store::now_ms().to_string()));
+    push.put("reconsumeTimes", h.reconsume_times);
+    push.put("unitMode", false);
+    push.put("bornHost", m.born_host);
+    push.put("storeHost", b.addr);
+    push.put("storeTimestamp", crate::store::now_ms());
+    push.body = vec![m.body.clone()];
+    match target.call(push, PUSH_TIMEOUT).await {
+        Some(answer) if answer.code == rs::SUCCESS => Ok(()),
+        _ => Err(format!("push reply message to {client}fail.")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reply_topic_follows_the_cluster_name() {
+        assert_eq!(super::reply_topic("DefaultCluster"), "DefaultCluster_REPLY_TOPIC");
+    }
+}
