@@ -364,39 +364,29 @@ fn memlock_too_low_is_explained() {
     assert!(err.contains("RLIMIT_MEMLOCK") && err.contains("LimitMEMLOCK=infinity"), "{err}");
 }
 
-fn admin(s: &Server, args: &[&str]) -> serde_json::Value {
-    let out = std::process::Command::new(common::binary())
-        .args(["admin", "--namesrv", &s.namesrv(), "--json"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "admin {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 #[test]
 fn admin_cli_topics_groups_and_messages() {
     let s = Server::start(2, &[]);
-    admin(&s, &["topic", "create", "Adm", "--queues", "2"]);
-    let topics = admin(&s, &["topic", "list"]);
+    s.admin(&["topic", "create", "Adm", "--queues", "2"]);
+    let topics = s.admin(&["topic", "list"]);
     assert!(topics.as_array().unwrap().iter().any(|t| t["topic"] == "Adm"));
-    let sent = admin(&s, &["message", "send", "Adm", "hello admin", "--keys", "k-1"]);
+    let sent = s.admin(&["message", "send", "Adm", "hello admin", "--keys", "k-1"]);
     let id = sent["offset_msg_id"].as_str().unwrap().to_string();
-    let by_id = admin(&s, &["message", "get", "--id", &id]);
+    let by_id = s.admin(&["message", "get", "--id", &id]);
     assert_eq!(by_id[0]["body"], "hello admin");
-    let by_key = admin(&s, &["message", "get", "--topic", "Adm", "--key", "k-1"]);
+    let by_key = s.admin(&["message", "get", "--topic", "Adm", "--key", "k-1"]);
     assert_eq!(by_key[0]["offset_msg_id"], id.as_str());
-    let status = admin(&s, &["topic", "status", "Adm"]);
+    let status = s.admin(&["topic", "status", "Adm"]);
     assert_eq!(status.as_array().unwrap().len(), 4, "2 queues on each of 2 shards");
     let total: u64 = status.as_array().unwrap().iter().map(|r| r["max"].as_u64().unwrap()).sum();
     assert_eq!(total, 1);
-    admin(&s, &["group", "reset-offset", "AdmGroup", "Adm", "--to-time", "0"]);
-    let progress = admin(&s, &["group", "progress", "AdmGroup", "Adm"]);
+    s.admin(&["group", "reset-offset", "AdmGroup", "Adm", "--to-time", "0"]);
+    let progress = s.admin(&["group", "progress", "AdmGroup", "Adm"]);
     let lag: u64 = progress.as_array().unwrap().iter().map(|r| r["lag"].as_u64().unwrap()).sum();
     assert_eq!(lag, 1, "reset to the beginning: the one message is unconsumed");
-    let groups = admin(&s, &["group", "list"]);
+    let groups = s.admin(&["group", "list"]);
     assert!(groups.as_array().unwrap().iter().any(|g| g["group"] == "AdmGroup"), "{groups}");
-    let brokers = admin(&s, &["broker", "status"]);
+    let brokers = s.admin(&["broker", "status"]);
     assert_eq!(brokers.as_array().unwrap().len(), 2);
 }
 

@@ -3,15 +3,11 @@
 
 mod common;
 
-use common::Server;
+use common::{Server, epoch_ms};
 use ringmq::client::{ClientError, Message, MessageQueue, Producer, PullConsumer};
 use ringmq::protocol::codes::response as rs;
 use ringmq::protocol::message::StoredMessage;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-fn epoch_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
+use std::time::{Duration, Instant};
 
 /// Pulls from `offset` until `n` messages arrived, noting the epoch ms each one was first seen.
 fn collect(c: &PullConsumer, q: &MessageQueue, n: usize, within: Duration) -> Vec<(i64, StoredMessage)> {

@@ -52,11 +52,12 @@ pub enum GroupCmd {
     /// Members of a consumer group
     Connections { group: String, topic: String },
     /// Reset a group's offsets on a topic to the first message stored at or after a time (ms since
-    /// the epoch). Stop the group's consumers first: running ones keep their own positions.
+    /// the epoch; -1 = the end). Each broker commits the new offsets and pushes them to the group's
+    /// running consumers (INVOKE_BROKER_TO_RESET_OFFSET, as `mqadmin resetOffsetByTime`).
     ResetOffset {
         group: String,
         topic: String,
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         to_time: i64,
     },
 }
@@ -359,12 +360,19 @@ fn group_cmd(ctx: &Arc<ClientContext>, g: &GroupCmd) -> Result<Value, ClientErro
             Ok(Value::Array(pc.consumer_ids(topic)?.into_iter().map(|c| json!({"client_id": c})).collect()))
         }
         GroupCmd::ResetOffset { group, topic, to_time } => {
-            let pc = PullConsumer { ctx: ctx.clone(), group: group.clone() };
             let mut rows = Vec::new();
-            for mq in pc.queues(topic)? {
-                let off = pc.offset_by_time(&mq, *to_time)?;
-                pc.commit(&mq, off)?;
-                rows.push(json!({"broker": mq.broker_name, "queue": mq.queue_id, "offset": off}));
+            for addr in ctx.route(topic, true)?.brokers.into_values() {
+                let mut cmd = Command::request(rq::INVOKE_BROKER_TO_RESET_OFFSET);
+                cmd.put("topic", topic);
+                cmd.put("group", group);
+                cmd.put("timestamp", to_time);
+                cmd.put("isForce", true);
+                let r = ctx.conn(&addr)?.call(cmd, std::time::Duration::from_secs(10))?;
+                let table = crate::protocol::offset_table::decode(&String::from_utf8_lossy(&r.body_bytes()))
+                    .map_err(|message| ClientError::BadResponse { addr: addr.clone(), message })?;
+                for e in table {
+                    rows.push(json!({"broker": e.broker_name, "queue": e.queue_id, "offset": e.offset}));
+                }
             }
             Ok(Value::Array(rows))
         }

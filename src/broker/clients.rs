@@ -60,12 +60,18 @@ impl ClientRegistry {
         self.consumers.get(group).map(|g| g.members.keys().cloned().collect()).unwrap_or_default()
     }
 
-    /// A live connection of a producer of `group` (transaction check-back).
+    /// Live connections of a consumer group's members (offset resets are pushed to them).
+    pub fn consumer_conns(&self, group: &str) -> Vec<Rc<Conn>> {
+        let members = self.consumers.get(group).map(|g| g.members.values());
+        members.into_iter().flatten().filter(|m| !m.conn.is_closed()).map(|m| m.conn.clone()).collect()
+    }
+
     /// The connection of a live producer with this client id (any group): request-reply's target.
     pub fn producer_by_client_id(&self, client_id: &str) -> Option<Rc<Conn>> {
         self.producers.values().filter_map(|g| g.get(client_id)).find(|m| !m.conn.is_closed()).map(|m| m.conn.clone())
     }
 
+    /// A live connection of a producer of `group` (transaction check-back).
     pub fn producer_conn(&self, group: &str) -> Option<Rc<Conn>> {
         self.producers.get(group)?.values().find(|m| !m.conn.is_closed()).map(|m| m.conn.clone())
     }

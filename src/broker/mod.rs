@@ -176,6 +176,7 @@ impl Broker {
             rq::GET_MAX_OFFSET => offsets::get_max_offset(self, &req),
             rq::GET_MIN_OFFSET => offsets::get_min_offset(self, &req),
             rq::SEARCH_OFFSET_BY_TIMESTAMP => offsets::search_by_timestamp(self, &req).await,
+            rq::INVOKE_BROKER_TO_RESET_OFFSET => offsets::reset_offset(self, &req).await,
             rq::GET_EARLIEST_MSG_STORETIME => offsets::earliest_store_time(self, &req).await,
             rq::HEART_BEAT => clients::heartbeat(self, conn, &req),
             rq::UNREGISTER_CLIENT => clients::unregister(self, &req),

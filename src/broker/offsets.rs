@@ -6,9 +6,10 @@
 //! RocketMQ's `consumerOffset.json` shape (`topic@group` → queue → offset) every few seconds and at
 //! shutdown; like RocketMQ they may move back after a crash (at-least-once delivery).
 
-use super::{Broker, field};
+use super::{Broker, field, opt_field};
 use crate::protocol::Command;
-use crate::protocol::codes::response as rs;
+use crate::protocol::codes::{request as rq, response as rs};
+use crate::protocol::offset_table::{self, QueueOffset};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -173,6 +174,55 @@ pub async fn search_by_timestamp(b: &Broker, req: &Command) -> Command {
         lower
     };
     offset_response(req, "offset", off)
+}
+
+/// INVOKE_BROKER_TO_RESET_OFFSET (222): moves a group's offsets on this broker's queues of a topic to
+/// the first message stored at or after `timestamp` (−1: the end), or to `offset` for one `queueId`.
+/// Without `isForce` an offset only moves backwards. The broker commits the new offsets itself (as
+/// RocketMQ 5.2+ does) and pushes them to the group's connected consumers with
+/// RESET_CONSUMER_CLIENT_OFFSET (220, as 4.x does), so running consumers jump at once; the answer
+/// carries the table.
+pub async fn reset_offset(b: &Broker, req: &Command) -> Command {
+    let (topic, group, ts): (String, String, i64) =
+        match (field(req, "topic"), field(req, "group"), field(req, "timestamp")) {
+            (Ok(t), Ok(g), Ok(ts)) => (t, g, ts),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return e,
+        };
+    let force = opt_field::<bool>(req, "isForce").unwrap_or(true);
+    let queue_id: i32 = opt_field(req, "queueId").unwrap_or(-1);
+    let Some(queues) = b.topics.borrow().get(&topic).map(|t| t.read_queue_nums as i32) else {
+        return req.response_to(rs::TOPIC_NOT_EXIST).with_remark(format!("topic {topic} does not exist on {}", b.name));
+    };
+    let explicit = opt_field::<i64>(req, "offset").filter(|&o| o >= 0 && queue_id >= 0);
+    let ids: Vec<i32> = if queue_id >= 0 { vec![queue_id] } else { (0..queues).collect() };
+    let mut table = Vec::with_capacity(ids.len());
+    for q in ids {
+        let (min, max) = b.store.queue_bounds(&topic, q);
+        let target = match explicit {
+            Some(o) => (o as u64).clamp(min, max),
+            None if ts < 0 => max,
+            None => b.store.offset_by_time(&topic, q, ts).await,
+        };
+        let current = b.offsets.borrow().get(&group, &topic, q);
+        let offset = match current {
+            Some(c) if !force && target >= c => c,
+            _ => target,
+        };
+        b.offsets.borrow_mut().commit(&group, &topic, q, offset);
+        table.push(QueueOffset { topic: topic.clone(), broker_name: b.name.clone(), queue_id: q, offset });
+    }
+    let body = offset_table::encode(&table);
+    let conns = b.clients.borrow().consumer_conns(&group);
+    tracing::info!(%group, %topic, ts, consumers = conns.len(), "consumer offsets reset");
+    for c in conns {
+        let mut push = Command::request(rq::RESET_CONSUMER_CLIENT_OFFSET);
+        push.put("topic", &topic);
+        push.put("group", &group);
+        push.put("timestamp", ts);
+        push.put("isForce", force);
+        c.send_oneway(push.with_body(body.clone()));
+    }
+    req.response_to(rs::SUCCESS).with_body(body)
 }
 
 pub async fn earliest_store_time(b: &Broker, req: &Command) -> Command {

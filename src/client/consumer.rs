@@ -244,6 +244,27 @@ pub struct PushConsumer {
     running: Arc<AtomicBool>,
     workers: Arc<Mutex<HashMap<MessageQueue, Arc<AtomicBool>>>>,
     local_offsets: Arc<Mutex<HashMap<MessageQueue, u64>>>,
+    /// Offsets the broker told this client to jump to (RESET_CONSUMER_CLIENT_OFFSET).
+    resets: Resets,
+}
+
+type Resets = Arc<Mutex<HashMap<MessageQueue, u64>>>;
+
+/// Records the offsets of a RESET_CONSUMER_CLIENT_OFFSET for the queues of subscribed topics; each
+/// queue's pull loop applies its entry before its next pull.
+fn reset_requested(resets: &Resets, topics: &[String], cmd: &Command) {
+    let body = String::from_utf8_lossy(&cmd.body_bytes()).into_owned();
+    let table = match crate::protocol::offset_table::decode(&body) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %e, "malformed offset reset from the broker; ignored");
+            return;
+        }
+    };
+    let Ok(mut r) = resets.lock() else { return };
+    for e in table.into_iter().filter(|e| topics.contains(&e.topic)) {
+        r.insert(MessageQueue { topic: e.topic, broker_name: e.broker_name, queue_id: e.queue_id }, e.offset);
+    }
 }
 
 impl PushConsumer {
@@ -262,6 +283,7 @@ impl PushConsumer {
             running: Arc::new(AtomicBool::new(false)),
             workers: Arc::new(Mutex::new(HashMap::new())),
             local_offsets: Arc::new(Mutex::new(HashMap::new())),
+            resets: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -296,13 +318,16 @@ impl PushConsumer {
         let me = self.clone_handle();
         let wake = Arc::new(AtomicBool::new(true));
         let w2 = wake.clone();
-        for c in self.pull.ctx.open_conns() {
-            let w3 = w2.clone();
-            c.on_server_request(rq::NOTIFY_CONSUMER_IDS_CHANGED, move |_| {
-                w3.store(true, Ordering::SeqCst);
-                None
-            });
-        }
+        self.pull.ctx.on_server_request(rq::NOTIFY_CONSUMER_IDS_CHANGED, move |_| {
+            w2.store(true, Ordering::SeqCst);
+            None
+        });
+        let resets = self.resets.clone();
+        let topics: Vec<String> = self.subs.iter().map(|(t, _)| t.clone()).collect();
+        self.pull.ctx.on_server_request(rq::RESET_CONSUMER_CLIENT_OFFSET, move |cmd| {
+            reset_requested(&resets, &topics, &cmd);
+            None
+        });
         std::thread::spawn(move || me.control_loop(wake));
         Ok(())
     }
@@ -318,6 +343,7 @@ impl PushConsumer {
             running: self.running.clone(),
             workers: self.workers.clone(),
             local_offsets: self.local_offsets.clone(),
+            resets: self.resets.clone(),
         }
     }
 
@@ -410,6 +436,12 @@ impl PushConsumer {
         let mut committed = offset;
         let mut last_commit = Instant::now();
         while flag.load(Ordering::SeqCst) && self.running.load(Ordering::SeqCst) {
+            if let Some(to) = self.resets.lock().ok().and_then(|mut r| r.remove(&q)) {
+                tracing::info!(queue = ?q, from = offset, to, "offset reset by the broker");
+                offset = to;
+                self.save_offset(&q, offset);
+                committed = offset;
+            }
             match self.pull.pull(&q, offset, PULL_BATCH, &expr, PULL_SUSPEND_MS) {
                 Ok(r) if r.code == rs::SUCCESS => {
                     while !(self.listener)(&r.messages) {

@@ -79,10 +79,9 @@ impl Producer {
 
     /// Heartbeats this producer to every broker of `topic` and installs the reply handler there.
     fn register_for_replies(&self, topic: &str) -> Result<(), ClientError> {
-        self.register_with_brokers(topic, false, |conn, _| {
-            let ctx = Arc::downgrade(self.context());
-            conn.on_server_request(rq::PUSH_REPLY_MESSAGE_TO_CLIENT, move |cmd| receive_reply(&ctx, cmd));
-        })
+        let ctx = Arc::downgrade(self.context());
+        self.context().on_server_request(rq::PUSH_REPLY_MESSAGE_TO_CLIENT, move |cmd| receive_reply(&ctx, cmd));
+        self.register_with_brokers(topic, false, |_, _| {})
     }
 
     /// Answers `request` (a message received by a consumer) with `body`.

@@ -71,7 +71,11 @@ pub struct ClientContext {
     routes: Mutex<HashMap<String, (Instant, TopicRoute)>>,
     /// Requests waiting for their reply, by CORRELATION_ID (request-reply).
     pub replies: Mutex<HashMap<String, std::sync::mpsc::SyncSender<super::request::Reply>>>,
+    /// Handlers of broker-initiated requests, installed on every connection, present and future.
+    handlers: Mutex<Vec<(i32, ServerRequestHandler)>>,
 }
+
+type ServerRequestHandler = Arc<dyn Fn(Command) -> Option<Command> + Send + Sync>;
 
 impl ClientContext {
     pub fn new(namesrv: &str) -> Arc<ClientContext> {
@@ -83,6 +87,7 @@ impl ClientContext {
             conns: Mutex::new(HashMap::new()),
             routes: Mutex::new(HashMap::new()),
             replies: Mutex::new(HashMap::new()),
+            handlers: Mutex::new(Vec::new()),
         })
     }
 
@@ -93,8 +98,25 @@ impl ClientContext {
             return Ok(c.clone());
         }
         let c = Arc::new(Connection::connect(addr, REQUEST_TIMEOUT)?);
+        for (code, h) in self.handlers.lock().map(|h| h.clone()).unwrap_or_default() {
+            c.on_server_request(code, move |cmd| h(cmd));
+        }
         conns.insert(addr.to_string(), c.clone());
         Ok(c)
+    }
+
+    /// Handles broker-initiated requests with `code` on every connection of this client, including
+    /// ones opened later (reconnects, new brokers).
+    pub fn on_server_request(&self, code: i32, f: impl Fn(Command) -> Option<Command> + Send + Sync + 'static) {
+        let h: ServerRequestHandler = Arc::new(f);
+        if let Ok(mut hs) = self.handlers.lock() {
+            hs.retain(|(c, _)| *c != code);
+            hs.push((code, h.clone()));
+        }
+        for c in self.open_conns() {
+            let h = h.clone();
+            c.on_server_request(code, move |cmd| h(cmd));
+        }
     }
 
     /// Every connection currently open (for heartbeats).

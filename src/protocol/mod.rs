@@ -3,5 +3,6 @@
 pub mod codes;
 pub mod command;
 pub mod message;
+pub mod offset_table;
 
 pub use command::{Command, FrameError};

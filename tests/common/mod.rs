@@ -159,6 +159,17 @@ impl Server {
     }
 
     /// Everything the server wrote to stderr so far.
+    /// Runs `ringmq admin --json <args>` against this server and parses its output.
+    pub fn admin(&self, args: &[&str]) -> serde_json::Value {
+        let out = std::process::Command::new(binary())
+            .args(["admin", "--namesrv", &self.namesrv(), "--json"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "admin {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
@@ -184,4 +195,9 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// Milliseconds since the epoch (RocketMQ's timestamps).
+pub fn epoch_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
