@@ -276,3 +276,19 @@ proptest! {
         }
     }
 }
+
+/// Replays the fuzz target's committed corpus (seeds and past findings) on stable Rust.
+#[test]
+fn fuzz_corpus_never_panics() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/sql92_parse");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("fuzz corpus directory") {
+        let data = std::fs::read(entry.expect("corpus entry").path()).expect("corpus file");
+        if let Ok(s) = std::str::from_utf8(&data) {
+            super::check_input(s);
+            n += 1;
+        }
+    }
+    assert!(n >= 10, "the corpus holds the seed expressions");
+    assert!(super::SqlExpr::parse("price BETWEEN 10 AND 20.5 AND region IN ('eu', 'us')").is_ok());
+}
