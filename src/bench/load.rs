@@ -49,6 +49,10 @@ pub struct Workload {
     /// Seconds between periodic reports
     #[arg(long, default_value_t = 10)]
     pub report_every: u64,
+    /// Send timer messages due this many ms after their send time (TIMER_DELIVER_MS); end-to-end
+    /// latency is then measured from the due time (lateness), and early deliveries are counted
+    #[arg(long, default_value_t = 0)]
+    pub deliver_after_ms: u64,
 }
 
 impl Default for Workload {
@@ -66,6 +70,7 @@ impl Default for Workload {
             warmup: 5,
             window: 64,
             report_every: 10,
+            deliver_after_ms: 0,
         }
     }
 }
@@ -106,7 +111,12 @@ pub struct Period {
     pub publish_errors: u64,
     pub publish_latency: Percentiles,
     pub publish_delay: Percentiles,
+    /// From send time, or with timer messages from the due time.
     pub end_to_end: Percentiles,
+    /// Timer messages consumed before their due time (must stay 0).
+    pub early_deliveries: u64,
+    /// Resident memory of the broker (from /proc, with `--broker-pid`) at the end of the period.
+    pub broker_rss_mib: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -136,6 +146,8 @@ struct Shared {
     published: AtomicU64,
     consumed: AtomicU64,
     errors: AtomicU64,
+    early: AtomicU64,
+    broker_pid: Option<u32>,
     measuring: AtomicBool,
     period: Mutex<Hists>,
     total: Mutex<Hists>,
@@ -167,6 +179,26 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks / 100.0)
 }
 
+/// Resident set size of a process in MiB, from /proc/<pid>/status.
+pub fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// A benchmark message: 8 bytes of send time and 8 of due time (µs since the epoch; 0 = no timer),
+/// then padding; with a due time it carries TIMER_DELIVER_MS.
+fn bench_message(topic: &str, size: usize, deliver_after_ms: u64) -> Message {
+    let sent = now_us();
+    let due_ms = if deliver_after_ms > 0 { sent.div_ceil(1000) + deliver_after_ms } else { 0 };
+    let mut body = vec![0u8; size.max(16)];
+    body[..8].copy_from_slice(&sent.to_be_bytes());
+    body[8..16].copy_from_slice(&(due_ms * 1000).to_be_bytes());
+    let m = Message::new(topic, body);
+    if due_ms > 0 { m.with_property("TIMER_DELIVER_MS", &due_ms.to_string()) } else { m }
+}
+
 fn producer_loop(w: Workload, topics: Vec<String>, shared: Arc<Shared>, stop: Arc<AtomicBool>, per_producer_rate: f64) {
     let p = Producer::new(&w.namesrv, "ringmq-bench-producer");
     let queues: Vec<MessageQueue> =
@@ -195,13 +227,8 @@ fn producer_loop(w: Workload, topics: Vec<String>, shared: Arc<Shared>, stop: Ar
         };
         qi += 1;
         let mq = &queues[qi % queues.len()];
-        let msgs: Vec<Message> = (0..w.batch.max(1))
-            .map(|_| {
-                let mut body = vec![0u8; w.message_size.max(8)];
-                body[..8].copy_from_slice(&now_us().to_be_bytes());
-                Message::new(&mq.topic, body)
-            })
-            .collect();
+        let msgs: Vec<Message> =
+            (0..w.batch.max(1)).map(|_| bench_message(&mq.topic, w.message_size, w.deliver_after_ms)).collect();
         let t0 = Instant::now();
         shared.record(|h| &mut h.delay, t0.saturating_duration_since(intended).as_micros() as u64);
         inflight.fetch_add(1, Ordering::Relaxed);
@@ -250,6 +277,8 @@ fn snapshot(shared: &Shared, secs: f64, published: u64, consumed: u64, reset: bo
         publish_latency: Percentiles::of(&g.publish),
         publish_delay: Percentiles::of(&g.delay),
         end_to_end: Percentiles::of(&g.e2e),
+        early_deliveries: shared.early.load(Ordering::Relaxed),
+        broker_rss_mib: shared.broker_pid.and_then(rss_mib),
     };
     if reset {
         *g = Hists::new();
@@ -272,7 +301,8 @@ pub fn describe(p: &Period) -> String {
         p.end_to_end.p50_us,
         p.end_to_end.p99_us,
         p.end_to_end.p999_us
-    )
+    ) + &p.broker_rss_mib.map(|m| format!(" | rss {m:.0} MiB")).unwrap_or_default()
+        + &(if p.early_deliveries > 0 { format!(" | EARLY {}", p.early_deliveries) } else { String::new() })
 }
 
 fn start_consumers(w: &Workload, topics: &[String], shared: &Arc<Shared>) -> Result<Vec<PushConsumer>, String> {
@@ -281,11 +311,13 @@ fn start_consumers(w: &Workload, topics: &[String], shared: &Arc<Shared>) -> Res
         let sh = shared.clone();
         let mut c = PushConsumer::new(&w.namesrv, "ringmq-bench-consumer", move |msgs| {
             let now = now_us();
-            for m in msgs {
-                if m.body.len() >= 8 {
-                    let sent = u64::from_be_bytes(m.body[..8].try_into().unwrap_or([0; 8]));
-                    sh.record(|h| &mut h.e2e, now.saturating_sub(sent));
+            for m in msgs.iter().filter(|m| m.body.len() >= 16) {
+                let sent = u64::from_be_bytes(m.body[..8].try_into().unwrap_or([0; 8]));
+                let due = u64::from_be_bytes(m.body[8..16].try_into().unwrap_or([0; 8]));
+                if due > 0 && now < due {
+                    sh.early.fetch_add(1, Ordering::Relaxed);
                 }
+                sh.record(|h| &mut h.e2e, now.saturating_sub(if due > 0 { due } else { sent }));
             }
             sh.consumed.fetch_add(msgs.len() as u64, Ordering::Relaxed);
             true
@@ -302,6 +334,9 @@ fn start_consumers(w: &Workload, topics: &[String], shared: &Arc<Shared>) -> Res
 
 /// Runs a workload; prints a line every period and returns the report.
 pub fn run(w: &Workload, broker_pid: Option<u32>) -> Result<Report, String> {
+    if w.deliver_after_ms > 0 && w.batch > 1 {
+        return Err("--deliver-after-ms needs --batch 1: batches cannot carry a delivery time".into());
+    }
     let tag = rand::random::<u32>();
     let topics: Vec<String> = (0..w.topics).map(|i| format!("bench-{tag:08x}-{i}")).collect();
     let setup = Producer::new(&w.namesrv, "ringmq-bench-setup");
@@ -319,6 +354,8 @@ pub fn run(w: &Workload, broker_pid: Option<u32>) -> Result<Report, String> {
         published: AtomicU64::new(0),
         consumed: AtomicU64::new(0),
         errors: AtomicU64::new(0),
+        early: AtomicU64::new(0),
+        broker_pid,
         measuring: AtomicBool::new(false),
         period: Mutex::new(Hists::new()),
         total: Mutex::new(Hists::new()),
