@@ -1,6 +1,7 @@
 //! An unmodified third-party RocketMQ client (rocketmq-client-rust 1.0.0) against a started ringmq:
-//! producer (single, batch, ordered by selector), push consumer (concurrent, tag filter), lite pull
-//! consumer in assign mode, topic creation through TBW102.
+//! producer (single, batch, ordered by selector, delay level, timer, request-reply), push consumer
+//! (concurrent, tag and SQL92 filters, offset reset while running), lite pull consumer in assign mode,
+//! topic creation through TBW102.
 #![recursion_limit = "512"]
 
 #[path = "../../tests/common/mod.rs"]
@@ -9,9 +10,11 @@ mod common;
 use common::Server;
 use rocketmq_client_rust::{
     ClientRuntime, ClientRuntimeConfig, ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus, DefaultLitePullConsumer,
-    DefaultMQProducer, DefaultMQPushConsumer, MQPushConsumer, MessageSelector, SendStatus, TelemetryHandle,
+    DefaultMQProducer, DefaultMQPushConsumer, MQPushConsumer, MessageSelector, MessageUtil, SendStatus,
+    TelemetryHandle,
 };
 use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
+use rocketmq_model::common::message::MessageTrait;
 use rocketmq_model::common::message::message_ext::MessageExt;
 use rocketmq_model::common::message::message_single::Message;
 use rocketmq_runtime::{RuntimeConfig, RuntimeOwner};
@@ -218,5 +221,91 @@ async fn sql92_subscription_and_delay_level_with_a_real_client() {
     assert_eq!(got, vec!["later".to_string()]);
     assert!(sent.elapsed() >= Duration::from_millis(990), "delivered after its 1 s delay level: {:?}", sent.elapsed());
     d.shutdown().await;
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timer_message_and_request_reply_with_a_real_client() {
+    let s = Server::start(1, &[]);
+    let ns = s.namesrv();
+    let mut p = producer(&ns, "compat_pg_timer").await;
+    create_topic(&mut p, "CompatTimer", 1).await;
+    let (mut d, timed) = push_consumer(&ns, "compat_timer", "CompatTimer", MessageSelector::by_tag("*")).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sent = std::time::Instant::now();
+    let m = Message::builder().topic("CompatTimer").body_slice(b"in 1500 ms").delay_millis(1500).build_unchecked();
+    p.send_with_timeout(m, 5_000).await.unwrap().unwrap();
+    assert_eq!(wait_for(&timed, 1, 10).await, vec!["in 1500 ms".to_string()]);
+    assert!(sent.elapsed() >= Duration::from_millis(1490), "timer message early: {:?}", sent.elapsed());
+    d.shutdown().await;
+
+    // Request-reply: the responder answers with MessageUtil::create_reply_message (SEND_REPLY_MESSAGE).
+    create_topic(&mut p, "CompatAsk", 1).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<MessageExt>();
+    let mut service = DefaultMQPushConsumer::builder(rt("responder"))
+        .consumer_group("compat_service".to_string())
+        .name_server_addr(ns.clone())
+        .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
+        .build();
+    service.subscribe_with_selector("CompatAsk", Some(MessageSelector::by_tag("*"))).await.unwrap();
+    service.register_message_listener_concurrently(move |msgs: &[&MessageExt], _: &ConsumeConcurrentlyContext| {
+        for m in msgs {
+            let _ = tx.send((*m).clone());
+        }
+        Ok(ConsumeConcurrentlyStatus::ConsumeSuccess)
+    });
+    service.start().await.unwrap();
+    let mut responder = producer(&ns, "compat_responder").await;
+    let answering = tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            let answer = format!("pong:{}", body_of(&m));
+            let reply = MessageUtil::create_reply_message(&m.message, answer.as_bytes()).unwrap();
+            responder.send_with_timeout(reply, 5_000).await.unwrap().unwrap();
+        }
+    });
+    let reply = p.request(msg("CompatAsk", "q", "k", "ping"), 10_000).await.unwrap();
+    let body = reply.get_body().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+    assert_eq!(body, "pong:ping");
+    service.shutdown().await;
+    answering.abort();
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offset_reset_reaches_a_running_real_consumer() {
+    let s = Server::start(1, &[]);
+    let ns = s.namesrv();
+    let mut p = producer(&ns, "compat_pg_reset").await;
+    create_topic(&mut p, "CompatReset", 1).await;
+    for i in 0..4 {
+        p.send_with_timeout(msg("CompatReset", "t", "k", &format!("old{i}")), 5_000).await.unwrap().unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let cut = common::epoch_ms();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for i in 0..4 {
+        p.send_with_timeout(msg("CompatReset", "t", "k", &format!("new{i}")), 5_000).await.unwrap().unwrap();
+    }
+    let (mut c, seen) = push_consumer(&ns, "compat_reset", "CompatReset", MessageSelector::by_tag("*")).await;
+    assert_eq!(wait_for(&seen, 8, 30).await.len(), 8);
+    tokio::time::sleep(Duration::from_secs(6)).await; // its offsets are persisted every 5 s
+    let ns2 = ns.clone();
+    let rows = tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(common::binary())
+            .args(["admin", "--namesrv", &ns2, "--json", "group", "reset-offset", "compat_reset", "CompatReset"])
+            .arg(format!("--to-time={cut}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(rows.contains("\"offset\": 4"), "reset to the first message after the cut: {rows}");
+    // The client applies RESET_CONSUMER_CLIENT_OFFSET after its 10 s pause, then replays.
+    let all = wait_for(&seen, 12, 40).await;
+    assert_eq!(all.len(), 12, "{all:?}");
+    assert!(all[8..].iter().all(|b| b.starts_with("new")), "only messages after the cut replayed: {all:?}");
+    c.shutdown().await;
     p.shutdown().await;
 }
