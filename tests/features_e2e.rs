@@ -258,3 +258,51 @@ fn orderly_group_keeps_per_key_order_through_a_rebalance() {
     a.shutdown();
     b.shutdown();
 }
+
+#[test]
+fn push_consumer_failures_are_retried_by_the_broker_then_dead_lettered() {
+    let cfg = tempfile::NamedTempFile::with_suffix(".toml").unwrap();
+    std::fs::write(cfg.path(), "message_delay_level = \"1s 1s 1s 1s 1s 1s\"\n").unwrap();
+    let (_f, path) = cfg.keep().unwrap();
+    let s = Server::start(1, &["--config", path.to_str().unwrap()]);
+    let p = Producer::new(&s.namesrv(), "PG");
+    p.create_topic("Jobs", 1).unwrap();
+    let attempts = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, String, i32)>::new()));
+    let a2 = attempts.clone();
+    let mut c = ringmq::client::PushConsumer::new(&s.namesrv(), "Workers", move |msgs| {
+        let mut all_ok = true;
+        for m in msgs {
+            let body = String::from_utf8_lossy(&m.body).into_owned();
+            a2.lock().unwrap().push((body.clone(), m.topic.clone(), m.reconsume_times));
+            all_ok &= body == "fine" || (body == "flaky" && m.reconsume_times > 0);
+        }
+        all_ok
+    });
+    c.subscribe("Jobs", "*");
+    c.max_reconsume_times(1);
+    c.start_from(ringmq::client::StartFrom::First);
+    c.start().unwrap();
+    for body in ["fine", "flaky", "poison"] {
+        p.send(&Message::new("Jobs", body)).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let consumer = PullConsumer::new(&s.namesrv(), "Auditor");
+    let dead = loop {
+        if let Some(q) = consumer.queues("%DLQ%Workers").ok().and_then(|v| v.into_iter().next())
+            && let Ok(r) = consumer.pull(&q, 0, 32, "*", 0)
+            && r.code == rs::SUCCESS
+        {
+            break r.messages;
+        }
+        assert!(Instant::now() < deadline, "nothing dead-lettered; attempts {:?}", attempts.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    c.shutdown();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(&dead[0].body[..], b"poison");
+    let seen = attempts.lock().unwrap().clone();
+    let of = |b: &str| seen.iter().filter(|(x, _, _)| x == b).map(|(_, t, r)| (t.clone(), *r)).collect::<Vec<_>>();
+    assert_eq!(of("fine"), vec![("Jobs".to_string(), 0)]);
+    assert_eq!(of("flaky"), vec![("Jobs".to_string(), 0), ("Jobs".to_string(), 1)], "retried once, topic restored");
+    assert_eq!(of("poison"), vec![("Jobs".to_string(), 0), ("Jobs".to_string(), 1)]);
+}

@@ -326,6 +326,7 @@ fn start_consumers(w: &Workload, topics: &[String], shared: &Arc<Shared>) -> Res
             c.subscribe(t, "*");
         }
         c.start_from(StartFrom::Last);
+        c.consume_batch_max(32); // one histogram lock per pulled batch, not per message
         c.start().map_err(|e| e.to_string())?;
         out.push(c);
     }

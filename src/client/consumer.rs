@@ -1,25 +1,17 @@
-//! Native consumers: a pull consumer (explicit queues and offsets) and a push consumer (clustering
-//! with average allocation and rebalance on membership change, or broadcasting), each pull running
-//! on its own thread with long polling, offsets committed periodically.
+//! The native pull consumer: the caller chooses queues and offsets; also the pieces the push
+//! consumer (`push.rs`) builds on: pulls with long polling, offsets, heartbeats, queue locks,
+//! send-back of failed messages and RocketMQ's average queue allocation.
 
 use super::connection::ClientError;
 use super::route::{ClientContext, MessageQueue, REQUEST_TIMEOUT};
 use crate::protocol::Command;
 use crate::protocol::codes::{request as rq, response as rs};
 use crate::protocol::message::StoredMessage;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Long-poll hold asked of the broker: short enough that stopping a consumer is prompt.
-const PULL_SUSPEND_MS: u64 = 5_000;
-const PULL_BATCH: u32 = 32;
-/// Heartbeat and rebalance period (RocketMQ clients: 30 s and 20 s; shorter here so tests are quick).
-const REBALANCE_EVERY: Duration = Duration::from_secs(2);
-const COMMIT_EVERY: Duration = Duration::from_secs(1);
-/// Orderly consumers renew their queue locks this often (RocketMQ: 20 s; the broker lease is 60 s).
-const LOCK_RENEW_EVERY: Duration = Duration::from_secs(20);
+pub(super) const PULL_SUSPEND_MS: u64 = 5_000;
 
 #[derive(Debug, Clone)]
 pub struct PullResult {
@@ -127,6 +119,31 @@ impl PullConsumer {
         self.call(mq, cmd).map(|_| ())
     }
 
+    /// Hands a message this group failed to consume back to the broker that stored it
+    /// (CONSUMER_SEND_MSG_BACK): redelivered through `%RETRY%<group>` after the back-off of
+    /// `delay_level` (0: the broker's choice, 3 + reconsume times), or to `%DLQ%<group>` past
+    /// `max_reconsume` failures (None: the group's setting on the broker, 16 by default).
+    pub fn send_back(
+        &self,
+        mq: &MessageQueue,
+        m: &StoredMessage,
+        delay_level: i32,
+        max_reconsume: Option<i32>,
+    ) -> Result<(), ClientError> {
+        let mut cmd = Command::request(rq::CONSUMER_SEND_MSG_BACK);
+        cmd.put("offset", m.physical_offset);
+        cmd.put("group", &self.group);
+        cmd.put("delayLevel", delay_level);
+        cmd.put("originMsgId", m.property("UNIQ_KEY").unwrap_or_else(|| m.offset_msg_id()));
+        cmd.put("originTopic", m.property("RETRY_TOPIC").unwrap_or_else(|| m.topic.clone()));
+        cmd.put("unitMode", false);
+        if let Some(max) = max_reconsume {
+            cmd.put("maxReconsumeTimes", max);
+        }
+        let addr = self.ctx.broker_addr(&mq.topic, &mq.broker_name)?;
+        self.ctx.conn(&addr)?.call(cmd, REQUEST_TIMEOUT).map(|_| ())
+    }
+
     pub fn max_offset(&self, mq: &MessageQueue) -> Result<u64, ClientError> {
         Ok(get_u64(&self.call(mq, self.queue_request(rq::GET_MAX_OFFSET, mq))?, "offset"))
     }
@@ -164,7 +181,11 @@ impl PullConsumer {
         });
         let mut addrs: Vec<String> = Vec::new();
         for (t, _) in subs {
-            addrs.extend(self.ctx.route(t, false)?.brokers.into_values());
+            match self.ctx.route(t, false) {
+                Ok(r) => addrs.extend(r.brokers.into_values()),
+                Err(_) if t.starts_with("%RETRY%") => {} // created by the broker on the first failure
+                Err(e) => return Err(e),
+            }
         }
         addrs.sort();
         addrs.dedup();
@@ -221,281 +242,6 @@ pub fn allocate_average<T: Clone>(queues: &[T], ids: &[String], me: &str) -> Vec
     };
     let start = if rem > 0 && i < rem { i * size } else { i * size + rem };
     (0..size.min(q.saturating_sub(start))).map(|k| queues[(start + k) % q].clone()).collect()
-}
-
-/// Where a new group starts in a queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StartFrom {
-    First,
-    Last,
-}
-
-type Listener = Arc<dyn Fn(&[StoredMessage]) -> bool + Send + Sync>;
-
-/// Push consumer: pulls on its own threads and hands messages to `listener`, which returns true when
-/// they were consumed (false: they are redelivered after a second).
-pub struct PushConsumer {
-    pull: PullConsumer,
-    subs: Vec<(String, String)>,
-    broadcasting: bool,
-    orderly: bool,
-    start_from: StartFrom,
-    listener: Listener,
-    running: Arc<AtomicBool>,
-    workers: Arc<Mutex<HashMap<MessageQueue, Arc<AtomicBool>>>>,
-    local_offsets: Arc<Mutex<HashMap<MessageQueue, u64>>>,
-    /// Offsets the broker told this client to jump to (RESET_CONSUMER_CLIENT_OFFSET).
-    resets: Resets,
-}
-
-type Resets = Arc<Mutex<HashMap<MessageQueue, u64>>>;
-
-/// Records the offsets of a RESET_CONSUMER_CLIENT_OFFSET for the queues of subscribed topics; each
-/// queue's pull loop applies its entry before its next pull.
-fn reset_requested(resets: &Resets, topics: &[String], cmd: &Command) {
-    let body = String::from_utf8_lossy(&cmd.body_bytes()).into_owned();
-    let table = match crate::protocol::offset_table::decode(&body) {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::warn!(error = %e, "malformed offset reset from the broker; ignored");
-            return;
-        }
-    };
-    let Ok(mut r) = resets.lock() else { return };
-    for e in table.into_iter().filter(|e| topics.contains(&e.topic)) {
-        r.insert(MessageQueue { topic: e.topic, broker_name: e.broker_name, queue_id: e.queue_id }, e.offset);
-    }
-}
-
-impl PushConsumer {
-    pub fn new(
-        namesrv: &str,
-        group: &str,
-        listener: impl Fn(&[StoredMessage]) -> bool + Send + Sync + 'static,
-    ) -> PushConsumer {
-        PushConsumer {
-            pull: PullConsumer::new(namesrv, group),
-            subs: Vec::new(),
-            broadcasting: false,
-            orderly: false,
-            start_from: StartFrom::Last,
-            listener: Arc::new(listener),
-            running: Arc::new(AtomicBool::new(false)),
-            workers: Arc::new(Mutex::new(HashMap::new())),
-            local_offsets: Arc::new(Mutex::new(HashMap::new())),
-            resets: Arc::new(Mutex::new(HashMap::new())),
-        }
-    }
-
-    pub fn subscribe(&mut self, topic: &str, expr: &str) {
-        self.subs.push((topic.into(), expr.into()));
-    }
-
-    /// Orderly consumption: a queue is consumed only while this client holds its broker lock
-    /// (LOCK_BATCH_MQ, renewed every 20 s, released when the queue moves away), so per-queue order
-    /// holds across rebalances.
-    pub fn orderly(&mut self, on: bool) {
-        self.orderly = on;
-    }
-
-    pub fn broadcasting(&mut self, on: bool) {
-        self.broadcasting = on;
-    }
-
-    pub fn start_from(&mut self, s: StartFrom) {
-        self.start_from = s;
-    }
-
-    /// Queues this instance currently consumes.
-    pub fn assigned(&self) -> Vec<MessageQueue> {
-        self.workers.lock().map(|w| w.keys().cloned().collect()).unwrap_or_default()
-    }
-
-    pub fn start(&self) -> Result<(), ClientError> {
-        self.running.store(true, Ordering::SeqCst);
-        let model = if self.broadcasting { "BROADCASTING" } else { "CLUSTERING" };
-        self.pull.heartbeat(&self.subs, model)?;
-        let me = self.clone_handle();
-        let wake = Arc::new(AtomicBool::new(true));
-        let w2 = wake.clone();
-        self.pull.ctx.on_server_request(rq::NOTIFY_CONSUMER_IDS_CHANGED, move |_| {
-            w2.store(true, Ordering::SeqCst);
-            None
-        });
-        let resets = self.resets.clone();
-        let topics: Vec<String> = self.subs.iter().map(|(t, _)| t.clone()).collect();
-        self.pull.ctx.on_server_request(rq::RESET_CONSUMER_CLIENT_OFFSET, move |cmd| {
-            reset_requested(&resets, &topics, &cmd);
-            None
-        });
-        std::thread::spawn(move || me.control_loop(wake));
-        Ok(())
-    }
-
-    fn clone_handle(&self) -> PushConsumer {
-        PushConsumer {
-            pull: self.pull.clone(),
-            subs: self.subs.clone(),
-            broadcasting: self.broadcasting,
-            orderly: self.orderly,
-            start_from: self.start_from,
-            listener: self.listener.clone(),
-            running: self.running.clone(),
-            workers: self.workers.clone(),
-            local_offsets: self.local_offsets.clone(),
-            resets: self.resets.clone(),
-        }
-    }
-
-    fn control_loop(self, wake: Arc<AtomicBool>) {
-        let model = if self.broadcasting { "BROADCASTING" } else { "CLUSTERING" };
-        let mut last = Instant::now() - REBALANCE_EVERY;
-        while self.running.load(Ordering::SeqCst) {
-            if wake.swap(false, Ordering::SeqCst) || last.elapsed() >= REBALANCE_EVERY {
-                last = Instant::now();
-                if let Err(e) = self.pull.heartbeat(&self.subs, model).and_then(|_| self.rebalance()) {
-                    tracing::warn!(error = %e, "rebalance failed; retrying");
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if let Ok(w) = self.workers.lock() {
-            for flag in w.values() {
-                flag.store(false, Ordering::SeqCst);
-            }
-        }
-    }
-
-    fn rebalance(&self) -> Result<(), ClientError> {
-        let mut wanted = Vec::new();
-        for (topic, expr) in &self.subs {
-            let queues = self.pull.queues(topic)?;
-            let mine = if self.broadcasting {
-                queues
-            } else {
-                allocate_average(&queues, &self.pull.consumer_ids(topic)?, &self.pull.ctx.client_id)
-            };
-            wanted.extend(mine.into_iter().map(|q| (q, expr.clone())));
-        }
-        let mut workers = self.workers.lock().map_err(|_| ClientError::Closed("workers".into()))?;
-        workers.retain(|q, flag| {
-            let keep = wanted.iter().any(|(w, _)| w == q);
-            if !keep {
-                flag.store(false, Ordering::SeqCst);
-            }
-            keep
-        });
-        for (q, expr) in wanted {
-            if workers.contains_key(&q) {
-                continue;
-            }
-            let flag = Arc::new(AtomicBool::new(true));
-            workers.insert(q.clone(), flag.clone());
-            let me = self.clone_handle();
-            std::thread::spawn(move || me.pull_loop(q, expr, flag));
-        }
-        Ok(())
-    }
-
-    fn start_offset(&self, q: &MessageQueue) -> Result<u64, ClientError> {
-        if self.broadcasting {
-            if let Some(o) = self.local_offsets.lock().ok().and_then(|m| m.get(q).copied()) {
-                return Ok(o);
-            }
-        } else if let Some(o) = self.pull.committed_offset(q)? {
-            return Ok(o);
-        }
-        match self.start_from {
-            StartFrom::First => Ok(0),
-            StartFrom::Last => self.pull.max_offset(q),
-        }
-    }
-
-    fn save_offset(&self, q: &MessageQueue, offset: u64) {
-        if self.broadcasting {
-            if let Ok(mut m) = self.local_offsets.lock() {
-                m.insert(q.clone(), offset);
-            }
-        } else if let Err(e) = self.pull.commit(q, offset) {
-            tracing::warn!(error = %e, "offset commit failed");
-        }
-    }
-
-    fn pull_loop(self, q: MessageQueue, expr: String, flag: Arc<AtomicBool>) {
-        if self.orderly && !self.acquire_lock(&q, &flag) {
-            return;
-        }
-        let mut last_lock = Instant::now();
-        let mut offset = loop {
-            match self.start_offset(&q) {
-                Ok(o) => break o,
-                Err(_) if flag.load(Ordering::SeqCst) => std::thread::sleep(Duration::from_millis(500)),
-                Err(_) => return,
-            }
-        };
-        let mut committed = offset;
-        let mut last_commit = Instant::now();
-        while flag.load(Ordering::SeqCst) && self.running.load(Ordering::SeqCst) {
-            if let Some(to) = self.resets.lock().ok().and_then(|mut r| r.remove(&q)) {
-                tracing::info!(queue = ?q, from = offset, to, "offset reset by the broker");
-                offset = to;
-                self.save_offset(&q, offset);
-                committed = offset;
-            }
-            match self.pull.pull(&q, offset, PULL_BATCH, &expr, PULL_SUSPEND_MS) {
-                Ok(r) if r.code == rs::SUCCESS => {
-                    while !(self.listener)(&r.messages) {
-                        std::thread::sleep(Duration::from_secs(1));
-                    }
-                    offset = r.next_offset;
-                }
-                Ok(r) if r.code == rs::PULL_OFFSET_MOVED || r.code == rs::PULL_RETRY_IMMEDIATELY => {
-                    offset = r.next_offset
-                }
-                Ok(_) => {}
-                Err(_) => std::thread::sleep(Duration::from_millis(200)),
-            }
-            if offset != committed && last_commit.elapsed() >= COMMIT_EVERY {
-                self.save_offset(&q, offset);
-                committed = offset;
-                last_commit = Instant::now();
-            }
-            if self.orderly && last_lock.elapsed() >= LOCK_RENEW_EVERY {
-                last_lock = Instant::now();
-                if !self.pull.lock(&q).unwrap_or(false) {
-                    break; // lost the lock: stop before consuming out of order
-                }
-            }
-        }
-        if offset != committed {
-            self.save_offset(&q, offset);
-        }
-        if self.orderly {
-            let _ = self.pull.unlock(&q);
-        }
-    }
-
-    /// Waits until this client holds the queue's lock; false if the queue moved away meanwhile.
-    fn acquire_lock(&self, q: &MessageQueue, flag: &AtomicBool) -> bool {
-        while flag.load(Ordering::SeqCst) && self.running.load(Ordering::SeqCst) {
-            if self.pull.lock(q).unwrap_or(false) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        false
-    }
-
-    pub fn shutdown(&self) {
-        self.running.store(false, Ordering::SeqCst);
-        std::thread::sleep(Duration::from_millis(100));
-        let mut cmd = Command::request(rq::UNREGISTER_CLIENT);
-        cmd.put("clientID", &self.pull.ctx.client_id);
-        cmd.put("consumerGroup", &self.pull.group);
-        for c in self.pull.ctx.open_conns() {
-            let _ = c.request(cmd.clone(), Duration::from_secs(1));
-        }
-    }
 }
 
 #[cfg(test)]

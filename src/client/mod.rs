@@ -6,13 +6,15 @@
 pub mod connection;
 pub mod consumer;
 pub mod producer;
+pub mod push;
 pub mod request;
 pub mod route;
 pub mod transaction;
 
 pub use connection::{ClientError, Connection};
-pub use consumer::{PullConsumer, PushConsumer, StartFrom};
+pub use consumer::PullConsumer;
 pub use producer::{Message, Producer, SendResult};
+pub use push::{PushConsumer, StartFrom};
 pub use request::Reply;
 pub use route::MessageQueue;
 pub use transaction::TxState;

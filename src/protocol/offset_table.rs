@@ -106,6 +106,7 @@ impl<'a> Parser<'a> {
     fn entry(&mut self, key: &str) -> Result<QueueOffset, String> {
         let mut q: QueueOffset = serde_json::from_str(key).map_err(|e| format!("bad queue key {key}: {e}"))?;
         self.expect(b':')?;
+        self.peek(); // skips spaces
         let begin = self.i;
         while self.s.get(self.i).is_some_and(|c| c.is_ascii_digit() || *c == b'-') {
             self.i += 1;
