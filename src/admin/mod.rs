@@ -1,12 +1,11 @@
 //! `ringmq admin`: day-to-day operations over the protocol, through the name server (like mqadmin).
 //! Tables by default, `--json` for scripts. Works against any RocketMQ-protocol cluster.
 
-use crate::client::consumer::decode_records;
 use crate::client::route::{ClientContext, REQUEST_TIMEOUT};
 use crate::client::{ClientError, Message, MessageQueue, Producer, PullConsumer};
 use crate::protocol::Command;
 use crate::protocol::codes::{request as rq, response as rs};
-use crate::protocol::message::{StoredMessage, decode_offset_msg_id};
+use crate::protocol::message::StoredMessage;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -219,35 +218,16 @@ fn message_get(
     mq: Option<MessageQueue>,
     offset: Option<u64>,
 ) -> Result<Value, ClientError> {
+    let pc = PullConsumer { ctx: ctx.clone(), group: "ringmq-admin".into() };
     if let Some(id) = id {
-        let (host, phys) =
-            decode_offset_msg_id(id).ok_or_else(|| err("--id must be an offset message id (32 or 56 hex digits)"))?;
-        let mut c = Command::request(rq::VIEW_MESSAGE_BY_ID);
-        c.put("offset", phys);
-        let r = broker_call(ctx, &host.to_string(), c)?;
-        let msgs = decode_records(&r.body_bytes()).map_err(err)?;
-        return Ok(Value::Array(msgs.iter().map(message_json).collect()));
+        return Ok(Value::Array(vec![message_json(&pc.view_by_id(id)?)]));
     }
     let topic = topic.ok_or_else(|| err("--topic is needed with --key or --queue"))?;
     if let Some(key) = key {
-        let mut out = Vec::new();
-        for (_, addr) in ctx.route(topic, true)?.brokers {
-            let mut c = Command::request(rq::QUERY_MESSAGE);
-            c.put("topic", topic);
-            c.put("key", key);
-            c.put("maxNum", 32);
-            c.put("beginTimestamp", 0);
-            c.put("endTimestamp", i64::MAX);
-            let r = ctx.conn(&addr)?.request(c, REQUEST_TIMEOUT)?;
-            if r.code == rs::SUCCESS {
-                out.extend(decode_records(&r.body_bytes()).map_err(err)?.iter().map(message_json));
-            }
-        }
-        return Ok(Value::Array(out));
+        return Ok(Value::Array(pc.query_by_key(topic, key, 32)?.iter().map(message_json).collect()));
     }
     let (mq, offset) =
         mq.zip(offset).ok_or_else(|| err("give --id, --key, or --queue with --broker and --queue-offset"))?;
-    let pc = PullConsumer { ctx: ctx.clone(), group: "ringmq-admin".into() };
     let r = pc.pull(&mq, offset, 1, "*", 0)?;
     Ok(Value::Array(r.messages.iter().map(message_json).collect()))
 }
@@ -360,21 +340,9 @@ fn group_cmd(ctx: &Arc<ClientContext>, g: &GroupCmd) -> Result<Value, ClientErro
             Ok(Value::Array(pc.consumer_ids(topic)?.into_iter().map(|c| json!({"client_id": c})).collect()))
         }
         GroupCmd::ResetOffset { group, topic, to_time } => {
-            let mut rows = Vec::new();
-            for addr in ctx.route(topic, true)?.brokers.into_values() {
-                let mut cmd = Command::request(rq::INVOKE_BROKER_TO_RESET_OFFSET);
-                cmd.put("topic", topic);
-                cmd.put("group", group);
-                cmd.put("timestamp", to_time);
-                cmd.put("isForce", true);
-                let r = ctx.conn(&addr)?.call(cmd, std::time::Duration::from_secs(10))?;
-                let table = crate::protocol::offset_table::decode(&String::from_utf8_lossy(&r.body_bytes()))
-                    .map_err(|message| ClientError::BadResponse { addr: addr.clone(), message })?;
-                for e in table {
-                    rows.push(json!({"broker": e.broker_name, "queue": e.queue_id, "offset": e.offset}));
-                }
-            }
-            Ok(Value::Array(rows))
+            let pc = PullConsumer { ctx: ctx.clone(), group: group.clone() };
+            let rows = pc.reset_offset_by_time(topic, *to_time)?.into_iter();
+            Ok(rows.map(|e| json!({"broker": e.broker_name, "queue": e.queue_id, "offset": e.offset})).collect())
         }
     }
 }

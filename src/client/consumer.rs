@@ -10,6 +10,10 @@ use crate::protocol::message::StoredMessage;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Expression types of a subscription.
+pub const TAG: &str = "TAG";
+pub const SQL92: &str = "SQL92";
+
 /// Long-poll hold asked of the broker: short enough that stopping a consumer is prompt.
 pub(super) const PULL_SUSPEND_MS: u64 = 5_000;
 
@@ -71,6 +75,19 @@ impl PullConsumer {
         expr: &str,
         suspend_ms: u64,
     ) -> Result<PullResult, ClientError> {
+        self.pull_selected(mq, offset, max, TAG, expr, suspend_ms)
+    }
+
+    /// Pulls with an expression of `expression_type`: [`TAG`] (`a || b`, `*`) or [`SQL92`].
+    pub fn pull_selected(
+        &self,
+        mq: &MessageQueue,
+        offset: u64,
+        max: u32,
+        expression_type: &str,
+        expr: &str,
+        suspend_ms: u64,
+    ) -> Result<PullResult, ClientError> {
         let mut cmd = Command::request(rq::PULL_MESSAGE);
         cmd.put("consumerGroup", &self.group);
         cmd.put("topic", &mq.topic);
@@ -82,7 +99,7 @@ impl PullConsumer {
         cmd.put("suspendTimeoutMillis", suspend_ms);
         cmd.put("subscription", expr);
         cmd.put("subVersion", 0);
-        cmd.put("expressionType", "TAG");
+        cmd.put("expressionType", expression_type);
         let r = self.call(mq, cmd)?;
         let messages = if r.code == rs::SUCCESS {
             decode_records(&r.body_bytes())
@@ -159,10 +176,21 @@ impl PullConsumer {
     }
 
     /// Registers this client's subscriptions with every broker of the topics (HEART_BEAT).
+    /// Registers this consumer with the brokers of its topics; `subs` are (topic, tag expression).
     pub fn heartbeat(&self, subs: &[(String, String)], model: &str) -> Result<(), ClientError> {
+        let typed: Vec<(String, String, &str)> = subs.iter().map(|(t, e)| (t.clone(), e.clone(), TAG)).collect();
+        self.heartbeat_typed(&typed, model)
+    }
+
+    /// [`PullConsumer::heartbeat`] with (topic, expression, expression type) subscriptions.
+    pub fn heartbeat_typed(&self, subs: &[(String, String, &str)], model: &str) -> Result<(), ClientError> {
         let sub_data: Vec<serde_json::Value> = subs
             .iter()
-            .map(|(t, e)| {
+            .map(|(t, e, kind)| {
+                if *kind != TAG {
+                    return serde_json::json!({"topic": t, "subString": e, "expressionType": kind, "subVersion": 0,
+                        "classFilterMode": false, "tagsSet": [], "codeSet": []});
+                }
                 let tags: Vec<&str> = if e.trim() == "*" {
                     vec![]
                 } else {
@@ -180,7 +208,7 @@ impl PullConsumer {
                 "consumeFromWhere": "CONSUME_FROM_FIRST_OFFSET", "unitMode": false, "subscriptionDataSet": sub_data}],
         });
         let mut addrs: Vec<String> = Vec::new();
-        for (t, _) in subs {
+        for (t, _, _) in subs {
             match self.ctx.route(t, false) {
                 Ok(r) => addrs.extend(r.brokers.into_values()),
                 Err(_) if t.starts_with("%RETRY%") => {} // created by the broker on the first failure

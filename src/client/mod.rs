@@ -5,6 +5,7 @@
 
 pub mod connection;
 pub mod consumer;
+pub mod lookup;
 pub mod producer;
 pub mod push;
 pub mod request;

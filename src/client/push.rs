@@ -7,7 +7,7 @@
 //! (RESET_CONSUMER_CLIENT_OFFSET) move its queues.
 
 use super::connection::ClientError;
-use super::consumer::{PULL_SUSPEND_MS, PullConsumer, allocate_average};
+use super::consumer::{PULL_SUSPEND_MS, PullConsumer, SQL92, TAG, allocate_average};
 use super::route::MessageQueue;
 use crate::protocol::Command;
 use crate::protocol::codes::{request as rq, response as rs};
@@ -38,7 +38,8 @@ type Listener = Arc<dyn Fn(&[StoredMessage]) -> bool + Send + Sync>;
 /// they were consumed (false: they are redelivered after a second).
 pub struct PushConsumer {
     pull: PullConsumer,
-    subs: Vec<(String, String)>,
+    /// (topic, expression, expression type).
+    subs: Vec<(String, String, &'static str)>,
     broadcasting: bool,
     orderly: bool,
     start_from: StartFrom,
@@ -94,7 +95,12 @@ impl PushConsumer {
     }
 
     pub fn subscribe(&mut self, topic: &str, expr: &str) {
-        self.subs.push((topic.into(), expr.into()));
+        self.subs.push((topic.into(), expr.into(), TAG));
+    }
+
+    /// Subscribes with an SQL92 property filter (the broker must allow property filtering).
+    pub fn subscribe_sql92(&mut self, topic: &str, sql: &str) {
+        self.subs.push((topic.into(), sql.into(), SQL92));
     }
 
     /// Orderly consumption: a queue is consumed only while this client holds its broker lock
@@ -132,7 +138,7 @@ impl PushConsumer {
     pub fn start(&self) -> Result<(), ClientError> {
         self.running.store(true, Ordering::SeqCst);
         let model = if self.broadcasting { "BROADCASTING" } else { "CLUSTERING" };
-        self.pull.heartbeat(&self.subscriptions(), model)?;
+        self.pull.heartbeat_typed(&self.subscriptions(), model)?;
         let me = self.clone_handle();
         let wake = Arc::new(AtomicBool::new(true));
         let w2 = wake.clone();
@@ -141,7 +147,7 @@ impl PushConsumer {
             None
         });
         let resets = self.resets.clone();
-        let topics: Vec<String> = self.subscriptions().into_iter().map(|(t, _)| t).collect();
+        let topics: Vec<String> = self.subscriptions().into_iter().map(|(t, _, _)| t).collect();
         self.pull.ctx.on_server_request(rq::RESET_CONSUMER_CLIENT_OFFSET, move |cmd| {
             reset_requested(&resets, &topics, &cmd);
             None
@@ -173,7 +179,7 @@ impl PushConsumer {
         while self.running.load(Ordering::SeqCst) {
             if wake.swap(false, Ordering::SeqCst) || last.elapsed() >= REBALANCE_EVERY {
                 last = Instant::now();
-                if let Err(e) = self.pull.heartbeat(&self.subscriptions(), model).and_then(|_| self.rebalance()) {
+                if let Err(e) = self.pull.heartbeat_typed(&self.subscriptions(), model).and_then(|_| self.rebalance()) {
                     tracing::warn!(error = %e, "rebalance failed; retrying");
                 }
             }
@@ -188,7 +194,7 @@ impl PushConsumer {
 
     fn rebalance(&self) -> Result<(), ClientError> {
         let mut wanted = Vec::new();
-        for (topic, expr) in &self.subscriptions() {
+        for (topic, expr, kind) in &self.subscriptions() {
             let queues = match self.pull.queues(topic) {
                 Ok(q) => q,
                 // The broker creates the retry topic on the first failure.
@@ -200,7 +206,7 @@ impl PushConsumer {
             } else {
                 allocate_average(&queues, &self.pull.consumer_ids(topic)?, &self.pull.ctx.client_id)
             };
-            wanted.extend(mine.into_iter().map(|q| (q, expr.clone())));
+            wanted.extend(mine.into_iter().map(|q| (q, (expr.clone(), *kind))));
         }
         let mut workers = self.workers.lock().map_err(|_| ClientError::Closed("workers".into()))?;
         workers.retain(|q, flag| {
@@ -246,7 +252,7 @@ impl PushConsumer {
         }
     }
 
-    fn pull_loop(self, q: MessageQueue, expr: String, flag: Arc<AtomicBool>) {
+    fn pull_loop(self, q: MessageQueue, (expr, kind): (String, &'static str), flag: Arc<AtomicBool>) {
         if self.orderly && !self.acquire_lock(&q, &flag) {
             return;
         }
@@ -267,7 +273,7 @@ impl PushConsumer {
                 self.save_offset(&q, offset);
                 committed = offset;
             }
-            match self.pull.pull(&q, offset, PULL_BATCH, &expr, PULL_SUSPEND_MS) {
+            match self.pull.pull_selected(&q, offset, PULL_BATCH, kind, &expr, PULL_SUSPEND_MS) {
                 Ok(r) if r.code == rs::SUCCESS => {
                     self.consume(&q, r.messages);
                     offset = r.next_offset;
@@ -299,11 +305,11 @@ impl PushConsumer {
     }
 
     /// The topics this instance subscribes: the user's, and in clustering mode the group's retry topic.
-    fn subscriptions(&self) -> Vec<(String, String)> {
+    fn subscriptions(&self) -> Vec<(String, String, &'static str)> {
         let mut subs = self.subs.clone();
         let retry = format!("{RETRY_PREFIX}{}", self.pull.group);
-        if !self.broadcasting && !subs.iter().any(|(t, _)| *t == retry) {
-            subs.push((retry, "*".into()));
+        if !self.broadcasting && !subs.iter().any(|(t, _, _)| *t == retry) {
+            subs.push((retry, "*".into(), TAG));
         }
         subs
     }
