@@ -139,12 +139,20 @@ fn push_consumers_share_queues_and_see_every_message() {
         p.send(&Message::new("Push", format!("p{i}"))).unwrap();
     }
     let deadline = Instant::now() + Duration::from_secs(20);
-    while seen.lock().unwrap().len() < 200 && Instant::now() < deadline {
+    // At-least-once: a queue changing owner during the start-up rebalances may deliver a message twice.
+    while seen.lock().unwrap().iter().collect::<BTreeSet<_>>().len() < 200 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
     let got = seen.lock().unwrap().clone();
     let unique: BTreeSet<&String> = got.iter().collect();
-    assert_eq!(unique.len(), 200);
+    let missing: Vec<String> = (0..200).map(|i| format!("p{i}")).filter(|b| !unique.contains(b)).collect();
+    assert!(
+        missing.is_empty(),
+        "missing {missing:?}; assigned now {:?} / {:?}; server log:\n{}",
+        a.assigned(),
+        b.assigned(),
+        s.log()
+    );
     a.shutdown();
     b.shutdown();
 }

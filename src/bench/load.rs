@@ -7,7 +7,7 @@
 //! backlog, and p50…max of publish, publish-delay and end-to-end latency from HDR histograms; broker
 //! CPU (from /proc when `--broker-pid` is given) and CPU µs per message.
 
-use crate::client::{Message, MessageQueue, Producer, PushConsumer, StartFrom};
+use crate::client::{Message, Producer, PushConsumer, StartFrom};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -129,9 +129,9 @@ pub struct Report {
     pub broker_cpu_us_per_message: Option<f64>,
 }
 
-struct Hists {
-    publish: Histogram<u64>,
-    delay: Histogram<u64>,
+pub(super) struct Hists {
+    pub(super) publish: Histogram<u64>,
+    pub(super) delay: Histogram<u64>,
     e2e: Histogram<u64>,
 }
 
@@ -142,10 +142,10 @@ impl Hists {
     }
 }
 
-struct Shared {
-    published: AtomicU64,
+pub(super) struct Shared {
+    pub(super) published: AtomicU64,
     consumed: AtomicU64,
-    errors: AtomicU64,
+    pub(super) errors: AtomicU64,
     early: AtomicU64,
     broker_pid: Option<u32>,
     measuring: AtomicBool,
@@ -154,7 +154,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn record(&self, pick: impl Fn(&mut Hists) -> &mut Histogram<u64>, us: u64) {
+    pub(super) fn record(&self, pick: impl Fn(&mut Hists) -> &mut Histogram<u64>, us: u64) {
         if !self.measuring.load(Ordering::Relaxed) {
             return;
         }
@@ -189,7 +189,7 @@ pub fn rss_mib(pid: u32) -> Option<f64> {
 
 /// A benchmark message: 8 bytes of send time and 8 of due time (µs since the epoch; 0 = no timer),
 /// then padding; with a due time it carries TIMER_DELIVER_MS.
-fn bench_message(topic: &str, size: usize, deliver_after_ms: u64) -> Message {
+pub(super) fn bench_message(topic: &str, size: usize, deliver_after_ms: u64) -> Message {
     let sent = now_us();
     let due_ms = if deliver_after_ms > 0 { sent.div_ceil(1000) + deliver_after_ms } else { 0 };
     let mut body = vec![0u8; size.max(16)];
@@ -197,69 +197,6 @@ fn bench_message(topic: &str, size: usize, deliver_after_ms: u64) -> Message {
     body[8..16].copy_from_slice(&(due_ms * 1000).to_be_bytes());
     let m = Message::new(topic, body);
     if due_ms > 0 { m.with_property("TIMER_DELIVER_MS", &due_ms.to_string()) } else { m }
-}
-
-fn producer_loop(w: Workload, topics: Vec<String>, shared: Arc<Shared>, stop: Arc<AtomicBool>, per_producer_rate: f64) {
-    let p = Producer::new(&w.namesrv, "ringmq-bench-producer");
-    let queues: Vec<MessageQueue> =
-        topics.iter().flat_map(|t| p.context().route(t, true).map(|r| r.write_queues).unwrap_or_default()).collect();
-    if queues.is_empty() {
-        eprintln!("bench: no writable queue in the routes of {topics:?}");
-        return;
-    }
-    let inflight = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let mut sent: u64 = 0;
-    let mut qi = rand::random::<u32>() as usize;
-    while !stop.load(Ordering::Relaxed) {
-        let intended = if per_producer_rate > 0.0 {
-            let at = start + Duration::from_secs_f64(sent as f64 / per_producer_rate);
-            let now = Instant::now();
-            if at > now {
-                std::thread::sleep(at - now);
-            }
-            at
-        } else {
-            while inflight.load(Ordering::Relaxed) >= w.window as u64 && !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_micros(50));
-            }
-            Instant::now()
-        };
-        qi += 1;
-        let mq = &queues[qi % queues.len()];
-        let msgs: Vec<Message> =
-            (0..w.batch.max(1)).map(|_| bench_message(&mq.topic, w.message_size, w.deliver_after_ms)).collect();
-        let t0 = Instant::now();
-        shared.record(|h| &mut h.delay, t0.saturating_duration_since(intended).as_micros() as u64);
-        inflight.fetch_add(1, Ordering::Relaxed);
-        let (sh, inf, n) = (shared.clone(), inflight.clone(), msgs.len() as u64);
-        let done = move |r: Result<crate::client::SendResult, crate::client::ClientError>| {
-            inf.fetch_sub(1, Ordering::Relaxed);
-            match r {
-                Ok(_) => {
-                    sh.published.fetch_add(n, Ordering::Relaxed);
-                    sh.record(|h| &mut h.publish, t0.elapsed().as_micros() as u64);
-                }
-                Err(_) => {
-                    sh.errors.fetch_add(n, Ordering::Relaxed);
-                }
-            }
-        };
-        let res = if w.batch > 1 { p.send_batch_async(mq, &msgs, done) } else { p.send_async(&msgs[0], done) };
-        if res.is_err() {
-            inflight.fetch_sub(1, Ordering::Relaxed);
-            shared.errors.fetch_add(msgs.len() as u64, Ordering::Relaxed);
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        sent += msgs.len() as u64;
-    }
-    while inflight.load(Ordering::Relaxed) > 0 && start.elapsed() < Duration::from_secs(3600) {
-        std::thread::sleep(Duration::from_millis(5));
-        if stop.load(Ordering::Relaxed) && inflight.load(Ordering::Relaxed) > 0 {
-            std::thread::sleep(Duration::from_millis(200));
-            break;
-        }
-    }
 }
 
 fn snapshot(shared: &Shared, secs: f64, published: u64, consumed: u64, reset: bool) -> Period {
@@ -368,7 +305,7 @@ pub fn run(w: &Workload, broker_pid: Option<u32>) -> Result<Report, String> {
     let producers: Vec<_> = (0..w.producers)
         .map(|_| {
             let (w, t, s, st) = (w.clone(), topics.clone(), shared.clone(), stop.clone());
-            std::thread::spawn(move || producer_loop(w, t, s, st, per))
+            std::thread::spawn(move || super::generator::run_producer(w, t, s, st, per))
         })
         .collect();
     std::thread::sleep(Duration::from_secs(w.warmup));

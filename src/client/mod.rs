@@ -3,6 +3,7 @@
 //! (blocking sockets with a reader thread per connection) so tests, tools and the benchmark can use it
 //! from anywhere; requests pipeline on one connection.
 
+pub mod async_conn;
 pub mod connection;
 pub mod consumer;
 pub mod lookup;

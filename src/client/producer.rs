@@ -251,6 +251,12 @@ impl Producer {
         self.ctx.conn(&addr)?.oneway(cmd)
     }
 
+    /// Builds the send request of one message for `queue` (for callers with their own connection, such
+    /// as the load generator on glommio executors).
+    pub fn send_command(&self, mq: &MessageQueue, msg: &Message) -> Command {
+        send_header(&self.group, &mq.topic, mq.queue_id, &msg.encode_properties(), false).with_body(msg.body.clone())
+    }
+
     /// Builds a batch request for `queue` (all messages share one topic).
     pub fn batch_command(&self, mq: &MessageQueue, msgs: &[Message]) -> Command {
         let items: Vec<BatchItem> = msgs

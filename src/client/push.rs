@@ -275,6 +275,9 @@ impl PushConsumer {
             }
             match self.pull.pull_selected(&q, offset, PULL_BATCH, kind, &expr, PULL_SUSPEND_MS) {
                 Ok(r) if r.code == rs::SUCCESS => {
+                    if !flag.load(Ordering::SeqCst) {
+                        break; // the queue moved to another member while this pull was held: leave it
+                    }
                     self.consume(&q, r.messages);
                     offset = r.next_offset;
                 }

@@ -187,7 +187,7 @@ impl Command {
         }
         let header = &buf[8..8 + header_len];
         let mut cmd = match kind {
-            SERIALIZE_JSON => decode_json_header(header)?,
+            SERIALIZE_JSON => super::json_header::decode(header)?,
             SERIALIZE_ROCKETMQ => decode_binary_header(header)?,
             other => return Err(FrameError::UnknownSerializeType(other)),
         };
@@ -221,51 +221,6 @@ fn push_json_str(out: &mut String, v: &str) {
         }
     }
     out.push('"');
-}
-
-fn scalar_to_string(v: &serde_json::Value) -> Option<String> {
-    match v {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        serde_json::Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
-fn json_i32(v: Option<&serde_json::Value>) -> i32 {
-    match v {
-        Some(serde_json::Value::Number(n)) => n.as_i64().unwrap_or(0) as i32,
-        Some(serde_json::Value::String(s)) => s.trim().parse().unwrap_or(0),
-        _ => 0,
-    }
-}
-
-fn decode_json_header(header: &[u8]) -> Result<Command, FrameError> {
-    let value: serde_json::Value = serde_json::from_slice(header).map_err(|e| FrameError::BadJson(e.to_string()))?;
-    let obj = value.as_object().ok_or_else(|| FrameError::BadJson("header is not an object".into()))?;
-    let mut ext = HashMap::new();
-    if let Some(serde_json::Value::Object(fields)) = obj.get("extFields") {
-        for (k, v) in fields {
-            if let Some(s) = scalar_to_string(v) {
-                ext.insert(k.clone(), s);
-            }
-        }
-    }
-    let language = match obj.get("language") {
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(serde_json::Value::Number(n)) => language_name(n.as_u64().unwrap_or(7) as u8).to_string(),
-        _ => "OTHER".to_string(),
-    };
-    Ok(Command {
-        code: json_i32(obj.get("code")),
-        language,
-        version: json_i32(obj.get("version")),
-        opaque: json_i32(obj.get("opaque")),
-        flag: json_i32(obj.get("flag")),
-        remark: obj.get("remark").and_then(scalar_to_string),
-        ext,
-        body: Vec::new(),
-    })
 }
 
 /// LanguageCode byte → JSON name (unknown → OTHER).

@@ -1,0 +1,141 @@
+//! A remoting connection for code running on a glommio executor (the load generator of
+//! `ringmq bench`): requests pipeline on one socket, a reader task completes them by opaque, a writer
+//! task coalesces queued frames into one write. Lives on the executor that opened it (`!Send`).
+//! The blocking [`super::Connection`] is the façade for tools, tests and examples.
+
+use super::connection::ClientError;
+use crate::protocol::Command;
+use bytes::BytesMut;
+use futures_channel::{mpsc, oneshot};
+use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use glommio::net::TcpStream;
+use glommio::task::JoinHandle;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Largest frame accepted from a broker (pull answers are far smaller).
+const MAX_FRAME_BYTES: usize = 64 << 20;
+
+type Pending = Rc<RefCell<HashMap<i32, oneshot::Sender<Command>>>>;
+
+pub struct AsyncConnection {
+    addr: String,
+    out: mpsc::UnboundedSender<Vec<u8>>,
+    pending: Pending,
+    next_opaque: Cell<i32>,
+    reader: Option<JoinHandle<()>>,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl AsyncConnection {
+    /// Connects to `addr` (host:port) from the current glommio executor.
+    pub async fn connect(addr: &str) -> Result<AsyncConnection, ClientError> {
+        let stream = TcpStream::connect(addr).await.map_err(|e| ClientError::Connect {
+            addr: addr.to_string(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let _ = stream.set_nodelay(true);
+        let (reader, writer) = futures_lite::io::split(stream);
+        let (out, rx) = mpsc::unbounded();
+        let pending: Pending = Rc::default();
+        let r = glommio::spawn_local(read_loop(reader, pending.clone())).detach();
+        let w = glommio::spawn_local(write_loop(writer, rx)).detach();
+        Ok(AsyncConnection {
+            addr: addr.to_string(),
+            out,
+            pending,
+            next_opaque: Cell::new(1),
+            reader: Some(r),
+            writer: Some(w),
+        })
+    }
+
+    /// Sends `cmd` and waits up to `timeout` for its response.
+    pub async fn request(&self, mut cmd: Command, timeout: Duration) -> Result<Command, ClientError> {
+        let opaque = self.next_opaque.get();
+        self.next_opaque.set(opaque.wrapping_add(1) & i32::MAX);
+        cmd.opaque = opaque;
+        let (tx, rx) = oneshot::channel();
+        self.pending.borrow_mut().insert(opaque, tx);
+        if self.out.unbounded_send(cmd.encode()).is_err() {
+            self.pending.borrow_mut().remove(&opaque);
+            return Err(ClientError::Closed(self.addr.clone()));
+        }
+        let expire = async {
+            glommio::timer::sleep(timeout).await;
+            Err(oneshot::Canceled)
+        };
+        match futures_lite::future::or(rx, expire).await {
+            Ok(resp) => Ok(resp),
+            Err(_) => {
+                let timed_out = self.pending.borrow_mut().remove(&opaque).is_some();
+                Err(if timed_out {
+                    ClientError::Timeout { addr: self.addr.clone(), timeout_ms: timeout.as_millis() }
+                } else {
+                    ClientError::Closed(self.addr.clone())
+                })
+            }
+        }
+    }
+}
+
+impl Drop for AsyncConnection {
+    fn drop(&mut self) {
+        self.out.close_channel();
+        for task in [self.reader.take(), self.writer.take()].into_iter().flatten() {
+            task.cancel();
+        }
+    }
+}
+
+async fn read_loop(mut reader: futures_lite::io::ReadHalf<TcpStream>, pending: Pending) {
+    let mut acc = BytesMut::with_capacity(256 << 10);
+    let mut chunk = vec![0u8; 256 << 10];
+    loop {
+        let n = match reader.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        acc.extend_from_slice(&chunk[..n]);
+        while acc.len() >= 4 {
+            let len = u32::from_be_bytes([acc[0], acc[1], acc[2], acc[3]]) as usize;
+            if acc.len() < 4 + len {
+                break;
+            }
+            let frame = acc.split_to(4 + len).freeze();
+            match Command::decode(&frame, MAX_FRAME_BYTES) {
+                Ok(Some((cmd, _))) if cmd.is_response() => {
+                    let waiter = pending.borrow_mut().remove(&cmd.opaque);
+                    if let Some(tx) = waiter {
+                        let _ = tx.send(cmd);
+                    }
+                }
+                Ok(_) => {} // broker-initiated requests are not used by the load generator
+                Err(_) => {
+                    pending.borrow_mut().clear(); // waiters see the connection as closed
+                    return;
+                }
+            }
+        }
+    }
+    pending.borrow_mut().clear();
+}
+
+async fn write_loop(mut writer: futures_lite::io::WriteHalf<TcpStream>, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
+    let mut buf = Vec::with_capacity(256 << 10);
+    while let Some(first) = rx.next().await {
+        buf.clear();
+        buf.extend_from_slice(&first);
+        while buf.len() < (256 << 10) {
+            match rx.try_recv() {
+                Ok(more) => buf.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        if writer.write_all(&buf).await.is_err() {
+            return;
+        }
+    }
+}
