@@ -1,7 +1,8 @@
 //! The native client: a remoting connection, routes, and the producer and consumers built on them.
-//! Speaks only the RocketMQ protocol, so it works against any RocketMQ broker. It uses plain threads
-//! (blocking sockets with a reader thread per connection) so tests, tools and the benchmark can use it
-//! from anywhere; requests pipeline on one connection.
+//! Speaks only the RocketMQ protocol, so it works against any RocketMQ broker. Its API is a blocking
+//! façade on plain threads (a reader thread per connection) so tests, tools and examples can use it
+//! from anywhere; requests pipeline on one connection. `async_conn` is the same connection for code
+//! on a glommio executor (the load generator's producers).
 
 pub mod async_conn;
 pub mod connection;
