@@ -1,7 +1,8 @@
 //! An unmodified third-party RocketMQ client (rocketmq-client-rust 1.0.0) against a started ringmq:
-//! producer (single, batch, ordered by selector, delay level, timer, request-reply), push consumer
-//! (concurrent, tag and SQL92 filters, offset reset while running), lite pull consumer in assign mode,
-//! topic creation through TBW102.
+//! producer (single, batch, ordered by selector, delay level, timer, request-reply), transactional
+//! producer (commit, rollback, check-back), push consumer (concurrent, tag and SQL92 filters, retry by
+//! ReconsumeLater, broadcasting, offset reset while running), lite pull consumer in assign mode, topic
+//! creation through TBW102.
 #![recursion_limit = "512"]
 
 #[path = "../../tests/common/mod.rs"]
@@ -10,13 +11,14 @@ mod common;
 use common::Server;
 use rocketmq_client_rust::{
     ClientRuntime, ClientRuntimeConfig, ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus, DefaultLitePullConsumer,
-    DefaultMQProducer, DefaultMQPushConsumer, MQPushConsumer, MessageSelector, MessageUtil, SendStatus,
-    TelemetryHandle,
+    DefaultMQProducer, DefaultMQPushConsumer, LocalTransactionState, MQPushConsumer, MessageSelector, MessageUtil,
+    SendStatus, TelemetryHandle, TransactionListener, TransactionMQProducer,
 };
 use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
 use rocketmq_model::common::message::MessageTrait;
 use rocketmq_model::common::message::message_ext::MessageExt;
 use rocketmq_model::common::message::message_single::Message;
+use rocketmq_protocol::protocol::heartbeat::message_model::MessageModel;
 use rocketmq_runtime::{RuntimeConfig, RuntimeOwner};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -307,5 +309,133 @@ async fn offset_reset_reaches_a_running_real_consumer() {
     assert_eq!(all.len(), 12, "{all:?}");
     assert!(all[8..].iter().all(|b| b.starts_with("new")), "only messages after the cut replayed: {all:?}");
     c.shutdown().await;
+    p.shutdown().await;
+}
+
+/// A server whose retry back-off and transaction check-back take a second or less.
+fn fast_server() -> Server {
+    let cfg = tempfile::NamedTempFile::with_suffix(".toml").unwrap();
+    std::fs::write(
+        cfg.path(),
+        "message_delay_level = \"1s 1s 1s 1s 1s 1s\"\ntransaction_timeout_ms = 300\ntransaction_check_interval_ms = 200\n",
+    )
+    .unwrap();
+    let (_f, path) = cfg.keep().unwrap();
+    Server::start(1, &["--config", path.to_str().unwrap()])
+}
+
+struct LocalTx;
+
+impl TransactionListener for LocalTx {
+    fn execute_local_transaction(
+        &self,
+        msg: &dyn MessageTrait,
+        _arg: Option<&(dyn std::any::Any + Send + Sync)>,
+    ) -> LocalTransactionState {
+        match msg.get_body().map(|b| b.as_ref()) {
+            Some(b"commit") => LocalTransactionState::CommitMessage,
+            Some(b"rollback") => LocalTransactionState::RollbackMessage,
+            _ => LocalTransactionState::Unknown,
+        }
+    }
+
+    fn check_local_transaction(&self, _msg: &MessageExt) -> LocalTransactionState {
+        LocalTransactionState::CommitMessage
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_with_check_back_and_consumer_retry_with_a_real_client() {
+    let s = fast_server();
+    let ns = s.namesrv();
+    let mut p = producer(&ns, "compat_pg_tx_setup").await;
+    create_topic(&mut p, "CompatTx", 1).await;
+    let mut tx = TransactionMQProducer::builder(rt("tx"))
+        .producer_group("compat_tx".to_string())
+        .name_server_addr(ns.clone())
+        .send_msg_timeout(5_000)
+        .transaction_listener(LocalTx)
+        .build();
+    tx.start().await.unwrap();
+    let (mut c, seen) = push_consumer(&ns, "compat_tx_cg", "CompatTx", MessageSelector::by_tag("*")).await;
+    for body in ["commit", "rollback", "unknown"] {
+        let m = Message::builder().topic("CompatTx").body_slice(body.as_bytes()).build_unchecked();
+        tx.send_message_in_transaction::<(), _>(m, None).await.unwrap();
+    }
+    let got: BTreeSet<String> = wait_for(&seen, 2, 30).await.into_iter().collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after: BTreeSet<String> = seen.lock().unwrap().iter().cloned().collect();
+    assert_eq!(got, ["commit".to_string(), "unknown".to_string()].into_iter().collect::<BTreeSet<_>>());
+    assert_eq!(got, after, "the rolled-back message never appears");
+    c.shutdown().await;
+    tx.shutdown().await;
+
+    // Consumption retry: ReconsumeLater sends the message back; it returns through %RETRY%.
+    create_topic(&mut p, "CompatRetry", 1).await;
+    let attempts = Arc::new(Mutex::new(Vec::<(String, i32)>::new()));
+    let sink = attempts.clone();
+    let mut r = DefaultMQPushConsumer::builder(rt("retry"))
+        .consumer_group("compat_retry".to_string())
+        .name_server_addr(ns.clone())
+        .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
+        .build();
+    r.subscribe_with_selector("CompatRetry", Some(MessageSelector::by_tag("*"))).await.unwrap();
+    r.register_message_listener_concurrently(move |msgs: &[&MessageExt], _: &ConsumeConcurrentlyContext| {
+        let m = msgs[0];
+        sink.lock().unwrap().push((m.topic().to_string(), m.reconsume_times()));
+        Ok(if m.reconsume_times() == 0 {
+            ConsumeConcurrentlyStatus::ReconsumeLater
+        } else {
+            ConsumeConcurrentlyStatus::ConsumeSuccess
+        })
+    });
+    r.start().await.unwrap();
+    p.send_with_timeout(msg("CompatRetry", "t", "k", "job"), 5_000).await.unwrap().unwrap();
+    for _ in 0..200 {
+        if attempts.lock().unwrap().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seen = attempts.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[1].1, 1, "redelivered once by the broker: {seen:?}");
+    r.shutdown().await;
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcasting_with_a_real_client() {
+    let s = Server::start(1, &[]);
+    let ns = s.namesrv();
+    let mut p = producer(&ns, "compat_pg_bc").await;
+    create_topic(&mut p, "CompatBroadcast", 2).await;
+    let mut members = Vec::new();
+    for i in 0..2 {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let mut c = DefaultMQPushConsumer::builder(rt(if i == 0 { "bc0" } else { "bc1" }))
+            .consumer_group("compat_bc".to_string())
+            .name_server_addr(ns.clone())
+            .message_model(MessageModel::Broadcasting)
+            .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
+            .build();
+        c.subscribe_with_selector("CompatBroadcast", Some(MessageSelector::by_tag("*"))).await.unwrap();
+        c.register_message_listener_concurrently(move |msgs: &[&MessageExt], _: &ConsumeConcurrentlyContext| {
+            sink.lock().unwrap().extend(msgs.iter().map(|m| body_of(m)));
+            Ok(ConsumeConcurrentlyStatus::ConsumeSuccess)
+        });
+        c.start().await.unwrap();
+        members.push((c, seen));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for i in 0..4 {
+        p.send_with_timeout(msg("CompatBroadcast", "t", "k", &format!("n{i}")), 5_000).await.unwrap().unwrap();
+    }
+    for (c, seen) in &mut members {
+        let got: BTreeSet<String> = wait_for(seen, 4, 30).await.into_iter().collect();
+        assert_eq!(got.len(), 4, "every member receives every message: {got:?}");
+        c.shutdown().await;
+    }
     p.shutdown().await;
 }
