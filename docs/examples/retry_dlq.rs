@@ -35,10 +35,11 @@ fn main() -> Res {
     producer.send(&Message::new(&topic, "poison"))?;
     let auditor = PullConsumer::new(&ns, "retry-demo-auditor");
     let dlq = format!("%DLQ%{group}");
+    // The dead-letter topic exists on every shard; the message sits on the one that stored it.
     let dead = || -> Vec<String> {
-        let Some(q) = auditor.queues(&dlq).ok().and_then(|q| q.into_iter().next()) else { return vec![] };
-        let r = auditor.pull(&q, 0, 32, "*", 0).map(|r| r.messages).unwrap_or_default();
-        r.iter().map(|m| String::from_utf8_lossy(&m.body).into_owned()).collect()
+        let queues = auditor.queues(&dlq).unwrap_or_default();
+        let msgs = queues.iter().flat_map(|q| auditor.pull(q, 0, 32, "*", 0).map(|r| r.messages).unwrap_or_default());
+        msgs.map(|m| String::from_utf8_lossy(&m.body).into_owned()).collect()
     };
     wait_until("the poison message in the dead-letter queue", 120, || !dead().is_empty())?;
     consumer.shutdown();

@@ -1,13 +1,13 @@
 //! `ringmq bench`: OpenMessaging-Benchmark-style load against any RocketMQ-protocol broker.
 //!
 //! Producers send at a fixed rate (or as fast as possible with a bounded window of in-flight
-//! requests), consumers pull with long polling. Each message body carries its send time, so the
+//! requests), consumers pull with long polling; both run on glommio executors (`generator.rs`). Each message body carries its send time, so the
 //! consumer side measures end-to-end latency. Publish-delay latency is actual minus intended send
 //! time, which makes coordinated omission visible. Every period and for the whole run: rates,
 //! backlog, and p50…max of publish, publish-delay and end-to-end latency from HDR histograms; broker
 //! CPU (from /proc when `--broker-pid` is given) and CPU µs per message.
 
-use crate::client::{Message, Producer, PushConsumer, StartFrom};
+use crate::client::{Message, Producer};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -132,7 +132,7 @@ pub struct Report {
 pub(super) struct Hists {
     pub(super) publish: Histogram<u64>,
     pub(super) delay: Histogram<u64>,
-    e2e: Histogram<u64>,
+    pub(super) e2e: Histogram<u64>,
 }
 
 impl Hists {
@@ -144,9 +144,9 @@ impl Hists {
 
 pub(super) struct Shared {
     pub(super) published: AtomicU64,
-    consumed: AtomicU64,
+    pub(super) consumed: AtomicU64,
     pub(super) errors: AtomicU64,
-    early: AtomicU64,
+    pub(super) early: AtomicU64,
     broker_pid: Option<u32>,
     measuring: AtomicBool,
     period: Mutex<Hists>,
@@ -242,32 +242,19 @@ pub fn describe(p: &Period) -> String {
         + &(if p.early_deliveries > 0 { format!(" | EARLY {}", p.early_deliveries) } else { String::new() })
 }
 
-fn start_consumers(w: &Workload, topics: &[String], shared: &Arc<Shared>) -> Result<Vec<PushConsumer>, String> {
-    let mut out = Vec::new();
-    for _ in 0..w.consumers {
-        let sh = shared.clone();
-        let mut c = PushConsumer::new(&w.namesrv, "ringmq-bench-consumer", move |msgs| {
-            let now = now_us();
-            for m in msgs.iter().filter(|m| m.body.len() >= 16) {
-                let sent = u64::from_be_bytes(m.body[..8].try_into().unwrap_or([0; 8]));
-                let due = u64::from_be_bytes(m.body[8..16].try_into().unwrap_or([0; 8]));
-                if due > 0 && now < due {
-                    sh.early.fetch_add(1, Ordering::Relaxed);
-                }
-                sh.record(|h| &mut h.e2e, now.saturating_sub(if due > 0 { due } else { sent }));
-            }
-            sh.consumed.fetch_add(msgs.len() as u64, Ordering::Relaxed);
-            true
-        });
-        for t in topics {
-            c.subscribe(t, "*");
+/// Records a consumed batch: end-to-end latency from the send time, or with timer messages from the due
+/// time (consumptions before it are counted as early).
+pub(super) fn record_consumed(sh: &Shared, msgs: &[crate::protocol::message::StoredMessage]) {
+    let now = now_us();
+    for m in msgs.iter().filter(|m| m.body.len() >= 16) {
+        let sent = u64::from_be_bytes(m.body[..8].try_into().unwrap_or([0; 8]));
+        let due = u64::from_be_bytes(m.body[8..16].try_into().unwrap_or([0; 8]));
+        if due > 0 && now < due {
+            sh.early.fetch_add(1, Ordering::Relaxed);
         }
-        c.start_from(StartFrom::Last);
-        c.consume_batch_max(32); // one histogram lock per pulled batch, not per message
-        c.start().map_err(|e| e.to_string())?;
-        out.push(c);
+        sh.record(|h| &mut h.e2e, now.saturating_sub(if due > 0 { due } else { sent }));
     }
-    Ok(out)
+    sh.consumed.fetch_add(msgs.len() as u64, Ordering::Relaxed);
 }
 
 /// Runs a workload; prints a line every period and returns the report.
@@ -298,9 +285,19 @@ pub fn run(w: &Workload, broker_pid: Option<u32>) -> Result<Report, String> {
         period: Mutex::new(Hists::new()),
         total: Mutex::new(Hists::new()),
     });
-    let consumers = start_consumers(w, &topics, &shared)?;
-    std::thread::sleep(Duration::from_secs(3)); // let consumers rebalance before load
     let stop = Arc::new(AtomicBool::new(false));
+    let ready = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let consumers: Vec<_> = (0..w.consumers)
+        .map(|i| {
+            let (w2, t, s, st, r) = (w.clone(), topics.clone(), shared.clone(), stop.clone(), ready.clone());
+            let n = w.consumers;
+            std::thread::spawn(move || super::generator::run_consumer(w2, t, s, st, (i, n), r))
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ready.load(Ordering::SeqCst) < w.consumers && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20)); // consumers know their start offsets first
+    }
     let per = if w.rate > 0 { w.rate as f64 / w.producers as f64 } else { 0.0 };
     let producers: Vec<_> = (0..w.producers)
         .map(|_| {
@@ -354,7 +351,7 @@ pub fn run(w: &Workload, broker_pid: Option<u32>) -> Result<Report, String> {
         let _ = h.join();
     }
     for c in consumers {
-        c.shutdown();
+        let _ = c.join();
     }
     Ok(report)
 }

@@ -10,12 +10,41 @@ use crate::protocol::message::StoredMessage;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// What one PULL_MESSAGE asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct PullSpec<'a> {
+    pub offset: u64,
+    pub max: u32,
+    /// [`TAG`] or [`SQL92`].
+    pub expression_type: &'a str,
+    pub expr: &'a str,
+    /// How long the broker may hold the pull when nothing matches (0: answer at once).
+    pub suspend_ms: u64,
+}
+
+/// Reads a PULL_MESSAGE answer from the broker of `mq`.
+pub fn pull_result(mq: &MessageQueue, r: &Command) -> Result<PullResult, ClientError> {
+    let messages = if r.code == rs::SUCCESS {
+        decode_records(&r.body_bytes())
+            .map_err(|m| ClientError::BadResponse { addr: mq.broker_name.clone(), message: m })?
+    } else {
+        Vec::new()
+    };
+    Ok(PullResult {
+        code: r.code,
+        next_offset: get_u64(r, "nextBeginOffset"),
+        min_offset: get_u64(r, "minOffset"),
+        max_offset: get_u64(r, "maxOffset"),
+        messages,
+    })
+}
+
 /// Expression types of a subscription.
 pub const TAG: &str = "TAG";
 pub const SQL92: &str = "SQL92";
 
 /// Long-poll hold asked of the broker: short enough that stopping a consumer is prompt.
-pub(super) const PULL_SUSPEND_MS: u64 = 5_000;
+pub const PULL_SUSPEND_MS: u64 = 5_000;
 
 #[derive(Debug, Clone)]
 pub struct PullResult {
@@ -61,8 +90,13 @@ impl PullConsumer {
         Ok(self.ctx.route(topic, true)?.read_queues)
     }
 
+    /// Address of the broker serving `mq`.
+    pub fn context_addr(&self, mq: &MessageQueue) -> Result<String, ClientError> {
+        self.ctx.broker_addr(&mq.topic, &mq.broker_name)
+    }
+
     fn call(&self, mq: &MessageQueue, cmd: Command) -> Result<Command, ClientError> {
-        let addr = self.ctx.broker_addr(&mq.topic, &mq.broker_name)?;
+        let addr = self.context_addr(mq)?;
         self.ctx.conn(&addr)?.request(cmd, REQUEST_TIMEOUT + Duration::from_millis(PULL_SUSPEND_MS))
     }
 
@@ -75,19 +109,19 @@ impl PullConsumer {
         expr: &str,
         suspend_ms: u64,
     ) -> Result<PullResult, ClientError> {
-        self.pull_selected(mq, offset, max, TAG, expr, suspend_ms)
+        self.pull_selected(mq, &PullSpec { offset, max, expression_type: TAG, expr, suspend_ms })
     }
 
-    /// Pulls with an expression of `expression_type`: [`TAG`] (`a || b`, `*`) or [`SQL92`].
-    pub fn pull_selected(
-        &self,
-        mq: &MessageQueue,
-        offset: u64,
-        max: u32,
-        expression_type: &str,
-        expr: &str,
-        suspend_ms: u64,
-    ) -> Result<PullResult, ClientError> {
+    /// Pulls what `spec` asks for: with a [`TAG`] (`a || b`, `*`) or [`SQL92`] expression.
+    pub fn pull_selected(&self, mq: &MessageQueue, spec: &PullSpec) -> Result<PullResult, ClientError> {
+        let r = self.call(mq, self.pull_command(mq, spec))?;
+        pull_result(mq, &r)
+    }
+
+    /// The PULL_MESSAGE request of [`PullConsumer::pull_selected`], for callers with their own
+    /// connection (the load generator on glommio executors).
+    pub fn pull_command(&self, mq: &MessageQueue, spec: &PullSpec) -> Command {
+        let PullSpec { offset, max, expression_type, expr, suspend_ms } = *spec;
         let mut cmd = Command::request(rq::PULL_MESSAGE);
         cmd.put("consumerGroup", &self.group);
         cmd.put("topic", &mq.topic);
@@ -100,20 +134,7 @@ impl PullConsumer {
         cmd.put("subscription", expr);
         cmd.put("subVersion", 0);
         cmd.put("expressionType", expression_type);
-        let r = self.call(mq, cmd)?;
-        let messages = if r.code == rs::SUCCESS {
-            decode_records(&r.body_bytes())
-                .map_err(|m| ClientError::BadResponse { addr: mq.broker_name.clone(), message: m })?
-        } else {
-            Vec::new()
-        };
-        Ok(PullResult {
-            code: r.code,
-            next_offset: get_u64(&r, "nextBeginOffset"),
-            min_offset: get_u64(&r, "minOffset"),
-            max_offset: get_u64(&r, "maxOffset"),
-            messages,
-        })
+        cmd
     }
 
     fn queue_request(&self, code: i32, mq: &MessageQueue) -> Command {

@@ -7,7 +7,7 @@
 //! (RESET_CONSUMER_CLIENT_OFFSET) move its queues.
 
 use super::connection::ClientError;
-use super::consumer::{PULL_SUSPEND_MS, PullConsumer, SQL92, TAG, allocate_average};
+use super::consumer::{PULL_SUSPEND_MS, PullConsumer, PullSpec, SQL92, TAG, allocate_average};
 use super::route::MessageQueue;
 use crate::protocol::Command;
 use crate::protocol::codes::{request as rq, response as rs};
@@ -273,7 +273,10 @@ impl PushConsumer {
                 self.save_offset(&q, offset);
                 committed = offset;
             }
-            match self.pull.pull_selected(&q, offset, PULL_BATCH, kind, &expr, PULL_SUSPEND_MS) {
+            match self.pull.pull_selected(
+                &q,
+                &PullSpec { offset, max: PULL_BATCH, expression_type: kind, expr: &expr, suspend_ms: PULL_SUSPEND_MS },
+            ) {
                 Ok(r) if r.code == rs::SUCCESS => {
                     if !flag.load(Ordering::SeqCst) {
                         break; // the queue moved to another member while this pull was held: leave it
