@@ -11,14 +11,7 @@ const EXAMPLES: [&str; 9] =
 #[test]
 fn every_feature_example_runs_against_a_started_broker() {
     // Short back-offs and check-back intervals so the examples finish in seconds.
-    let cfg = tempfile::NamedTempFile::with_suffix(".toml").unwrap();
-    std::fs::write(
-        cfg.path(),
-        "message_delay_level = \"1s 1s 1s 1s 1s 1s\"\ntransaction_timeout_ms = 300\ntransaction_check_interval_ms = 200\n",
-    )
-    .unwrap();
-    let (_f, path) = cfg.keep().unwrap();
-    let s = Server::start(2, &["--config", path.to_str().unwrap()]);
+    let s = Server::start_fast(2);
     let dir = common::binary().parent().unwrap().join("examples");
     for name in EXAMPLES {
         let out = std::process::Command::new(dir.join(name)).arg(s.namesrv()).output().unwrap();

@@ -124,13 +124,6 @@ fn send_back_retries_with_backoff_then_dead_letters() {
     assert_eq!(send_back(&conn, u64::MAX / 2, "Workers", 0, 16).code, rs::SYSTEM_ERROR, "unknown offset is an error");
 }
 
-fn tx_server() -> Server {
-    let cfg = tempfile::NamedTempFile::with_suffix(".toml").unwrap();
-    std::fs::write(cfg.path(), "transaction_timeout_ms = 300\ntransaction_check_interval_ms = 200\n").unwrap();
-    let (_f, path) = cfg.keep().unwrap();
-    Server::start(1, &["--config", path.to_str().unwrap()])
-}
-
 fn bodies(c: &PullConsumer, q: &MessageQueue) -> Vec<String> {
     let r = c.pull(q, 0, 32, "*", 0).unwrap();
     r.messages.iter().map(|m| String::from_utf8_lossy(&m.body).into_owned()).collect()
@@ -139,7 +132,7 @@ fn bodies(c: &PullConsumer, q: &MessageQueue) -> Vec<String> {
 #[test]
 fn transactions_commit_rollback_and_check_back() {
     use ringmq::client::TxState;
-    let s = tx_server();
+    let s = Server::start_fast(1);
     let p = Producer::new(&s.namesrv(), "TxGroup");
     p.create_topic("Pay", 1).unwrap();
     let c = PullConsumer::new(&s.namesrv(), "CG");
@@ -168,7 +161,7 @@ fn transactions_commit_rollback_and_check_back() {
 #[test]
 fn resolved_transactions_are_not_checked_again_after_restart() {
     use ringmq::client::TxState;
-    let mut s = tx_server();
+    let mut s = Server::start_fast(1);
     let p = Producer::new(&s.namesrv(), "TxGroup2");
     p.create_topic("Pay2", 1).unwrap();
     p.send_in_transaction(&Message::new("Pay2", "once"), || TxState::Commit).unwrap();
@@ -261,10 +254,7 @@ fn orderly_group_keeps_per_key_order_through_a_rebalance() {
 
 #[test]
 fn push_consumer_failures_are_retried_by_the_broker_then_dead_lettered() {
-    let cfg = tempfile::NamedTempFile::with_suffix(".toml").unwrap();
-    std::fs::write(cfg.path(), "message_delay_level = \"1s 1s 1s 1s 1s 1s\"\n").unwrap();
-    let (_f, path) = cfg.keep().unwrap();
-    let s = Server::start(1, &["--config", path.to_str().unwrap()]);
+    let s = Server::start_fast(1);
     let p = Producer::new(&s.namesrv(), "PG");
     p.create_topic("Jobs", 1).unwrap();
     let attempts = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, String, i32)>::new()));

@@ -64,10 +64,7 @@ fn timer_messages_arrive_at_their_time_never_early() {
 
 #[test]
 fn bad_timer_properties_are_refused_with_message_illegal() {
-    let cfg = tempfile::NamedTempFile::with_suffix(".conf").unwrap();
-    std::fs::write(cfg.path(), "timerMaxDelaySec=60\n").unwrap(); // a RocketMQ broker.conf
-    let (_f, path) = cfg.keep().unwrap();
-    let s = Server::start(1, &["--config", path.to_str().unwrap()]);
+    let s = Server::start_with_config(1, ".conf", "timerMaxDelaySec=60\n"); // a RocketMQ broker.conf
     let p = Producer::new(&s.namesrv(), "PG");
     p.create_topic("Timed", 1).unwrap();
     for (key, value) in [("TIMER_DELAY_SEC", "61"), ("TIMER_DELAY_MS", "soon")] {

@@ -312,18 +312,6 @@ async fn offset_reset_reaches_a_running_real_consumer() {
     p.shutdown().await;
 }
 
-/// A server whose retry back-off and transaction check-back take a second or less.
-fn fast_server() -> Server {
-    let cfg = tempfile::NamedTempFile::with_suffix(".toml").unwrap();
-    std::fs::write(
-        cfg.path(),
-        "message_delay_level = \"1s 1s 1s 1s 1s 1s\"\ntransaction_timeout_ms = 300\ntransaction_check_interval_ms = 200\n",
-    )
-    .unwrap();
-    let (_f, path) = cfg.keep().unwrap();
-    Server::start(1, &["--config", path.to_str().unwrap()])
-}
-
 struct LocalTx;
 
 impl TransactionListener for LocalTx {
@@ -346,7 +334,7 @@ impl TransactionListener for LocalTx {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_with_check_back_and_consumer_retry_with_a_real_client() {
-    let s = fast_server();
+    let s = Server::start_fast(1);
     let ns = s.namesrv();
     let mut p = producer(&ns, "compat_pg_tx_setup").await;
     create_topic(&mut p, "CompatTx", 1).await;

@@ -159,6 +159,25 @@ impl Server {
     }
 
     /// Everything the server wrote to stderr so far.
+    /// Starts a server with `config` written to a config file (`.toml`, or a RocketMQ `broker.conf`
+    /// when `suffix` is `.conf`).
+    pub fn start_with_config(shards: usize, suffix: &str, config: &str) -> Server {
+        let cfg = tempfile::NamedTempFile::with_suffix(suffix).unwrap();
+        std::fs::write(cfg.path(), config).unwrap();
+        let (_f, path) = cfg.keep().unwrap();
+        Server::start(shards, &["--config", path.to_str().unwrap()])
+    }
+
+    /// Starts a server whose retry back-offs are 1 s and whose transaction check-back starts after
+    /// 300 ms, so tests of those features finish in seconds.
+    pub fn start_fast(shards: usize) -> Server {
+        Server::start_with_config(
+            shards,
+            ".toml",
+            "message_delay_level = \"1s 1s 1s 1s 1s 1s\"\ntransaction_timeout_ms = 300\ntransaction_check_interval_ms = 200\n",
+        )
+    }
+
     /// Runs `ringmq admin --json <args>` against this server and parses its output.
     pub fn admin(&self, args: &[&str]) -> serde_json::Value {
         let out = std::process::Command::new(binary())
