@@ -195,11 +195,26 @@ pub(super) fn build_messages(
 
 /// Adds the broker's cluster as property `CLUSTER`, as RocketMQ 4.6+ does for every message: a
 /// responder derives the reply topic `<cluster>_REPLY_TOPIC` from it.
+/// On the send path of every message: when the property is absent (the usual case) it is appended
+/// without re-encoding the others.
 fn with_cluster(properties: &str, cluster: &str) -> String {
-    if property_get(properties, keys::CLUSTER) == Some(cluster) {
-        return properties.to_string();
+    use crate::protocol::message::{NAME_VALUE_SEP, PROPERTY_SEP};
+    match property_get(properties, keys::CLUSTER) {
+        Some(c) if c == cluster => properties.to_string(),
+        Some(_) => crate::protocol::message::property_set(properties, keys::CLUSTER, cluster),
+        None => {
+            let mut out = String::with_capacity(properties.len() + keys::CLUSTER.len() + cluster.len() + 3);
+            out.push_str(properties);
+            if !out.is_empty() && !out.ends_with(PROPERTY_SEP) {
+                out.push(PROPERTY_SEP);
+            }
+            out.push_str(keys::CLUSTER);
+            out.push(NAME_VALUE_SEP);
+            out.push_str(cluster);
+            out.push(PROPERTY_SEP);
+            out
+        }
     }
-    crate::protocol::message::property_set(properties, keys::CLUSTER, cluster)
 }
 
 #[cfg(test)]
@@ -234,5 +249,15 @@ mod tests {
         assert!(SendHeader::decode(&v2).unwrap().batch);
         v2.put("e", "x");
         assert!(SendHeader::decode(&v2).is_err());
+    }
+
+    #[test]
+    fn cluster_property_is_added_once() {
+        let c = |p: &str| with_cluster(p, "C1");
+        assert_eq!(c(""), "CLUSTER\u{1}C1\u{2}");
+        assert_eq!(c("TAGS\u{1}a\u{2}"), "TAGS\u{1}a\u{2}CLUSTER\u{1}C1\u{2}");
+        assert_eq!(c("TAGS\u{1}a"), "TAGS\u{1}a\u{2}CLUSTER\u{1}C1\u{2}");
+        assert_eq!(c("CLUSTER\u{1}C1\u{2}"), "CLUSTER\u{1}C1\u{2}");
+        assert_eq!(property_get(&c("CLUSTER\u{1}old\u{2}TAGS\u{1}a\u{2}"), "CLUSTER"), Some("C1"));
     }
 }
