@@ -1,61 +1,89 @@
-//! The producers and consumers of `ringmq bench`, each on its own glommio executor (io_uring sockets,
-//! no thread per request or queue). Producers pipeline over one [`AsyncConnection`] per broker, up to
-//! `--window` in flight when running flat out, or open-loop at the fixed `--rate` (publish-delay
-//! latency then shows how far the generator fell behind its schedule); consumers long-poll their
-//! share of the queues. Routes and request encoding come from the blocking client.
+//! The producers and consumers of `ringmq bench` on glommio executors, one per core (never more
+//! executors than producers plus consumers), each with one [`AsyncClient`] — io_uring sockets, one
+//! pipelined connection per broker, no thread per request or queue. Producers and consumers are
+//! dealt round robin over the executors. Producers send up to `--window` requests in flight when
+//! running flat out, or open-loop at the fixed `--rate` (publish-delay latency then shows how far
+//! the generator fell behind its schedule); consumers long-poll their share of the queues.
 
 use super::load::{Shared, Workload, bench_message, record_consumed};
-use crate::client::async_conn::AsyncConnection;
-use crate::client::consumer::{PULL_SUSPEND_MS, PullSpec, TAG, pull_result};
-use crate::client::{Message, MessageQueue, Producer, PullConsumer};
+use crate::client::consumer::{PULL_SUSPEND_MS, PullSpec, TAG};
+use crate::client::{AsyncClient, AsyncProducer, AsyncPullConsumer, Message, MessageQueue};
 use crate::protocol::codes::response as rs;
 use glommio::{LocalExecutorBuilder, Placement};
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// Longer than a held pull (`PULL_SUSPEND_MS`).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 const PULL_BATCH: u32 = 32;
 /// In-flight cap at a fixed rate: open loop, but bounded so a stalled broker cannot exhaust memory.
 const OPEN_LOOP_CAP: u64 = 100_000;
 
-/// Runs one producer on a new glommio executor on the calling thread until `stop`.
-pub(super) fn run_producer(w: Workload, topics: Vec<String>, shared: Arc<Shared>, stop: Arc<AtomicBool>, rate: f64) {
-    let ex = match LocalExecutorBuilder::new(Placement::Unbound).name("bench-producer").make() {
-        Ok(ex) => ex,
-        Err(e) => {
-            eprintln!("bench: cannot start a glommio executor: {e} (see README: memlock)");
-            return;
-        }
-    };
-    ex.run(produce(w, topics, shared, stop, rate));
+/// What the executors share with the thread that reports.
+#[derive(Clone)]
+pub(super) struct Control {
+    pub shared: Arc<Shared>,
+    /// Set when the run is over.
+    pub stop: Arc<AtomicBool>,
+    /// Set once every consumer knows its start offsets: producers wait for it.
+    pub go: Arc<AtomicBool>,
+    /// Consumers that know their start offsets (or gave up).
+    pub ready: Arc<AtomicUsize>,
 }
 
-async fn produce(w: Workload, topics: Vec<String>, shared: Arc<Shared>, stop: Arc<AtomicBool>, rate: f64) {
-    let p = Producer::new(&w.namesrv, "ringmq-bench-producer");
-    let queues: Vec<MessageQueue> =
-        topics.iter().flat_map(|t| p.context().route(t, true).map(|r| r.write_queues).unwrap_or_default()).collect();
-    let mut conns: HashMap<String, Rc<AsyncConnection>> = HashMap::new();
-    let mut targets = Vec::with_capacity(queues.len());
-    for q in &queues {
-        let Ok(addr) = p.context().broker_addr(&q.topic, &q.broker_name) else { continue };
-        if !conns.contains_key(&addr) {
-            match AsyncConnection::connect(&addr).await {
-                Ok(c) => {
-                    conns.insert(addr.clone(), Rc::new(c));
-                }
-                Err(e) => eprintln!("bench: {e}"),
-            }
+/// Starts the executors; they return when `stop` is set.
+pub(super) fn start(w: &Workload, topics: &[String], ctl: &Control) -> Vec<std::thread::JoinHandle<()>> {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let executors = cores.min(w.producers + w.consumers).max(1);
+    let per_producer = if w.rate > 0 { w.rate as f64 / w.producers.max(1) as f64 } else { 0.0 };
+    (0..executors)
+        .map(|k| {
+            let producers = (0..w.producers).filter(|i| i % executors == k).count();
+            let consumers: Vec<usize> = (0..w.consumers).filter(|i| i % executors == k).collect();
+            let (w, topics, ctl) = (w.clone(), topics.to_vec(), ctl.clone());
+            std::thread::spawn(move || {
+                let ex = match LocalExecutorBuilder::new(Placement::Unbound).name("bench").make() {
+                    Ok(ex) => ex,
+                    Err(e) => {
+                        eprintln!("bench: cannot start a glommio executor: {e} (see README: memlock)");
+                        ctl.ready.fetch_add(consumers.len(), Ordering::SeqCst);
+                        return;
+                    }
+                };
+                ex.run(async move {
+                    let client = AsyncClient::new(&w.namesrv);
+                    let mut tasks = Vec::new();
+                    for i in consumers {
+                        let (c, w, t, ctl) = (client.clone(), w.clone(), topics.clone(), ctl.clone());
+                        tasks.push(glommio::spawn_local(consume(c, w, t, ctl, i)));
+                    }
+                    for _ in 0..producers {
+                        let (c, w, t, ctl) = (client.clone(), w.clone(), topics.clone(), ctl.clone());
+                        tasks.push(glommio::spawn_local(produce(c, w, t, ctl, per_producer)));
+                    }
+                    for t in tasks {
+                        t.await;
+                    }
+                });
+            })
+        })
+        .collect()
+}
+
+async fn produce(client: Rc<AsyncClient>, w: Workload, topics: Vec<String>, ctl: Control, rate: f64) {
+    while !ctl.go.load(Ordering::Relaxed) {
+        if ctl.stop.load(Ordering::Relaxed) {
+            return;
         }
-        if let Some(c) = conns.get(&addr) {
-            targets.push((q.clone(), c.clone()));
-        }
+        glommio::timer::sleep(Duration::from_millis(10)).await;
     }
-    if targets.is_empty() {
-        eprintln!("bench: no reachable writable queue in the routes of {topics:?}");
+    let p = Rc::new(AsyncProducer::with_client(client, "ringmq-bench-producer"));
+    let mut queues: Vec<MessageQueue> = Vec::new();
+    for t in &topics {
+        queues.extend(p.queues(t).await.unwrap_or_default());
+    }
+    if queues.is_empty() {
+        eprintln!("bench: no writable queue in the routes of {topics:?}");
         return;
     }
     let window = if rate > 0.0 { OPEN_LOOP_CAP } else { w.window.max(1) as u64 };
@@ -63,7 +91,7 @@ async fn produce(w: Workload, topics: Vec<String>, shared: Arc<Shared>, stop: Ar
     let start = Instant::now();
     let mut sent: u64 = 0;
     let mut qi = rand::random::<u32>() as usize;
-    while !stop.load(Ordering::Relaxed) {
+    while !ctl.stop.load(Ordering::Relaxed) {
         let intended = if rate > 0.0 {
             let at = start + Duration::from_secs_f64(sent as f64 / rate);
             let now = Instant::now();
@@ -76,23 +104,22 @@ async fn produce(w: Workload, topics: Vec<String>, shared: Arc<Shared>, stop: Ar
         };
         let Ok(slot) = slots.acquire_static_permit(1).await else { break };
         qi += 1;
-        let (mq, conn) = &targets[qi % targets.len()];
+        let mq = queues[qi % queues.len()].clone();
         let msgs: Vec<Message> =
             (0..w.batch.max(1)).map(|_| bench_message(&mq.topic, w.message_size, w.deliver_after_ms)).collect();
-        let cmd = if msgs.len() > 1 { p.batch_command(mq, &msgs) } else { p.send_command(mq, &msgs[0]) };
         let t0 = Instant::now();
-        shared.record(|h| &mut h.delay, t0.saturating_duration_since(intended).as_micros() as u64);
+        ctl.shared.record(|h| &mut h.delay, t0.saturating_duration_since(intended).as_micros() as u64);
         let n = msgs.len() as u64;
-        let (sh, conn) = (shared.clone(), conn.clone());
+        let (sh, p) = (ctl.shared.clone(), p.clone());
         glommio::spawn_local(async move {
-            let answer = conn.request(cmd, REQUEST_TIMEOUT).await;
+            let answer = p.send_to(&mq, &msgs).await;
             drop(slot);
             match answer {
-                Ok(r) if r.code == rs::SUCCESS => {
+                Ok(_) => {
                     sh.published.fetch_add(n, Ordering::Relaxed);
                     sh.record(|h| &mut h.publish, t0.elapsed().as_micros() as u64);
                 }
-                _ => {
+                Err(_) => {
                     sh.errors.fetch_add(n, Ordering::Relaxed);
                 }
             }
@@ -109,66 +136,35 @@ async fn produce(w: Workload, topics: Vec<String>, shared: Arc<Shared>, stop: Ar
     .await;
 }
 
-/// Runs consumer `index` of `count` on a new glommio executor on the calling thread until `stop`. It
-/// takes every `count`-th queue of the topics — a static split: the benchmark's consumers measure
-/// the broker's read path, not a rebalancing group — starts at each queue's end, and long-polls all
-/// its queues concurrently; `ready` is incremented once its start offsets are known.
-pub(super) fn run_consumer(
-    w: Workload,
-    topics: Vec<String>,
-    shared: Arc<Shared>,
-    stop: Arc<AtomicBool>,
-    (index, count): (usize, usize),
-    ready: Arc<AtomicUsize>,
-) {
-    let ex = match LocalExecutorBuilder::new(Placement::Unbound).name("bench-consumer").make() {
-        Ok(ex) => ex,
-        Err(e) => {
-            eprintln!("bench: cannot start a glommio executor: {e} (see README: memlock)");
-            ready.fetch_add(1, Ordering::SeqCst);
-            return;
-        }
-    };
-    ex.run(async move {
-        let pc = Rc::new(PullConsumer::new(&w.namesrv, "ringmq-bench-consumer"));
-        let mut queues: Vec<MessageQueue> = topics.iter().flat_map(|t| pc.queues(t).unwrap_or_default()).collect();
-        queues.sort();
-        let mut conns: HashMap<String, Rc<AsyncConnection>> = HashMap::new();
-        let mut tasks = Vec::new();
-        for q in queues.into_iter().skip(index).step_by(count.max(1)) {
-            let (Ok(addr), Ok(start)) = (pc.context_addr(&q), pc.max_offset(&q)) else { continue };
-            if !conns.contains_key(&addr) {
-                let Ok(c) = AsyncConnection::connect(&addr).await else { continue };
-                conns.insert(addr.clone(), Rc::new(c));
-            }
-            let conn = conns[&addr].clone();
-            let (pc, sh, st) = (pc.clone(), shared.clone(), stop.clone());
-            tasks.push(glommio::spawn_local(pull_queue(pc, conn, q, start, sh, st)));
-        }
-        ready.fetch_add(1, Ordering::SeqCst);
-        while !stop.load(Ordering::Relaxed) {
-            glommio::timer::sleep(Duration::from_millis(50)).await;
-        }
-        drop(tasks); // cancels pulls still held by the broker
-    });
+/// Consumer `index` of the workload: takes every `consumers`-th queue of the topics — a static
+/// split: the benchmark's consumers measure the broker's read path, not a rebalancing group —
+/// starts at each queue's end, and long-polls all its queues concurrently.
+async fn consume(client: Rc<AsyncClient>, w: Workload, topics: Vec<String>, ctl: Control, index: usize) {
+    let pc = Rc::new(AsyncPullConsumer::with_client(client, "ringmq-bench-consumer"));
+    let mut queues: Vec<MessageQueue> = Vec::new();
+    for t in &topics {
+        queues.extend(pc.queues(t).await.unwrap_or_default());
+    }
+    queues.sort();
+    let mut tasks = Vec::new();
+    for q in queues.into_iter().skip(index).step_by(w.consumers.max(1)) {
+        let Ok(start) = pc.max_offset(&q).await else { continue };
+        tasks.push(glommio::spawn_local(pull_queue(pc.clone(), q, start, ctl.clone())));
+    }
+    ctl.ready.fetch_add(1, Ordering::SeqCst);
+    while !ctl.stop.load(Ordering::Relaxed) {
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+    }
+    drop(tasks); // cancels pulls still held by the broker
 }
 
 /// Long-polls one queue from `offset`, recording end-to-end latency of every message.
-async fn pull_queue(
-    pc: Rc<PullConsumer>,
-    conn: Rc<AsyncConnection>,
-    q: MessageQueue,
-    mut offset: u64,
-    shared: Arc<Shared>,
-    stop: Arc<AtomicBool>,
-) {
-    while !stop.load(Ordering::Relaxed) {
+async fn pull_queue(pc: Rc<AsyncPullConsumer>, q: MessageQueue, mut offset: u64, ctl: Control) {
+    while !ctl.stop.load(Ordering::Relaxed) {
         let spec = PullSpec { offset, max: PULL_BATCH, expression_type: TAG, expr: "*", suspend_ms: PULL_SUSPEND_MS };
-        let cmd = pc.pull_command(&q, &spec);
-        let answer = conn.request(cmd, REQUEST_TIMEOUT).await.and_then(|r| pull_result(&q, &r));
-        match answer {
+        match pc.pull(&q, &spec).await {
             Ok(r) if r.code == rs::SUCCESS => {
-                record_consumed(&shared, &r.messages);
+                record_consumed(&ctl.shared, &r.messages);
                 offset = r.next_offset;
             }
             Ok(r) if r.code == rs::PULL_OFFSET_MOVED || r.code == rs::PULL_RETRY_IMMEDIATELY => offset = r.next_offset,

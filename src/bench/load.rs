@@ -189,12 +189,32 @@ pub fn rss_mib(pid: u32) -> Option<f64> {
 
 /// A benchmark message: 8 bytes of send time and 8 of due time (µs since the epoch; 0 = no timer),
 /// then padding; with a due time it carries TIMER_DELIVER_MS.
+/// Bytes of random payload each generator thread draws message bodies from: bodies are random
+/// (as OpenMessaging Benchmark's), without paying for a random number per byte per message.
+const RANDOM_POOL_BYTES: usize = 1 << 20;
+
+/// Appends random bytes to `body` until it is `size` long: a slice of this thread's random pool at a
+/// random offset (repeated for bodies larger than the pool).
+fn random_fill(body: &mut Vec<u8>, size: usize) {
+    thread_local! {
+        static POOL: Vec<u8> = (0..RANDOM_POOL_BYTES).map(|_| rand::random::<u8>()).collect();
+    }
+    POOL.with(|pool| {
+        while body.len() < size {
+            let from = rand::random::<u32>() as usize % pool.len();
+            let n = (size - body.len()).min(pool.len() - from);
+            body.extend_from_slice(&pool[from..from + n]);
+        }
+    });
+}
+
 pub(super) fn bench_message(topic: &str, size: usize, deliver_after_ms: u64) -> Message {
     let sent = now_us();
     let due_ms = if deliver_after_ms > 0 { sent.div_ceil(1000) + deliver_after_ms } else { 0 };
-    let mut body = vec![0u8; size.max(16)];
-    body[..8].copy_from_slice(&sent.to_be_bytes());
-    body[8..16].copy_from_slice(&(due_ms * 1000).to_be_bytes());
+    let mut body = Vec::with_capacity(size.max(16));
+    body.extend_from_slice(&sent.to_be_bytes());
+    body.extend_from_slice(&(due_ms * 1000).to_be_bytes());
+    random_fill(&mut body, size.max(16));
     let m = Message::new(topic, body);
     if due_ms > 0 { m.with_property("TIMER_DELIVER_MS", &due_ms.to_string()) } else { m }
 }
@@ -285,26 +305,18 @@ pub fn run(w: &Workload, broker_pid: Option<u32>) -> Result<Report, String> {
         period: Mutex::new(Hists::new()),
         total: Mutex::new(Hists::new()),
     });
-    let stop = Arc::new(AtomicBool::new(false));
-    let ready = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let consumers: Vec<_> = (0..w.consumers)
-        .map(|i| {
-            let (w2, t, s, st, r) = (w.clone(), topics.clone(), shared.clone(), stop.clone(), ready.clone());
-            let n = w.consumers;
-            std::thread::spawn(move || super::generator::run_consumer(w2, t, s, st, (i, n), r))
-        })
-        .collect();
+    let ctl = super::generator::Control {
+        shared: shared.clone(),
+        stop: Arc::new(AtomicBool::new(false)),
+        go: Arc::new(AtomicBool::new(false)),
+        ready: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+    };
+    let executors = super::generator::start(w, &topics, &ctl);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while ready.load(Ordering::SeqCst) < w.consumers && Instant::now() < deadline {
+    while ctl.ready.load(Ordering::SeqCst) < w.consumers && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20)); // consumers know their start offsets first
     }
-    let per = if w.rate > 0 { w.rate as f64 / w.producers as f64 } else { 0.0 };
-    let producers: Vec<_> = (0..w.producers)
-        .map(|_| {
-            let (w, t, s, st) = (w.clone(), topics.clone(), shared.clone(), stop.clone());
-            std::thread::spawn(move || super::generator::run_producer(w, t, s, st, per))
-        })
-        .collect();
+    ctl.go.store(true, Ordering::SeqCst);
     std::thread::sleep(Duration::from_secs(w.warmup));
     shared.measuring.store(true, Ordering::SeqCst);
     let (pub0, con0) = (shared.published.load(Ordering::Relaxed), shared.consumed.load(Ordering::Relaxed));
@@ -346,12 +358,9 @@ pub fn run(w: &Workload, broker_pid: Option<u32>) -> Result<Report, String> {
     report.broker_cpu_seconds = broker_pid.and_then(cpu_seconds).zip(cpu0).map(|(b, a)| b - a);
     report.bench_cpu_seconds = cpu_seconds(std::process::id()).unwrap_or(0.0) - self0;
     report.broker_cpu_us_per_message = report.broker_cpu_seconds.map(|s| s * 1e6 / ((p - pub0).max(1) as f64));
-    stop.store(true, Ordering::SeqCst);
-    for h in producers {
+    ctl.stop.store(true, Ordering::SeqCst);
+    for h in executors {
         let _ = h.join();
-    }
-    for c in consumers {
-        let _ = c.join();
     }
     Ok(report)
 }

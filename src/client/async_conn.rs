@@ -25,6 +25,8 @@ pub struct AsyncConnection {
     out: mpsc::UnboundedSender<Vec<u8>>,
     pending: Pending,
     next_opaque: Cell<i32>,
+    /// Set by the reader task when the broker closed the connection or sent garbage.
+    closed: Rc<Cell<bool>>,
     reader: Option<JoinHandle<()>>,
     writer: Option<JoinHandle<()>>,
 }
@@ -40,22 +42,41 @@ impl AsyncConnection {
         let (reader, writer) = futures_lite::io::split(stream);
         let (out, rx) = mpsc::unbounded();
         let pending: Pending = Rc::default();
-        let r = glommio::spawn_local(read_loop(reader, pending.clone())).detach();
+        let closed = Rc::new(Cell::new(false));
+        let r = glommio::spawn_local(read_loop(reader, pending.clone(), closed.clone())).detach();
         let w = glommio::spawn_local(write_loop(writer, rx)).detach();
         Ok(AsyncConnection {
             addr: addr.to_string(),
             out,
             pending,
             next_opaque: Cell::new(1),
+            closed,
             reader: Some(r),
             writer: Some(w),
         })
     }
 
-    /// Sends `cmd` and waits up to `timeout` for its response.
-    pub async fn request(&self, mut cmd: Command, timeout: Duration) -> Result<Command, ClientError> {
+    /// Whether the connection is gone (a new one has to be opened).
+    pub fn is_closed(&self) -> bool {
+        self.closed.get() || self.out.is_closed()
+    }
+
+    fn next_opaque(&self) -> i32 {
         let opaque = self.next_opaque.get();
         self.next_opaque.set(opaque.wrapping_add(1) & i32::MAX);
+        opaque
+    }
+
+    /// Sends `cmd` without waiting for (or expecting) an answer.
+    pub fn oneway(&self, mut cmd: Command) -> Result<(), ClientError> {
+        cmd.opaque = self.next_opaque();
+        cmd.flag |= crate::protocol::command::FLAG_ONEWAY;
+        self.out.unbounded_send(cmd.encode()).map_err(|_| ClientError::Closed(self.addr.clone()))
+    }
+
+    /// Sends `cmd` and waits up to `timeout` for its response.
+    pub async fn request(&self, mut cmd: Command, timeout: Duration) -> Result<Command, ClientError> {
+        let opaque = self.next_opaque();
         cmd.opaque = opaque;
         let (tx, rx) = oneshot::channel();
         self.pending.borrow_mut().insert(opaque, tx);
@@ -90,7 +111,13 @@ impl Drop for AsyncConnection {
     }
 }
 
-async fn read_loop(mut reader: futures_lite::io::ReadHalf<TcpStream>, pending: Pending) {
+async fn read_loop(reader: futures_lite::io::ReadHalf<TcpStream>, pending: Pending, closed: Rc<Cell<bool>>) {
+    read_frames(reader, &pending).await;
+    closed.set(true);
+    pending.borrow_mut().clear(); // waiters see the connection as closed
+}
+
+async fn read_frames(mut reader: futures_lite::io::ReadHalf<TcpStream>, pending: &Pending) {
     let mut acc = BytesMut::with_capacity(256 << 10);
     let mut chunk = vec![0u8; 256 << 10];
     loop {
@@ -113,14 +140,10 @@ async fn read_loop(mut reader: futures_lite::io::ReadHalf<TcpStream>, pending: P
                     }
                 }
                 Ok(_) => {} // broker-initiated requests are not used by the load generator
-                Err(_) => {
-                    pending.borrow_mut().clear(); // waiters see the connection as closed
-                    return;
-                }
+                Err(_) => return,
             }
         }
     }
-    pending.borrow_mut().clear();
 }
 
 async fn write_loop(mut writer: futures_lite::io::WriteHalf<TcpStream>, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {

@@ -62,8 +62,35 @@ pub struct PullConsumer {
     pub group: String,
 }
 
-fn get_u64(r: &Command, key: &str) -> u64 {
+pub(super) fn get_u64(r: &Command, key: &str) -> u64 {
     r.field(key).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// The PULL_MESSAGE request of `group` for `mq`.
+pub(super) fn pull_request(group: &str, mq: &MessageQueue, spec: &PullSpec) -> Command {
+    let PullSpec { offset, max, expression_type, expr, suspend_ms } = *spec;
+    let mut cmd = Command::request(rq::PULL_MESSAGE);
+    cmd.put("consumerGroup", group);
+    cmd.put("topic", &mq.topic);
+    cmd.put("queueId", mq.queue_id);
+    cmd.put("queueOffset", offset);
+    cmd.put("maxMsgNums", max);
+    cmd.put("sysFlag", 4 | if suspend_ms > 0 { 2 } else { 0 });
+    cmd.put("commitOffset", 0);
+    cmd.put("suspendTimeoutMillis", suspend_ms);
+    cmd.put("subscription", expr);
+    cmd.put("subVersion", 0);
+    cmd.put("expressionType", expression_type);
+    cmd
+}
+
+/// A request of `code` naming `group`, topic and queue id (offset queries and commits).
+pub(super) fn queue_request(group: &str, code: i32, mq: &MessageQueue) -> Command {
+    let mut cmd = Command::request(code);
+    cmd.put("consumerGroup", group);
+    cmd.put("topic", &mq.topic);
+    cmd.put("queueId", mq.queue_id);
+    cmd
 }
 
 /// Splits a pull body into stored records.
@@ -121,28 +148,11 @@ impl PullConsumer {
     /// The PULL_MESSAGE request of [`PullConsumer::pull_selected`], for callers with their own
     /// connection (the load generator on glommio executors).
     pub fn pull_command(&self, mq: &MessageQueue, spec: &PullSpec) -> Command {
-        let PullSpec { offset, max, expression_type, expr, suspend_ms } = *spec;
-        let mut cmd = Command::request(rq::PULL_MESSAGE);
-        cmd.put("consumerGroup", &self.group);
-        cmd.put("topic", &mq.topic);
-        cmd.put("queueId", mq.queue_id);
-        cmd.put("queueOffset", offset);
-        cmd.put("maxMsgNums", max);
-        cmd.put("sysFlag", 4 | if suspend_ms > 0 { 2 } else { 0 });
-        cmd.put("commitOffset", 0);
-        cmd.put("suspendTimeoutMillis", suspend_ms);
-        cmd.put("subscription", expr);
-        cmd.put("subVersion", 0);
-        cmd.put("expressionType", expression_type);
-        cmd
+        pull_request(&self.group, mq, spec)
     }
 
     fn queue_request(&self, code: i32, mq: &MessageQueue) -> Command {
-        let mut cmd = Command::request(code);
-        cmd.put("consumerGroup", &self.group);
-        cmd.put("topic", &mq.topic);
-        cmd.put("queueId", mq.queue_id);
-        cmd
+        queue_request(&self.group, code, mq)
     }
 
     /// The group's committed offset (None when the broker has none for it).

@@ -1,9 +1,12 @@
 //! The native client: a remoting connection, routes, and the producer and consumers built on them.
-//! Speaks only the RocketMQ protocol, so it works against any RocketMQ broker. Its API is a blocking
-//! façade on plain threads (a reader thread per connection) so tests, tools and examples can use it
-//! from anywhere; requests pipeline on one connection. `async_conn` is the same connection for code
-//! on a glommio executor (the load generator's producers).
+//! Speaks only the RocketMQ protocol, so it works against any RocketMQ broker. Two faces: an async
+//! producer and pull consumer for code on glommio executors (`async_client`, over `async_conn`:
+//! io_uring sockets, one client per executor, one executor per core — what `ringmq bench` runs on),
+//! and a blocking façade on plain threads (a reader thread per connection) so tests, tools and
+//! examples can use it from anywhere, with the push consumer, transactions and request-reply.
+//! Both pipeline requests on one connection per broker.
 
+pub mod async_client;
 pub mod async_conn;
 pub mod connection;
 pub mod consumer;
@@ -14,6 +17,7 @@ pub mod request;
 pub mod route;
 pub mod transaction;
 
+pub use async_client::{AsyncClient, AsyncProducer, AsyncPullConsumer};
 pub use connection::{ClientError, Connection};
 pub use consumer::PullConsumer;
 pub use producer::{Message, Producer, SendResult};

@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Response codes after which RocketMQ producers retry on another broker.
-const RETRYABLE: [i32; 6] =
+pub(super) const RETRYABLE: [i32; 6] =
     [rs::TOPIC_NOT_EXIST, rs::SERVICE_NOT_AVAILABLE, rs::SYSTEM_ERROR, rs::SYSTEM_BUSY, rs::NO_PERMISSION, 1500];
 /// Attempts per send (RocketMQ's retryTimesWhenSendFailed = 2, plus the first).
-const SEND_ATTEMPTS: usize = 3;
+pub(super) const SEND_ATTEMPTS: usize = 3;
 
 /// A message to send.
 #[derive(Debug, Clone, Default)]
@@ -81,13 +81,46 @@ pub struct SendResult {
     pub unique_key: String,
 }
 
+/// Picks a write queue of `topic`: by `key` hash when given (ordered sends), else the next one
+/// (`next()` is the round-robin counter) not on broker `avoid`.
+pub(super) fn pick_queue(
+    topic: &str,
+    queues: &[MessageQueue],
+    key: Option<&str>,
+    avoid: Option<&str>,
+    mut next: impl FnMut() -> usize,
+) -> Result<MessageQueue, ClientError> {
+    if queues.is_empty() {
+        return Err(ClientError::NoRoute(format!("topic {topic} has no writable queue")));
+    }
+    if let Some(k) = key {
+        let h = crate::protocol::message::java_string_hash(k).unsigned_abs() as usize;
+        return Ok(MessageQueue { topic: topic.into(), ..queues[h % queues.len()].clone() });
+    }
+    for _ in 0..queues.len() {
+        let q = &queues[next() % queues.len()];
+        if Some(q.broker_name.as_str()) != avoid {
+            return Ok(MessageQueue { topic: topic.into(), ..q.clone() });
+        }
+    }
+    Ok(MessageQueue { topic: topic.into(), ..queues[0].clone() })
+}
+
+/// The SEND_BATCH_MESSAGE request of `msgs` (one topic) for `mq`.
+pub(super) fn batch_request(group: &str, mq: &MessageQueue, msgs: &[Message]) -> Command {
+    let items: Vec<BatchItem> =
+        msgs.iter().map(|m| BatchItem { flag: 0, body: m.body.clone(), properties: m.encode_properties() }).collect();
+    let batch_props = properties_encode([("UNIQ_KEY", unique_key().as_str()), ("WAIT", "true")]);
+    send_header(group, &mq.topic, mq.queue_id, &batch_props, true).with_body(encode_batch(&items))
+}
+
 pub struct Producer {
     ctx: Arc<ClientContext>,
     group: String,
     next: AtomicUsize,
 }
 
-fn send_header(group: &str, topic: &str, queue_id: i32, props: &str, batch: bool) -> Command {
+pub(super) fn send_header(group: &str, topic: &str, queue_id: i32, props: &str, batch: bool) -> Command {
     send_header_flag(group, topic, queue_id, props, batch, 0)
 }
 
@@ -133,28 +166,19 @@ impl Producer {
         avoid: Option<&str>,
     ) -> Result<MessageQueue, ClientError> {
         let route = self.ctx.route(topic, false).or_else(|_| self.ctx.route("TBW102", false))?;
-        let queues = &route.write_queues;
-        if queues.is_empty() {
-            return Err(ClientError::NoRoute(format!("topic {topic} has no writable queue")));
-        }
-        if let Some(k) = key {
-            let h = crate::protocol::message::java_string_hash(k).unsigned_abs() as usize;
-            return Ok(MessageQueue { topic: topic.into(), ..queues[h % queues.len()].clone() });
-        }
-        for _ in 0..queues.len() {
-            let q = &queues[self.next.fetch_add(1, Ordering::Relaxed) % queues.len()];
-            if Some(q.broker_name.as_str()) != avoid {
-                return Ok(MessageQueue { topic: topic.into(), ..q.clone() });
-            }
-        }
-        Ok(MessageQueue { topic: topic.into(), ..queues[0].clone() })
+        pick_queue(topic, &route.write_queues, key, avoid, || self.next.fetch_add(1, Ordering::Relaxed))
     }
 
     fn addr_of(&self, mq: &MessageQueue) -> Result<String, ClientError> {
         self.ctx.broker_addr(&mq.topic, &mq.broker_name).or_else(|_| self.ctx.broker_addr("TBW102", &mq.broker_name))
     }
 
-    fn parse_result(mq: MessageQueue, resp: Command, uniq: String, addr: &str) -> Result<SendResult, ClientError> {
+    pub(super) fn parse_result(
+        mq: MessageQueue,
+        resp: Command,
+        uniq: String,
+        addr: &str,
+    ) -> Result<SendResult, ClientError> {
         if resp.code != rs::SUCCESS {
             return Err(ClientError::Refused {
                 addr: addr.into(),
@@ -259,12 +283,7 @@ impl Producer {
 
     /// Builds a batch request for `queue` (all messages share one topic).
     pub fn batch_command(&self, mq: &MessageQueue, msgs: &[Message]) -> Command {
-        let items: Vec<BatchItem> = msgs
-            .iter()
-            .map(|m| BatchItem { flag: 0, body: m.body.clone(), properties: m.encode_properties() })
-            .collect();
-        let batch_props = properties_encode([("UNIQ_KEY", unique_key().as_str()), ("WAIT", "true")]);
-        send_header(&self.group, &mq.topic, mq.queue_id, &batch_props, true).with_body(encode_batch(&items))
+        batch_request(&self.group, mq, msgs)
     }
 
     /// Sends messages of one topic as one batch to one queue.

@@ -63,6 +63,21 @@ pub fn parse_route(topic: &str, body: &[u8]) -> Result<TopicRoute, String> {
     Ok(route)
 }
 
+/// The GET_ROUTEINFO_BY_TOPIC request for `topic`.
+pub(super) fn route_request(topic: &str) -> Command {
+    let mut cmd = Command::request(rq::GET_ROUTEINFO_BY_TOPIC);
+    cmd.put("topic", topic);
+    cmd
+}
+
+/// The route in a name server's answer to [`route_request`].
+pub(super) fn route_of(topic: &str, resp: Command) -> Result<TopicRoute, ClientError> {
+    if resp.code != 0 {
+        return Err(ClientError::NoRoute(format!("{topic}: {}", resp.remark.unwrap_or_default())));
+    }
+    parse_route(topic, &resp.body_bytes()).map_err(|m| ClientError::BadResponse { addr: "namesrv".into(), message: m })
+}
+
 /// Connections and routes shared by one client instance.
 pub struct ClientContext {
     pub namesrvs: Vec<String>,
@@ -144,14 +159,7 @@ impl ClientContext {
         {
             return Ok(r);
         }
-        let mut cmd = Command::request(rq::GET_ROUTEINFO_BY_TOPIC);
-        cmd.put("topic", topic);
-        let resp = self.namesrv_call(cmd)?;
-        if resp.code != 0 {
-            return Err(ClientError::NoRoute(format!("{topic}: {}", resp.remark.unwrap_or_default())));
-        }
-        let route = parse_route(topic, &resp.body_bytes())
-            .map_err(|m| ClientError::BadResponse { addr: "namesrv".into(), message: m })?;
+        let route = route_of(topic, self.namesrv_call(route_request(topic))?)?;
         if let Ok(mut m) = self.routes.lock() {
             m.insert(topic.to_string(), (Instant::now(), route.clone()));
         }

@@ -158,7 +158,6 @@ impl Server {
         std::env::temp_dir().join(format!("ringmq-test-{}-{}.log", std::process::id(), self.base_port))
     }
 
-    /// Everything the server wrote to stderr so far.
     /// Starts a server with `config` written to a config file (`.toml`, or a RocketMQ `broker.conf`
     /// when `suffix` is `.conf`).
     pub fn start_with_config(shards: usize, suffix: &str, config: &str) -> Server {
@@ -189,6 +188,7 @@ impl Server {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// Everything the server wrote to stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
