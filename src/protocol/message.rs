@@ -281,9 +281,23 @@ impl StoredMessage {
 
 /// Iterates `(key, value)` pairs of a property string, skipping malformed segments (Java's rule).
 pub fn properties_iter(s: &str) -> impl Iterator<Item = (&str, &str)> {
-    s.split(PROPERTY_SEP).filter_map(|seg| {
-        let (k, v) = seg.split_once(NAME_VALUE_SEP)?;
-        (!k.is_empty() && !v.is_empty()).then_some((k, v))
+    // Byte search (memchr) for the ASCII separators: `str::split` with a char pattern was ~10 % of
+    // broker CPU at 200 000 sends/s, since every send looks up several properties. Slicing at an ASCII
+    // byte always lands on a char boundary.
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        while at < s.len() {
+            let end = memchr::memchr(PROPERTY_SEP as u8, &s.as_bytes()[at..]).map_or(s.len(), |i| at + i);
+            let seg = &s[at..end];
+            at = end + 1;
+            if let Some(i) = memchr::memchr(NAME_VALUE_SEP as u8, seg.as_bytes()) {
+                let (k, v) = (&seg[..i], &seg[i + 1..]);
+                if !k.is_empty() && !v.is_empty() {
+                    return Some((k, v));
+                }
+            }
+        }
+        None
     })
 }
 
@@ -509,6 +523,17 @@ mod tests {
             let b = Bytes::from(data);
             let _ = StoredMessage::decode(&b);
             let _ = decode_batch(&b);
+        }
+
+        /// The memchr splitter reads property strings exactly as `str::split` + `split_once` do.
+        #[test]
+        fn properties_iter_matches_str_split(s in "[a\u{1}\u{2}é]{0,40}") {
+            let by_split: Vec<(&str, &str)> = s
+                .split(PROPERTY_SEP)
+                .filter_map(|seg| seg.split_once(NAME_VALUE_SEP))
+                .filter(|(k, v)| !k.is_empty() && !v.is_empty())
+                .collect();
+            proptest::prop_assert_eq!(properties_iter(&s).collect::<Vec<_>>(), by_split);
         }
     }
 }

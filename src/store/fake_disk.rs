@@ -52,6 +52,18 @@ fn write_into(buf: &mut Vec<u8>, pos: usize, data: &[u8]) {
 }
 
 impl DiskFile for FakeFile {
+    type WriteBuf = Vec<u8>;
+
+    fn write_buffer(&self, data: &[u8], len: usize) -> Vec<u8> {
+        let mut buf = data.to_vec();
+        buf.resize(len, 0);
+        buf
+    }
+
+    async fn write_buffer_at(&self, buf: Vec<u8>, pos: u64) -> io::Result<()> {
+        self.write_at(&buf, pos).await
+    }
+
     async fn write_at(&self, data: &[u8], pos: u64) -> io::Result<()> {
         if self.faults.fail_next_write.replace(false) {
             return Err(io::Error::other("injected write failure"));

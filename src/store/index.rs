@@ -1,12 +1,19 @@
 //! The key index: `topic#key` (each KEYS token and the UNIQ_KEY) → physical offsets, for QUERY_MESSAGE
 //! and lookups by unique key. Owned by one shard.
 //!
-//! In memory: hash of the key → offsets in log order. On disk: `index/keys`, append-only 20-byte
-//! entries `[4 hash][8 physical offset][8 store ms]`, written by the checkpoint job and loaded up to
-//! the checkpoint. Hash collisions are resolved by the caller, which reads the record and compares the
-//! key; entries whose record was deleted by retention are skipped at query time.
+//! In memory, shaped like RocketMQ's IndexFile but flat: entries in log order (`[hash, link to the
+//! previous entry with that hash, physical offset, store ms]`, 24 bytes, no allocation per key) and a
+//! slot table from hash to its newest entry (~15 bytes per distinct hash). About 40 bytes per
+//! indexed key, against ~120 for a map of vectors, which at 200 000 sends/s also spent a sixth of
+//! the shard's CPU growing and rehashing. Retention drops a prefix of the entries; slots and links
+//! that point below it are dead and ignored (slots are swept when segments are deleted).
+//!
+//! On disk: `index/keys`, append-only 20-byte entries `[4 hash][8 physical offset][8 store ms]`,
+//! written by the checkpoint job from the entries not yet persisted, and loaded up to the checkpoint.
+//! Hash collisions are resolved by the caller, which reads the record and compares the key; entries
+//! whose record was deleted by retention are skipped at query time.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 
 pub const INDEX_ENTRY_BYTES: usize = 20;
@@ -27,53 +34,98 @@ pub fn key_hash(topic: &str, key: &str) -> u32 {
     h.finalize()
 }
 
+/// One indexed key occurrence.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    hash: u32,
+    /// How many entries back the previous entry with this hash is (0: none, or too far to link).
+    prev_distance: u32,
+    physical_offset: u64,
+    store_timestamp_ms: i64,
+}
+
 #[derive(Debug, Default)]
 pub struct KeyIndex {
-    map: HashMap<u32, Vec<(u64, i64)>>,
-    /// All entries in append order since start-up or the last persist, for the checkpoint job.
-    unpersisted: Vec<IndexEntry>,
+    /// Entries in log order; `entries[i]` has the global number `first + i`.
+    entries: VecDeque<Slot>,
+    first: u64,
+    /// Hash → global number of its newest entry.
+    newest: HashMap<u32, u64, foldhash::fast::RandomState>,
+    /// Global number of the first entry the checkpoint job has not persisted.
+    persisted: u64,
 }
 
 impl KeyIndex {
     pub fn add(&mut self, topic: &str, key: &str, physical_offset: u64, store_timestamp_ms: i64) {
-        let hash = key_hash(topic, key);
-        self.map.entry(hash).or_default().push((physical_offset, store_timestamp_ms));
-        self.unpersisted.push(IndexEntry { hash, physical_offset, store_timestamp_ms });
+        self.push(key_hash(topic, key), physical_offset, store_timestamp_ms);
+    }
+
+    fn push(&mut self, hash: u32, physical_offset: u64, store_timestamp_ms: i64) {
+        let n = self.first + self.entries.len() as u64;
+        let prev = self.newest.insert(hash, n).filter(|&p| p >= self.first);
+        let prev_distance = prev.and_then(|p| u32::try_from(n - p).ok()).unwrap_or(0);
+        self.entries.push_back(Slot { hash, prev_distance, physical_offset, store_timestamp_ms });
+    }
+
+    fn get(&self, n: u64) -> Option<&Slot> {
+        n.checked_sub(self.first).and_then(|i| self.entries.get(i as usize))
     }
 
     /// Candidate offsets for `topic#key` stored within `[begin_ms, end_ms]`, newest first, at most `max`.
     pub fn lookup(&self, topic: &str, key: &str, begin_ms: i64, end_ms: i64, max: usize) -> Vec<u64> {
-        let Some(v) = self.map.get(&key_hash(topic, key)) else {
-            return Vec::new();
-        };
-        v.iter().rev().filter(|(_, ts)| *ts >= begin_ms && *ts <= end_ms).map(|(p, _)| *p).take(max).collect()
-    }
-
-    /// Takes entries below `limit` (the durable log end) for persisting.
-    pub fn take_persistable(&mut self, limit: u64) -> Vec<u8> {
-        let n = self.unpersisted.iter().take_while(|e| e.physical_offset < limit).count();
-        let mut out = Vec::with_capacity(n * INDEX_ENTRY_BYTES);
-        for e in self.unpersisted.drain(..n) {
-            out.extend_from_slice(&e.hash.to_be_bytes());
-            out.extend_from_slice(&e.physical_offset.to_be_bytes());
-            out.extend_from_slice(&e.store_timestamp_ms.to_be_bytes());
+        let hash = key_hash(topic, key);
+        let mut out = Vec::new();
+        let mut at = self.newest.get(&hash).copied();
+        while let Some(n) = at {
+            let Some(e) = self.get(n).filter(|e| e.hash == hash) else { break };
+            if out.len() >= max {
+                break;
+            }
+            if e.store_timestamp_ms >= begin_ms && e.store_timestamp_ms <= end_ms {
+                out.push(e.physical_offset);
+            }
+            at = (e.prev_distance > 0).then(|| n - e.prev_distance as u64);
         }
         out
     }
 
-    /// Puts entries back that a failed persist took.
-    pub fn restore_unpersisted(&mut self, data: &[u8]) {
-        let mut back: Vec<IndexEntry> = data.chunks_exact(INDEX_ENTRY_BYTES).filter_map(decode).collect();
-        back.append(&mut self.unpersisted);
-        self.unpersisted = back;
+    /// Takes entries below `limit` (the durable log end) for persisting.
+    pub fn take_persistable(&mut self, limit: u64) -> Vec<u8> {
+        self.persisted = self.persisted.max(self.first);
+        let from = (self.persisted - self.first) as usize;
+        let todo = self.entries.range(from..).take_while(|e| e.physical_offset < limit);
+        let mut out = Vec::with_capacity(todo.clone().count() * INDEX_ENTRY_BYTES);
+        for e in todo {
+            out.extend_from_slice(&e.hash.to_be_bytes());
+            out.extend_from_slice(&e.physical_offset.to_be_bytes());
+            out.extend_from_slice(&e.store_timestamp_ms.to_be_bytes());
+        }
+        self.persisted += (out.len() / INDEX_ENTRY_BYTES) as u64;
+        out
     }
 
-    /// Drops entries whose records were deleted.
+    /// Marks the entries a failed persist took as not persisted again.
+    pub fn restore_unpersisted(&mut self, data: &[u8]) {
+        let n = (data.len() / INDEX_ENTRY_BYTES) as u64;
+        self.persisted = self.persisted.saturating_sub(n).max(self.first);
+    }
+
+    /// Drops entries whose records were deleted (a prefix: entries are in log order).
     pub fn trim_below(&mut self, log_min: u64) {
-        self.map.retain(|_, v| {
-            v.retain(|(p, _)| *p >= log_min);
-            !v.is_empty()
-        });
+        let n = self.entries.iter().take_while(|e| e.physical_offset < log_min).count();
+        self.entries.drain(..n);
+        self.first += n as u64;
+        let first = self.first;
+        self.newest.retain(|_, newest| *newest >= first);
+    }
+
+    /// Entries held in memory.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 
     /// Loads `path`, keeping entries in `[log_min, limit)` and cutting the file after the last kept one.
@@ -91,9 +143,10 @@ impl KeyIndex {
             }
             kept += 1;
             if e.physical_offset >= log_min {
-                idx.map.entry(e.hash).or_default().push((e.physical_offset, e.store_timestamp_ms));
+                idx.push(e.hash, e.physical_offset, e.store_timestamp_ms);
             }
         }
+        idx.persisted = idx.first + idx.entries.len() as u64; // all of it is on disk already
         if kept * INDEX_ENTRY_BYTES != data.len() {
             let f = std::fs::OpenOptions::new().write(true).open(path)?;
             f.set_len((kept * INDEX_ENTRY_BYTES) as u64)?;
@@ -142,5 +195,55 @@ mod tests {
         assert_eq!(loaded.lookup("T", "a", 0, 9, 9), vec![10]);
         assert!(loaded.lookup("T", "b", 0, 9, 9).is_empty());
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 20);
+        let mut again = KeyIndex::load(&path, 0, 15).unwrap();
+        assert!(again.take_persistable(u64::MAX).is_empty(), "loaded entries are not persisted twice");
+    }
+
+    #[test]
+    fn failed_persist_is_retried_and_trim_drops_a_prefix() {
+        let mut idx = KeyIndex::default();
+        for i in 0..10u64 {
+            idx.add("T", if i % 2 == 0 { "even" } else { "odd" }, i * 10, i as i64);
+        }
+        let first = idx.take_persistable(55);
+        assert_eq!(first.len(), 6 * INDEX_ENTRY_BYTES);
+        idx.restore_unpersisted(&first);
+        assert_eq!(idx.take_persistable(u64::MAX).len(), 10 * INDEX_ENTRY_BYTES, "the failed part comes again");
+        assert_eq!(idx.lookup("T", "even", 0, 100, 10), vec![80, 60, 40, 20, 0]);
+        idx.trim_below(45);
+        assert_eq!(idx.len(), 5);
+        assert_eq!(idx.lookup("T", "even", 0, 100, 10), vec![80, 60], "chains stop at the trimmed prefix");
+        assert_eq!(idx.lookup("T", "odd", 0, 100, 10), vec![90, 70, 50]);
+        idx.trim_below(1000);
+        assert!(idx.is_empty() && idx.lookup("T", "odd", 0, 100, 10).is_empty());
+        idx.add("T", "odd", 2000, 1);
+        assert_eq!(idx.lookup("T", "odd", 0, 100, 10), vec![2000]);
+    }
+
+    proptest::proptest! {
+        /// The flat index answers like a plain map of vectors, across adds and trims.
+        #[test]
+        fn matches_a_map_of_vectors(ops in proptest::collection::vec((0u8..6, 0u8..4), 1..300)) {
+            let mut idx = KeyIndex::default();
+            let mut model: Vec<(String, u64)> = Vec::new();
+            let mut pos = 0u64;
+            for (key, op) in ops {
+                let key = format!("k{key}");
+                if op == 0 {
+                    let min = pos.saturating_sub(50);
+                    idx.trim_below(min);
+                    model.retain(|(_, p)| *p >= min);
+                } else {
+                    idx.add("T", &key, pos, pos as i64);
+                    model.push((key, pos));
+                    pos += 7;
+                }
+            }
+            for k in 0..6 {
+                let key = format!("k{k}");
+                let want: Vec<u64> = model.iter().rev().filter(|(m, _)| *m == key).map(|(_, p)| *p).take(5).collect();
+                proptest::prop_assert_eq!(idx.lookup("T", &key, 0, i64::MAX, 5), want);
+            }
+        }
     }
 }

@@ -26,8 +26,17 @@ pub fn align_up(v: u64) -> u64 {
 /// One open file of the log.
 #[allow(async_fn_in_trait)]
 pub trait DiskFile {
+    /// Memory a write is issued from (DMA memory for O_DIRECT files).
+    type WriteBuf;
+    /// A write buffer of `len` bytes (a multiple of `BLOCK_BYTES`) holding `data` then zeros. The
+    /// commit log fills it while its state is borrowed: the flush path's only copy of the bytes.
+    fn write_buffer(&self, data: &[u8], len: usize) -> Self::WriteBuf;
+    /// Writes a buffer from [`Self::write_buffer`] at the aligned position `pos`.
+    async fn write_buffer_at(&self, buf: Self::WriteBuf, pos: u64) -> io::Result<()>;
     /// Writes `data` (a multiple of `BLOCK_BYTES` long) at the aligned position `pos`.
-    async fn write_at(&self, data: &[u8], pos: u64) -> io::Result<()>;
+    async fn write_at(&self, data: &[u8], pos: u64) -> io::Result<()> {
+        self.write_buffer_at(self.write_buffer(data, data.len()), pos).await
+    }
     /// Reads up to `len` bytes at `pos` (any alignment); shorter only at the end of the file.
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes>;
     /// Writes `len` zero bytes at the aligned position `pos` (segment pre-writing).
@@ -56,13 +65,23 @@ pub trait Disk: 'static {
 pub struct DmaDisk;
 
 impl DiskFile for glommio::io::DmaFile {
-    async fn write_at(&self, data: &[u8], pos: u64) -> io::Result<()> {
-        debug_assert!(pos.is_multiple_of(BLOCK_BYTES) && (data.len() as u64).is_multiple_of(BLOCK_BYTES));
-        let mut buf = self.alloc_dma_buffer(data.len());
-        buf.as_bytes_mut().copy_from_slice(data);
+    type WriteBuf = glommio::io::DmaBuffer;
+
+    fn write_buffer(&self, data: &[u8], len: usize) -> glommio::io::DmaBuffer {
+        debug_assert!((len as u64).is_multiple_of(BLOCK_BYTES) && data.len() <= len);
+        let mut buf = self.alloc_dma_buffer(len);
+        let bytes = buf.as_bytes_mut();
+        bytes[..data.len()].copy_from_slice(data);
+        bytes[data.len()..].fill(0);
+        buf
+    }
+
+    async fn write_buffer_at(&self, buf: glommio::io::DmaBuffer, pos: u64) -> io::Result<()> {
+        debug_assert!(pos.is_multiple_of(BLOCK_BYTES));
+        let len = buf.len();
         let n = glommio::io::DmaFile::write_at(self, buf, pos).await.map_err(io::Error::from)?;
-        if n != data.len() {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, format!("short write: {n} of {}", data.len())));
+        if n != len {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, format!("short write: {n} of {len}")));
         }
         Ok(())
     }

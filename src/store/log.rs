@@ -117,14 +117,18 @@ pub struct CommitLog<D: Disk> {
     flush_waker: RefCell<Option<std::task::Waker>>,
 }
 
+/// Allocation unit of the append buffer: one allocation per MiB appended.
+const APPEND_CHUNK_BYTES: usize = 1 << 20;
+
 /// The writes of one flush and the log position they make durable.
 type FlushPlan<F> = Option<(Vec<WriteJob<F>>, u64)>;
 
 /// A write the flusher issues: the file, the position in it and the aligned bytes.
-struct WriteJob<F> {
+struct WriteJob<F: DiskFile> {
     file: Rc<F>,
     pos: u64,
-    data: Vec<u8>,
+    data: F::WriteBuf,
+    len: u64,
 }
 
 impl<D: Disk> CommitLog<D> {
@@ -141,7 +145,7 @@ impl<D: Disk> CommitLog<D> {
             segments.insert(start, disk.open(&path).await.map_err(|e| StoreError::io(&path, &e))?);
         }
         let buf_base = align_down(tail.write_pos);
-        let mut buf = BytesMut::with_capacity(1 << 20);
+        let mut buf = BytesMut::with_capacity(APPEND_CHUNK_BYTES);
         buf.extend_from_slice(&tail.partial_block[..(tail.write_pos - buf_base) as usize]);
         let log = CommitLog {
             disk,
@@ -294,6 +298,15 @@ impl<D: Disk> CommitLog<D> {
             self.prepare_next().await?;
         }
         let mut s = self.state.borrow_mut();
+        let need = total as usize + SEAL_BYTES as usize;
+        if s.buf.capacity() - s.buf.len() < need {
+            // A fresh chunk for the unflushed tail: flushed blocks were split off into the tail cache
+            // and still share the old allocation, which `BytesMut` would regrow 64 KiB at a time.
+            // Doubling keeps the copy amortised when much is unflushed (a slow disk, `flush = async`).
+            let mut fresh = BytesMut::with_capacity((2 * (s.buf.len() + need)).max(APPEND_CHUNK_BYTES));
+            fresh.extend_from_slice(&s.buf);
+            s.buf = fresh;
+        }
         let first = s.write_pos;
         let mut pos = first;
         for (i, &size) in sizes.iter().enumerate() {
@@ -340,7 +353,7 @@ impl<D: Disk> CommitLog<D> {
         let padded = align_up(s.write_pos + BLANK_BYTES).min(next);
         let pad = (padded - s.buf_base) as usize - s.buf.len();
         s.buf.put_bytes(0, pad);
-        let old = std::mem::replace(&mut s.buf, BytesMut::with_capacity(1 << 20)).freeze();
+        let old = std::mem::replace(&mut s.buf, BytesMut::with_capacity(APPEND_CHUNK_BYTES)).freeze();
         let base = s.buf_base;
         s.pending_old.push(PendingOld { base, data: old });
         s.segments.insert(start, file);
@@ -395,13 +408,15 @@ impl<D: Disk> CommitLog<D> {
         };
         let mut files: Vec<Rc<D::File>> = Vec::new();
         let mut result = Ok(());
-        for job in &jobs {
-            if let Err(e) = job.file.write_at(&job.data, job.pos).await {
-                result = Err(format!("write of {} bytes at {} failed: {e}", job.data.len(), job.pos));
+        let bytes: u64 = jobs.iter().map(|j| j.len).sum();
+        for job in jobs {
+            let (file, pos, len) = (job.file, job.pos, job.len);
+            if let Err(e) = file.write_buffer_at(job.data, pos).await {
+                result = Err(format!("write of {len} bytes at {pos} failed: {e}"));
                 break;
             }
-            if !files.iter().any(|f| Rc::ptr_eq(f, &job.file)) {
-                files.push(job.file.clone());
+            if !files.iter().any(|f| Rc::ptr_eq(f, &file)) {
+                files.push(file);
             }
         }
         if result.is_ok() {
@@ -414,7 +429,7 @@ impl<D: Disk> CommitLog<D> {
         }
         match result {
             Ok(()) => {
-                self.complete_flush(target, jobs.iter().map(|j| j.data.len() as u64).sum());
+                self.complete_flush(target, bytes);
                 Ok(true)
             }
             Err(msg) => Err(self.poison(msg)),
@@ -437,7 +452,10 @@ impl<D: Disk> CommitLog<D> {
             let skip = (from - old.base) as usize;
             if skip < old.data.len() {
                 let file = s.segments[&seg].clone();
-                jobs.push(WriteJob { file, pos: from - seg, data: old.data[skip..].to_vec() });
+                let part = &old.data[skip..];
+                let len = align_up(part.len() as u64);
+                let data = file.write_buffer(part, len as usize);
+                jobs.push(WriteJob { file, pos: from - seg, data, len });
             }
             Self::push_tail(&mut s, old.base, old.data, self.cfg.tail_cache_bytes);
         }
@@ -445,10 +463,10 @@ impl<D: Disk> CommitLog<D> {
         let seg = self.segment_start(s.buf_base);
         let skip = (from - s.buf_base) as usize;
         if skip < s.buf.len() {
-            let mut data = s.buf[skip..].to_vec();
-            data.resize(align_up(data.len() as u64) as usize, 0);
             let file = s.segments[&seg].clone();
-            jobs.push(WriteJob { file, pos: from - seg, data });
+            let len = align_up((s.buf.len() - skip) as u64);
+            let data = file.write_buffer(&s.buf[skip..], len as usize);
+            jobs.push(WriteJob { file, pos: from - seg, data, len });
         }
         Ok(Some((jobs, s.write_pos)))
     }
