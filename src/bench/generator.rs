@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-const PULL_BATCH: u32 = 32;
+/// Messages per pull: more than RocketMQ's default 32, so that consumers keep up at the maximum
+/// publish rate with one pull in flight per queue (the broker caps a pull at 1024 messages / 8 MiB).
+const PULL_BATCH: u32 = 256;
 /// In-flight cap at a fixed rate: open loop, but bounded so a stalled broker cannot exhaust memory.
 const OPEN_LOOP_CAP: u64 = 100_000;
 

@@ -15,6 +15,9 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
+/// Frames queued together are copied into one write of up to this many bytes.
+const COALESCE_BYTES: usize = 256 << 10;
+
 /// Largest frame accepted from a broker (pull answers are far smaller).
 const MAX_FRAME_BYTES: usize = 64 << 20;
 
@@ -147,11 +150,19 @@ async fn read_frames(mut reader: futures_lite::io::ReadHalf<TcpStream>, pending:
 }
 
 async fn write_loop(mut writer: futures_lite::io::WriteHalf<TcpStream>, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
-    let mut buf = Vec::with_capacity(256 << 10);
+    let mut buf = Vec::with_capacity(COALESCE_BYTES);
     while let Some(first) = rx.next().await {
+        let Ok(second) = rx.try_recv() else {
+            // Alone in the queue: written as is, without copying it into the coalescing buffer.
+            if writer.write_all(&first).await.is_err() {
+                return;
+            }
+            continue;
+        };
         buf.clear();
         buf.extend_from_slice(&first);
-        while buf.len() < (256 << 10) {
+        buf.extend_from_slice(&second);
+        while buf.len() < COALESCE_BYTES {
             match rx.try_recv() {
                 Ok(more) => buf.extend_from_slice(&more),
                 Err(_) => break,

@@ -68,8 +68,10 @@ impl Message {
 pub fn unique_key() -> String {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed) as u16;
+    static PID: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+    let pid = *PID.get_or_init(|| std::process::id() as u16); // getpid was a syscall per message
     let t = crate::store::now_ms() as u32;
-    format!("7F000001{:04X}{:08X}{:08X}{:04X}", std::process::id() as u16, rand::random::<u32>(), t, n)
+    format!("7F000001{pid:04X}{:08X}{t:08X}{n:04X}", rand::random::<u32>())
 }
 
 /// Result of a successful send.
