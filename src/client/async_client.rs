@@ -18,7 +18,9 @@ use super::async_conn::AsyncConnection;
 use super::connection::ClientError;
 use super::consumer::{PULL_SUSPEND_MS, PullResult, PullSpec, get_u64, pull_request, pull_result, queue_request};
 use super::producer::{RETRYABLE, SEND_ATTEMPTS, batch_request, pick_queue, send_header};
-use super::route::{REQUEST_TIMEOUT, ROUTE_TTL, TopicRoute, route_of, route_request};
+use super::route::{
+    AUTO_CREATE_TEMPLATE, REQUEST_TIMEOUT, ROUTE_TTL, TopicRoute, as_template_route, route_of, route_request,
+};
 use super::{Message, MessageQueue, SendResult};
 use crate::protocol::Command;
 use crate::protocol::codes::{request as rq, response as rs};
@@ -26,9 +28,6 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-
-/// The topic whose route producers use for topics the name server does not know yet.
-const AUTO_CREATE_TEMPLATE: &str = "TBW102";
 
 /// Connections and routes of one client on one executor.
 pub struct AsyncClient {
@@ -99,7 +98,7 @@ impl AsyncClient {
     async fn send_route(&self, topic: &str) -> Result<TopicRoute, ClientError> {
         match self.route(topic, false).await {
             Ok(r) => Ok(r),
-            Err(e) => self.route(AUTO_CREATE_TEMPLATE, false).await.map_err(|_| e),
+            Err(e) => self.route(AUTO_CREATE_TEMPLATE, false).await.map(as_template_route).map_err(|_| e),
         }
     }
 

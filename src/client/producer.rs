@@ -3,7 +3,7 @@
 //! from the name server.
 
 use super::connection::{ClientError, Connection};
-use super::route::{ClientContext, MessageQueue, REQUEST_TIMEOUT};
+use super::route::{AUTO_CREATE_TEMPLATE, ClientContext, MessageQueue, REQUEST_TIMEOUT, as_template_route};
 use crate::protocol::Command;
 use crate::protocol::codes::{request as rq, response as rs};
 use crate::protocol::message::{BatchItem, encode_batch, properties_encode};
@@ -131,7 +131,7 @@ fn send_header_flag(group: &str, topic: &str, queue_id: i32, props: &str, batch:
     cmd.put("a", group);
     cmd.put("b", topic);
     cmd.put("c", "TBW102");
-    cmd.put("d", 4);
+    cmd.put("d", super::route::DEFAULT_TOPIC_QUEUE_NUMS);
     cmd.put("e", queue_id);
     cmd.put("f", sys_flag);
     cmd.put("g", crate::store::now_ms());
@@ -167,12 +167,17 @@ impl Producer {
         key: Option<&str>,
         avoid: Option<&str>,
     ) -> Result<MessageQueue, ClientError> {
-        let route = self.ctx.route(topic, false).or_else(|_| self.ctx.route("TBW102", false))?;
+        let route = self
+            .ctx
+            .route(topic, false)
+            .or_else(|_| self.ctx.route(AUTO_CREATE_TEMPLATE, false).map(as_template_route))?;
         pick_queue(topic, &route.write_queues, key, avoid, || self.next.fetch_add(1, Ordering::Relaxed))
     }
 
     fn addr_of(&self, mq: &MessageQueue) -> Result<String, ClientError> {
-        self.ctx.broker_addr(&mq.topic, &mq.broker_name).or_else(|_| self.ctx.broker_addr("TBW102", &mq.broker_name))
+        self.ctx
+            .broker_addr(&mq.topic, &mq.broker_name)
+            .or_else(|_| self.ctx.broker_addr(AUTO_CREATE_TEMPLATE, &mq.broker_name))
     }
 
     pub(super) fn parse_result(

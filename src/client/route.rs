@@ -63,6 +63,21 @@ pub fn parse_route(topic: &str, body: &[u8]) -> Result<TopicRoute, String> {
     Ok(route)
 }
 
+/// The topic whose route producers use for topics the name server does not know yet.
+pub const AUTO_CREATE_TEMPLATE: &str = "TBW102";
+/// Queues per broker a producer asks for when its send creates a topic (RocketMQ's
+/// `defaultTopicQueueNums`, sent as header `d`); the broker creates that many.
+pub const DEFAULT_TOPIC_QUEUE_NUMS: i32 = 4;
+
+/// The template route as a producer sees it for a topic to be auto-created: at most
+/// `DEFAULT_TOPIC_QUEUE_NUMS` queues per broker, as the Java client trims it, since the broker creates
+/// the topic with that many queues and refuses a queue id beyond them.
+pub fn as_template_route(mut route: TopicRoute) -> TopicRoute {
+    route.write_queues.retain(|q| q.queue_id < DEFAULT_TOPIC_QUEUE_NUMS);
+    route.read_queues.retain(|q| q.queue_id < DEFAULT_TOPIC_QUEUE_NUMS);
+    route
+}
+
 /// The GET_ROUTEINFO_BY_TOPIC request for `topic`.
 pub(super) fn route_request(topic: &str) -> Command {
     let mut cmd = Command::request(rq::GET_ROUTEINFO_BY_TOPIC);
@@ -190,5 +205,14 @@ mod tests {
         assert_eq!(r.write_queues.len(), 3);
         assert_eq!(r.read_queues.len(), 2);
         assert_eq!(r.brokers.len(), 1);
+    }
+
+    #[test]
+    fn template_route_offers_only_the_queues_an_auto_created_topic_gets() {
+        let body = br#"{"brokerDatas":[{"brokerAddrs":{"0":"a:1"},"brokerName":"b-0"}],
+            "queueDatas":[{"brokerName":"b-0","perm":6,"readQueueNums":8,"writeQueueNums":8}]}"#;
+        let r = as_template_route(parse_route("TBW102", body).unwrap());
+        assert_eq!(r.write_queues.iter().map(|q| q.queue_id).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        assert_eq!(r.read_queues.len(), 4);
     }
 }
