@@ -4,6 +4,8 @@
 #
 #   benches/peers/side-by-side.sh sync|async OUTDIR -- <ringmq bench workload flags>
 #
+# RINGMQ_ARGS adds flags to `ringmq serve` (e.g. --shards 1); RINGMQ_ONLY=1 skips the peer.
+#
 # Needs the peer installed (benches/peers/install-rocketmq-rust.sh) and a release build of ringmq.
 # The peer runs with commitLogMicroBatchMaxWaitMicros = 0: its default 50 us wait is rounded up by
 # its timer to ~1.1 ms per append, which caps unbatched sends near 820 msgs/s. That is its best, not
@@ -19,7 +21,7 @@ mkdir -p "$OUT"; rm -rf "$DATA"; mkdir -p "$DATA/ringmq" "$DATA/peer/conf"
 
 echo "== ringmq (flush $MODE)"
 "$RINGMQ" serve --data-dir "$DATA/ringmq" --flush "$MODE" --broker-ip 127.0.0.1 \
-  --listen-port 10911 --namesrv-port 9876 > "$OUT/ringmq-serve.log" 2>&1 &
+  --listen-port 10911 --namesrv-port 9876 ${RINGMQ_ARGS:-} > "$OUT/ringmq-serve.log" 2>&1 &
 RPID=$!
 sleep 3
 "$RINGMQ" bench --namesrv 127.0.0.1:9876 --broker-pid $RPID --json "$OUT/ringmq-$MODE.json" \
@@ -27,6 +29,7 @@ sleep 3
   | tee "$OUT/ringmq-$MODE.txt"
 kill -TERM $RPID; wait $RPID || true
 
+[ -n "${RINGMQ_ONLY:-}" ] && exit 0
 echo "== peer: rocketmq-broker-rust 1.0.0 ($FLUSH, commitLogMicroBatchMaxWaitMicros = 0)"
 cat > "$DATA/peer/conf/broker.toml" <<TOML
 [broker]
