@@ -29,6 +29,7 @@ struct FileState {
 struct Faults {
     fail_next_sync: Cell<bool>,
     fail_next_write: Cell<bool>,
+    syncs: Cell<u64>,
 }
 
 /// Shared handle to the fake disk; clones see the same files.
@@ -85,6 +86,7 @@ impl DiskFile for FakeFile {
         if self.faults.fail_next_sync.replace(false) {
             return Err(io::Error::other("injected fdatasync failure"));
         }
+        self.faults.syncs.set(self.faults.syncs.get() + 1);
         let mut s = self.state.borrow_mut();
         s.durable = s.current.clone();
         s.pending.clear();
@@ -167,6 +169,11 @@ impl FakeDisk {
         s.durable[pos] ^= 1 << (bit % 8);
         s.current[pos] ^= 1 << (bit % 8);
         true
+    }
+
+    /// Successful syncs so far, of every file.
+    pub fn syncs(&self) -> u64 {
+        self.faults.syncs.get()
     }
 
     pub fn fail_next_sync(&self) {

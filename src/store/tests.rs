@@ -352,3 +352,16 @@ fn retention_never_deletes_a_segment_with_unflushed_bytes() {
     assert_eq!(max, 200);
     assert!(min < max);
 }
+
+#[test]
+fn prewriting_a_segment_syncs_as_it_goes() {
+    // A group commit after an unsynced pre-write would carry the whole segment's zeros.
+    let dir = tempfile::tempdir().unwrap();
+    let disk = FakeDisk::new();
+    let mut c = cfg(dir.path());
+    c.segment_bytes = 64 << 20;
+    let s = open(&disk, &c).unwrap();
+    let before = disk.syncs();
+    block_on(s.log().prepare_next()).unwrap();
+    assert_eq!(disk.syncs() - before, 3, "one sync per 32 MiB of zeros, and one at the end");
+}
