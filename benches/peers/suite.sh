@@ -14,6 +14,9 @@ MAX=(--topics 1 --queues 16 --message-size 1024 --producers 2 --consumers 2 --ba
 "$RUN" sync "$OUT/max-sync" -- "${COMMON[@]}" "${MAX[@]}"
 "$RUN" sync "$OUT/fixed-20k-sync" -- "${COMMON[@]}" --queues 16 --message-size 1024 --producers 2 --consumers 2 \
   --batch 1 --rate 20000
+# The same fixed rate on one shard: one group commit stream instead of two flushing one device.
+RINGMQ_ARGS="--shards 1" RINGMQ_ONLY=1 "$RUN" sync "$OUT/fixed-20k-sync-1-shard" -- "${COMMON[@]}" --queues 16 \
+  --message-size 1024 --producers 2 --consumers 2 --batch 1 --rate 20000
 # Per-core efficiency: one shard, one queue, 100-byte messages, as fast as possible (ringmq only).
 RINGMQ_ARGS="--shards 1" RINGMQ_ONLY=1 "$RUN" async "$OUT/single-queue-100b" -- "${COMMON[@]}" --queues 1 \
   --message-size 100 --producers 1 --consumers 1 --batch 64
