@@ -121,8 +121,10 @@ async fn produce(client: Rc<AsyncClient>, w: Workload, topics: Vec<String>, ctl:
                     sh.published.fetch_add(n, Ordering::Relaxed);
                     sh.record(|h| &mut h.publish, t0.elapsed().as_micros() as u64);
                 }
-                Err(_) => {
-                    sh.errors.fetch_add(n, Ordering::Relaxed);
+                Err(e) => {
+                    if sh.errors.fetch_add(n, Ordering::Relaxed) == 0 {
+                        eprintln!("bench: first failed send: {e}");
+                    }
                 }
             }
         })
