@@ -157,7 +157,7 @@ async fn read_loop<S: Service>(
             };
             dispatch(broker, conn, cmd);
             dispatched += 1;
-            if dispatched % FRAMES_PER_TURN == 0 {
+            if dispatched.is_multiple_of(FRAMES_PER_TURN) {
                 futures_lite::future::yield_now().await; // one full read buffer is thousands of frames
             }
         }
