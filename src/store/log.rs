@@ -45,7 +45,8 @@ const PREWRITE_CHUNK_BYTES: usize = super::io::ZERO_CHUNK_BYTES;
 /// The pre-writer syncs after this many bytes of zeros. A device flush makes everything written
 /// before it durable, whichever file it was issued for: left unsynced, a whole pre-written segment
 /// (1 GiB) rode on the first group commit after it and stalled `flush = sync` sends for seconds (a
-/// virtual disk's host cache). Syncing as it goes bounds what a commit can inherit to this much.
+/// virtual disk's host cache). With `flush = sync`, syncing as it goes bounds what a commit can
+/// inherit to this much.
 const PREWRITE_SYNC_BYTES: u64 = 32 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -213,7 +214,9 @@ impl<D: Disk> CommitLog<D> {
             file.write_zeros(pos, n).await.map_err(io_err)?;
             pos += n as u64;
             unsynced += n as u64;
-            if unsynced >= PREWRITE_SYNC_BYTES {
+            // Only `flush = sync` commits wait on a device flush; with `flush = async` the syncs would
+            // only slow the pre-writer down (measured: appends at 200 MB/s then waited for segments).
+            if self.cfg.flush == FlushMode::Sync && unsynced >= PREWRITE_SYNC_BYTES {
                 file.sync().await.map_err(io_err)?;
                 unsynced = 0;
             }

@@ -360,6 +360,7 @@ fn prewriting_a_segment_syncs_as_it_goes() {
     let disk = FakeDisk::new();
     let mut c = cfg(dir.path());
     c.segment_bytes = 64 << 20;
+    c.flush = FlushMode::Sync;
     let s = open(&disk, &c).unwrap();
     let before = disk.syncs();
     block_on(s.log().prepare_next()).unwrap();
