@@ -158,8 +158,7 @@ impl AsyncProducer {
     /// Sends to the queue chosen by `key` (messages with one key keep their order; no retry on
     /// another broker, which would break that order).
     pub async fn send_by_key(&self, msg: &Message, key: Option<&str>) -> Result<SendResult, ClientError> {
-        let props = msg.encode_properties();
-        let uniq = crate::protocol::message::property_get(&props, "UNIQ_KEY").unwrap_or_default().to_string();
+        let (props, uniq) = msg.encode_properties_keyed();
         let mut avoid: Option<String> = None;
         let mut last = ClientError::NoRoute(msg.topic.clone());
         for attempt in 0..SEND_ATTEMPTS {
@@ -187,8 +186,7 @@ impl AsyncProducer {
         let (cmd, uniq) = match msgs {
             [] => return Err(ClientError::NoRoute("empty batch".into())),
             [m] => {
-                let props = m.encode_properties();
-                let uniq = crate::protocol::message::property_get(&props, "UNIQ_KEY").unwrap_or_default().to_string();
+                let (props, uniq) = m.encode_properties_keyed();
                 (send_header(&self.group, &mq.topic, mq.queue_id, &props, false).with_body(m.body.clone()), uniq)
             }
             _ => (batch_request(&self.group, mq, msgs), String::new()),

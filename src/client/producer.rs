@@ -50,6 +50,11 @@ impl Message {
 
     /// The property string, with a fresh UNIQ_KEY.
     pub fn encode_properties(&self) -> String {
+        self.encode_properties_keyed().0
+    }
+
+    /// The property string and the fresh UNIQ_KEY it carries (the client's message id).
+    pub fn encode_properties_keyed(&self) -> (String, String) {
         let uniq = unique_key();
         let keys = self.keys.join(" ");
         let mut pairs: Vec<(&str, &str)> = vec![("UNIQ_KEY", &uniq), ("WAIT", "true")];
@@ -60,7 +65,8 @@ impl Message {
             pairs.push(("KEYS", &keys));
         }
         pairs.extend(self.properties.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        properties_encode(pairs)
+        let props = properties_encode(pairs);
+        (props, uniq)
     }
 }
 
@@ -227,8 +233,7 @@ impl Producer {
         sys_flag: i32,
         code: i32,
     ) -> Result<SendResult, ClientError> {
-        let props = msg.encode_properties();
-        let uniq = crate::protocol::message::property_get(&props, "UNIQ_KEY").unwrap_or_default().to_string();
+        let (props, uniq) = msg.encode_properties_keyed();
         let mut avoid: Option<String> = None;
         let mut last = ClientError::NoRoute(msg.topic.clone());
         for attempt in 0..SEND_ATTEMPTS {
@@ -259,8 +264,7 @@ impl Producer {
         msg: &Message,
         done: impl FnOnce(Result<SendResult, ClientError>) + Send + 'static,
     ) -> Result<(), ClientError> {
-        let props = msg.encode_properties();
-        let uniq = crate::protocol::message::property_get(&props, "UNIQ_KEY").unwrap_or_default().to_string();
+        let (props, uniq) = msg.encode_properties_keyed();
         let mq = self.select_queue(&msg.topic, None, None)?;
         let addr = self.addr_of(&mq)?;
         let cmd = send_header(&self.group, &msg.topic, mq.queue_id, &props, false).with_body(msg.body.clone());
