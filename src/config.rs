@@ -75,6 +75,27 @@ pub struct Config {
     pub transaction_check_interval_ms: u64,
     /// Metrics endpoint (Prometheus text format).
     pub metrics_addr: Option<String>,
+    /// A connection silent for this long is closed (RocketMQ's channelIdle, 120 s; clients heartbeat
+    /// every 30 s, and a held pull answers within 25 s).
+    pub channel_idle_secs: u64,
+    /// A frame must arrive whole within this of its first byte (a slow sender cannot hold a
+    /// connection's buffers forever; 16 MiB at 1 MiB/s still fits).
+    pub frame_timeout_secs: u64,
+    /// Requests read from one connection and not yet answered; past it the connection is not read
+    /// (TCP back-pressure). RocketMQ's Java client allows 65 535 async sends per client, but 4 096 in
+    /// flight on one connection already keeps a shard busy for many group commits.
+    pub max_requests_in_flight_per_connection: usize,
+    /// Request frames in handling plus answers waiting to be written, per connection; past it the
+    /// connection is not read. 64 MiB holds 16 sends of the largest batch.
+    pub max_held_bytes_per_connection: usize,
+    /// Open connections per shard (both its ports) and on the name server; more are closed at accept
+    /// with a log line. An idle connection costs ~8 KiB, so the default bounds idle memory to ~80 MiB.
+    pub max_connections_per_shard: usize,
+    /// Entries accepted in one list-bearing request (heartbeat groups and subscriptions, lock batch
+    /// queues, registration topics); past it the request is refused with a remark.
+    pub max_request_list_entries: usize,
+    /// Queues a topic may have (read or write), as checked on create and send.
+    pub max_queues_per_topic: u32,
 }
 
 impl Default for Config {
@@ -109,6 +130,13 @@ impl Default for Config {
             transaction_timeout_ms: 6_000,
             transaction_check_interval_ms: 30_000,
             metrics_addr: Some("127.0.0.1:5557".into()),
+            channel_idle_secs: 120,
+            frame_timeout_secs: 30,
+            max_requests_in_flight_per_connection: 4096,
+            max_held_bytes_per_connection: 64 << 20,
+            max_connections_per_shard: 10_000,
+            max_request_list_entries: 10_000,
+            max_queues_per_topic: 1024,
         }
     }
 }
@@ -170,6 +198,7 @@ impl Config {
                 "maxMessageSize" => self.max_message_bytes = v.parse().map_err(|_| bad())?,
                 "messageDelayLevel" => self.message_delay_level = v.into(),
                 "timerMaxDelaySec" => self.timer_max_delay_secs = v.parse().map_err(|_| bad())?,
+                "serverChannelMaxIdleTimeSeconds" => self.channel_idle_secs = v.parse().map_err(|_| bad())?,
                 "brokerIP1" => self.broker_ip = Some(v.parse().map_err(|_| bad())?),
                 _ => {
                     tracing::warn!(key = k, file = %path.display(), "broker.conf key not used by ringmq")

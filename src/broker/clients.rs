@@ -131,7 +131,9 @@ impl ClientRegistry {
     }
 }
 
-/// Parses the heartbeat body and registers its producers and consumers.
+/// Parses the heartbeat body and registers its producers and consumers, in time linear in its size:
+/// the retry topics and groups it introduces are created with one file write each, whatever their
+/// number. More than `max_request_list_entries` groups, or subscriptions in one group, are refused.
 pub fn heartbeat(b: &Broker, conn: &Rc<Conn>, req: &Command) -> Command {
     let body: Value = match serde_json::from_slice(&req.body_bytes()) {
         Ok(v) => v,
@@ -139,51 +141,70 @@ pub fn heartbeat(b: &Broker, conn: &Rc<Conn>, req: &Command) -> Command {
             return req.response_to(rs::SYSTEM_ERROR).with_remark(format!("heartbeat body is not JSON: {e}"));
         }
     };
+    let consumers = body.get("consumerDataSet").and_then(Value::as_array).map_or(&[][..], |v| v.as_slice());
+    let producers = body.get("producerDataSet").and_then(Value::as_array).map_or(&[][..], |v| v.as_slice());
+    let cap = b.cfg.max_request_list_entries;
+    let subs_of = |c: &Value| c.get("subscriptionDataSet").and_then(Value::as_array).map_or(0, Vec::len);
+    if consumers.len() + producers.len() > cap || consumers.iter().any(|c| subs_of(c) > cap) {
+        return req.response_to(rs::SYSTEM_ERROR).with_remark(format!(
+            "heartbeat lists {} consumer and {} producer groups (or a group with more subscriptions) \
+             past the limit of {cap} entries (max_request_list_entries)",
+            consumers.len(),
+            producers.len()
+        ));
+    }
     let client_id = body.get("clientID").and_then(str_of).unwrap_or_else(|| conn.peer.to_string());
+    let body_without_sub = body.get("withoutSub").and_then(Value::as_bool).unwrap_or(false);
+    let groups: Vec<(String, &Value)> =
+        consumers.iter().filter_map(|c| Some((c.get("groupName").and_then(str_of)?, c))).collect();
+    let retry_topics = groups
+        .iter()
+        .map(|(g, _)| format!("{RETRY_PREFIX}{g}"))
+        .filter(|t| b.topics.borrow().get(t).is_none())
+        .map(|t| TopicConfig::new(&t, 1, PERM_READ | PERM_WRITE))
+        .collect();
+    b.upsert_topics(retry_topics, true);
+    b.groups.borrow_mut().ensure_many(groups.iter().map(|(g, _)| g.as_str()));
     let mut changed = Vec::new();
-    for c in body.get("consumerDataSet").and_then(Value::as_array).into_iter().flatten() {
-        let Some(group) = c.get("groupName").and_then(str_of) else {
-            continue;
-        };
-        let model = c.get("messageModel").and_then(str_of).unwrap_or_else(|| "CLUSTERING".into());
-        let model = if model == "0" {
-            "BROADCASTING".into()
-        } else if model == "1" {
-            "CLUSTERING".into()
-        } else {
-            model
-        };
-        ensure_retry_topic(b, &group);
-        b.groups.borrow_mut().ensure(&group);
-        let mut reg = b.clients.borrow_mut();
-        if reg.upsert_consumer(&group, &client_id, conn, model) {
+    let mut reg = b.clients.borrow_mut();
+    for (group, c) in &groups {
+        if reg.upsert_consumer(group, &client_id, conn, message_model(c)) {
             changed.push(group.clone());
         }
-        let without_sub = c.get("withoutSub").and_then(Value::as_bool).unwrap_or(false)
-            || body.get("withoutSub").and_then(Value::as_bool).unwrap_or(false);
+        let without_sub = c.get("withoutSub").and_then(Value::as_bool).unwrap_or(false) || body_without_sub;
         let subs = c.get("subscriptionDataSet").and_then(Value::as_array);
         if without_sub && subs.is_none_or(|s| s.is_empty()) {
             continue;
         }
-        if let Some(g) = reg.consumers.get_mut(&group) {
+        if let Some(g) = reg.consumers.get_mut(group) {
             for s in subs.into_iter().flatten() {
                 register_subscription(g, s);
             }
         }
     }
-    for p in body.get("producerDataSet").and_then(Value::as_array).into_iter().flatten() {
+    for p in producers {
         let Some(group) = p.get("groupName").and_then(str_of) else {
             continue;
         };
         let member = Member { conn: conn.clone(), last_seen: Instant::now() };
-        b.clients.borrow_mut().producers.entry(group).or_default().insert(client_id.clone(), member);
+        reg.producers.entry(group).or_default().insert(client_id.clone(), member);
     }
+    drop(reg);
     for g in changed {
         notify_ids_changed(b, &g);
     }
     let mut r = req.response_to(rs::SUCCESS);
     r.put("IS_SUB_CHANGE", "true");
     r
+}
+
+/// A consumer entry's message model (Java sends the enum name, some clients its ordinal).
+fn message_model(c: &Value) -> String {
+    match c.get("messageModel").and_then(str_of).as_deref() {
+        None | Some("1") => "CLUSTERING".into(),
+        Some("0") => "BROADCASTING".into(),
+        Some(m) => m.to_string(),
+    }
 }
 
 fn register_subscription(g: &mut ConsumerGroup, s: &Value) {
@@ -202,14 +223,6 @@ fn register_subscription(g: &mut ConsumerGroup, s: &Value) {
         Err(e) => {
             tracing::warn!(topic, expr, error = %e, "ignoring a subscription that does not parse")
         }
-    }
-}
-
-/// Creates `%RETRY%<group>` (one queue) if needed; it is registered with the name server with it.
-fn ensure_retry_topic(b: &Broker, group: &str) {
-    let name = format!("{RETRY_PREFIX}{group}");
-    if b.topics.borrow().get(&name).is_none() {
-        b.upsert_topic(TopicConfig::new(&name, 1, PERM_READ | PERM_WRITE), true);
     }
 }
 
@@ -270,9 +283,7 @@ pub fn all_groups(b: &Broker, req: &Command) -> Command {
     let mut names: std::collections::BTreeSet<String> = b.clients.borrow().consumers.keys().cloned().collect();
     names.extend(b.offsets.borrow().entries().into_iter().map(|(g, ..)| g));
     let mut groups = b.groups.borrow_mut();
-    for n in &names {
-        groups.ensure(n);
-    }
+    groups.ensure_many(names.iter().map(String::as_str));
     let table: serde_json::Map<String, Value> =
         groups.groups.iter().map(|(g, cfg)| (g.clone(), serde_json::to_value(cfg).unwrap_or(Value::Null))).collect();
     let body = serde_json::json!({"subscriptionGroupTable": table, "dataVersion": b.topics.borrow().version});
@@ -290,12 +301,19 @@ pub fn check_client_config(req: &Command) -> Command {
     }
 }
 
-fn lock_body(req: &Command) -> Result<(String, String, Vec<Value>), Command> {
+fn lock_body(b: &Broker, req: &Command) -> Result<(String, String, Vec<Value>), Command> {
     let body: Value = serde_json::from_slice(&req.body_bytes())
         .map_err(|e| req.response_to(rs::SYSTEM_ERROR).with_remark(format!("lock body is not JSON: {e}")))?;
     let group = body.get("consumerGroup").and_then(str_of).unwrap_or_default();
     let client = body.get("clientId").and_then(str_of).unwrap_or_default();
     let mqs = body.get("mqSet").and_then(Value::as_array).cloned().unwrap_or_default();
+    let cap = b.cfg.max_request_list_entries;
+    if mqs.len() > cap {
+        return Err(req.response_to(rs::SYSTEM_ERROR).with_remark(format!(
+            "lock request names {} queues, past the limit of {cap} (max_request_list_entries)",
+            mqs.len()
+        )));
+    }
     Ok((group, client, mqs))
 }
 
@@ -306,7 +324,7 @@ fn mq_key(group: &str, mq: &Value) -> Option<(String, String, i32)> {
 }
 
 pub fn lock_batch(b: &Broker, req: &Command) -> Command {
-    let (group, client, mqs) = match lock_body(req) {
+    let (group, client, mqs) = match lock_body(b, req) {
         Ok(x) => x,
         Err(e) => return e,
     };
@@ -330,7 +348,7 @@ pub fn lock_batch(b: &Broker, req: &Command) -> Command {
 }
 
 pub fn unlock_batch(b: &Broker, req: &Command) -> Command {
-    let (group, client, mqs) = match lock_body(req) {
+    let (group, client, mqs) = match lock_body(b, req) {
         Ok(x) => x,
         Err(e) => return e,
     };

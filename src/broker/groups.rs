@@ -49,12 +49,23 @@ impl GroupTable {
 
     /// Creates the group's configuration if it has none; true when created.
     pub fn ensure(&mut self, group: &str) -> bool {
-        if self.groups.contains_key(group) {
-            return false;
+        self.ensure_many([group])
+    }
+
+    /// Adds the groups not known yet with one write of the file; true when any was added.
+    pub fn ensure_many<'a>(&mut self, groups: impl IntoIterator<Item = &'a str>) -> bool {
+        let mut added = false;
+        for group in groups {
+            if !self.groups.contains_key(group) {
+                let cfg = GroupConfig { group_name: group.to_string(), ..Default::default() };
+                self.groups.insert(group.to_string(), cfg);
+                added = true;
+            }
         }
-        self.groups.insert(group.to_string(), GroupConfig { group_name: group.to_string(), ..Default::default() });
-        self.persist();
-        true
+        if added {
+            self.persist();
+        }
+        added
     }
 
     pub fn retry_max_times(&self, group: &str) -> i32 {

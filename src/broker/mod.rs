@@ -20,7 +20,7 @@ pub mod topics;
 pub mod transaction;
 
 use crate::config::Config;
-use crate::net::conn::{Conn, Service};
+use crate::net::conn::{Conn, ConnLimits, Service};
 use crate::protocol::Command;
 use crate::protocol::codes::{request as rq, response as rs};
 use crate::shard::control::ControlPlane;
@@ -55,12 +55,14 @@ pub struct Broker {
     pub control: Arc<ControlPlane>,
     pub metrics: crate::metrics::ShardMetrics,
     pub connections: std::cell::Cell<u64>,
+    /// What one connection may hold (from `cfg`).
+    pub conn_limits: ConnLimits,
 }
 
 /// Maps a store error to a RocketMQ response code and remark (the one place this mapping lives).
 pub fn store_error_response(req: &Command, e: &StoreError) -> Command {
     let code = match e {
-        StoreError::DiskFull { .. } | StoreError::Poisoned(_) => rs::SERVICE_NOT_AVAILABLE,
+        StoreError::DiskFull { .. } | StoreError::NoSpace { .. } | StoreError::Poisoned(_) => rs::SERVICE_NOT_AVAILABLE,
         StoreError::TooLarge { .. } | StoreError::Invalid(_) => rs::MESSAGE_ILLEGAL,
         _ => rs::SYSTEM_ERROR,
     };
@@ -110,6 +112,7 @@ impl Broker {
             control,
             metrics: Default::default(),
             connections: std::cell::Cell::new(0),
+            conn_limits: ConnLimits::from_config(&cfg),
             cfg,
         }
     }
@@ -155,8 +158,12 @@ impl Service for Broker {
         }
     }
 
-    fn max_frame_bytes(&self) -> usize {
-        self.cfg.max_frame_bytes
+    fn limits(&self) -> &ConnLimits {
+        &self.conn_limits
+    }
+
+    fn live_connections(&self) -> usize {
+        self.connections.get() as usize
     }
 }
 

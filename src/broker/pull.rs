@@ -25,6 +25,10 @@ const FLAG_SUBSCRIPTION: i32 = 4;
 const MAX_PULL_BYTES: usize = 8 << 20;
 /// Hold time when the client asks for long polling without a timeout.
 const DEFAULT_SUSPEND_MS: u64 = 15_000;
+/// Pulls parked at once on one shard. Each holds its request (~0.5 KiB); RocketMQ clients park one
+/// per assigned queue, so 64 Ki covers thousands of consumers while bounding a client that pipelines
+/// pulls without end to ~32 MiB. Past it a pull that finds nothing is answered at once.
+pub const MAX_PARKED_PULLS: usize = 65_536;
 
 /// How a pull execution may end when nothing is found.
 #[derive(Debug, Clone, Copy)]
@@ -47,11 +51,13 @@ struct Parked {
 #[derive(Default)]
 pub struct LongPolls {
     waiting: HashMap<(String, i32), Vec<Parked>>,
+    /// Sum of the lists' lengths, kept with them.
+    parked: usize,
 }
 
 impl LongPolls {
     pub fn len(&self) -> usize {
-        self.waiting.values().map(Vec::len).sum()
+        self.parked
     }
 
     pub fn is_empty(&self) -> bool {
@@ -104,17 +110,17 @@ async fn execute(b: &Rc<Broker>, conn: &Rc<Conn>, req: Command, suspend: Suspend
             Suspend::Resume(d) if d > Instant::now() => Some(d),
             _ => None,
         };
-        if let Some(deadline) = deadline {
+        if let Some(deadline) = deadline
+            && b.polls.borrow().parked < MAX_PARKED_PULLS
+        {
             let key = (p.topic.clone(), p.queue_id);
             let mut parked_req = req;
             if code == rs::PULL_RETRY_IMMEDIATELY {
                 parked_req.put("queueOffset", r.next_offset); // skip what was already filtered out
             }
-            b.polls.borrow_mut().waiting.entry(key).or_default().push(Parked {
-                conn: conn.clone(),
-                req: parked_req,
-                deadline,
-            });
+            let mut polls = b.polls.borrow_mut();
+            polls.parked += 1;
+            polls.waiting.entry(key).or_default().push(Parked { conn: conn.clone(), req: parked_req, deadline });
             return None;
         }
     }
@@ -200,9 +206,11 @@ fn resolve(b: &Broker, req: &Command, p: &PullRequest) -> Result<Rc<Subscription
 impl Broker {
     /// Re-runs the pulls parked on (topic, queue) after an append.
     pub fn wake_pollers(self: &Rc<Self>, topic: &str, queue_id: i32) {
-        let parked = match self.polls.borrow_mut().waiting.remove(&(topic.to_string(), queue_id)) {
-            Some(p) => p,
-            None => return,
+        let parked = {
+            let mut polls = self.polls.borrow_mut();
+            let Some(p) = polls.waiting.remove(&(topic.to_string(), queue_id)) else { return };
+            polls.parked -= p.len();
+            p
         };
         for w in parked {
             let deadline = w.deadline;
@@ -213,13 +221,16 @@ impl Broker {
     /// Answers every parked pull whose deadline has passed; run periodically by the shard.
     pub fn expire_pollers(self: &Rc<Self>, now: Instant) {
         let mut due = Vec::new();
-        for list in self.polls.borrow_mut().waiting.values_mut() {
+        let mut polls = self.polls.borrow_mut();
+        for list in polls.waiting.values_mut() {
             let (expired, keep): (Vec<Parked>, Vec<Parked>) =
                 list.drain(..).partition(|w| w.deadline <= now || w.conn.is_closed());
             *list = keep;
             due.extend(expired);
         }
-        self.polls.borrow_mut().waiting.retain(|_, v| !v.is_empty());
+        polls.parked -= due.len();
+        polls.waiting.retain(|_, v| !v.is_empty());
+        drop(polls);
         for w in due.into_iter().filter(|w| !w.conn.is_closed()) {
             self.resume(w, Suspend::Never);
         }

@@ -25,7 +25,12 @@ pub async fn query_message(b: &Broker, req: &Command) -> Command {
     let end = opt_field(req, "endTimestamp").unwrap_or(i64::MAX);
     let mut body = Vec::new();
     let mut last_ts = 0;
+    // A record indexed under the same string twice (KEYS equal to UNIQ_KEY) is answered once.
+    let mut seen = std::collections::HashSet::new();
     for phys in b.store.index_lookup(&topic, &key, begin, end, max * 2) {
+        if !seen.insert(phys) {
+            continue;
+        }
         let Ok(rec) = b.store.read_record(phys).await else {
             continue;
         };

@@ -7,7 +7,10 @@ use super::{Broker, store_error_response};
 use crate::net::conn::Conn;
 use crate::protocol::Command;
 use crate::protocol::codes::{request as rq, response as rs};
-use crate::protocol::message::{MessageToStore, PROPERTIES_MAX_BYTES, decode_batch, keys, offset_msg_id, property_get};
+use crate::protocol::message::{
+    FLAG_KNOWN_BITS, FLAG_TRANSACTION_COMMIT, FLAG_TRANSACTION_MASK, FLAG_TRANSACTION_ROLLBACK, MessageToStore,
+    PROPERTIES_MAX_BYTES, decode_batch, keys, offset_msg_id, property_get,
+};
 use std::rc::Rc;
 
 /// The send request header under either naming.
@@ -58,17 +61,39 @@ impl SendHeader {
                 None => default.ok_or_else(|| format!("send header lacks required field {}", NAMES[i].1)),
             }
         };
+        // Every number is range-checked here, where it is decoded: nothing is truncated into range.
+        let int = |i: usize, default: i64, range: std::ops::RangeInclusive<i64>| -> Result<i32, String> {
+            let v = num(i, Some(default))?;
+            if range.contains(&v) {
+                Ok(v as i32)
+            } else {
+                Err(format!("header field {} = {v} is outside {}..={}", NAMES[i].1, range.start(), range.end()))
+            }
+        };
+        let any = i32::MIN as i64..=i32::MAX as i64;
+        let sys_flag = int(4, 0, 0..=i32::MAX as i64)?;
+        if sys_flag & !FLAG_KNOWN_BITS != 0 {
+            return Err(format!("header field sysFlag = {sys_flag:#x} sets bits RocketMQ does not define"));
+        }
+        if matches!(sys_flag & FLAG_TRANSACTION_MASK, FLAG_TRANSACTION_COMMIT | FLAG_TRANSACTION_ROLLBACK) {
+            return Err(format!(
+                "header field sysFlag = {sys_flag:#x} marks a transaction commit or rollback; only END_TRANSACTION does"
+            ));
+        }
         Ok(SendHeader {
             producer_group: get(0).unwrap_or_default().to_string(),
             topic: get(1).ok_or("send header lacks required field topic")?.to_string(),
-            default_topic_queue_nums: num(2, Some(4))? as u32,
-            queue_id: num(3, Some(-1))? as i32,
-            sys_flag: num(4, Some(0))? as i32,
+            default_topic_queue_nums: int(2, 4, 0..=i32::MAX as i64)? as u32,
+            queue_id: int(3, -1, -1..=i32::MAX as i64)?,
+            sys_flag,
             born_timestamp_ms: num(5, Some(0))?,
-            flag: num(6, Some(0))? as i32,
+            flag: int(6, 0, any.clone())?,
             properties: get(7).unwrap_or_default().to_string(),
-            reconsume_times: num(8, Some(0))? as i32,
-            max_reconsume_times: num(9, None).ok().map(|v| v as i32),
+            reconsume_times: int(8, 0, 0..=i32::MAX as i64)?,
+            max_reconsume_times: match get(9) {
+                Some(_) => Some(int(9, 0, any)?),
+                None => None,
+            },
             batch: req.code == rq::SEND_BATCH_MESSAGE || get(10).is_some_and(|v| v.eq_ignore_ascii_case("true")),
         })
     }
@@ -77,7 +102,7 @@ impl SendHeader {
 pub async fn handle(b: &Rc<Broker>, conn: &Rc<Conn>, req: &Command) -> Command {
     let h = match SendHeader::decode(req) {
         Ok(h) => h,
-        Err(why) => return req.response_to(rs::SYSTEM_ERROR).with_remark(why),
+        Err(why) => return req.response_to(rs::MESSAGE_ILLEGAL).with_remark(why),
     };
     let msgs = match build_messages(b, conn, req, &h) {
         Ok(m) => m,
@@ -249,6 +274,27 @@ mod tests {
         assert!(SendHeader::decode(&v2).unwrap().batch);
         v2.put("e", "x");
         assert!(SendHeader::decode(&v2).is_err());
+    }
+
+    #[test]
+    fn send_header_out_of_range_values_are_refused_not_truncated() {
+        let header = |k: &str, v: &str| {
+            let mut c = Command::request(rq::SEND_MESSAGE_V2);
+            c.put("b", "T");
+            c.put(k, v);
+            SendHeader::decode(&c)
+        };
+        assert!(header("e", &(1i64 << 40).to_string()).unwrap_err().contains("queueId"));
+        assert!(header("e", "-2").is_err());
+        assert_eq!(header("e", "-1").unwrap().queue_id, -1);
+        assert!(header("f", "-1").unwrap_err().contains("sysFlag"));
+        assert!(header("f", "4096").unwrap_err().contains("bits"));
+        assert!(header("f", "8").unwrap_err().contains("END_TRANSACTION"));
+        assert!(header("f", "12").is_err());
+        assert_eq!(header("f", "4").unwrap().sys_flag, 4);
+        assert_eq!(header("f", "3").unwrap().sys_flag, 3);
+        assert!(header("j", "-1").is_err());
+        assert!(header("h", &(1i64 << 33).to_string()).is_err());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! DELETE_TOPIC_IN_BROKER and GET_ALL_TOPIC_CONFIG. Changes are fanned out to the other shards through
 //! the control plane, so a topic has the same queues on every shard.
 
-use super::{Broker, field, opt_field};
+use super::{Broker, field};
 use crate::config::Config;
 use crate::protocol::Command;
 use crate::protocol::codes::response as rs;
@@ -131,14 +131,20 @@ impl TopicTable {
         self.topics.get(name)
     }
 
-    /// Inserts or replaces a topic; returns true when it changed.
-    pub fn upsert(&mut self, tc: TopicConfig) -> bool {
-        if self.topics.get(&tc.topic_name) == Some(&tc) {
-            return false;
+    /// Inserts or replaces topics with one version bump and one write of the file; returns those
+    /// that changed.
+    pub fn upsert_many(&mut self, tcs: Vec<TopicConfig>) -> Vec<TopicConfig> {
+        let mut changed = Vec::new();
+        for tc in tcs {
+            if self.topics.get(&tc.topic_name) != Some(&tc) {
+                self.topics.insert(tc.topic_name.clone(), tc.clone());
+                changed.push(tc);
+            }
         }
-        self.topics.insert(tc.topic_name.clone(), tc);
-        self.bump();
-        true
+        if !changed.is_empty() {
+            self.bump();
+        }
+        changed
     }
 
     pub fn remove(&mut self, name: &str) -> bool {
@@ -168,12 +174,22 @@ impl TopicTable {
 impl Broker {
     /// Applies a topic change locally and tells the other shards and the name server.
     pub fn upsert_topic(&self, tc: TopicConfig, fan_out: bool) {
-        if self.topics.borrow_mut().upsert(tc.clone()) {
-            if fan_out {
+        self.upsert_topics(vec![tc], fan_out);
+    }
+
+    /// Applies topic changes at once: one file write and one registration however many there are
+    /// (a heartbeat naming thousands of groups creates thousands of retry topics).
+    pub fn upsert_topics(&self, tcs: Vec<TopicConfig>, fan_out: bool) {
+        let changed = self.topics.borrow_mut().upsert_many(tcs);
+        if changed.is_empty() {
+            return;
+        }
+        if fan_out {
+            for tc in changed {
                 self.control.publish_topic(self.shard, Some(tc), None);
             }
-            self.publish_registration();
         }
+        self.publish_registration();
     }
 
     /// Hands this shard's topic table to the registrar, which registers it with the name servers.
@@ -215,21 +231,37 @@ pub fn update_and_create(b: &Broker, req: &Command) -> Command {
     if let Some(why) = invalid_topic_name(&topic) {
         return req.response_to(rs::INVALID_PARAMETER).with_remark(why);
     }
-    let tc = TopicConfig {
-        topic_name: topic,
-        read_queue_nums: opt_field(req, "readQueueNums").unwrap_or(b.cfg.default_topic_queue_nums),
-        write_queue_nums: opt_field(req, "writeQueueNums").unwrap_or(b.cfg.default_topic_queue_nums),
-        perm: opt_field(req, "perm").unwrap_or(PERM_READ | PERM_WRITE),
-        topic_filter_type: req.field("topicFilterType").unwrap_or("SINGLE_TAG").to_string(),
-        topic_sys_flag: opt_field(req, "topicSysFlag").unwrap_or(0),
-        order: req.field("order").is_some_and(|v| v.eq_ignore_ascii_case("true")),
-        attributes: BTreeMap::new(),
+    let tc = match topic_from_request(req, topic, &b.cfg) {
+        Ok(tc) => tc,
+        Err(why) => return req.response_to(rs::INVALID_PARAMETER).with_remark(why),
     };
-    if tc.read_queue_nums == 0 || tc.write_queue_nums == 0 || tc.read_queue_nums > 1024 || tc.write_queue_nums > 1024 {
-        return req.response_to(rs::INVALID_PARAMETER).with_remark("queue counts must be between 1 and 1024");
-    }
     b.upsert_topic(tc, true);
     req.response_to(rs::SUCCESS)
+}
+
+/// An optional numeric field: absent → `default`; present, it must parse and lie in `range`.
+fn ranged(req: &Command, key: &str, default: u32, range: std::ops::RangeInclusive<u32>) -> Result<u32, String> {
+    let Some(v) = req.field(key) else { return Ok(default) };
+    match v.trim().parse::<i64>() {
+        Ok(n) if n >= *range.start() as i64 && n <= *range.end() as i64 => Ok(n as u32),
+        _ => Err(format!("{key} = {v:?} is outside {}..={}", range.start(), range.end())),
+    }
+}
+
+/// The topic an UPDATE_AND_CREATE_TOPIC asks for, every field range-checked.
+fn topic_from_request(req: &Command, topic: String, cfg: &Config) -> Result<TopicConfig, String> {
+    let queues = 1..=cfg.max_queues_per_topic.max(1);
+    let default_queues = cfg.default_topic_queue_nums.clamp(1, *queues.end());
+    Ok(TopicConfig {
+        topic_name: topic,
+        read_queue_nums: ranged(req, "readQueueNums", default_queues, queues.clone())?,
+        write_queue_nums: ranged(req, "writeQueueNums", default_queues, queues)?,
+        perm: ranged(req, "perm", PERM_READ | PERM_WRITE, 0..=PERM_READ | PERM_WRITE | PERM_INHERIT)?,
+        topic_filter_type: req.field("topicFilterType").unwrap_or("SINGLE_TAG").to_string(),
+        topic_sys_flag: ranged(req, "topicSysFlag", 0, 0..=u32::MAX >> 1)?,
+        order: req.field("order").is_some_and(|v| v.eq_ignore_ascii_case("true")),
+        attributes: BTreeMap::new(),
+    })
 }
 
 pub fn delete(b: &Broker, req: &Command) -> Command {
@@ -261,6 +293,23 @@ mod tests {
         assert!(invalid_topic_name("a b").is_some());
         assert!(invalid_topic_name(&"x".repeat(128)).is_some());
         assert!(!is_sendable("SCHEDULE_TOPIC_XXXX"));
+    }
+
+    #[test]
+    fn topic_create_refuses_negative_and_oversized_queue_counts() {
+        let cfg = Config::default();
+        let req = |k: &str, v: &str| {
+            let mut c = Command::request(crate::protocol::codes::request::UPDATE_AND_CREATE_TOPIC);
+            c.put(k, v);
+            topic_from_request(&c, "T".into(), &cfg)
+        };
+        assert!(req("readQueueNums", "-4").unwrap_err().contains("readQueueNums"));
+        assert!(req("writeQueueNums", "0").is_err());
+        assert!(req("writeQueueNums", "1025").is_err());
+        assert!(req("readQueueNums", "x").is_err());
+        assert!(req("perm", "8").is_err());
+        assert_eq!(req("readQueueNums", "16").unwrap().read_queue_nums, 16);
+        assert_eq!(req("perm", "6").unwrap().write_queue_nums, 8);
     }
 
     #[test]

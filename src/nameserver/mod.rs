@@ -8,7 +8,7 @@
 
 pub mod routes;
 
-use crate::net::conn::{Conn, Service};
+use crate::net::conn::{Conn, ConnLimits, Service};
 use crate::protocol::Command;
 use crate::protocol::codes::{request as rq, response as rs};
 use routes::{BrokerLive, RouteTable};
@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 pub struct NameServer {
     pub routes: RefCell<RouteTable>,
     pub broker_expiry: Duration,
-    pub max_frame_bytes: usize,
+    pub limits: ConnLimits,
+    connections: std::cell::Cell<usize>,
 }
 
 fn need(req: &Command, key: &str) -> Result<String, Command> {
@@ -28,16 +29,48 @@ fn need(req: &Command, key: &str) -> Result<String, Command> {
     })
 }
 
+/// Why `addr` is not `host:port` (IPv6 hosts in brackets or bare, as RocketMQ prints them).
+pub fn invalid_host_port(addr: &str) -> Option<&'static str> {
+    let Some((host, port)) = addr.rsplit_once(':') else { return Some("is not host:port") };
+    if port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Some("has no valid port");
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let hostname = |h: &str| h.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-');
+    if host.is_empty() || (host.parse::<std::net::IpAddr>().is_err() && !hostname(host)) {
+        return Some("has no valid host");
+    }
+    None
+}
+
 impl NameServer {
-    pub fn new(broker_expiry: Duration, max_frame_bytes: usize) -> NameServer {
-        NameServer { routes: RefCell::new(RouteTable::default()), broker_expiry, max_frame_bytes }
+    pub fn new(broker_expiry: Duration, limits: ConnLimits) -> NameServer {
+        NameServer {
+            routes: RefCell::new(RouteTable::default()),
+            broker_expiry,
+            limits,
+            connections: std::cell::Cell::new(0),
+        }
     }
 
     fn register(&self, conn: &Conn, req: &Command) -> Result<Command, Command> {
         let name = need(req, "brokerName")?;
         let addr = need(req, "brokerAddr")?;
         let cluster = need(req, "clusterName")?;
-        let id: i64 = need(req, "brokerId")?.parse().unwrap_or(0);
+        let id_text = need(req, "brokerId")?;
+        let invalid = |why: String| req.response_to(rs::INVALID_PARAMETER).with_remark(why);
+        let id: i64 = match id_text.trim().parse() {
+            Ok(id) if id >= 0 => id,
+            _ => return Err(invalid(format!("brokerId {id_text:?} is not a non-negative number"))),
+        };
+        if let Some(why) = invalid_host_port(&addr) {
+            return Err(invalid(format!("brokerAddr {addr:?} {why}")));
+        }
+        for (key, v) in [("brokerName", &name), ("clusterName", &cluster)] {
+            if let Some(why) = crate::broker::topics::invalid_topic_name(v) {
+                return Err(invalid(format!("{key}: {why}")));
+            }
+        }
         if req.field("compressed") == Some("true") {
             return Err(req
                 .response_to(rs::SYSTEM_ERROR)
@@ -137,11 +170,35 @@ impl Service for NameServer {
     }
 
     fn connection_closed(&self, conn: &Rc<Conn>) {
+        self.connections.set(self.connections.get().saturating_sub(1));
         let id = conn.id;
         self.routes.borrow_mut().remove_where(|l| l.conn_id == id);
     }
 
-    fn max_frame_bytes(&self) -> usize {
-        self.max_frame_bytes
+    fn connection_opened(&self) {
+        self.connections.set(self.connections.get() + 1);
+    }
+
+    fn limits(&self) -> &ConnLimits {
+        &self.limits
+    }
+
+    fn live_connections(&self) -> usize {
+        self.connections.get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::invalid_host_port;
+
+    #[test]
+    fn broker_addresses_must_be_host_and_port() {
+        for ok in ["127.0.0.1:10911", "broker-a.example:1", "[::1]:10911", "::1:10911"] {
+            assert_eq!(invalid_host_port(ok), None, "{ok}");
+        }
+        for bad in ["nohostport", ":10911", "host:", "host:0", "host:70000", "ho st:1", "a/b:1"] {
+            assert!(invalid_host_port(bad).is_some(), "{bad}");
+        }
     }
 }

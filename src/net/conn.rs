@@ -18,8 +18,46 @@ use std::rc::Rc;
 /// Requests one connection dispatches before letting the shard's other tasks run: a client keeping
 /// its socket full gets turns, not the shard.
 const FRAMES_PER_TURN: usize = 64;
-/// Read chunk size: large enough to take a full batch in few reads.
-const READ_CHUNK_BYTES: usize = 256 << 10;
+/// Smallest read: what an idle connection holds while it waits (a heartbeat or a lone send fits).
+const READ_MIN_BYTES: usize = 4 << 10;
+/// Largest read: large enough to take a full batch in few reads. Reads grow towards it only while
+/// they come back full, so memory follows the bytes that actually arrive.
+const READ_MAX_BYTES: usize = 256 << 10;
+/// Buffers above this are dropped once empty instead of being kept for the next burst.
+const KEEP_BUFFER_BYTES: usize = 64 << 10;
+
+/// What one connection may make its shard hold. Defaults and the reason for each value live in
+/// `Config` (`max_requests_in_flight_per_connection`, …); docs/OPERATIONS.md lists them.
+#[derive(Debug, Clone)]
+pub struct ConnLimits {
+    /// Largest frame accepted (the length prefix is checked before anything is reserved).
+    pub max_frame_bytes: usize,
+    /// Requests read but not yet answered (answer written to the socket). At the cap the read loop
+    /// stops reading: back-pressure through TCP, not buffering.
+    pub max_requests_in_flight: usize,
+    /// Bytes of request frames being handled plus answers queued but not yet written. At the cap the
+    /// read loop stops reading, so a client that pipelines pulls and never reads holds at most this.
+    pub max_held_bytes: usize,
+    /// A connection that sends nothing for this long is closed (RocketMQ's channel idle, 120 s).
+    pub idle_timeout: std::time::Duration,
+    /// A frame whose first byte arrived must be complete within this (slowloris).
+    pub frame_timeout: std::time::Duration,
+    /// Live connections per service (one shard's ports, or the name server); more are refused.
+    pub max_connections: usize,
+}
+
+impl ConnLimits {
+    pub fn from_config(cfg: &crate::config::Config) -> ConnLimits {
+        ConnLimits {
+            max_frame_bytes: cfg.max_frame_bytes,
+            max_requests_in_flight: cfg.max_requests_in_flight_per_connection.max(1),
+            max_held_bytes: cfg.max_held_bytes_per_connection.max(1),
+            idle_timeout: std::time::Duration::from_secs(cfg.channel_idle_secs.max(1)),
+            frame_timeout: std::time::Duration::from_secs(cfg.frame_timeout_secs.max(1)),
+            max_connections: cfg.max_connections_per_shard.max(1),
+        }
+    }
+}
 
 /// What serves requests on a connection.
 #[allow(async_fn_in_trait)]
@@ -27,24 +65,88 @@ pub trait Service: 'static {
     /// Answers one request; `None` when the answer comes later or never (oneway).
     async fn handle(self: &Rc<Self>, conn: &Rc<Conn>, req: Command) -> Option<Command>;
     fn connection_closed(&self, conn: &Rc<Conn>);
+    /// Called for every accepted connection before it is served.
     fn connection_opened(&self) {}
-    fn max_frame_bytes(&self) -> usize;
+    fn limits(&self) -> &ConnLimits;
+    /// Connections of this service now open (checked against `max_connections` at accept).
+    fn live_connections(&self) -> usize;
 }
 
 /// A live connection's outbound side.
 pub struct Conn {
     pub id: u64,
     pub peer: SocketAddr,
-    out: mpsc::UnboundedSender<Command>,
+    out: mpsc::UnboundedSender<Outgoing>,
     next_opaque: Cell<i32>,
     /// Broker-initiated requests awaiting the client's answer, by opaque.
     calls: RefCell<HashMap<i32, oneshot::Sender<Command>>>,
+    /// Requests read and not yet answered on the socket.
+    in_flight: Cell<usize>,
+    /// Request frames being handled plus answers queued for writing, in bytes.
+    held_bytes: Cell<usize>,
+    /// The read loop, when it waits for the budget to come back.
+    reader: RefCell<Option<std::task::Waker>>,
+}
+
+/// A command queued for the writer; `held` is what its writing gives back to the budget
+/// (requests, bytes).
+struct Outgoing {
+    cmd: Command,
+    held: (usize, usize),
 }
 
 impl Conn {
-    /// Queues a command for writing; false when the connection is gone.
+    /// Queues a command for writing; false when the connection is gone. A response (a parked
+    /// pull's late answer) counts against the connection's byte budget until it is written.
     pub fn send(&self, cmd: Command) -> bool {
-        self.out.unbounded_send(cmd).is_ok()
+        let bytes = if cmd.is_response() { cmd.approx_encoded_len() } else { 0 };
+        self.queue(cmd, (0, bytes))
+    }
+
+    /// Queues the answer to a request read from this connection: it stays in the budget until written.
+    fn answer(&self, cmd: Command) {
+        let bytes = cmd.approx_encoded_len();
+        self.queue(cmd, (1, bytes));
+    }
+
+    fn queue(&self, cmd: Command, held: (usize, usize)) -> bool {
+        self.held_bytes.set(self.held_bytes.get() + held.1);
+        let sent = self.out.unbounded_send(Outgoing { cmd, held }).is_ok();
+        if !sent {
+            self.release(held.0, held.1);
+        }
+        sent
+    }
+
+    fn over_budget(&self, limits: &ConnLimits) -> bool {
+        self.in_flight.get() >= limits.max_requests_in_flight || self.held_bytes.get() >= limits.max_held_bytes
+    }
+
+    /// Gives back what a finished request held and wakes the read loop if it waits for it.
+    fn release(&self, requests: usize, bytes: usize) {
+        self.in_flight.set(self.in_flight.get().saturating_sub(requests));
+        self.held_bytes.set(self.held_bytes.get().saturating_sub(bytes));
+        if let Some(w) = self.reader.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Waits until this connection is within its budget again.
+    async fn budget(&self, limits: &ConnLimits) {
+        std::future::poll_fn(|cx| {
+            if self.over_budget(limits) && !self.is_closed() {
+                *self.reader.borrow_mut() = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        })
+        .await
+    }
+
+    /// Requests in flight and bytes held (tests and metrics).
+    pub fn held(&self) -> (usize, usize) {
+        (self.in_flight.get(), self.held_bytes.get())
     }
 
     fn next_opaque(&self) -> i32 {
@@ -93,12 +195,26 @@ impl Conn {
     }
 }
 
-/// Accepts connections on `listener` until `stop` is set, serving each with `service`.
+/// Accepts connections on `listener` until `stop` is set, serving each with `service`. Past
+/// `max_connections` live ones a new connection is closed at once (logged at most once a second).
 pub async fn accept_loop<S: Service>(service: Rc<S>, listener: glommio::net::TcpListener, stop: Rc<Cell<bool>>) {
     let mut next_id = 0u64;
+    let mut refused = 0u64;
+    let mut last_refusal_log: Option<std::time::Instant> = None;
     while !stop.get() {
         match listener.accept().await {
             Ok(stream) => {
+                let limit = service.limits().max_connections;
+                if service.live_connections() >= limit {
+                    refused += 1;
+                    if last_refusal_log.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1)) {
+                        let peer = stream.peer_addr().ok();
+                        tracing::warn!(?peer, limit, refused, "connection limit reached; refusing new connections");
+                        last_refusal_log = Some(std::time::Instant::now());
+                    }
+                    drop(stream);
+                    continue;
+                }
                 next_id += 1;
                 glommio::spawn_local(serve(service.clone(), stream, next_id)).detach();
             }
@@ -110,56 +226,130 @@ pub async fn accept_loop<S: Service>(service: Rc<S>, listener: glommio::net::Tcp
     }
 }
 
+/// Why a connection was closed by the server.
+#[derive(Debug, thiserror::Error)]
+enum Closed {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("no complete frame within {0:?} of its first byte")]
+    FrameTimeout(std::time::Duration),
+}
+
 /// Serves one accepted connection until it closes.
 pub async fn serve<S: Service>(broker: Rc<S>, stream: TcpStream, id: u64) {
     let Ok(peer) = stream.peer_addr() else { return };
     let _ = stream.set_nodelay(true);
+    let _ = stream.set_read_timeout(Some(broker.limits().idle_timeout));
     let (reader, writer) = futures_lite::io::split(stream);
     let (tx, rx) = mpsc::unbounded();
-    let conn = Rc::new(Conn { id, peer, out: tx, next_opaque: Cell::new(0), calls: RefCell::default() });
+    let conn = Rc::new(Conn {
+        id,
+        peer,
+        out: tx,
+        next_opaque: Cell::new(0),
+        calls: RefCell::default(),
+        in_flight: Cell::new(0),
+        held_bytes: Cell::new(0),
+        reader: RefCell::new(None),
+    });
     broker.connection_opened();
-    let writer_task = glommio::spawn_local(write_loop(writer, rx));
+    let writer_task = glommio::spawn_local(write_loop(writer, rx, conn.clone()));
     if let Err(e) = read_loop(&broker, &conn, reader).await {
-        tracing::warn!(%peer, error = %e, "closing connection after a malformed frame");
+        tracing::warn!(%peer, error = %e, "closing connection");
     }
     conn.out.close_channel();
     broker.connection_closed(&conn);
     writer_task.await;
 }
 
+/// Size of the next read: doubled while reads come back full, else sized to what last arrived —
+/// or to what the frame in progress still lacks.
+fn next_read_size(last_size: usize, last_read: usize, frame_missing: usize) -> usize {
+    let adaptive = if last_read == last_size {
+        last_size.saturating_mul(2)
+    } else {
+        last_read.next_power_of_two()
+    };
+    adaptive.max(frame_missing).clamp(READ_MIN_BYTES, READ_MAX_BYTES)
+}
+
+/// Reads into `chunk`, bounded by `deadline` when a frame is in progress.
+async fn read_some(
+    reader: &mut futures_lite::io::ReadHalf<TcpStream>,
+    chunk: &mut [u8],
+    deadline: Option<std::time::Instant>,
+) -> Option<std::io::Result<usize>> {
+    let Some(deadline) = deadline else { return Some(reader.read(chunk).await) };
+    let expire = async {
+        glommio::timer::sleep(deadline.saturating_duration_since(std::time::Instant::now())).await;
+        None
+    };
+    futures_lite::future::or(async { Some(reader.read(chunk).await) }, expire).await
+}
+
 async fn read_loop<S: Service>(
     broker: &Rc<S>,
     conn: &Rc<Conn>,
     mut reader: futures_lite::io::ReadHalf<TcpStream>,
-) -> Result<(), FrameError> {
-    let mut acc = BytesMut::with_capacity(READ_CHUNK_BYTES);
-    let mut chunk = vec![0u8; READ_CHUNK_BYTES];
-    let max = broker.max_frame_bytes();
+) -> Result<(), Closed> {
+    let limits = broker.limits().clone();
+    let max = limits.max_frame_bytes;
+    let mut acc = BytesMut::new();
+    let mut chunk = vec![0u8; READ_MIN_BYTES];
+    let mut frame_started: Option<std::time::Instant> = None;
     let mut dispatched = 0usize;
     loop {
-        let n = match reader.read(&mut chunk).await {
-            Ok(0) | Err(_) => return Ok(()),
-            Ok(n) => n,
+        conn.budget(&limits).await;
+        let deadline = frame_started.map(|t| t + limits.frame_timeout);
+        let n = match read_some(&mut reader, &mut chunk, deadline).await {
+            None => return Err(Closed::FrameTimeout(limits.frame_timeout)),
+            Some(Ok(0)) => return Ok(()),
+            Some(Err(e)) => {
+                if e.kind() == std::io::ErrorKind::TimedOut {
+                    tracing::info!(peer = %conn.peer, idle = ?limits.idle_timeout, "closing an idle connection");
+                }
+                return Ok(());
+            }
+            Some(Ok(n)) => n,
         };
+        // Only what arrived is kept: a length prefix alone reserves nothing.
         acc.extend_from_slice(&chunk[..n]);
+        let mut missing = 0;
         while acc.len() >= 4 {
             let len = u32::from_be_bytes([acc[0], acc[1], acc[2], acc[3]]) as usize;
             if len > max {
-                return Err(FrameError::TooLarge { length: len, limit: max });
+                return Err(FrameError::TooLarge { length: len, limit: max }.into());
             }
             if acc.len() < 4 + len {
-                acc.reserve(4 + len - acc.len());
+                missing = 4 + len - acc.len();
                 break;
             }
+            conn.budget(&limits).await;
             let frame = acc.split_to(4 + len).freeze();
             let Some((cmd, _)) = Command::decode(&frame, max)? else {
                 break;
             };
-            dispatch(broker, conn, cmd);
+            dispatch(broker, conn, cmd, frame.len());
             dispatched += 1;
             if dispatched.is_multiple_of(FRAMES_PER_TURN) {
                 futures_lite::future::yield_now().await; // one full read buffer is thousands of frames
             }
+        }
+        if acc.is_empty() {
+            frame_started = None;
+            if acc.capacity() > KEEP_BUFFER_BYTES {
+                acc = BytesMut::new();
+            }
+        } else if frame_started.is_none() {
+            frame_started = Some(std::time::Instant::now());
+        }
+        if frame_started.is_some_and(|t| t.elapsed() > limits.frame_timeout) {
+            return Err(Closed::FrameTimeout(limits.frame_timeout));
+        }
+        let full = n == chunk.len();
+        let size = next_read_size(chunk.len(), n, missing);
+        if size != chunk.len() {
+            chunk = vec![0u8; size];
         }
         // glommio completes a socket read synchronously when data is waiting, so a client that keeps
         // the socket full would keep this loop from ever returning to the executor: the requests it
@@ -167,43 +357,82 @@ async fn read_loop<S: Service>(
         // memory (seen as a broker stuck at 0 acknowledged sends and GiBs of RSS under open-loop load).
         // A full read means more is waiting: let the others run first. (Yielding after every read
         // cost a fifth of the consume rate at the maximum publish rate.)
-        if n == chunk.len() {
+        if full {
             futures_lite::future::yield_now().await;
         }
     }
 }
 
-fn dispatch<S: Service>(broker: &Rc<S>, conn: &Rc<Conn>, cmd: Command) {
+fn dispatch<S: Service>(broker: &Rc<S>, conn: &Rc<Conn>, cmd: Command, frame_bytes: usize) {
     if cmd.is_response() {
         conn.answered(cmd); // other answers (to oneway notifications) carry nothing we need
         return;
     }
+    conn.in_flight.set(conn.in_flight.get() + 1);
+    conn.held_bytes.set(conn.held_bytes.get() + frame_bytes);
     let (broker, conn) = (broker.clone(), conn.clone());
     glommio::spawn_local(async move {
         let oneway = cmd.is_oneway();
-        if let Some(resp) = broker.handle(&conn, cmd).await
-            && !oneway
-        {
-            conn.send(resp);
+        let resp = broker.handle(&conn, cmd).await;
+        conn.release(0, frame_bytes);
+        match resp {
+            Some(resp) if !oneway => conn.answer(resp),
+            _ => conn.release(1, 0),
         }
     })
     .detach();
 }
 
-async fn write_loop(mut writer: futures_lite::io::WriteHalf<TcpStream>, mut rx: mpsc::UnboundedReceiver<Command>) {
-    let mut buf = Vec::with_capacity(64 << 10);
-    while let Some(cmd) = rx.next().await {
+async fn write_loop(
+    mut writer: futures_lite::io::WriteHalf<TcpStream>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    conn: Rc<Conn>,
+) {
+    let mut buf = Vec::new();
+    while let Some(first) = rx.next().await {
         buf.clear();
-        cmd.encode_into(&mut buf);
+        let (mut answers, mut bytes) = (0usize, 0usize);
+        let mut take = |o: Outgoing, buf: &mut Vec<u8>| {
+            o.cmd.encode_into(buf);
+            answers += o.held.0;
+            bytes += o.held.1;
+        };
+        take(first, &mut buf);
         while buf.len() < (1 << 20) {
             match rx.try_recv() {
-                Ok(more) => more.encode_into(&mut buf),
+                Ok(more) => take(more, &mut buf),
                 _ => break,
             }
         }
-        if writer.write_all(&buf).await.is_err() {
+        let ok = writer.write_all(&buf).await.is_ok();
+        conn.release(answers, bytes);
+        if !ok {
             break;
         }
+        if buf.capacity() > KEEP_BUFFER_BYTES {
+            buf = Vec::new(); // an idle connection keeps no burst-sized buffer
+        }
+    }
+    // Whatever is still queued is dropped with the channel; give its budget back.
+    rx.close();
+    while let Ok(o) = rx.try_recv() {
+        conn.release(o.held.0, o.held.1);
     }
     let _ = writer.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_grow_only_while_full_and_shrink_to_what_arrived() {
+        assert_eq!(next_read_size(READ_MIN_BYTES, READ_MIN_BYTES, 0), 2 * READ_MIN_BYTES);
+        assert_eq!(next_read_size(READ_MAX_BYTES, READ_MAX_BYTES, 0), READ_MAX_BYTES);
+        assert_eq!(next_read_size(READ_MAX_BYTES, 100, 0), READ_MIN_BYTES);
+        assert_eq!(next_read_size(READ_MAX_BYTES, 40_000, 0), 64 << 10);
+        // A 16 MiB length prefix with 72 bytes behind it reserves one bounded read, not 16 MiB.
+        assert_eq!(next_read_size(READ_MIN_BYTES, 76, 16 << 20), READ_MAX_BYTES);
+        assert_eq!(next_read_size(READ_MIN_BYTES, 76, 10_000), 10_000);
+    }
 }

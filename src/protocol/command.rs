@@ -124,6 +124,12 @@ impl Command {
         self.body.iter().map(|b| b.len()).sum()
     }
 
+    /// An upper estimate of the encoded frame's size without encoding it (connection budgets).
+    pub fn approx_encoded_len(&self) -> usize {
+        let fields: usize = self.ext.iter().map(|(k, v)| k.len() + v.len() + 6).sum();
+        128 + self.language.len() + self.remark.as_ref().map_or(0, |r| 2 * r.len()) + 2 * fields + self.body_len()
+    }
+
     /// Encodes the frame (length word, JSON header, body) into `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         let header = self.encode_json_header();

@@ -31,6 +31,9 @@ pub const FLAG_TRANSACTION_ROLLBACK: i32 = 0xC;
 pub const FLAG_BORNHOST_V6: i32 = 0x10;
 /// sysFlag: store host is IPv6.
 pub const FLAG_STOREHOST_V6: i32 = 0x20;
+/// Every sysFlag bit RocketMQ defines (compressed, multi tags, transaction type, host forms,
+/// need-unwrap, inner batch, compression type in bits 8–10); a send with any other bit is refused.
+pub const FLAG_KNOWN_BITS: i32 = 0x7FF;
 
 /// Longest topic name in bytes (clients assume a 1-byte topic length).
 pub const TOPIC_MAX_BYTES: usize = 127;

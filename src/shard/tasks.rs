@@ -161,9 +161,10 @@ pub fn spawn_all(b: &Rc<Broker>) -> Vec<Task<()>> {
 pub async fn control_loop(b: &Rc<Broker>) {
     let mut cursor = 0;
     while !b.control.is_shutdown() {
+        let mut upserts = Vec::new();
         for ev in b.control.topic_events(b.shard, &mut cursor) {
             if let Some(tc) = ev.upsert {
-                b.upsert_topic(tc, false);
+                upserts.push(tc);
             }
             if let Some(name) = ev.delete
                 && b.topics.borrow_mut().remove(&name)
@@ -172,6 +173,7 @@ pub async fn control_loop(b: &Rc<Broker>) {
                 b.publish_registration();
             }
         }
+        b.upsert_topics(upserts, false);
         sleep(super::control::CONTROL_POLL).await;
     }
 }

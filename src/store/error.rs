@@ -16,6 +16,9 @@ pub enum StoreError {
     Poisoned(String),
     #[error("I/O error on {path}: {message}")]
     Io { path: PathBuf, message: String },
+    /// The file system itself ran out of space (ENOSPC/EDQUOT), below the configured ratio.
+    #[error("no space left for {path}: {message}; appends are refused until space returns")]
+    NoSpace { path: PathBuf, message: String },
     /// Damage before the torn tail: the store refuses to start.
     #[error("corrupt commit log {file} at byte {offset} (log offset {log_offset}): {reason}")]
     Corrupt { file: PathBuf, offset: u64, log_offset: u64, reason: String },
@@ -32,6 +35,10 @@ pub enum StoreError {
 
 impl StoreError {
     pub fn io(path: impl Into<PathBuf>, e: &std::io::Error) -> StoreError {
-        StoreError::Io { path: path.into(), message: e.to_string() }
+        let (path, message) = (path.into(), e.to_string());
+        match e.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => StoreError::NoSpace { path, message },
+            _ => StoreError::Io { path, message },
+        }
     }
 }
