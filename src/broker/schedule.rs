@@ -91,6 +91,24 @@ pub fn park(m: &mut MessageToStore, level: u32, levels: usize) {
     m.queue_id = level as i32 - 1;
 }
 
+/// Properties that change what a re-send of a consumed message means: a delay level or delivery
+/// time (parked again) and `TRAN_MSG` (the Java producer turns it into a half message). RocketMQ's
+/// broker leaves them on the copy it delivers; ringmq removes them from every re-stored copy
+/// (delivered delayed, timer and committed messages) and keeps the informational ones
+/// (`REAL_TOPIC`, `REAL_QID`, `TIMER_OUT_MS`, `PGROUP`). docs/COMPATIBILITY.md says so.
+pub const RESEND_CHANGING_PROPERTIES: [&str; 5] = [
+    keys::DELAY,
+    super::timer::TIMER_DELIVER_MS,
+    super::timer::TIMER_DELAY_SEC,
+    super::timer::TIMER_DELAY_MS,
+    "TRAN_MSG",
+];
+
+/// `properties` without [`RESEND_CHANGING_PROPERTIES`].
+pub fn strip_resend_changing(properties: &str) -> String {
+    RESEND_CHANGING_PROPERTIES.iter().fold(properties.to_string(), |p, k| crate::protocol::message::property_remove(&p, k))
+}
+
 /// The message to store in its real topic when a scheduled record is due.
 fn unpark(b: &Broker, s: &StoredMessage) -> Option<MessageToStore> {
     let topic = property_get(&s.properties, REAL_TOPIC)?.to_string();
@@ -100,7 +118,7 @@ fn unpark(b: &Broker, s: &StoredMessage) -> Option<MessageToStore> {
         queue_id,
         flag: s.flag,
         body: s.body.clone(),
-        properties: s.properties.clone(),
+        properties: strip_resend_changing(&s.properties),
         sys_flag: s.sys_flag,
         born_timestamp_ms: s.born_timestamp_ms,
         born_host: s.born_host,
@@ -190,6 +208,26 @@ mod tests {
         assert_eq!((l[0], l[4], l[17]), (1_000, 60_000, 7_200_000));
         assert!(parse_levels("5x").is_err());
         assert_eq!(parse_levels("1d").unwrap(), vec![86_400_000]);
+    }
+
+    #[test]
+    fn delivered_copies_lose_the_properties_that_change_a_resend() {
+        use crate::protocol::message::properties_encode;
+        let p = properties_encode([
+            ("TAGS", "a"),
+            ("DELAY", "3"),
+            ("TIMER_DELAY_MS", "5"),
+            ("TRAN_MSG", "true"),
+            ("REAL_TOPIC", "T"),
+            ("REAL_QID", "1"),
+        ]);
+        let out = strip_resend_changing(&p);
+        for gone in RESEND_CHANGING_PROPERTIES {
+            assert_eq!(property_get(&out, gone), None, "{gone}");
+        }
+        assert_eq!(property_get(&out, "TAGS"), Some("a"));
+        assert_eq!(property_get(&out, "REAL_TOPIC"), Some("T"));
+        assert_eq!(property_get(&out, "REAL_QID"), Some("1"));
     }
 
     #[test]

@@ -119,7 +119,7 @@ pub async fn handle(b: &Rc<Broker>, conn: &Rc<Conn>, req: &Command) -> Command {
     let ids: Vec<String> = placed.iter().map(|p| offset_msg_id(&b.addr, p.physical_offset)).collect();
     let mut resp = req.response_to(rs::SUCCESS);
     resp.put("msgId", ids.join(","));
-    resp.put("queueId", msgs[0].queue_id);
+    resp.put("queueId", requested_queue(&h, &msgs[0]));
     resp.put("queueOffset", placed[0].queue_offset);
     if let Some(uniq) = property_get(&h.properties, keys::UNIQ_KEY) {
         resp.put("transactionId", uniq);
@@ -127,6 +127,17 @@ pub async fn handle(b: &Rc<Broker>, conn: &Rc<Conn>, req: &Command) -> Command {
     resp.put("MSG_REGION", "DefaultRegion");
     resp.put("TRACE_ON", "true");
     resp
+}
+
+/// The queue a send answer names: the one the client sent to, as RocketMQ answers, even when the
+/// record was parked in a schedule, timer or half queue (clients build `SendResult.messageQueue`
+/// from it).
+pub(super) fn requested_queue(h: &SendHeader, stored: &MessageToStore) -> i32 {
+    if stored.topic == h.topic {
+        return stored.queue_id;
+    }
+    let real = property_get(&stored.properties, super::schedule::REAL_QID).and_then(|q| q.parse().ok());
+    real.unwrap_or(stored.queue_id)
 }
 
 /// Validates the request and builds the records to store (the request-reply path shares it).

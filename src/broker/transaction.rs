@@ -149,11 +149,11 @@ async fn end_inner(b: &Rc<Broker>, req: &Command) -> Option<Command> {
     }
     let real_dest = batch.first().map(|m| (m.topic.clone(), m.queue_id));
     b.ensure_topic(OP_TOPIC, 1);
-    let op = op_record(b, qoff);
-    for m in batch.iter().chain(std::iter::once(&op)) {
-        if let Err(e) = b.store.put(std::slice::from_ref(m), true).await {
-            return Some(store_error_response(req, &e));
-        }
+    // The committed message and the op record that resolves its half go in one append: one seal
+    // covers both, so a crash keeps both or neither, and a restart never commits the half again.
+    batch.push(op_record(b, qoff));
+    if let Err(e) = b.store.put(&batch, true).await {
+        return Some(store_error_response(req, &e));
     }
     b.transactions.borrow_mut().resolved.insert(qoff);
     if let Some((t, q)) = real_dest {
@@ -168,7 +168,7 @@ fn committed_copy(b: &Broker, half: &StoredMessage) -> Option<MessageToStore> {
         queue_id: property_get(&half.properties, super::schedule::REAL_QID)?.parse().ok()?,
         flag: half.flag,
         body: half.body.clone(),
-        properties: half.properties.clone(),
+        properties: super::schedule::strip_resend_changing(&half.properties),
         sys_flag: (half.sys_flag & !FLAG_TRANSACTION_MASK) | FLAG_TRANSACTION_COMMIT,
         born_timestamp_ms: half.born_timestamp_ms,
         born_host: half.born_host,
@@ -203,26 +203,54 @@ pub async fn check_round(b: &Rc<Broker>, timeout: Duration) {
         let checks: u32 = property_get(&half.properties, CHECK_TIMES).and_then(|v| v.parse().ok()).unwrap_or(0);
         if checks >= CHECK_MAX {
             tracing::warn!(offset = off, msg_id = %half.offset_msg_id(), "transaction unresolved after {CHECK_MAX} checks: discarded");
+            if !resolve_durably(b, vec![], off).await {
+                break;
+            }
             b.transactions.borrow().discarded.set(b.transactions.borrow().discarded.get() + 1);
-            b.transactions.borrow_mut().resolved.insert(off);
             off += 1;
             continue;
         }
         let group = property_get(&half.properties, "PGROUP").unwrap_or_default().to_string();
-        let Some(conn) = b.clients.borrow().producer_conn(&group) else {
-            break;
-        };
-        if !ask_producer(b, &half, checks + 1, &conn).await {
+        let conn = b.clients.borrow().producer_conn(&group);
+        if conn.is_none() {
+            // As RocketMQ does: the check is counted (the copy carries it) and the round moves on,
+            // so an orphaned group neither blocks later halves nor stays undecided forever.
+            tracing::warn!(offset = off, group, check = checks + 1, "no live producer of the group to check a transaction back");
+        }
+        if !ask_producer(b, &half, off, checks + 1, conn.as_ref()).await {
             break;
         }
-        b.transactions.borrow_mut().resolved.insert(off); // superseded by the re-appended copy
         off += 1;
     }
     b.transactions.borrow().check_from.set(off);
 }
 
-/// Re-appends the half with one more check and sends CHECK_TRANSACTION_STATE about the copy.
-async fn ask_producer(b: &Broker, half: &StoredMessage, checks: u32, conn: &Rc<crate::net::conn::Conn>) -> bool {
+/// Appends `with` and an op record resolving the half at `off` in one append (one seal: both or
+/// neither survive a crash); marks it resolved. False when the store refused.
+async fn resolve_durably(b: &Broker, mut with: Vec<MessageToStore>, off: u64) -> bool {
+    b.ensure_topic(OP_TOPIC, 1);
+    with.push(op_record(b, off));
+    match b.store.put(&with, true).await {
+        Ok(_) => {
+            b.transactions.borrow_mut().resolved.insert(off);
+            true
+        }
+        Err(e) => {
+            tracing::warn!(offset = off, error = %e, "cannot record a transaction check");
+            false
+        }
+    }
+}
+
+/// Re-appends the half at `off` with one more check, superseding it durably, and sends
+/// CHECK_TRANSACTION_STATE about the copy to `conn` when a producer of the group is live.
+async fn ask_producer(
+    b: &Broker,
+    half: &StoredMessage,
+    off: u64,
+    checks: u32,
+    conn: Option<&Rc<crate::net::conn::Conn>>,
+) -> bool {
     let mut copy = MessageToStore {
         topic: HALF_TOPIC.into(),
         queue_id: 0,
@@ -236,13 +264,18 @@ async fn ask_producer(b: &Broker, half: &StoredMessage, checks: u32, conn: &Rc<c
         reconsume_times: half.reconsume_times,
         prepared_transaction_offset: 0,
     };
-    let placed = match b.store.put(std::slice::from_ref(&copy), true).await {
+    b.ensure_topic(OP_TOPIC, 1);
+    let batch = [copy.clone(), op_record(b, off)];
+    let placed = match b.store.put(&batch, true).await {
         Ok(p) => p[0],
         Err(e) => {
             tracing::warn!(error = %e, "cannot re-append half message for check-back");
             return false;
         }
     };
+    // The original is superseded by the copy, durably: a restart checks the copy only.
+    b.transactions.borrow_mut().resolved.insert(off);
+    let Some(conn) = conn else { return true };
     let uniq = property_get(&copy.properties, "UNIQ_KEY").unwrap_or_default().to_string();
     let mut cmd = Command::request(rq::CHECK_TRANSACTION_STATE);
     cmd.put("tranStateTableOffset", placed.queue_offset);
@@ -255,5 +288,6 @@ async fn ask_producer(b: &Broker, half: &StoredMessage, checks: u32, conn: &Rc<c
     copy.queue_id = property_get(&copy.properties, super::schedule::REAL_QID).and_then(|v| v.parse().ok()).unwrap_or(0);
     let mut body = Vec::with_capacity(copy.encoded_len());
     copy.encode_into(&mut body, placed.physical_offset, placed.queue_offset, now_ms());
-    conn.send_oneway(cmd.with_body(body))
+    conn.send_oneway(cmd.with_body(body));
+    true
 }

@@ -7,6 +7,20 @@ use std::path::Path;
 
 /// Exit code for a configuration or environment problem (EX_CONFIG).
 pub const EXIT_CONFIG: i32 = 78;
+/// Exit code after a panic on any thread (EX_SOFTWARE): the whole process stops, so no shard keeps
+/// serving — and staying registered — beside a dead one.
+pub const EXIT_PANIC: i32 = 70;
+
+/// Makes a panic anywhere stop the process with [`EXIT_PANIC`] after the usual report.
+pub fn fail_stop_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        let thread = std::thread::current().name().unwrap_or("unnamed").to_string();
+        tracing::error!(thread, "panic: {info}; stopping the process (exit {EXIT_PANIC})");
+        std::process::exit(EXIT_PANIC);
+    }));
+}
 
 /// Memory each executor registers with io_uring (glommio's `io_memory`); glommio pins 3× this per
 /// executor. 8 MiB holds several in-flight group-commit writes; larger writes fall back to the heap.
