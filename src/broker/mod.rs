@@ -57,6 +57,9 @@ pub struct Broker {
     pub connections: std::cell::Cell<u64>,
     /// What one connection may hold (from `cfg`).
     pub conn_limits: ConnLimits,
+    /// Test failpoint: a request with this code panics (`RINGMQ_FAILPOINT_PANIC_ON_REQUEST`), so
+    /// the fail-stop of the whole process can be tested from outside.
+    panic_on_request: Option<i32>,
 }
 
 /// Maps a store error to a RocketMQ response code and remark (the one place this mapping lives).
@@ -113,6 +116,7 @@ impl Broker {
             metrics: Default::default(),
             connections: std::cell::Cell::new(0),
             conn_limits: ConnLimits::from_config(&cfg),
+            panic_on_request: std::env::var("RINGMQ_FAILPOINT_PANIC_ON_REQUEST").ok().and_then(|v| v.parse().ok()),
             cfg,
         }
     }
@@ -170,6 +174,9 @@ impl Service for Broker {
 impl Broker {
     /// Routes a request to its handler.
     async fn dispatch(self: &Rc<Self>, conn: &Rc<Conn>, req: Command) -> Option<Command> {
+        if self.panic_on_request == Some(req.code) {
+            panic!("failpoint RINGMQ_FAILPOINT_PANIC_ON_REQUEST hit by request code {}", req.code);
+        }
         let resp = match req.code {
             rq::SEND_MESSAGE | rq::SEND_MESSAGE_V2 | rq::SEND_BATCH_MESSAGE => send::handle(self, conn, &req).await,
             rq::PULL_MESSAGE | rq::LITE_PULL_MESSAGE => {

@@ -106,7 +106,9 @@ pub const RESEND_CHANGING_PROPERTIES: [&str; 5] = [
 
 /// `properties` without [`RESEND_CHANGING_PROPERTIES`].
 pub fn strip_resend_changing(properties: &str) -> String {
-    RESEND_CHANGING_PROPERTIES.iter().fold(properties.to_string(), |p, k| crate::protocol::message::property_remove(&p, k))
+    RESEND_CHANGING_PROPERTIES
+        .iter()
+        .fold(properties.to_string(), |p, k| crate::protocol::message::property_remove(&p, k))
 }
 
 /// The message to store in its real topic when a scheduled record is due.

@@ -215,7 +215,12 @@ pub async fn check_round(b: &Rc<Broker>, timeout: Duration) {
         if conn.is_none() {
             // As RocketMQ does: the check is counted (the copy carries it) and the round moves on,
             // so an orphaned group neither blocks later halves nor stays undecided forever.
-            tracing::warn!(offset = off, group, check = checks + 1, "no live producer of the group to check a transaction back");
+            tracing::warn!(
+                offset = off,
+                group,
+                check = checks + 1,
+                "no live producer of the group to check a transaction back"
+            );
         }
         if !ask_producer(b, &half, off, checks + 1, conn.as_ref()).await {
             break;

@@ -263,14 +263,12 @@ pub async fn serve<S: Service>(broker: Rc<S>, stream: TcpStream, id: u64) {
 }
 
 /// Size of the next read: doubled while reads come back full, else sized to what last arrived —
-/// or to what the frame in progress still lacks.
+/// and never more than the frame in progress still lacks. What a length prefix announces never
+/// makes a read larger: memory follows the bytes that arrive.
 fn next_read_size(last_size: usize, last_read: usize, frame_missing: usize) -> usize {
-    let adaptive = if last_read == last_size {
-        last_size.saturating_mul(2)
-    } else {
-        last_read.next_power_of_two()
-    };
-    adaptive.max(frame_missing).clamp(READ_MIN_BYTES, READ_MAX_BYTES)
+    let adaptive = if last_read == last_size { last_size.saturating_mul(2) } else { last_read.next_power_of_two() };
+    let wanted = if frame_missing > 0 { adaptive.min(frame_missing) } else { adaptive };
+    wanted.clamp(READ_MIN_BYTES, READ_MAX_BYTES)
 }
 
 /// Reads into `chunk`, bounded by `deadline` when a frame is in progress.
@@ -431,8 +429,10 @@ mod tests {
         assert_eq!(next_read_size(READ_MAX_BYTES, READ_MAX_BYTES, 0), READ_MAX_BYTES);
         assert_eq!(next_read_size(READ_MAX_BYTES, 100, 0), READ_MIN_BYTES);
         assert_eq!(next_read_size(READ_MAX_BYTES, 40_000, 0), 64 << 10);
-        // A 16 MiB length prefix with 72 bytes behind it reserves one bounded read, not 16 MiB.
-        assert_eq!(next_read_size(READ_MIN_BYTES, 76, 16 << 20), READ_MAX_BYTES);
-        assert_eq!(next_read_size(READ_MIN_BYTES, 76, 10_000), 10_000);
+        // A 16 MiB length prefix with 72 bytes behind it reserves nothing beyond the smallest read.
+        assert_eq!(next_read_size(READ_MIN_BYTES, 76, 16 << 20), READ_MIN_BYTES);
+        // A large frame arriving fast is read in doubling steps, never past what it lacks.
+        assert_eq!(next_read_size(16 << 10, 16 << 10, 16 << 20), 32 << 10);
+        assert_eq!(next_read_size(16 << 10, 16 << 10, 20_000), 20_000);
     }
 }

@@ -111,7 +111,10 @@ async fn namesrv_main(cfg: Config, control: Arc<ControlPlane>, ready: Ready) {
             return;
         }
     };
-    let ns = Rc::new(NameServer::new(Duration::from_secs(cfg.broker_expiry_secs), crate::net::conn::ConnLimits::from_config(&cfg)));
+    let ns = Rc::new(NameServer::new(
+        Duration::from_secs(cfg.broker_expiry_secs),
+        crate::net::conn::ConnLimits::from_config(&cfg),
+    ));
     let stop = Rc::new(Cell::new(false));
     let accept = glommio::spawn_local(accept_loop(ns.clone(), listener, stop.clone()));
     let _ = ready.send(Ok(()));
