@@ -51,6 +51,12 @@ pub struct Snapshot {
     pub timers_delivered: u64,
     /// Half messages dropped after the check limit.
     pub transactions_discarded: u64,
+    /// Stored records refused on a read path because they failed verification.
+    pub damaged_reads: u64,
+    /// Parked (delayed or timer) messages kept undelivered because they are damaged.
+    pub damaged_parked: u64,
+    /// Connections closed at accept past the shard's connection limit.
+    pub connections_refused: u64,
 }
 
 /// Shard-local counters (lives on its shard, `!Send`).
@@ -76,6 +82,10 @@ impl ShardMetrics {
             f.msgs_out += msgs_out;
             f.bytes_out += bytes_out;
         }
+    }
+
+    pub fn damaged_parked(&self, n: u64) {
+        self.inner.borrow_mut().damaged_parked += n;
     }
 
     pub fn timers_delivered(&self, n: u64) {
@@ -165,6 +175,11 @@ pub fn render(hub: &MetricsHub, data_dir: &std::path::Path) -> String {
     let timers_out = counter_family(&mut reg, "timers_delivered", "Timer messages moved to their real topic");
     let tx_discarded =
         counter_family(&mut reg, "transactions_discarded", "Half messages discarded after the check limit");
+    let damaged =
+        counter_family(&mut reg, "damaged_records", "Stored records refused because they failed verification");
+    let damaged_parked =
+        counter_family(&mut reg, "damaged_parked", "Delayed or timer messages kept undelivered because damaged");
+    let conns_refused = counter_family(&mut reg, "connections_refused", "Connections closed at the shard's limit");
     let conns = gauge_family(&mut reg, "connections", "Open client connections");
     let full = gauge_family(&mut reg, "disk_full", "1 while appends are refused for lack of disk space, by shard");
     let lag = gauge_family(
@@ -213,6 +228,9 @@ pub fn render(hub: &MetricsHub, data_dir: &std::path::Path) -> String {
         timers_out.get_or_create(&labels(&[("shard", sh.clone())])).inc_by(s.timers_delivered);
         tx_discarded.get_or_create(&labels(&[("shard", sh.clone())])).inc_by(s.transactions_discarded);
         conns.get_or_create(&labels(&[("shard", sh.clone())])).set(s.connections as i64);
+        damaged.get_or_create(&labels(&[("shard", sh.clone())])).inc_by(s.damaged_reads);
+        damaged_parked.get_or_create(&labels(&[("shard", sh.clone())])).inc_by(s.damaged_parked);
+        conns_refused.get_or_create(&labels(&[("shard", sh.clone())])).inc_by(s.connections_refused);
         full.get_or_create(&labels(&[("shard", sh.clone())])).set(s.disk_full as i64);
         for (g, t, q, n) in &s.lag {
             lag.get_or_create(&labels(&[("group", g.clone()), ("topic", t.clone()), ("queue", format!("{sh}:{q}"))]))

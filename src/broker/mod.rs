@@ -55,6 +55,7 @@ pub struct Broker {
     pub control: Arc<ControlPlane>,
     pub metrics: crate::metrics::ShardMetrics,
     pub connections: std::cell::Cell<u64>,
+    pub connections_refused: std::cell::Cell<u64>,
     /// What one connection may hold (from `cfg`).
     pub conn_limits: ConnLimits,
     /// Test failpoint: a request with this code panics (`RINGMQ_FAILPOINT_PANIC_ON_REQUEST`), so
@@ -115,6 +116,7 @@ impl Broker {
             control,
             metrics: Default::default(),
             connections: std::cell::Cell::new(0),
+            connections_refused: std::cell::Cell::new(0),
             conn_limits: ConnLimits::from_config(&cfg),
             panic_on_request: std::env::var("RINGMQ_FAILPOINT_PANIC_ON_REQUEST").ok().and_then(|v| v.parse().ok()),
             cfg,
@@ -168,6 +170,10 @@ impl Service for Broker {
 
     fn live_connections(&self) -> usize {
         self.connections.get() as usize
+    }
+
+    fn connection_refused(&self) {
+        self.connections_refused.set(self.connections_refused.get() + 1);
     }
 }
 

@@ -31,8 +31,12 @@ pub async fn query_message(b: &Broker, req: &Command) -> Command {
         if !seen.insert(phys) {
             continue;
         }
-        let Ok(rec) = b.store.read_record(phys).await else {
-            continue;
+        let rec = match b.store.read_record(phys).await {
+            Ok(rec) => rec,
+            Err(e @ crate::store::StoreError::Damaged { .. }) => {
+                return req.response_to(rs::SYSTEM_ERROR).with_remark(e.to_string());
+            }
+            Err(_) => continue, // deleted by retention
         };
         let Ok(m) = StoredMessage::decode(&rec) else {
             continue;
@@ -63,8 +67,11 @@ pub async fn view_by_offset(b: &Broker, req: &Command) -> Command {
         Err(e) => return e,
     };
     match b.store.read_record(offset).await {
-        Ok(rec) if StoredMessage::decode(&rec).is_ok() => req.response_to(rs::SUCCESS).with_body(rec),
-        _ => req.response_to(rs::SYSTEM_ERROR).with_remark(format!("no message at offset {offset} on {}", b.name)),
+        Ok(rec) => req.response_to(rs::SUCCESS).with_body(rec),
+        Err(e @ crate::store::StoreError::Damaged { .. }) => {
+            req.response_to(rs::SYSTEM_ERROR).with_remark(e.to_string())
+        }
+        Err(_) => req.response_to(rs::SYSTEM_ERROR).with_remark(format!("no message at offset {offset} on {}", b.name)),
     }
 }
 

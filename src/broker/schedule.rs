@@ -187,6 +187,12 @@ pub async fn prepare_delivery(b: &Broker, phys: u64, verify: bool) -> Result<Opt
     let s = match b.store.read_message(phys).await {
         Ok(s) => s,
         Err(crate::store::StoreError::NotFound(_)) => return Ok(None), // deleted by retention: skip
+        Err(e @ crate::store::StoreError::Damaged { .. }) => {
+            // Kept in the log for the operator, counted and logged, never re-stored under a fresh CRC.
+            b.metrics.damaged_parked(1);
+            tracing::error!(phys, error = %e, "a parked (delayed or timer) message is damaged: not delivered");
+            return Ok(None);
+        }
         Err(e) => return Err(e.to_string()),
     };
     let Some(real) = unpark(b, &s) else {

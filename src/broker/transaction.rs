@@ -120,6 +120,9 @@ async fn end_inner(b: &Rc<Broker>, req: &Command) -> Option<Command> {
         };
     let half = match b.store.read_message(phys).await {
         Ok(h) if h.topic == HALF_TOPIC => h,
+        Err(e @ crate::store::StoreError::Damaged { .. }) => {
+            return Some(req.response_to(rs::SYSTEM_ERROR).with_remark(e.to_string()));
+        }
         _ => {
             return Some(req.response_to(rs::SYSTEM_ERROR).with_remark(format!("no half message at offset {phys}")));
         }
@@ -190,9 +193,14 @@ pub async fn check_round(b: &Rc<Broker>, timeout: Duration) {
         let Some(e) = b.store.entry(HALF_TOPIC, 0, off) else {
             break;
         };
-        let Ok(half) = b.store.read_message(e.physical_offset).await else {
-            off += 1;
-            continue;
+        let half = match b.store.read_message(e.physical_offset).await {
+            Ok(h) => h,
+            Err(err) => {
+                // Damaged (logged and counted by the store) or removed: never checked or committed.
+                tracing::warn!(offset = off, error = %err, "half message unreadable: not checked back");
+                off += 1;
+                continue;
+            }
         };
         let immunity =
             property_get(&half.properties, IMMUNITY_SECS).and_then(|v| v.parse::<i64>().ok()).map(|s| s * 1000);

@@ -67,6 +67,8 @@ pub trait Service: 'static {
     fn connection_closed(&self, conn: &Rc<Conn>);
     /// Called for every accepted connection before it is served.
     fn connection_opened(&self) {}
+    /// Called for every connection closed at accept because of `max_connections` (metrics).
+    fn connection_refused(&self) {}
     fn limits(&self) -> &ConnLimits;
     /// Connections of this service now open (checked against `max_connections` at accept).
     fn live_connections(&self) -> usize;
@@ -207,6 +209,7 @@ pub async fn accept_loop<S: Service>(service: Rc<S>, listener: glommio::net::Tcp
                 let limit = service.limits().max_connections;
                 if service.live_connections() >= limit {
                     refused += 1;
+                    service.connection_refused();
                     if last_refusal_log.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1)) {
                         let peer = stream.peer_addr().ok();
                         tracing::warn!(?peer, limit, refused, "connection limit reached; refusing new connections");

@@ -228,6 +228,7 @@ impl StoredMessage {
         let queue_offset = b.get_u64();
         let physical_offset = b.get_u64();
         let sys_flag = b.get_i32();
+        need(&b, 8, "born timestamp")?;
         let born_timestamp_ms = b.get_i64();
         let born_host = get_host(&mut b, sys_flag & FLAG_BORNHOST_V6 != 0)?;
         need(&b, 8, "store timestamp")?;

@@ -2,6 +2,7 @@
 
 pub mod codes;
 pub mod command;
+pub mod fuzz;
 pub mod json_header;
 pub mod message;
 pub mod offset_table;

@@ -125,6 +125,8 @@ fn publish_metrics(b: &Broker) {
     snap.long_poll_waiters = b.polls.borrow().len() as u64;
     snap.timers_pending = b.timer.borrow().pending() as u64;
     snap.transactions_discarded = b.transactions.borrow().discarded.get();
+    snap.damaged_reads = b.store.damaged_reads();
+    snap.connections_refused = b.connections_refused.get();
     snap.connections = b.connections.get();
     snap.disk_full = b.store.disk_full().is_some();
     let committed = b.offsets.borrow().entries();

@@ -31,6 +31,9 @@ pub enum StoreError {
     Invalid(String),
     #[error("record at offset {0} not found")]
     NotFound(u64),
+    /// A stored record failed verification on a read path; it is never served or re-stored.
+    #[error("damaged record at log offset {offset}: {reason}")]
+    Damaged { offset: u64, reason: String },
 }
 
 impl StoreError {

@@ -48,6 +48,11 @@ const PREWRITE_CHUNK_BYTES: usize = super::io::ZERO_CHUNK_BYTES;
 /// virtual disk's host cache). With `flush = sync`, syncing as it goes bounds what a commit can
 /// inherit to this much.
 const PREWRITE_SYNC_BYTES: u64 = 32 << 20;
+/// The next segment is pre-written once the active one is this full (1/4). Pre-writing competes with
+/// group commits for the disk: started at once, a fresh broker's first sync sends waited behind
+/// 1 GiB of zeros (measured: the first 300 sequential sends 2.5x slower than 20 s later). The other
+/// three quarters of a segment leave the pre-writer ample lead at any sustained rate.
+const PREWRITE_NEXT_AT_DIVISOR: u64 = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -404,7 +409,11 @@ impl<D: Disk> CommitLog<D> {
     /// Whether the segment after the active one still has to be pre-written.
     pub fn needs_next_segment(&self) -> bool {
         let s = self.state.borrow();
-        s.ready_next.is_none() && !s.preparing && s.poisoned.is_none()
+        let filled = s.write_pos % self.cfg.segment_bytes;
+        s.ready_next.is_none()
+            && !s.preparing
+            && s.poisoned.is_none()
+            && filled >= self.cfg.segment_bytes / PREWRITE_NEXT_AT_DIVISOR
     }
 
     /// Whether appends are waiting for the flusher.

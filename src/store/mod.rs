@@ -113,6 +113,7 @@ pub struct Store<D: Disk> {
     last_store_ms: Cell<i64>,
     disk_full: Cell<Option<u32>>,
     checkpointed: Cell<u64>,
+    damaged_reads: Cell<u64>,
     usage_probe: RefCell<Box<dyn Fn() -> std::io::Result<DiskUsage>>>,
 }
 
@@ -151,6 +152,7 @@ impl<D: Disk> Store<D> {
             last_store_ms: Cell::new(0),
             disk_full: Cell::new(None),
             checkpointed: Cell::new(limit),
+            damaged_reads: Cell::new(0),
             usage_probe: RefCell::new(Box::new(move || retention::statvfs_usage(&dir))),
         };
         let replayed = outcome.records.len();
@@ -374,9 +376,16 @@ impl<D: Disk> Store<D> {
                         physical_offset = e.physical_offset,
                         "record fails its CRC check: refusing to serve it"
                     );
-                    out.status = GetStatus::Corrupt;
+                    self.damaged_reads.set(self.damaged_reads.get() + 1);
+                    if out.records.is_empty() {
+                        out.status = GetStatus::Corrupt;
+                        out.next_offset = off;
+                        return out;
+                    }
+                    // A damaged record blocks only itself: the intact ones before it are served,
+                    // and the next pull starting at it is refused.
+                    out.status = GetStatus::Found;
                     out.next_offset = off;
-                    out.records.clear();
                     return out;
                 }
                 Ok(rec) if record_filter(&rec) => {
@@ -407,23 +416,57 @@ impl<D: Disk> Store<D> {
 
     /// Reads the record at a physical offset (size from its header), verified.
     pub async fn read_message(&self, physical_offset: u64) -> Result<StoredMessage, StoreError> {
-        let head = self.log.read(physical_offset, 4).await?;
-        let size = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
-        if size < crate::protocol::message::RECORD_FIXED_BYTES || size > self.log.max_record_bytes() {
-            return Err(StoreError::NotFound(physical_offset));
-        }
-        let rec = self.log.read(physical_offset, size).await?;
-        StoredMessage::decode(&rec).map_err(|_| StoreError::NotFound(physical_offset))
+        let rec = self.read_record(physical_offset).await?;
+        StoredMessage::decode(&rec).map_err(|e| self.damaged(physical_offset, e.to_string()))
     }
 
-    /// Raw record bytes at a physical offset.
+    /// Raw record bytes at a physical offset, verified as a whole: the record must decode (body CRC)
+    /// and match its consume-queue entry (position and the CRC of every byte, taken at append), so
+    /// a flipped bit in a header, topic or property is refused like one in the body. Every read path
+    /// by offset (view, query, delayed and timer delivery, transactions, send-back) goes through here.
     pub async fn read_record(&self, physical_offset: u64) -> Result<Bytes, StoreError> {
         let head = self.log.read(physical_offset, 4).await?;
         let size = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
         if size < crate::protocol::message::RECORD_FIXED_BYTES || size > self.log.max_record_bytes() {
             return Err(StoreError::NotFound(physical_offset));
         }
-        self.log.read(physical_offset, size).await
+        let rec = self.log.read(physical_offset, size).await?;
+        let m = StoredMessage::decode(&rec).map_err(|e| self.damaged(physical_offset, e.to_string()))?;
+        if m.physical_offset != physical_offset {
+            return Err(self.damaged(physical_offset, format!("record claims offset {}", m.physical_offset)));
+        }
+        if enters_queue(m.sys_flag) {
+            match self.entry(&m.topic, m.queue_id, m.queue_offset) {
+                Some(e) if e.physical_offset == physical_offset && e.crc == crc32fast::hash(&rec) => {}
+                Some(e) if e.physical_offset == physical_offset => {
+                    return Err(self.damaged(physical_offset, "record fails its CRC check".into()));
+                }
+                Some(_) => {
+                    let why = format!("no queue entry of {}:{} points here", m.topic, m.queue_id);
+                    return Err(self.damaged(physical_offset, why));
+                }
+                // Below the queue's retained minimum (or the queue is gone): the body CRC is all
+                // there is to check.
+                None if m.queue_offset < self.queue_bounds(&m.topic, m.queue_id).0 => {}
+                None => {
+                    let why = format!("no queue entry for {}:{} at {}", m.topic, m.queue_id, m.queue_offset);
+                    return Err(self.damaged(physical_offset, why));
+                }
+            }
+        }
+        Ok(rec)
+    }
+
+    /// Counts and logs a record that failed verification on a read path.
+    fn damaged(&self, offset: u64, reason: String) -> StoreError {
+        self.damaged_reads.set(self.damaged_reads.get() + 1);
+        tracing::error!(offset, %reason, "damaged record: refusing to use it");
+        StoreError::Damaged { offset, reason }
+    }
+
+    /// Records refused because they failed verification (metric).
+    pub fn damaged_reads(&self) -> u64 {
+        self.damaged_reads.get()
     }
 
     /// Store time of the message at a queue offset.
