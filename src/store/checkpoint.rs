@@ -1,5 +1,12 @@
-//! The checkpoint: the log offset up to which consume-queue and index files are complete and durable.
-//! Recovery loads those files up to it and replays the log from it.
+//! The checkpoint: the log offset up to which consume-queue and index files are complete and durable,
+//! with a manifest of what those files hold (each queue's end, the key index's length and CRC), so
+//! recovery can tell a damaged or missing derived file from a good one. Recovery loads those files up
+//! to it, verifies them against the manifest and the log, and replays the log from it — or, when
+//! anything fails to verify, rebuilds every derived file from the start of the retained log.
+//!
+//! File format: the JSON object, a newline, the CRC32 of the JSON bytes as 8 hex digits, a newline.
+//! A file that does not parse or verify is reported, never trusted, and never a reason to refuse to
+//! start (the log is the source of truth).
 //!
 //! The job that writes them is plain data (`Send`) so the shard can run its blocking file I/O off the
 //! executor thread (glommio's blocking pool). Order: queue and index files are written and fsynced,
@@ -8,15 +15,34 @@
 
 use super::consume_queue::{CQ_ENTRY_BYTES, CQ_FILE_ENTRIES};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// Every record below this offset is in the consume-queue and index files; a batch boundary.
     pub log_offset: u64,
     pub written_at_ms: i64,
+    /// Topic → queue id → queue offset its files end at (entries for records below `log_offset`).
+    pub queue_ends: BTreeMap<String, BTreeMap<i32, u64>>,
+    /// Entries in `index/keys` and the CRC32 of their bytes.
+    pub index_entries: u64,
+    pub index_crc: u32,
+}
+
+/// Why a checkpoint file is not trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("cannot read it: {0}")]
+    Read(std::io::Error),
+    #[error("no checksum line (truncated, or written by an older ringmq)")]
+    NoChecksum,
+    #[error("checksum {stored:08x} does not match its contents ({computed:08x})")]
+    Checksum { stored: u32, computed: u32 },
+    #[error("contents do not parse: {0}")]
+    Parse(String),
 }
 
 /// Entries of one queue to append to its files.
@@ -34,20 +60,48 @@ pub struct QueueWrite {
 pub struct CheckpointJob {
     pub queues: Vec<QueueWrite>,
     pub index_path: PathBuf,
+    /// Where in the index file `index_bytes` go (entries already persisted × 20): a failed job's
+    /// partial write is overwritten by the next one instead of being followed by it.
+    pub index_at: u64,
     pub index_bytes: Vec<u8>,
+    /// The running CRC of the index file including `index_bytes` (the store keeps it on success).
+    pub index_hasher: crc32fast::Hasher,
     pub checkpoint_path: PathBuf,
     pub checkpoint: Checkpoint,
 }
 
 impl Checkpoint {
-    pub fn load(path: &Path) -> std::io::Result<Option<Checkpoint>> {
-        match std::fs::read(path) {
-            Ok(data) => serde_json::from_slice(&data)
-                .map(Some)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+    /// Reads and verifies `path`; `Ok(None)` when there is none (a new store).
+    pub fn load(path: &Path) -> Result<Option<Checkpoint>, CheckpointError> {
+        let data = match std::fs::read(path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(CheckpointError::Read(e)),
+        };
+        Checkpoint::decode(&data).map(Some)
+    }
+
+    pub fn decode(data: &[u8]) -> Result<Checkpoint, CheckpointError> {
+        let body = data.strip_suffix(b"\n").ok_or(CheckpointError::NoChecksum)?;
+        let split = body.iter().rposition(|&b| b == b'\n').ok_or(CheckpointError::NoChecksum)?;
+        let (json, sum) = (&body[..split], &body[split + 1..]);
+        let stored = std::str::from_utf8(sum)
+            .ok()
+            .filter(|s| s.len() == 8 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+            .and_then(|s| u32::from_str_radix(s, 16).ok())
+            .ok_or(CheckpointError::NoChecksum)?;
+        let computed = crc32fast::hash(json);
+        if stored != computed {
+            return Err(CheckpointError::Checksum { stored, computed });
         }
+        serde_json::from_slice(json).map_err(|e| CheckpointError::Parse(e.to_string()))
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = serde_json::to_vec(self).unwrap_or_default();
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(format!("\n{crc:08x}\n").as_bytes());
+        out
     }
 }
 
@@ -75,12 +129,12 @@ impl CheckpointJob {
             if let Some(dir) = self.index_path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&self.index_path)?;
-            f.write_all(&self.index_bytes)?;
+            let f = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&self.index_path)?;
+            f.write_all_at(&self.index_bytes, self.index_at)?;
+            f.set_len(self.index_at + self.index_bytes.len() as u64)?;
             f.sync_data()?;
         }
-        let json = serde_json::to_vec(&self.checkpoint).map_err(std::io::Error::other)?;
-        write_atomic(&self.checkpoint_path, &json)
+        write_atomic(&self.checkpoint_path, &self.checkpoint.encode())
     }
 }
 
@@ -100,4 +154,35 @@ fn write_queue(q: &QueueWrite) -> std::io::Result<()> {
         data = rest;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Checkpoint {
+        let mut c =
+            Checkpoint { log_offset: 4096, written_at_ms: 5, index_entries: 3, index_crc: 9, ..Default::default() };
+        c.queue_ends.entry("T".into()).or_default().insert(2, 17);
+        c
+    }
+
+    #[test]
+    fn round_trip_and_every_damage_is_refused() {
+        let bytes = sample().encode();
+        assert_eq!(Checkpoint::decode(&bytes).unwrap(), sample());
+        for cut in 0..bytes.len() {
+            assert!(Checkpoint::decode(&bytes[..cut]).is_err(), "truncated at {cut}");
+        }
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x20;
+            assert!(Checkpoint::decode(&b).map_or(true, |c| c != sample()), "flip at byte {i} accepted");
+        }
+        assert!(matches!(
+            Checkpoint::decode(br#"{"log_offset":1,"written_at_ms":0}"#),
+            Err(CheckpointError::NoChecksum)
+        ));
+        assert!(matches!(Checkpoint::decode(b"garbage\n12345678\n"), Err(CheckpointError::Checksum { .. })));
+    }
 }

@@ -128,31 +128,51 @@ impl KeyIndex {
         self.entries.is_empty()
     }
 
-    /// Loads `path`, keeping entries in `[log_min, limit)` and cutting the file after the last kept one.
-    pub fn load(path: &Path, log_min: u64, limit: u64) -> std::io::Result<KeyIndex> {
+    /// Loads the first `expect.0` entries of `path`, which must have CRC32 `expect.1` (the
+    /// checkpoint's manifest) and point below `limit`; keeps those at or above `log_min` and cuts the
+    /// file after them. Returns the index and the running CRC of the file. A file that is missing,
+    /// shorter than the manifest, or fails its CRC is an `InvalidData` error: the caller rebuilds.
+    pub fn load(
+        path: &Path,
+        log_min: u64,
+        limit: u64,
+        expect: (u64, u32),
+    ) -> std::io::Result<(KeyIndex, crc32fast::Hasher)> {
+        let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidData, why);
+        let (entries, crc) = expect;
         let data = match std::fs::read(path) {
             Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(KeyIndex::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && entries == 0 => Vec::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(invalid(format!("missing; the checkpoint lists {entries} entries")));
+            }
             Err(e) => return Err(e),
         };
+        let len = entries as usize * INDEX_ENTRY_BYTES;
+        if data.len() < len {
+            return Err(invalid(format!("{} bytes, shorter than the checkpoint's {entries} entries", data.len())));
+        }
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&data[..len]);
+        if hasher.clone().finalize() != crc {
+            return Err(invalid(format!("CRC of its {entries} entries does not match the checkpoint")));
+        }
         let mut idx = KeyIndex::default();
-        let mut kept = 0usize;
-        for e in data.chunks_exact(INDEX_ENTRY_BYTES).map_while(decode) {
+        for e in data[..len].chunks_exact(INDEX_ENTRY_BYTES).map_while(decode) {
             if e.physical_offset >= limit {
-                break;
+                return Err(invalid(format!("an entry points past the checkpoint ({})", e.physical_offset)));
             }
-            kept += 1;
             if e.physical_offset >= log_min {
                 idx.push(e.hash, e.physical_offset, e.store_timestamp_ms);
             }
         }
         idx.persisted = idx.first + idx.entries.len() as u64; // all of it is on disk already
-        if kept * INDEX_ENTRY_BYTES != data.len() {
+        if data.len() > len {
             let f = std::fs::OpenOptions::new().write(true).open(path)?;
-            f.set_len((kept * INDEX_ENTRY_BYTES) as u64)?;
+            f.set_len(len as u64)?;
             f.sync_all()?;
         }
-        Ok(idx)
+        Ok((idx, hasher))
     }
 }
 
@@ -190,13 +210,37 @@ mod tests {
         idx.add("T", "c", 30, 3);
         let bytes = idx.take_persistable(25);
         assert_eq!(bytes.len(), 40);
-        std::fs::write(&path, &bytes).unwrap();
-        let loaded = KeyIndex::load(&path, 0, 15).unwrap();
+        std::fs::write(&path, [&bytes[..], &[7u8; 20][..]].concat()).unwrap(); // + a torn later append
+        let first = (1, crc32fast::hash(&bytes[..20]));
+        let (loaded, hasher) = KeyIndex::load(&path, 0, 15, first).unwrap();
+        assert_eq!(hasher.finalize(), first.1);
         assert_eq!(loaded.lookup("T", "a", 0, 9, 9), vec![10]);
         assert!(loaded.lookup("T", "b", 0, 9, 9).is_empty());
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), 20);
-        let mut again = KeyIndex::load(&path, 0, 15).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 20, "cut after the manifest's entries");
+        let (mut again, _) = KeyIndex::load(&path, 0, 15, first).unwrap();
         assert!(again.take_persistable(u64::MAX).is_empty(), "loaded entries are not persisted twice");
+    }
+
+    #[test]
+    fn index_file_that_is_damaged_short_or_missing_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys");
+        let mut idx = KeyIndex::default();
+        idx.add("T", "a", 10, 1);
+        idx.add("T", "b", 20, 2);
+        let bytes = idx.take_persistable(u64::MAX);
+        let expect = (2, crc32fast::hash(&bytes));
+        assert!(KeyIndex::load(&path, 0, 100, expect).is_err(), "missing");
+        assert!(KeyIndex::load(&path, 0, 100, (0, 0)).is_ok(), "missing and expected empty");
+        std::fs::write(&path, &bytes[..30]).unwrap();
+        assert!(KeyIndex::load(&path, 0, 100, expect).is_err(), "truncated");
+        let mut flipped = bytes.clone();
+        flipped[5] ^= 1;
+        std::fs::write(&path, &flipped).unwrap();
+        assert!(KeyIndex::load(&path, 0, 100, expect).is_err(), "flipped");
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(KeyIndex::load(&path, 0, 15, expect).is_err(), "points past the checkpoint");
+        assert_eq!(KeyIndex::load(&path, 0, 100, expect).unwrap().0.len(), 2);
     }
 
     #[test]

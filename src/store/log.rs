@@ -143,6 +143,11 @@ struct WriteJob<F: DiskFile> {
 }
 
 impl<D: Disk> CommitLog<D> {
+    /// The disk the log lives on (recovery re-scans through it).
+    pub fn disk(&self) -> &D {
+        &self.disk
+    }
+
     /// Opens the log over existing segments (already verified by recovery) with its tail at `tail`.
     pub async fn open(disk: D, cfg: LogConfig, tail: RecoveredTail) -> Result<CommitLog<D>, StoreError> {
         assert!(cfg.segment_bytes.is_multiple_of(BLOCK_BYTES), "segment size must be a multiple of 4 KiB");

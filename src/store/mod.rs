@@ -110,10 +110,14 @@ pub struct Store<D: Disk> {
     log: CommitLog<D>,
     queues: RefCell<HashMap<String, HashMap<i32, ConsumeQueue>>>,
     index: RefCell<KeyIndex>,
+    /// CRC32 of the index file's bytes so far, and its length in entries (the checkpoint's manifest).
+    index_hasher: RefCell<crc32fast::Hasher>,
+    index_file_entries: Cell<u64>,
     last_store_ms: Cell<i64>,
     disk_full: Cell<Option<u32>>,
     checkpointed: Cell<u64>,
     damaged_reads: Cell<u64>,
+    rebuilt_derived: Cell<u64>,
     usage_probe: RefCell<Box<dyn Fn() -> std::io::Result<DiskUsage>>>,
 }
 
@@ -128,10 +132,10 @@ impl<D: Disk> Store<D> {
         std::fs::create_dir_all(&cfg.dir).map_err(|e| StoreError::io(&cfg.dir, &e))?;
         disk.create_dir_all(&log_dir).map_err(|e| StoreError::io(&log_dir, &e))?;
         let cp_path = cfg.dir.join("checkpoint");
-        let cp = Checkpoint::load(&cp_path).map_err(|e| StoreError::io(&cp_path, &e))?.unwrap_or_default();
+        let cp = trusted_checkpoint(&disk, &log_dir, cfg.segment_bytes, &cp_path).await;
         let outcome = recovery::scan(&disk, &log_dir, cfg.segment_bytes, cp.log_offset, cfg.truncate_corrupt).await?;
         let log_cfg = LogConfig {
-            dir: log_dir,
+            dir: log_dir.clone(),
             segment_bytes: cfg.segment_bytes,
             flush: cfg.flush,
             tail_cache_bytes: cfg.tail_cache_bytes,
@@ -140,28 +144,131 @@ impl<D: Disk> Store<D> {
         let log = CommitLog::open(disk, log_cfg, outcome.tail).await?;
         let log_min = log.min_pos();
         let limit = cp.log_offset.min(log.write_pos());
-        let queues = load_queues(&cfg.dir.join("consumequeue"), log_min, limit)?;
+        let cq_root = cfg.dir.join("consumequeue");
         let index_path = cfg.dir.join("index").join("keys");
-        let index = KeyIndex::load(&index_path, log_min, limit).map_err(|e| StoreError::io(&index_path, &e))?;
+        let loaded = load_derived(&cq_root, &index_path, &cp, log_min, limit);
         let dir = cfg.dir.clone();
-        let store = Store {
+        let mut store = Store {
             cfg,
             log,
-            queues: RefCell::new(queues),
-            index: RefCell::new(index),
+            queues: RefCell::new(HashMap::new()),
+            index: RefCell::new(KeyIndex::default()),
+            index_hasher: RefCell::new(crc32fast::Hasher::new()),
+            index_file_entries: Cell::new(0),
             last_store_ms: Cell::new(0),
             disk_full: Cell::new(None),
             checkpointed: Cell::new(limit),
             damaged_reads: Cell::new(0),
+            rebuilt_derived: Cell::new(0),
             usage_probe: RefCell::new(Box::new(move || retention::statvfs_usage(&dir))),
         };
-        let replayed = outcome.records.len();
-        for rec in outcome.records {
+        let verified = match loaded {
+            Ok(d) => store.adopt_derived(d, &cp, limit).await.map(|()| true),
+            Err(why) => Err(why),
+        };
+        let mut records = outcome.records;
+        if let Err(why) = verified {
+            // The log is the source of truth: a derived file that does not verify is rebuilt from it,
+            // never trusted and never a reason to drop data the log holds.
+            tracing::warn!(dir = %store.cfg.dir.display(), %why,
+                "consume-queue or index files do not verify: rebuilding all of them from the commit log");
+            store.rebuilt_derived.set(store.rebuilt_derived.get() + 1);
+            store.forget_derived(&cq_root, &index_path, log_min);
+            let disk = store.log.disk();
+            records = recovery::scan(disk, &log_dir, store.cfg.segment_bytes, log_min, store.cfg.truncate_corrupt)
+                .await?
+                .records;
+        }
+        let replayed = records.len();
+        for rec in records {
             store.dispatch_recovered(rec)?;
         }
         tracing::info!(dir = %store.cfg.dir.display(), write_pos = store.log.write_pos(), replayed,
-            truncated = ?outcome.truncated, "store recovered");
+            truncated = ?outcome.truncated, rebuilt = store.rebuilt_derived.get(), "store recovered");
         Ok(store)
+    }
+
+    /// Installs verified derived files: every queue's end must match the checkpoint's manifest, its
+    /// entries must be well formed, and its last entries must match the records they point at.
+    async fn adopt_derived(&mut self, d: Derived, cp: &Checkpoint, limit: u64) -> Result<(), String> {
+        let manifest: usize = cp.queue_ends.values().map(|m| m.values().filter(|&&e| e > 0).count()).sum();
+        let loaded: usize = d.queues.values().map(HashMap::len).sum();
+        if loaded != manifest {
+            return Err(format!("{loaded} queues have files but the checkpoint lists {manifest}"));
+        }
+        for (topic, ends) in &cp.queue_ends {
+            for (&qid, &end) in ends.iter().filter(|(_, e)| **e > 0) {
+                let Some(q) = d.queues.get(topic).and_then(|t| t.get(&qid)) else {
+                    return Err(format!("queue {topic}:{qid} has no files (the checkpoint says it ends at {end})"));
+                };
+                if q.next_offset() != end {
+                    return Err(format!(
+                        "queue {topic}:{qid} ends at {} but the checkpoint says {end}",
+                        q.next_offset()
+                    ));
+                }
+                self.verify_queue(topic, qid, q, limit).await?;
+            }
+        }
+        *self.queues.get_mut() = d.queues;
+        *self.index.get_mut() = d.index;
+        *self.index_hasher.get_mut() = d.index_hasher;
+        self.index_file_entries.set(d.index_file_entries);
+        Ok(())
+    }
+
+    /// Structure of a loaded queue (offsets inside the log, strictly increasing, sane sizes) and its
+    /// last entries against the records they point at (position, size, CRC, topic, queue, offset).
+    async fn verify_queue(&self, topic: &str, qid: i32, q: &ConsumeQueue, limit: u64) -> Result<(), String> {
+        let log_min = self.log.min_pos();
+        let max_record = self.log.max_record_bytes() as u32;
+        let mut prev = None;
+        for (off, e) in q.entries_between(q.min_offset(), q.next_offset()) {
+            let sane = e.physical_offset >= log_min
+                && e.physical_offset < limit
+                && e.size as usize >= crate::protocol::message::RECORD_FIXED_BYTES
+                && e.size <= max_record
+                && prev.is_none_or(|p| e.physical_offset > p);
+            if !sane {
+                return Err(format!("queue {topic}:{qid} entry {off} is malformed ({e:?})"));
+            }
+            prev = Some(e.physical_offset);
+        }
+        const CHECK_LAST: u64 = 2;
+        let first = q.next_offset().saturating_sub(CHECK_LAST).max(q.min_offset());
+        for (off, e) in q.entries_between(first, q.next_offset()) {
+            let rec = self.log.read(e.physical_offset, e.size as usize).await.map_err(|err| err.to_string())?;
+            let ok = crc32fast::hash(&rec) == e.crc
+                && StoredMessage::decode(&rec).is_ok_and(|m| {
+                    m.topic == topic
+                        && m.queue_id == qid
+                        && m.queue_offset == off
+                        && m.physical_offset == e.physical_offset
+                });
+            if !ok {
+                return Err(format!(
+                    "queue {topic}:{qid} entry {off} does not match the record at {}",
+                    e.physical_offset
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops every derived file and in-memory table before a rebuild from the log.
+    fn forget_derived(&mut self, cq_root: &std::path::Path, index_path: &std::path::Path, log_min: u64) {
+        let _ = std::fs::remove_dir_all(cq_root);
+        let _ = std::fs::remove_file(index_path);
+        self.queues.get_mut().clear();
+        *self.index.get_mut() = KeyIndex::default();
+        *self.index_hasher.get_mut() = crc32fast::Hasher::new();
+        self.index_file_entries.set(0);
+        self.checkpointed.set(log_min.min(self.checkpointed.get()));
+    }
+
+    /// How many times derived files were rebuilt from the log at start (0 or 1; a metric).
+    pub fn rebuilt_derived(&self) -> u64 {
+        self.rebuilt_derived.get()
     }
 
     fn dispatch_recovered(&self, rec: DispatchInfo) -> Result<(), StoreError> {
@@ -504,9 +611,14 @@ impl<D: Disk> Store<D> {
         }
         let root = self.cfg.dir.join("consumequeue");
         let mut writes = Vec::new();
+        let mut queue_ends: std::collections::BTreeMap<String, std::collections::BTreeMap<i32, u64>> =
+            Default::default();
         for (topic, qs) in self.queues.borrow().iter() {
             for (&qid, q) in qs {
                 let to = q.visible_max(limit);
+                if to > 0 {
+                    queue_ends.entry(topic.clone()).or_default().insert(qid, to);
+                }
                 if to > q.persisted {
                     writes.push(QueueWrite {
                         dir: queue_dir(&root, topic, qid),
@@ -518,12 +630,24 @@ impl<D: Disk> Store<D> {
                 }
             }
         }
+        let index_bytes = self.index.borrow_mut().take_persistable(limit);
+        let mut index_hasher = self.index_hasher.borrow().clone();
+        index_hasher.update(&index_bytes);
+        let index_entries = self.index_file_entries.get() + (index_bytes.len() / index::INDEX_ENTRY_BYTES) as u64;
         Some(CheckpointJob {
             queues: writes,
             index_path: self.cfg.dir.join("index").join("keys"),
-            index_bytes: self.index.borrow_mut().take_persistable(limit),
+            index_at: self.index_file_entries.get() * index::INDEX_ENTRY_BYTES as u64,
+            index_bytes,
+            index_hasher: index_hasher.clone(),
             checkpoint_path: self.cfg.dir.join("checkpoint"),
-            checkpoint: Checkpoint { log_offset: limit, written_at_ms: now_ms() },
+            checkpoint: Checkpoint {
+                log_offset: limit,
+                written_at_ms: now_ms(),
+                queue_ends,
+                index_entries,
+                index_crc: index_hasher.finalize(),
+            },
         })
     }
 
@@ -539,6 +663,8 @@ impl<D: Disk> Store<D> {
                     }
                 }
                 self.checkpointed.set(job.checkpoint.log_offset);
+                *self.index_hasher.borrow_mut() = job.index_hasher.clone();
+                self.index_file_entries.set(job.checkpoint.index_entries);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "checkpoint failed; recovery will replay from the previous one");
@@ -569,27 +695,71 @@ impl<D: Disk> Store<D> {
     }
 }
 
-fn load_queues(
-    root: &std::path::Path,
+/// Derived files as loaded, before verification.
+struct Derived {
+    queues: HashMap<String, HashMap<i32, ConsumeQueue>>,
+    index: KeyIndex,
+    index_hasher: crc32fast::Hasher,
+    index_file_entries: u64,
+}
+
+/// The checkpoint to recover from: the file's if it verifies and points at a batch boundary inside
+/// the log, else the start of the retained log (everything is replayed and rebuilt), with a warning.
+async fn trusted_checkpoint<D: Disk>(
+    disk: &D,
+    log_dir: &std::path::Path,
+    seg_bytes: u64,
+    path: &std::path::Path,
+) -> Checkpoint {
+    let cp = match Checkpoint::load(path) {
+        Ok(Some(cp)) => cp,
+        Ok(None) => return Checkpoint::default(),
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e,
+                "checkpoint ignored: recovery replays the whole retained log and rebuilds queues and index");
+            return Checkpoint::default();
+        }
+    };
+    match recovery::check_boundary(disk, log_dir, seg_bytes, cp.log_offset).await {
+        Ok(()) => cp,
+        Err(why) => {
+            tracing::warn!(file = %path.display(), log_offset = cp.log_offset, %why,
+                "checkpoint ignored: recovery replays the whole retained log and rebuilds queues and index");
+            Checkpoint::default()
+        }
+    }
+}
+
+/// Loads queue and index files up to `limit`; an unreadable or failing index file is an error
+/// (the caller rebuilds).
+fn load_derived(
+    cq_root: &std::path::Path,
+    index_path: &std::path::Path,
+    cp: &Checkpoint,
     log_min: u64,
     limit: u64,
-) -> Result<HashMap<String, HashMap<i32, ConsumeQueue>>, StoreError> {
-    let mut out: HashMap<String, HashMap<i32, ConsumeQueue>> = HashMap::new();
-    for topic in io::list_dir(root).map_err(|e| StoreError::io(root, &e))? {
-        let tdir = root.join(&topic);
-        for qname in io::list_dir(&tdir).map_err(|e| StoreError::io(&tdir, &e))? {
+) -> Result<Derived, String> {
+    let mut queues: HashMap<String, HashMap<i32, ConsumeQueue>> = HashMap::new();
+    for topic in io::list_dir(cq_root).map_err(|e| format!("{}: {e}", cq_root.display()))? {
+        let tdir = cq_root.join(&topic);
+        for qname in io::list_dir(&tdir).map_err(|e| format!("{}: {e}", tdir.display()))? {
             let Ok(qid) = qname.parse::<i32>() else {
                 continue;
             };
             let qdir = tdir.join(&qname);
-            let q = load_queue(&qdir, log_min, limit).map_err(|e| StoreError::io(&qdir, &e))?;
+            let q = load_queue(&qdir, log_min, limit).map_err(|e| format!("{}: {e}", qdir.display()))?;
             if q.next_offset() > 0 {
-                out.entry(topic.clone()).or_default().insert(qid, q);
+                queues.entry(topic.clone()).or_default().insert(qid, q);
             }
         }
     }
-    Ok(out)
+    let expect = (cp.index_entries, cp.index_crc);
+    let (index, index_hasher) =
+        KeyIndex::load(index_path, log_min, limit, expect).map_err(|e| format!("{}: {e}", index_path.display()))?;
+    Ok(Derived { queues, index, index_hasher, index_file_entries: cp.index_entries })
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_derived;

@@ -122,6 +122,39 @@ pub async fn scan<D: Disk>(
     Ok(ScanOutcome { tail: RecoveredTail { write_pos: pos, partial_block }, records, truncated })
 }
 
+/// Whether `offset` (a checkpoint's) is a batch boundary inside the log: the start of the log or of
+/// a segment, or the end of a valid seal. A checkpoint pointing mid-batch or past the log would
+/// make the scan take good records for a torn tail.
+pub async fn check_boundary<D: Disk>(disk: &D, dir: &Path, seg_bytes: u64, offset: u64) -> Result<(), String> {
+    if offset == 0 {
+        return Ok(());
+    }
+    let starts = segment_starts(disk, dir, seg_bytes).map_err(|e| e.to_string())?;
+    let seg = offset - offset % seg_bytes;
+    let rel = offset - seg;
+    if rel == 0 {
+        let prev = seg.checked_sub(seg_bytes);
+        return if starts.contains(&seg) || prev.is_some_and(|p| starts.contains(&p)) {
+            Ok(())
+        } else {
+            Err(format!("no segment holds log offset {offset}"))
+        };
+    }
+    if !starts.contains(&seg) {
+        return Err(format!("no segment holds log offset {offset}"));
+    }
+    if rel < SEAL_BYTES {
+        return Err(format!("log offset {offset} is not the end of a batch"));
+    }
+    let path = segment_path(dir, seg);
+    let file = disk.open(&path).await.map_err(|e| e.to_string())?;
+    let seal = file.read_at(rel - SEAL_BYTES, SEAL_BYTES as usize).await.map_err(|e| e.to_string())?;
+    match decode_seal(&seal) {
+        Some((start, _)) if start < offset => Ok(()),
+        _ => Err(format!("log offset {offset} is not the end of a sealed batch")),
+    }
+}
+
 fn segment_starts<D: Disk>(disk: &D, dir: &Path, seg_bytes: u64) -> Result<Vec<u64>, StoreError> {
     let mut starts = Vec::new();
     for name in disk.list(dir).map_err(|e| StoreError::io(dir, &e))? {
