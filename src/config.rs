@@ -64,6 +64,9 @@ pub struct Config {
     pub broker_expiry_secs: u64,
     /// Start even if the log is corrupt before its tail, truncating there (loses data; operator only).
     pub truncate_corrupt_log: bool,
+    /// Start even if a config file and its previous version are both damaged: they are set aside
+    /// (`<name>.damaged-<ms>`) and the shard starts with an empty table (operator only).
+    pub start_with_damaged_config: bool,
     /// Delay of each level for scheduled messages and retries (RocketMQ's messageDelayLevel).
     pub message_delay_level: String,
     /// Longest accepted delay of a timer message (TIMER_DELIVER_MS etc.): RocketMQ's timerMaxDelaySec,
@@ -125,6 +128,7 @@ impl Default for Config {
             register_period_secs: 30,
             broker_expiry_secs: 120,
             truncate_corrupt_log: false,
+            start_with_damaged_config: false,
             message_delay_level: crate::broker::schedule::DEFAULT_DELAY_LEVELS.into(),
             timer_max_delay_secs: 3 * 86_400,
             transaction_timeout_ms: 6_000,

@@ -55,6 +55,9 @@ struct ServeArgs {
     /// Start on a log corrupt before its tail by truncating there (drops data after it)
     #[arg(long)]
     truncate_corrupt_log: bool,
+    /// Start even if a config file and its previous version are both damaged (sets them aside)
+    #[arg(long)]
+    start_with_damaged_config: bool,
     #[arg(long)]
     metrics_addr: Option<String>,
 }
@@ -180,6 +183,7 @@ fn build_config(a: ServeArgs) -> Result<Config, String> {
         c.metrics_addr = Some(v);
     }
     c.truncate_corrupt_log |= a.truncate_corrupt_log;
+    c.start_with_damaged_config |= a.start_with_damaged_config;
     ringmq::broker::schedule::parse_levels(&c.message_delay_level).map_err(|e| format!("message_delay_level: {e}"))?;
     if c.segment_bytes % 4096 != 0 || c.segment_bytes < (64 << 10) {
         return Err(format!("segment size {} must be a multiple of 4096 and at least 64 KiB", c.segment_bytes));

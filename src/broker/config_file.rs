@@ -1,24 +1,98 @@
-//! The JSON files of a shard's broker state under `config/` (topics, groups, offsets, delay progress):
-//! loaded at start (a missing or unreadable file is an empty table, logged), replaced atomically when
-//! they change.
+//! The JSON files of a shard's broker state under `config/` (topics, groups, consumer offsets,
+//! delay and timer progress): loaded at start, replaced atomically when they change.
+//!
+//! Integrity: each file is framed like the checkpoint (JSON, newline, CRC32, newline) and the previous
+//! version is kept beside it as `<name>.bak`. A file that fails its CRC or does not parse is never
+//! trusted and never overwritten silently: the previous version is loaded (with a warning); if that is
+//! damaged too, the file is recorded as damaged and the shard refuses to start naming it, unless the
+//! operator starts with `--start-with-damaged-config`, which moves both aside
+//! (`<name>.damaged-<ms>`) and starts with an empty table. Files written by older ringmq versions
+//! (plain JSON without the CRC line) are accepted when they parse.
+//!
+//! Lives on the shard that owns the directory; the damaged list is per thread for that reason.
 
-use crate::store::checkpoint::write_atomic;
+use crate::store::checkpoint::{frame, unframe, write_atomic};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::path::Path;
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
 
-/// Reads `path`, or `field` of it when given (RocketMQ wraps some tables, e.g. `offsetTable`).
-pub fn load<T: DeserializeOwned + Default>(path: &Path, field: Option<&str>) -> T {
-    let Ok(data) = std::fs::read(path) else { return T::default() };
-    let parsed = serde_json::from_slice::<serde_json::Value>(&data)
-        .and_then(|v| serde_json::from_value(field.map_or(v.clone(), |f| v[f].clone())));
-    parsed.unwrap_or_else(|e| {
-        tracing::error!(file = %path.display(), error = %e, "unreadable config file; starting with an empty table");
-        T::default()
-    })
+thread_local! {
+    /// Files found damaged (with no good previous version) by loads on this thread.
+    static DAMAGED: RefCell<Vec<(PathBuf, String)>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Writes `value` (under `field` when given) to `path` atomically; logs and returns false on failure.
+/// Takes the files this thread found damaged since the last call (start-up checks them).
+pub fn take_damaged() -> Vec<(PathBuf, String)> {
+    DAMAGED.with(|d| std::mem::take(&mut *d.borrow_mut()))
+}
+
+fn previous(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".bak");
+    PathBuf::from(p)
+}
+
+/// Reads and verifies one file: `Ok(None)` when it does not exist.
+fn read_verified<T: DeserializeOwned>(path: &Path, field: Option<&str>) -> Result<Option<T>, String> {
+    let data = match std::fs::read(path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let json = match unframe(&data) {
+        Ok(json) => json,
+        // An older ringmq wrote plain JSON: accepted when it parses.
+        Err(crate::store::checkpoint::CheckpointError::NoChecksum) => &data[..],
+        Err(e) => return Err(e.to_string()),
+    };
+    let v: serde_json::Value = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+    let v = match field {
+        Some(f) => v.get(f).cloned().ok_or_else(|| format!("no field {f:?}"))?,
+        None => v,
+    };
+    serde_json::from_value(v).map(Some).map_err(|e| e.to_string())
+}
+
+/// Reads `path` (or `field` of it: RocketMQ wraps some tables, e.g. `offsetTable`), falling back to
+/// its previous version; see the module doc for what happens when both are damaged.
+pub fn load<T: DeserializeOwned + Default>(path: &Path, field: Option<&str>) -> T {
+    let bak = previous(path);
+    let why = match read_verified(path, field) {
+        Ok(Some(v)) => return v,
+        Ok(None) if !bak.exists() => return T::default(),
+        Ok(None) => "missing".to_string(),
+        Err(why) => why,
+    };
+    match read_verified(&bak, field) {
+        Ok(Some(v)) => {
+            tracing::warn!(file = %path.display(), %why, previous = %bak.display(),
+                "config file damaged: loaded its previous version (changes since then are lost)");
+            v
+        }
+        Ok(None) | Err(_) => {
+            tracing::error!(file = %path.display(), %why, "config file damaged and no good previous version");
+            DAMAGED.with(|d| d.borrow_mut().push((path.to_path_buf(), why)));
+            T::default()
+        }
+    }
+}
+
+/// Moves a damaged file and its previous version aside so that the empty table that replaces them
+/// never overwrites the evidence (`--start-with-damaged-config`).
+pub fn set_aside(path: &Path) {
+    let stamp = crate::store::now_ms();
+    for p in [path.to_path_buf(), previous(path)] {
+        let mut to = p.as_os_str().to_owned();
+        to.push(format!(".damaged-{stamp}"));
+        if p.exists() && std::fs::rename(&p, &to).is_ok() {
+            tracing::warn!(file = %p.display(), moved_to = %PathBuf::from(&to).display(), "damaged config file set aside");
+        }
+    }
+}
+
+/// Writes `value` (under `field` when given) to `path` atomically, keeping the previous version as
+/// `<path>.bak`; logs and returns false on failure.
 pub fn save<T: Serialize>(path: &Path, field: Option<&str>, value: &T) -> bool {
     let json = match field {
         Some(f) => serde_json::json!({ f: value }),
@@ -26,7 +100,14 @@ pub fn save<T: Serialize>(path: &Path, field: Option<&str>, value: &T) -> bool {
     };
     let result = std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))
         .and_then(|_| serde_json::to_vec_pretty(&json).map_err(std::io::Error::other))
-        .and_then(|data| write_atomic(path, &data));
+        .and_then(|data| {
+            // Only a file that verifies becomes the previous version: a damaged one stays as it is
+            // until the operator looks (it was reported at start).
+            if path.exists() && read_verified::<serde_json::Value>(path, None).is_ok() {
+                std::fs::copy(path, previous(path))?;
+            }
+            write_atomic(path, &frame(data))
+        });
     if let Err(e) = &result {
         tracing::error!(file = %path.display(), error = %e, "cannot persist config file");
     }
@@ -38,16 +119,55 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
+    fn table(v: u64) -> BTreeMap<String, u64> {
+        [("a".to_string(), v)].into()
+    }
+
     #[test]
-    fn round_trip_with_and_without_wrapper_and_corrupt_file() {
+    fn round_trip_with_and_without_wrapper() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.json");
-        let m: BTreeMap<String, u64> = [("a".to_string(), 1)].into();
-        assert!(save(&p, Some("offsetTable"), &m));
-        assert_eq!(load::<BTreeMap<String, u64>>(&p, Some("offsetTable")), m);
-        assert!(save(&p, None, &m));
-        assert_eq!(load::<BTreeMap<String, u64>>(&p, None), m);
-        std::fs::write(&p, b"{not json").unwrap();
+        assert!(save(&p, Some("offsetTable"), &table(1)));
+        assert_eq!(load::<BTreeMap<String, u64>>(&p, Some("offsetTable")), table(1));
+        assert!(save(&p, None, &table(2)));
+        assert_eq!(load::<BTreeMap<String, u64>>(&p, None), table(2));
+        std::fs::write(&p, br#"{"a": 7}"#).unwrap(); // an older ringmq's plain JSON
+        assert_eq!(load::<BTreeMap<String, u64>>(&p, None), table(7));
+        assert!(take_damaged().is_empty());
+    }
+
+    #[test]
+    fn damaged_config_file_loads_the_previous_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("offsets.json");
+        assert!(save(&p, None, &table(1)));
+        assert!(save(&p, None, &table(2)));
+        for damage in [&b"{not json"[..], &b""[..], &b"{\"a\": 3}\n00000000\n"[..]] {
+            std::fs::write(&p, damage).unwrap();
+            assert_eq!(load::<BTreeMap<String, u64>>(&p, None), table(1), "{damage:?}");
+        }
+        std::fs::remove_file(&p).unwrap(); // a crash between the two renames
+        assert_eq!(load::<BTreeMap<String, u64>>(&p, None), table(1));
+        assert!(take_damaged().is_empty());
+    }
+
+    #[test]
+    fn both_versions_damaged_is_reported_and_never_overwritten_silently() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("topics.json");
+        assert!(save(&p, None, &table(1)));
+        assert!(save(&p, None, &table(2)));
+        std::fs::write(&p, b"garbage").unwrap();
+        std::fs::write(previous(&p), b"garbage too").unwrap();
         assert!(load::<BTreeMap<String, u64>>(&p, None).is_empty());
+        let damaged = take_damaged();
+        assert_eq!(damaged.len(), 1);
+        assert_eq!(damaged[0].0, p);
+        // A save does not turn the damaged file into the previous version.
+        assert!(save(&p, None, &table(3)));
+        assert_eq!(std::fs::read(previous(&p)).unwrap(), b"garbage too");
+        set_aside(&p);
+        assert!(!p.exists() && !previous(&p).exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2, "both kept aside");
     }
 }

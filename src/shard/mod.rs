@@ -88,7 +88,25 @@ async fn shard_main(shard: usize, cfg: Config, addr: SocketAddr, control: Arc<Co
             return;
         }
     };
+    let allow_damaged = cfg.start_with_damaged_config;
     let broker = Rc::new(Broker::new(shard, cfg, addr, store, control.clone()));
+    let damaged = crate::broker::config_file::take_damaged();
+    if !damaged.is_empty() {
+        let names: Vec<String> = damaged.iter().map(|(p, why)| format!("{} ({why})", p.display())).collect();
+        if !allow_damaged {
+            let msg = format!(
+                "shard {shard}: config file(s) damaged with no good previous version: {}. Restore them from a \
+                 backup, or start with --start-with-damaged-config to set them aside and start with empty tables",
+                names.join("; ")
+            );
+            let _ = ready.send(Err((crate::shard::startup::EXIT_CONFIG, msg)));
+            return;
+        }
+        tracing::warn!(shard, files = %names.join("; "), "starting with empty tables in place of damaged config files");
+        for (p, _) in &damaged {
+            crate::broker::config_file::set_aside(p);
+        }
+    }
     broker.publish_registration();
     let stop = Rc::new(Cell::new(false));
     let accepts: Vec<_> =

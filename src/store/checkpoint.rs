@@ -82,27 +82,38 @@ impl Checkpoint {
     }
 
     pub fn decode(data: &[u8]) -> Result<Checkpoint, CheckpointError> {
-        let body = data.strip_suffix(b"\n").ok_or(CheckpointError::NoChecksum)?;
-        let split = body.iter().rposition(|&b| b == b'\n').ok_or(CheckpointError::NoChecksum)?;
-        let (json, sum) = (&body[..split], &body[split + 1..]);
-        let stored = std::str::from_utf8(sum)
-            .ok()
-            .filter(|s| s.len() == 8 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-            .and_then(|s| u32::from_str_radix(s, 16).ok())
-            .ok_or(CheckpointError::NoChecksum)?;
-        let computed = crc32fast::hash(json);
-        if stored != computed {
-            return Err(CheckpointError::Checksum { stored, computed });
-        }
+        let json = unframe(data)?;
         serde_json::from_slice(json).map_err(|e| CheckpointError::Parse(e.to_string()))
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = serde_json::to_vec(self).unwrap_or_default();
-        let crc = crc32fast::hash(&out);
-        out.extend_from_slice(format!("\n{crc:08x}\n").as_bytes());
-        out
+        frame(serde_json::to_vec(self).unwrap_or_default())
     }
+}
+
+/// `json`, a newline, its CRC32 as 8 lowercase hex digits, a newline: the framing of every small
+/// metadata file (checkpoint, config/*.json).
+pub fn frame(mut json: Vec<u8>) -> Vec<u8> {
+    let crc = crc32fast::hash(&json);
+    json.extend_from_slice(format!("\n{crc:08x}\n").as_bytes());
+    json
+}
+
+/// The JSON inside a [`frame`]d file, verified.
+pub fn unframe(data: &[u8]) -> Result<&[u8], CheckpointError> {
+    let body = data.strip_suffix(b"\n").ok_or(CheckpointError::NoChecksum)?;
+    let split = body.iter().rposition(|&b| b == b'\n').ok_or(CheckpointError::NoChecksum)?;
+    let (json, sum) = (&body[..split], &body[split + 1..]);
+    let stored = std::str::from_utf8(sum)
+        .ok()
+        .filter(|s| s.len() == 8 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .and_then(|s| u32::from_str_radix(s, 16).ok())
+        .ok_or(CheckpointError::NoChecksum)?;
+    let computed = crc32fast::hash(json);
+    if stored != computed {
+        return Err(CheckpointError::Checksum { stored, computed });
+    }
+    Ok(json)
 }
 
 /// Replaces `path` with `data` atomically and durably.

@@ -40,6 +40,24 @@ struct Window<F> {
 }
 
 impl<F: DiskFile> Window<F> {
+    /// Rewrites the seal at segment-relative `rel` (whole aligned blocks, synced) and forgets the
+    /// window so later reads see it.
+    async fn rewrite_seal(&mut self, rel: u64, seal: &[u8]) -> std::io::Result<()> {
+        let first = align_down(rel);
+        let end = align_up(rel + seal.len() as u64).min(self.seg_bytes);
+        let mut blocks = self.file.read_at(first, (end - first) as usize).await?.to_vec();
+        blocks.resize((end - first) as usize, 0);
+        let at = (rel - first) as usize;
+        blocks[at..at + seal.len()].copy_from_slice(seal);
+        self.file.write_at(&blocks, first).await?;
+        self.file.sync().await?;
+        self.data = Bytes::new();
+        self.start = 0;
+        Ok(())
+    }
+}
+
+impl<F: DiskFile> Window<F> {
     async fn get(&mut self, rel: u64, n: usize) -> std::io::Result<Bytes> {
         let end = rel + n as u64;
         if rel < self.start || end > self.start + self.data.len() as u64 {
@@ -82,7 +100,7 @@ pub async fn scan<D: Disk>(
         let path = segment_path(dir, seg);
         let file = disk.open(&path).await.map_err(|e| StoreError::io(&path, &e))?;
         let mut win = Window { file: file.clone(), seg_bytes, start: 0, data: Bytes::new() };
-        let (step, batch_start, batch) = scan_segment(&mut win, seg, pos, &path).await?;
+        let (step, batch_start, batch, torn) = scan_segment(&mut win, seg, pos, &path).await?;
         records.extend(batch);
         let reason = match step {
             Step::NextSegment => {
@@ -112,8 +130,16 @@ pub async fn scan<D: Disk>(
         }
         zero_range(&*file, seg, batch_start, last_nonzero).await.map_err(|e| StoreError::io(&path, &e))?;
         let bytes = last_nonzero.saturating_sub(batch_start);
-        tracing::warn!(file = %path.display(), offset = batch_start - seg, bytes, %reason,
-            "truncated the commit log's tail: an incomplete, never acknowledged batch");
+        let queues: std::collections::BTreeSet<String> = torn
+            .iter()
+            .filter(|r| r.to_queue)
+            .map(|r| format!("{}:{}@{}", r.topic, r.queue_id, r.queue_offset))
+            .collect();
+        tracing::warn!(file = %path.display(), offset = batch_start - seg, log_range = ?(batch_start..last_nonzero),
+            bytes, records = torn.len(), queues = ?queues, %reason,
+            "truncated the commit log's tail: an incomplete batch without a valid seal (never acknowledged under \
+             flush = sync, which acknowledges only after the seal is synced and shows readers only synced \
+             records, so its queue offsets are free again; under flush = async it may have been acknowledged)");
         truncated = Some((batch_start, bytes));
         pos = batch_start;
         break;
@@ -176,13 +202,14 @@ fn segment_starts<D: Disk>(disk: &D, dir: &Path, seg_bytes: u64) -> Result<Vec<u
 }
 
 /// Scans one segment from `pos`. Returns how it ended, the start of the last unfinished batch (where
-/// the log resumes) and the dispatch info of every sealed record.
+/// the log resumes), the dispatch info of every sealed record, and the records of the unfinished
+/// batch that decoded (what a truncation would remove).
 async fn scan_segment<F: DiskFile>(
     win: &mut Window<F>,
     seg: u64,
     mut pos: u64,
     path: &Path,
-) -> Result<(Step, u64, Vec<DispatchInfo>), StoreError> {
+) -> Result<(Step, u64, Vec<DispatchInfo>, Vec<DispatchInfo>), StoreError> {
     let seg_bytes = win.seg_bytes;
     let io_err = |e: std::io::Error| StoreError::io(path, &e);
     let mut done = Vec::new();
@@ -192,17 +219,17 @@ async fn scan_segment<F: DiskFile>(
     loop {
         let rel = pos - seg;
         if rel + 8 > seg_bytes {
-            return Ok((Step::Failure("record runs past the segment end".into()), batch_start, done));
+            return Ok((Step::Failure("record runs past the segment end".into()), batch_start, done, pending));
         }
         let head = win.get(rel, 8).await.map_err(io_err)?;
         let size = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as u64;
         let magic = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
         if size == 0 && magic == 0 {
             let step = if pending.is_empty() { Step::End } else { Step::Failure("batch ends without a seal".into()) };
-            return Ok((step, batch_start, done));
+            return Ok((step, batch_start, done, pending));
         }
         if size < 8 || rel + size > seg_bytes {
-            return Ok((Step::Failure(format!("record size {size} is impossible here")), batch_start, done));
+            return Ok((Step::Failure(format!("record size {size} is impossible here")), batch_start, done, pending));
         }
         match magic {
             MESSAGE_MAGIC if size >= RECORD_FIXED_BYTES as u64 => {
@@ -211,9 +238,9 @@ async fn scan_segment<F: DiskFile>(
                     Ok(m) if m.physical_offset == pos => m,
                     Ok(m) => {
                         let r = format!("record claims offset {} but sits at {pos}", m.physical_offset);
-                        return Ok((Step::Failure(r), batch_start, done));
+                        return Ok((Step::Failure(r), batch_start, done, pending));
                     }
-                    Err(e) => return Ok((Step::Failure(e.to_string()), batch_start, done)),
+                    Err(e) => return Ok((Step::Failure(e.to_string()), batch_start, done, pending)),
                 };
                 crc.update(&rec);
                 pending.push(DispatchInfo::from_stored(&msg, crc32fast::hash(&rec)));
@@ -226,16 +253,34 @@ async fn scan_segment<F: DiskFile>(
                         done.append(&mut pending);
                         batch_start = pos + SEAL_BYTES;
                     }
+                    // The seal itself is damaged (its own CRC fails) while every record of its batch
+                    // is complete, in place and passes its body CRC: the batch is not torn — it was
+                    // written whole and may have been acknowledged. Repair the seal from the verified
+                    // records and say so, rather than drop the batch (a seal whose own CRC holds but
+                    // whose batch CRC differs means a damaged record: that stays corruption).
+                    None if !pending.is_empty() => {
+                        let seal = super::log::encode_seal(batch_start, expected);
+                        win.rewrite_seal(rel, &seal).await.map_err(io_err)?;
+                        tracing::warn!(file = %path.display(), offset = rel, batch_start, records = pending.len(),
+                            "repaired a damaged batch seal: every record of its batch verified");
+                        done.append(&mut pending);
+                        batch_start = pos + SEAL_BYTES;
+                    }
                     _ => {
-                        return Ok((Step::Failure("batch seal or batch CRC mismatch".into()), batch_start, done));
+                        return Ok((
+                            Step::Failure("batch seal or batch CRC mismatch".into()),
+                            batch_start,
+                            done,
+                            pending,
+                        ));
                     }
                 }
             }
             BLANK_MAGIC if pending.is_empty() && rel + size == seg_bytes => {
-                return Ok((Step::NextSegment, batch_start, done));
+                return Ok((Step::NextSegment, batch_start, done, pending));
             }
             _ => {
-                return Ok((Step::Failure(format!("unknown record magic {magic:#010x}")), batch_start, done));
+                return Ok((Step::Failure(format!("unknown record magic {magic:#010x}")), batch_start, done, pending));
             }
         }
         pos += size;
