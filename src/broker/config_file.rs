@@ -106,7 +106,12 @@ pub fn save<T: Serialize>(path: &Path, field: Option<&str>, value: &T) -> bool {
             if path.exists() && read_verified::<serde_json::Value>(path, None).is_ok() {
                 std::fs::copy(path, previous(path))?;
             }
-            write_atomic(path, &frame(data))
+            write_atomic(path, &frame(data))?;
+            // A table written once still has a second copy to fall back on.
+            if !previous(path).exists() {
+                std::fs::copy(path, previous(path))?;
+            }
+            Ok(())
         });
     if let Err(e) = &result {
         tracing::error!(file = %path.display(), error = %e, "cannot persist config file");
