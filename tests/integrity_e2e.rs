@@ -104,6 +104,9 @@ fn truncate_half(path: &Path) {
     std::fs::write(path, &data[..data.len() / 2]).unwrap();
 }
 
+/// One way of damaging a file at rest.
+type Damage = fn(&Path);
+
 fn restart_after(s: &mut Server, damage: impl FnOnce(&Server)) {
     s.stop();
     damage(s);
@@ -112,7 +115,7 @@ fn restart_after(s: &mut Server, damage: impl FnOnce(&Server)) {
 
 #[test]
 fn consume_queue_damage_at_rest_is_rebuilt_from_the_log() {
-    let cases: [(&str, fn(&Path)); 4] = [
+    let cases: [(&str, Damage); 4] = [
         ("deleted", |p| std::fs::remove_file(p).unwrap()),
         ("truncated", truncate_half),
         ("random bytes", garbage),
@@ -135,7 +138,7 @@ fn consume_queue_damage_at_rest_is_rebuilt_from_the_log() {
 
 #[test]
 fn checkpoint_damage_at_rest_is_ignored_and_the_log_replayed() {
-    let cases: [(&str, fn(&Path)); 4] = [
+    let cases: [(&str, Damage); 4] = [
         ("truncated", truncate_half),
         ("garbage", garbage),
         ("offset beyond the log", |p| {
