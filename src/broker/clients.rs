@@ -17,6 +17,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+/// Consumer groups of one heartbeat registered before the shard lets other tasks run: a heartbeat
+/// naming thousands of groups takes turns instead of stalling the shard for its whole length.
+const HEARTBEAT_GROUPS_PER_TURN: usize = 128;
+
 /// Orderly-consumption lock lease (RocketMQ's rocketmq.broker.rebalance.lockMaxLiveTime, 60 s).
 pub const LOCK_LEASE: Duration = Duration::from_secs(60);
 
@@ -134,7 +138,7 @@ impl ClientRegistry {
 /// Parses the heartbeat body and registers its producers and consumers, in time linear in its size:
 /// the retry topics and groups it introduces are created with one file write each, whatever their
 /// number. More than `max_request_list_entries` groups, or subscriptions in one group, are refused.
-pub fn heartbeat(b: &Broker, conn: &Rc<Conn>, req: &Command) -> Command {
+pub async fn heartbeat(b: &Broker, conn: &Rc<Conn>, req: &Command) -> Command {
     let body: Value = match serde_json::from_slice(&req.body_bytes()) {
         Ok(v) => v,
         Err(e) => {
@@ -166,8 +170,11 @@ pub fn heartbeat(b: &Broker, conn: &Rc<Conn>, req: &Command) -> Command {
     b.upsert_topics(retry_topics, true);
     b.groups.borrow_mut().ensure_many(groups.iter().map(|(g, _)| g.as_str()));
     let mut changed = Vec::new();
-    let mut reg = b.clients.borrow_mut();
-    for (group, c) in &groups {
+    for (i, (group, c)) in groups.iter().enumerate() {
+        if i > 0 && i.is_multiple_of(HEARTBEAT_GROUPS_PER_TURN) {
+            futures_lite::future::yield_now().await; // a large heartbeat takes turns with other work
+        }
+        let mut reg = b.clients.borrow_mut();
         if reg.upsert_consumer(group, &client_id, conn, message_model(c)) {
             changed.push(group.clone());
         }
@@ -182,6 +189,7 @@ pub fn heartbeat(b: &Broker, conn: &Rc<Conn>, req: &Command) -> Command {
             }
         }
     }
+    let mut reg = b.clients.borrow_mut();
     for p in producers {
         let Some(group) = p.get("groupName").and_then(str_of) else {
             continue;

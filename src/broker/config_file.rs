@@ -9,6 +9,11 @@
 //! (`<name>.damaged-<ms>`) and starts with an empty table. Files written by older ringmq versions
 //! (plain JSON without the CRC line) are accepted when they parse.
 //!
+//! Writes: in a serving process (`start_background_writes`) a save hands the framed bytes to one
+//! writer thread, which writes them in order (the latest version per file when several are queued),
+//! so a shard never waits for a config file's two fsyncs; `flush_background_writes` waits for it (at
+//! shutdown). Elsewhere (tools, tests) saves are synchronous.
+//!
 //! Lives on the shard that owns the directory; the damaged list is per thread for that reason.
 
 use crate::store::checkpoint::{frame, unframe, write_atomic};
@@ -68,6 +73,7 @@ pub fn load<T: DeserializeOwned + Default>(path: &Path, field: Option<&str>) -> 
         Ok(Some(v)) => {
             tracing::warn!(file = %path.display(), %why, previous = %bak.display(),
                 "config file damaged: loaded its previous version (changes since then are lost)");
+            move_aside(path);
             v
         }
         Ok(None) | Err(_) => {
@@ -81,38 +87,113 @@ pub fn load<T: DeserializeOwned + Default>(path: &Path, field: Option<&str>) -> 
 /// Moves a damaged file and its previous version aside so that the empty table that replaces them
 /// never overwrites the evidence (`--start-with-damaged-config`).
 pub fn set_aside(path: &Path) {
-    let stamp = crate::store::now_ms();
-    for p in [path.to_path_buf(), previous(path)] {
-        let mut to = p.as_os_str().to_owned();
-        to.push(format!(".damaged-{stamp}"));
-        if p.exists() && std::fs::rename(&p, &to).is_ok() {
-            tracing::warn!(file = %p.display(), moved_to = %PathBuf::from(&to).display(), "damaged config file set aside");
-        }
+    move_aside(path);
+    move_aside(&previous(path));
+}
+
+/// Renames a damaged file to `<name>.damaged-<ms>` (kept for the operator, never overwritten).
+fn move_aside(p: &Path) {
+    let mut to = p.as_os_str().to_owned();
+    to.push(format!(".damaged-{}", crate::store::now_ms()));
+    if p.exists() && std::fs::rename(p, &to).is_ok() {
+        tracing::warn!(file = %p.display(), moved_to = %PathBuf::from(&to).display(), "damaged config file set aside");
     }
 }
 
+/// A request to the writer thread: write a file, or tell when everything before is written.
+enum Job {
+    Write(PathBuf, Vec<u8>),
+    Flushed(std::sync::mpsc::Sender<()>),
+}
+
+static WRITER: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Job>>> = std::sync::OnceLock::new();
+
+/// Sends later saves to one background writer thread (a serving process calls this once).
+pub fn start_background_writes() {
+    WRITER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("ringmq-config-writer".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    // Coalesce: of several queued versions of one file only the latest is written.
+                    let mut pending: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+                    let mut waiters = Vec::new();
+                    for job in std::iter::once(first).chain(rx.try_iter()) {
+                        match job {
+                            Job::Write(p, d) => match pending.iter_mut().find(|(q, _)| *q == p) {
+                                Some(slot) => slot.1 = d,
+                                None => pending.push((p, d)),
+                            },
+                            Job::Flushed(w) => waiters.push(w),
+                        }
+                    }
+                    for (p, d) in pending {
+                        if let Err(e) = write_with_previous(&p, &d) {
+                            tracing::error!(file = %p.display(), error = %e, "cannot persist config file");
+                        }
+                    }
+                    for w in waiters {
+                        let _ = w.send(());
+                    }
+                }
+            })
+            .map(|_| std::sync::Mutex::new(tx))
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "no config writer thread; config files are written inline");
+                std::sync::Mutex::new(std::sync::mpsc::channel().0)
+            })
+    });
+}
+
+/// Waits until every save handed to the writer thread is written (shutdown).
+pub fn flush_background_writes() {
+    let Some(writer) = WRITER.get() else { return };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sent = writer.lock().map(|w| w.send(Job::Flushed(tx)).is_ok()).unwrap_or(false);
+    if sent {
+        let _ = rx.recv_timeout(std::time::Duration::from_secs(10));
+    }
+}
+
+/// Replaces `path` with `framed` atomically, keeping the previous version as `<path>.bak`.
+fn write_with_previous(path: &Path, framed: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
+    // Only a file that verifies becomes the previous version: a damaged one stays as it is
+    // until the operator looks (it was reported at start).
+    if path.exists() && read_verified::<serde_json::Value>(path, None).is_ok() {
+        std::fs::copy(path, previous(path))?;
+    }
+    write_atomic(path, framed)?;
+    // A table written once still has a second copy to fall back on.
+    if !previous(path).exists() {
+        std::fs::copy(path, previous(path))?;
+    }
+    Ok(())
+}
+
 /// Writes `value` (under `field` when given) to `path` atomically, keeping the previous version as
-/// `<path>.bak`; logs and returns false on failure.
+/// `<path>.bak` — on the writer thread when one runs (then true means queued); logs and returns
+/// false on failure.
 pub fn save<T: Serialize>(path: &Path, field: Option<&str>, value: &T) -> bool {
     let json = match field {
         Some(f) => serde_json::json!({ f: value }),
         None => serde_json::to_value(value).unwrap_or(serde_json::Value::Null),
     };
-    let result = std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))
-        .and_then(|_| serde_json::to_vec_pretty(&json).map_err(std::io::Error::other))
-        .and_then(|data| {
-            // Only a file that verifies becomes the previous version: a damaged one stays as it is
-            // until the operator looks (it was reported at start).
-            if path.exists() && read_verified::<serde_json::Value>(path, None).is_ok() {
-                std::fs::copy(path, previous(path))?;
-            }
-            write_atomic(path, &frame(data))?;
-            // A table written once still has a second copy to fall back on.
-            if !previous(path).exists() {
-                std::fs::copy(path, previous(path))?;
-            }
-            Ok(())
-        });
+    let framed = match serde_json::to_vec_pretty(&json) {
+        Ok(data) => frame(data),
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = %e, "cannot encode config file");
+            return false;
+        }
+    };
+    if let Some(writer) = WRITER.get()
+        && let Ok(w) = writer.lock()
+        && w.send(Job::Write(path.to_path_buf(), framed.clone())).is_ok()
+    {
+        return true;
+    }
+    let result = write_with_previous(path, &framed);
     if let Err(e) = &result {
         tracing::error!(file = %path.display(), error = %e, "cannot persist config file");
     }
@@ -151,7 +232,14 @@ mod tests {
             std::fs::write(&p, damage).unwrap();
             assert_eq!(load::<BTreeMap<String, u64>>(&p, None), table(1), "{damage:?}");
         }
-        std::fs::remove_file(&p).unwrap(); // a crash between the two renames
+        let _ = std::fs::remove_file(&p); // a crash between the two renames (or set aside above)
+        assert!(
+            std::fs::read_dir(dir.path()).unwrap().any(|e| e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains("damaged-"))
+        );
         assert_eq!(load::<BTreeMap<String, u64>>(&p, None), table(1));
         assert!(take_damaged().is_empty());
     }

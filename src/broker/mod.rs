@@ -198,7 +198,7 @@ impl Broker {
             rq::SEARCH_OFFSET_BY_TIMESTAMP => offsets::search_by_timestamp(self, &req).await,
             rq::INVOKE_BROKER_TO_RESET_OFFSET => offsets::reset_offset(self, &req).await,
             rq::GET_EARLIEST_MSG_STORETIME => offsets::earliest_store_time(self, &req).await,
-            rq::HEART_BEAT => clients::heartbeat(self, conn, &req),
+            rq::HEART_BEAT => clients::heartbeat(self, conn, &req).await,
             rq::UNREGISTER_CLIENT => clients::unregister(self, &req),
             rq::GET_CONSUMER_LIST_BY_GROUP => clients::consumer_list(self, &req),
             rq::CHECK_CLIENT_CONFIG => clients::check_client_config(&req),

@@ -191,6 +191,7 @@ pub fn serve(cfg: Config) -> i32 {
 fn serve_inner(cfg: Config) -> Result<i32, (i32, String)> {
     let cfg_err = |m: String| (startup::EXIT_CONFIG, m);
     startup::fail_stop_on_panic();
+    crate::broker::config_file::start_background_writes();
     let shards = if cfg.role == Role::Namesrv { 0 } else { cfg.shard_count() };
     let with_ns = cfg.role != Role::Broker;
     startup::check_io_uring().map_err(cfg_err)?;

@@ -192,4 +192,6 @@ pub async fn shutdown(b: &Rc<Broker>) {
     b.offsets.borrow_mut().persist();
     b.schedule.borrow_mut().persist();
     b.timer.borrow_mut().persist();
+    // The saves above went to the writer thread: wait for them off the executor.
+    glommio::executor().spawn_blocking(crate::broker::config_file::flush_background_writes).await;
 }
