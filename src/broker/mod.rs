@@ -218,3 +218,18 @@ impl Broker {
         Some(resp)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enospc_answers_the_disk_full_code() {
+        let e = StoreError::io("/data/0/commitlog/x", &std::io::Error::from_raw_os_error(libc::ENOSPC));
+        assert!(matches!(e, StoreError::NoSpace { .. }), "{e:?}");
+        let req = Command::request(rq::SEND_MESSAGE_V2);
+        assert_eq!(store_error_response(&req, &e).code, rs::SERVICE_NOT_AVAILABLE);
+        let other = StoreError::io("/x", &std::io::Error::from_raw_os_error(libc::EIO));
+        assert_eq!(store_error_response(&req, &other).code, rs::SYSTEM_ERROR);
+    }
+}

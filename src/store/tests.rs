@@ -366,3 +366,15 @@ fn prewriting_a_segment_syncs_as_it_goes() {
     block_on(s.log().prepare_next()).unwrap();
     assert_eq!(disk.syncs() - before, 3, "one sync per 32 MiB of zeros, and one at the end");
 }
+
+#[test]
+fn slow_first_sends_next_segment_is_not_prewritten_before_the_active_one_is_a_quarter_full() {
+    // Pre-writing the next segment right at start made the first sync sends wait behind its zeros.
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&FakeDisk::new(), &cfg(dir.path())).unwrap();
+    assert!(!s.log().needs_next_segment(), "a fresh store pre-writes its next segment at once");
+    while s.log().write_pos() < SEG / 4 {
+        put_acked(&s, msg("T", 0, &[7; 1000], "a"));
+    }
+    assert!(s.log().needs_next_segment(), "a quarter-full segment has no successor prepared");
+}
