@@ -167,8 +167,12 @@ pub async fn heartbeat(b: &Broker, conn: &Rc<Conn>, req: &Command) -> Command {
         .filter(|t| b.topics.borrow().get(t).is_none())
         .map(|t| TopicConfig::new(&t, 1, PERM_READ | PERM_WRITE))
         .collect();
+    // Each phase is one stretch of work; between them (and every 128 groups) other tasks run.
+    futures_lite::future::yield_now().await;
     b.upsert_topics(retry_topics, true);
+    futures_lite::future::yield_now().await;
     b.groups.borrow_mut().ensure_many(groups.iter().map(|(g, _)| g.as_str()));
+    futures_lite::future::yield_now().await;
     let mut changed = Vec::new();
     for (i, (group, c)) in groups.iter().enumerate() {
         if i > 0 && i.is_multiple_of(HEARTBEAT_GROUPS_PER_TURN) {
@@ -198,8 +202,11 @@ pub async fn heartbeat(b: &Broker, conn: &Rc<Conn>, req: &Command) -> Command {
         reg.producers.entry(group).or_default().insert(client_id.clone(), member);
     }
     drop(reg);
-    for g in changed {
-        notify_ids_changed(b, &g);
+    for (i, g) in changed.iter().enumerate() {
+        if i > 0 && i.is_multiple_of(HEARTBEAT_GROUPS_PER_TURN) {
+            futures_lite::future::yield_now().await;
+        }
+        notify_ids_changed(b, g);
     }
     let mut r = req.response_to(rs::SUCCESS);
     r.put("IS_SUB_CHANGE", "true");
