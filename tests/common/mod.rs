@@ -25,7 +25,10 @@ fn ports_free(ports: &[u16]) -> bool {
 /// Picks a base port whose shard ports, VIP ports and name-server port are all free.
 pub fn free_ports(shards: usize) -> (u16, u16) {
     loop {
-        let base = 20_000 + (rand_u16() % 2000) * 16;
+        // Below Linux's ephemeral range (32768–60999): tests that open thousands of client
+        // connections take ephemeral ports, and one could land on a port chosen here before the
+        // broker binds it.
+        let base = 20_000 + (rand_u16() % 760) * 16;
         let ns = base + 4 * shards as u16 + 8;
         let mut all = vec![ns, ns + 1];
         for i in 0..shards as u16 {
