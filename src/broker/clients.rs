@@ -193,15 +193,13 @@ pub async fn heartbeat(b: &Broker, conn: &Rc<Conn>, req: &Command) -> Command {
             }
         }
     }
-    let mut reg = b.clients.borrow_mut();
     for p in producers {
         let Some(group) = p.get("groupName").and_then(str_of) else {
             continue;
         };
         let member = Member { conn: conn.clone(), last_seen: Instant::now() };
-        reg.producers.entry(group).or_default().insert(client_id.clone(), member);
+        b.clients.borrow_mut().producers.entry(group).or_default().insert(client_id.clone(), member);
     }
-    drop(reg);
     for (i, g) in changed.iter().enumerate() {
         if i > 0 && i.is_multiple_of(HEARTBEAT_GROUPS_PER_TURN) {
             futures_lite::future::yield_now().await;
