@@ -102,7 +102,9 @@ fn move_aside(p: &Path) {
 
 /// A request to the writer thread: write a file, or tell when everything before is written.
 enum Job {
-    Write(PathBuf, Vec<u8>),
+    /// The file and how to encode it: a snapshot of the table, encoded on the writer thread (a large
+    /// table takes milliseconds to encode).
+    Write(PathBuf, Box<dyn FnOnce() -> Option<Vec<u8>> + Send>),
     Flushed(std::sync::mpsc::Sender<()>),
 }
 
@@ -117,7 +119,8 @@ pub fn start_background_writes() {
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
                     // Coalesce: of several queued versions of one file only the latest is written.
-                    let mut pending: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+                    type Encode = Box<dyn FnOnce() -> Option<Vec<u8>> + Send>;
+                    let mut pending: Vec<(PathBuf, Encode)> = Vec::new();
                     let mut waiters = Vec::new();
                     for job in std::iter::once(first).chain(rx.try_iter()) {
                         match job {
@@ -128,7 +131,8 @@ pub fn start_background_writes() {
                             Job::Flushed(w) => waiters.push(w),
                         }
                     }
-                    for (p, d) in pending {
+                    for (p, encode) in pending {
+                        let Some(d) = encode() else { continue };
                         if let Err(e) = write_with_previous(&p, &d) {
                             tracing::error!(file = %p.display(), error = %e, "cannot persist config file");
                         }
@@ -172,27 +176,35 @@ fn write_with_previous(path: &Path, framed: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Writes `value` (under `field` when given) to `path` atomically, keeping the previous version as
-/// `<path>.bak` — on the writer thread when one runs (then true means queued); logs and returns
-/// false on failure.
-pub fn save<T: Serialize>(path: &Path, field: Option<&str>, value: &T) -> bool {
+/// The framed file content of `value` (under `field` when given).
+fn encode<T: Serialize>(path: &Path, field: Option<&str>, value: &T) -> Option<Vec<u8>> {
     let json = match field {
         Some(f) => serde_json::json!({ f: value }),
         None => serde_json::to_value(value).unwrap_or(serde_json::Value::Null),
     };
-    let framed = match serde_json::to_vec_pretty(&json) {
-        Ok(data) => frame(data),
+    match serde_json::to_vec_pretty(&json) {
+        Ok(data) => Some(frame(data)),
         Err(e) => {
             tracing::error!(file = %path.display(), error = %e, "cannot encode config file");
-            return false;
+            None
         }
-    };
+    }
+}
+
+/// Writes `value` (under `field` when given) to `path` atomically, keeping the previous version as
+/// `<path>.bak` — from a snapshot on the writer thread when one runs (then true means queued); logs
+/// and returns false on failure.
+pub fn save<T: Serialize + Clone + Send + 'static>(path: &Path, field: Option<&str>, value: &T) -> bool {
     if let Some(writer) = WRITER.get()
         && let Ok(w) = writer.lock()
-        && w.send(Job::Write(path.to_path_buf(), framed.clone())).is_ok()
     {
-        return true;
+        let (snapshot, field, p) = (value.clone(), field.map(str::to_string), path.to_path_buf());
+        let job = Job::Write(path.to_path_buf(), Box::new(move || encode(&p, field.as_deref(), &snapshot)));
+        if w.send(job).is_ok() {
+            return true;
+        }
     }
+    let Some(framed) = encode(path, field, value) else { return false };
     let result = write_with_previous(path, &framed);
     if let Err(e) = &result {
         tracing::error!(file = %path.display(), error = %e, "cannot persist config file");

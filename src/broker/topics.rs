@@ -167,8 +167,13 @@ impl TopicTable {
 
     /// RocketMQ's TopicConfigSerializeWrapper JSON for REGISTER_BROKER and GET_ALL_TOPIC_CONFIG.
     pub fn wrapper_json(&self) -> serde_json::Value {
-        serde_json::json!({ "topicConfigTable": self.topics, "dataVersion": self.version })
+        wrapper_of(&self.topics, self.version)
     }
+}
+
+/// RocketMQ's TopicConfigSerializeWrapper JSON of a topic table.
+fn wrapper_of(topics: &BTreeMap<String, TopicConfig>, version: DataVersion) -> serde_json::Value {
+    serde_json::json!({ "topicConfigTable": topics, "dataVersion": version })
 }
 
 impl Broker {
@@ -194,11 +199,15 @@ impl Broker {
 
     /// Hands this shard's topic table to the registrar, which registers it with the name servers.
     pub fn publish_registration(&self) {
-        let body = serde_json::json!({
-            "topicConfigSerializeWrapper": self.topics.borrow().wrapper_json(),
-            "filterServerList": [],
+        let (topics, version) = {
+            let t = self.topics.borrow();
+            (t.topics.clone(), t.version)
+        };
+        let body = std::sync::Arc::new(move || {
+            let wrapper = wrapper_of(&topics, version);
+            serde_json::json!({ "topicConfigSerializeWrapper": wrapper, "filterServerList": [] }).to_string()
         });
-        self.control.set_registration(self.shard, self.name.clone(), self.addr, body.to_string());
+        self.control.set_registration(self.shard, self.name.clone(), self.addr, body);
     }
 
     /// The topic a send goes to, created from the template when allowed.

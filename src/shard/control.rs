@@ -19,13 +19,22 @@ pub struct TopicEvent {
     pub delete: Option<String>,
 }
 
+/// Builds a REGISTER_BROKER body. Encoding a large topic table takes milliseconds, so the shard
+/// hands over a snapshot and the registrar thread encodes it, off the data path.
+pub type RegistrationBody = std::sync::Arc<dyn Fn() -> String + Send + Sync>;
+
 /// What the registrar sends to the name servers for one shard.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Registration {
     pub broker_name: String,
     pub addr: SocketAddr,
-    /// REGISTER_BROKER body JSON.
-    pub body: String,
+    pub body: RegistrationBody,
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration").field("broker_name", &self.broker_name).field("addr", &self.addr).finish()
+    }
 }
 
 #[derive(Default)]
@@ -70,7 +79,7 @@ impl ControlPlane {
         new
     }
 
-    pub fn set_registration(&self, shard: usize, broker_name: String, addr: SocketAddr, body: String) {
+    pub fn set_registration(&self, shard: usize, broker_name: String, addr: SocketAddr, body: RegistrationBody) {
         if let Ok(mut s) = self.state.lock() {
             if let Some(slot) = s.registrations.get_mut(shard) {
                 *slot = Some(Registration { broker_name, addr, body });

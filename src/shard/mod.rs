@@ -147,7 +147,14 @@ async fn namesrv_main(cfg: Config, control: Arc<ControlPlane>, ready: Ready) {
 }
 
 fn executor(name: String, placement: Placement) -> LocalExecutorBuilder {
-    LocalExecutorBuilder::new(placement).name(&name).io_memory(startup::IO_MEMORY_BYTES)
+    // glommio pins an executor's blocking pool to the executor's own core by default, so the shard's
+    // off-executor work (checkpoint files, large heartbeat parses) took the CPU from the very shard it
+    // was moved off (measured: a 600 KB heartbeat parse stalled sends for 60–90 ms). Unbound, the
+    // scheduler runs it on another core.
+    LocalExecutorBuilder::new(placement)
+        .name(&name)
+        .io_memory(startup::IO_MEMORY_BYTES)
+        .blocking_thread_pool_placement(glommio::PoolPlacement::Unbound(1))
 }
 
 /// Waits for an executor's start-up report; a thread that died without one failed to create its

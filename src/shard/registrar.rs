@@ -52,7 +52,7 @@ impl Registrar {
             cmd.put("compressed", "false");
             cmd.put("bodyCrc32", 0);
             cmd.put("heartbeatTimeoutMillis", self.broker_expiry.as_millis());
-            self.request(conns, ns, cmd.with_body(r.body.clone()));
+            self.request(conns, ns, cmd.with_body((r.body)()));
         }
     }
 
