@@ -178,9 +178,21 @@ pub async fn heartbeat(b: &Broker, conn: &Rc<Conn>, req: &Command) -> Command {
         .map(|t| TopicConfig::new(&t, 1, PERM_READ | PERM_WRITE))
         .collect();
     // Each phase is one stretch of work; between them (and every 128 groups) other tasks run.
+    // New retry topics are inserted in batches; the version, the file and the registration — each
+    // a copy of the whole table — are done once, each in its own turn.
+    let mut added = false;
     for chunk in retry_topics.chunks(HEARTBEAT_GROUPS_PER_TURN * 4) {
         futures_lite::future::yield_now().await;
-        b.upsert_topics(chunk.to_vec(), true);
+        for tc in b.topics.borrow_mut().insert_unversioned(chunk.to_vec()) {
+            b.control.publish_topic(b.shard, Some(tc), None);
+            added = true;
+        }
+    }
+    if added {
+        futures_lite::future::yield_now().await;
+        b.topics.borrow_mut().bump();
+        futures_lite::future::yield_now().await;
+        b.publish_registration();
     }
     futures_lite::future::yield_now().await;
     b.groups.borrow_mut().ensure_many(groups.iter().map(|(g, _)| g.as_str()));

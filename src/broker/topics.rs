@@ -134,15 +134,22 @@ impl TopicTable {
     /// Inserts or replaces topics with one version bump and one write of the file; returns those
     /// that changed.
     pub fn upsert_many(&mut self, tcs: Vec<TopicConfig>) -> Vec<TopicConfig> {
+        let changed = self.insert_unversioned(tcs);
+        if !changed.is_empty() {
+            self.bump();
+        }
+        changed
+    }
+
+    /// Inserts or replaces topics without bumping the version or writing the file (the caller
+    /// calls [`TopicTable::bump`] once after several batches); returns those that changed.
+    pub fn insert_unversioned(&mut self, tcs: Vec<TopicConfig>) -> Vec<TopicConfig> {
         let mut changed = Vec::new();
         for tc in tcs {
             if self.topics.get(&tc.topic_name) != Some(&tc) {
                 self.topics.insert(tc.topic_name.clone(), tc.clone());
                 changed.push(tc);
             }
-        }
-        if !changed.is_empty() {
-            self.bump();
         }
         changed
     }
@@ -155,7 +162,8 @@ impl TopicTable {
         removed
     }
 
-    fn bump(&mut self) {
+    /// A new data version, written to the file.
+    pub fn bump(&mut self) {
         self.version.counter += 1;
         self.version.timestamp = now_ms();
         self.persist();
