@@ -12,6 +12,7 @@
 
 pub mod checkpoint;
 pub mod consume_queue;
+mod derived;
 pub mod dispatch;
 pub mod error;
 pub mod fake_disk;
@@ -23,7 +24,7 @@ mod retention;
 use crate::protocol::message::{MessageToStore, StoredMessage};
 use bytes::Bytes;
 use checkpoint::{Checkpoint, CheckpointJob, QueueWrite};
-use consume_queue::{ConsumeQueue, CqEntry, load_queue, queue_dir};
+use consume_queue::{ConsumeQueue, CqEntry, queue_dir};
 use dispatch::{DispatchInfo, enters_queue, index_keys, tags_code};
 pub use error::{EXIT_STORE_CORRUPT, EXIT_STORE_POISONED, StoreError};
 use index::KeyIndex;
@@ -132,7 +133,7 @@ impl<D: Disk> Store<D> {
         std::fs::create_dir_all(&cfg.dir).map_err(|e| StoreError::io(&cfg.dir, &e))?;
         disk.create_dir_all(&log_dir).map_err(|e| StoreError::io(&log_dir, &e))?;
         let cp_path = cfg.dir.join("checkpoint");
-        let cp = trusted_checkpoint(&disk, &log_dir, cfg.segment_bytes, &cp_path).await;
+        let cp = derived::trusted_checkpoint(&disk, &log_dir, cfg.segment_bytes, &cp_path).await;
         let outcome = recovery::scan(&disk, &log_dir, cfg.segment_bytes, cp.log_offset, cfg.truncate_corrupt).await?;
         let log_cfg = LogConfig {
             dir: log_dir.clone(),
@@ -146,7 +147,7 @@ impl<D: Disk> Store<D> {
         let limit = cp.log_offset.min(log.write_pos());
         let cq_root = cfg.dir.join("consumequeue");
         let index_path = cfg.dir.join("index").join("keys");
-        let loaded = load_derived(&cq_root, &index_path, &cp, log_min, limit);
+        let loaded = derived::load_derived(&cq_root, &index_path, &cp, log_min, limit);
         let dir = cfg.dir.clone();
         let mut store = Store {
             cfg,
@@ -186,89 +187,6 @@ impl<D: Disk> Store<D> {
         tracing::info!(dir = %store.cfg.dir.display(), write_pos = store.log.write_pos(), replayed,
             truncated = ?outcome.truncated, rebuilt = store.rebuilt_derived.get(), "store recovered");
         Ok(store)
-    }
-
-    /// Installs verified derived files: every queue's end must match the checkpoint's manifest, its
-    /// entries must be well formed, and its last entries must match the records they point at.
-    async fn adopt_derived(&mut self, d: Derived, cp: &Checkpoint, limit: u64) -> Result<(), String> {
-        let manifest: usize = cp.queue_ends.values().map(|m| m.values().filter(|&&e| e > 0).count()).sum();
-        let loaded: usize = d.queues.values().map(HashMap::len).sum();
-        if loaded != manifest {
-            return Err(format!("{loaded} queues have files but the checkpoint lists {manifest}"));
-        }
-        for (topic, ends) in &cp.queue_ends {
-            for (&qid, &end) in ends.iter().filter(|(_, e)| **e > 0) {
-                let Some(q) = d.queues.get(topic).and_then(|t| t.get(&qid)) else {
-                    return Err(format!("queue {topic}:{qid} has no files (the checkpoint says it ends at {end})"));
-                };
-                if q.next_offset() != end {
-                    return Err(format!(
-                        "queue {topic}:{qid} ends at {} but the checkpoint says {end}",
-                        q.next_offset()
-                    ));
-                }
-                self.verify_queue(topic, qid, q, limit).await?;
-            }
-        }
-        *self.queues.get_mut() = d.queues;
-        *self.index.get_mut() = d.index;
-        *self.index_hasher.get_mut() = d.index_hasher;
-        self.index_file_entries.set(d.index_file_entries);
-        Ok(())
-    }
-
-    /// Structure of a loaded queue (offsets inside the log, strictly increasing, sane sizes) and its
-    /// last entries against the records they point at (position, size, CRC, topic, queue, offset).
-    async fn verify_queue(&self, topic: &str, qid: i32, q: &ConsumeQueue, limit: u64) -> Result<(), String> {
-        let log_min = self.log.min_pos();
-        let max_record = self.log.max_record_bytes() as u32;
-        let mut prev = None;
-        for (off, e) in q.entries_between(q.min_offset(), q.next_offset()) {
-            let sane = e.physical_offset >= log_min
-                && e.physical_offset < limit
-                && e.size as usize >= crate::protocol::message::RECORD_FIXED_BYTES
-                && e.size <= max_record
-                && prev.is_none_or(|p| e.physical_offset > p);
-            if !sane {
-                return Err(format!("queue {topic}:{qid} entry {off} is malformed ({e:?})"));
-            }
-            prev = Some(e.physical_offset);
-        }
-        const CHECK_LAST: u64 = 2;
-        let first = q.next_offset().saturating_sub(CHECK_LAST).max(q.min_offset());
-        for (off, e) in q.entries_between(first, q.next_offset()) {
-            let rec = self.log.read(e.physical_offset, e.size as usize).await.map_err(|err| err.to_string())?;
-            let ok = crc32fast::hash(&rec) == e.crc
-                && StoredMessage::decode(&rec).is_ok_and(|m| {
-                    m.topic == topic
-                        && m.queue_id == qid
-                        && m.queue_offset == off
-                        && m.physical_offset == e.physical_offset
-                });
-            if !ok {
-                return Err(format!(
-                    "queue {topic}:{qid} entry {off} does not match the record at {}",
-                    e.physical_offset
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// Drops every derived file and in-memory table before a rebuild from the log.
-    fn forget_derived(&mut self, cq_root: &std::path::Path, index_path: &std::path::Path, log_min: u64) {
-        let _ = std::fs::remove_dir_all(cq_root);
-        let _ = std::fs::remove_file(index_path);
-        self.queues.get_mut().clear();
-        *self.index.get_mut() = KeyIndex::default();
-        *self.index_hasher.get_mut() = crc32fast::Hasher::new();
-        self.index_file_entries.set(0);
-        self.checkpointed.set(log_min.min(self.checkpointed.get()));
-    }
-
-    /// How many times derived files were rebuilt from the log at start (0 or 1; a metric).
-    pub fn rebuilt_derived(&self) -> u64 {
-        self.rebuilt_derived.get()
     }
 
     fn dispatch_recovered(&self, rec: DispatchInfo) -> Result<(), StoreError> {
@@ -693,70 +611,6 @@ impl<D: Disk> Store<D> {
         self.queues.borrow_mut().remove(topic);
         let _ = std::fs::remove_dir_all(self.cfg.dir.join("consumequeue").join(topic));
     }
-}
-
-/// Derived files as loaded, before verification.
-struct Derived {
-    queues: HashMap<String, HashMap<i32, ConsumeQueue>>,
-    index: KeyIndex,
-    index_hasher: crc32fast::Hasher,
-    index_file_entries: u64,
-}
-
-/// The checkpoint to recover from: the file's if it verifies and points at a batch boundary inside
-/// the log, else the start of the retained log (everything is replayed and rebuilt), with a warning.
-async fn trusted_checkpoint<D: Disk>(
-    disk: &D,
-    log_dir: &std::path::Path,
-    seg_bytes: u64,
-    path: &std::path::Path,
-) -> Checkpoint {
-    let cp = match Checkpoint::load(path) {
-        Ok(Some(cp)) => cp,
-        Ok(None) => return Checkpoint::default(),
-        Err(e) => {
-            tracing::warn!(file = %path.display(), error = %e,
-                "checkpoint ignored: recovery replays the whole retained log and rebuilds queues and index");
-            return Checkpoint::default();
-        }
-    };
-    match recovery::check_boundary(disk, log_dir, seg_bytes, cp.log_offset).await {
-        Ok(()) => cp,
-        Err(why) => {
-            tracing::warn!(file = %path.display(), log_offset = cp.log_offset, %why,
-                "checkpoint ignored: recovery replays the whole retained log and rebuilds queues and index");
-            Checkpoint::default()
-        }
-    }
-}
-
-/// Loads queue and index files up to `limit`; an unreadable or failing index file is an error
-/// (the caller rebuilds).
-fn load_derived(
-    cq_root: &std::path::Path,
-    index_path: &std::path::Path,
-    cp: &Checkpoint,
-    log_min: u64,
-    limit: u64,
-) -> Result<Derived, String> {
-    let mut queues: HashMap<String, HashMap<i32, ConsumeQueue>> = HashMap::new();
-    for topic in io::list_dir(cq_root).map_err(|e| format!("{}: {e}", cq_root.display()))? {
-        let tdir = cq_root.join(&topic);
-        for qname in io::list_dir(&tdir).map_err(|e| format!("{}: {e}", tdir.display()))? {
-            let Ok(qid) = qname.parse::<i32>() else {
-                continue;
-            };
-            let qdir = tdir.join(&qname);
-            let q = load_queue(&qdir, log_min, limit).map_err(|e| format!("{}: {e}", qdir.display()))?;
-            if q.next_offset() > 0 {
-                queues.entry(topic.clone()).or_default().insert(qid, q);
-            }
-        }
-    }
-    let expect = (cp.index_entries, cp.index_crc);
-    let (index, index_hasher) =
-        KeyIndex::load(index_path, log_min, limit, expect).map_err(|e| format!("{}: {e}", index_path.display()))?;
-    Ok(Derived { queues, index, index_hasher, index_file_entries: cp.index_entries })
 }
 
 #[cfg(test)]

@@ -1,0 +1,161 @@
+//! The files derived from the log (consume queues, key index) at start: the checkpoint trusted only
+//! when it verifies and points at a batch boundary, the files loaded up to it and verified against
+//! its manifest and the log, and everything removed and rebuilt from the log when they do not
+//! verify. Part of `Store::open`; runs on the shard that owns the store.
+
+use super::checkpoint::Checkpoint;
+use super::consume_queue::{ConsumeQueue, load_queue};
+use super::index::KeyIndex;
+use super::io::{self, Disk};
+use super::{Store, recovery};
+use crate::protocol::message::StoredMessage;
+use std::collections::HashMap;
+
+impl<D: Disk> Store<D> {
+    /// Installs verified derived files: every queue's end must match the checkpoint's manifest, its
+    /// entries must be well formed, and its last entries must match the records they point at.
+    pub(super) async fn adopt_derived(&mut self, d: Derived, cp: &Checkpoint, limit: u64) -> Result<(), String> {
+        let manifest: usize = cp.queue_ends.values().map(|m| m.values().filter(|&&e| e > 0).count()).sum();
+        let loaded: usize = d.queues.values().map(HashMap::len).sum();
+        if loaded != manifest {
+            return Err(format!("{loaded} queues have files but the checkpoint lists {manifest}"));
+        }
+        for (topic, ends) in &cp.queue_ends {
+            for (&qid, &end) in ends.iter().filter(|(_, e)| **e > 0) {
+                let Some(q) = d.queues.get(topic).and_then(|t| t.get(&qid)) else {
+                    return Err(format!("queue {topic}:{qid} has no files (the checkpoint says it ends at {end})"));
+                };
+                if q.next_offset() != end {
+                    return Err(format!(
+                        "queue {topic}:{qid} ends at {} but the checkpoint says {end}",
+                        q.next_offset()
+                    ));
+                }
+                self.verify_queue(topic, qid, q, limit).await?;
+            }
+        }
+        *self.queues.get_mut() = d.queues;
+        *self.index.get_mut() = d.index;
+        *self.index_hasher.get_mut() = d.index_hasher;
+        self.index_file_entries.set(d.index_file_entries);
+        Ok(())
+    }
+
+    /// Structure of a loaded queue (offsets inside the log, strictly increasing, sane sizes) and its
+    /// last entries against the records they point at (position, size, CRC, topic, queue, offset).
+    async fn verify_queue(&self, topic: &str, qid: i32, q: &ConsumeQueue, limit: u64) -> Result<(), String> {
+        let log_min = self.log.min_pos();
+        let max_record = self.log.max_record_bytes() as u32;
+        let mut prev = None;
+        for (off, e) in q.entries_between(q.min_offset(), q.next_offset()) {
+            let sane = e.physical_offset >= log_min
+                && e.physical_offset < limit
+                && e.size as usize >= crate::protocol::message::RECORD_FIXED_BYTES
+                && e.size <= max_record
+                && prev.is_none_or(|p| e.physical_offset > p);
+            if !sane {
+                return Err(format!("queue {topic}:{qid} entry {off} is malformed ({e:?})"));
+            }
+            prev = Some(e.physical_offset);
+        }
+        const CHECK_LAST: u64 = 2;
+        let first = q.next_offset().saturating_sub(CHECK_LAST).max(q.min_offset());
+        for (off, e) in q.entries_between(first, q.next_offset()) {
+            let rec = self.log.read(e.physical_offset, e.size as usize).await.map_err(|err| err.to_string())?;
+            let ok = crc32fast::hash(&rec) == e.crc
+                && StoredMessage::decode(&rec).is_ok_and(|m| {
+                    m.topic == topic
+                        && m.queue_id == qid
+                        && m.queue_offset == off
+                        && m.physical_offset == e.physical_offset
+                });
+            if !ok {
+                return Err(format!(
+                    "queue {topic}:{qid} entry {off} does not match the record at {}",
+                    e.physical_offset
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops every derived file and in-memory table before a rebuild from the log.
+    pub(super) fn forget_derived(&mut self, cq_root: &std::path::Path, index_path: &std::path::Path, log_min: u64) {
+        let _ = std::fs::remove_dir_all(cq_root);
+        let _ = std::fs::remove_file(index_path);
+        self.queues.get_mut().clear();
+        *self.index.get_mut() = KeyIndex::default();
+        *self.index_hasher.get_mut() = crc32fast::Hasher::new();
+        self.index_file_entries.set(0);
+        self.checkpointed.set(log_min.min(self.checkpointed.get()));
+    }
+
+    /// How many times derived files were rebuilt from the log at start (0 or 1; a metric).
+    pub fn rebuilt_derived(&self) -> u64 {
+        self.rebuilt_derived.get()
+    }
+}
+
+/// Derived files as loaded, before verification.
+pub(super) struct Derived {
+    queues: HashMap<String, HashMap<i32, ConsumeQueue>>,
+    index: KeyIndex,
+    index_hasher: crc32fast::Hasher,
+    index_file_entries: u64,
+}
+
+/// The checkpoint to recover from: the file's if it verifies and points at a batch boundary inside
+/// the log, else the start of the retained log (everything is replayed and rebuilt), with a warning.
+pub(super) async fn trusted_checkpoint<D: Disk>(
+    disk: &D,
+    log_dir: &std::path::Path,
+    seg_bytes: u64,
+    path: &std::path::Path,
+) -> Checkpoint {
+    let cp = match Checkpoint::load(path) {
+        Ok(Some(cp)) => cp,
+        Ok(None) => return Checkpoint::default(),
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e,
+                "checkpoint ignored: recovery replays the whole retained log and rebuilds queues and index");
+            return Checkpoint::default();
+        }
+    };
+    match recovery::check_boundary(disk, log_dir, seg_bytes, cp.log_offset).await {
+        Ok(()) => cp,
+        Err(why) => {
+            tracing::warn!(file = %path.display(), log_offset = cp.log_offset, %why,
+                "checkpoint ignored: recovery replays the whole retained log and rebuilds queues and index");
+            Checkpoint::default()
+        }
+    }
+}
+
+/// Loads queue and index files up to `limit`; an unreadable or failing index file is an error
+/// (the caller rebuilds).
+pub(super) fn load_derived(
+    cq_root: &std::path::Path,
+    index_path: &std::path::Path,
+    cp: &Checkpoint,
+    log_min: u64,
+    limit: u64,
+) -> Result<Derived, String> {
+    let mut queues: HashMap<String, HashMap<i32, ConsumeQueue>> = HashMap::new();
+    for topic in io::list_dir(cq_root).map_err(|e| format!("{}: {e}", cq_root.display()))? {
+        let tdir = cq_root.join(&topic);
+        for qname in io::list_dir(&tdir).map_err(|e| format!("{}: {e}", tdir.display()))? {
+            let Ok(qid) = qname.parse::<i32>() else {
+                continue;
+            };
+            let qdir = tdir.join(&qname);
+            let q = load_queue(&qdir, log_min, limit).map_err(|e| format!("{}: {e}", qdir.display()))?;
+            if q.next_offset() > 0 {
+                queues.entry(topic.clone()).or_default().insert(qid, q);
+            }
+        }
+    }
+    let expect = (cp.index_entries, cp.index_crc);
+    let (index, index_hasher) =
+        KeyIndex::load(index_path, log_min, limit, expect).map_err(|e| format!("{}: {e}", index_path.display()))?;
+    Ok(Derived { queues, index, index_hasher, index_file_entries: cp.index_entries })
+}
