@@ -142,12 +142,12 @@ fn checkpoint_damage_at_rest_is_ignored_and_the_log_replayed() {
         ("truncated", truncate_half),
         ("garbage", garbage),
         ("offset beyond the log", |p| {
-            let mut cp = Checkpoint::load(p).unwrap().unwrap();
+            let mut cp = Checkpoint::load(&ringmq::store::files::OsFiles, p).unwrap().unwrap();
             cp.log_offset = 1_000_000_000_000_000;
             std::fs::write(p, cp.encode()).unwrap();
         }),
         ("valid checksum, mid-batch offset", |p| {
-            let mut cp = Checkpoint::load(p).unwrap().unwrap();
+            let mut cp = Checkpoint::load(&ringmq::store::files::OsFiles, p).unwrap().unwrap();
             cp.log_offset -= 30;
             std::fs::write(p, cp.encode()).unwrap();
         }),

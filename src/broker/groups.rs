@@ -3,9 +3,11 @@
 //! GET_ALL_SUBSCRIPTIONGROUP_CONFIG. `retryMaxTimes` is the reconsume limit of CONSUMER_SEND_MSG_BACK
 //! when a client does not send its own.
 
+use super::config_file::ConfigFile;
+use crate::store::files::SharedFiles;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// RocketMQ's SubscriptionGroupConfig (the settings ringmq honours, with RocketMQ's defaults).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,14 +39,14 @@ impl Default for GroupConfig {
 #[derive(Debug)]
 pub struct GroupTable {
     pub groups: BTreeMap<String, GroupConfig>,
-    path: PathBuf,
+    file: ConfigFile,
 }
 
 impl GroupTable {
-    pub fn load(dir: &Path) -> GroupTable {
-        let path = dir.join("groups.json");
-        let groups = super::config_file::load(&path, None);
-        GroupTable { groups, path }
+    pub fn load(files: &SharedFiles, dir: &Path) -> GroupTable {
+        let file = ConfigFile::new(files, dir, "groups.json");
+        let groups = file.load(None);
+        GroupTable { groups, file }
     }
 
     /// Creates the group's configuration if it has none; true when created.
@@ -73,7 +75,7 @@ impl GroupTable {
     }
 
     fn persist(&self) {
-        super::config_file::save(&self.path, None, &self.groups);
+        self.file.save(None, &self.groups);
     }
 }
 
@@ -84,10 +86,10 @@ mod tests {
     #[test]
     fn groups_persist_and_reload() {
         let dir = tempfile::tempdir().unwrap();
-        let mut t = GroupTable::load(dir.path());
+        let mut t = GroupTable::load(&crate::store::files::OsFiles::shared(), dir.path());
         assert!(t.ensure("G1"));
         assert!(!t.ensure("G1"));
-        let again = GroupTable::load(dir.path());
+        let again = GroupTable::load(&crate::store::files::OsFiles::shared(), dir.path());
         assert_eq!(again.groups["G1"].retry_max_times, 16);
         let v = serde_json::to_value(&again.groups["G1"]).unwrap();
         assert_eq!(v["groupName"], "G1");

@@ -98,8 +98,9 @@ impl Broker {
         control: Arc<ControlPlane>,
     ) -> Broker {
         let dir = store.config().dir.join("config");
-        let topics = TopicTable::load(&dir, &cfg);
-        let offsets = OffsetTable::load(&dir);
+        let files = store.files().clone();
+        let topics = TopicTable::load(&files, &dir, &cfg);
+        let offsets = OffsetTable::load(&files, &dir);
         Broker {
             shard,
             name: format!("{}-{}", cfg.broker_name, shard),
@@ -107,11 +108,11 @@ impl Broker {
             store,
             topics: RefCell::new(topics),
             offsets: RefCell::new(offsets),
-            groups: RefCell::new(groups::GroupTable::load(&dir)),
+            groups: RefCell::new(groups::GroupTable::load(&files, &dir)),
             clients: RefCell::new(ClientRegistry::default()),
             polls: RefCell::new(LongPolls::default()),
-            schedule: RefCell::new(schedule::ScheduleProgress::load(&dir)),
-            timer: RefCell::new(timer::TimerWheel::load(&dir)),
+            schedule: RefCell::new(schedule::ScheduleProgress::load(&files, &dir)),
+            timer: RefCell::new(timer::TimerWheel::load(&files, &dir)),
             transactions: RefCell::new(transaction::Transactions::default()),
             control,
             metrics: Default::default(),

@@ -6,23 +6,25 @@
 //! RocketMQ's `consumerOffset.json` shape (`topic@group` → queue → offset) every few seconds and at
 //! shutdown; like RocketMQ they may move back after a crash (at-least-once delivery).
 
+use super::config_file::ConfigFile;
 use super::{Broker, field, opt_field};
 use crate::protocol::Command;
 use crate::protocol::codes::{request as rq, response as rs};
 use crate::protocol::offset_table::{self, QueueOffset};
+use crate::store::files::SharedFiles;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Share of physical memory below which a queue's backlog counts as "in memory" for the young-queue
 /// rule (RocketMQ's accessMessageInMemoryMaxRatio, 40%).
 const IN_MEMORY_RATIO: f64 = 0.40;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct OffsetTable {
     /// `topic@group` → queue id → next offset to consume.
     table: BTreeMap<String, BTreeMap<i32, u64>>,
     dirty: bool,
-    path: PathBuf,
+    file: ConfigFile,
 }
 
 fn key(group: &str, topic: &str) -> String {
@@ -30,10 +32,10 @@ fn key(group: &str, topic: &str) -> String {
 }
 
 impl OffsetTable {
-    pub fn load(dir: &Path) -> OffsetTable {
-        let path = dir.join("offsets.json");
-        let table = super::config_file::load(&path, Some("offsetTable"));
-        OffsetTable { table, dirty: false, path }
+    pub fn load(files: &SharedFiles, dir: &Path) -> OffsetTable {
+        let file = ConfigFile::new(files, dir, "offsets.json");
+        let table = file.load(Some("offsetTable"));
+        OffsetTable { table, dirty: false, file }
     }
 
     pub fn commit(&mut self, group: &str, topic: &str, queue_id: i32, offset: u64) {
@@ -62,7 +64,7 @@ impl OffsetTable {
         if !self.dirty {
             return;
         }
-        if super::config_file::save(&self.path, Some("offsetTable"), &self.table) {
+        if self.file.save(Some("offsetTable"), &self.table) {
             self.dirty = false;
         }
     }

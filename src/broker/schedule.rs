@@ -12,12 +12,14 @@
 //! stored after the scheduled record means it was already delivered.
 
 use super::Broker;
+use super::config_file::ConfigFile;
 use crate::protocol::message::{MessageToStore, StoredMessage, keys, property_get, property_set};
 use crate::store::dispatch::SCHEDULE_TOPIC;
+use crate::store::files::SharedFiles;
 use crate::store::now_ms;
 use glommio::timer::sleep;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -47,18 +49,18 @@ pub fn parse_levels(s: &str) -> Result<Vec<u64>, String> {
 }
 
 /// Per-level delivery progress (next schedule-queue offset to deliver).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ScheduleProgress {
     offsets: BTreeMap<u32, u64>,
     dirty: bool,
-    path: PathBuf,
+    file: ConfigFile,
 }
 
 impl ScheduleProgress {
-    pub fn load(dir: &Path) -> ScheduleProgress {
-        let path = dir.join("delay_offsets.json");
-        let offsets = super::config_file::load(&path, Some("offsetTable"));
-        ScheduleProgress { offsets, dirty: false, path }
+    pub fn load(files: &SharedFiles, dir: &Path) -> ScheduleProgress {
+        let file = ConfigFile::new(files, dir, "delay_offsets.json");
+        let offsets = file.load(Some("offsetTable"));
+        ScheduleProgress { offsets, dirty: false, file }
     }
 
     pub fn get(&self, level: u32) -> u64 {
@@ -74,7 +76,7 @@ impl ScheduleProgress {
         if !self.dirty {
             return;
         }
-        if super::config_file::save(&self.path, Some("offsetTable"), &self.offsets) {
+        if self.file.save(Some("offsetTable"), &self.offsets) {
             self.dirty = false;
         }
     }

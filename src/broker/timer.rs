@@ -17,15 +17,17 @@
 //! delivery, so none is lost or doubled.
 
 use super::Broker;
+use super::config_file::ConfigFile;
 use super::schedule::{REAL_QID, REAL_TOPIC, prepare_delivery};
 use crate::protocol::message::{MessageToStore, property_get, property_remove, property_set};
 use crate::store::dispatch::{TIMER_OUT_MS, TIMER_TOPIC};
+use crate::store::files::SharedFiles;
 use crate::store::now_ms;
 use glommio::timer::sleep;
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -109,14 +111,14 @@ pub struct TimerWheel {
     /// Entries below this queue offset may have been delivered before the last stop unrecorded.
     verify_until: u64,
     persisted: Progress,
-    path: PathBuf,
+    file: ConfigFile,
 }
 
 impl TimerWheel {
-    pub fn load(dir: &Path) -> TimerWheel {
-        let path = dir.join("timer_progress.json");
-        let persisted = super::config_file::load(&path, None);
-        TimerWheel { heap: BinaryHeap::new(), loaded_to: 0, delivered: None, verify_until: 0, persisted, path }
+    pub fn load(files: &SharedFiles, dir: &Path) -> TimerWheel {
+        let file = ConfigFile::new(files, dir, "timer_progress.json");
+        let persisted = file.load(None);
+        TimerWheel { heap: BinaryHeap::new(), loaded_to: 0, delivered: None, verify_until: 0, persisted, file }
     }
 
     /// Number of messages waiting.
@@ -180,7 +182,7 @@ impl TimerWheel {
 
     pub fn persist(&mut self) {
         let p = self.progress();
-        if p != self.persisted && super::config_file::save(&self.path, None, &p) {
+        if p != self.persisted && self.file.save(None, &p) {
             self.persisted = p;
         }
     }
@@ -289,7 +291,7 @@ mod tests {
     #[test]
     fn pops_in_due_order_and_records_a_safe_bound() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = TimerWheel::load(dir.path());
+        let mut w = TimerWheel::load(&crate::store::files::OsFiles::shared(), dir.path());
         let dues = [50, 10, 30, 10, 70];
         w.load_new(5, |off| Some(dues[off as usize]));
         assert_eq!(w.pop_due(30, 10), vec![(10, 1), (10, 3), (30, 2)]);
@@ -300,7 +302,7 @@ mod tests {
         assert_eq!((p.loaded_to, p.bound_due, p.bound_offset), (6, 20, 5));
         w.persist();
         // After a restart only the undelivered entries come back.
-        let mut again = TimerWheel::load(dir.path());
+        let mut again = TimerWheel::load(&crate::store::files::OsFiles::shared(), dir.path());
         again.recover(0, 7, |off| Some([50, 10, 30, 10, 70, 20, 40][off as usize]));
         let mut left = again.pop_due(i64::MAX, 10);
         left.sort();
@@ -313,7 +315,7 @@ mod tests {
     #[test]
     fn empty_heap_bound_is_just_past_the_last_delivery() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = TimerWheel::load(dir.path());
+        let mut w = TimerWheel::load(&crate::store::files::OsFiles::shared(), dir.path());
         w.load_new(2, |off| Some(off as i64));
         let popped = w.pop_due(10, 10);
         w.delivered(&popped);

@@ -3,15 +3,17 @@
 //! DELETE_TOPIC_IN_BROKER and GET_ALL_TOPIC_CONFIG. Changes are fanned out to the other shards through
 //! the control plane, so a topic has the same queues on every shard.
 
+use super::config_file::ConfigFile;
 use super::{Broker, field};
 use crate::config::Config;
 use crate::protocol::Command;
 use crate::protocol::codes::response as rs;
 use crate::protocol::message::TOPIC_MAX_BYTES;
+use crate::store::files::SharedFiles;
 use crate::store::now_ms;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub const PERM_INHERIT: u32 = 1;
 pub const PERM_WRITE: u32 = 2;
@@ -87,7 +89,7 @@ pub struct DataVersion {
 pub struct TopicTable {
     pub topics: BTreeMap<String, TopicConfig>,
     pub version: DataVersion,
-    path: PathBuf,
+    file: ConfigFile,
 }
 
 /// Why a topic name is refused, or None when valid.
@@ -109,11 +111,11 @@ pub fn is_sendable(name: &str) -> bool {
 }
 
 impl TopicTable {
-    pub fn load(dir: &Path, cfg: &Config) -> TopicTable {
-        let path = dir.join("topics.json");
-        let topics: BTreeMap<String, TopicConfig> = super::config_file::load(&path, None);
+    pub fn load(files: &SharedFiles, dir: &Path, cfg: &Config) -> TopicTable {
+        let file = ConfigFile::new(files, dir, "topics.json");
+        let topics: BTreeMap<String, TopicConfig> = file.load(None);
         let mut t =
-            TopicTable { topics, version: DataVersion { counter: 1, state_version: 0, timestamp: now_ms() }, path };
+            TopicTable { topics, version: DataVersion { counter: 1, state_version: 0, timestamp: now_ms() }, file };
         // Request-reply: responders send replies here (RocketMQ creates it on every broker).
         let reply = super::reply::reply_topic(&cfg.cluster_name);
         t.topics.entry(reply.clone()).or_insert_with(|| TopicConfig::new(&reply, 1, PERM_READ | PERM_WRITE));
@@ -170,7 +172,7 @@ impl TopicTable {
     }
 
     fn persist(&self) {
-        super::config_file::save(&self.path, None, &self.topics);
+        self.file.save(None, &self.topics);
     }
 
     /// RocketMQ's TopicConfigSerializeWrapper JSON for REGISTER_BROKER and GET_ALL_TOPIC_CONFIG.

@@ -104,7 +104,7 @@ async fn shard_main(shard: usize, cfg: Config, addr: SocketAddr, control: Arc<Co
         }
         tracing::warn!(shard, files = %names.join("; "), "starting with empty tables in place of damaged config files");
         for (p, _) in &damaged {
-            crate::broker::config_file::set_aside(p);
+            crate::broker::config_file::set_aside(&**broker.store.files(), p);
         }
     }
     broker.publish_registration();

@@ -14,10 +14,9 @@
 //! leaves the previous checkpoint valid; nothing acknowledged depends on it.
 
 use super::consume_queue::{CQ_ENTRY_BYTES, CQ_FILE_ENTRIES};
+use super::files::{Files, SharedFiles, create_dir_durable, read_optional, write_atomic};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,6 +26,10 @@ pub struct Checkpoint {
     pub written_at_ms: i64,
     /// Topic → queue id → queue offset its files end at (entries for records below `log_offset`).
     pub queue_ends: BTreeMap<String, BTreeMap<i32, u64>>,
+    /// Topic → queue id → CRC32 of the entries in its files (absent in checkpoints of older
+    /// versions: their queue files are rebuilt once).
+    #[serde(default)]
+    pub queue_crcs: BTreeMap<String, BTreeMap<i32, u32>>,
     /// Entries in `index/keys` and the CRC32 of their bytes.
     pub index_entries: u64,
     pub index_crc: u32,
@@ -53,11 +56,13 @@ pub struct QueueWrite {
     pub queue_id: i32,
     pub first_offset: u64,
     pub entries: Vec<u8>,
+    /// The queue's file CRC including `entries` (the store keeps it on success).
+    pub hasher: crc32fast::Hasher,
 }
 
 /// The blocking part of a checkpoint.
-#[derive(Debug)]
 pub struct CheckpointJob {
+    pub files: SharedFiles,
     pub queues: Vec<QueueWrite>,
     pub index_path: PathBuf,
     /// Where in the index file `index_bytes` go (entries already persisted × 20): a failed job's
@@ -72,13 +77,11 @@ pub struct CheckpointJob {
 
 impl Checkpoint {
     /// Reads and verifies `path`; `Ok(None)` when there is none (a new store).
-    pub fn load(path: &Path) -> Result<Option<Checkpoint>, CheckpointError> {
-        let data = match std::fs::read(path) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(CheckpointError::Read(e)),
-        };
-        Checkpoint::decode(&data).map(Some)
+    pub fn load(files: &dyn Files, path: &Path) -> Result<Option<Checkpoint>, CheckpointError> {
+        match read_optional(files, path).map_err(CheckpointError::Read)? {
+            Some(data) => Checkpoint::decode(&data).map(Some),
+            None => Ok(None),
+        }
     }
 
     pub fn decode(data: &[u8]) -> Result<Checkpoint, CheckpointError> {
@@ -116,53 +119,48 @@ pub fn unframe(data: &[u8]) -> Result<&[u8], CheckpointError> {
     Ok(json)
 }
 
-/// Replaces `path` with `data` atomically and durably.
-pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
-
 impl CheckpointJob {
     pub fn run(&self) -> std::io::Result<()> {
+        let files = &*self.files;
         for q in &self.queues {
-            write_queue(q)?;
+            write_queue(files, q)?;
         }
         if !self.index_bytes.is_empty() {
+            let fresh = !files.exists(&self.index_path);
             if let Some(dir) = self.index_path.parent() {
-                std::fs::create_dir_all(dir)?;
+                create_dir_durable(files, dir)?;
             }
-            let f = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&self.index_path)?;
-            f.write_all_at(&self.index_bytes, self.index_at)?;
-            f.set_len(self.index_at + self.index_bytes.len() as u64)?;
-            f.sync_data()?;
+            files.write_at(&self.index_path, self.index_at, &self.index_bytes)?;
+            files.set_len(&self.index_path, self.index_at + self.index_bytes.len() as u64)?;
+            files.sync(&self.index_path)?;
+            if fresh && let Some(dir) = self.index_path.parent() {
+                files.sync_dir(dir)?;
+            }
         }
-        write_atomic(&self.checkpoint_path, &self.checkpoint.encode())
+        write_atomic(files, &self.checkpoint_path, &self.checkpoint.encode())
     }
 }
 
-fn write_queue(q: &QueueWrite) -> std::io::Result<()> {
-    std::fs::create_dir_all(&q.dir)?;
+/// Appends a queue's new entries to its files; a file (and directory) it creates is synced into
+/// its directory before the checkpoint that counts on it is written.
+fn write_queue(files: &dyn Files, q: &QueueWrite) -> std::io::Result<()> {
+    create_dir_durable(files, &q.dir)?;
     let mut offset = q.first_offset;
     let mut data = &q.entries[..];
+    let mut created = false;
     while !data.is_empty() {
         let file_first = offset - offset % CQ_FILE_ENTRIES;
         let room = (file_first + CQ_FILE_ENTRIES - offset) as usize * CQ_ENTRY_BYTES;
         let (now, rest) = data.split_at(room.min(data.len()));
         let path = q.dir.join(format!("{file_first:020}"));
-        let f = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&path)?;
-        f.write_all_at(now, (offset - file_first) * CQ_ENTRY_BYTES as u64)?;
-        f.sync_data()?;
+        created |= !files.exists(&path);
+        files.write_at(&path, (offset - file_first) * CQ_ENTRY_BYTES as u64, now)?;
+        files.sync(&path)?;
         offset += (now.len() / CQ_ENTRY_BYTES) as u64;
         data = rest;
+    }
+    if created {
+        files.sync_dir(&q.dir)?;
     }
     Ok(())
 }

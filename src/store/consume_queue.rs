@@ -6,8 +6,13 @@
 //!
 //! Owned by one shard. All live entries are held in memory (20 bytes each: 50 M entries per GiB); the
 //! files `consumequeue/<topic>/<queue>/<20-digit first queue offset>` (300 000 entries each, as in
-//! RocketMQ) are appended by the checkpoint job and loaded at start-up up to the checkpoint.
+//! RocketMQ) are appended by the checkpoint job and loaded at start-up up to the checkpoint. The
+//! checkpoint's manifest holds each queue's end and the CRC32 of the entries in its files, so a flip
+//! anywhere in a file (not only in the entries recovery compares with their records) is noticed.
+//! Entries before a queue's first offset (a queue that starts mid-file, after a rebuild from a log
+//! whose head was deleted) are zeros and are skipped at load.
 
+use super::files::Files;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
@@ -50,11 +55,13 @@ pub struct ConsumeQueue {
     entries: VecDeque<CqEntry>,
     /// Queue offset up to which entries are in files.
     pub persisted: u64,
+    /// CRC32 of the entries in files, from the first one there up to `persisted` (the manifest's).
+    pub file_hasher: crc32fast::Hasher,
 }
 
 impl ConsumeQueue {
     pub fn new(base: u64) -> ConsumeQueue {
-        ConsumeQueue { base, entries: VecDeque::new(), persisted: base }
+        ConsumeQueue { base, entries: VecDeque::new(), persisted: base, file_hasher: crc32fast::Hasher::new() }
     }
 
     /// Next queue offset to assign (RocketMQ's max offset, exclusive).
@@ -120,15 +127,15 @@ pub fn queue_dir(root: &Path, topic: &str, queue_id: i32) -> PathBuf {
 
 /// Loads a queue from its files, keeping only entries whose records lie in `[log_min, limit)`; files
 /// are cut back to the kept entries so that later appends continue densely.
-pub fn load_queue(dir: &Path, log_min: u64, limit: u64) -> std::io::Result<ConsumeQueue> {
-    let names = super::io::list_dir(dir)?;
+pub fn load_queue(files: &dyn Files, dir: &Path, log_min: u64, limit: u64) -> std::io::Result<ConsumeQueue> {
+    let names = files.list(dir)?;
     let mut q: Option<ConsumeQueue> = None;
     for name in names {
         let Ok(first) = name.parse::<u64>() else {
             continue;
         };
         let path = dir.join(&name);
-        let data = std::fs::read(&path)?;
+        let data = files.read(&path)?;
         let queue = q.get_or_insert_with(|| ConsumeQueue::new(first));
         if first != queue.next_offset() {
             break; // a gap: later files are unusable, the log replay rebuilds them
@@ -138,15 +145,20 @@ pub fn load_queue(dir: &Path, log_min: u64, limit: u64) -> std::io::Result<Consu
             match CqEntry::decode(chunk) {
                 Some(e) if e.physical_offset < limit && e.size > 0 => {
                     queue.entries.push_back(e);
+                    queue.file_hasher.update(chunk);
+                    kept += 1;
+                }
+                // Zeros before the queue's first entry: it starts mid-file.
+                Some(CqEntry { size: 0, physical_offset: 0, .. }) if queue.entries.is_empty() => {
+                    queue.base += 1;
                     kept += 1;
                 }
                 _ => break,
             }
         }
         if kept * CQ_ENTRY_BYTES != data.len() {
-            let f = std::fs::OpenOptions::new().write(true).open(&path)?;
-            f.set_len((kept * CQ_ENTRY_BYTES) as u64)?;
-            f.sync_all()?;
+            files.set_len(&path, (kept * CQ_ENTRY_BYTES) as u64)?;
+            files.sync(&path)?;
             break;
         }
     }
@@ -190,6 +202,22 @@ mod tests {
         assert_eq!(q.get(0), None);
     }
 
+    /// Regression: a queue rebuilt from a log whose head was deleted starts mid-file; its leading
+    /// zero entries cut the file to nothing at the next start, which then rebuilt every time.
+    #[test]
+    fn queue_starting_mid_file_loads_after_its_leading_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut data = vec![0u8; 5 * CQ_ENTRY_BYTES];
+        for p in [10, 20] {
+            e(p).encode(&mut data);
+        }
+        std::fs::write(dir.path().join(format!("{:020}", 0)), &data).unwrap();
+        let q = load_queue(&crate::store::files::OsFiles, dir.path(), 0, 100).unwrap();
+        assert_eq!((q.min_offset(), q.next_offset()), (5, 7));
+        assert_eq!(q.file_hasher.finalize(), crc32fast::hash(&data[5 * CQ_ENTRY_BYTES..]));
+        assert_eq!(std::fs::metadata(dir.path().join(format!("{:020}", 0))).unwrap().len(), data.len() as u64);
+    }
+
     #[test]
     fn load_cuts_entries_past_the_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
@@ -199,7 +227,7 @@ mod tests {
         }
         data.extend_from_slice(&[1, 2, 3]); // torn entry
         std::fs::write(dir.path().join(format!("{:020}", 0)), &data).unwrap();
-        let q = load_queue(dir.path(), 15, 35).unwrap();
+        let q = load_queue(&crate::store::files::OsFiles, dir.path(), 15, 35).unwrap();
         assert_eq!((q.min_offset(), q.next_offset()), (1, 3));
         let len = std::fs::metadata(dir.path().join(format!("{:020}", 0))).unwrap().len();
         assert_eq!(len, 72);

@@ -5,8 +5,9 @@
 
 use super::checkpoint::Checkpoint;
 use super::consume_queue::{ConsumeQueue, load_queue};
+use super::files::Files;
 use super::index::KeyIndex;
-use super::io::{self, Disk};
+use super::io::Disk;
 use super::{Store, recovery};
 use crate::protocol::message::StoredMessage;
 use std::collections::HashMap;
@@ -30,6 +31,14 @@ impl<D: Disk> Store<D> {
                         "queue {topic}:{qid} ends at {} but the checkpoint says {end}",
                         q.next_offset()
                     ));
+                }
+                let crc = q.file_hasher.clone().finalize();
+                match cp.queue_crcs.get(topic).and_then(|t| t.get(&qid)) {
+                    Some(&want) if want == crc => {}
+                    Some(_) => return Err(format!("queue {topic}:{qid}: its files fail the checkpoint's CRC")),
+                    None => {
+                        return Err(format!("queue {topic}:{qid}: the checkpoint has no CRC for it (older ringmq)"));
+                    }
                 }
                 self.verify_queue(topic, qid, q, limit).await?;
             }
@@ -81,8 +90,10 @@ impl<D: Disk> Store<D> {
 
     /// Drops every derived file and in-memory table before a rebuild from the log.
     pub(super) fn forget_derived(&mut self, cq_root: &std::path::Path, index_path: &std::path::Path, log_min: u64) {
-        let _ = std::fs::remove_dir_all(cq_root);
-        let _ = std::fs::remove_file(index_path);
+        let _ = self.files.remove_dir_all(cq_root);
+        if self.files.exists(index_path) {
+            let _ = self.files.remove_file(index_path);
+        }
         self.queues.get_mut().clear();
         *self.index.get_mut() = KeyIndex::default();
         *self.index_hasher.get_mut() = crc32fast::Hasher::new();
@@ -108,11 +119,12 @@ pub(super) struct Derived {
 /// the log, else the start of the retained log (everything is replayed and rebuilt), with a warning.
 pub(super) async fn trusted_checkpoint<D: Disk>(
     disk: &D,
+    files: &dyn Files,
     log_dir: &std::path::Path,
     seg_bytes: u64,
     path: &std::path::Path,
 ) -> Checkpoint {
-    let cp = match Checkpoint::load(path) {
+    let cp = match Checkpoint::load(files, path) {
         Ok(Some(cp)) => cp,
         Ok(None) => return Checkpoint::default(),
         Err(e) => {
@@ -134,6 +146,7 @@ pub(super) async fn trusted_checkpoint<D: Disk>(
 /// Loads queue and index files up to `limit`; an unreadable or failing index file is an error
 /// (the caller rebuilds).
 pub(super) fn load_derived(
+    files: &dyn Files,
     cq_root: &std::path::Path,
     index_path: &std::path::Path,
     cp: &Checkpoint,
@@ -141,21 +154,21 @@ pub(super) fn load_derived(
     limit: u64,
 ) -> Result<Derived, String> {
     let mut queues: HashMap<String, HashMap<i32, ConsumeQueue>> = HashMap::new();
-    for topic in io::list_dir(cq_root).map_err(|e| format!("{}: {e}", cq_root.display()))? {
+    for topic in files.list(cq_root).map_err(|e| format!("{}: {e}", cq_root.display()))? {
         let tdir = cq_root.join(&topic);
-        for qname in io::list_dir(&tdir).map_err(|e| format!("{}: {e}", tdir.display()))? {
+        for qname in files.list(&tdir).map_err(|e| format!("{}: {e}", tdir.display()))? {
             let Ok(qid) = qname.parse::<i32>() else {
                 continue;
             };
             let qdir = tdir.join(&qname);
-            let q = load_queue(&qdir, log_min, limit).map_err(|e| format!("{}: {e}", qdir.display()))?;
+            let q = load_queue(files, &qdir, log_min, limit).map_err(|e| format!("{}: {e}", qdir.display()))?;
             if q.next_offset() > 0 {
                 queues.entry(topic.clone()).or_default().insert(qid, q);
             }
         }
     }
     let expect = (cp.index_entries, cp.index_crc);
-    let (index, index_hasher) =
-        KeyIndex::load(index_path, log_min, limit, expect).map_err(|e| format!("{}: {e}", index_path.display()))?;
+    let (index, index_hasher) = KeyIndex::load(files, index_path, log_min, limit, expect)
+        .map_err(|e| format!("{}: {e}", index_path.display()))?;
     Ok(Derived { queues, index, index_hasher, index_file_entries: cp.index_entries })
 }

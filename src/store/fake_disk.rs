@@ -5,8 +5,10 @@
 //! - `flip_bit`: corrupt one durable byte;
 //! - `fail_next_sync` / `fail_next_write`: make the next fdatasync or write return an error.
 //!
-//! Single-threaded (`Rc`), like the shard that owns a store.
+//! Its [`FakeFiles`] (`Disk::files`) hold the store's other files with the same faults; `crash`
+//! crashes both. Single-threaded (`Rc`), like the shard that owns a store.
 
+use super::fake_files::FakeFiles;
 use super::io::{Disk, DiskFile};
 use bytes::Bytes;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
@@ -37,6 +39,8 @@ struct Faults {
 pub struct FakeDisk {
     files: Rc<RefCell<BTreeMap<PathBuf, Rc<RefCell<FileState>>>>>,
     faults: Rc<Faults>,
+    /// The small files beside the log (`Disk::files`); crashed together with the log.
+    small: FakeFiles,
 }
 
 /// An open file on the fake disk.
@@ -128,6 +132,10 @@ impl Disk for FakeDisk {
     fn create_dir_all(&self, _dir: &Path) -> io::Result<()> {
         Ok(())
     }
+
+    fn files(&self) -> super::files::SharedFiles {
+        std::sync::Arc::new(self.small.clone())
+    }
 }
 
 impl FakeDisk {
@@ -138,6 +146,7 @@ impl FakeDisk {
     /// Simulates a power cut: each file keeps its durable image plus a random prefix of its unsynced
     /// writes, the last of which may be torn at a sector boundary.
     pub fn crash(&self, seed: u64) {
+        self.small.crash(seed ^ 0x5eed);
         let mut rng = StdRng::seed_from_u64(seed);
         for state in self.files.borrow().values() {
             let mut s = state.borrow_mut();
@@ -171,7 +180,12 @@ impl FakeDisk {
         true
     }
 
-    /// Successful syncs so far, of every file.
+    /// The small files beside the log (consume queues, index, checkpoint, config), to damage them.
+    pub fn small_files(&self) -> &FakeFiles {
+        &self.small
+    }
+
+    /// Successful syncs so far, of every log file.
     pub fn syncs(&self) -> u64 {
         self.faults.syncs.get()
     }

@@ -133,6 +133,7 @@ impl KeyIndex {
     /// file after them. Returns the index and the running CRC of the file. A file that is missing,
     /// shorter than the manifest, or fails its CRC is an `InvalidData` error: the caller rebuilds.
     pub fn load(
+        files: &dyn super::files::Files,
         path: &Path,
         log_min: u64,
         limit: u64,
@@ -140,13 +141,10 @@ impl KeyIndex {
     ) -> std::io::Result<(KeyIndex, crc32fast::Hasher)> {
         let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidData, why);
         let (entries, crc) = expect;
-        let data = match std::fs::read(path) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && entries == 0 => Vec::new(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(invalid(format!("missing; the checkpoint lists {entries} entries")));
-            }
-            Err(e) => return Err(e),
+        let data = match super::files::read_optional(files, path)? {
+            Some(d) => d,
+            None if entries == 0 => Vec::new(),
+            None => return Err(invalid(format!("missing; the checkpoint lists {entries} entries"))),
         };
         let len = entries as usize * INDEX_ENTRY_BYTES;
         if data.len() < len {
@@ -168,9 +166,8 @@ impl KeyIndex {
         }
         idx.persisted = idx.first + idx.entries.len() as u64; // all of it is on disk already
         if data.len() > len {
-            let f = std::fs::OpenOptions::new().write(true).open(path)?;
-            f.set_len(len as u64)?;
-            f.sync_all()?;
+            files.set_len(path, len as u64)?;
+            files.sync(path)?;
         }
         Ok((idx, hasher))
     }
@@ -212,12 +209,12 @@ mod tests {
         assert_eq!(bytes.len(), 40);
         std::fs::write(&path, [&bytes[..], &[7u8; 20][..]].concat()).unwrap(); // + a torn later append
         let first = (1, crc32fast::hash(&bytes[..20]));
-        let (loaded, hasher) = KeyIndex::load(&path, 0, 15, first).unwrap();
+        let (loaded, hasher) = KeyIndex::load(&crate::store::files::OsFiles, &path, 0, 15, first).unwrap();
         assert_eq!(hasher.finalize(), first.1);
         assert_eq!(loaded.lookup("T", "a", 0, 9, 9), vec![10]);
         assert!(loaded.lookup("T", "b", 0, 9, 9).is_empty());
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 20, "cut after the manifest's entries");
-        let (mut again, _) = KeyIndex::load(&path, 0, 15, first).unwrap();
+        let (mut again, _) = KeyIndex::load(&crate::store::files::OsFiles, &path, 0, 15, first).unwrap();
         assert!(again.take_persistable(u64::MAX).is_empty(), "loaded entries are not persisted twice");
     }
 
@@ -230,17 +227,23 @@ mod tests {
         idx.add("T", "b", 20, 2);
         let bytes = idx.take_persistable(u64::MAX);
         let expect = (2, crc32fast::hash(&bytes));
-        assert!(KeyIndex::load(&path, 0, 100, expect).is_err(), "missing");
-        assert!(KeyIndex::load(&path, 0, 100, (0, 0)).is_ok(), "missing and expected empty");
+        assert!(KeyIndex::load(&crate::store::files::OsFiles, &path, 0, 100, expect).is_err(), "missing");
+        assert!(
+            KeyIndex::load(&crate::store::files::OsFiles, &path, 0, 100, (0, 0)).is_ok(),
+            "missing and expected empty"
+        );
         std::fs::write(&path, &bytes[..30]).unwrap();
-        assert!(KeyIndex::load(&path, 0, 100, expect).is_err(), "truncated");
+        assert!(KeyIndex::load(&crate::store::files::OsFiles, &path, 0, 100, expect).is_err(), "truncated");
         let mut flipped = bytes.clone();
         flipped[5] ^= 1;
         std::fs::write(&path, &flipped).unwrap();
-        assert!(KeyIndex::load(&path, 0, 100, expect).is_err(), "flipped");
+        assert!(KeyIndex::load(&crate::store::files::OsFiles, &path, 0, 100, expect).is_err(), "flipped");
         std::fs::write(&path, &bytes).unwrap();
-        assert!(KeyIndex::load(&path, 0, 15, expect).is_err(), "points past the checkpoint");
-        assert_eq!(KeyIndex::load(&path, 0, 100, expect).unwrap().0.len(), 2);
+        assert!(
+            KeyIndex::load(&crate::store::files::OsFiles, &path, 0, 15, expect).is_err(),
+            "points past the checkpoint"
+        );
+        assert_eq!(KeyIndex::load(&crate::store::files::OsFiles, &path, 0, 100, expect).unwrap().0.len(), 2);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The storage I/O boundary: a small async trait that the commit log is written against, so the same
+//! The storage I/O boundary of the commit log: a small async trait that the log is written against, so the same
 //! store runs on real O_DIRECT files (`DmaDisk`, glommio) and on the fault-injecting `FakeDisk`.
 //!
 //! Contract: writes are whole 4 KiB blocks at 4 KiB-aligned positions; a write is durable only after a
@@ -57,6 +57,8 @@ pub trait Disk: 'static {
     /// Names of the files directly inside `dir` (empty when it does not exist).
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// The small files beside the log on the same device (consume queues, index, checkpoint, config).
+    fn files(&self) -> super::files::SharedFiles;
 }
 
 /// Real files opened with O_DIRECT through glommio's io_uring reactor. Only usable inside a glommio
@@ -153,6 +155,10 @@ impl Disk for DmaDisk {
 
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         std::fs::create_dir_all(dir)
+    }
+
+    fn files(&self) -> super::files::SharedFiles {
+        super::files::OsFiles::shared()
     }
 }
 

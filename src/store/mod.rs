@@ -16,6 +16,8 @@ mod derived;
 pub mod dispatch;
 pub mod error;
 pub mod fake_disk;
+pub mod fake_files;
+pub mod files;
 pub mod io;
 pub mod log;
 pub mod recovery;
@@ -109,6 +111,8 @@ pub struct GetResult {
 pub struct Store<D: Disk> {
     cfg: StoreConfig,
     log: CommitLog<D>,
+    /// Where consume-queue, index and checkpoint files are read and written (`Disk::files`).
+    files: files::SharedFiles,
     queues: RefCell<HashMap<String, HashMap<i32, ConsumeQueue>>>,
     index: RefCell<KeyIndex>,
     /// CRC32 of the index file's bytes so far, and its length in entries (the checkpoint's manifest).
@@ -130,10 +134,11 @@ impl<D: Disk> Store<D> {
     /// Opens (recovering) the store in `cfg.dir`.
     pub async fn open(disk: D, cfg: StoreConfig) -> Result<Store<D>, StoreError> {
         let log_dir = cfg.dir.join("commitlog");
-        std::fs::create_dir_all(&cfg.dir).map_err(|e| StoreError::io(&cfg.dir, &e))?;
+        let files = disk.files();
+        files.create_dir_all(&cfg.dir).map_err(|e| StoreError::io(&cfg.dir, &e))?;
         disk.create_dir_all(&log_dir).map_err(|e| StoreError::io(&log_dir, &e))?;
         let cp_path = cfg.dir.join("checkpoint");
-        let cp = derived::trusted_checkpoint(&disk, &log_dir, cfg.segment_bytes, &cp_path).await;
+        let cp = derived::trusted_checkpoint(&disk, &*files, &log_dir, cfg.segment_bytes, &cp_path).await;
         let outcome = recovery::scan(&disk, &log_dir, cfg.segment_bytes, cp.log_offset, cfg.truncate_corrupt).await?;
         let log_cfg = LogConfig {
             dir: log_dir.clone(),
@@ -147,11 +152,12 @@ impl<D: Disk> Store<D> {
         let limit = cp.log_offset.min(log.write_pos());
         let cq_root = cfg.dir.join("consumequeue");
         let index_path = cfg.dir.join("index").join("keys");
-        let loaded = derived::load_derived(&cq_root, &index_path, &cp, log_min, limit);
+        let loaded = derived::load_derived(&*files, &cq_root, &index_path, &cp, log_min, limit);
         let dir = cfg.dir.clone();
         let mut store = Store {
             cfg,
             log,
+            files,
             queues: RefCell::new(HashMap::new()),
             index: RefCell::new(KeyIndex::default()),
             index_hasher: RefCell::new(crc32fast::Hasher::new()),
@@ -531,20 +537,27 @@ impl<D: Disk> Store<D> {
         let mut writes = Vec::new();
         let mut queue_ends: std::collections::BTreeMap<String, std::collections::BTreeMap<i32, u64>> =
             Default::default();
+        let mut queue_crcs: std::collections::BTreeMap<String, std::collections::BTreeMap<i32, u32>> =
+            Default::default();
         for (topic, qs) in self.queues.borrow().iter() {
             for (&qid, q) in qs {
                 let to = q.visible_max(limit);
-                if to > 0 {
-                    queue_ends.entry(topic.clone()).or_default().insert(qid, to);
-                }
+                let mut hasher = q.file_hasher.clone();
                 if to > q.persisted {
+                    let entries = q.encoded_range(q.persisted, to);
+                    hasher.update(&entries);
                     writes.push(QueueWrite {
                         dir: queue_dir(&root, topic, qid),
                         topic: topic.clone(),
                         queue_id: qid,
                         first_offset: q.persisted,
-                        entries: q.encoded_range(q.persisted, to),
+                        entries,
+                        hasher: hasher.clone(),
                     });
+                }
+                if to > 0 {
+                    queue_ends.entry(topic.clone()).or_default().insert(qid, to);
+                    queue_crcs.entry(topic.clone()).or_default().insert(qid, hasher.finalize());
                 }
             }
         }
@@ -553,6 +566,7 @@ impl<D: Disk> Store<D> {
         index_hasher.update(&index_bytes);
         let index_entries = self.index_file_entries.get() + (index_bytes.len() / index::INDEX_ENTRY_BYTES) as u64;
         Some(CheckpointJob {
+            files: self.files.clone(),
             queues: writes,
             index_path: self.cfg.dir.join("index").join("keys"),
             index_at: self.index_file_entries.get() * index::INDEX_ENTRY_BYTES as u64,
@@ -563,6 +577,7 @@ impl<D: Disk> Store<D> {
                 log_offset: limit,
                 written_at_ms: now_ms(),
                 queue_ends,
+                queue_crcs,
                 index_entries,
                 index_crc: index_hasher.finalize(),
             },
@@ -575,9 +590,11 @@ impl<D: Disk> Store<D> {
             Ok(()) => {
                 let mut queues = self.queues.borrow_mut();
                 for w in &job.queues {
-                    if let Some(q) = queues.get_mut(&w.topic).and_then(|t| t.get_mut(&w.queue_id)) {
-                        q.persisted =
-                            q.persisted.max(w.first_offset + (w.entries.len() / consume_queue::CQ_ENTRY_BYTES) as u64);
+                    if let Some(q) = queues.get_mut(&w.topic).and_then(|t| t.get_mut(&w.queue_id))
+                        && q.persisted == w.first_offset
+                    {
+                        q.persisted = w.first_offset + (w.entries.len() / consume_queue::CQ_ENTRY_BYTES) as u64;
+                        q.file_hasher = w.hasher.clone();
                     }
                 }
                 self.checkpointed.set(job.checkpoint.log_offset);
@@ -589,6 +606,11 @@ impl<D: Disk> Store<D> {
                 self.index.borrow_mut().restore_unpersisted(&job.index_bytes);
             }
         }
+    }
+
+    /// The small files beside the log (consume queues, index, checkpoint; the broker's config).
+    pub fn files(&self) -> &files::SharedFiles {
+        &self.files
     }
 
     /// Runs a checkpoint inline (tests and shutdown).
@@ -609,7 +631,10 @@ impl<D: Disk> Store<D> {
     /// Forgets a topic's queues (DELETE_TOPIC); its records stay in the log until retention.
     pub fn delete_topic(&self, topic: &str) {
         self.queues.borrow_mut().remove(topic);
-        let _ = std::fs::remove_dir_all(self.cfg.dir.join("consumequeue").join(topic));
+        let dir = self.cfg.dir.join("consumequeue").join(topic);
+        if let Err(e) = self.files.remove_dir_all(&dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a deleted topic's queue files");
+        }
     }
 }
 

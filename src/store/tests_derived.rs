@@ -3,6 +3,7 @@
 //! never hand a queue offset out twice. A property test damages a random derived file in a random way.
 
 use super::fake_disk::FakeDisk;
+use super::files::Files;
 use super::*;
 use crate::protocol::message::properties_encode;
 use futures_lite::future::block_on;
@@ -76,7 +77,8 @@ enum Target {
     Checkpoint,
 }
 
-fn damage(dir: &std::path::Path, target: Target, how: Damage, seed: u64) {
+fn damage(disk: &FakeDisk, dir: &std::path::Path, target: Target, how: Damage, seed: u64) {
+    let files = disk.small_files();
     let path = match target {
         Target::QueueFile => {
             let q = dir
@@ -88,12 +90,10 @@ fn damage(dir: &std::path::Path, target: Target, how: Damage, seed: u64) {
         Target::Index => dir.join("index").join("keys"),
         Target::Checkpoint => dir.join("checkpoint"),
     };
-    let data = std::fs::read(&path).unwrap_or_default();
+    let data = files.read(&path).unwrap_or_default();
     match how {
-        Damage::Delete => {
-            let _ = std::fs::remove_file(&path);
-        }
-        Damage::Truncate => std::fs::write(&path, &data[..data.len() / 2]).unwrap(),
+        Damage::Delete => files.delete(&path),
+        Damage::Truncate => files.put_durable(&path, &data[..data.len() / 2]),
         Damage::Garbage => {
             let mut x = seed | 1;
             let junk: Vec<u8> = (0..data.len().max(64))
@@ -104,7 +104,7 @@ fn damage(dir: &std::path::Path, target: Target, how: Damage, seed: u64) {
                     x as u8
                 })
                 .collect();
-            std::fs::write(&path, junk).unwrap();
+            files.put_durable(&path, &junk);
         }
         Damage::FlipHighByte => {
             let mut d = data;
@@ -118,7 +118,7 @@ fn damage(dir: &std::path::Path, target: Target, how: Damage, seed: u64) {
                 let last = d.len() - 1;
                 d[i.min(last)] ^= 0x40;
             }
-            std::fs::write(&path, d).unwrap();
+            files.put_durable(&path, &d);
         }
     }
 }
@@ -134,7 +134,7 @@ fn damaged_derived_files_are_rebuilt_from_the_log_without_losing_or_reusing_offs
                 let s = block_on(Store::open(disk.clone(), c.clone())).unwrap();
                 populate(&s, 60)
             };
-            damage(dir.path(), target, how, 3);
+            damage(&disk, dir.path(), target, how, 3);
             let s =
                 block_on(Store::open(disk.clone(), c.clone())).unwrap_or_else(|e| panic!("{target:?} {how:?}: {e}"));
             check(&s, &sent);
@@ -173,10 +173,10 @@ fn checkpoint_mid_batch_or_past_the_log_is_ignored_not_trusted() {
             populate(&s, 30)
         };
         let path = dir.path().join("checkpoint");
-        let mut cp = Checkpoint::load(&path).unwrap().unwrap();
+        let mut cp = Checkpoint::load(disk.small_files(), &path).unwrap().unwrap();
         // A valid checksum around a wrong offset: mid-record (last record + 7), or past the log.
         cp.log_offset = bad_offset.map_or(cp.log_offset - 30, |o| if o == 7 { cp.log_offset / 2 + 7 } else { o });
-        std::fs::write(&path, cp.encode()).unwrap();
+        disk.small_files().put_durable(&path, &cp.encode());
         let s = block_on(Store::open(disk.clone(), c.clone())).unwrap();
         check(&s, &sent);
     }
@@ -195,7 +195,7 @@ proptest! {
             let s = block_on(Store::open(disk.clone(), c.clone())).unwrap();
             populate(&s, n)
         };
-        damage(dir.path(), target, how, seed);
+        damage(&disk, dir.path(), target, how, seed);
         let s = block_on(Store::open(disk.clone(), c.clone())).unwrap();
         check(&s, &sent);
     }
@@ -236,8 +236,42 @@ fn intact_seal_over_a_damaged_record_is_still_corruption() {
     };
     // Remove the checkpoint so that the scan covers the whole log; flip a property byte of the last
     // record (its seal still verifies itself, the batch CRC does not).
-    std::fs::remove_file(dir.path().join("checkpoint")).unwrap();
+    disk.small_files().delete(&dir.path().join("checkpoint"));
     let path = segment_path(&dir.path().join("commitlog"), 0);
     assert!(disk.flip_bit(&path, end - 24 - 3, 1));
     assert!(matches!(block_on(Store::open(disk.clone(), c.clone())), Err(StoreError::Corrupt { .. })));
+}
+
+/// Regression: queues rebuilt from a log whose head retention had deleted start mid-file; their
+/// leading zero entries cut the files to nothing at the next start, so every later start rebuilt.
+#[test]
+fn queues_rebuilt_after_retention_verify_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = FakeDisk::new();
+    let c = cfg(dir.path());
+    let sent = {
+        let s = block_on(Store::open(disk.clone(), c.clone())).unwrap();
+        let sent = populate(&s, 1200);
+        s.set_usage_probe(Box::new(|| Ok(DiskUsage { total_bytes: 1000, available_bytes: 50 })));
+        block_on(s.run_retention(now_ms())).unwrap();
+        assert!(s.log().min_pos() > 0, "retention deleted nothing");
+        sent
+    };
+    disk.small_files().delete(&dir.path().join("checkpoint")); // forces a rebuild from the log
+    let s = block_on(Store::open(disk.clone(), c.clone())).unwrap();
+    s.checkpoint_now().unwrap();
+    drop(s);
+    let s = block_on(Store::open(disk.clone(), c.clone())).unwrap();
+    assert_eq!(s.rebuilt_derived(), 0, "queues rebuilt mid-file did not verify");
+    let mut kept = 0;
+    for (topic, q, off, body) in &sent {
+        if *off < s.queue_bounds(topic, *q).0 {
+            continue;
+        }
+        let r = block_on(s.get(topic, *q, *off, 1, usize::MAX, &|_| true, &|_| true));
+        assert_eq!(r.status, GetStatus::Found, "{topic}:{q}@{off} lost");
+        assert_eq!(StoredMessage::decode(&r.records[0]).unwrap().body[..], body[..]);
+        kept += 1;
+    }
+    assert!(kept > 0 && kept < sent.len(), "kept {kept} of {}", sent.len());
 }
