@@ -94,6 +94,13 @@ pub struct Config {
     /// Open connections per shard (both its ports) and on the name server; more are closed at accept
     /// with a log line. An idle connection costs ~8 KiB, so the default bounds idle memory to ~80 MiB.
     pub max_connections_per_shard: usize,
+    /// How long a shard runs ready tasks before it polls for network and disk completions again, in
+    /// µs (glommio's preempt timer; Seastar's task quota). It bounds how long one large request,
+    /// handled in yielding chunks, delays every other connection of the shard.
+    pub task_quota_us: u64,
+    /// Log every scheduler run that exceeds the task quota by this many ms (0: off; a diagnosis
+    /// tool, it costs two syscalls per run).
+    pub stall_report_ms: u64,
     /// Entries accepted in one list-bearing request (heartbeat groups and subscriptions, lock batch
     /// queues, registration topics); past it the request is refused with a remark.
     pub max_request_list_entries: usize,
@@ -139,6 +146,8 @@ impl Default for Config {
             max_requests_in_flight_per_connection: 4096,
             max_held_bytes_per_connection: 64 << 20,
             max_connections_per_shard: 10_000,
+            task_quota_us: 500,
+            stall_report_ms: 0,
             max_request_list_entries: 10_000,
             max_queues_per_topic: 1024,
         }

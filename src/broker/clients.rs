@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 /// Consumer groups of one heartbeat registered before the shard lets other tasks run: a heartbeat
 /// naming thousands of groups takes turns instead of stalling the shard for its whole length.
-const HEARTBEAT_GROUPS_PER_TURN: usize = 128;
+const HEARTBEAT_GROUPS_PER_TURN: usize = 32;
 /// Heartbeat bodies up to this size are parsed inline (a client with a few groups sends ~1 KiB);
 /// larger ones on the blocking pool, which costs a thread hop but no stall.
 const HEARTBEAT_PARSE_INLINE_BYTES: usize = 64 << 10;
@@ -143,6 +143,7 @@ impl ClientRegistry {
 /// number. More than `max_request_list_entries` groups, or subscriptions in one group, are refused.
 pub async fn heartbeat(b: &Broker, conn: &Rc<Conn>, req: &Command) -> Command {
     let bytes = req.body_bytes();
+    let body_len = bytes.len();
     // A large body is parsed on the blocking pool: one 600 KB parse is a ~15 ms stretch.
     let parsed = if bytes.len() > HEARTBEAT_PARSE_INLINE_BYTES {
         glommio::executor().spawn_blocking(move || serde_json::from_slice::<Value>(&bytes)).await
@@ -171,17 +172,22 @@ pub async fn heartbeat(b: &Broker, conn: &Rc<Conn>, req: &Command) -> Command {
     let body_without_sub = body.get("withoutSub").and_then(Value::as_bool).unwrap_or(false);
     let groups: Vec<(String, &Value)> =
         consumers.iter().filter_map(|c| Some((c.get("groupName").and_then(str_of)?, c))).collect();
-    let retry_topics: Vec<TopicConfig> = groups
-        .iter()
-        .map(|(g, _)| format!("{RETRY_PREFIX}{g}"))
-        .filter(|t| b.topics.borrow().get(t).is_none())
-        .map(|t| TopicConfig::new(&t, 1, PERM_READ | PERM_WRITE))
-        .collect();
-    // Each phase is one stretch of work; between them (and every 128 groups) other tasks run.
-    // New retry topics are inserted in batches; the version, the file and the registration — each
-    // a copy of the whole table — are done once, each in its own turn.
+    // Work comes in turns of HEARTBEAT_GROUPS_PER_TURN groups, with a yield between turns (with
+    // the shard's task quota, other connections' I/O is polled at least every `task_quota_us`).
+    // New retry topics and groups are inserted in turns; the version, the files and the
+    // registration — each a copy of a whole table — are done once, each in its own turn.
+    let mut retry_topics = Vec::with_capacity(groups.len()); // no doubling copies of a large Vec
+    for (i, (g, _)) in groups.iter().enumerate() {
+        if i > 0 && i.is_multiple_of(HEARTBEAT_GROUPS_PER_TURN) {
+            futures_lite::future::yield_now().await;
+        }
+        let t = format!("{RETRY_PREFIX}{g}");
+        if b.topics.borrow().get(&t).is_none() {
+            retry_topics.push(TopicConfig::new(&t, 1, PERM_READ | PERM_WRITE));
+        }
+    }
     let mut added = false;
-    for chunk in retry_topics.chunks(HEARTBEAT_GROUPS_PER_TURN * 4) {
+    for chunk in retry_topics.chunks(HEARTBEAT_GROUPS_PER_TURN) {
         futures_lite::future::yield_now().await;
         for tc in b.topics.borrow_mut().insert_unversioned(chunk.to_vec()) {
             b.control.publish_topic(b.shard, Some(tc), None);
@@ -194,8 +200,15 @@ pub async fn heartbeat(b: &Broker, conn: &Rc<Conn>, req: &Command) -> Command {
         futures_lite::future::yield_now().await;
         b.publish_registration();
     }
-    futures_lite::future::yield_now().await;
-    b.groups.borrow_mut().ensure_many(groups.iter().map(|(g, _)| g.as_str()));
+    let mut new_groups = false;
+    for chunk in groups.chunks(HEARTBEAT_GROUPS_PER_TURN) {
+        futures_lite::future::yield_now().await;
+        new_groups |= b.groups.borrow_mut().insert_missing(chunk.iter().map(|(g, _)| g.as_str()));
+    }
+    if new_groups {
+        futures_lite::future::yield_now().await;
+        b.groups.borrow().persist();
+    }
     futures_lite::future::yield_now().await;
     let mut changed = Vec::new();
     for (i, (group, c)) in groups.iter().enumerate() {
@@ -229,6 +242,11 @@ pub async fn heartbeat(b: &Broker, conn: &Rc<Conn>, req: &Command) -> Command {
             futures_lite::future::yield_now().await;
         }
         notify_ids_changed(b, g);
+    }
+    if body_len > HEARTBEAT_PARSE_INLINE_BYTES {
+        // Freeing the parsed tree of a large body takes milliseconds too: on the blocking pool.
+        drop(groups);
+        glommio::executor().spawn_blocking(move || drop(body)).await;
     }
     let mut r = req.response_to(rs::SUCCESS);
     r.put("IS_SUB_CHANGE", "true");

@@ -56,6 +56,16 @@ impl GroupTable {
 
     /// Adds the groups not known yet with one write of the file; true when any was added.
     pub fn ensure_many<'a>(&mut self, groups: impl IntoIterator<Item = &'a str>) -> bool {
+        let added = self.insert_missing(groups);
+        if added {
+            self.persist();
+        }
+        added
+    }
+
+    /// Creates the configurations that are missing without writing the file (a caller adding many
+    /// in turns writes it once with [`GroupTable::persist`]); true when any was created.
+    pub fn insert_missing<'a>(&mut self, groups: impl IntoIterator<Item = &'a str>) -> bool {
         let mut added = false;
         for group in groups {
             if !self.groups.contains_key(group) {
@@ -64,9 +74,6 @@ impl GroupTable {
                 added = true;
             }
         }
-        if added {
-            self.persist();
-        }
         added
     }
 
@@ -74,7 +81,7 @@ impl GroupTable {
         self.groups.get(group).map_or(super::retry::DEFAULT_MAX_RECONSUME, |g| g.retry_max_times)
     }
 
-    fn persist(&self) {
+    pub fn persist(&self) {
         self.file.save(None, &self.groups);
     }
 }

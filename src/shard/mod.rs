@@ -7,6 +7,7 @@
 
 pub mod control;
 mod registrar;
+pub mod stalls;
 pub mod startup;
 mod tasks;
 
@@ -146,15 +147,16 @@ async fn namesrv_main(cfg: Config, control: Arc<ControlPlane>, ready: Ready) {
     drop(accept);
 }
 
-fn executor(name: String, placement: Placement) -> LocalExecutorBuilder {
+fn executor(name: String, placement: Placement, cfg: &Config, control_cpus: Option<&[usize]>) -> LocalExecutorBuilder {
     // glommio pins an executor's blocking pool to the executor's own core by default, so the shard's
     // off-executor work (checkpoint files, large heartbeat parses) took the CPU from the very shard it
-    // was moved off (measured: a 600 KB heartbeat parse stalled sends for 60–90 ms). Unbound, the
-    // scheduler runs it on another core.
-    LocalExecutorBuilder::new(placement)
+    // was moved off (measured: a 600 KB heartbeat parse stalled sends for 60–90 ms). It runs on the
+    // cores no shard uses, or anywhere when there are none.
+    let builder = LocalExecutorBuilder::new(placement)
         .name(&name)
         .io_memory(startup::IO_MEMORY_BYTES)
-        .blocking_thread_pool_placement(glommio::PoolPlacement::Unbound(1))
+        .blocking_thread_pool_placement(stalls::blocking_pool(control_cpus));
+    stalls::configure(builder, cfg)
 }
 
 /// Waits for an executor's start-up report; a thread that died without one failed to create its
@@ -198,8 +200,16 @@ pub fn serve(cfg: Config) -> i32 {
 fn serve_inner(cfg: Config) -> Result<i32, (i32, String)> {
     let cfg_err = |m: String| (startup::EXIT_CONFIG, m);
     startup::fail_stop_on_panic();
-    crate::broker::config_file::start_background_writes();
     let shards = if cfg.role == Role::Namesrv { 0 } else { cfg.shard_count() };
+    // Every thread this one starts from here on inherits the control CPUs; shards pin themselves.
+    let control_cpus = stalls::control_cpus(shards);
+    if let Some(cpus) = &control_cpus
+        && let Err(e) = stalls::pin_current_thread(cpus)
+    {
+        tracing::warn!(error = %e, ?cpus, "control-plane threads not kept off the shards' cores");
+    }
+    let control_cpus = control_cpus.as_deref();
+    crate::broker::config_file::start_background_writes();
     let with_ns = cfg.role != Role::Broker;
     startup::check_io_uring().map_err(cfg_err)?;
     startup::check_memlock(shards + with_ns as usize).map_err(cfg_err)?;
@@ -214,7 +224,7 @@ fn serve_inner(cfg: Config) -> Result<i32, (i32, String)> {
     if with_ns {
         let (tx, rx) = mpsc::channel();
         let (c, k) = (cfg.clone(), control.clone());
-        let h = executor("ringmq-namesrv".into(), Placement::Unbound)
+        let h = executor("ringmq-namesrv".into(), Placement::Unbound, &cfg, control_cpus)
             .spawn(move || namesrv_main(c, k, tx))
             .map_err(|e| cfg_err(e.to_string()))?;
         ns_handle = Some(await_ready(&rx, h, shards + 1)?);
@@ -226,7 +236,7 @@ fn serve_inner(cfg: Config) -> Result<i32, (i32, String)> {
         let (tx, rx) = mpsc::channel();
         let addr = SocketAddr::new(ip, cfg.shard_port(i));
         let (c, k) = (cfg.clone(), control.clone());
-        let started = executor(format!("ringmq-shard-{i}"), Placement::Fixed(i % cores))
+        let started = executor(format!("ringmq-shard-{i}"), Placement::Fixed(i % cores), &cfg, control_cpus)
             .spawn(move || shard_main(i, c, addr, k, tx));
         let h = started.map_err(|e| cfg_err(e.to_string()))?;
         match await_ready(&rx, h, shards + 1) {

@@ -1,0 +1,76 @@
+//! Reactor stalls: how long a shard may run tasks before it polls for I/O again (the task quota,
+//! glommio's preempt timer), and an optional report of every run that went far past it.
+//!
+//! glommio runs the ready tasks of a queue until its preempt timer fires, polling the network only
+//! between such runs; a task that yields is simply run again. With glommio's default of 100 ms, a
+//! large request handled in yielding chunks still kept every other connection of the shard waiting
+//! for tens of ms (a 3 000-group heartbeat: 40–60 ms). Seastar's task quota is 0.5 ms; ringmq's
+//! `task_quota_us` defaults to the same.
+//!
+//! `stall_report_ms` (0 = off) installs glommio's stall detector: a run longer than the quota plus
+//! that many ms is logged at WARN by glommio (target `glommio::executor::stall`: executor, task
+//! queue, overage, unresolved backtrace addresses). It costs two timer syscalls per scheduler run,
+//! so it is a diagnosis tool, off by default.
+
+use glommio::{StallDetectionHandler, TaskQueueHandle};
+use std::time::Duration;
+
+/// glommio's stall detector with our threshold; glommio's own handler logs the stall.
+#[derive(Debug)]
+pub struct StallReporter {
+    pub threshold: Duration,
+}
+
+impl StallDetectionHandler for StallReporter {
+    fn threshold(&self, _queue: TaskQueueHandle, _expected: Duration) -> Option<Duration> {
+        Some(self.threshold)
+    }
+}
+
+/// The executor settings for stalls from the configuration.
+pub fn configure(builder: glommio::LocalExecutorBuilder, cfg: &crate::config::Config) -> glommio::LocalExecutorBuilder {
+    let builder = builder.preempt_timer(Duration::from_micros(cfg.task_quota_us.max(50)));
+    match cfg.stall_report_ms {
+        0 => builder,
+        ms => builder.detect_stalls(Some(Box::new(StallReporter { threshold: Duration::from_millis(ms) }))),
+    }
+}
+
+/// The CPUs no shard is pinned to (shard `i` runs on CPU `i mod cores`), or `None` when the shards
+/// take every core. The control plane — name server, registrar, config writer, metrics, blocking
+/// pools — runs there, so that its bursts (parsing and encoding a 3 000-topic registration, encoding
+/// config files) never take a shard's core: on 2 cores with one shard they preempted the shard for
+/// milliseconds at a time.
+pub fn control_cpus(shards: usize) -> Option<Vec<usize>> {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let spare: Vec<usize> = (shards.min(cores)..cores).collect();
+    (!spare.is_empty()).then_some(spare)
+}
+
+/// Restricts the calling thread (and the threads it spawns later) to `cpus`.
+pub fn pin_current_thread(cpus: &[usize]) -> std::io::Result<()> {
+    // SAFETY: `cpu_set_t` is plain data; zeroed is the empty set, CPU_SET writes inside it, and
+    // sched_setaffinity only reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cpus {
+            libc::CPU_SET(c, &mut set);
+        }
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Where a shard's blocking pool runs: the control CPUs when there are any, else anywhere.
+pub fn blocking_pool(control: Option<&[usize]>) -> glommio::PoolPlacement {
+    let set = control.and_then(|cpus| {
+        let set = glommio::CpuSet::online().ok()?.filter(|l| cpus.contains(&l.cpu));
+        (!set.is_empty()).then_some(set)
+    });
+    match set {
+        Some(set) => glommio::PoolPlacement::Fenced(1, set),
+        None => glommio::PoolPlacement::Unbound(1),
+    }
+}
