@@ -98,6 +98,9 @@ pub struct Config {
     /// µs (glommio's preempt timer; Seastar's task quota). It bounds how long one large request,
     /// handled in yielding chunks, delays every other connection of the shard.
     pub task_quota_us: u64,
+    /// Series of `ringmq_consumer_lag_messages` (one per group, topic and queue) a shard exports;
+    /// past it only the queues furthest behind are, and the rest are counted.
+    pub max_lag_series_per_shard: usize,
     /// Log every scheduler run that exceeds the task quota by this many ms (0: off; a diagnosis
     /// tool, it costs two syscalls per run).
     pub stall_report_ms: u64,
@@ -147,6 +150,7 @@ impl Default for Config {
             max_held_bytes_per_connection: 64 << 20,
             max_connections_per_shard: 10_000,
             task_quota_us: 500,
+            max_lag_series_per_shard: 10_000,
             stall_report_ms: 0,
             max_request_list_entries: 10_000,
             max_queues_per_topic: 1024,

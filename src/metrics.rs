@@ -45,6 +45,8 @@ pub struct Snapshot {
     pub disk_full: bool,
     /// (group, topic, queue) → messages behind.
     pub lag: Vec<(String, String, i32, u64)>,
+    /// (group, topic, queue) series left out of `lag` past `max_lag_series_per_shard`.
+    pub lag_series_dropped: u64,
     pub thread_id: i32,
     /// Timer messages waiting for their delivery time.
     pub timers_pending: u64,
@@ -187,6 +189,11 @@ pub fn render(hub: &MetricsHub, data_dir: &std::path::Path) -> String {
         "consumer_lag_messages",
         "Messages behind the committed offset, by group, topic and queue",
     );
+    let lag_dropped = gauge_family(
+        &mut reg,
+        "consumer_lag_series_dropped",
+        "Lag series left out past max_lag_series_per_shard (the least behind), by shard",
+    );
     let cpu = gauge_family(&mut reg, "shard_cpu_seconds", "CPU seconds used by each shard's thread");
     let disk = gauge_family(&mut reg, "disk_bytes", "Size and free space of the data directory's file system");
     for (shard, s) in hub.snapshots() {
@@ -236,6 +243,7 @@ pub fn render(hub: &MetricsHub, data_dir: &std::path::Path) -> String {
             lag.get_or_create(&labels(&[("group", g.clone()), ("topic", t.clone()), ("queue", format!("{sh}:{q}"))]))
                 .set(*n as i64);
         }
+        lag_dropped.get_or_create(&labels(&[("shard", sh.clone())])).set(s.lag_series_dropped as i64);
         if let Some(secs) = thread_cpu_seconds(s.thread_id) {
             cpu.get_or_create(&labels(&[("shard", sh)])).set(secs as i64);
         }

@@ -30,6 +30,9 @@ pub const LOCK_LEASE: Duration = Duration::from_secs(60);
 struct Member {
     conn: Rc<Conn>,
     last_seen: Instant,
+    /// The client's language and protocol version, from its heartbeat's header (admin views).
+    language: String,
+    version: i32,
 }
 
 #[derive(Default)]
@@ -38,6 +41,38 @@ struct ConsumerGroup {
     /// Topic → (expression type, expression, parsed), from the latest heartbeat.
     subscriptions: HashMap<String, (String, String, Rc<Subscription>)>,
     message_model: String,
+    /// `consumeType` and `consumeFromWhere` of the latest heartbeat (admin views).
+    consume_type: String,
+    consume_from_where: String,
+}
+
+/// One client connection as the admin views show it (RocketMQ's `Connection`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConnection {
+    pub client_id: String,
+    pub client_addr: String,
+    pub language: String,
+    pub version: i32,
+}
+
+/// A consumer group as GET_CONSUMER_CONNECTION_LIST shows it.
+#[derive(Debug, Clone)]
+pub struct ConsumerView {
+    pub connections: Vec<ClientConnection>,
+    /// Topic → (expression type, expression).
+    pub subscriptions: BTreeMap<String, (String, String)>,
+    pub message_model: String,
+    pub consume_type: String,
+    pub consume_from_where: String,
+}
+
+fn connection_of(id: &str, m: &Member) -> ClientConnection {
+    ClientConnection {
+        client_id: id.to_string(),
+        client_addr: m.conn.peer.to_string(),
+        language: m.language.clone(),
+        version: m.version,
+    }
 }
 
 /// Producers and consumers registered on this shard.
@@ -83,6 +118,40 @@ impl ClientRegistry {
         self.producers.get(group)?.values().find(|m| !m.conn.is_closed()).map(|m| m.conn.clone())
     }
 
+    /// A consumer group's live members and subscriptions; None when it has no member here.
+    pub fn consumer_view(&self, group: &str) -> Option<ConsumerView> {
+        let g = self.consumers.get(group)?;
+        let connections: Vec<ClientConnection> =
+            g.members.iter().filter(|(_, m)| !m.conn.is_closed()).map(|(id, m)| connection_of(id, m)).collect();
+        if connections.is_empty() {
+            return None;
+        }
+        Some(ConsumerView {
+            connections,
+            subscriptions: g.subscriptions.iter().map(|(t, (k, e, _))| (t.clone(), (k.clone(), e.clone()))).collect(),
+            message_model: g.message_model.clone(),
+            consume_type: g.consume_type.clone(),
+            consume_from_where: g.consume_from_where.clone(),
+        })
+    }
+
+    /// A producer group's live members.
+    pub fn producer_connections(&self, group: &str) -> Vec<ClientConnection> {
+        let members = self.producers.get(group).into_iter().flatten();
+        members.filter(|(_, m)| !m.conn.is_closed()).map(|(id, m)| connection_of(id, m)).collect()
+    }
+
+    /// The connection of one live member of a consumer group (GET_CONSUMER_RUNNING_INFO's target).
+    pub fn consumer_member_conn(&self, group: &str, client_id: &str) -> Option<Rc<Conn>> {
+        let m = self.consumers.get(group)?.members.get(client_id)?;
+        (!m.conn.is_closed()).then(|| m.conn.clone())
+    }
+
+    /// Groups with a live member subscribed to `topic`.
+    pub fn groups_subscribed_to(&self, topic: &str) -> Vec<String> {
+        self.consumers.iter().filter(|(_, g)| g.subscriptions.contains_key(topic)).map(|(n, _)| n.clone()).collect()
+    }
+
     /// (group, client id, message model, subscriptions) of every consumer.
     pub fn consumer_groups(&self) -> Vec<(String, usize, String, Vec<String>)> {
         self.consumers
@@ -93,17 +162,19 @@ impl ClientRegistry {
             .collect()
     }
 
-    fn upsert_consumer(&mut self, group: &str, client_id: &str, conn: &Rc<Conn>, model: String) -> bool {
+    fn upsert_consumer(&mut self, group: &str, client_id: &str, member: Member, c: &Value) -> bool {
         let g = self.consumers.entry(group.to_string()).or_default();
-        g.message_model = model;
-        let now = Instant::now();
+        g.message_model = message_model(c);
+        g.consume_type = c.get("consumeType").and_then(str_of).unwrap_or_else(|| "CONSUME_PASSIVELY".into());
+        g.consume_from_where =
+            c.get("consumeFromWhere").and_then(str_of).unwrap_or_else(|| "CONSUME_FROM_LAST_OFFSET".into());
         match g.members.get_mut(client_id) {
-            Some(m) if m.conn.id == conn.id => {
-                m.last_seen = now;
+            Some(m) if m.conn.id == member.conn.id => {
+                m.last_seen = member.last_seen;
                 false
             }
             _ => {
-                g.members.insert(client_id.to_string(), Member { conn: conn.clone(), last_seen: now });
+                g.members.insert(client_id.to_string(), member);
                 true
             }
         }
@@ -216,7 +287,13 @@ pub async fn heartbeat(b: &Broker, conn: &Rc<Conn>, req: &Command) -> Command {
             futures_lite::future::yield_now().await; // a large heartbeat takes turns with other work
         }
         let mut reg = b.clients.borrow_mut();
-        if reg.upsert_consumer(group, &client_id, conn, message_model(c)) {
+        let member = Member {
+            conn: conn.clone(),
+            last_seen: Instant::now(),
+            language: req.language.clone(),
+            version: req.version,
+        };
+        if reg.upsert_consumer(group, &client_id, member, c) {
             changed.push(group.clone());
         }
         let without_sub = c.get("withoutSub").and_then(Value::as_bool).unwrap_or(false) || body_without_sub;
@@ -234,7 +311,12 @@ pub async fn heartbeat(b: &Broker, conn: &Rc<Conn>, req: &Command) -> Command {
         let Some(group) = p.get("groupName").and_then(str_of) else {
             continue;
         };
-        let member = Member { conn: conn.clone(), last_seen: Instant::now() };
+        let member = Member {
+            conn: conn.clone(),
+            last_seen: Instant::now(),
+            language: req.language.clone(),
+            version: req.version,
+        };
         b.clients.borrow_mut().producers.entry(group).or_default().insert(client_id.clone(), member);
     }
     for (i, g) in changed.iter().enumerate() {

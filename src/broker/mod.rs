@@ -5,6 +5,7 @@
 //! shard's own ports. Nothing here crosses cores; topic changes reach other shards through the
 //! control plane (`shard::control`).
 
+pub mod admin;
 pub mod clients;
 pub mod config_file;
 pub mod groups;
@@ -212,6 +213,15 @@ impl Broker {
             rq::QUERY_MESSAGE => query::query_message(self, &req).await,
             rq::VIEW_MESSAGE_BY_ID => query::view_by_offset(self, &req).await,
             rq::GET_BROKER_RUNTIME_INFO => query::runtime_info(self, &req),
+            rq::GET_TOPIC_STATS_INFO => admin::topic_stats(self, &req).await,
+            rq::GET_CONSUMER_CONNECTION_LIST => admin::consumer_connections(self, &req),
+            rq::GET_PRODUCER_CONNECTION_LIST => admin::producer_connections(self, &req),
+            rq::GET_CONSUME_STATS => admin::get_consume_stats(self, &req).await,
+            rq::GET_BROKER_CONSUME_STATS => admin::broker_consume_stats(self, &req).await,
+            rq::GET_BROKER_CONFIG => admin::broker_config(self, &req),
+            rq::QUERY_TOPIC_CONSUME_BY_WHO => admin::topic_consumed_by(self, &req),
+            rq::QUERY_CONSUME_TIME_SPAN => admin::consume_time_span(self, &req).await,
+            rq::GET_CONSUMER_RUNNING_INFO => admin::consumer_running_info(self, &req).await,
             code => req
                 .response_to(rs::REQUEST_CODE_NOT_SUPPORTED)
                 .with_remark(format!("request code {code} is not supported by ringmq")),

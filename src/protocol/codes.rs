@@ -38,7 +38,16 @@ pub mod request {
     pub const GET_KVLIST_BY_NAMESPACE: i32 = 219;
     pub const RESET_CONSUMER_CLIENT_OFFSET: i32 = 220;
     pub const INVOKE_BROKER_TO_RESET_OFFSET: i32 = 222;
+    pub const GET_BROKER_CONFIG: i32 = 26;
     pub const GET_BROKER_RUNTIME_INFO: i32 = 28;
+    pub const GET_TOPIC_STATS_INFO: i32 = 202;
+    pub const GET_CONSUMER_CONNECTION_LIST: i32 = 203;
+    pub const GET_PRODUCER_CONNECTION_LIST: i32 = 204;
+    pub const GET_CONSUME_STATS: i32 = 208;
+    pub const QUERY_TOPIC_CONSUME_BY_WHO: i32 = 300;
+    pub const QUERY_CONSUME_TIME_SPAN: i32 = 303;
+    pub const GET_CONSUMER_RUNNING_INFO: i32 = 307;
+    pub const GET_BROKER_CONSUME_STATS: i32 = 317;
     pub const SEND_MESSAGE_V2: i32 = 310;
     pub const SEND_BATCH_MESSAGE: i32 = 320;
     pub const SEND_REPLY_MESSAGE: i32 = 324;

@@ -42,6 +42,18 @@ pub const PROPERTIES_MAX_BYTES: usize = 32767;
 /// Fixed part of a stored record with IPv4 hosts.
 pub const RECORD_FIXED_BYTES: usize = 91;
 
+/// Where the store timestamp ends at the latest: after the fixed head (48 bytes to the born
+/// timestamp's end) and an IPv6 born host (20 bytes).
+pub const STORE_TIMESTAMP_MAX_END: usize = 48 + 20 + 8;
+
+/// The store timestamp from the first bytes of a stored record: it follows the born host, which is
+/// 8 bytes (IPv4 + port) or 20 (IPv6 + port) as the sysFlag says.
+pub fn store_timestamp_of(head: &[u8]) -> Option<i64> {
+    let sys_flag = i32::from_be_bytes(head.get(36..40)?.try_into().ok()?);
+    let at = 48 + if sys_flag & FLAG_BORNHOST_V6 != 0 { 20 } else { 8 };
+    Some(i64::from_be_bytes(head.get(at..at + 8)?.try_into().ok()?))
+}
+
 /// Property separators (reference §3.4).
 pub const NAME_VALUE_SEP: char = '\u{1}';
 pub const PROPERTY_SEP: char = '\u{2}';
@@ -436,6 +448,17 @@ mod tests {
             store_host: "10.0.0.1:10911".parse().unwrap(),
             reconsume_times: 0,
             prepared_transaction_offset: 0,
+        }
+    }
+
+    /// Regression: the store timestamp was read at a fixed +56, wrong for IPv6 born hosts.
+    #[test]
+    fn store_timestamp_is_found_after_an_ipv4_or_ipv6_born_host() {
+        for born in ["127.0.0.1:50000", "[2001:db8::7]:50000"] {
+            let m = MessageToStore { born_host: born.parse().unwrap(), ..sample() };
+            let mut buf = Vec::new();
+            m.encode_into(&mut buf, 0, 0, 1_700_000_000_456);
+            assert_eq!(store_timestamp_of(&buf[..STORE_TIMESTAMP_MAX_END]), Some(1_700_000_000_456), "{born}");
         }
     }
 

@@ -19,15 +19,15 @@ pub struct QueueOffset {
     pub offset: u64,
 }
 
+/// A `MessageQueue` as fastjson writes it when it is a map key (fields in alphabetical order).
+pub fn queue_key(broker_name: &str, queue_id: i32, topic: &str) -> String {
+    serde_json::json!({"brokerName": broker_name, "queueId": queue_id, "topic": topic}).to_string()
+}
+
 /// Writes the fastjson form.
 pub fn encode(entries: &[QueueOffset]) -> String {
-    let items: Vec<String> = entries
-        .iter()
-        .map(|e| {
-            let key = serde_json::json!({"brokerName": e.broker_name, "queueId": e.queue_id, "topic": e.topic});
-            format!("{key}:{}", e.offset)
-        })
-        .collect();
+    let items: Vec<String> =
+        entries.iter().map(|e| format!("{}:{}", queue_key(&e.broker_name, e.queue_id, &e.topic), e.offset)).collect();
     format!("{{\"offsetTable\":{{{}}}}}", items.join(","))
 }
 

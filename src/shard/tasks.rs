@@ -130,13 +130,21 @@ fn publish_metrics(b: &Broker) {
     snap.connections = b.connections.get();
     snap.disk_full = b.store.disk_full().is_some();
     let committed = b.offsets.borrow().entries();
-    snap.lag = committed
+    let mut lag: Vec<_> = committed
         .into_iter()
         .map(|(g, t, q, off)| {
             let max = b.store.queue_bounds(&t, q).1;
             (g, t, q, max.saturating_sub(off))
         })
         .collect();
+    // Bounded label cardinality: past the cap only the queues furthest behind are exported.
+    let cap = b.cfg.max_lag_series_per_shard;
+    snap.lag_series_dropped = lag.len().saturating_sub(cap) as u64;
+    if lag.len() > cap {
+        lag.select_nth_unstable_by(cap, |a, b| b.3.cmp(&a.3));
+        lag.truncate(cap);
+    }
+    snap.lag = lag;
     // SAFETY: gettid has no preconditions.
     snap.thread_id = unsafe { libc::gettid() };
     b.control.metrics.publish(b.shard, snap);

@@ -503,8 +503,8 @@ impl<D: Disk> Store<D> {
     /// Store time of the message at a queue offset.
     pub async fn store_time_at(&self, topic: &str, queue_id: i32, offset: u64) -> Option<i64> {
         let e = self.entry(topic, queue_id, offset)?;
-        let rec = self.log.read(e.physical_offset + 56, 8).await.ok()?;
-        Some(i64::from_be_bytes(rec[..8].try_into().ok()?))
+        let head = self.log.read(e.physical_offset, crate::protocol::message::STORE_TIMESTAMP_MAX_END).await.ok()?;
+        crate::protocol::message::store_timestamp_of(&head)
     }
 
     /// First queue offset whose message was stored at or after `ts_ms` (max offset if none).

@@ -1,0 +1,303 @@
+//! The administration views the Java `DefaultMQAdminExt` asks a broker for (`mqadmin`, the
+//! rocketmq-dashboard, rocketmq-exporter): topic status, consume progress, connections, who
+//! consumes a topic, consume time spans, broker configuration, and the relay of
+//! GET_CONSUMER_RUNNING_INFO to a consumer. Runs on the shard that owns the queues it reports.
+//!
+//! Bodies are written as fastjson writes RocketMQ's classes: fields in alphabetical order, and
+//! `MessageQueue` map keys as JSON objects (`offset_table::queue_key`), which is not standard JSON
+//! but what the Java tools parse.
+
+use super::{Broker, field, opt_field};
+use crate::net::conn::Conn;
+use crate::protocol::codes::{request as rq, response as rs};
+use crate::protocol::command::Command;
+use crate::protocol::offset_table::queue_key;
+use serde_json::{Value, json};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// How long a relayed GET_CONSUMER_RUNNING_INFO waits for the consumer (RocketMQ's broker waits
+/// 5 s for its client calls; the admin tool's own timeout is longer).
+const CONSUMER_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Queue ids of a topic as the admin views count them (RocketMQ iterates the write queues).
+fn queue_ids(b: &Broker, topic: &str) -> Option<Vec<i32>> {
+    let n = b.topics.borrow().get(topic)?.write_queue_nums;
+    Some((0..n as i32).collect())
+}
+
+/// The store time of the message at `offset`, 0 when there is none.
+async fn store_time(b: &Broker, topic: &str, qid: i32, offset: u64) -> i64 {
+    b.store.store_time_at(topic, qid, offset).await.unwrap_or(0)
+}
+
+/// GET_TOPIC_STATS_INFO (202): `TopicStatsTable` — per queue its min and max offset and the store
+/// time of its last message.
+pub async fn topic_stats(b: &Broker, req: &Command) -> Command {
+    let topic = match field::<String>(req, "topic") {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let Some(ids) = queue_ids(b, &topic) else {
+        return req.response_to(rs::TOPIC_NOT_EXIST).with_remark(format!("topic[{topic}] not exist"));
+    };
+    let mut items = Vec::new();
+    for qid in ids {
+        let (min, max) = b.store.queue_bounds(&topic, qid);
+        let last = if max > 0 { store_time(b, &topic, qid, max - 1).await } else { 0 };
+        let value = json!({"lastUpdateTimestamp": last, "maxOffset": max, "minOffset": min});
+        items.push(format!("{}:{value}", queue_key(&b.name, qid, &topic)));
+    }
+    req.response_to(rs::SUCCESS).with_body(format!("{{\"offsetTable\":{{{}}}}}", items.join(",")))
+}
+
+/// One `ConsumeStats` of a group on a topic: per queue the broker's max offset, the committed
+/// offset and the store time of the last consumed message; and the messages behind in total.
+async fn consume_stats(b: &Broker, group: &str, topic: &str) -> Option<(Vec<String>, u64)> {
+    let ids = queue_ids(b, topic)?;
+    let mut items = Vec::new();
+    let mut diff = 0;
+    for qid in ids {
+        let (_, max) = b.store.queue_bounds(topic, qid);
+        let committed = b.offsets.borrow().get(group, topic, qid).unwrap_or(0);
+        let last = if committed > 0 { store_time(b, topic, qid, committed - 1).await } else { 0 };
+        diff += max.saturating_sub(committed);
+        let value = json!({"brokerOffset": max, "consumerOffset": committed, "lastTimestamp": last,
+            "pullOffset": committed});
+        items.push(format!("{}:{value}", queue_key(&b.name, qid, topic)));
+    }
+    Some((items, diff))
+}
+
+/// A `ConsumeStats` body from its per-queue entries (ringmq keeps no consume TPS: 0.0).
+fn consume_stats_body(items: &[String]) -> String {
+    format!("{{\"consumeTps\":0.0,\"offsetTable\":{{{}}}}}", items.join(","))
+}
+
+/// Topics a group consumes here: committed offsets and live subscriptions.
+fn topics_of_group(b: &Broker, group: &str) -> Vec<String> {
+    let mut topics: std::collections::BTreeSet<String> =
+        b.offsets.borrow().entries().into_iter().filter(|(g, ..)| g == group).map(|(_, t, ..)| t).collect();
+    if let Some(view) = b.clients.borrow().consumer_view(group) {
+        topics.extend(view.subscriptions.into_keys());
+    }
+    topics.into_iter().collect()
+}
+
+/// GET_CONSUME_STATS (208): `ConsumeStats` of a group, for one topic or all it consumes here.
+pub async fn get_consume_stats(b: &Broker, req: &Command) -> Command {
+    let group = match field::<String>(req, "consumerGroup") {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
+    let topics = match req.field("topic").filter(|t| !t.is_empty()) {
+        Some(t) => vec![t.to_string()],
+        None => topics_of_group(b, &group),
+    };
+    let mut items = Vec::new();
+    for topic in &topics {
+        // One body for all topics: the per-queue entries merge (their keys name the topic).
+        match consume_stats(b, &group, topic).await {
+            Some((entries, _)) => items.extend(entries),
+            None if req.field("topic").is_some() => {
+                return req.response_to(rs::TOPIC_NOT_EXIST).with_remark(format!("topic[{topic}] not exist"));
+            }
+            None => {}
+        }
+    }
+    req.response_to(rs::SUCCESS).with_body(consume_stats_body(&items))
+}
+
+/// GET_BROKER_CONSUME_STATS (317): `ConsumeStatsList` — every group's `ConsumeStats` per topic, the
+/// broker's address and the messages behind in total. `isOrder=true` keeps only order topics.
+pub async fn broker_consume_stats(b: &Broker, req: &Command) -> Command {
+    let only_order = opt_field::<bool>(req, "isOrder").unwrap_or(false);
+    let mut groups: std::collections::BTreeSet<String> =
+        b.offsets.borrow().entries().into_iter().map(|e| e.0).collect();
+    groups.extend(b.clients.borrow().consumer_groups().into_iter().map(|g| g.0));
+    let mut list = Vec::new();
+    let mut total = 0u64;
+    for group in groups {
+        let mut per_topic = Vec::new();
+        for topic in topics_of_group(b, &group) {
+            let order = b.topics.borrow().get(&topic).is_some_and(|t| t.order);
+            if only_order && !order {
+                continue;
+            }
+            if let Some((entries, diff)) = consume_stats(b, &group, &topic).await {
+                per_topic.push(consume_stats_body(&entries));
+                total += diff;
+            }
+        }
+        if !per_topic.is_empty() {
+            list.push(format!("{{{}:[{}]}}", Value::String(group), per_topic.join(",")));
+        }
+    }
+    let body = format!(
+        "{{\"brokerAddr\":{},\"consumeStatsList\":[{}],\"totalDiff\":{total}}}",
+        Value::String(b.addr.to_string()),
+        list.join(",")
+    );
+    req.response_to(rs::SUCCESS).with_body(body)
+}
+
+fn connection_json(c: &super::clients::ClientConnection) -> Value {
+    json!({"clientAddr": c.client_addr, "clientId": c.client_id, "language": c.language, "version": c.version})
+}
+
+/// A subscription as RocketMQ's `SubscriptionData`: tags and their hash codes for TAG expressions.
+fn subscription_json(topic: &str, kind: &str, expr: &str) -> Value {
+    let tags: Vec<String> = if kind == "TAG" && expr.trim() != "*" {
+        expr.split("||").map(str::trim).filter(|t| !t.is_empty()).map(str::to_string).collect()
+    } else {
+        Vec::new()
+    };
+    let codes: Vec<i64> = tags.iter().map(|t| crate::protocol::message::java_string_hash(t)).collect();
+    json!({"classFilterMode": false, "codeSet": codes, "expressionType": kind, "subString": expr,
+        "subVersion": 0, "tagsSet": tags, "topic": topic})
+}
+
+/// GET_CONSUMER_CONNECTION_LIST (203): `ConsumerConnection` of a group with live members here.
+pub fn consumer_connections(b: &Broker, req: &Command) -> Command {
+    let group = match field::<String>(req, "consumerGroup") {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
+    let Some(view) = b.clients.borrow().consumer_view(&group) else {
+        return req.response_to(rs::CONSUMER_NOT_ONLINE).with_remark(format!("the consumer group[{group}] not online"));
+    };
+    let subs: serde_json::Map<String, Value> =
+        view.subscriptions.iter().map(|(t, (k, e))| (t.clone(), subscription_json(t, k, e))).collect();
+    let body = json!({
+        "connectionSet": view.connections.iter().map(connection_json).collect::<Vec<_>>(),
+        "consumeFromWhere": view.consume_from_where,
+        "consumeType": view.consume_type,
+        "messageModel": view.message_model,
+        "subscriptionTable": subs,
+    });
+    req.response_to(rs::SUCCESS).with_body(body.to_string())
+}
+
+/// GET_PRODUCER_CONNECTION_LIST (204): `ProducerConnection` of a group with live members here.
+pub fn producer_connections(b: &Broker, req: &Command) -> Command {
+    let group = match field::<String>(req, "producerGroup") {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
+    let conns = b.clients.borrow().producer_connections(&group);
+    if conns.is_empty() {
+        return req.response_to(rs::SYSTEM_ERROR).with_remark(format!("the producer group[{group}] not exist"));
+    }
+    let body = json!({"connectionSet": conns.iter().map(connection_json).collect::<Vec<_>>()});
+    req.response_to(rs::SUCCESS).with_body(body.to_string())
+}
+
+/// QUERY_TOPIC_CONSUME_BY_WHO (300): `GroupList` — groups subscribed to the topic or with
+/// committed offsets on it.
+pub fn topic_consumed_by(b: &Broker, req: &Command) -> Command {
+    let topic = match field::<String>(req, "topic") {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let mut groups: std::collections::BTreeSet<String> =
+        b.clients.borrow().groups_subscribed_to(&topic).into_iter().collect();
+    groups.extend(b.offsets.borrow().entries().into_iter().filter(|e| e.1 == topic).map(|e| e.0));
+    req.response_to(rs::SUCCESS).with_body(json!({"groupList": groups}).to_string())
+}
+
+/// QUERY_CONSUME_TIME_SPAN (303): `QueryConsumeTimeSpanBody` — per queue the store times of its
+/// first and last message, of the last consumed one, and how long the next one has waited.
+pub async fn consume_time_span(b: &Broker, req: &Command) -> Command {
+    let (topic, group) = match (field::<String>(req, "topic"), field::<String>(req, "group")) {
+        (Ok(t), Ok(g)) => (t, g),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    let Some(ids) = queue_ids(b, &topic) else {
+        return req.response_to(rs::TOPIC_NOT_EXIST).with_remark(format!("topic[{topic}] not exist"));
+    };
+    let now = crate::store::now_ms();
+    let mut spans = Vec::new();
+    for qid in ids {
+        let (min, max) = b.store.queue_bounds(&topic, qid);
+        let committed = b.offsets.borrow().get(&group, &topic, qid).unwrap_or(min);
+        let min_ts = if max > min { store_time(b, &topic, qid, min).await } else { 0 };
+        let max_ts = if max > min { store_time(b, &topic, qid, max - 1).await } else { 0 };
+        let consume_ts = if committed > min { store_time(b, &topic, qid, committed - 1).await } else { min_ts };
+        let delay = if committed < max { now - store_time(b, &topic, qid, committed.max(min)).await } else { 0 };
+        spans.push(json!({
+            "consumeTimeStamp": consume_ts,
+            "delayTime": delay.max(0),
+            "maxTimeStamp": max_ts,
+            "messageQueue": {"brokerName": b.name, "queueId": qid, "topic": topic},
+            "minTimeStamp": min_ts,
+        }));
+    }
+    req.response_to(rs::SUCCESS).with_body(json!({"consumeTimeSpanSet": spans}).to_string())
+}
+
+/// GET_BROKER_CONFIG (26): the configuration as Java properties text (`key=value` lines), with
+/// RocketMQ's names where a setting means the same, then every ringmq setting under its own name.
+pub fn broker_config(b: &Broker, req: &Command) -> Command {
+    let c = &b.cfg;
+    let flush = match b.store.log().flush_mode() {
+        crate::store::FlushMode::Sync => "SYNC_FLUSH",
+        crate::store::FlushMode::Async => "ASYNC_FLUSH",
+    };
+    let mut lines = vec![
+        format!("brokerClusterName={}", c.cluster_name),
+        format!("brokerName={}", b.name),
+        "brokerId=0".to_string(),
+        "brokerRole=ASYNC_MASTER".to_string(),
+        format!("brokerIP1={}", b.addr.ip()),
+        format!("listenPort={}", b.addr.port()),
+        format!("namesrvAddr={}", c.namesrv_list().join(";")),
+        format!("storePathRootDir={}", b.store.config().dir.display()),
+        format!("flushDiskType={flush}"),
+        format!("autoCreateTopicEnable={}", c.auto_create_topic),
+        format!("mappedFileSizeCommitLog={}", b.store.config().segment_bytes),
+        format!("fileReservedTime={}", b.store.config().file_reserved_ms / 3_600_000),
+    ];
+    if let Ok(Value::Object(all)) = serde_json::to_value(c) {
+        for (k, v) in all {
+            let v = match v {
+                Value::String(s) => s,
+                Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            lines.push(format!("{k}={v}"));
+        }
+    }
+    let mut r = req.response_to(rs::SUCCESS).with_body(lines.join("\n") + "\n");
+    r.put("version", serde_json::to_string(&b.topics.borrow().version).unwrap_or_default());
+    r
+}
+
+/// GET_CONSUMER_RUNNING_INFO (307): relayed to the consumer's connection, its answer returned as
+/// RocketMQ's broker does.
+pub async fn consumer_running_info(b: &Broker, req: &Command) -> Command {
+    let (group, client_id) = match (field::<String>(req, "consumerGroup"), field::<String>(req, "clientId")) {
+        (Ok(g), Ok(c)) => (g, c),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    let conn: Option<Rc<Conn>> = b.clients.borrow().consumer_member_conn(&group, &client_id);
+    let Some(conn) = conn else {
+        return req
+            .response_to(rs::SYSTEM_ERROR)
+            .with_remark(format!("The Consumer <{group}> <{client_id}> not online"));
+    };
+    let mut ask = Command::request(rq::GET_CONSUMER_RUNNING_INFO);
+    ask.put("consumerGroup", &group);
+    ask.put("clientId", &client_id);
+    ask.put("jstackEnable", req.field("jstackEnable").unwrap_or("false"));
+    match conn.call(ask, CONSUMER_CALL_TIMEOUT).await {
+        Some(answer) => {
+            let mut r = req.response_to(answer.code);
+            r.remark = answer.remark;
+            r.body = answer.body;
+            r
+        }
+        None => req.response_to(rs::SYSTEM_ERROR).with_remark(format!(
+            "consumer <{group}> <{client_id}> did not answer GET_CONSUMER_RUNNING_INFO within {CONSUMER_CALL_TIMEOUT:?}"
+        )),
+    }
+}
