@@ -224,5 +224,67 @@ fn lag_series_are_capped_keeping_the_queues_furthest_behind() {
     };
     assert!(text.contains(r#"ringmq_consumer_lag_series_dropped{shard="0"} 1"#), "{text}");
     let series: Vec<&str> = text.lines().filter(|l| l.starts_with("ringmq_consumer_lag_messages{")).collect();
-    assert_eq!(series, [format!(r#"ringmq_consumer_lag_messages{{group="LagGroup",topic="Lagged",queue="0:1"}} {}"#, maxes[1])]);
+    assert_eq!(
+        series,
+        [format!(r#"ringmq_consumer_lag_messages{{group="LagGroup",topic="Lagged",queue="0:1"}} {}"#, maxes[1])]
+    );
+}
+
+#[test]
+fn group_and_offset_administration() {
+    let s = Server::start(1, &[]);
+    let p = Producer::new(&s.namesrv(), "PG");
+    p.create_topic("GrpT", 1).unwrap();
+    p.send(&Message::new("GrpT", "x")).unwrap();
+    let admin = Connection::connect(&s.shard_addr(0), T).unwrap();
+
+    // 200 UPDATE_AND_CREATE_SUBSCRIPTIONGROUP, seen by 201
+    let cfg = serde_json::json!({"groupName": "MadeG", "retryMaxTimes": 5, "consumeEnable": true});
+    let r =
+        admin.request(Command::request(rq::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP).with_body(cfg.to_string()), T).unwrap();
+    assert_eq!(r.code, rs::SUCCESS, "{:?}", r.remark);
+    let all: Value = serde_json::from_str(&body(&ask(&admin, rq::GET_ALL_SUBSCRIPTIONGROUP_CONFIG, &[]))).unwrap();
+    assert_eq!(all["subscriptionGroupTable"]["MadeG"]["retryMaxTimes"], 5);
+
+    // 314 CLONE_GROUP_OFFSET, 43 GET_ALL_CONSUMER_OFFSET
+    let c = PullConsumer::new(&s.namesrv(), "SrcG");
+    let q = c.queues("GrpT").unwrap()[0].clone();
+    c.commit(&q, 1).unwrap();
+    let r = ask(&admin, rq::CLONE_GROUP_OFFSET, &[("srcGroup", "SrcG"), ("destGroup", "MadeG"), ("topic", "GrpT")]);
+    assert_eq!(r.code, rs::SUCCESS);
+    assert_eq!(PullConsumer::new(&s.namesrv(), "MadeG").committed_offset(&q).unwrap(), Some(1));
+    let all: Value = serde_json::from_str(&body(&ask(&admin, rq::GET_ALL_CONSUMER_OFFSET, &[]))).unwrap();
+    assert_eq!(all["offsetTable"]["GrpT@MadeG"][q.queue_id.to_string()], 1, "{all}");
+
+    // 207 DELETE_SUBSCRIPTIONGROUP with cleanOffset
+    let r = ask(&admin, rq::DELETE_SUBSCRIPTIONGROUP, &[("groupName", "MadeG"), ("cleanOffset", "true")]);
+    assert_eq!(r.code, rs::SUCCESS);
+    let all: Value = serde_json::from_str(&body(&ask(&admin, rq::GET_ALL_CONSUMER_OFFSET, &[]))).unwrap();
+    assert!(all["offsetTable"].get("GrpT@MadeG").is_none(), "{all}");
+    assert!(all["offsetTable"].get("GrpT@SrcG").is_some(), "{all}");
+
+    // 45 GET_ALL_DELAY_OFFSET, 305 GET_SYSTEM_TOPIC_LIST_FROM_BROKER
+    let d: Value = serde_json::from_str(&body(&ask(&admin, rq::GET_ALL_DELAY_OFFSET, &[]))).unwrap();
+    assert!(d["offsetTable"].is_object(), "{d}");
+    let sys: Value = serde_json::from_str(&body(&ask(&admin, rq::GET_SYSTEM_TOPIC_LIST_FROM_BROKER, &[]))).unwrap();
+    let sys: Vec<&str> = sys["topicList"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(sys.contains(&"TBW102") && !sys.contains(&"GrpT"), "{sys:?}");
+
+    // 25 and 315: a clear remark, not a bare "not supported"
+    let r = ask(&admin, rq::UPDATE_BROKER_CONFIG, &[]);
+    assert_eq!(r.code, rs::REQUEST_CODE_NOT_SUPPORTED);
+    assert!(r.remark.unwrap_or_default().contains("restart"));
+
+    // Name server: 224 GET_TOPICS_BY_CLUSTER, 311 GET_SYSTEM_TOPIC_LIST_FROM_NS
+    let ns = Connection::connect(&s.namesrv(), T).unwrap();
+    let cluster = serde_json::from_str::<Value>(&body(&ask(&ns, rq::GET_BROKER_CLUSTER_INFO, &[]))).unwrap();
+    let name = cluster["clusterAddrTable"].as_object().unwrap().keys().next().unwrap().clone();
+    let topics: Value =
+        serde_json::from_str(&body(&ask(&ns, rq::GET_TOPICS_BY_CLUSTER, &[("cluster", &name)]))).unwrap();
+    assert!(topics["topicList"].as_array().unwrap().iter().any(|t| t == "GrpT"), "{topics}");
+    let none: Value =
+        serde_json::from_str(&body(&ask(&ns, rq::GET_TOPICS_BY_CLUSTER, &[("cluster", "Other")]))).unwrap();
+    assert_eq!(none["topicList"], serde_json::json!([]));
+    let sys: Value = serde_json::from_str(&body(&ask(&ns, rq::GET_SYSTEM_TOPIC_LIST_FROM_NS, &[]))).unwrap();
+    assert!(sys["topicList"].as_array().unwrap().iter().any(|t| *t == name), "{sys}");
 }

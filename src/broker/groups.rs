@@ -77,6 +77,21 @@ impl GroupTable {
         added
     }
 
+    /// Replaces (or creates) a group's configuration (UPDATE_AND_CREATE_SUBSCRIPTIONGROUP).
+    pub fn upsert(&mut self, cfg: GroupConfig) {
+        self.groups.insert(cfg.group_name.clone(), cfg);
+        self.persist();
+    }
+
+    /// Removes a group's configuration; false when there was none (DELETE_SUBSCRIPTIONGROUP).
+    pub fn remove(&mut self, group: &str) -> bool {
+        let had = self.groups.remove(group).is_some();
+        if had {
+            self.persist();
+        }
+        had
+    }
+
     pub fn retry_max_times(&self, group: &str) -> i32 {
         self.groups.get(group).map_or(super::retry::DEFAULT_MAX_RECONSUME, |g| g.retry_max_times)
     }

@@ -6,6 +6,7 @@
 //! control plane (`shard::control`).
 
 pub mod admin;
+pub mod admin_groups;
 pub mod clients;
 pub mod config_file;
 pub mod groups;
@@ -222,6 +223,24 @@ impl Broker {
             rq::QUERY_TOPIC_CONSUME_BY_WHO => admin::topic_consumed_by(self, &req),
             rq::QUERY_CONSUME_TIME_SPAN => admin::consume_time_span(self, &req).await,
             rq::GET_CONSUMER_RUNNING_INFO => admin::consumer_running_info(self, &req).await,
+            rq::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => admin_groups::update_group(self, &req),
+            rq::DELETE_SUBSCRIPTIONGROUP => admin_groups::delete_group(self, &req),
+            rq::CLONE_GROUP_OFFSET => admin_groups::clone_group_offset(self, &req),
+            rq::GET_ALL_CONSUMER_OFFSET => admin_groups::all_consumer_offsets(self, &req),
+            rq::GET_ALL_DELAY_OFFSET => admin_groups::all_delay_offsets(self, &req),
+            rq::GET_SYSTEM_TOPIC_LIST_FROM_BROKER => admin_groups::system_topics(self, &req),
+            rq::UPDATE_BROKER_CONFIG => admin_groups::not_at_run_time(
+                &req,
+                "ringmq settings do not change at run time: edit the configuration file (or flags) and restart",
+            ),
+            rq::VIEW_BROKER_STATS_DATA => admin_groups::not_at_run_time(
+                &req,
+                "ringmq keeps no per-minute stats windows: use the Prometheus metrics (ringmq_messages_in_total, \
+                 ringmq_messages_out_total, ringmq_consumer_lag_messages)",
+            ),
+            rq::QUERY_CORRECTION_OFFSET => {
+                admin_groups::not_at_run_time(&req, "QUERY_CORRECTION_OFFSET is not implemented by ringmq")
+            }
             code => req
                 .response_to(rs::REQUEST_CODE_NOT_SUPPORTED)
                 .with_remark(format!("request code {code} is not supported by ringmq")),

@@ -48,6 +48,20 @@ impl OffsetTable {
     }
 
     /// Groups and topics with committed offsets: `(group, topic, queue, offset)`.
+    /// Drops every committed offset of `group`; returns how many queues had one.
+    pub fn remove_group(&mut self, group: &str) -> usize {
+        let before: usize = self.table.values().map(BTreeMap::len).sum();
+        self.table.retain(|k, _| k.split_once('@').map(|(_, g)| g) != Some(group));
+        let after: usize = self.table.values().map(BTreeMap::len).sum();
+        self.dirty |= before != after;
+        before - after
+    }
+
+    /// Every committed offset as (topic@group, queue → offset), RocketMQ's `offsetTable` keys.
+    pub fn table(&self) -> &BTreeMap<String, BTreeMap<i32, u64>> {
+        &self.table
+    }
+
     pub fn entries(&self) -> Vec<(String, String, i32, u64)> {
         let mut out = Vec::new();
         for (k, qs) in &self.table {

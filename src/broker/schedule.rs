@@ -63,6 +63,11 @@ impl ScheduleProgress {
         ScheduleProgress { offsets, dirty: false, file }
     }
 
+    /// Delivery progress of every level (GET_ALL_DELAY_OFFSET).
+    pub fn levels(&self) -> &BTreeMap<u32, u64> {
+        &self.offsets
+    }
+
     pub fn get(&self, level: u32) -> u64 {
         self.offsets.get(&level).copied().unwrap_or(0)
     }

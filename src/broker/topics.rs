@@ -106,6 +106,11 @@ pub fn invalid_topic_name(name: &str) -> Option<String> {
     None
 }
 
+/// RocketMQ's system topics among `names` (GET_SYSTEM_TOPIC_LIST_FROM_BROKER).
+pub fn is_system(name: &str, cluster: &str) -> bool {
+    NOT_SENDABLE.contains(&name) || name == DEFAULT_TOPIC || name == super::reply::reply_topic(cluster)
+}
+
 pub fn is_sendable(name: &str) -> bool {
     !NOT_SENDABLE.contains(&name)
 }

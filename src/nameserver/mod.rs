@@ -157,6 +157,11 @@ impl Service for NameServer {
             rq::GET_ALL_TOPIC_LIST_FROM_NAMESERVER => {
                 Ok(req.response_to(rs::SUCCESS).with_body(self.routes.borrow().topic_list_json()))
             }
+            rq::GET_TOPICS_BY_CLUSTER => need(&req, "cluster")
+                .map(|c| req.response_to(rs::SUCCESS).with_body(self.routes.borrow().cluster_topics_json(&c))),
+            rq::GET_SYSTEM_TOPIC_LIST_FROM_NS => {
+                Ok(req.response_to(rs::SUCCESS).with_body(self.routes.borrow().system_topics_json()))
+            }
             rq::DELETE_TOPIC_IN_NAMESRV => need(&req, "topic").map(|t| {
                 self.routes.borrow_mut().topics.remove(&t);
                 req.response_to(rs::SUCCESS)

@@ -135,6 +135,25 @@ impl RouteTable {
     pub fn topic_list_json(&self) -> String {
         json!({ "topicList": self.topics.keys().collect::<Vec<_>>() }).to_string()
     }
+
+    /// GET_TOPICS_BY_CLUSTER: `TopicList` of the topics on any broker of `cluster`.
+    pub fn cluster_topics_json(&self, cluster: &str) -> String {
+        let in_cluster = |b: &String| self.brokers.get(b).is_some_and(|(c, _)| c == cluster);
+        let topics: Vec<&String> =
+            self.topics.iter().filter(|(_, per)| per.keys().any(in_cluster)).map(|(t, _)| t).collect();
+        json!({ "topicList": topics }).to_string()
+    }
+
+    /// GET_SYSTEM_TOPIC_LIST_FROM_NS: as RocketMQ's name server, the cluster names and broker names
+    /// (each is a topic its brokers create), with the address of one master as `brokerAddr`.
+    pub fn system_topics_json(&self) -> String {
+        let mut names: Vec<&String> = self.clusters.keys().collect();
+        for (cluster, brokers) in &self.clusters {
+            names.extend(brokers.iter().filter(|b| *b != cluster));
+        }
+        let addr = self.brokers.values().find_map(|(_, addrs)| addrs.get(&0));
+        json!({ "topicList": names, "brokerAddr": addr }).to_string()
+    }
 }
 
 #[cfg(test)]

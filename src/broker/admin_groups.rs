@@ -1,0 +1,101 @@
+//! The group and offset administration the Java admin tools call on a broker: create, update and
+//! delete subscription groups, copy a group's offsets, the whole offset and delay-progress tables,
+//! the system topics, and clear answers for what ringmq does not do at run time. Runs on the shard
+//! that owns the tables.
+
+use super::groups::GroupConfig;
+use super::{Broker, field, opt_field};
+use crate::protocol::codes::response as rs;
+use crate::protocol::command::Command;
+use serde_json::{Value, json};
+
+/// UPDATE_AND_CREATE_SUBSCRIPTIONGROUP (200): body `SubscriptionGroupConfig`; the settings ringmq
+/// keeps are stored, the others ignored.
+pub fn update_group(b: &Broker, req: &Command) -> Command {
+    let cfg: GroupConfig = match serde_json::from_slice(&req.body_bytes()) {
+        Ok(c) => c,
+        Err(e) => {
+            return req
+                .response_to(rs::SYSTEM_ERROR)
+                .with_remark(format!("body is not a SubscriptionGroupConfig: {e}"));
+        }
+    };
+    if cfg.group_name.trim().is_empty() {
+        return req.response_to(rs::INVALID_PARAMETER).with_remark("groupName is empty");
+    }
+    b.groups.borrow_mut().upsert(cfg);
+    req.response_to(rs::SUCCESS)
+}
+
+/// DELETE_SUBSCRIPTIONGROUP (207): header `groupName`, optional `cleanOffset` (5.x) also drops the
+/// group's committed offsets.
+pub fn delete_group(b: &Broker, req: &Command) -> Command {
+    let group = match field::<String>(req, "groupName") {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
+    b.groups.borrow_mut().remove(&group);
+    if opt_field::<bool>(req, "cleanOffset").unwrap_or(false) {
+        let mut offsets = b.offsets.borrow_mut();
+        offsets.remove_group(&group);
+        offsets.persist();
+    }
+    req.response_to(rs::SUCCESS)
+}
+
+/// CLONE_GROUP_OFFSET (314): header `srcGroup`, `destGroup`, `topic` (empty: every topic the source
+/// group has offsets for), `offline`; copies the committed offsets.
+pub fn clone_group_offset(b: &Broker, req: &Command) -> Command {
+    let (src, dest) = match (field::<String>(req, "srcGroup"), field::<String>(req, "destGroup")) {
+        (Ok(s), Ok(d)) => (s, d),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    let topic = req.field("topic").filter(|t| !t.is_empty()).map(str::to_string);
+    let copies: Vec<_> = b
+        .offsets
+        .borrow()
+        .entries()
+        .into_iter()
+        .filter(|(g, t, ..)| *g == src && topic.as_ref().is_none_or(|want| want == t))
+        .collect();
+    let mut offsets = b.offsets.borrow_mut();
+    for (_, t, q, o) in &copies {
+        offsets.commit(&dest, t, *q, *o);
+    }
+    offsets.persist();
+    req.response_to(rs::SUCCESS)
+}
+
+/// GET_ALL_CONSUMER_OFFSET (43): `ConsumerOffsetSerializeWrapper` — `{"offsetTable":{"topic@group":
+/// {queueId: offset}}}`.
+pub fn all_consumer_offsets(b: &Broker, req: &Command) -> Command {
+    let body = json!({"offsetTable": b.offsets.borrow().table()});
+    req.response_to(rs::SUCCESS).with_body(body.to_string())
+}
+
+/// GET_ALL_DELAY_OFFSET (45): the delay levels' delivery progress, `{"offsetTable":{level: offset}}`
+/// as RocketMQ's `delayOffset.json`.
+pub fn all_delay_offsets(b: &Broker, req: &Command) -> Command {
+    let body = json!({"offsetTable": b.schedule.borrow().levels()});
+    req.response_to(rs::SUCCESS).with_body(body.to_string())
+}
+
+/// GET_SYSTEM_TOPIC_LIST_FROM_BROKER (305): `TopicList` of the system topics this shard has.
+pub fn system_topics(b: &Broker, req: &Command) -> Command {
+    let cluster = &b.cfg.cluster_name;
+    let topics: Vec<Value> = b
+        .topics
+        .borrow()
+        .topics
+        .keys()
+        .filter(|t| super::topics::is_system(t, cluster))
+        .map(|t| Value::String(t.clone()))
+        .collect();
+    req.response_to(rs::SUCCESS).with_body(json!({"topicList": topics}).to_string())
+}
+
+/// Codes whose RocketMQ behaviour ringmq does not have, answered with a remark saying so (and what
+/// to use instead) rather than a bare REQUEST_CODE_NOT_SUPPORTED.
+pub fn not_at_run_time(req: &Command, what: &str) -> Command {
+    req.response_to(rs::REQUEST_CODE_NOT_SUPPORTED).with_remark(what.to_string())
+}
