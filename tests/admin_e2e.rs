@@ -181,6 +181,15 @@ fn admin_codes_answer_with_rocketmqs_bodies() {
     let version: Value = serde_json::from_str(r.field("version").unwrap()).unwrap();
     assert!(version.get("counter").is_some(), "DataVersion JSON: {version}");
 
+    // `ringmq admin` shows the same views.
+    let conns = s.admin(&["group", "connections", GROUP, TOPIC]);
+    assert_eq!(conns[0]["client_id"], "admin-client@1", "{conns}");
+    assert_eq!(conns[0]["consume_type"], "CONSUME_ACTIVELY");
+    let progress = s.admin(&["group", "progress", GROUP, TOPIC]);
+    let row0 = progress.as_array().unwrap().iter().find(|r| r["queue"] == 0).unwrap();
+    assert_eq!((row0["consumer_offset"].as_u64(), row0["lag"].as_u64()), (Some(1), Some(max0 - 1)), "{progress}");
+    assert!(row0["lag_ms"].as_i64().unwrap() >= 0);
+
     // 307 GET_CONSUMER_RUNNING_INFO → relayed to the consumer, its answer returned
     let r = ask(&admin, rq::GET_CONSUMER_RUNNING_INFO, &[("consumerGroup", GROUP), ("clientId", "admin-client@1")]);
     let v: Value = serde_json::from_str(&body(&r)).unwrap();

@@ -397,8 +397,18 @@ fn admin_cli_topics_groups_and_messages() {
     assert_eq!(lag, 1, "reset to the beginning: the one message is unconsumed");
     let groups = s.admin(&["group", "list"]);
     assert!(groups.as_array().unwrap().iter().any(|g| g["group"] == "AdmGroup"), "{groups}");
+    assert!(progress.as_array().unwrap().iter().all(|r| r.get("lag_ms").is_some()), "{progress}");
     let brokers = s.admin(&["broker", "status"]);
     assert_eq!(brokers.as_array().unwrap().len(), 2);
+    let config = s.admin(&["broker", "config"]);
+    let names: std::collections::BTreeSet<&str> = config
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["key"] == "brokerName")
+        .filter_map(|r| r["value"].as_str())
+        .collect();
+    assert_eq!(names.len(), 2, "one brokerName per shard: {config}");
 }
 
 #[test]

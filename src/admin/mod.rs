@@ -97,6 +97,8 @@ pub enum MessageCmd {
 pub enum BrokerCmd {
     /// Runtime statistics of every broker
     Status,
+    /// Configuration of every broker (GET_BROKER_CONFIG)
+    Config,
 }
 
 /// What to do.
@@ -155,50 +157,88 @@ fn runtime(ctx: &ClientContext, addr: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
-fn queue_cmd(code: i32, mq: &MessageQueue) -> Command {
-    let mut c = Command::request(code);
-    c.put("topic", &mq.topic);
-    c.put("queueId", mq.queue_id);
-    c
-}
-
-fn num(r: &Command, k: &str) -> u64 {
-    r.field(k).and_then(|v| v.parse().ok()).unwrap_or(0)
-}
-
-fn topic_status(ctx: &Arc<ClientContext>, topic: &str) -> Result<Value, ClientError> {
+/// The brokers (name, address) serving a topic.
+fn topic_brokers(ctx: &Arc<ClientContext>, topic: &str) -> Result<Vec<(String, String)>, ClientError> {
     let route = ctx.route(topic, true)?;
+    let names: std::collections::BTreeSet<String> = route.read_queues.iter().map(|q| q.broker_name.clone()).collect();
+    names.into_iter().map(|b| Ok((b.clone(), ctx.broker_addr(topic, &b)?))).collect()
+}
+
+/// Calls `code` with `fields` on a broker; the body of a SUCCESS answer.
+fn admin_body(ctx: &ClientContext, addr: &str, code: i32, fields: &[(&str, &str)]) -> Result<String, ClientError> {
+    let mut cmd = Command::request(code);
+    for (k, v) in fields {
+        cmd.put(k, v);
+    }
+    let r = broker_call(ctx, addr, cmd)?;
+    if r.code != crate::protocol::codes::response::SUCCESS {
+        return Err(err(format!("{addr}: code {} {}", r.code, r.remark.unwrap_or_default())));
+    }
+    Ok(String::from_utf8_lossy(&r.body_bytes()).into_owned())
+}
+
+/// Per queue of a topic: its offsets and the store time of its last message (GET_TOPIC_STATS_INFO).
+fn topic_status(ctx: &Arc<ClientContext>, topic: &str) -> Result<Value, ClientError> {
     let mut rows = Vec::new();
-    for mq in &route.read_queues {
-        let addr = ctx.broker_addr(topic, &mq.broker_name)?;
-        let min = num(&broker_call(ctx, &addr, queue_cmd(rq::GET_MIN_OFFSET, mq))?, "offset");
-        let max = num(&broker_call(ctx, &addr, queue_cmd(rq::GET_MAX_OFFSET, mq))?, "offset");
-        let last = if max > min { last_store_time(ctx, mq, max - 1).unwrap_or(0) } else { 0 };
-        rows.push(
-            json!({"broker": mq.broker_name, "queue": mq.queue_id, "min": min, "max": max, "last_store_ms": last}),
-        );
+    for (_, addr) in topic_brokers(ctx, topic)? {
+        let body = admin_body(ctx, &addr, rq::GET_TOPIC_STATS_INFO, &[("topic", topic)])?;
+        for (q, v) in crate::protocol::offset_table::decode_values(&body).map_err(err)? {
+            rows.push(json!({"broker": q.broker_name, "queue": q.queue_id, "min": v["minOffset"],
+                "max": v["maxOffset"], "last_store_ms": v["lastUpdateTimestamp"]}));
+        }
+    }
+    rows.sort_by_key(|r| (r["broker"].as_str().map(str::to_string), r["queue"].as_i64()));
+    Ok(Value::Array(rows))
+}
+
+/// Per queue: the broker's and the group's offsets, the lag in messages, and how long the next
+/// unconsumed message has waited (GET_CONSUME_STATS and QUERY_CONSUME_TIME_SPAN).
+fn group_progress(ctx: &Arc<ClientContext>, group: &str, topic: &str) -> Result<Value, ClientError> {
+    let mut rows = Vec::new();
+    for (_, addr) in topic_brokers(ctx, topic)? {
+        let stats = admin_body(ctx, &addr, rq::GET_CONSUME_STATS, &[("consumerGroup", group), ("topic", topic)])?;
+        let spans = admin_body(ctx, &addr, rq::QUERY_CONSUME_TIME_SPAN, &[("topic", topic), ("group", group)])?;
+        let spans: Value = serde_json::from_str(&spans).map_err(|e| err(e.to_string()))?;
+        for (q, v) in crate::protocol::offset_table::decode_values(&stats).map_err(err)? {
+            let (max, consumer) = (v["brokerOffset"].as_u64().unwrap_or(0), v["consumerOffset"].as_u64().unwrap_or(0));
+            let span = spans["consumeTimeSpanSet"].as_array().into_iter().flatten().find(|s| {
+                s["messageQueue"]["queueId"].as_i64() == Some(q.queue_id.into())
+                    && s["messageQueue"]["brokerName"].as_str() == Some(q.broker_name.as_str())
+            });
+            rows.push(json!({"broker": q.broker_name, "queue": q.queue_id, "broker_offset": max,
+                "consumer_offset": consumer, "lag": max.saturating_sub(consumer),
+                "lag_ms": span.map_or(Value::Null, |s| s["delayTime"].clone())}));
+        }
+    }
+    rows.sort_by_key(|r| (r["broker"].as_str().map(str::to_string), r["queue"].as_i64()));
+    Ok(Value::Array(rows))
+}
+
+/// The group's live consumers on the topic's brokers (GET_CONSUMER_CONNECTION_LIST).
+fn group_connections(ctx: &Arc<ClientContext>, group: &str, topic: &str) -> Result<Value, ClientError> {
+    let mut rows = Vec::new();
+    for (broker, addr) in topic_brokers(ctx, topic)? {
+        let Ok(body) = admin_body(ctx, &addr, rq::GET_CONSUMER_CONNECTION_LIST, &[("consumerGroup", group)]) else {
+            continue; // not online on this broker
+        };
+        let v: Value = serde_json::from_str(&body).map_err(|e| err(e.to_string()))?;
+        for c in v["connectionSet"].as_array().into_iter().flatten() {
+            rows.push(json!({"broker": broker, "client_id": c["clientId"], "addr": c["clientAddr"],
+                "language": c["language"], "version": c["version"], "model": v["messageModel"],
+                "consume_type": v["consumeType"]}));
+        }
     }
     Ok(Value::Array(rows))
 }
 
-fn last_store_time(ctx: &Arc<ClientContext>, mq: &MessageQueue, offset: u64) -> Option<i64> {
-    let pc = PullConsumer { ctx: ctx.clone(), group: "ringmq-admin".into() };
-    pc.pull(mq, offset, 1, "*", 0).ok()?.messages.first().map(|m| m.store_timestamp_ms)
-}
-
-fn group_progress(ctx: &Arc<ClientContext>, group: &str, topic: &str) -> Result<Value, ClientError> {
-    let pc = PullConsumer { ctx: ctx.clone(), group: group.into() };
+/// Every broker's configuration as `key=value` rows (GET_BROKER_CONFIG).
+fn broker_config(ctx: &Arc<ClientContext>) -> Result<Value, ClientError> {
     let mut rows = Vec::new();
-    for mq in pc.queues(topic)? {
-        let max = pc.max_offset(&mq)?;
-        let consumer = pc.committed_offset(&mq)?;
-        let lag = consumer.map(|c| max.saturating_sub(c));
-        let lag_ms = match consumer {
-            Some(c) if c < max => last_store_time(ctx, &mq, c).map(|t| crate::store::now_ms() - t),
-            _ => Some(0),
-        };
-        rows.push(json!({"broker": mq.broker_name, "queue": mq.queue_id, "broker_offset": max,
-            "consumer_offset": consumer, "lag": lag, "lag_ms": lag_ms}));
+    for (name, addr) in brokers(ctx)? {
+        let text = admin_body(ctx, &addr, rq::GET_BROKER_CONFIG, &[])?;
+        for (k, v) in text.lines().filter_map(|l| l.split_once('=')) {
+            rows.push(json!({"broker": name, "key": k, "value": v}));
+        }
     }
     Ok(Value::Array(rows))
 }
@@ -286,6 +326,7 @@ fn run_inner(a: &AdminArgs) -> Result<Value, ClientError> {
                 .map(|(n, addr)| json!({"broker": n, "addr": addr, "runtime": runtime(&ctx, &addr)}))
                 .collect(),
         )),
+        AdminCmd::Broker(BrokerCmd::Config) => broker_config(&ctx),
         AdminCmd::Topic(t) => topic_cmd(a, &ctx, t),
         AdminCmd::Group(g) => group_cmd(&ctx, g),
         AdminCmd::Message(m) => message_cmd(a, &ctx, m),
@@ -335,10 +376,7 @@ fn group_cmd(ctx: &Arc<ClientContext>, g: &GroupCmd) -> Result<Value, ClientErro
             Ok(Value::Array(groups.into_iter().map(|g| json!({"group": g})).collect()))
         }
         GroupCmd::Progress { group, topic } => group_progress(ctx, group, topic),
-        GroupCmd::Connections { group, topic } => {
-            let pc = PullConsumer { ctx: ctx.clone(), group: group.clone() };
-            Ok(Value::Array(pc.consumer_ids(topic)?.into_iter().map(|c| json!({"client_id": c})).collect()))
-        }
+        GroupCmd::Connections { group, topic } => group_connections(ctx, group, topic),
         GroupCmd::ResetOffset { group, topic, to_time } => {
             let pc = PullConsumer { ctx: ctx.clone(), group: group.clone() };
             let rows = pc.reset_offset_by_time(topic, *to_time)?.into_iter();

@@ -33,25 +33,37 @@ pub fn encode(entries: &[QueueOffset]) -> String {
 
 /// Reads an offset table in the fastjson form (or with string keys).
 pub fn decode(body: &str) -> Result<Vec<QueueOffset>, String> {
+    Ok(decode_values(body)?
+        .into_iter()
+        .map(|(mut q, v)| {
+            q.offset = v.as_i64().unwrap_or(0).max(0) as u64;
+            q
+        })
+        .collect())
+}
+
+/// Reads the `offsetTable` of any fastjson map keyed by `MessageQueue` (`TopicStatsTable`,
+/// `ConsumeStats`, `ResetOffsetBody`): each queue with its value as JSON.
+pub fn decode_values(body: &str) -> Result<Vec<(QueueOffset, serde_json::Value)>, String> {
     let start = body.find("\"offsetTable\"").ok_or("no offsetTable")? + "\"offsetTable\"".len();
     let mut p = Parser { s: body.as_bytes(), i: start };
     p.expect(b':')?;
     p.expect(b'{')?;
     let mut out = Vec::new();
     loop {
-        match p.peek() {
+        let key = match p.peek() {
             Some(b'}') => return Ok(out),
-            Some(b',') => p.i += 1,
-            Some(b'{') => {
-                let key = p.object()?;
-                out.push(p.entry(key)?);
+            Some(b',') => {
+                p.i += 1;
+                continue;
             }
-            Some(b'"') => {
-                let raw = p.object_in_string()?;
-                out.push(p.entry(&raw)?);
-            }
+            Some(b'{') => p.object()?.to_string(),
+            Some(b'"') => p.object_in_string()?,
             other => return Err(format!("unexpected {:?} at byte {} of the offset table", other.map(char::from), p.i)),
-        }
+        };
+        let q: QueueOffset = serde_json::from_str(&key).map_err(|e| format!("bad queue key {key}: {e}"))?;
+        p.expect(b':')?;
+        out.push((q, p.value()?));
     }
 }
 
@@ -102,21 +114,14 @@ impl<'a> Parser<'a> {
         Ok(key)
     }
 
-    /// `:<offset>` after a key.
-    fn entry(&mut self, key: &str) -> Result<QueueOffset, String> {
-        let mut q: QueueOffset = serde_json::from_str(key).map_err(|e| format!("bad queue key {key}: {e}"))?;
-        self.expect(b':')?;
+    /// The JSON value at the current position.
+    fn value(&mut self) -> Result<serde_json::Value, String> {
         self.peek(); // skips spaces
-        let begin = self.i;
-        while self.s.get(self.i).is_some_and(|c| c.is_ascii_digit() || *c == b'-') {
-            self.i += 1;
-        }
-        let n: i64 = std::str::from_utf8(&self.s[begin..self.i])
-            .ok()
-            .and_then(|t| t.parse().ok())
-            .ok_or_else(|| format!("bad offset at byte {begin}"))?;
-        q.offset = n.max(0) as u64;
-        Ok(q)
+        let rest = std::str::from_utf8(&self.s[self.i..]).map_err(|e| e.to_string())?;
+        let mut de = serde_json::Deserializer::from_str(rest).into_iter::<serde_json::Value>();
+        let v = de.next().ok_or("missing value")?.map_err(|e| format!("bad value at byte {}: {e}", self.i))?;
+        self.i += de.byte_offset();
+        Ok(v)
     }
 }
 
