@@ -65,9 +65,57 @@ pub struct Snapshot {
 #[derive(Default)]
 pub struct ShardMetrics {
     pub inner: RefCell<Snapshot>,
+    /// Messages in and out sampled once a second (RocketMQ's `putTps` / `getTransferedTps`).
+    pub rates: RefCell<Rates>,
+    /// When the shard started serving (ms since the epoch; `bootTimestamp`).
+    pub boot_ms: std::cell::Cell<i64>,
+}
+
+/// Totals of messages stored and delivered, sampled once a second; the last
+/// [`Rates::KEEP`] samples are kept (ten minutes: RocketMQ reports 10 s, 1 min and 10 min rates).
+#[derive(Debug, Default)]
+pub struct Rates {
+    samples: std::collections::VecDeque<(std::time::Instant, u64, u64)>,
+}
+
+impl Rates {
+    pub const KEEP: usize = 601;
+
+    pub fn sample(&mut self, at: std::time::Instant, msgs_in: u64, msgs_out: u64) {
+        if self.samples.len() == Self::KEEP {
+            self.samples.pop_front();
+        }
+        self.samples.push_back((at, msgs_in, msgs_out));
+    }
+
+    /// Messages per second in and out over the last `window` (or as much of it as was sampled).
+    pub fn per_sec(&self, window: std::time::Duration) -> (f64, f64) {
+        let Some(&(t1, in1, out1)) = self.samples.back() else { return (0.0, 0.0) };
+        let first = self.samples.iter().find(|(t, ..)| t1.duration_since(*t) <= window);
+        match first {
+            Some(&(t0, in0, out0)) if t1 > t0 => {
+                let secs = t1.duration_since(t0).as_secs_f64();
+                ((in1 - in0) as f64 / secs, (out1 - out0) as f64 / secs)
+            }
+            _ => (0.0, 0.0),
+        }
+    }
 }
 
 impl ShardMetrics {
+    /// Counters of a shard that starts serving now.
+    pub fn started() -> ShardMetrics {
+        let m = ShardMetrics::default();
+        m.boot_ms.set(crate::store::now_ms());
+        m
+    }
+
+    /// Messages stored and delivered since start, over all topics.
+    pub fn totals(&self) -> (u64, u64) {
+        let s = self.inner.borrow();
+        s.topics.values().fold((0, 0), |(i, o), f| (i + f.msgs_in, o + f.msgs_out))
+    }
+
     pub fn request(&self, code: i32, us: u64) {
         let mut s = self.inner.borrow_mut();
         let _ = s.requests.entry(code).or_insert_with(new_hist).record(us.max(1));
@@ -288,4 +336,25 @@ fn serve_with(
         }
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn rates_over_windows_and_bounded_history() {
+        let mut r = Rates::default();
+        assert_eq!(r.per_sec(Duration::from_secs(10)), (0.0, 0.0));
+        let t0 = Instant::now();
+        for s in 0..700u64 {
+            r.sample(t0 + Duration::from_secs(s), s * 100, s * 10);
+        }
+        assert_eq!(r.samples.len(), Rates::KEEP, "history is bounded");
+        let (i, o) = r.per_sec(Duration::from_secs(10));
+        assert!((i - 100.0).abs() < 1e-9 && (o - 10.0).abs() < 1e-9, "{i} {o}");
+        let (i, _) = r.per_sec(Duration::from_secs(6000));
+        assert!((i - 100.0).abs() < 1e-9, "a longer window than kept uses what is kept: {i}");
+    }
 }

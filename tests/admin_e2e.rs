@@ -181,6 +181,16 @@ fn admin_codes_answer_with_rocketmqs_bodies() {
     let version: Value = serde_json::from_str(r.field("version").unwrap()).unwrap();
     assert!(version.get("counter").is_some(), "DataVersion JSON: {version}");
 
+    // 28 GET_BROKER_RUNTIME_INFO carries RocketMQ's key names (the dashboard's cluster page).
+    let v: Value = serde_json::from_str(&body(&ask(&admin, rq::GET_BROKER_RUNTIME_INFO, &[]))).unwrap();
+    let t = &v["table"];
+    assert_eq!(t["msgPutTotalTodayNow"], "6", "{t}");
+    assert_eq!(t["putTps"].as_str().unwrap().split(' ').count(), 3, "10 s, 1 min, 10 min: {t}");
+    assert!(t["bootTimestamp"].as_str().unwrap().parse::<i64>().unwrap() > 1_600_000_000_000);
+    for k in ["brokerVersionDesc", "runtime", "getTransferedTps", "commitLogMaxOffset", "commitLogDiskRatio"] {
+        assert!(t.get(k).is_some(), "{k} missing from {t}");
+    }
+
     // `ringmq admin` shows the same views.
     let conns = s.admin(&["group", "connections", GROUP, TOPIC]);
     assert_eq!(conns[0]["client_id"], "admin-client@1", "{conns}");

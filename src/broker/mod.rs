@@ -117,7 +117,7 @@ impl Broker {
             timer: RefCell::new(timer::TimerWheel::load(&files, &dir)),
             transactions: RefCell::new(transaction::Transactions::default()),
             control,
-            metrics: Default::default(),
+            metrics: crate::metrics::ShardMetrics::started(),
             connections: std::cell::Cell::new(0),
             connections_refused: std::cell::Cell::new(0),
             conn_limits: ConnLimits::from_config(&cfg),

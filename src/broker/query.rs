@@ -93,5 +93,30 @@ pub fn runtime_info(b: &Broker, req: &Command) -> Command {
         "diskFull": b.store.disk_full().is_some().to_string(),
         "flushMode": format!("{:?}", b.store.log().flush_mode()),
     });
+    let mut table = table;
+    // RocketMQ's key names, where they mean the same here (the dashboard's cluster page reads them).
+    let (msgs_in, msgs_out) = b.metrics.totals();
+    let rates = b.metrics.rates.borrow();
+    let windows = [10, 60, 600].map(|s| rates.per_sec(std::time::Duration::from_secs(s)));
+    let tps = |pick: fn(&(f64, f64)) -> f64| windows.iter().map(|w| format!("{:.2}", pick(w))).collect::<Vec<_>>();
+    let boot = b.metrics.boot_ms.get();
+    let up_s = (crate::store::now_ms() - boot).max(0) / 1000;
+    let disk_ratio = b.store.usage().map(|u| format!("{:.4}", u.used_ratio())).unwrap_or_default();
+    let rocketmq = serde_json::json!({
+        "brokerVersionDesc": format!("ringmq {}", env!("CARGO_PKG_VERSION")),
+        "brokerVersion": crate::protocol::command::RINGMQ_VERSION.to_string(),
+        "bootTimestamp": boot.to_string(),
+        "runtime": format!("[ {} days, {} hours, {} minutes, {} seconds ]", up_s / 86400, up_s / 3600 % 24, up_s / 60 % 60, up_s % 60),
+        "msgPutTotalTodayNow": msgs_in.to_string(),
+        "msgGetTotalTodayNow": msgs_out.to_string(),
+        "putTps": tps(|w| w.0).join(" "),
+        "getTransferedTps": tps(|w| w.1).join(" "),
+        "remainHowManyDataToFlush": (b.store.log().write_pos() - b.store.log().flushed_pos()).to_string(),
+        "dispatchBehindBytes": "0",
+        "commitLogDiskRatio": disk_ratio,
+    });
+    if let (Some(t), serde_json::Value::Object(extra)) = (table.as_object_mut(), rocketmq) {
+        t.extend(extra);
+    }
     req.response_to(rs::SUCCESS).with_body(serde_json::json!({ "table": table }).to_string())
 }

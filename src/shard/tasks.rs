@@ -120,6 +120,8 @@ async fn housekeeping(b: Rc<Broker>) {
 
 /// Hands this shard's counters to the metrics endpoint (control plane).
 fn publish_metrics(b: &Broker) {
+    let (msgs_in, msgs_out) = b.metrics.totals();
+    b.metrics.rates.borrow_mut().sample(std::time::Instant::now(), msgs_in, msgs_out);
     let mut snap = b.metrics.inner.borrow().clone();
     snap.log = b.store.log().stats();
     snap.long_poll_waiters = b.polls.borrow().len() as u64;

@@ -48,7 +48,9 @@ pub fn statvfs_usage(dir: &Path) -> std::io::Result<DiskUsage> {
 }
 
 impl<D: Disk> Store<D> {
-    fn usage(&self) -> Option<DiskUsage> {
+    /// The data directory's file-system use, as the disk-full check measures it (None, logged,
+    /// when it cannot be measured).
+    pub fn usage(&self) -> Option<DiskUsage> {
         match (self.usage_probe.borrow())() {
             Ok(u) => Some(u),
             Err(e) => {
