@@ -16,14 +16,36 @@ use serde_json::{Value, json};
 use std::rc::Rc;
 use std::time::Duration;
 
-/// How long a relayed GET_CONSUMER_RUNNING_INFO waits for the consumer (RocketMQ's broker waits
-/// 5 s for its client calls; the admin tool's own timeout is longer).
-const CONSUMER_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a relayed GET_CONSUMER_RUNNING_INFO waits for the consumer (RocketMQ's broker: 10 s).
+const CONSUMER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Queue ids of a topic as the admin views count them (RocketMQ iterates the write queues).
+/// Queue ids of a topic as RocketMQ's views count them: write queues, except GET_CONSUME_STATS,
+/// which iterates read queues.
 fn queue_ids(b: &Broker, topic: &str) -> Option<Vec<i32>> {
     let n = b.topics.borrow().get(topic)?.write_queue_nums;
     Some((0..n as i32).collect())
+}
+
+fn read_queue_ids(b: &Broker, topic: &str) -> Option<Vec<i32>> {
+    let n = b.topics.borrow().get(topic)?.read_queue_nums;
+    Some((0..n as i32).collect())
+}
+
+/// RocketMQ's `UtilAll.formatDate(ts, "yyyy-MM-dd#HH:mm:ss:SSS")`, in UTC.
+pub fn format_ms(ms: i64) -> String {
+    let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, s, milli) = (rem / 3_600_000, rem / 60_000 % 60, rem / 1000 % 60, rem % 1000);
+    format!("{year:04}-{month:02}-{day:02}#{h:02}:{m:02}:{s:02}:{milli:03}")
 }
 
 /// The store time of the message at `offset`, 0 when there is none.
@@ -53,8 +75,8 @@ pub async fn topic_stats(b: &Broker, req: &Command) -> Command {
 
 /// One `ConsumeStats` of a group on a topic: per queue the broker's max offset, the committed
 /// offset and the store time of the last consumed message; and the messages behind in total.
-async fn consume_stats(b: &Broker, group: &str, topic: &str) -> Option<(Vec<String>, u64)> {
-    let ids = queue_ids(b, topic)?;
+async fn consume_stats(b: &Broker, group: &str, topic: &str, read_queues: bool) -> Option<(Vec<String>, u64)> {
+    let ids = if read_queues { read_queue_ids(b, topic)? } else { queue_ids(b, topic)? };
     let mut items = Vec::new();
     let mut diff = 0;
     for qid in ids {
@@ -97,7 +119,7 @@ pub async fn get_consume_stats(b: &Broker, req: &Command) -> Command {
     let mut items = Vec::new();
     for topic in &topics {
         // One body for all topics: the per-queue entries merge (their keys name the topic).
-        match consume_stats(b, &group, topic).await {
+        match consume_stats(b, &group, topic, true).await {
             Some((entries, _)) => items.extend(entries),
             None if req.field("topic").is_some() => {
                 return req.response_to(rs::TOPIC_NOT_EXIST).with_remark(format!("topic[{topic}] not exist"));
@@ -124,17 +146,16 @@ pub async fn broker_consume_stats(b: &Broker, req: &Command) -> Command {
             if only_order && !order {
                 continue;
             }
-            if let Some((entries, diff)) = consume_stats(b, &group, &topic).await {
+            if let Some((entries, diff)) = consume_stats(b, &group, &topic, false).await {
                 per_topic.push(consume_stats_body(&entries));
                 total += diff;
             }
         }
-        if !per_topic.is_empty() {
-            list.push(format!("{{{}:[{}]}}", Value::String(group), per_topic.join(",")));
-        }
+        list.push(format!("{{{}:[{}]}}", Value::String(group), per_topic.join(",")));
     }
+    // `totalInflightDiff` is 5.x's (messages delivered but not acknowledged): 0, ringmq has no pop.
     let body = format!(
-        "{{\"brokerAddr\":{},\"consumeStatsList\":[{}],\"totalDiff\":{total}}}",
+        "{{\"brokerAddr\":{},\"consumeStatsList\":[{}],\"totalDiff\":{total},\"totalInflightDiff\":0}}",
         Value::String(b.addr.to_string()),
         list.join(",")
     );
@@ -226,10 +247,13 @@ pub async fn consume_time_span(b: &Broker, req: &Command) -> Command {
         let delay = if committed < max { now - store_time(b, &topic, qid, committed.max(min)).await } else { 0 };
         spans.push(json!({
             "consumeTimeStamp": consume_ts,
+            "consumeTimeStampStr": format_ms(consume_ts),
             "delayTime": delay.max(0),
             "maxTimeStamp": max_ts,
+            "maxTimeStampStr": format_ms(max_ts),
             "messageQueue": {"brokerName": b.name, "queueId": qid, "topic": topic},
             "minTimeStamp": min_ts,
+            "minTimeStampStr": format_ms(min_ts),
         }));
     }
     req.response_to(rs::SUCCESS).with_body(json!({"consumeTimeSpanSet": spans}).to_string())
@@ -285,10 +309,10 @@ pub async fn consumer_running_info(b: &Broker, req: &Command) -> Command {
             .response_to(rs::SYSTEM_ERROR)
             .with_remark(format!("The Consumer <{group}> <{client_id}> not online"));
     };
+    // The same request, header fields and body, as RocketMQ's broker relays it.
     let mut ask = Command::request(rq::GET_CONSUMER_RUNNING_INFO);
-    ask.put("consumerGroup", &group);
-    ask.put("clientId", &client_id);
-    ask.put("jstackEnable", req.field("jstackEnable").unwrap_or("false"));
+    ask.ext = req.ext.clone();
+    ask.body = req.body.clone();
     match conn.call(ask, CONSUMER_CALL_TIMEOUT).await {
         Some(answer) => {
             let mut r = req.response_to(answer.code);
@@ -296,8 +320,18 @@ pub async fn consumer_running_info(b: &Broker, req: &Command) -> Command {
             r.body = answer.body;
             r
         }
-        None => req.response_to(rs::SYSTEM_ERROR).with_remark(format!(
-            "consumer <{group}> <{client_id}> did not answer GET_CONSUMER_RUNNING_INFO within {CONSUMER_CALL_TIMEOUT:?}"
+        None => req.response_to(rs::CONSUME_MSG_TIMEOUT).with_remark(format!(
+            "consumer <{group}> <{client_id}> Timeout: no answer to GET_CONSUMER_RUNNING_INFO within {CONSUMER_CALL_TIMEOUT:?}"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dates_are_formatted_as_rocketmqs_time_span_strings() {
+        assert_eq!(super::format_ms(0), "1970-01-01#00:00:00:000");
+        assert_eq!(super::format_ms(1_700_000_000_123), "2023-11-14#22:13:20:123");
+        assert_eq!(super::format_ms(951_782_400_000), "2000-02-29#00:00:00:000");
     }
 }

@@ -4,7 +4,7 @@
 //! The blocking [`super::Connection`] is the façade for tools, tests and examples.
 
 use super::connection::ClientError;
-use crate::protocol::Command;
+use crate::protocol::{Command, Split};
 use bytes::BytesMut;
 use futures_channel::{mpsc, oneshot};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt};
@@ -129,12 +129,12 @@ async fn read_frames(mut reader: futures_lite::io::ReadHalf<TcpStream>, pending:
             Ok(n) => n,
         };
         acc.extend_from_slice(&chunk[..n]);
-        while acc.len() >= 4 {
-            let len = u32::from_be_bytes([acc[0], acc[1], acc[2], acc[3]]) as usize;
-            if acc.len() < 4 + len {
-                break;
-            }
-            let frame = acc.split_to(4 + len).freeze();
+        loop {
+            let frame = match Command::split_frame(&mut acc, MAX_FRAME_BYTES) {
+                Ok(Split::Frame(f)) => f,
+                Ok(Split::Need(_)) => break,
+                Err(_) => return, // a length past the maximum: the connection is unusable
+            };
             match Command::decode(&frame, MAX_FRAME_BYTES) {
                 Ok(Some((cmd, _))) if cmd.is_response() => {
                     let waiter = pending.borrow_mut().remove(&cmd.opaque);

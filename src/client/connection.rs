@@ -2,8 +2,8 @@
 //! thread that matches responses to requests by opaque, and a callback for server-initiated requests
 //! (NOTIFY_CONSUMER_IDS_CHANGED, CHECK_TRANSACTION_STATE). Usable from any thread; requests pipeline.
 
-use crate::protocol::Command;
-use bytes::{Bytes, BytesMut};
+use crate::protocol::{Command, Split};
+use bytes::BytesMut;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -175,17 +175,11 @@ fn read_loop(mut stream: TcpStream, shared: Arc<Shared>) {
         };
         acc.extend_from_slice(&chunk[..n]);
         loop {
-            if acc.len() < 4 {
-                break;
-            }
-            let len = u32::from_be_bytes([acc[0], acc[1], acc[2], acc[3]]) as usize;
-            if len > MAX_FRAME_BYTES {
-                break 'outer;
-            }
-            if acc.len() < 4 + len {
-                break;
-            }
-            let frame: Bytes = acc.split_to(4 + len).freeze();
+            let frame = match Command::split_frame(&mut acc, MAX_FRAME_BYTES) {
+                Ok(Split::Frame(f)) => f,
+                Ok(Split::Need(_)) => break,
+                Err(_) => break 'outer,
+            };
             match Command::decode(&frame, MAX_FRAME_BYTES) {
                 Ok(Some((cmd, _))) => deliver(&shared, cmd),
                 _ => break 'outer,

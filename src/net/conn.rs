@@ -4,7 +4,7 @@
 //!
 //! Lives on the executor that accepted it (`!Send`). A malformed frame closes only this connection.
 
-use crate::protocol::{Command, FrameError};
+use crate::protocol::{Command, FrameError, Split};
 use bytes::BytesMut;
 use futures_channel::mpsc;
 use futures_channel::oneshot;
@@ -316,17 +316,15 @@ async fn read_loop<S: Service>(
         // Only what arrived is kept: a length prefix alone reserves nothing.
         acc.extend_from_slice(&chunk[..n]);
         let mut missing = 0;
-        while acc.len() >= 4 {
-            let len = u32::from_be_bytes([acc[0], acc[1], acc[2], acc[3]]) as usize;
-            if len > max {
-                return Err(FrameError::TooLarge { length: len, limit: max }.into());
-            }
-            if acc.len() < 4 + len {
-                missing = 4 + len - acc.len();
-                break;
-            }
+        while !acc.is_empty() {
+            let frame = match Command::split_frame(&mut acc, max)? {
+                Split::Frame(f) => f,
+                Split::Need(n) => {
+                    missing = n;
+                    break;
+                }
+            };
             conn.budget(&limits).await;
-            let frame = acc.split_to(4 + len).freeze();
             let Some((cmd, _)) = Command::decode(&frame, max)? else {
                 break;
             };

@@ -57,6 +57,15 @@ pub enum FrameError {
 /// colliding keys from degrading a table (frames are also bounded by `max_frame_bytes`).
 pub type ExtFields = HashMap<String, String, foldhash::fast::RandomState>;
 
+/// What [`Command::split_frame`] found at the front of a read buffer.
+#[derive(Debug, PartialEq)]
+pub enum Split {
+    /// One whole frame, length prefix included.
+    Frame(Bytes),
+    /// This many more bytes are needed before the next frame is whole.
+    Need(usize),
+}
+
 /// One remoting command: a request, a response, or a oneway request.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Command {
@@ -172,6 +181,23 @@ impl Command {
         }
         let _ = write!(s, ",\"serializeTypeCurrentRPC\":\"JSON\",\"version\":{}}}", self.version);
         s
+    }
+
+    /// Takes the next whole frame off the front of a connection's read buffer, or says how many more
+    /// bytes it needs; a length prefix past `max_frame_bytes` is an error before anything is
+    /// buffered for it. The one frame splitter of the server and both clients.
+    pub fn split_frame(acc: &mut bytes::BytesMut, max_frame_bytes: usize) -> Result<Split, FrameError> {
+        if acc.len() < 4 {
+            return Ok(Split::Need(4 - acc.len()));
+        }
+        let length = u32::from_be_bytes([acc[0], acc[1], acc[2], acc[3]]) as usize;
+        if length > max_frame_bytes {
+            return Err(FrameError::TooLarge { length, limit: max_frame_bytes });
+        }
+        if acc.len() < 4 + length {
+            return Ok(Split::Need(4 + length - acc.len()));
+        }
+        Ok(Split::Frame(acc.split_to(4 + length).freeze()))
     }
 
     /// Decodes one frame from the front of `buf`. Returns `Ok(None)` when more bytes are needed, else the
@@ -330,6 +356,24 @@ pub fn encode_binary_header(cmd: &Command) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: the async client's frame loop had no maximum-length check, so a peer announcing
+    /// a huge frame made it buffer without bound. One splitter now serves the server and both clients.
+    #[test]
+    fn split_frame_refuses_lengths_past_the_maximum_before_buffering() {
+        let mut acc = bytes::BytesMut::from(&[0u8, 0, 0][..]);
+        assert_eq!(Command::split_frame(&mut acc, 100).unwrap(), Split::Need(1));
+        acc.extend_from_slice(&[200]);
+        assert!(matches!(Command::split_frame(&mut acc, 100), Err(FrameError::TooLarge { length: 200, limit: 100 })));
+        let frame = Command::request(10).encode();
+        let mut acc = bytes::BytesMut::from(&frame[..frame.len() - 1]);
+        assert_eq!(Command::split_frame(&mut acc, 1 << 20).unwrap(), Split::Need(1));
+        acc.extend_from_slice(&frame[frame.len() - 1..]);
+        acc.extend_from_slice(&frame);
+        assert_eq!(Command::split_frame(&mut acc, 1 << 20).unwrap(), Split::Frame(Bytes::from(frame.clone())));
+        assert_eq!(Command::split_frame(&mut acc, 1 << 20).unwrap(), Split::Frame(Bytes::from(frame)));
+        assert!(acc.is_empty());
+    }
 
     fn sample() -> Command {
         let mut c = Command::request(310);

@@ -7,4 +7,4 @@ pub mod json_header;
 pub mod message;
 pub mod offset_table;
 
-pub use command::{Command, FrameError};
+pub use command::{Command, FrameError, Split};
