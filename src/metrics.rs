@@ -306,12 +306,8 @@ pub fn render(hub: &MetricsHub, data_dir: &std::path::Path) -> String {
 }
 
 /// Serves `GET /metrics` from the control plane's hub.
-pub fn serve_control(
-    addr: &str,
-    control: Arc<crate::shard::control::ControlPlane>,
-    data_dir: std::path::PathBuf,
-) -> std::io::Result<()> {
-    serve_with(addr, move |dir| render(&control.metrics, dir), data_dir)
+pub fn serve_control(addr: &str, hub: Arc<MetricsHub>, data_dir: std::path::PathBuf) -> std::io::Result<()> {
+    serve_with(addr, move |dir| render(&hub, dir), data_dir)
 }
 
 /// Serves `GET /metrics` on `addr` until the process ends (a control-plane thread).

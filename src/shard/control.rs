@@ -5,7 +5,7 @@
 use crate::broker::topics::TopicConfig;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 /// How often shards look at the control plane: topic changes reach other shards within this time.
@@ -47,7 +47,7 @@ struct State {
 #[derive(Default)]
 pub struct ControlPlane {
     /// Per-shard metric snapshots, read by the metrics endpoint.
-    pub metrics: crate::metrics::MetricsHub,
+    pub metrics: Arc<crate::metrics::MetricsHub>,
     state: Mutex<State>,
     changed: Condvar,
     shutdown: AtomicBool,
@@ -55,7 +55,7 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     pub fn new(shards: usize) -> ControlPlane {
-        let cp = ControlPlane { metrics: crate::metrics::MetricsHub::new(shards), ..Default::default() };
+        let cp = ControlPlane { metrics: Arc::new(crate::metrics::MetricsHub::new(shards)), ..Default::default() };
         if let Ok(mut s) = cp.state.lock() {
             s.registrations = vec![None; shards];
         }

@@ -261,7 +261,7 @@ fn serve_inner(cfg: Config) -> Result<i32, (i32, String)> {
         std::thread::spawn(move || r.run())
     });
     if let Some(addr) = cfg.metrics_addr.as_ref().filter(|_| shards > 0) {
-        match crate::metrics::serve_control(addr, control.clone(), cfg.data_dir.clone()) {
+        match crate::metrics::serve_control(addr, control.metrics.clone(), cfg.data_dir.clone()) {
             Ok(()) => tracing::info!(addr, "metrics on http://{addr}/metrics"),
             Err(e) => tracing::warn!(addr, error = %e, "metrics endpoint not started"),
         }

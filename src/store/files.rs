@@ -92,7 +92,7 @@ impl Files for OsFiles {
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        super::io::list_dir(dir)
+        list_dir(dir)
     }
 
     fn exists(&self, path: &Path) -> bool {
@@ -138,4 +138,19 @@ pub fn create_dir_durable(files: &dyn Files, dir: &Path) -> io::Result<()> {
         files.sync_dir(p.parent().unwrap_or(Path::new(".")))?;
     }
     Ok(())
+}
+
+/// File names in `dir`, sorted; a missing directory is empty.
+pub fn list_dir(dir: &Path) -> io::Result<Vec<String>> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut names = Vec::new();
+    for entry in rd {
+        names.push(entry?.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    Ok(names)
 }

@@ -150,7 +150,7 @@ impl Disk for DmaDisk {
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        list_dir(dir)
+        super::files::list_dir(dir)
     }
 
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
@@ -177,21 +177,6 @@ fn ensure_allocated_block(path: &Path) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// File names in `dir`, sorted; a missing directory is empty.
-pub fn list_dir(dir: &Path) -> io::Result<Vec<String>> {
-    let rd = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    let mut names = Vec::new();
-    for entry in rd {
-        names.push(entry?.file_name().to_string_lossy().into_owned());
-    }
-    names.sort();
-    Ok(names)
 }
 
 /// Path of a log segment: its start offset as 20 zero-padded digits.
