@@ -12,7 +12,6 @@ use std::path::Path;
 const KNOWN_CIRCLES: &[&[&str]] = &[
     &["bench::generator", "bench::load"],
     &["broker::reply", "broker::retry", "broker::send", "broker::topics", "broker::transaction"],
-    &["broker::schedule", "broker::timer"],
     &["client::producer", "client::request", "client::route"],
     &["protocol::command", "protocol::json_header"],
 ];

@@ -103,13 +103,8 @@ pub fn park(m: &mut MessageToStore, level: u32, levels: usize) {
 /// broker leaves them on the copy it delivers; ringmq removes them from every re-stored copy
 /// (delivered delayed, timer and committed messages) and keeps the informational ones
 /// (`REAL_TOPIC`, `REAL_QID`, `TIMER_OUT_MS`, `PGROUP`). docs/COMPATIBILITY.md says so.
-pub const RESEND_CHANGING_PROPERTIES: [&str; 5] = [
-    keys::DELAY,
-    super::timer::TIMER_DELIVER_MS,
-    super::timer::TIMER_DELAY_SEC,
-    super::timer::TIMER_DELAY_MS,
-    "TRAN_MSG",
-];
+pub const RESEND_CHANGING_PROPERTIES: [&str; 5] =
+    [keys::DELAY, keys::TIMER_DELIVER_MS, keys::TIMER_DELAY_SEC, keys::TIMER_DELAY_MS, "TRAN_MSG"];
 
 /// `properties` without [`RESEND_CHANGING_PROPERTIES`].
 pub fn strip_resend_changing(properties: &str) -> String {

@@ -31,9 +31,7 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::Duration;
 
-pub const TIMER_DELIVER_MS: &str = "TIMER_DELIVER_MS";
-pub const TIMER_DELAY_SEC: &str = "TIMER_DELAY_SEC";
-pub const TIMER_DELAY_MS: &str = "TIMER_DELAY_MS";
+pub use crate::protocol::message::keys::{TIMER_DELAY_MS, TIMER_DELAY_SEC, TIMER_DELIVER_MS};
 /// Longest sleep between checks: bounds lateness when a message with an earlier due time arrives.
 const CHECK_EVERY_MS: i64 = 5;
 /// Most messages re-stored by one append (one group commit).

@@ -60,6 +60,10 @@ pub const PROPERTY_SEP: char = '\u{2}';
 
 /// Well-known property keys used by the broker.
 pub mod keys {
+    /// Timer messages (RocketMQ 5): absolute delivery time in epoch ms, or a delay from arrival.
+    pub const TIMER_DELIVER_MS: &str = "TIMER_DELIVER_MS";
+    pub const TIMER_DELAY_SEC: &str = "TIMER_DELAY_SEC";
+    pub const TIMER_DELAY_MS: &str = "TIMER_DELAY_MS";
     pub const KEYS: &str = "KEYS";
     pub const TAGS: &str = "TAGS";
     pub const UNIQ_KEY: &str = "UNIQ_KEY";
