@@ -28,9 +28,7 @@ const PUSH_REPLY_TIME: &str = "PUSH_REPLY_TIME";
 const PUSH_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The reply topic of a cluster (RocketMQ's `MixAll.getReplyTopic`).
-pub fn reply_topic(cluster: &str) -> String {
-    format!("{cluster}_REPLY_TOPIC")
-}
+pub use crate::protocol::reply_topic;
 
 /// SEND_REPLY_MESSAGE (324) and SEND_REPLY_MESSAGE_V2 (325).
 pub async fn handle(b: &Rc<Broker>, conn: &Rc<Conn>, req: &Command) -> Command {

@@ -76,7 +76,7 @@ pub fn unique_key() -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed) as u16;
     static PID: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
     let pid = *PID.get_or_init(|| std::process::id() as u16); // getpid was a syscall per message
-    let t = crate::store::now_ms() as u32;
+    let t = crate::protocol::now_ms() as u32;
     format!("7F000001{pid:04X}{:08X}{t:08X}{n:04X}", rand::random::<u32>())
 }
 
@@ -140,7 +140,7 @@ fn send_header_flag(group: &str, topic: &str, queue_id: i32, props: &str, batch:
     cmd.put("d", super::route::DEFAULT_TOPIC_QUEUE_NUMS);
     cmd.put("e", queue_id);
     cmd.put("f", sys_flag);
-    cmd.put("g", crate::store::now_ms());
+    cmd.put("g", crate::protocol::now_ms());
     cmd.put("h", 0);
     cmd.put("i", props);
     cmd.put("j", 0);

@@ -90,7 +90,7 @@ impl Producer {
         let cluster = get("CLUSTER").ok_or_else(|| {
             ClientError::NoRoute("the request message has no CLUSTER property: cannot name the reply topic".into())
         })?;
-        let mut reply = Message::new(&crate::broker::reply::reply_topic(&cluster), body);
+        let mut reply = Message::new(&crate::protocol::reply_topic(&cluster), body);
         for k in ["CORRELATION_ID", "REPLY_TO_CLIENT", "TTL"] {
             if let Some(v) = get(k) {
                 reply = reply.with_property(k, &v);

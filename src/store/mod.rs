@@ -126,9 +126,7 @@ pub struct Store<D: Disk> {
     usage_probe: RefCell<Box<dyn Fn() -> std::io::Result<DiskUsage>>>,
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
+pub use crate::protocol::now_ms;
 
 impl<D: Disk> Store<D> {
     /// Opens (recovering) the store in `cfg.dir`.
