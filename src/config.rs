@@ -104,6 +104,10 @@ pub struct Config {
     /// Log every scheduler run that exceeds the task quota by this many ms (0: off; a diagnosis
     /// tool, it costs two syscalls per run).
     pub stall_report_ms: u64,
+    /// Run the control plane (name server, registrar, config writer, metrics, blocking pools) on the
+    /// cores no shard is pinned to. Off by default: with it on, about 1 start in 40 hung here with a
+    /// shard waiting in io_uring for a completion that never came (not yet understood).
+    pub isolate_control_plane: bool,
     /// Entries accepted in one list-bearing request (heartbeat groups and subscriptions, lock batch
     /// queues, registration topics); past it the request is refused with a remark.
     pub max_request_list_entries: usize,
@@ -152,6 +156,7 @@ impl Default for Config {
             task_quota_us: 500,
             max_lag_series_per_shard: 10_000,
             stall_report_ms: 0,
+            isolate_control_plane: false,
             max_request_list_entries: 10_000,
             max_queues_per_topic: 1024,
         }

@@ -202,7 +202,7 @@ fn serve_inner(cfg: Config) -> Result<i32, (i32, String)> {
     startup::fail_stop_on_panic();
     let shards = if cfg.role == Role::Namesrv { 0 } else { cfg.shard_count() };
     // Every thread this one starts from here on inherits the control CPUs; shards pin themselves.
-    let control_cpus = stalls::control_cpus(shards);
+    let control_cpus = if cfg.isolate_control_plane { stalls::control_cpus(shards) } else { None };
     if let Some(cpus) = &control_cpus
         && let Err(e) = stalls::pin_current_thread(cpus)
     {
