@@ -134,14 +134,20 @@ pub async fn get_consume_stats(b: &Broker, req: &Command) -> Command {
 /// broker's address and the messages behind in total. `isOrder=true` keeps only order topics.
 pub async fn broker_consume_stats(b: &Broker, req: &Command) -> Command {
     let only_order = opt_field::<bool>(req, "isOrder").unwrap_or(false);
-    let mut groups: std::collections::BTreeSet<String> =
-        b.offsets.borrow().entries().into_iter().map(|e| e.0).collect();
-    groups.extend(b.clients.borrow().consumer_groups().into_iter().map(|g| g.0));
+    // Group → topics, from one pass over the offset table and the live subscriptions (per-group
+    // scans of the whole table were quadratic in the number of groups).
+    let mut groups: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
+    for (g, t, ..) in b.offsets.borrow().entries() {
+        groups.entry(g).or_default().insert(t);
+    }
+    for (g, _, _, subscribed) in b.clients.borrow().consumer_groups() {
+        groups.entry(g).or_default().extend(subscribed);
+    }
     let mut list = Vec::new();
     let mut total = 0u64;
-    for group in groups {
+    for (group, topics) in groups {
         let mut per_topic = Vec::new();
-        for topic in topics_of_group(b, &group) {
+        for topic in topics {
             let order = b.topics.borrow().get(&topic).is_some_and(|t| t.order);
             if only_order && !order {
                 continue;
