@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod nameserver;
 pub mod net;
 pub mod protocol;
+pub mod rt;
 pub mod shard;
 pub mod store;
 pub mod tune;

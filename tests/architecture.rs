@@ -19,6 +19,7 @@ const KNOWN_CIRCLES: &[&[&str]] = &[
 /// Layers from the bottom; a module may import its own layer and those below.
 /// The client sits right above the protocol: it must not need the broker or the store.
 const LAYERS: &[&[&str]] = &[
+    &["rt"],
     &["protocol", "filter"],
     &["client"],
     &["store", "config"],

@@ -7,11 +7,17 @@
 //! `MessageQueue` map keys as JSON objects (`offset_table::queue_key`), which is not standard JSON
 //! but what the Java tools parse.
 
-use super::{Broker, field, opt_field};
+use super::Broker;
+use super::error::BrokerError;
 use crate::net::conn::Conn;
 use crate::protocol::codes::{request as rq, response as rs};
 use crate::protocol::command::Command;
+use crate::protocol::commands::topics::{
+    BrokerConsumeStatsRequest, ConsumeStatsRequest, ConsumeTimeSpanRequest, ConsumerConnectionRequest,
+    ConsumerRunningInfoRequest, ProducerConnectionRequest, TopicRequest,
+};
 use crate::protocol::offset_table::queue_key;
+use crate::store::io::Disk;
 use serde_json::{Value, json};
 use std::rc::Rc;
 use std::time::Duration;
@@ -21,12 +27,12 @@ const CONSUMER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Queue ids of a topic as RocketMQ's views count them: write queues, except GET_CONSUME_STATS,
 /// which iterates read queues.
-fn queue_ids(b: &Broker, topic: &str) -> Option<Vec<i32>> {
+fn queue_ids<D: Disk>(b: &Broker<D>, topic: &str) -> Option<Vec<i32>> {
     let n = b.topics.borrow().get(topic)?.write_queue_nums;
     Some((0..n as i32).collect())
 }
 
-fn read_queue_ids(b: &Broker, topic: &str) -> Option<Vec<i32>> {
+fn read_queue_ids<D: Disk>(b: &Broker<D>, topic: &str) -> Option<Vec<i32>> {
     let n = b.topics.borrow().get(topic)?.read_queue_nums;
     Some((0..n as i32).collect())
 }
@@ -49,16 +55,16 @@ pub fn format_ms(ms: i64) -> String {
 }
 
 /// The store time of the message at `offset`, 0 when there is none.
-async fn store_time(b: &Broker, topic: &str, qid: i32, offset: u64) -> i64 {
+async fn store_time<D: Disk>(b: &Broker<D>, topic: &str, qid: i32, offset: u64) -> i64 {
     b.store.store_time_at(topic, qid, offset).await.unwrap_or(0)
 }
 
 /// GET_TOPIC_STATS_INFO (202): `TopicStatsTable` — per queue its min and max offset and the store
 /// time of its last message.
-pub async fn topic_stats(b: &Broker, req: &Command) -> Command {
-    let topic = match field::<String>(req, "topic") {
-        Ok(t) => t,
-        Err(r) => return r,
+pub async fn topic_stats<D: Disk>(b: &Broker<D>, req: &Command) -> Command {
+    let topic = match TopicRequest::decode(req) {
+        Ok(h) => h.topic,
+        Err(e) => return BrokerError::from(e).respond(req),
     };
     let Some(ids) = queue_ids(b, &topic) else {
         return req.response_to(rs::TOPIC_NOT_EXIST).with_remark(format!("topic[{topic}] not exist"));
@@ -75,7 +81,12 @@ pub async fn topic_stats(b: &Broker, req: &Command) -> Command {
 
 /// One `ConsumeStats` of a group on a topic: per queue the broker's max offset, the committed
 /// offset and the store time of the last consumed message; and the messages behind in total.
-async fn consume_stats(b: &Broker, group: &str, topic: &str, read_queues: bool) -> Option<(Vec<String>, u64)> {
+async fn consume_stats<D: Disk>(
+    b: &Broker<D>,
+    group: &str,
+    topic: &str,
+    read_queues: bool,
+) -> Option<(Vec<String>, u64)> {
     let ids = if read_queues { read_queue_ids(b, topic)? } else { queue_ids(b, topic)? };
     let mut items = Vec::new();
     let mut diff = 0;
@@ -97,7 +108,7 @@ fn consume_stats_body(items: &[String]) -> String {
 }
 
 /// Topics a group consumes here: committed offsets and live subscriptions.
-fn topics_of_group(b: &Broker, group: &str) -> Vec<String> {
+fn topics_of_group<D: Disk>(b: &Broker<D>, group: &str) -> Vec<String> {
     let mut topics: std::collections::BTreeSet<String> =
         b.offsets.borrow().entries().into_iter().filter(|(g, ..)| g == group).map(|(_, t, ..)| t).collect();
     if let Some(view) = b.clients.borrow().consumer_view(group) {
@@ -107,13 +118,14 @@ fn topics_of_group(b: &Broker, group: &str) -> Vec<String> {
 }
 
 /// GET_CONSUME_STATS (208): `ConsumeStats` of a group, for one topic or all it consumes here.
-pub async fn get_consume_stats(b: &Broker, req: &Command) -> Command {
-    let group = match field::<String>(req, "consumerGroup") {
-        Ok(g) => g,
-        Err(r) => return r,
+pub async fn get_consume_stats<D: Disk>(b: &Broker<D>, req: &Command) -> Command {
+    let h = match ConsumeStatsRequest::decode(req) {
+        Ok(h) => h,
+        Err(e) => return BrokerError::from(e).respond(req),
     };
-    let topics = match req.field("topic").filter(|t| !t.is_empty()) {
-        Some(t) => vec![t.to_string()],
+    let (group, one_topic) = (h.consumer_group, h.topic.filter(|t| !t.is_empty()));
+    let topics = match &one_topic {
+        Some(t) => vec![t.clone()],
         None => topics_of_group(b, &group),
     };
     let mut items = Vec::new();
@@ -121,7 +133,7 @@ pub async fn get_consume_stats(b: &Broker, req: &Command) -> Command {
         // One body for all topics: the per-queue entries merge (their keys name the topic).
         match consume_stats(b, &group, topic, true).await {
             Some((entries, _)) => items.extend(entries),
-            None if req.field("topic").is_some() => {
+            None if one_topic.is_some() => {
                 return req.response_to(rs::TOPIC_NOT_EXIST).with_remark(format!("topic[{topic}] not exist"));
             }
             None => {}
@@ -132,8 +144,8 @@ pub async fn get_consume_stats(b: &Broker, req: &Command) -> Command {
 
 /// GET_BROKER_CONSUME_STATS (317): `ConsumeStatsList` — every group's `ConsumeStats` per topic, the
 /// broker's address and the messages behind in total. `isOrder=true` keeps only order topics.
-pub async fn broker_consume_stats(b: &Broker, req: &Command) -> Command {
-    let only_order = opt_field::<bool>(req, "isOrder").unwrap_or(false);
+pub async fn broker_consume_stats<D: Disk>(b: &Broker<D>, req: &Command) -> Command {
+    let only_order = BrokerConsumeStatsRequest::decode(req).ok().and_then(|h| h.is_order).unwrap_or(false);
     // Group → topics, from one pass over the offset table and the live subscriptions (per-group
     // scans of the whole table were quadratic in the number of groups).
     let mut groups: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
@@ -185,10 +197,10 @@ fn subscription_json(topic: &str, kind: &str, expr: &str) -> Value {
 }
 
 /// GET_CONSUMER_CONNECTION_LIST (203): `ConsumerConnection` of a group with live members here.
-pub fn consumer_connections(b: &Broker, req: &Command) -> Command {
-    let group = match field::<String>(req, "consumerGroup") {
-        Ok(g) => g,
-        Err(r) => return r,
+pub fn consumer_connections<D: Disk>(b: &Broker<D>, req: &Command) -> Command {
+    let group = match ConsumerConnectionRequest::decode(req) {
+        Ok(h) => h.consumer_group,
+        Err(e) => return BrokerError::from(e).respond(req),
     };
     let Some(view) = b.clients.borrow().consumer_view(&group) else {
         return req.response_to(rs::CONSUMER_NOT_ONLINE).with_remark(format!("the consumer group[{group}] not online"));
@@ -206,10 +218,10 @@ pub fn consumer_connections(b: &Broker, req: &Command) -> Command {
 }
 
 /// GET_PRODUCER_CONNECTION_LIST (204): `ProducerConnection` of a group with live members here.
-pub fn producer_connections(b: &Broker, req: &Command) -> Command {
-    let group = match field::<String>(req, "producerGroup") {
-        Ok(g) => g,
-        Err(r) => return r,
+pub fn producer_connections<D: Disk>(b: &Broker<D>, req: &Command) -> Command {
+    let group = match ProducerConnectionRequest::decode(req) {
+        Ok(h) => h.producer_group,
+        Err(e) => return BrokerError::from(e).respond(req),
     };
     let conns = b.clients.borrow().producer_connections(&group);
     if conns.is_empty() {
@@ -221,10 +233,10 @@ pub fn producer_connections(b: &Broker, req: &Command) -> Command {
 
 /// QUERY_TOPIC_CONSUME_BY_WHO (300): `GroupList` — groups subscribed to the topic or with
 /// committed offsets on it.
-pub fn topic_consumed_by(b: &Broker, req: &Command) -> Command {
-    let topic = match field::<String>(req, "topic") {
-        Ok(t) => t,
-        Err(r) => return r,
+pub fn topic_consumed_by<D: Disk>(b: &Broker<D>, req: &Command) -> Command {
+    let topic = match TopicRequest::decode(req) {
+        Ok(h) => h.topic,
+        Err(e) => return BrokerError::from(e).respond(req),
     };
     let mut groups: std::collections::BTreeSet<String> =
         b.clients.borrow().groups_subscribed_to(&topic).into_iter().collect();
@@ -234,10 +246,10 @@ pub fn topic_consumed_by(b: &Broker, req: &Command) -> Command {
 
 /// QUERY_CONSUME_TIME_SPAN (303): `QueryConsumeTimeSpanBody` — per queue the store times of its
 /// first and last message, of the last consumed one, and how long the next one has waited.
-pub async fn consume_time_span(b: &Broker, req: &Command) -> Command {
-    let (topic, group) = match (field::<String>(req, "topic"), field::<String>(req, "group")) {
-        (Ok(t), Ok(g)) => (t, g),
-        (Err(r), _) | (_, Err(r)) => return r,
+pub async fn consume_time_span<D: Disk>(b: &Broker<D>, req: &Command) -> Command {
+    let (topic, group) = match ConsumeTimeSpanRequest::decode(req) {
+        Ok(h) => (h.topic, h.group),
+        Err(e) => return BrokerError::from(e).respond(req),
     };
     let Some(ids) = queue_ids(b, &topic) else {
         return req.response_to(rs::TOPIC_NOT_EXIST).with_remark(format!("topic[{topic}] not exist"));
@@ -267,7 +279,7 @@ pub async fn consume_time_span(b: &Broker, req: &Command) -> Command {
 
 /// GET_BROKER_CONFIG (26): the configuration as Java properties text (`key=value` lines), with
 /// RocketMQ's names where a setting means the same, then every ringmq setting under its own name.
-pub fn broker_config(b: &Broker, req: &Command) -> Command {
+pub fn broker_config<D: Disk>(b: &Broker<D>, req: &Command) -> Command {
     let c = &b.cfg;
     let flush = match b.store.log().flush_mode() {
         crate::store::FlushMode::Sync => "SYNC_FLUSH",
@@ -304,10 +316,10 @@ pub fn broker_config(b: &Broker, req: &Command) -> Command {
 
 /// GET_CONSUMER_RUNNING_INFO (307): relayed to the consumer's connection, its answer returned as
 /// RocketMQ's broker does.
-pub async fn consumer_running_info(b: &Broker, req: &Command) -> Command {
-    let (group, client_id) = match (field::<String>(req, "consumerGroup"), field::<String>(req, "clientId")) {
-        (Ok(g), Ok(c)) => (g, c),
-        (Err(r), _) | (_, Err(r)) => return r,
+pub async fn consumer_running_info<D: Disk>(b: &Broker<D>, req: &Command) -> Command {
+    let (group, client_id) = match ConsumerRunningInfoRequest::decode(req) {
+        Ok(h) => (h.consumer_group, h.client_id),
+        Err(e) => return BrokerError::from(e).respond(req),
     };
     let conn: Option<Rc<Conn>> = b.clients.borrow().consumer_member_conn(&group, &client_id);
     let Some(conn) = conn else {

@@ -3,15 +3,18 @@
 //! the system topics, and clear answers for what ringmq does not do at run time. Runs on the shard
 //! that owns the tables.
 
+use super::Broker;
+use super::error::BrokerError;
 use super::groups::GroupConfig;
-use super::{Broker, field, opt_field};
 use crate::protocol::codes::response as rs;
 use crate::protocol::command::Command;
+use crate::protocol::commands::topics::{CloneGroupOffsetRequest, DeleteGroupRequest};
+use crate::store::io::Disk;
 use serde_json::{Value, json};
 
 /// UPDATE_AND_CREATE_SUBSCRIPTIONGROUP (200): body `SubscriptionGroupConfig`; the settings ringmq
 /// keeps are stored, the others ignored.
-pub fn update_group(b: &Broker, req: &Command) -> Command {
+pub fn update_group<D: Disk>(b: &Broker<D>, req: &Command) -> Command {
     let cfg: GroupConfig = match serde_json::from_slice(&req.body_bytes()) {
         Ok(c) => c,
         Err(e) => {
@@ -29,13 +32,13 @@ pub fn update_group(b: &Broker, req: &Command) -> Command {
 
 /// DELETE_SUBSCRIPTIONGROUP (207): header `groupName`, optional `cleanOffset` (5.x) also drops the
 /// group's committed offsets.
-pub fn delete_group(b: &Broker, req: &Command) -> Command {
-    let group = match field::<String>(req, "groupName") {
-        Ok(g) => g,
-        Err(r) => return r,
+pub fn delete_group<D: Disk>(b: &Broker<D>, req: &Command) -> Command {
+    let (group, clean) = match DeleteGroupRequest::decode(req) {
+        Ok(h) => (h.group_name, h.clean_offset.unwrap_or(false)),
+        Err(e) => return BrokerError::from(e).respond(req),
     };
     b.groups.borrow_mut().remove(&group);
-    if opt_field::<bool>(req, "cleanOffset").unwrap_or(false) {
+    if clean {
         let mut offsets = b.offsets.borrow_mut();
         offsets.remove_group(&group);
         offsets.persist();
@@ -45,12 +48,11 @@ pub fn delete_group(b: &Broker, req: &Command) -> Command {
 
 /// CLONE_GROUP_OFFSET (314): header `srcGroup`, `destGroup`, `topic` (empty: every topic the source
 /// group has offsets for), `offline`; copies the committed offsets.
-pub fn clone_group_offset(b: &Broker, req: &Command) -> Command {
-    let (src, dest) = match (field::<String>(req, "srcGroup"), field::<String>(req, "destGroup")) {
-        (Ok(s), Ok(d)) => (s, d),
-        (Err(r), _) | (_, Err(r)) => return r,
+pub fn clone_group_offset<D: Disk>(b: &Broker<D>, req: &Command) -> Command {
+    let (src, dest, topic) = match CloneGroupOffsetRequest::decode(req) {
+        Ok(h) => (h.src_group, h.dest_group, h.topic.filter(|t| !t.is_empty())),
+        Err(e) => return BrokerError::from(e).respond(req),
     };
-    let topic = req.field("topic").filter(|t| !t.is_empty()).map(str::to_string);
     let copies: Vec<_> = b
         .offsets
         .borrow()
@@ -68,20 +70,20 @@ pub fn clone_group_offset(b: &Broker, req: &Command) -> Command {
 
 /// GET_ALL_CONSUMER_OFFSET (43): `ConsumerOffsetSerializeWrapper` — `{"offsetTable":{"topic@group":
 /// {queueId: offset}}}`.
-pub fn all_consumer_offsets(b: &Broker, req: &Command) -> Command {
+pub fn all_consumer_offsets<D: Disk>(b: &Broker<D>, req: &Command) -> Command {
     let body = json!({"offsetTable": b.offsets.borrow().table()});
     req.response_to(rs::SUCCESS).with_body(body.to_string())
 }
 
 /// GET_ALL_DELAY_OFFSET (45): the delay levels' delivery progress, `{"offsetTable":{level: offset}}`
 /// as RocketMQ's `delayOffset.json`.
-pub fn all_delay_offsets(b: &Broker, req: &Command) -> Command {
+pub fn all_delay_offsets<D: Disk>(b: &Broker<D>, req: &Command) -> Command {
     let body = json!({"offsetTable": b.schedule.borrow().levels()});
     req.response_to(rs::SUCCESS).with_body(body.to_string())
 }
 
 /// GET_SYSTEM_TOPIC_LIST_FROM_BROKER (305): `TopicList` of the system topics this shard has.
-pub fn system_topics(b: &Broker, req: &Command) -> Command {
+pub fn system_topics<D: Disk>(b: &Broker<D>, req: &Command) -> Command {
     let cluster = &b.cfg.cluster_name;
     let topics: Vec<Value> = b
         .topics

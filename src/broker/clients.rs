@@ -6,12 +6,15 @@
 //! Every client heartbeats every broker (shard) in its routes, so each shard holds a complete view of
 //! the groups it serves without any cross-shard traffic.
 
+use super::Broker;
+use super::error::{BrokerError, Reply};
 use super::topics::{PERM_READ, PERM_WRITE, RETRY_PREFIX, TopicConfig};
-use super::{Broker, field};
 use crate::filter::Subscription;
 use crate::net::conn::Conn;
 use crate::protocol::Command;
 use crate::protocol::codes::{request as rq, response as rs};
+use crate::protocol::commands::clients::{ConsumerGroupRequest, UnregisterClientRequest};
+use crate::store::io::Disk;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
@@ -212,12 +215,12 @@ impl ClientRegistry {
 /// Parses the heartbeat body and registers its producers and consumers, in time linear in its size:
 /// the retry topics and groups it introduces are created with one file write each, whatever their
 /// number. More than `max_request_list_entries` groups, or subscriptions in one group, are refused.
-pub async fn heartbeat(b: &Broker, conn: &Rc<Conn>, req: &Command) -> Command {
+pub async fn heartbeat<D: Disk>(b: &Broker<D>, conn: &Rc<Conn>, req: &Command) -> Command {
     let bytes = req.body_bytes();
     let body_len = bytes.len();
     // A large body is parsed on the blocking pool: one 600 KB parse is a ~15 ms stretch.
     let parsed = if bytes.len() > HEARTBEAT_PARSE_INLINE_BYTES {
-        glommio::executor().spawn_blocking(move || serde_json::from_slice::<Value>(&bytes)).await
+        crate::rt::blocking(move || serde_json::from_slice::<Value>(&bytes)).await
     } else {
         serde_json::from_slice::<Value>(&bytes)
     };
@@ -328,7 +331,7 @@ pub async fn heartbeat(b: &Broker, conn: &Rc<Conn>, req: &Command) -> Command {
     if body_len > HEARTBEAT_PARSE_INLINE_BYTES {
         // Freeing the parsed tree of a large body takes milliseconds too: on the blocking pool.
         drop(groups);
-        glommio::executor().spawn_blocking(move || drop(body)).await;
+        crate::rt::blocking(move || drop(body)).await;
     }
     let mut r = req.response_to(rs::SUCCESS);
     r.put("IS_SUB_CHANGE", "true");
@@ -364,25 +367,20 @@ fn register_subscription(g: &mut ConsumerGroup, s: &Value) {
 }
 
 /// Tells every member of `group` to rebalance now.
-pub fn notify_ids_changed(b: &Broker, group: &str) {
+pub fn notify_ids_changed<D: Disk>(b: &Broker<D>, group: &str) {
     let reg = b.clients.borrow();
     let Some(g) = reg.consumers.get(group) else {
         return;
     };
     for m in g.members.values() {
-        let mut cmd = Command::request(rq::NOTIFY_CONSUMER_IDS_CHANGED);
-        cmd.put("consumerGroup", group);
+        let cmd = ConsumerGroupRequest { consumer_group: group.into() }.request(rq::NOTIFY_CONSUMER_IDS_CHANGED);
         m.conn.send_oneway(cmd);
     }
 }
 
-pub fn unregister(b: &Broker, req: &Command) -> Command {
-    let client_id: String = match field(req, "clientID") {
-        Ok(c) => c,
-        Err(e) => return e,
-    };
-    let cgroup = req.field("consumerGroup").map(str::to_string);
-    let pgroup = req.field("producerGroup").map(str::to_string);
+pub fn unregister<D: Disk>(b: &Broker<D>, req: &Command) -> Reply {
+    let UnregisterClientRequest { client_id, producer_group: pgroup, consumer_group: cgroup } =
+        UnregisterClientRequest::decode(req)?;
     let mut changed = Vec::new();
     {
         let mut reg = b.clients.borrow_mut();
@@ -399,24 +397,21 @@ pub fn unregister(b: &Broker, req: &Command) -> Command {
     for g in changed {
         notify_ids_changed(b, &g);
     }
-    req.response_to(rs::SUCCESS)
+    Ok(req.response_to(rs::SUCCESS))
 }
 
-pub fn consumer_list(b: &Broker, req: &Command) -> Command {
-    let group: String = match field(req, "consumerGroup") {
-        Ok(g) => g,
-        Err(e) => return e,
-    };
+pub fn consumer_list<D: Disk>(b: &Broker<D>, req: &Command) -> Reply {
+    let group = ConsumerGroupRequest::decode(req)?.consumer_group;
     let ids = b.clients.borrow().consumer_ids(&group);
     if ids.is_empty() {
-        return req.response_to(rs::SYSTEM_ERROR).with_remark(format!("no consumer for this group, {group}"));
+        return Err(BrokerError::System(format!("no consumer for this group, {group}")));
     }
-    req.response_to(rs::SUCCESS).with_body(serde_json::json!({ "consumerIdList": ids }).to_string())
+    Ok(req.response_to(rs::SUCCESS).with_body(serde_json::json!({ "consumerIdList": ids }).to_string()))
 }
 
 /// GET_ALL_SUBSCRIPTIONGROUP_CONFIG: groups with live consumers or committed offsets on this shard,
 /// in RocketMQ's `subscriptionGroupTable` shape (defaults for the settings ringmq does not keep).
-pub fn all_groups(b: &Broker, req: &Command) -> Command {
+pub fn all_groups<D: Disk>(b: &Broker<D>, req: &Command) -> Command {
     let mut names: std::collections::BTreeSet<String> = b.clients.borrow().consumers.keys().cloned().collect();
     names.extend(b.offsets.borrow().entries().into_iter().map(|(g, ..)| g));
     let mut groups = b.groups.borrow_mut();
@@ -438,7 +433,7 @@ pub fn check_client_config(req: &Command) -> Command {
     }
 }
 
-fn lock_body(b: &Broker, req: &Command) -> Result<(String, String, Vec<Value>), Command> {
+fn lock_body<D: Disk>(b: &Broker<D>, req: &Command) -> Result<(String, String, Vec<Value>), Command> {
     let body: Value = serde_json::from_slice(&req.body_bytes())
         .map_err(|e| req.response_to(rs::SYSTEM_ERROR).with_remark(format!("lock body is not JSON: {e}")))?;
     let group = body.get("consumerGroup").and_then(str_of).unwrap_or_default();
@@ -460,7 +455,7 @@ fn mq_key(group: &str, mq: &Value) -> Option<(String, String, i32)> {
     Some((group.to_string(), topic, qid))
 }
 
-pub fn lock_batch(b: &Broker, req: &Command) -> Command {
+pub fn lock_batch<D: Disk>(b: &Broker<D>, req: &Command) -> Command {
     let (group, client, mqs) = match lock_body(b, req) {
         Ok(x) => x,
         Err(e) => return e,
@@ -484,7 +479,7 @@ pub fn lock_batch(b: &Broker, req: &Command) -> Command {
     req.response_to(rs::SUCCESS).with_body(serde_json::json!({ "lockOKMQSet": locked }).to_string())
 }
 
-pub fn unlock_batch(b: &Broker, req: &Command) -> Command {
+pub fn unlock_batch<D: Disk>(b: &Broker<D>, req: &Command) -> Command {
     let (group, client, mqs) = match lock_body(b, req) {
         Ok(x) => x,
         Err(e) => return e,

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod admin_groups;
 pub mod clients;
 pub mod config_file;
+pub mod error;
 pub mod groups;
 pub mod offsets;
 pub mod pull;
@@ -26,8 +27,9 @@ use crate::net::conn::{Conn, ConnLimits, Service};
 use crate::protocol::Command;
 use crate::protocol::codes::{request as rq, response as rs};
 use crate::shard::control::ControlPlane;
+use crate::store::Store;
+use crate::store::io::Disk;
 use crate::store::io::DmaDisk;
-use crate::store::{Store, StoreError};
 use clients::ClientRegistry;
 use offsets::OffsetTable;
 use pull::LongPolls;
@@ -38,14 +40,14 @@ use std::sync::Arc;
 use topics::TopicTable;
 
 /// One shard's broker.
-pub struct Broker {
+pub struct Broker<D: Disk = DmaDisk> {
     pub shard: usize,
     pub cfg: Config,
     /// Registered broker name: `<broker_name>-<shard>`.
     pub name: String,
     /// Address clients reach this shard at; the store host of every record.
     pub addr: SocketAddr,
-    pub store: Store<DmaDisk>,
+    pub store: Store<D>,
     pub topics: RefCell<TopicTable>,
     pub offsets: RefCell<OffsetTable>,
     pub groups: RefCell<groups::GroupTable>,
@@ -65,40 +67,23 @@ pub struct Broker {
     panic_on_request: Option<i32>,
 }
 
-/// Maps a store error to a RocketMQ response code and remark (the one place this mapping lives).
-pub fn store_error_response(req: &Command, e: &StoreError) -> Command {
-    let code = match e {
-        StoreError::DiskFull { .. } | StoreError::NoSpace { .. } | StoreError::Poisoned(_) => rs::SERVICE_NOT_AVAILABLE,
-        StoreError::TooLarge { .. } | StoreError::Invalid(_) => rs::MESSAGE_ILLEGAL,
-        _ => rs::SYSTEM_ERROR,
-    };
-    req.response_to(code).with_remark(e.to_string())
+/// The store settings of one shard, from the broker's configuration.
+pub fn store_config(cfg: &Config, shard: usize) -> crate::store::StoreConfig {
+    let mut s = crate::store::StoreConfig::new(cfg.data_dir.join(shard.to_string()));
+    s.segment_bytes = cfg.segment_bytes;
+    s.flush = cfg.flush;
+    s.tail_cache_bytes = cfg.tail_cache_bytes;
+    s.read_cache_bytes = cfg.read_cache_bytes;
+    s.truncate_corrupt = cfg.truncate_corrupt_log;
+    s.file_reserved_ms = cfg.file_reserved_hours * 3600 * 1000;
+    s.disk_clean_ratio = cfg.disk_max_used_ratio_percent as f64 / 100.0;
+    s.disk_full_ratio = cfg.disk_full_ratio_percent as f64 / 100.0;
+    s.delay_levels_ms = schedule::parse_levels(&cfg.message_delay_level).unwrap_or_default();
+    s
 }
 
-/// Reads a header field, answering a missing or malformed one with a clear error.
-pub fn field<T: std::str::FromStr>(req: &Command, key: &str) -> Result<T, Command> {
-    let missing = || {
-        req.response_to(rs::SYSTEM_ERROR).with_remark(format!("request code {} needs header field '{key}'", req.code))
-    };
-    let v = req.field(key).ok_or_else(missing)?;
-    v.trim().parse().map_err(|_| {
-        req.response_to(rs::SYSTEM_ERROR).with_remark(format!("header field '{key}' has an invalid value {v:?}"))
-    })
-}
-
-/// An optional header field (absent or unparsable → None).
-pub fn opt_field<T: std::str::FromStr>(req: &Command, key: &str) -> Option<T> {
-    req.field(key).and_then(|v| v.trim().parse().ok())
-}
-
-impl Broker {
-    pub fn new(
-        shard: usize,
-        cfg: Config,
-        addr: SocketAddr,
-        store: Store<DmaDisk>,
-        control: Arc<ControlPlane>,
-    ) -> Broker {
+impl<D: Disk> Broker<D> {
+    pub fn new(shard: usize, cfg: Config, addr: SocketAddr, store: Store<D>, control: Arc<ControlPlane>) -> Broker<D> {
         let dir = store.config().dir.join("config");
         let files = store.files().clone();
         let topics = TopicTable::load(&files, &dir, &cfg);
@@ -145,7 +130,7 @@ impl Broker {
     }
 }
 
-impl Service for Broker {
+impl<D: Disk> Service for Broker<D> {
     async fn handle(self: &Rc<Self>, conn: &Rc<Conn>, req: Command) -> Option<Command> {
         let start = std::time::Instant::now();
         let code = req.code;
@@ -180,39 +165,43 @@ impl Service for Broker {
     }
 }
 
-impl Broker {
+impl<D: Disk> Broker<D> {
     /// Routes a request to its handler.
     async fn dispatch(self: &Rc<Self>, conn: &Rc<Conn>, req: Command) -> Option<Command> {
         if self.panic_on_request == Some(req.code) {
             panic!("failpoint RINGMQ_FAILPOINT_PANIC_ON_REQUEST hit by request code {}", req.code);
         }
         let resp = match req.code {
-            rq::SEND_MESSAGE | rq::SEND_MESSAGE_V2 | rq::SEND_BATCH_MESSAGE => send::handle(self, conn, &req).await,
+            rq::SEND_MESSAGE | rq::SEND_MESSAGE_V2 | rq::SEND_BATCH_MESSAGE => {
+                error::answer(&req, send::handle(self, conn, &req).await)
+            }
             rq::PULL_MESSAGE | rq::LITE_PULL_MESSAGE => {
                 return pull::handle(self, conn, req, true).await;
             }
-            rq::SEND_REPLY_MESSAGE | rq::SEND_REPLY_MESSAGE_V2 => reply::handle(self, conn, &req).await,
+            rq::SEND_REPLY_MESSAGE | rq::SEND_REPLY_MESSAGE_V2 => {
+                error::answer(&req, reply::handle(self, conn, &req).await)
+            }
             rq::END_TRANSACTION => return transaction::end_transaction(self, &req).await,
-            rq::CONSUMER_SEND_MSG_BACK => retry::send_back(self, &req).await,
-            rq::QUERY_CONSUMER_OFFSET => offsets::query_consumer_offset(self, &req),
-            rq::UPDATE_CONSUMER_OFFSET => offsets::update_consumer_offset(self, &req),
-            rq::GET_MAX_OFFSET => offsets::get_max_offset(self, &req),
-            rq::GET_MIN_OFFSET => offsets::get_min_offset(self, &req),
-            rq::SEARCH_OFFSET_BY_TIMESTAMP => offsets::search_by_timestamp(self, &req).await,
-            rq::INVOKE_BROKER_TO_RESET_OFFSET => offsets::reset_offset(self, &req).await,
-            rq::GET_EARLIEST_MSG_STORETIME => offsets::earliest_store_time(self, &req).await,
+            rq::CONSUMER_SEND_MSG_BACK => error::answer(&req, retry::send_back(self, &req).await),
+            rq::QUERY_CONSUMER_OFFSET => error::answer(&req, offsets::query_consumer_offset(self, &req)),
+            rq::UPDATE_CONSUMER_OFFSET => error::answer(&req, offsets::update_consumer_offset(self, &req)),
+            rq::GET_MAX_OFFSET => error::answer(&req, offsets::get_max_offset(self, &req)),
+            rq::GET_MIN_OFFSET => error::answer(&req, offsets::get_min_offset(self, &req)),
+            rq::SEARCH_OFFSET_BY_TIMESTAMP => error::answer(&req, offsets::search_by_timestamp(self, &req).await),
+            rq::INVOKE_BROKER_TO_RESET_OFFSET => error::answer(&req, offsets::reset_offset(self, &req).await),
+            rq::GET_EARLIEST_MSG_STORETIME => error::answer(&req, offsets::earliest_store_time(self, &req).await),
             rq::HEART_BEAT => clients::heartbeat(self, conn, &req).await,
-            rq::UNREGISTER_CLIENT => clients::unregister(self, &req),
-            rq::GET_CONSUMER_LIST_BY_GROUP => clients::consumer_list(self, &req),
+            rq::UNREGISTER_CLIENT => error::answer(&req, clients::unregister(self, &req)),
+            rq::GET_CONSUMER_LIST_BY_GROUP => error::answer(&req, clients::consumer_list(self, &req)),
             rq::CHECK_CLIENT_CONFIG => clients::check_client_config(&req),
             rq::LOCK_BATCH_MQ => clients::lock_batch(self, &req),
             rq::UNLOCK_BATCH_MQ => clients::unlock_batch(self, &req),
-            rq::UPDATE_AND_CREATE_TOPIC => topics::update_and_create(self, &req),
-            rq::DELETE_TOPIC_IN_BROKER => topics::delete(self, &req),
+            rq::UPDATE_AND_CREATE_TOPIC => error::answer(&req, topics::update_and_create(self, &req)),
+            rq::DELETE_TOPIC_IN_BROKER => error::answer(&req, topics::delete(self, &req)),
             rq::GET_ALL_TOPIC_CONFIG => topics::get_all(self, &req),
             rq::GET_ALL_SUBSCRIPTIONGROUP_CONFIG => clients::all_groups(self, &req),
-            rq::QUERY_MESSAGE => query::query_message(self, &req).await,
-            rq::VIEW_MESSAGE_BY_ID => query::view_by_offset(self, &req).await,
+            rq::QUERY_MESSAGE => error::answer(&req, query::query_message(self, &req).await),
+            rq::VIEW_MESSAGE_BY_ID => error::answer(&req, query::view_by_offset(self, &req).await),
             rq::GET_BROKER_RUNTIME_INFO => query::runtime_info(self, &req),
             rq::GET_TOPIC_STATS_INFO => admin::topic_stats(self, &req).await,
             rq::GET_CONSUMER_CONNECTION_LIST => admin::consumer_connections(self, &req),
@@ -246,20 +235,5 @@ impl Broker {
                 .with_remark(format!("request code {code} is not supported by ringmq")),
         };
         Some(resp)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn enospc_answers_the_disk_full_code() {
-        let e = StoreError::io("/data/0/commitlog/x", &std::io::Error::from_raw_os_error(libc::ENOSPC));
-        assert!(matches!(e, StoreError::NoSpace { .. }), "{e:?}");
-        let req = Command::request(rq::SEND_MESSAGE_V2);
-        assert_eq!(store_error_response(&req, &e).code, rs::SERVICE_NOT_AVAILABLE);
-        let other = StoreError::io("/x", &std::io::Error::from_raw_os_error(libc::EIO));
-        assert_eq!(store_error_response(&req, &other).code, rs::SYSTEM_ERROR);
     }
 }

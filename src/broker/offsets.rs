@@ -6,12 +6,18 @@
 //! RocketMQ's `consumerOffset.json` shape (`topic@group` → queue → offset) every few seconds and at
 //! shutdown; like RocketMQ they may move back after a crash (at-least-once delivery).
 
+use super::Broker;
 use super::config_file::ConfigFile;
-use super::{Broker, field, opt_field};
+use super::error::{BrokerError, Reply};
 use crate::protocol::Command;
 use crate::protocol::codes::{request as rq, response as rs};
+use crate::protocol::commands::offsets::{
+    OffsetResponse, QueryConsumerOffsetRequest, QueueRequest, ResetOffsetRequest, SearchOffsetRequest,
+    StoreTimeResponse, UpdateConsumerOffsetRequest,
+};
 use crate::protocol::offset_table::{self, QueueOffset};
 use crate::store::files::SharedFiles;
+use crate::store::io::Disk;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -96,25 +102,21 @@ fn physical_memory_bytes() -> u64 {
         .unwrap_or(8 << 30)
 }
 
-pub fn query_consumer_offset(b: &Broker, req: &Command) -> Command {
-    let (group, topic, qid) = match group_topic_queue(req) {
-        Ok(x) => x,
-        Err(e) => return e,
-    };
-    if let Some(off) = b.offsets.borrow().get(&group, &topic, qid) {
-        let mut r = req.response_to(rs::SUCCESS);
-        r.put("offset", off);
-        return r;
+pub fn query_consumer_offset<D: Disk>(b: &Broker<D>, req: &Command) -> Reply {
+    let h = QueryConsumerOffsetRequest::decode(req)?;
+    let (group, topic, qid) = (&h.consumer_group, &h.topic, h.queue_id);
+    if let Some(off) = b.offsets.borrow().get(group, topic, qid) {
+        return Ok(offset_response(req, off));
     }
-    let not_found = || req.response_to(rs::QUERY_NOT_FOUND).with_remark("Not found, V3_0_6_SNAPSHOT maybe");
-    if req.field("setZeroIfNotFound") == Some("false") {
-        return not_found();
+    let not_found = || BrokerError::NotFound("Not found, V3_0_6_SNAPSHOT maybe".into());
+    if h.set_zero_if_not_found == Some(false) {
+        return Err(not_found());
     }
     // Young-queue rule: a group new to a queue that still starts at 0, with its backlog in memory,
     // starts at 0 rather than at the end, so it sees messages produced before it first started.
-    let (min, _) = b.store.queue_bounds(&topic, qid);
+    let (min, _) = b.store.queue_bounds(topic, qid);
     let young = min == 0
-        && match b.store.entry(&topic, qid, 0) {
+        && match b.store.entry(topic, qid, 0) {
             None => true,
             Some(e) => {
                 let backlog = b.store.log().write_pos().saturating_sub(e.physical_offset);
@@ -122,74 +124,46 @@ pub fn query_consumer_offset(b: &Broker, req: &Command) -> Command {
             }
         };
     if !young {
-        return not_found();
+        return Err(not_found());
     }
+    Ok(offset_response(req, 0))
+}
+
+pub fn update_consumer_offset<D: Disk>(b: &Broker<D>, req: &Command) -> Reply {
+    let h = UpdateConsumerOffsetRequest::decode(req)?;
+    if h.commit_offset >= 0 {
+        b.offsets.borrow_mut().commit(&h.consumer_group, &h.topic, h.queue_id, h.commit_offset as u64);
+    }
+    Ok(req.response_to(rs::SUCCESS))
+}
+
+fn offset_response(req: &Command, offset: u64) -> Command {
     let mut r = req.response_to(rs::SUCCESS);
-    r.put("offset", 0);
+    OffsetResponse { offset }.encode(&mut r);
     r
 }
 
-fn group_topic_queue(req: &Command) -> Result<(String, String, i32), Command> {
-    Ok((field(req, "consumerGroup")?, field(req, "topic")?, field(req, "queueId")?))
+pub fn get_max_offset<D: Disk>(b: &Broker<D>, req: &Command) -> Reply {
+    let h = QueueRequest::decode(req)?;
+    Ok(offset_response(req, b.store.queue_bounds(&h.topic, h.queue_id).1))
 }
 
-pub fn update_consumer_offset(b: &Broker, req: &Command) -> Command {
-    let (group, topic, qid) = match group_topic_queue(req) {
-        Ok(x) => x,
-        Err(e) => return e,
-    };
-    let offset: i64 = match field(req, "commitOffset") {
-        Ok(o) => o,
-        Err(e) => return e,
-    };
-    if offset >= 0 {
-        b.offsets.borrow_mut().commit(&group, &topic, qid, offset as u64);
-    }
-    req.response_to(rs::SUCCESS)
-}
-
-fn topic_queue(req: &Command) -> Result<(String, i32), Command> {
-    Ok((field(req, "topic")?, field(req, "queueId")?))
-}
-
-fn offset_response(req: &Command, key: &str, v: impl ToString) -> Command {
-    let mut r = req.response_to(rs::SUCCESS);
-    r.put(key, v);
-    r
-}
-
-pub fn get_max_offset(b: &Broker, req: &Command) -> Command {
-    match topic_queue(req) {
-        Ok((t, q)) => offset_response(req, "offset", b.store.queue_bounds(&t, q).1),
-        Err(e) => e,
-    }
-}
-
-pub fn get_min_offset(b: &Broker, req: &Command) -> Command {
-    match topic_queue(req) {
-        Ok((t, q)) => offset_response(req, "offset", b.store.queue_bounds(&t, q).0),
-        Err(e) => e,
-    }
+pub fn get_min_offset<D: Disk>(b: &Broker<D>, req: &Command) -> Reply {
+    let h = QueueRequest::decode(req)?;
+    Ok(offset_response(req, b.store.queue_bounds(&h.topic, h.queue_id).0))
 }
 
 /// First offset stored at or after the timestamp (`boundaryType=upper`: last stored at or before).
-pub async fn search_by_timestamp(b: &Broker, req: &Command) -> Command {
-    let (topic, qid) = match topic_queue(req) {
-        Ok(x) => x,
-        Err(e) => return e,
-    };
-    let ts: i64 = match field(req, "timestamp") {
-        Ok(t) => t,
-        Err(e) => return e,
-    };
-    let lower = b.store.offset_by_time(&topic, qid, ts).await;
-    let off = if req.field("boundaryType").is_some_and(|v| v.eq_ignore_ascii_case("upper")) {
-        let after = b.store.offset_by_time(&topic, qid, ts.saturating_add(1)).await;
-        after.saturating_sub(1).max(b.store.queue_bounds(&topic, qid).0)
+pub async fn search_by_timestamp<D: Disk>(b: &Broker<D>, req: &Command) -> Reply {
+    let h = SearchOffsetRequest::decode(req)?;
+    let (topic, qid, ts) = (&h.topic, h.queue_id, h.timestamp);
+    let off = if h.upper() {
+        let after = b.store.offset_by_time(topic, qid, ts.saturating_add(1)).await;
+        after.saturating_sub(1).max(b.store.queue_bounds(topic, qid).0)
     } else {
-        lower
+        b.store.offset_by_time(topic, qid, ts).await
     };
-    offset_response(req, "offset", off)
+    Ok(offset_response(req, off))
 }
 
 /// INVOKE_BROKER_TO_RESET_OFFSET (222): moves a group's offsets on this broker's queues of a topic to
@@ -198,60 +172,53 @@ pub async fn search_by_timestamp(b: &Broker, req: &Command) -> Command {
 /// RocketMQ 5.2+ does) and pushes them to the group's connected consumers with
 /// RESET_CONSUMER_CLIENT_OFFSET (220, as 4.x does), so running consumers jump at once; the answer
 /// carries the table.
-pub async fn reset_offset(b: &Broker, req: &Command) -> Command {
-    let (topic, group, ts): (String, String, i64) =
-        match (field(req, "topic"), field(req, "group"), field(req, "timestamp")) {
-            (Ok(t), Ok(g), Ok(ts)) => (t, g, ts),
-            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return e,
-        };
-    let force = opt_field::<bool>(req, "isForce").unwrap_or(true);
-    let queue_id: i32 = opt_field(req, "queueId").unwrap_or(-1);
-    let Some(queues) = b.topics.borrow().get(&topic).map(|t| t.read_queue_nums as i32) else {
-        return req.response_to(rs::TOPIC_NOT_EXIST).with_remark(format!("topic {topic} does not exist on {}", b.name));
+pub async fn reset_offset<D: Disk>(b: &Broker<D>, req: &Command) -> Reply {
+    let h = ResetOffsetRequest::decode(req)?;
+    let (topic, group, ts, force) = (&h.topic, &h.group, h.timestamp, h.force());
+    let Some(queues) = b.topics.borrow().get(topic).map(|t| t.read_queue_nums as i32) else {
+        return Err(BrokerError::TopicNotExist { topic: topic.clone(), broker: b.name.clone() });
     };
-    let explicit = opt_field::<i64>(req, "offset").filter(|&o| o >= 0 && queue_id >= 0);
-    let ids: Vec<i32> = if queue_id >= 0 { vec![queue_id] } else { (0..queues).collect() };
+    let ids: Vec<i32> = match h.queue() {
+        Some(q) => vec![q],
+        None => (0..queues).collect(),
+    };
     let mut table = Vec::with_capacity(ids.len());
     for q in ids {
-        let (min, max) = b.store.queue_bounds(&topic, q);
-        let target = match explicit {
-            Some(o) => (o as u64).clamp(min, max),
+        let (min, max) = b.store.queue_bounds(topic, q);
+        let target = match h.explicit_offset() {
+            Some(o) => o.clamp(min, max),
             None if ts < 0 => max,
-            None => b.store.offset_by_time(&topic, q, ts).await,
+            None => b.store.offset_by_time(topic, q, ts).await,
         };
-        let current = b.offsets.borrow().get(&group, &topic, q);
+        let current = b.offsets.borrow().get(group, topic, q);
         let offset = match current {
             Some(c) if !force && target >= c => c,
             _ => target,
         };
-        b.offsets.borrow_mut().commit(&group, &topic, q, offset);
+        b.offsets.borrow_mut().commit(group, topic, q, offset);
         table.push(QueueOffset { topic: topic.clone(), broker_name: b.name.clone(), queue_id: q, offset });
     }
     let body = offset_table::encode(&table);
-    let conns = b.clients.borrow().consumer_conns(&group);
+    let conns = b.clients.borrow().consumer_conns(group);
     tracing::info!(%group, %topic, ts, consumers = conns.len(), "consumer offsets reset");
+    let push = ResetOffsetRequest { queue_id: None, offset: None, is_force: Some(force), ..h.clone() };
     for c in conns {
-        let mut push = Command::request(rq::RESET_CONSUMER_CLIENT_OFFSET);
-        push.put("topic", &topic);
-        push.put("group", &group);
-        push.put("timestamp", ts);
-        push.put("isForce", force);
-        c.send_oneway(push.with_body(body.clone()));
+        c.send_oneway(push.request(rq::RESET_CONSUMER_CLIENT_OFFSET).with_body(body.clone()));
     }
-    req.response_to(rs::SUCCESS).with_body(body)
+    Ok(req.response_to(rs::SUCCESS).with_body(body))
 }
 
-pub async fn earliest_store_time(b: &Broker, req: &Command) -> Command {
-    let (topic, qid) = match topic_queue(req) {
-        Ok(x) => x,
-        Err(e) => return e,
-    };
-    let (min, max) = b.store.queue_bounds(&topic, qid);
+pub async fn earliest_store_time<D: Disk>(b: &Broker<D>, req: &Command) -> Reply {
+    let h = QueueRequest::decode(req)?;
+    let (topic, qid) = (&h.topic, h.queue_id);
+    let (min, max) = b.store.queue_bounds(topic, qid);
     if min >= max {
-        return req.response_to(rs::SYSTEM_ERROR).with_remark(format!("queue {topic}:{qid} holds no messages"));
+        return Err(BrokerError::System(format!("queue {topic}:{qid} holds no messages")));
     }
-    match b.store.store_time_at(&topic, qid, min).await {
-        Some(t) => offset_response(req, "timestamp", t),
-        None => req.response_to(rs::SYSTEM_ERROR).with_remark("cannot read the earliest message"),
-    }
+    let Some(timestamp) = b.store.store_time_at(topic, qid, min).await else {
+        return Err(BrokerError::System("cannot read the earliest message".into()));
+    };
+    let mut r = req.response_to(rs::SUCCESS);
+    StoreTimeResponse { timestamp }.encode(&mut r);
+    Ok(r)
 }

@@ -5,22 +5,24 @@
 //! own 30 s timeout). Waiters live on the shard that owns the queue; a wake re-runs the pull, and
 //! re-parks it when the new messages do not pass its filter.
 
+use super::Broker;
+use super::error::BrokerError;
 use super::topics::PERM_READ;
-use super::{Broker, field, opt_field};
 use crate::filter::Subscription;
 use crate::net::conn::Conn;
 use crate::protocol::Command;
 use crate::protocol::codes::response as rs;
+use crate::protocol::commands::pull::{
+    FLAG_COMMIT_OFFSET, FLAG_SUBSCRIPTION, FLAG_SUSPEND, PullRequestHeader, PullResponseHeader,
+};
 use crate::protocol::message::StoredMessage;
 use crate::store::GetStatus;
+use crate::store::io::Disk;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-const FLAG_COMMIT_OFFSET: i32 = 1;
-const FLAG_SUSPEND: i32 = 2;
-const FLAG_SUBSCRIPTION: i32 = 4;
 /// Largest pull response body: well under the 16 MiB frame limit.
 const MAX_PULL_BYTES: usize = 8 << 20;
 /// Hold time when the client asks for long polling without a timeout.
@@ -66,18 +68,14 @@ impl LongPolls {
 }
 
 /// Entry point from the request dispatcher.
-pub async fn handle(b: &Rc<Broker>, conn: &Rc<Conn>, req: Command, first: bool) -> Option<Command> {
+pub async fn handle<D: Disk>(b: &Rc<Broker<D>>, conn: &Rc<Conn>, req: Command, first: bool) -> Option<Command> {
     execute(b, conn, req, if first { Suspend::Allowed } else { Suspend::Never }).await
 }
 
-async fn execute(b: &Rc<Broker>, conn: &Rc<Conn>, req: Command, suspend: Suspend) -> Option<Command> {
-    let p = match PullRequest::decode(&req) {
-        Ok(p) => p,
-        Err(resp) => return Some(resp),
-    };
-    let sub = match resolve(b, &req, &p) {
-        Ok(s) => s,
-        Err(resp) => return Some(resp),
+async fn execute<D: Disk>(b: &Rc<Broker<D>>, conn: &Rc<Conn>, req: Command, suspend: Suspend) -> Option<Command> {
+    let (p, sub) = match PullRequest::decode(&req).and_then(|p| resolve(b, &p).map(|sub| (p, sub))) {
+        Ok(x) => x,
+        Err(e) => return Some(e.respond(&req)),
     };
     if matches!(suspend, Suspend::Allowed) && p.sys_flag & FLAG_COMMIT_OFFSET != 0 && p.commit_offset >= 0 {
         b.offsets.borrow_mut().commit(&p.group, &p.topic, p.queue_id, p.commit_offset as u64);
@@ -129,15 +127,18 @@ async fn execute(b: &Rc<Broker>, conn: &Rc<Conn>, req: Command, suspend: Suspend
         b.metrics.flow(&p.topic, 0, 0, r.records.len() as u64, bytes as u64);
     }
     let mut resp = req.response_to(code).with_remark(format!("{:?}", r.status));
-    resp.put("suggestWhichBrokerId", 0);
-    resp.put("nextBeginOffset", next);
-    resp.put("minOffset", r.min_offset);
-    resp.put("maxOffset", r.max_offset);
+    PullResponseHeader {
+        suggest_which_broker_id: 0,
+        next_begin_offset: next,
+        min_offset: r.min_offset,
+        max_offset: r.max_offset,
+    }
+    .encode(&mut resp);
     resp.body = r.records;
     Some(resp)
 }
 
-/// The decoded pull header.
+/// The decoded pull header, with its defaults and limits applied.
 struct PullRequest {
     group: String,
     topic: String,
@@ -148,62 +149,59 @@ struct PullRequest {
     sys_flag: i32,
     commit_offset: i64,
     suspend_ms: u64,
+    subscription: Option<String>,
+    expression_type: Option<String>,
 }
 
 impl PullRequest {
-    fn decode(req: &Command) -> Result<PullRequest, Command> {
-        let offset: i64 = field(req, "queueOffset")?;
+    fn decode(req: &Command) -> Result<PullRequest, BrokerError> {
+        let h = PullRequestHeader::decode(req)?;
         Ok(PullRequest {
-            group: field(req, "consumerGroup")?,
-            topic: field(req, "topic")?,
-            queue_id: field(req, "queueId")?,
-            offset: offset.max(0) as u64,
-            max_msgs: opt_field::<i64>(req, "maxMsgNums").unwrap_or(32).clamp(1, 1024) as usize,
-            max_bytes: opt_field::<i64>(req, "maxMsgBytes").filter(|&v| v > 0).unwrap_or(MAX_PULL_BYTES as i64)
-                as usize,
-            sys_flag: opt_field(req, "sysFlag").unwrap_or(0),
-            commit_offset: opt_field(req, "commitOffset").unwrap_or(-1),
-            suspend_ms: opt_field::<u64>(req, "suspendTimeoutMillis")
-                .filter(|&v| v > 0)
-                .unwrap_or(DEFAULT_SUSPEND_MS)
-                .min(25_000),
+            offset: h.offset(),
+            max_msgs: h.max_msgs(),
+            max_bytes: h.max_bytes(MAX_PULL_BYTES),
+            sys_flag: h.sys_flag(),
+            commit_offset: h.commit_offset.unwrap_or(-1),
+            suspend_ms: h.suspend_ms(DEFAULT_SUSPEND_MS),
+            group: h.consumer_group,
+            topic: h.topic,
+            queue_id: h.queue_id,
+            subscription: h.subscription,
+            expression_type: h.expression_type,
         })
     }
 }
 
 /// Checks topic and queue and finds the subscription to filter with.
-fn resolve(b: &Broker, req: &Command, p: &PullRequest) -> Result<Rc<Subscription>, Command> {
+fn resolve<D: Disk>(b: &Broker<D>, p: &PullRequest) -> Result<Rc<Subscription>, BrokerError> {
     let topics = b.topics.borrow();
     let Some(tc) = topics.get(&p.topic) else {
-        return Err(req
-            .response_to(rs::TOPIC_NOT_EXIST)
-            .with_remark(format!("topic[{}] not exist on {}", p.topic, b.name)));
+        return Err(BrokerError::TopicNotExist { topic: p.topic.clone(), broker: b.name.clone() });
     };
     if tc.perm & PERM_READ == 0 {
-        return Err(req.response_to(rs::NO_PERMISSION).with_remark(format!("topic {} is not readable", p.topic)));
+        return Err(BrokerError::NoPermission(format!("topic {} is not readable", p.topic)));
     }
     if p.queue_id < 0 || p.queue_id as u32 >= tc.read_queue_nums.max(tc.write_queue_nums) {
-        return Err(req.response_to(rs::INVALID_PARAMETER).with_remark(format!(
+        return Err(BrokerError::InvalidParameter(format!(
             "queueId {} is out of range: topic {} has {} read queues",
             p.queue_id, p.topic, tc.read_queue_nums
         )));
     }
     if p.sys_flag & FLAG_SUBSCRIPTION != 0 {
-        let expr = req.field("subscription").unwrap_or("*");
-        return Subscription::parse(req.field("expressionType"), expr).map(Rc::new).map_err(|e| {
-            req.response_to(rs::SUBSCRIPTION_PARSE_FAILED)
-                .with_remark(format!("cannot parse subscription {expr:?}: {e}"))
-        });
+        let expr = p.subscription.as_deref().unwrap_or("*");
+        return Subscription::parse(p.expression_type.as_deref(), expr)
+            .map(Rc::new)
+            .map_err(|e| BrokerError::SubscriptionParseFailed(format!("cannot parse subscription {expr:?}: {e}")));
     }
     b.clients.borrow().subscription(&p.group, &p.topic).ok_or_else(|| {
-        req.response_to(rs::SUBSCRIPTION_NOT_EXIST).with_remark(format!(
+        BrokerError::SubscriptionNotExist(format!(
             "consumer group {} has no subscription to {} on this broker (no heartbeat yet?)",
             p.group, p.topic
         ))
     })
 }
 
-impl Broker {
+impl<D: Disk> Broker<D> {
     /// Re-runs the pulls parked on (topic, queue) after an append.
     pub fn wake_pollers(self: &Rc<Self>, topic: &str, queue_id: i32) {
         let parked = {
@@ -238,7 +236,7 @@ impl Broker {
 
     fn resume(self: &Rc<Self>, w: Parked, suspend: Suspend) {
         let b = self.clone();
-        glommio::spawn_local(async move {
+        crate::rt::spawn(async move {
             if let Some(resp) = execute(&b, &w.conn, w.req, suspend).await {
                 w.conn.send(resp);
             }

@@ -2,46 +2,43 @@
 //! VIEW_MESSAGE_BY_ID (by physical offset, decoded by the client from an offset msgId), and
 //! GET_BROKER_RUNTIME_INFO (runtime statistics for admin tools).
 
-use super::{Broker, field, opt_field};
+use super::Broker;
+use super::error::{BrokerError, Reply};
 use crate::protocol::Command;
 use crate::protocol::codes::response as rs;
+use crate::protocol::commands::query::{QueryMessageRequest, QueryMessageResponse, ViewMessageRequest};
 use crate::protocol::message::{StoredMessage, keys, property_get};
 use crate::store::dispatch::index_keys;
+use crate::store::io::Disk;
 
 /// Matches returned by a unique-key query (RocketMQ's defaultQueryMaxNum).
 const UNIQUE_QUERY_MAX: usize = 32;
 /// Upper bound on matches of any query, keeping the response well under the frame limit.
 const QUERY_MAX: usize = 64;
 
-pub async fn query_message(b: &Broker, req: &Command) -> Command {
-    let (topic, key): (String, String) = match (field(req, "topic"), field(req, "key")) {
-        (Ok(t), Ok(k)) => (t, k),
-        (Err(e), _) | (_, Err(e)) => return e,
-    };
-    let unique = req.field("_UNIQUE_KEY_QUERY") == Some("true");
-    let max =
-        if unique { UNIQUE_QUERY_MAX } else { opt_field::<usize>(req, "maxNum").unwrap_or(32).clamp(1, QUERY_MAX) };
-    let begin = opt_field(req, "beginTimestamp").unwrap_or(0);
-    let end = opt_field(req, "endTimestamp").unwrap_or(i64::MAX);
+pub async fn query_message<D: Disk>(b: &Broker<D>, req: &Command) -> Reply {
+    let h = QueryMessageRequest::decode(req)?;
+    let (topic, key, unique) = (&h.topic, &h.key, h.unique());
+    let max = if unique { UNIQUE_QUERY_MAX } else { h.max_num.unwrap_or(32).clamp(1, QUERY_MAX as i64) as usize };
+    let begin = h.begin_timestamp.unwrap_or(0);
+    let end = h.end_timestamp.unwrap_or(i64::MAX);
     let mut body = Vec::new();
     let mut last_ts = 0;
     // A record indexed under the same string twice (KEYS equal to UNIQ_KEY) is answered once.
     let mut seen = std::collections::HashSet::new();
-    for phys in b.store.index_lookup(&topic, &key, begin, end, max * 2) {
+    for phys in b.store.index_lookup(topic, key, begin, end, max * 2) {
         if !seen.insert(phys) {
             continue;
         }
         let rec = match b.store.read_record(phys).await {
             Ok(rec) => rec,
-            Err(e @ crate::store::StoreError::Damaged { .. }) => {
-                return req.response_to(rs::SYSTEM_ERROR).with_remark(e.to_string());
-            }
+            Err(e @ crate::store::StoreError::Damaged { .. }) => return Err(e.into()),
             Err(_) => continue, // deleted by retention
         };
         let Ok(m) = StoredMessage::decode(&rec) else {
             continue;
         };
-        let hit = m.topic == topic && index_keys(&m.topic, &m.properties).contains(&key);
+        let hit = m.topic == *topic && index_keys(&m.topic, &m.properties).contains(key);
         let uniq_ok = !unique || property_get(&m.properties, keys::UNIQ_KEY) == Some(key.as_str());
         if hit && uniq_ok {
             last_ts = last_ts.max(m.store_timestamp_ms);
@@ -52,30 +49,28 @@ pub async fn query_message(b: &Broker, req: &Command) -> Command {
         }
     }
     if body.is_empty() {
-        return req.response_to(rs::QUERY_NOT_FOUND).with_remark(format!("no message with key {key} in topic {topic}"));
+        return Err(BrokerError::NotFound(format!("no message with key {key} in topic {topic}")));
     }
     let mut r = req.response_to(rs::SUCCESS);
-    r.put("indexLastUpdateTimestamp", last_ts);
-    r.put("indexLastUpdatePhyoffset", b.store.log().write_pos());
+    QueryMessageResponse {
+        index_last_update_timestamp: last_ts,
+        index_last_update_phyoffset: b.store.log().write_pos(),
+    }
+    .encode(&mut r);
     r.body = body;
-    r
+    Ok(r)
 }
 
-pub async fn view_by_offset(b: &Broker, req: &Command) -> Command {
-    let offset: u64 = match field(req, "offset") {
-        Ok(o) => o,
-        Err(e) => return e,
-    };
+pub async fn view_by_offset<D: Disk>(b: &Broker<D>, req: &Command) -> Reply {
+    let offset = ViewMessageRequest::decode(req)?.offset;
     match b.store.read_record(offset).await {
-        Ok(rec) => req.response_to(rs::SUCCESS).with_body(rec),
-        Err(e @ crate::store::StoreError::Damaged { .. }) => {
-            req.response_to(rs::SYSTEM_ERROR).with_remark(e.to_string())
-        }
-        Err(_) => req.response_to(rs::SYSTEM_ERROR).with_remark(format!("no message at offset {offset} on {}", b.name)),
+        Ok(rec) => Ok(req.response_to(rs::SUCCESS).with_body(rec)),
+        Err(e @ crate::store::StoreError::Damaged { .. }) => Err(e.into()),
+        Err(_) => Err(BrokerError::System(format!("no message at offset {offset} on {}", b.name))),
     }
 }
 
-pub fn runtime_info(b: &Broker, req: &Command) -> Command {
+pub fn runtime_info<D: Disk>(b: &Broker<D>, req: &Command) -> Command {
     let s = b.store.log().stats();
     let table = serde_json::json!({
         "brokerName": b.name,

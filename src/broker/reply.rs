@@ -9,12 +9,15 @@
 //! on). A requester not connected to this shard gets SYSTEM_ERROR, which RocketMQ producers retry on
 //! another broker — as with RocketMQ, whose brokers do not forward replies either.
 
+use super::Broker;
+use super::error::{BrokerError, Reply};
 use super::send::{SendHeader, build_messages};
-use super::{Broker, store_error_response};
 use crate::net::conn::Conn;
 use crate::protocol::Command;
 use crate::protocol::codes::{request as rq, response as rs};
+use crate::protocol::commands::send::PushReplyHeader;
 use crate::protocol::message::{MessageToStore, keys, offset_msg_id, property_get, property_set};
+use crate::store::io::Disk;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -31,16 +34,12 @@ const PUSH_TIMEOUT: Duration = Duration::from_secs(3);
 pub use crate::protocol::reply_topic;
 
 /// SEND_REPLY_MESSAGE (324) and SEND_REPLY_MESSAGE_V2 (325).
-pub async fn handle(b: &Rc<Broker>, conn: &Rc<Conn>, req: &Command) -> Command {
-    let h = match SendHeader::decode(req) {
-        Ok(h) if !h.batch => h,
-        Ok(_) => return req.response_to(rs::MESSAGE_ILLEGAL).with_remark("a reply cannot be a batch"),
-        Err(why) => return req.response_to(rs::SYSTEM_ERROR).with_remark(why),
-    };
-    let msgs = match build_messages(b, conn, req, &h) {
-        Ok(m) => m,
-        Err(resp) => return resp,
-    };
+pub async fn handle<D: Disk>(b: &Rc<Broker<D>>, conn: &Rc<Conn>, req: &Command) -> Reply {
+    let h = SendHeader::decode(req)?;
+    if h.batch {
+        return Err(BrokerError::MessageIllegal("a reply cannot be a batch".into()));
+    }
+    let msgs = build_messages(b, conn, req, &h)?;
     let m = &msgs[0];
     let pushed = push_to_requester(b, &h, m).await;
     let mut resp = match &pushed {
@@ -56,36 +55,39 @@ pub async fn handle(b: &Rc<Broker>, conn: &Rc<Conn>, req: &Command) -> Command {
             resp.put("msgId", offset_msg_id(&b.addr, placed[0].physical_offset));
             resp.put("queueOffset", placed[0].queue_offset);
         }
-        Err(e) if pushed.is_ok() => return store_error_response(req, &e),
+        Err(e) if pushed.is_ok() => return Err(e.into()),
         Err(e) => tracing::warn!(error = %e, "reply message not stored"),
     }
-    resp
+    Ok(resp)
 }
 
 /// Pushes the reply to the connection of the requester named by REPLY_TO_CLIENT; the error is the
 /// remark for the responder (RocketMQ's texts).
-async fn push_to_requester(b: &Broker, h: &SendHeader, m: &MessageToStore) -> Result<(), String> {
+async fn push_to_requester<D: Disk>(b: &Broker<D>, h: &SendHeader, m: &MessageToStore) -> Result<(), String> {
     let Some(client) = property_get(&m.properties, REPLY_TO_CLIENT) else {
         return Err(format!("reply message properties[{REPLY_TO_CLIENT}] is null"));
     };
     let Some(target) = b.clients.borrow().producer_by_client_id(client) else {
         return Err(format!("push reply message fail, channel of {client} not found."));
     };
-    let mut push = Command::request(rq::PUSH_REPLY_MESSAGE_TO_CLIENT);
-    push.put("producerGroup", &h.producer_group);
-    push.put("topic", &h.topic);
-    push.put("defaultTopic", super::topics::DEFAULT_TOPIC);
-    push.put("defaultTopicQueueNums", h.default_topic_queue_nums);
-    push.put("queueId", m.queue_id);
-    push.put("sysFlag", h.sys_flag);
-    push.put("bornTimestamp", h.born_timestamp_ms);
-    push.put("flag", h.flag);
-    push.put("properties", property_set(&m.properties, PUSH_REPLY_TIME, &crate::store::now_ms().to_string()));
-    push.put("reconsumeTimes", h.reconsume_times);
-    push.put("unitMode", false);
-    push.put("bornHost", m.born_host);
-    push.put("storeHost", b.addr);
-    push.put("storeTimestamp", crate::store::now_ms());
+    let now = crate::store::now_ms();
+    let mut push = PushReplyHeader {
+        producer_group: h.producer_group.clone(),
+        topic: h.topic.clone(),
+        default_topic: Some(super::topics::DEFAULT_TOPIC.into()),
+        default_topic_queue_nums: Some(h.default_topic_queue_nums),
+        queue_id: m.queue_id,
+        sys_flag: h.sys_flag,
+        born_timestamp: h.born_timestamp_ms,
+        flag: h.flag,
+        properties: Some(property_set(&m.properties, PUSH_REPLY_TIME, &now.to_string())),
+        reconsume_times: Some(h.reconsume_times),
+        unit_mode: Some(false),
+        born_host: m.born_host.to_string(),
+        store_host: b.addr.to_string(),
+        store_timestamp: now,
+    }
+    .request(rq::PUSH_REPLY_MESSAGE_TO_CLIENT);
     push.body = vec![m.body.clone()];
     match target.call(push, PUSH_TIMEOUT).await {
         Some(answer) if answer.code == rs::SUCCESS => Ok(()),

@@ -14,10 +14,11 @@
 use super::Broker;
 use super::config_file::ConfigFile;
 use crate::protocol::message::{MessageToStore, StoredMessage, keys, property_get, property_set};
+use crate::rt::sleep;
 use crate::store::dispatch::SCHEDULE_TOPIC;
 use crate::store::files::SharedFiles;
+use crate::store::io::Disk;
 use crate::store::now_ms;
-use glommio::timer::sleep;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::rc::Rc;
@@ -114,7 +115,7 @@ pub fn strip_resend_changing(properties: &str) -> String {
 }
 
 /// The message to store in its real topic when a scheduled record is due.
-fn unpark(b: &Broker, s: &StoredMessage) -> Option<MessageToStore> {
+fn unpark<D: Disk>(b: &Broker<D>, s: &StoredMessage) -> Option<MessageToStore> {
     let topic = property_get(&s.properties, REAL_TOPIC)?.to_string();
     let queue_id = property_get(&s.properties, REAL_QID)?.parse().ok()?;
     Some(MessageToStore {
@@ -134,7 +135,7 @@ fn unpark(b: &Broker, s: &StoredMessage) -> Option<MessageToStore> {
 
 /// Whether the real topic already holds a copy of `s` stored after it (an earlier delivery whose
 /// progress was not persisted before a crash).
-async fn already_delivered(b: &Broker, s: &StoredMessage, real_topic: &str) -> bool {
+async fn already_delivered<D: Disk>(b: &Broker<D>, s: &StoredMessage, real_topic: &str) -> bool {
     let Some(uniq) = property_get(&s.properties, keys::UNIQ_KEY) else {
         return false;
     };
@@ -147,7 +148,7 @@ async fn already_delivered(b: &Broker, s: &StoredMessage, real_topic: &str) -> b
 }
 
 /// Delivers one level's due messages forever.
-pub async fn run_level(b: Rc<Broker>, level: u32) {
+pub async fn run_level<D: Disk>(b: Rc<Broker<D>>, level: u32) {
     let qid = level as i32 - 1;
     // Offsets below this were possibly delivered before the last crash without recording it.
     let (_, verify_until) = b.store.queue_bounds(SCHEDULE_TOPIC, qid);
@@ -174,7 +175,7 @@ pub async fn run_level(b: Rc<Broker>, level: u32) {
     }
 }
 
-async fn deliver(b: &Rc<Broker>, phys: u64, verify: bool) -> Result<(), String> {
+async fn deliver<D: Disk>(b: &Rc<Broker<D>>, phys: u64, verify: bool) -> Result<(), String> {
     let Some(real) = prepare_delivery(b, phys, verify).await? else { return Ok(()) };
     b.ensure_topic(&real.topic, real.queue_id as u32 + 1);
     b.store.put(std::slice::from_ref(&real), true).await.map_err(|e| e.to_string())?;
@@ -185,7 +186,11 @@ async fn deliver(b: &Rc<Broker>, phys: u64, verify: bool) -> Result<(), String> 
 /// Reads the parked record at `phys` and builds the message to store in its real topic; `None` when
 /// there is nothing to deliver (deleted by retention, malformed, or — checked when `verify` — already
 /// delivered before a crash).
-pub async fn prepare_delivery(b: &Broker, phys: u64, verify: bool) -> Result<Option<MessageToStore>, String> {
+pub async fn prepare_delivery<D: Disk>(
+    b: &Broker<D>,
+    phys: u64,
+    verify: bool,
+) -> Result<Option<MessageToStore>, String> {
     let s = match b.store.read_message(phys).await {
         Ok(s) => s,
         Err(crate::store::StoreError::NotFound(_)) => return Ok(None), // deleted by retention: skip

@@ -2,131 +2,37 @@
 //! SEND_BATCH_MESSAGE (320), with batches detected by the header flag (`batch`/`m`) as the C++ client
 //! sends them through 310.
 
+use super::Broker;
+use super::error::{BrokerError, Reply};
 use super::topics::{PERM_WRITE, invalid_topic_name, is_sendable};
-use super::{Broker, store_error_response};
 use crate::net::conn::Conn;
 use crate::protocol::Command;
-use crate::protocol::codes::{request as rq, response as rs};
-use crate::protocol::message::{
-    FLAG_KNOWN_BITS, FLAG_TRANSACTION_COMMIT, FLAG_TRANSACTION_MASK, FLAG_TRANSACTION_ROLLBACK, MessageToStore,
-    PROPERTIES_MAX_BYTES, decode_batch, keys, offset_msg_id, property_get,
-};
+use crate::protocol::codes::response as rs;
+pub use crate::protocol::commands::send::{SendHeader, SendResponseHeader};
+use crate::protocol::message::{MessageToStore, PROPERTIES_MAX_BYTES, decode_batch, keys, offset_msg_id, property_get};
+use crate::store::io::Disk;
 use std::rc::Rc;
 
-/// The send request header under either naming.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SendHeader {
-    pub producer_group: String,
-    pub topic: String,
-    pub default_topic_queue_nums: u32,
-    pub queue_id: i32,
-    pub sys_flag: i32,
-    pub born_timestamp_ms: i64,
-    pub flag: i32,
-    pub properties: String,
-    pub reconsume_times: i32,
-    pub max_reconsume_times: Option<i32>,
-    pub batch: bool,
-}
-
-/// (short V2 name, long V1 name) of each header field.
-const NAMES: [(&str, &str); 11] = [
-    ("a", "producerGroup"),
-    ("b", "topic"),
-    ("d", "defaultTopicQueueNums"),
-    ("e", "queueId"),
-    ("f", "sysFlag"),
-    ("g", "bornTimestamp"),
-    ("h", "flag"),
-    ("i", "properties"),
-    ("j", "reconsumeTimes"),
-    ("l", "maxReconsumeTimes"),
-    ("m", "batch"),
-];
-
-impl SendHeader {
-    /// Decodes either naming; V2 codes use short names, but any request may carry either.
-    pub fn decode(req: &Command) -> Result<SendHeader, String> {
-        let long = matches!(req.code, rq::SEND_MESSAGE | rq::SEND_REPLY_MESSAGE);
-        let short = !long || req.ext.contains_key("b");
-        let get = |i: usize| {
-            let (s, l) = NAMES[i];
-            req.field(if short { s } else { l })
-        };
-        let num = |i: usize, default: Option<i64>| -> Result<i64, String> {
-            match get(i) {
-                Some(v) => {
-                    v.trim().parse::<i64>().map_err(|_| format!("header field {} is not a number: {v:?}", NAMES[i].1))
-                }
-                None => default.ok_or_else(|| format!("send header lacks required field {}", NAMES[i].1)),
-            }
-        };
-        // Every number is range-checked here, where it is decoded: nothing is truncated into range.
-        let int = |i: usize, default: i64, range: std::ops::RangeInclusive<i64>| -> Result<i32, String> {
-            let v = num(i, Some(default))?;
-            if range.contains(&v) {
-                Ok(v as i32)
-            } else {
-                Err(format!("header field {} = {v} is outside {}..={}", NAMES[i].1, range.start(), range.end()))
-            }
-        };
-        let any = i32::MIN as i64..=i32::MAX as i64;
-        let sys_flag = int(4, 0, 0..=i32::MAX as i64)?;
-        if sys_flag & !FLAG_KNOWN_BITS != 0 {
-            return Err(format!("header field sysFlag = {sys_flag:#x} sets bits RocketMQ does not define"));
-        }
-        if matches!(sys_flag & FLAG_TRANSACTION_MASK, FLAG_TRANSACTION_COMMIT | FLAG_TRANSACTION_ROLLBACK) {
-            return Err(format!(
-                "header field sysFlag = {sys_flag:#x} marks a transaction commit or rollback; only END_TRANSACTION does"
-            ));
-        }
-        Ok(SendHeader {
-            producer_group: get(0).unwrap_or_default().to_string(),
-            topic: get(1).ok_or("send header lacks required field topic")?.to_string(),
-            default_topic_queue_nums: int(2, 4, 0..=i32::MAX as i64)? as u32,
-            queue_id: int(3, -1, -1..=i32::MAX as i64)?,
-            sys_flag,
-            born_timestamp_ms: num(5, Some(0))?,
-            flag: int(6, 0, any.clone())?,
-            properties: get(7).unwrap_or_default().to_string(),
-            reconsume_times: int(8, 0, 0..=i32::MAX as i64)?,
-            max_reconsume_times: match get(9) {
-                Some(_) => Some(int(9, 0, any)?),
-                None => None,
-            },
-            batch: req.code == rq::SEND_BATCH_MESSAGE || get(10).is_some_and(|v| v.eq_ignore_ascii_case("true")),
-        })
-    }
-}
-
-pub async fn handle(b: &Rc<Broker>, conn: &Rc<Conn>, req: &Command) -> Command {
-    let h = match SendHeader::decode(req) {
-        Ok(h) => h,
-        Err(why) => return req.response_to(rs::MESSAGE_ILLEGAL).with_remark(why),
-    };
-    let msgs = match build_messages(b, conn, req, &h) {
-        Ok(m) => m,
-        Err(resp) => return resp,
-    };
+pub async fn handle<D: Disk>(b: &Rc<Broker<D>>, conn: &Rc<Conn>, req: &Command) -> Reply {
+    let h = SendHeader::decode(req).map_err(BrokerError::illegal_message)?;
+    let msgs = build_messages(b, conn, req, &h)?;
     let wait = property_get(&h.properties, keys::WAIT) != Some("false");
-    let placed = match b.store.put(&msgs, wait).await {
-        Ok(p) => p,
-        Err(e) => return store_error_response(req, &e),
-    };
+    let placed = b.store.put(&msgs, wait).await?;
     b.wake_pollers(&msgs[0].topic, msgs[0].queue_id);
     let bytes: usize = msgs.iter().map(|m| m.body.len()).sum();
     b.metrics.flow(&h.topic, msgs.len() as u64, bytes as u64, 0, 0);
     let ids: Vec<String> = placed.iter().map(|p| offset_msg_id(&b.addr, p.physical_offset)).collect();
     let mut resp = req.response_to(rs::SUCCESS);
-    resp.put("msgId", ids.join(","));
-    resp.put("queueId", requested_queue(&h, &msgs[0]));
-    resp.put("queueOffset", placed[0].queue_offset);
-    if let Some(uniq) = property_get(&h.properties, keys::UNIQ_KEY) {
-        resp.put("transactionId", uniq);
+    SendResponseHeader {
+        msg_id: ids.join(","),
+        queue_id: requested_queue(&h, &msgs[0]),
+        queue_offset: placed[0].queue_offset,
+        transaction_id: property_get(&h.properties, keys::UNIQ_KEY).map(str::to_string),
+        msg_region: Some("DefaultRegion".into()),
+        trace_on: Some("true".into()),
     }
-    resp.put("MSG_REGION", "DefaultRegion");
-    resp.put("TRACE_ON", "true");
-    resp
+    .encode(&mut resp);
+    Ok(resp)
 }
 
 /// The queue a send answer names: the one the client sent to, as RocketMQ answers, even when the
@@ -141,30 +47,29 @@ pub(super) fn requested_queue(h: &SendHeader, stored: &MessageToStore) -> i32 {
 }
 
 /// Validates the request and builds the records to store (the request-reply path shares it).
-pub(super) fn build_messages(
-    b: &Broker,
+pub(super) fn build_messages<D: Disk>(
+    b: &Broker<D>,
     conn: &Conn,
     req: &Command,
     h: &SendHeader,
-) -> Result<Vec<MessageToStore>, Command> {
-    let illegal = |why: String| req.response_to(rs::MESSAGE_ILLEGAL).with_remark(why);
+) -> Result<Vec<MessageToStore>, BrokerError> {
+    let illegal = BrokerError::MessageIllegal;
     if let Some(why) = invalid_topic_name(&h.topic) {
-        return Err(req.response_to(rs::INVALID_PARAMETER).with_remark(why));
+        return Err(BrokerError::InvalidParameter(why));
     }
     if !is_sendable(&h.topic) {
-        return Err(req
-            .response_to(rs::NO_PERMISSION)
-            .with_remark(format!("topic {} is a system topic; sending to it is not allowed", h.topic)));
+        return Err(BrokerError::NoPermission(format!(
+            "topic {} is a system topic; sending to it is not allowed",
+            h.topic
+        )));
     }
-    let tc = b.topic_for_send(req, &h.topic, h.default_topic_queue_nums)?;
+    let tc = b.topic_for_send(&h.topic, h.default_topic_queue_nums)?;
     if tc.perm & PERM_WRITE == 0 {
-        return Err(req
-            .response_to(rs::NO_PERMISSION)
-            .with_remark(format!("topic {} is not writable on {}", h.topic, b.name)));
+        return Err(BrokerError::NoPermission(format!("topic {} is not writable on {}", h.topic, b.name)));
     }
     let queue_id = if h.queue_id < 0 { rand::random_range(0..tc.write_queue_nums.max(1)) as i32 } else { h.queue_id };
     if queue_id as u32 >= tc.write_queue_nums.max(tc.read_queue_nums) {
-        return Err(req.response_to(rs::INVALID_PARAMETER).with_remark(format!(
+        return Err(BrokerError::InvalidParameter(format!(
             "queueId {queue_id} is out of range: topic {} has {} write queues on {}",
             h.topic, tc.write_queue_nums, b.name
         )));
@@ -256,6 +161,7 @@ fn with_cluster(properties: &str, cluster: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::codes::request as rq;
 
     #[test]
     fn decodes_both_header_namings() {
@@ -295,12 +201,12 @@ mod tests {
             c.put(k, v);
             SendHeader::decode(&c)
         };
-        assert!(header("e", &(1i64 << 40).to_string()).unwrap_err().contains("queueId"));
+        assert!(header("e", &(1i64 << 40).to_string()).unwrap_err().to_string().contains("queueId"));
         assert!(header("e", "-2").is_err());
         assert_eq!(header("e", "-1").unwrap().queue_id, -1);
-        assert!(header("f", "-1").unwrap_err().contains("sysFlag"));
-        assert!(header("f", "4096").unwrap_err().contains("bits"));
-        assert!(header("f", "8").unwrap_err().contains("END_TRANSACTION"));
+        assert!(header("f", "-1").unwrap_err().to_string().contains("sysFlag"));
+        assert!(header("f", "4096").unwrap_err().to_string().contains("bits"));
+        assert!(header("f", "8").unwrap_err().to_string().contains("END_TRANSACTION"));
         assert!(header("f", "12").is_err());
         assert_eq!(header("f", "4").unwrap().sys_flag, 4);
         assert_eq!(header("f", "3").unwrap().sys_flag, 3);

@@ -20,10 +20,11 @@ use super::Broker;
 use super::config_file::ConfigFile;
 use super::schedule::{REAL_QID, REAL_TOPIC, prepare_delivery};
 use crate::protocol::message::{MessageToStore, property_get, property_remove, property_set};
+use crate::rt::sleep;
 use crate::store::dispatch::{TIMER_OUT_MS, TIMER_TOPIC};
 use crate::store::files::SharedFiles;
+use crate::store::io::Disk;
 use crate::store::now_ms;
-use glommio::timer::sleep;
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -187,12 +188,12 @@ impl TimerWheel {
 }
 
 /// Due time of timer-queue entry `off` on `b`'s store.
-fn due_of(b: &Broker, off: u64) -> Option<i64> {
+fn due_of<D: Disk>(b: &Broker<D>, off: u64) -> Option<i64> {
     b.store.entry(TIMER_TOPIC, 0, off).map(|e| e.tags_code)
 }
 
 /// Delivers due timer messages forever.
-pub async fn run(b: Rc<Broker>) {
+pub async fn run<D: Disk>(b: Rc<Broker<D>>) {
     let (min, max) = b.store.queue_bounds(TIMER_TOPIC, 0);
     b.timer.borrow_mut().recover(min, max, |off| due_of(&b, off));
     tracing::debug!(pending = b.timer.borrow().pending(), "timer task started");
@@ -220,7 +221,7 @@ pub async fn run(b: Rc<Broker>) {
     }
 }
 
-async fn deliver(b: &Rc<Broker>, due: &[(i64, u64)]) -> Result<(), String> {
+async fn deliver<D: Disk>(b: &Rc<Broker<D>>, due: &[(i64, u64)]) -> Result<(), String> {
     let verify_until = b.timer.borrow().verify_until;
     let mut msgs = Vec::with_capacity(due.len());
     for &(_, off) in due {

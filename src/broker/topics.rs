@@ -3,21 +3,22 @@
 //! DELETE_TOPIC_IN_BROKER and GET_ALL_TOPIC_CONFIG. Changes are fanned out to the other shards through
 //! the control plane, so a topic has the same queues on every shard.
 
+use super::Broker;
 use super::config_file::ConfigFile;
-use super::{Broker, field};
+use super::error::{BrokerError, Reply};
 use crate::config::Config;
 use crate::protocol::Command;
 use crate::protocol::codes::response as rs;
+use crate::protocol::commands::topics::{CreateTopicRequest, TopicRequest};
 use crate::protocol::message::TOPIC_MAX_BYTES;
 use crate::store::files::SharedFiles;
+use crate::store::io::Disk;
 use crate::store::now_ms;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-pub const PERM_INHERIT: u32 = 1;
-pub const PERM_WRITE: u32 = 2;
-pub const PERM_READ: u32 = 4;
+pub use crate::protocol::commands::topics::{PERM_INHERIT, PERM_READ, PERM_WRITE};
 /// Template topic for auto-creation, exposed to clients when auto-create is on.
 pub const DEFAULT_TOPIC: &str = "TBW102";
 pub const RETRY_PREFIX: &str = "%RETRY%";
@@ -191,7 +192,7 @@ fn wrapper_of(topics: &BTreeMap<String, TopicConfig>, version: DataVersion) -> s
     serde_json::json!({ "topicConfigTable": topics, "dataVersion": version })
 }
 
-impl Broker {
+impl<D: Disk> Broker<D> {
     /// Applies a topic change locally and tells the other shards and the name server.
     pub fn upsert_topic(&self, tc: TopicConfig, fan_out: bool) {
         self.upsert_topics(vec![tc], fan_out);
@@ -226,7 +227,7 @@ impl Broker {
     }
 
     /// The topic a send goes to, created from the template when allowed.
-    pub fn topic_for_send(&self, req: &Command, topic: &str, default_queues: u32) -> Result<TopicConfig, Command> {
+    pub fn topic_for_send(&self, topic: &str, default_queues: u32) -> Result<TopicConfig, super::error::BrokerError> {
         if let Some(tc) = self.topics.borrow().get(topic) {
             return Ok(tc.clone());
         }
@@ -235,10 +236,8 @@ impl Broker {
         } else if self.cfg.auto_create_topic {
             default_queues.clamp(1, self.cfg.default_topic_queue_nums.max(1))
         } else {
-            return Err(req.response_to(rs::TOPIC_NOT_EXIST).with_remark(format!(
-                "topic[{topic}] not exist, apply first please! (auto-create is off on broker {})",
-                self.name
-            )));
+            // Auto-creation is off: the topic must be created first.
+            return Err(super::error::BrokerError::TopicNotExist { topic: topic.into(), broker: self.name.clone() });
         };
         let tc = TopicConfig::new(topic, queues, PERM_READ | PERM_WRITE);
         tracing::info!(topic, queues, shard = self.shard, "auto-created topic");
@@ -247,61 +246,51 @@ impl Broker {
     }
 }
 
-pub fn update_and_create(b: &Broker, req: &Command) -> Command {
-    let topic: String = match field(req, "topic") {
-        Ok(t) => t,
-        Err(e) => return e,
-    };
-    if let Some(why) = invalid_topic_name(&topic) {
-        return req.response_to(rs::INVALID_PARAMETER).with_remark(why);
+pub fn update_and_create<D: Disk>(b: &Broker<D>, req: &Command) -> Reply {
+    let h = CreateTopicRequest::decode(req).map_err(|e| BrokerError::InvalidParameter(e.to_string()))?;
+    if let Some(why) = invalid_topic_name(&h.topic) {
+        return Err(BrokerError::InvalidParameter(why));
     }
-    let tc = match topic_from_request(req, topic, &b.cfg) {
-        Ok(tc) => tc,
-        Err(why) => return req.response_to(rs::INVALID_PARAMETER).with_remark(why),
-    };
+    let tc = topic_from_request(h, &b.cfg).map_err(BrokerError::InvalidParameter)?;
     b.upsert_topic(tc, true);
-    req.response_to(rs::SUCCESS)
+    Ok(req.response_to(rs::SUCCESS))
 }
 
-/// An optional numeric field: absent → `default`; present, it must parse and lie in `range`.
-fn ranged(req: &Command, key: &str, default: u32, range: std::ops::RangeInclusive<u32>) -> Result<u32, String> {
-    let Some(v) = req.field(key) else { return Ok(default) };
-    match v.trim().parse::<i64>() {
-        Ok(n) if n >= *range.start() as i64 && n <= *range.end() as i64 => Ok(n as u32),
-        _ => Err(format!("{key} = {v:?} is outside {}..={}", range.start(), range.end())),
-    }
-}
-
-/// The topic an UPDATE_AND_CREATE_TOPIC asks for, every field range-checked.
-fn topic_from_request(req: &Command, topic: String, cfg: &Config) -> Result<TopicConfig, String> {
+/// The topic an UPDATE_AND_CREATE_TOPIC asks for, queue counts checked against the broker's limit.
+fn topic_from_request(h: CreateTopicRequest, cfg: &Config) -> Result<TopicConfig, String> {
     let queues = 1..=cfg.max_queues_per_topic.max(1);
     let default_queues = cfg.default_topic_queue_nums.clamp(1, *queues.end());
+    let count = |name: &str, v: Option<u32>| {
+        let v = v.unwrap_or(default_queues);
+        if queues.contains(&v) {
+            Ok(v)
+        } else {
+            Err(format!("{name} = {v} is outside {}..={}", queues.start(), queues.end()))
+        }
+    };
     Ok(TopicConfig {
-        topic_name: topic,
-        read_queue_nums: ranged(req, "readQueueNums", default_queues, queues.clone())?,
-        write_queue_nums: ranged(req, "writeQueueNums", default_queues, queues)?,
-        perm: ranged(req, "perm", PERM_READ | PERM_WRITE, 0..=PERM_READ | PERM_WRITE | PERM_INHERIT)?,
-        topic_filter_type: req.field("topicFilterType").unwrap_or("SINGLE_TAG").to_string(),
-        topic_sys_flag: ranged(req, "topicSysFlag", 0, 0..=u32::MAX >> 1)?,
-        order: req.field("order").is_some_and(|v| v.eq_ignore_ascii_case("true")),
+        read_queue_nums: count("readQueueNums", h.read_queue_nums)?,
+        write_queue_nums: count("writeQueueNums", h.write_queue_nums)?,
+        perm: h.perm.unwrap_or(PERM_READ | PERM_WRITE),
+        topic_filter_type: h.topic_filter_type.unwrap_or_else(|| "SINGLE_TAG".into()),
+        topic_sys_flag: h.topic_sys_flag.unwrap_or(0),
+        order: h.order.unwrap_or(false),
         attributes: BTreeMap::new(),
+        topic_name: h.topic,
     })
 }
 
-pub fn delete(b: &Broker, req: &Command) -> Command {
-    let topic: String = match field(req, "topic") {
-        Ok(t) => t,
-        Err(e) => return e,
-    };
+pub fn delete<D: Disk>(b: &Broker<D>, req: &Command) -> Reply {
+    let topic = TopicRequest::decode(req)?.topic;
     if b.topics.borrow_mut().remove(&topic) {
         b.store.delete_topic(&topic);
         b.control.publish_topic(b.shard, None, Some(topic));
         b.publish_registration();
     }
-    req.response_to(rs::SUCCESS)
+    Ok(req.response_to(rs::SUCCESS))
 }
 
-pub fn get_all(b: &Broker, req: &Command) -> Command {
+pub fn get_all<D: Disk>(b: &Broker<D>, req: &Command) -> Command {
     let body = b.topics.borrow().wrapper_json().to_string();
     req.response_to(rs::SUCCESS).with_body(body)
 }
@@ -324,8 +313,9 @@ mod tests {
         let cfg = Config::default();
         let req = |k: &str, v: &str| {
             let mut c = Command::request(crate::protocol::codes::request::UPDATE_AND_CREATE_TOPIC);
+            c.put("topic", "T");
             c.put(k, v);
-            topic_from_request(&c, "T".into(), &cfg)
+            CreateTopicRequest::decode(&c).map_err(|e| e.to_string()).and_then(|h| topic_from_request(h, &cfg))
         };
         assert!(req("readQueueNums", "-4").unwrap_err().contains("readQueueNums"));
         assert!(req("writeQueueNums", "0").is_err());

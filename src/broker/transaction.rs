@@ -9,13 +9,18 @@
 //! of the group (CHECK_TRANSACTION_STATE on its connection); past the check limit the half is
 //! discarded with a log line and a counter. Resolved offsets are rebuilt from the op queue at start.
 
-use super::{Broker, field, opt_field, store_error_response};
+use super::Broker;
+use super::error::BrokerError;
 use crate::protocol::Command;
 use crate::protocol::codes::{request as rq, response as rs};
+use crate::protocol::commands::transaction::{
+    CheckTransactionStateRequest, EndTransactionRequest, TRANSACTION_COMMIT, TRANSACTION_NOT_TYPE,
+};
 use crate::protocol::message::{
     FLAG_TRANSACTION_COMMIT, FLAG_TRANSACTION_MASK, FLAG_TRANSACTION_PREPARED, MessageToStore, StoredMessage,
     offset_msg_id, property_get, property_set,
 };
+use crate::store::io::Disk;
 use crate::store::now_ms;
 use std::cell::Cell;
 use std::collections::HashSet;
@@ -60,7 +65,7 @@ pub fn is_prepared(m: &MessageToStore) -> bool {
 }
 
 /// Rebuilds the resolved set from the op queue (start-up).
-pub async fn recover(b: &Broker) {
+pub async fn recover<D: Disk>(b: &Broker<D>) {
     let (min, max) = b.store.queue_bounds(OP_TOPIC, 0);
     let mut resolved = HashSet::new();
     let mut off = min;
@@ -83,7 +88,7 @@ pub async fn recover(b: &Broker) {
     b.transactions.borrow().check_from.set(hmin);
 }
 
-fn op_record(b: &Broker, half_queue_offset: u64) -> MessageToStore {
+fn op_record<D: Disk>(b: &Broker<D>, half_queue_offset: u64) -> MessageToStore {
     MessageToStore {
         topic: OP_TOPIC.into(),
         queue_id: 0,
@@ -100,48 +105,42 @@ fn op_record(b: &Broker, half_queue_offset: u64) -> MessageToStore {
 }
 
 /// END_TRANSACTION: commit or roll back the half message at `commitLogOffset`.
-pub async fn end_transaction(b: &Rc<Broker>, req: &Command) -> Option<Command> {
-    let resp = end_inner(b, req).await;
-    if let Some(r) = resp.as_ref().filter(|r| r.code != rs::SUCCESS) {
-        tracing::warn!(remark = ?r.remark, "END_TRANSACTION refused");
-    }
-    resp
-}
-
-async fn end_inner(b: &Rc<Broker>, req: &Command) -> Option<Command> {
-    let kind: i32 = opt_field(req, "commitOrRollback").unwrap_or(0);
-    if kind == 0 {
-        return None; // TRANSACTION_NOT_TYPE: nothing to do, no reply
-    }
-    let (group, phys, qoff): (String, u64, u64) =
-        match (field(req, "producerGroup"), field(req, "commitLogOffset"), field(req, "tranStateTableOffset")) {
-            (Ok(g), Ok(p), Ok(q)) => (g, p, q),
-            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return Some(e),
-        };
-    let half = match b.store.read_message(phys).await {
-        Ok(h) if h.topic == HALF_TOPIC => h,
-        Err(e @ crate::store::StoreError::Damaged { .. }) => {
-            return Some(req.response_to(rs::SYSTEM_ERROR).with_remark(e.to_string()));
-        }
-        _ => {
-            return Some(req.response_to(rs::SYSTEM_ERROR).with_remark(format!("no half message at offset {phys}")));
+pub async fn end_transaction<D: Disk>(b: &Rc<Broker<D>>, req: &Command) -> Option<Command> {
+    let h = match EndTransactionRequest::decode(req) {
+        Ok(h) if h.commit_or_rollback == TRANSACTION_NOT_TYPE => return None, // nothing to do, no reply
+        Ok(h) => h,
+        Err(e) => return Some(BrokerError::from(e).respond(req)),
+    };
+    let resp = match end(b, &h).await {
+        Ok(()) => req.response_to(rs::SUCCESS),
+        Err(e) => {
+            tracing::warn!(error = %e, "END_TRANSACTION refused");
+            e.respond(req)
         }
     };
-    if property_get(&half.properties, "PGROUP").is_some_and(|g| g != group) {
-        return Some(req.response_to(rs::SYSTEM_ERROR).with_remark("producer group does not match the half message"));
+    Some(resp)
+}
+
+async fn end<D: Disk>(b: &Rc<Broker<D>>, h: &EndTransactionRequest) -> Result<(), BrokerError> {
+    let (phys, qoff) = (h.commit_log_offset, h.tran_state_table_offset);
+    let half = match b.store.read_message(phys).await {
+        Ok(half) if half.topic == HALF_TOPIC => half,
+        Err(e @ crate::store::StoreError::Damaged { .. }) => return Err(e.into()),
+        _ => return Err(BrokerError::System(format!("no half message at offset {phys}"))),
+    };
+    if property_get(&half.properties, "PGROUP").is_some_and(|g| g != h.producer_group) {
+        return Err(BrokerError::System("producer group does not match the half message".into()));
     }
     if half.queue_offset != qoff {
-        return Some(
-            req.response_to(rs::SYSTEM_ERROR).with_remark("tranStateTableOffset does not match the half message"),
-        );
+        return Err(BrokerError::System("tranStateTableOffset does not match the half message".into()));
     }
     if b.transactions.borrow().resolved.contains(&qoff) {
-        return Some(req.response_to(rs::SUCCESS)); // already resolved: idempotent
+        return Ok(()); // already resolved: idempotent
     }
     let mut batch = Vec::new();
-    if kind == 8 {
+    if h.commit_or_rollback == TRANSACTION_COMMIT {
         let Some(mut real) = committed_copy(b, &half) else {
-            return Some(req.response_to(rs::SYSTEM_ERROR).with_remark("half message lacks REAL_TOPIC/REAL_QID"));
+            return Err(BrokerError::System("half message lacks REAL_TOPIC/REAL_QID".into()));
         };
         b.ensure_topic(&real.topic, real.queue_id as u32 + 1);
         if let Err(why) = super::retry::apply_send_rules(b, &mut real, None) {
@@ -155,17 +154,15 @@ async fn end_inner(b: &Rc<Broker>, req: &Command) -> Option<Command> {
     // The committed message and the op record that resolves its half go in one append: one seal
     // covers both, so a crash keeps both or neither, and a restart never commits the half again.
     batch.push(op_record(b, qoff));
-    if let Err(e) = b.store.put(&batch, true).await {
-        return Some(store_error_response(req, &e));
-    }
+    b.store.put(&batch, true).await?;
     b.transactions.borrow_mut().resolved.insert(qoff);
     if let Some((t, q)) = real_dest {
         b.wake_pollers(&t, q);
     }
-    Some(req.response_to(rs::SUCCESS))
+    Ok(())
 }
 
-fn committed_copy(b: &Broker, half: &StoredMessage) -> Option<MessageToStore> {
+fn committed_copy<D: Disk>(b: &Broker<D>, half: &StoredMessage) -> Option<MessageToStore> {
     Some(MessageToStore {
         topic: property_get(&half.properties, super::schedule::REAL_TOPIC)?.to_string(),
         queue_id: property_get(&half.properties, super::schedule::REAL_QID)?.parse().ok()?,
@@ -182,7 +179,7 @@ fn committed_copy(b: &Broker, half: &StoredMessage) -> Option<MessageToStore> {
 }
 
 /// One check-back round over unresolved half messages older than `timeout`.
-pub async fn check_round(b: &Rc<Broker>, timeout: Duration) {
+pub async fn check_round<D: Disk>(b: &Rc<Broker<D>>, timeout: Duration) {
     let (min, max) = b.store.queue_bounds(HALF_TOPIC, 0);
     let mut off = b.transactions.borrow().check_from.get().max(min);
     while off < max {
@@ -240,7 +237,7 @@ pub async fn check_round(b: &Rc<Broker>, timeout: Duration) {
 
 /// Appends `with` and an op record resolving the half at `off` in one append (one seal: both or
 /// neither survive a crash); marks it resolved. False when the store refused.
-async fn resolve_durably(b: &Broker, mut with: Vec<MessageToStore>, off: u64) -> bool {
+async fn resolve_durably<D: Disk>(b: &Broker<D>, mut with: Vec<MessageToStore>, off: u64) -> bool {
     b.ensure_topic(OP_TOPIC, 1);
     with.push(op_record(b, off));
     match b.store.put(&with, true).await {
@@ -257,8 +254,8 @@ async fn resolve_durably(b: &Broker, mut with: Vec<MessageToStore>, off: u64) ->
 
 /// Re-appends the half at `off` with one more check, superseding it durably, and sends
 /// CHECK_TRANSACTION_STATE about the copy to `conn` when a producer of the group is live.
-async fn ask_producer(
-    b: &Broker,
+async fn ask_producer<D: Disk>(
+    b: &Broker<D>,
     half: &StoredMessage,
     off: u64,
     checks: u32,
@@ -291,11 +288,14 @@ async fn ask_producer(
     let Some(conn) = conn else { return true };
     let uniq = property_get(&copy.properties, "UNIQ_KEY").unwrap_or_default().to_string();
     let mut cmd = Command::request(rq::CHECK_TRANSACTION_STATE);
-    cmd.put("tranStateTableOffset", placed.queue_offset);
-    cmd.put("commitLogOffset", placed.physical_offset);
-    cmd.put("msgId", &uniq);
-    cmd.put("transactionId", &uniq);
-    cmd.put("offsetMsgId", offset_msg_id(&b.addr, placed.physical_offset));
+    CheckTransactionStateRequest {
+        tran_state_table_offset: placed.queue_offset,
+        commit_log_offset: placed.physical_offset,
+        msg_id: Some(uniq.clone()),
+        transaction_id: Some(uniq.clone()),
+        offset_msg_id: Some(offset_msg_id(&b.addr, placed.physical_offset)),
+    }
+    .encode(&mut cmd);
     // The body is the half message as the producer should see it: real topic and queue.
     copy.topic = property_get(&copy.properties, super::schedule::REAL_TOPIC).unwrap_or_default().to_string();
     copy.queue_id = property_get(&copy.properties, super::schedule::REAL_QID).and_then(|v| v.parse().ok()).unwrap_or(0);

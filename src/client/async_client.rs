@@ -16,7 +16,9 @@
 
 use super::async_conn::AsyncConnection;
 use super::connection::ClientError;
-use super::consumer::{PULL_SUSPEND_MS, PullResult, PullSpec, get_u64, pull_request, pull_result, queue_request};
+use super::consumer::{
+    PULL_SUSPEND_MS, PullResult, PullSpec, commit_request, offset_of, pull_request, pull_result, queue_request,
+};
 use super::producer::{RETRYABLE, SEND_ATTEMPTS, batch_request, pick_queue, send_header};
 use super::route::{
     AUTO_CREATE_TEMPLATE, REQUEST_TIMEOUT, ROUTE_TTL, TopicRoute, as_template_route, route_of, route_request,
@@ -247,19 +249,17 @@ impl AsyncPullConsumer {
 
     /// The offset after the last message of `mq`.
     pub async fn max_offset(&self, mq: &MessageQueue) -> Result<u64, ClientError> {
-        Ok(get_u64(&self.call(mq, queue_request(&self.group, rq::GET_MAX_OFFSET, mq)).await?, "offset"))
+        Ok(offset_of(&self.call(mq, queue_request(&self.group, rq::GET_MAX_OFFSET, mq)).await?))
     }
 
     /// The group's committed offset of `mq` (None when the broker has none).
     pub async fn committed_offset(&self, mq: &MessageQueue) -> Result<Option<u64>, ClientError> {
         let r = self.call(mq, queue_request(&self.group, rq::QUERY_CONSUMER_OFFSET, mq)).await?;
-        Ok((r.code == rs::SUCCESS).then(|| get_u64(&r, "offset")))
+        Ok((r.code == rs::SUCCESS).then(|| offset_of(&r)))
     }
 
     /// Commits `offset` (the next one to consume) of `mq` for the group.
     pub async fn commit(&self, mq: &MessageQueue, offset: u64) -> Result<(), ClientError> {
-        let mut cmd = queue_request(&self.group, rq::UPDATE_CONSUMER_OFFSET, mq);
-        cmd.put("commitOffset", offset);
-        self.call(mq, cmd).await.map(|_| ())
+        self.call(mq, commit_request(&self.group, mq, offset)).await.map(|_| ())
     }
 }

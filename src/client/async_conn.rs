@@ -5,11 +5,11 @@
 
 use super::connection::ClientError;
 use crate::protocol::{Command, Split};
+use crate::rt::JoinHandle;
+use crate::rt::TcpStream;
 use bytes::BytesMut;
 use futures_channel::{mpsc, oneshot};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt};
-use glommio::net::TcpStream;
-use glommio::task::JoinHandle;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -46,8 +46,8 @@ impl AsyncConnection {
         let (out, rx) = mpsc::unbounded();
         let pending: Pending = Rc::default();
         let closed = Rc::new(Cell::new(false));
-        let r = glommio::spawn_local(read_loop(reader, pending.clone(), closed.clone())).detach();
-        let w = glommio::spawn_local(write_loop(writer, rx)).detach();
+        let r = crate::rt::spawn(read_loop(reader, pending.clone(), closed.clone())).detach();
+        let w = crate::rt::spawn(write_loop(writer, rx)).detach();
         Ok(AsyncConnection {
             addr: addr.to_string(),
             out,
@@ -88,7 +88,7 @@ impl AsyncConnection {
             return Err(ClientError::Closed(self.addr.clone()));
         }
         let expire = async {
-            glommio::timer::sleep(timeout).await;
+            crate::rt::sleep(timeout).await;
             Err(oneshot::Canceled)
         };
         match futures_lite::future::or(rx, expire).await {

@@ -6,6 +6,12 @@ use super::connection::ClientError;
 use super::route::{ClientContext, MessageQueue, REQUEST_TIMEOUT};
 use crate::protocol::Command;
 use crate::protocol::codes::{request as rq, response as rs};
+use crate::protocol::commands::clients::ConsumerGroupRequest;
+use crate::protocol::commands::offsets::{
+    OffsetResponse, QueryConsumerOffsetRequest, SearchOffsetRequest, UpdateConsumerOffsetRequest,
+};
+use crate::protocol::commands::pull::{FLAG_SUBSCRIPTION, FLAG_SUSPEND, PullRequestHeader, PullResponseHeader};
+use crate::protocol::commands::send::ConsumerSendMsgBackRequest;
 use crate::protocol::message::StoredMessage;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,11 +36,17 @@ pub fn pull_result(mq: &MessageQueue, r: &Command) -> Result<PullResult, ClientE
     } else {
         Vec::new()
     };
+    let h = if r.code == rs::SUCCESS || PullResponseHeader::FIELDS.iter().all(|f| r.field(f).is_some()) {
+        PullResponseHeader::decode(r)
+            .map_err(|e| ClientError::BadResponse { addr: mq.broker_name.clone(), message: e.to_string() })?
+    } else {
+        PullResponseHeader::default() // an error answer carries no positions
+    };
     Ok(PullResult {
         code: r.code,
-        next_offset: get_u64(r, "nextBeginOffset"),
-        min_offset: get_u64(r, "minOffset"),
-        max_offset: get_u64(r, "maxOffset"),
+        next_offset: h.next_begin_offset,
+        min_offset: h.min_offset,
+        max_offset: h.max_offset,
         messages,
     })
 }
@@ -62,35 +74,51 @@ pub struct PullConsumer {
     pub group: String,
 }
 
-pub(super) fn get_u64(r: &Command, key: &str) -> u64 {
-    r.field(key).and_then(|v| v.parse().ok()).unwrap_or(0)
+/// The `offset` of an answer to 14, 29, 30 or 31 (0 when the answer is an error without one).
+pub(super) fn offset_of(r: &Command) -> u64 {
+    OffsetResponse::decode(r).map_or(0, |h| h.offset)
 }
 
 /// The PULL_MESSAGE request of `group` for `mq`.
 pub(super) fn pull_request(group: &str, mq: &MessageQueue, spec: &PullSpec) -> Command {
     let PullSpec { offset, max, expression_type, expr, suspend_ms } = *spec;
-    let mut cmd = Command::request(rq::PULL_MESSAGE);
-    cmd.put("consumerGroup", group);
-    cmd.put("topic", &mq.topic);
-    cmd.put("queueId", mq.queue_id);
-    cmd.put("queueOffset", offset);
-    cmd.put("maxMsgNums", max);
-    cmd.put("sysFlag", 4 | if suspend_ms > 0 { 2 } else { 0 });
-    cmd.put("commitOffset", 0);
-    cmd.put("suspendTimeoutMillis", suspend_ms);
-    cmd.put("subscription", expr);
-    cmd.put("subVersion", 0);
-    cmd.put("expressionType", expression_type);
-    cmd
+    PullRequestHeader {
+        consumer_group: group.into(),
+        topic: mq.topic.clone(),
+        queue_id: mq.queue_id,
+        queue_offset: offset as i64,
+        max_msg_nums: Some(max as i32),
+        sys_flag: Some(FLAG_SUBSCRIPTION | if suspend_ms > 0 { FLAG_SUSPEND } else { 0 }),
+        commit_offset: Some(0),
+        suspend_timeout_millis: Some(suspend_ms as i64),
+        subscription: Some(expr.into()),
+        sub_version: Some(0),
+        expression_type: Some(expression_type.into()),
+        max_msg_bytes: None,
+    }
+    .request(rq::PULL_MESSAGE)
 }
 
 /// A request of `code` naming `group`, topic and queue id (offset queries and commits).
 pub(super) fn queue_request(group: &str, code: i32, mq: &MessageQueue) -> Command {
-    let mut cmd = Command::request(code);
-    cmd.put("consumerGroup", group);
-    cmd.put("topic", &mq.topic);
-    cmd.put("queueId", mq.queue_id);
-    cmd
+    QueryConsumerOffsetRequest {
+        consumer_group: group.into(),
+        topic: mq.topic.clone(),
+        queue_id: mq.queue_id,
+        set_zero_if_not_found: None,
+    }
+    .request(code)
+}
+
+/// The UPDATE_CONSUMER_OFFSET request committing `offset` (the next to consume) of `mq` for `group`.
+pub(super) fn commit_request(group: &str, mq: &MessageQueue, offset: u64) -> Command {
+    UpdateConsumerOffsetRequest {
+        consumer_group: group.into(),
+        topic: mq.topic.clone(),
+        queue_id: mq.queue_id,
+        commit_offset: offset as i64,
+    }
+    .request(rq::UPDATE_CONSUMER_OFFSET)
 }
 
 /// Splits a pull body into stored records.
@@ -158,13 +186,11 @@ impl PullConsumer {
     /// The group's committed offset (None when the broker has none for it).
     pub fn committed_offset(&self, mq: &MessageQueue) -> Result<Option<u64>, ClientError> {
         let r = self.call(mq, self.queue_request(rq::QUERY_CONSUMER_OFFSET, mq))?;
-        Ok((r.code == rs::SUCCESS).then(|| get_u64(&r, "offset")))
+        Ok((r.code == rs::SUCCESS).then(|| offset_of(&r)))
     }
 
     pub fn commit(&self, mq: &MessageQueue, offset: u64) -> Result<(), ClientError> {
-        let mut cmd = self.queue_request(rq::UPDATE_CONSUMER_OFFSET, mq);
-        cmd.put("commitOffset", offset);
-        self.call(mq, cmd).map(|_| ())
+        self.call(mq, commit_request(&self.group, mq, offset)).map(|_| ())
     }
 
     /// Hands a message this group failed to consume back to the broker that stored it
@@ -178,32 +204,37 @@ impl PullConsumer {
         delay_level: i32,
         max_reconsume: Option<i32>,
     ) -> Result<(), ClientError> {
-        let mut cmd = Command::request(rq::CONSUMER_SEND_MSG_BACK);
-        cmd.put("offset", m.physical_offset);
-        cmd.put("group", &self.group);
-        cmd.put("delayLevel", delay_level);
-        cmd.put("originMsgId", m.property("UNIQ_KEY").unwrap_or_else(|| m.offset_msg_id()));
-        cmd.put("originTopic", m.property("RETRY_TOPIC").unwrap_or_else(|| m.topic.clone()));
-        cmd.put("unitMode", false);
-        if let Some(max) = max_reconsume {
-            cmd.put("maxReconsumeTimes", max);
+        let cmd = ConsumerSendMsgBackRequest {
+            offset: m.physical_offset,
+            group: self.group.clone(),
+            delay_level: Some(delay_level),
+            origin_msg_id: Some(m.property("UNIQ_KEY").unwrap_or_else(|| m.offset_msg_id())),
+            origin_topic: Some(m.property("RETRY_TOPIC").unwrap_or_else(|| m.topic.clone())),
+            unit_mode: Some(false),
+            max_reconsume_times: max_reconsume,
         }
+        .request(rq::CONSUMER_SEND_MSG_BACK);
         let addr = self.ctx.broker_addr(&mq.topic, &mq.broker_name)?;
         self.ctx.conn(&addr)?.call(cmd, REQUEST_TIMEOUT).map(|_| ())
     }
 
     pub fn max_offset(&self, mq: &MessageQueue) -> Result<u64, ClientError> {
-        Ok(get_u64(&self.call(mq, self.queue_request(rq::GET_MAX_OFFSET, mq))?, "offset"))
+        Ok(offset_of(&self.call(mq, self.queue_request(rq::GET_MAX_OFFSET, mq))?))
     }
 
     pub fn min_offset(&self, mq: &MessageQueue) -> Result<u64, ClientError> {
-        Ok(get_u64(&self.call(mq, self.queue_request(rq::GET_MIN_OFFSET, mq))?, "offset"))
+        Ok(offset_of(&self.call(mq, self.queue_request(rq::GET_MIN_OFFSET, mq))?))
     }
 
     pub fn offset_by_time(&self, mq: &MessageQueue, ts_ms: i64) -> Result<u64, ClientError> {
-        let mut cmd = self.queue_request(rq::SEARCH_OFFSET_BY_TIMESTAMP, mq);
-        cmd.put("timestamp", ts_ms);
-        Ok(get_u64(&self.call(mq, cmd)?, "offset"))
+        let cmd = SearchOffsetRequest {
+            topic: mq.topic.clone(),
+            queue_id: mq.queue_id,
+            timestamp: ts_ms,
+            boundary_type: None,
+        }
+        .request(rq::SEARCH_OFFSET_BY_TIMESTAMP);
+        Ok(offset_of(&self.call(mq, cmd)?))
     }
 
     /// Registers this client's subscriptions with every broker of the topics (HEART_BEAT).
@@ -274,8 +305,7 @@ impl PullConsumer {
     pub fn consumer_ids(&self, topic: &str) -> Result<Vec<String>, ClientError> {
         let route = self.ctx.route(topic, false)?;
         let addr = route.brokers.values().next().ok_or_else(|| ClientError::NoRoute(topic.into()))?;
-        let mut cmd = Command::request(rq::GET_CONSUMER_LIST_BY_GROUP);
-        cmd.put("consumerGroup", &self.group);
+        let cmd = ConsumerGroupRequest { consumer_group: self.group.clone() }.request(rq::GET_CONSUMER_LIST_BY_GROUP);
         let r = self.ctx.conn(addr)?.call(cmd, REQUEST_TIMEOUT)?;
         let v: serde_json::Value = serde_json::from_slice(&r.body_bytes()).unwrap_or_default();
         let mut ids: Vec<String> =

@@ -6,6 +6,8 @@ use super::connection::{ClientError, Connection};
 use super::route::{AUTO_CREATE_TEMPLATE, ClientContext, MessageQueue, REQUEST_TIMEOUT, as_template_route};
 use crate::protocol::Command;
 use crate::protocol::codes::{request as rq, response as rs};
+use crate::protocol::commands::send::{DEFAULT_TOPIC, SendHeader, SendResponseHeader};
+use crate::protocol::commands::topics::{CreateTopicRequest, PERM_READ, PERM_WRITE};
 use crate::protocol::message::{BatchItem, encode_batch, properties_encode};
 use bytes::Bytes;
 use std::sync::Arc;
@@ -133,20 +135,20 @@ pub(super) fn send_header(group: &str, topic: &str, queue_id: i32, props: &str, 
 }
 
 fn send_header_flag(group: &str, topic: &str, queue_id: i32, props: &str, batch: bool, sys_flag: i32) -> Command {
-    let mut cmd = Command::request(if batch { rq::SEND_BATCH_MESSAGE } else { rq::SEND_MESSAGE_V2 });
-    cmd.put("a", group);
-    cmd.put("b", topic);
-    cmd.put("c", "TBW102");
-    cmd.put("d", super::route::DEFAULT_TOPIC_QUEUE_NUMS);
-    cmd.put("e", queue_id);
-    cmd.put("f", sys_flag);
-    cmd.put("g", crate::protocol::now_ms());
-    cmd.put("h", 0);
-    cmd.put("i", props);
-    cmd.put("j", 0);
-    cmd.put("k", false);
-    cmd.put("m", batch);
-    cmd
+    SendHeader {
+        producer_group: group.into(),
+        topic: topic.into(),
+        default_topic_queue_nums: super::route::DEFAULT_TOPIC_QUEUE_NUMS as u32,
+        queue_id,
+        sys_flag,
+        born_timestamp_ms: crate::protocol::now_ms(),
+        flag: 0,
+        properties: props.into(),
+        reconsume_times: 0,
+        max_reconsume_times: None,
+        batch,
+    }
+    .request(if batch { rq::SEND_BATCH_MESSAGE } else { rq::SEND_MESSAGE_V2 })
 }
 
 impl Producer {
@@ -199,13 +201,12 @@ impl Producer {
                 remark: resp.remark.unwrap_or_default(),
             });
         }
+        let h = SendResponseHeader::decode(&resp)
+            .map_err(|e| ClientError::BadResponse { addr: addr.into(), message: e.to_string() })?;
         Ok(SendResult {
-            queue: MessageQueue {
-                queue_id: resp.field("queueId").and_then(|v| v.parse().ok()).unwrap_or(mq.queue_id),
-                ..mq
-            },
-            offset_msg_id: resp.field("msgId").unwrap_or_default().to_string(),
-            queue_offset: resp.field("queueOffset").and_then(|v| v.parse().ok()).unwrap_or(0),
+            queue: MessageQueue { queue_id: h.queue_id, ..mq },
+            offset_msg_id: h.msg_id,
+            queue_offset: h.queue_offset,
             unique_key: uniq,
         })
     }
@@ -354,15 +355,18 @@ impl Producer {
             let Some(addr) = bd["brokerAddrs"]["0"].as_str() else {
                 continue;
             };
-            let mut cmd = Command::request(rq::UPDATE_AND_CREATE_TOPIC);
-            cmd.put("topic", topic);
-            cmd.put("defaultTopic", "TBW102");
-            cmd.put("readQueueNums", queues_per_broker);
-            cmd.put("writeQueueNums", queues_per_broker);
-            cmd.put("perm", 6);
-            cmd.put("topicFilterType", "SINGLE_TAG");
-            cmd.put("topicSysFlag", 0);
-            cmd.put("order", false);
+            let cmd = CreateTopicRequest {
+                topic: topic.into(),
+                default_topic: Some(DEFAULT_TOPIC.into()),
+                read_queue_nums: Some(queues_per_broker),
+                write_queue_nums: Some(queues_per_broker),
+                perm: Some(PERM_READ | PERM_WRITE),
+                topic_filter_type: Some("SINGLE_TAG".into()),
+                topic_sys_flag: Some(0),
+                order: Some(false),
+                attributes: None,
+            }
+            .request(rq::UPDATE_AND_CREATE_TOPIC);
             self.ctx.conn(addr)?.call(cmd, REQUEST_TIMEOUT)?;
             n += 1;
         }

@@ -11,6 +11,7 @@ use super::consumer::{PULL_SUSPEND_MS, PullConsumer, PullSpec, SQL92, TAG, alloc
 use super::route::MessageQueue;
 use crate::protocol::Command;
 use crate::protocol::codes::{request as rq, response as rs};
+use crate::protocol::commands::clients::UnregisterClientRequest;
 use crate::protocol::message::StoredMessage;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -367,9 +368,12 @@ impl PushConsumer {
     pub fn shutdown(&self) {
         self.running.store(false, Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(100));
-        let mut cmd = Command::request(rq::UNREGISTER_CLIENT);
-        cmd.put("clientID", &self.pull.ctx.client_id);
-        cmd.put("consumerGroup", &self.pull.group);
+        let cmd = UnregisterClientRequest {
+            client_id: self.pull.ctx.client_id.clone(),
+            producer_group: None,
+            consumer_group: Some(self.pull.group.clone()),
+        }
+        .request(rq::UNREGISTER_CLIENT);
         for c in self.pull.ctx.open_conns() {
             let _ = c.request(cmd.clone(), Duration::from_secs(1));
         }

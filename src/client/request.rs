@@ -12,6 +12,7 @@ use super::producer::{Message, Producer, SendResult};
 use super::route::ClientContext;
 use crate::protocol::Command;
 use crate::protocol::codes::{request as rq, response as rs};
+use crate::protocol::commands::send::PushReplyHeader;
 use crate::protocol::message::{StoredMessage, property_get};
 use bytes::Bytes;
 use std::sync::{Arc, Weak};
@@ -35,11 +36,14 @@ impl Reply {
 /// Handles one PUSH_REPLY_MESSAGE_TO_CLIENT: hands the reply to the waiting request.
 fn receive_reply(ctx: &Weak<ClientContext>, cmd: Command) -> Option<Command> {
     let resp = cmd.response_to(rs::SUCCESS);
-    let properties = cmd.field("properties").unwrap_or_default().to_string();
+    let Ok(h) = PushReplyHeader::decode(&cmd) else {
+        return Some(cmd.response_to(rs::SYSTEM_ERROR).with_remark("malformed PUSH_REPLY_MESSAGE_TO_CLIENT header"));
+    };
+    let properties = h.properties.unwrap_or_default();
     let Some(id) = property_get(&properties, "CORRELATION_ID").map(str::to_string) else {
         return Some(cmd.response_to(rs::SYSTEM_ERROR).with_remark("reply without CORRELATION_ID"));
     };
-    let reply = Reply { topic: cmd.field("topic").unwrap_or_default().to_string(), body: cmd.body_bytes(), properties };
+    let reply = Reply { topic: h.topic, body: cmd.body_bytes(), properties };
     if let Some(tx) = ctx.upgrade().and_then(|c| c.replies.lock().ok().and_then(|mut m| m.remove(&id))) {
         let _ = tx.try_send(reply);
     }

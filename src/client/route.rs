@@ -4,6 +4,7 @@
 use super::connection::{ClientError, Connection};
 use crate::protocol::Command;
 use crate::protocol::codes::request as rq;
+use crate::protocol::commands::namesrv::RouteRequest;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -80,9 +81,7 @@ pub fn as_template_route(mut route: TopicRoute) -> TopicRoute {
 
 /// The GET_ROUTEINFO_BY_TOPIC request for `topic`.
 pub(super) fn route_request(topic: &str) -> Command {
-    let mut cmd = Command::request(rq::GET_ROUTEINFO_BY_TOPIC);
-    cmd.put("topic", topic);
-    cmd
+    RouteRequest { topic: topic.into() }.request(rq::GET_ROUTEINFO_BY_TOPIC)
 }
 
 /// The route in a name server's answer to [`route_request`].

@@ -7,6 +7,9 @@ use super::producer::{Message, Producer, SendResult};
 use super::route::ClientContext;
 use crate::protocol::Command;
 use crate::protocol::codes::request as rq;
+use crate::protocol::commands::transaction::{
+    CheckTransactionStateRequest, EndTransactionRequest, TRANSACTION_COMMIT, TRANSACTION_NOT_TYPE, TRANSACTION_ROLLBACK,
+};
 use crate::protocol::message::{StoredMessage, decode_offset_msg_id};
 use std::sync::{Arc, Weak};
 
@@ -21,23 +24,24 @@ pub enum TxState {
 impl TxState {
     fn code(self) -> i32 {
         match self {
-            TxState::Commit => 8,
-            TxState::Rollback => 12,
-            TxState::Unknown => 0,
+            TxState::Commit => TRANSACTION_COMMIT,
+            TxState::Rollback => TRANSACTION_ROLLBACK,
+            TxState::Unknown => TRANSACTION_NOT_TYPE,
         }
     }
 }
 
 fn end_command(group: &str, state: TxState, phys: u64, queue_offset: u64, uniq: &str, from_check: bool) -> Command {
-    let mut cmd = Command::request(rq::END_TRANSACTION);
-    cmd.put("producerGroup", group);
-    cmd.put("tranStateTableOffset", queue_offset);
-    cmd.put("commitLogOffset", phys);
-    cmd.put("commitOrRollback", state.code());
-    cmd.put("fromTransactionCheck", from_check);
-    cmd.put("msgId", uniq);
-    cmd.put("transactionId", uniq);
-    cmd
+    EndTransactionRequest {
+        producer_group: group.into(),
+        tran_state_table_offset: queue_offset,
+        commit_log_offset: phys,
+        commit_or_rollback: state.code(),
+        from_transaction_check: Some(from_check),
+        msg_id: Some(uniq.into()),
+        transaction_id: Some(uniq.into()),
+    }
+    .request(rq::END_TRANSACTION)
 }
 
 impl Producer {
@@ -76,9 +80,9 @@ impl Producer {
                 let ctx = ctx.upgrade()?;
                 let half = decode_records(&cmd.body_bytes()).ok().and_then(|v| v.into_iter().next())?;
                 let state = check(&half);
-                let num = |k: &str| cmd.field(k).and_then(|v| v.parse().ok()).unwrap_or(0u64);
-                let uniq = cmd.field("msgId").unwrap_or_default();
-                let end = end_command(&group, state, num("commitLogOffset"), num("tranStateTableOffset"), uniq, true);
+                let h = CheckTransactionStateRequest::decode(&cmd).ok()?;
+                let uniq = h.msg_id.as_deref().unwrap_or_default();
+                let end = end_command(&group, state, h.commit_log_offset, h.tran_state_table_offset, uniq, true);
                 if let Ok(c) = ctx.conn(&a2) {
                     let _ = c.oneway(end);
                 }

@@ -11,6 +11,11 @@ pub mod routes;
 use crate::net::conn::{Conn, ConnLimits, Service};
 use crate::protocol::Command;
 use crate::protocol::codes::{request as rq, response as rs};
+use crate::protocol::commands::HeaderError;
+use crate::protocol::commands::namesrv::{
+    ClusterRequest, KvRequest, RegisterBrokerRequest, RegisterBrokerResponse, RouteRequest, UnregisterBrokerRequest,
+};
+use crate::protocol::commands::topics::TopicRequest;
 use routes::{BrokerLive, RouteTable};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -23,10 +28,9 @@ pub struct NameServer {
     connections: std::cell::Cell<usize>,
 }
 
-fn need(req: &Command, key: &str) -> Result<String, Command> {
-    req.field(key).map(str::to_string).ok_or_else(|| {
-        req.response_to(rs::SYSTEM_ERROR).with_remark(format!("request code {} needs header field '{key}'", req.code))
-    })
+/// A request whose header does not decode: SYSTEM_ERROR naming the field, as the broker answers.
+fn bad_header(req: &Command, e: HeaderError) -> Command {
+    req.response_to(rs::SYSTEM_ERROR).with_remark(e.to_string())
 }
 
 /// Why `addr` is not `host:port` (IPv6 hosts in brackets or bare, as RocketMQ prints them).
@@ -54,15 +58,12 @@ impl NameServer {
     }
 
     fn register(&self, conn: &Conn, req: &Command) -> Result<Command, Command> {
-        let name = need(req, "brokerName")?;
-        let addr = need(req, "brokerAddr")?;
-        let cluster = need(req, "clusterName")?;
-        let id_text = need(req, "brokerId")?;
         let invalid = |why: String| req.response_to(rs::INVALID_PARAMETER).with_remark(why);
-        let id: i64 = match id_text.trim().parse() {
-            Ok(id) if id >= 0 => id,
-            _ => return Err(invalid(format!("brokerId {id_text:?} is not a non-negative number"))),
-        };
+        let h = RegisterBrokerRequest::decode(req).map_err(|e| match e.field {
+            "brokerId" => invalid(e.to_string()),
+            _ => bad_header(req, e),
+        })?;
+        let (name, addr, cluster, id) = (h.broker_name, h.broker_addr, h.cluster_name, h.broker_id);
         if let Some(why) = invalid_host_port(&addr) {
             return Err(invalid(format!("brokerAddr {addr:?} {why}")));
         }
@@ -71,7 +72,7 @@ impl NameServer {
                 return Err(invalid(format!("{key}: {why}")));
             }
         }
-        if req.field("compressed") == Some("true") {
+        if h.compressed == Some(true) {
             return Err(req
                 .response_to(rs::SYSTEM_ERROR)
                 .with_remark("compressed registration bodies are not supported; set compressedRegister=false"));
@@ -83,13 +84,12 @@ impl NameServer {
             BrokerLive { last_update: Instant::now(), conn_id: conn.id, name: name.clone(), id, addr: addr.clone() };
         self.routes.borrow_mut().register(&cluster, &name, id, &addr, &body, live);
         let mut r = req.response_to(rs::SUCCESS);
-        r.put("haServerAddr", "");
-        r.put("masterAddr", "");
+        RegisterBrokerResponse::default().encode(&mut r);
         Ok(r.with_body(r#"{"table":{}}"#))
     }
 
     fn route(&self, req: &Command) -> Result<Command, Command> {
-        let topic = need(req, "topic")?;
+        let topic = RouteRequest::decode(req).map_err(|e| bad_header(req, e))?.topic;
         match self.routes.borrow().route_json(&topic) {
             Some(body) => Ok(req.response_to(rs::SUCCESS).with_body(body)),
             None => Err(req
@@ -99,15 +99,17 @@ impl NameServer {
     }
 
     fn kv(&self, req: &Command) -> Result<Command, Command> {
-        let ns = need(req, "namespace")?;
+        let h = KvRequest::decode(req).map_err(|e| bad_header(req, e))?;
+        let need = |v: Result<&str, HeaderError>| v.map(str::to_string).map_err(|e| bad_header(req, e));
+        let ns = h.namespace.clone();
         let mut routes = self.routes.borrow_mut();
         match req.code {
             rq::PUT_KV_CONFIG => {
-                routes.kv.entry(ns).or_default().insert(need(req, "key")?, need(req, "value")?);
+                routes.kv.entry(ns).or_default().insert(need(h.key())?, need(h.value())?);
                 Ok(req.response_to(rs::SUCCESS))
             }
             rq::GET_KV_CONFIG => {
-                let key = need(req, "key")?;
+                let key = need(h.key())?;
                 match routes.kv.get(&ns).and_then(|m| m.get(&key)) {
                     Some(v) => {
                         let mut r = req.response_to(rs::SUCCESS);
@@ -120,7 +122,7 @@ impl NameServer {
                 }
             }
             rq::DELETE_KV_CONFIG => {
-                let key = need(req, "key")?;
+                let key = need(h.key())?;
                 if let Some(m) = routes.kv.get_mut(&ns) {
                     m.remove(&key);
                 }
@@ -146,8 +148,8 @@ impl Service for NameServer {
     async fn handle(self: &Rc<Self>, conn: &Rc<Conn>, req: Command) -> Option<Command> {
         let r = match req.code {
             rq::REGISTER_BROKER => self.register(conn, &req),
-            rq::UNREGISTER_BROKER => need(&req, "brokerAddr").map(|addr| {
-                self.routes.borrow_mut().remove_where(|l| l.addr_matches(&addr));
+            rq::UNREGISTER_BROKER => UnregisterBrokerRequest::decode(&req).map_err(|e| bad_header(&req, e)).map(|h| {
+                self.routes.borrow_mut().remove_where(|l| l.addr_matches(&h.broker_addr));
                 req.response_to(rs::SUCCESS)
             }),
             rq::GET_ROUTEINFO_BY_TOPIC => self.route(&req),
@@ -157,13 +159,14 @@ impl Service for NameServer {
             rq::GET_ALL_TOPIC_LIST_FROM_NAMESERVER => {
                 Ok(req.response_to(rs::SUCCESS).with_body(self.routes.borrow().topic_list_json()))
             }
-            rq::GET_TOPICS_BY_CLUSTER => need(&req, "cluster")
-                .map(|c| req.response_to(rs::SUCCESS).with_body(self.routes.borrow().cluster_topics_json(&c))),
+            rq::GET_TOPICS_BY_CLUSTER => ClusterRequest::decode(&req)
+                .map_err(|e| bad_header(&req, e))
+                .map(|h| req.response_to(rs::SUCCESS).with_body(self.routes.borrow().cluster_topics_json(&h.cluster))),
             rq::GET_SYSTEM_TOPIC_LIST_FROM_NS => {
                 Ok(req.response_to(rs::SUCCESS).with_body(self.routes.borrow().system_topics_json()))
             }
-            rq::DELETE_TOPIC_IN_NAMESRV => need(&req, "topic").map(|t| {
-                self.routes.borrow_mut().topics.remove(&t);
+            rq::DELETE_TOPIC_IN_NAMESRV => TopicRequest::decode(&req).map_err(|e| bad_header(&req, e)).map(|h| {
+                self.routes.borrow_mut().topics.remove(&h.topic);
                 req.response_to(rs::SUCCESS)
             }),
             rq::PUT_KV_CONFIG | rq::GET_KV_CONFIG | rq::DELETE_KV_CONFIG | rq::GET_KVLIST_BY_NAMESPACE => self.kv(&req),

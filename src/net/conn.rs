@@ -5,11 +5,11 @@
 //! Lives on the executor that accepted it (`!Send`). A malformed frame closes only this connection.
 
 use crate::protocol::{Command, FrameError, Split};
+use crate::rt::TcpStream;
 use bytes::BytesMut;
 use futures_channel::mpsc;
 use futures_channel::oneshot;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt};
-use glommio::net::TcpStream;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -176,7 +176,7 @@ impl Conn {
             return None;
         }
         let expire = async {
-            glommio::timer::sleep(timeout).await;
+            crate::rt::sleep(timeout).await;
             Err(oneshot::Canceled)
         };
         let answer = futures_lite::future::or(rx, expire).await.ok();
@@ -195,11 +195,59 @@ impl Conn {
     pub fn is_closed(&self) -> bool {
         self.out.is_closed()
     }
+
+    /// A connection with no socket behind it: what the broker writes to it comes out of the returned
+    /// [`Outbox`]. In-process handler tests drive the broker through one.
+    pub fn in_memory(id: u64, peer: SocketAddr) -> (Rc<Conn>, Outbox) {
+        let (tx, rx) = mpsc::unbounded();
+        let conn = Rc::new(Conn::with_sender(id, peer, tx));
+        (conn.clone(), Outbox { rx, conn })
+    }
+
+    fn with_sender(id: u64, peer: SocketAddr, out: mpsc::UnboundedSender<Outgoing>) -> Conn {
+        Conn {
+            id,
+            peer,
+            out,
+            next_opaque: Cell::new(0),
+            calls: RefCell::default(),
+            in_flight: Cell::new(0),
+            held_bytes: Cell::new(0),
+            reader: RefCell::new(None),
+        }
+    }
+}
+
+/// What the broker wrote to an in-memory connection ([`Conn::in_memory`]), in order.
+pub struct Outbox {
+    rx: mpsc::UnboundedReceiver<Outgoing>,
+    conn: Rc<Conn>,
+}
+
+impl Outbox {
+    /// The next command written, if one is queued now.
+    pub fn try_next(&mut self) -> Option<Command> {
+        let out = self.rx.try_recv().ok()?;
+        self.conn.release(out.held.0, out.held.1);
+        Some(out.cmd)
+    }
+
+    /// Waits for the next command written; `None` once the connection is closed.
+    pub async fn next(&mut self) -> Option<Command> {
+        let out = self.rx.next().await?;
+        self.conn.release(out.held.0, out.held.1);
+        Some(out.cmd)
+    }
+
+    /// Answers a broker-initiated call (as a client's response frame would).
+    pub fn answer(&self, resp: Command) -> bool {
+        self.conn.answered(resp)
+    }
 }
 
 /// Accepts connections on `listener` until `stop` is set, serving each with `service`. Past
 /// `max_connections` live ones a new connection is closed at once (logged at most once a second).
-pub async fn accept_loop<S: Service>(service: Rc<S>, listener: glommio::net::TcpListener, stop: Rc<Cell<bool>>) {
+pub async fn accept_loop<S: Service>(service: Rc<S>, listener: crate::rt::TcpListener, stop: Rc<Cell<bool>>) {
     let mut next_id = 0u64;
     let mut refused = 0u64;
     let mut last_refusal_log: Option<std::time::Instant> = None;
@@ -219,11 +267,11 @@ pub async fn accept_loop<S: Service>(service: Rc<S>, listener: glommio::net::Tcp
                     continue;
                 }
                 next_id += 1;
-                glommio::spawn_local(serve(service.clone(), stream, next_id)).detach();
+                crate::rt::spawn(serve(service.clone(), stream, next_id)).detach();
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
-                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                crate::rt::sleep(std::time::Duration::from_millis(10)).await;
             }
         }
     }
@@ -245,18 +293,9 @@ pub async fn serve<S: Service>(broker: Rc<S>, stream: TcpStream, id: u64) {
     let _ = stream.set_read_timeout(Some(broker.limits().idle_timeout));
     let (reader, writer) = futures_lite::io::split(stream);
     let (tx, rx) = mpsc::unbounded();
-    let conn = Rc::new(Conn {
-        id,
-        peer,
-        out: tx,
-        next_opaque: Cell::new(0),
-        calls: RefCell::default(),
-        in_flight: Cell::new(0),
-        held_bytes: Cell::new(0),
-        reader: RefCell::new(None),
-    });
+    let conn = Rc::new(Conn::with_sender(id, peer, tx));
     broker.connection_opened();
-    let writer_task = glommio::spawn_local(write_loop(writer, rx, conn.clone()));
+    let writer_task = crate::rt::spawn(write_loop(writer, rx, conn.clone()));
     if let Err(e) = read_loop(&broker, &conn, reader).await {
         tracing::warn!(%peer, error = %e, "closing connection");
     }
@@ -282,7 +321,7 @@ async fn read_some(
 ) -> Option<std::io::Result<usize>> {
     let Some(deadline) = deadline else { return Some(reader.read(chunk).await) };
     let expire = async {
-        glommio::timer::sleep(deadline.saturating_duration_since(std::time::Instant::now())).await;
+        crate::rt::sleep(deadline.saturating_duration_since(std::time::Instant::now())).await;
         None
     };
     futures_lite::future::or(async { Some(reader.read(chunk).await) }, expire).await
@@ -370,7 +409,7 @@ fn dispatch<S: Service>(broker: &Rc<S>, conn: &Rc<Conn>, cmd: Command, frame_byt
     conn.in_flight.set(conn.in_flight.get() + 1);
     conn.held_bytes.set(conn.held_bytes.get() + frame_bytes);
     let (broker, conn) = (broker.clone(), conn.clone());
-    glommio::spawn_local(async move {
+    crate::rt::spawn(async move {
         let oneway = cmd.is_oneway();
         let resp = broker.handle(&conn, cmd).await;
         conn.release(0, frame_bytes);

@@ -2,6 +2,7 @@
 
 pub mod codes;
 pub mod command;
+pub mod commands;
 pub mod fuzz;
 pub mod json_header;
 pub mod message;
@@ -9,10 +10,9 @@ pub mod offset_table;
 
 pub use command::{Command, FrameError, Split};
 
-/// Wall-clock milliseconds since the epoch (RocketMQ's timestamps: born, store, due times).
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
+/// Wall-clock milliseconds since the epoch (RocketMQ's timestamps); the runtime's clock, which a test
+/// may drive by hand (`rt::manual_clock`).
+pub use crate::rt::now_ms;
 
 /// The request-reply topic of a cluster (`<clusterName>_REPLY_TOPIC`; RocketMQ creates it on every
 /// broker and responders send replies to it).

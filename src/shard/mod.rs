@@ -16,7 +16,7 @@ use crate::config::{Config, Role};
 use crate::nameserver::NameServer;
 use crate::net::conn::accept_loop;
 use crate::store::io::DmaDisk;
-use crate::store::{EXIT_STORE_CORRUPT, Store, StoreConfig, StoreError};
+use crate::store::{EXIT_STORE_CORRUPT, Store, StoreError};
 use control::ControlPlane;
 use glommio::{LocalExecutorBuilder, Placement};
 use std::cell::Cell;
@@ -27,20 +27,6 @@ use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 type Ready = mpsc::Sender<Result<(), (i32, String)>>;
-
-fn store_config(cfg: &Config, shard: usize) -> StoreConfig {
-    let mut s = StoreConfig::new(cfg.data_dir.join(shard.to_string()));
-    s.segment_bytes = cfg.segment_bytes;
-    s.flush = cfg.flush;
-    s.tail_cache_bytes = cfg.tail_cache_bytes;
-    s.read_cache_bytes = cfg.read_cache_bytes;
-    s.truncate_corrupt = cfg.truncate_corrupt_log;
-    s.file_reserved_ms = cfg.file_reserved_hours * 3600 * 1000;
-    s.disk_clean_ratio = cfg.disk_max_used_ratio_percent as f64 / 100.0;
-    s.disk_full_ratio = cfg.disk_full_ratio_percent as f64 / 100.0;
-    s.delay_levels_ms = crate::broker::schedule::parse_levels(&cfg.message_delay_level).unwrap_or_default();
-    s
-}
 
 fn bind(port: u16) -> Result<glommio::net::TcpListener, String> {
     // glommio binds with SO_REUSEPORT, which would let a second process share the port silently:
@@ -68,7 +54,7 @@ fn bind(port: u16) -> Result<glommio::net::TcpListener, String> {
 
 /// Body of one shard's executor.
 async fn shard_main(shard: usize, cfg: Config, addr: SocketAddr, control: Arc<ControlPlane>, ready: Ready) {
-    let store = match Store::open(DmaDisk, store_config(&cfg, shard)).await {
+    let store = match Store::open(DmaDisk, crate::broker::store_config(&cfg, shard)).await {
         Ok(s) => s,
         Err(e) => {
             let code = if matches!(e, StoreError::Corrupt { .. }) { EXIT_STORE_CORRUPT } else { 1 };

@@ -6,6 +6,7 @@ use super::control::{ControlPlane, Registration};
 use crate::client::connection::Connection;
 use crate::protocol::Command;
 use crate::protocol::codes::request as rq;
+use crate::protocol::commands::namesrv::{RegisterBrokerRequest, UnregisterBrokerRequest};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,15 +44,17 @@ impl Registrar {
 
     fn register(&self, conns: &mut HashMap<String, Connection>, r: &Registration) {
         for ns in &self.namesrvs {
-            let mut cmd = Command::request(rq::REGISTER_BROKER);
-            cmd.put("brokerName", &r.broker_name);
-            cmd.put("brokerAddr", r.addr);
-            cmd.put("clusterName", &self.cluster);
-            cmd.put("haServerAddr", format!("{}:{}", r.addr.ip(), r.addr.port() + 1));
-            cmd.put("brokerId", 0);
-            cmd.put("compressed", "false");
-            cmd.put("bodyCrc32", 0);
-            cmd.put("heartbeatTimeoutMillis", self.broker_expiry.as_millis());
+            let cmd = RegisterBrokerRequest {
+                broker_name: r.broker_name.clone(),
+                broker_addr: r.addr.to_string(),
+                cluster_name: self.cluster.clone(),
+                broker_id: 0,
+                ha_server_addr: Some(format!("{}:{}", r.addr.ip(), r.addr.port() + 1)),
+                compressed: Some(false),
+                body_crc32: Some(0),
+                heartbeat_timeout_millis: Some(self.broker_expiry.as_millis() as u64),
+            }
+            .request(rq::REGISTER_BROKER);
             self.request(conns, ns, cmd.with_body((r.body)()));
         }
     }
@@ -74,11 +77,13 @@ impl Registrar {
         }
         for r in self.control.registrations() {
             for ns in &self.namesrvs {
-                let mut cmd = Command::request(rq::UNREGISTER_BROKER);
-                cmd.put("brokerName", &r.broker_name);
-                cmd.put("brokerAddr", r.addr);
-                cmd.put("clusterName", &self.cluster);
-                cmd.put("brokerId", 0);
+                let cmd = UnregisterBrokerRequest {
+                    broker_addr: r.addr.to_string(),
+                    broker_name: Some(r.broker_name.clone()),
+                    cluster_name: Some(self.cluster.clone()),
+                    broker_id: Some(0),
+                }
+                .request(rq::UNREGISTER_BROKER);
                 self.request(&mut conns, ns, cmd);
             }
         }

@@ -1,0 +1,165 @@
+//! The runtime seam: what the broker and the shard take from their executor — spawning, sleeping,
+//! the wall clock, the blocking pool and TCP — in one place, so that glommio stays behind this module
+//! and `store/io.rs`, and so that tests can run a `Broker<FakeDisk>` in-process with a clock they move.
+//!
+//! Everything here runs on the calling thread's executor (a shard's, or a test's `LocalExecutor`); no
+//! type crosses cores. The manual clock is per thread: installing it in one test affects only the
+//! executor running on that thread.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+pub use glommio::net::{TcpListener, TcpStream};
+pub use glommio::task::JoinHandle;
+
+/// A spawned task; dropping it cancels the task unless it was detached.
+pub type Task<T> = glommio::Task<T>;
+
+/// Spawns `f` on the current executor (the calling shard's, never another core's).
+pub fn spawn<F>(f: F) -> Task<F::Output>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    glommio::spawn_local(f)
+}
+
+/// Runs `f` on the executor's blocking pool (file-system calls, large frees, JSON of big bodies) so
+/// the shard's thread keeps serving.
+pub async fn blocking<F, R>(f: F) -> R
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    glommio::executor().spawn_blocking(f).await
+}
+
+/// Wall-clock milliseconds since the epoch (RocketMQ's timestamps: born, store, due times), or the
+/// manual clock's time where a test installed one on this thread.
+pub fn now_ms() -> i64 {
+    if let Some(ms) = MANUAL.with(|m| m.borrow().as_ref().map(|c| c.now_ms)) {
+        return ms;
+    }
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Sleeps for `d` on the current executor, or until the manual clock has moved `d` forward where a
+/// test installed one on this thread.
+pub async fn sleep(d: Duration) {
+    let deadline = MANUAL.with(|m| m.borrow().as_ref().map(|c| c.now_ms.saturating_add(d.as_millis() as i64)));
+    match deadline {
+        Some(deadline) => ManualSleep { deadline }.await,
+        None => glommio::timer::sleep(d).await,
+    }
+}
+
+/// A clock that moves only when a test moves it (see [`manual_clock`]).
+struct ManualClock {
+    now_ms: i64,
+    /// Sleepers waiting for the clock to pass their deadline. A test holds few (one per timer task),
+    /// so a vector scanned on each advance is enough.
+    sleepers: Vec<(i64, Waker)>,
+}
+
+thread_local! {
+    static MANUAL: RefCell<Option<ManualClock>> = const { RefCell::new(None) };
+}
+
+struct ManualSleep {
+    deadline: i64,
+}
+
+impl Future for ManualSleep {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        MANUAL.with(|m| match m.borrow_mut().as_mut() {
+            Some(c) if c.now_ms < self.deadline => {
+                c.sleepers.push((self.deadline, cx.waker().clone()));
+                Poll::Pending
+            }
+            _ => Poll::Ready(()),
+        })
+    }
+}
+
+/// Installs a manual clock at `start_ms` on this thread; it is removed when the guard drops.
+pub fn manual_clock(start_ms: i64) -> ManualClockGuard {
+    MANUAL.with(|m| *m.borrow_mut() = Some(ManualClock { now_ms: start_ms, sleepers: Vec::new() }));
+    ManualClockGuard(())
+}
+
+/// Removes the manual clock when dropped; [`ManualClockGuard::advance`] moves it.
+pub struct ManualClockGuard(());
+
+impl ManualClockGuard {
+    /// Moves the clock forward by `ms` and wakes every sleeper whose deadline has passed.
+    pub fn advance(&self, ms: i64) {
+        let due: Vec<Waker> = MANUAL.with(|m| {
+            let mut m = m.borrow_mut();
+            let Some(c) = m.as_mut() else { return Vec::new() };
+            c.now_ms = c.now_ms.saturating_add(ms);
+            let now = c.now_ms;
+            let (due, keep): (Vec<_>, Vec<_>) = c.sleepers.drain(..).partition(|(d, _)| *d <= now);
+            c.sleepers = keep;
+            due.into_iter().map(|(_, w)| w).collect()
+        });
+        for w in due {
+            w.wake();
+        }
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        now_ms()
+    }
+}
+
+impl Drop for ManualClockGuard {
+    fn drop(&mut self) {
+        let sleepers = MANUAL.with(|m| m.borrow_mut().take()).map(|c| c.sleepers).unwrap_or_default();
+        for (_, w) in sleepers {
+            w.wake();
+        }
+    }
+}
+
+/// Lets every task that is ready run before returning (tests: after an advance, before asserting).
+pub async fn yield_now() {
+    glommio::yield_if_needed().await;
+    futures_lite::future::yield_now().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manual_clock_wakes_sleepers_only_when_moved_past_their_deadline() {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(|| async {
+                let clock = manual_clock(1_000);
+                assert_eq!(now_ms(), 1_000);
+                let done = std::rc::Rc::new(std::cell::Cell::new(false));
+                let d = done.clone();
+                let t = spawn(async move {
+                    sleep(Duration::from_millis(500)).await;
+                    d.set(true);
+                });
+                yield_now().await;
+                clock.advance(499);
+                yield_now().await;
+                assert!(!done.get(), "woke before its deadline");
+                clock.advance(1);
+                t.await;
+                assert!(done.get());
+                assert_eq!(now_ms(), 1_500);
+                drop(clock);
+                assert!(now_ms() > 1_000_000_000_000, "the wall clock is back once the guard drops");
+            })
+            .expect("executor")
+            .join()
+            .expect("join");
+    }
+}
