@@ -18,6 +18,10 @@ pub mod reply;
 pub mod retry;
 pub mod schedule;
 pub mod send;
+#[cfg(test)]
+mod testkit;
+#[cfg(test)]
+mod tests;
 pub mod timer;
 pub mod topics;
 pub mod transaction;
@@ -47,7 +51,8 @@ pub struct Broker<D: Disk = DmaDisk> {
     pub name: String,
     /// Address clients reach this shard at; the store host of every record.
     pub addr: SocketAddr,
-    pub store: Store<D>,
+    /// Shared with the store's own tasks (`store::tasks`).
+    pub store: Rc<Store<D>>,
     pub topics: RefCell<TopicTable>,
     pub offsets: RefCell<OffsetTable>,
     pub groups: RefCell<groups::GroupTable>,
@@ -92,7 +97,7 @@ impl<D: Disk> Broker<D> {
             shard,
             name: format!("{}-{}", cfg.broker_name, shard),
             addr,
-            store,
+            store: Rc::new(store),
             topics: RefCell::new(topics),
             offsets: RefCell::new(offsets),
             groups: RefCell::new(groups::GroupTable::load(&files, &dir)),

@@ -122,19 +122,7 @@ pub(super) fn commit_request(group: &str, mq: &MessageQueue, offset: u64) -> Com
 }
 
 /// Splits a pull body into stored records.
-pub fn decode_records(body: &bytes::Bytes) -> Result<Vec<StoredMessage>, String> {
-    let mut out = Vec::new();
-    let mut rest = body.clone();
-    while rest.len() >= 4 {
-        let size = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        if size > rest.len() || size < 4 {
-            return Err(format!("record size {size} exceeds the {} bytes left", rest.len()));
-        }
-        let rec = rest.split_to(size);
-        out.push(StoredMessage::decode(&rec).map_err(|e| e.to_string())?);
-    }
-    Ok(out)
-}
+pub use crate::protocol::message::decode_records;
 
 impl PullConsumer {
     pub fn new(namesrv: &str, group: &str) -> PullConsumer {

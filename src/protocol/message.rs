@@ -435,6 +435,21 @@ pub fn encode_batch(items: &[BatchItem]) -> Vec<u8> {
     out
 }
 
+/// Splits a body of stored records back to back (a pull or query answer) into messages.
+pub fn decode_records(body: &Bytes) -> Result<Vec<StoredMessage>, String> {
+    let mut out = Vec::new();
+    let mut rest = body.clone();
+    while rest.len() >= 4 {
+        let size = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        if size > rest.len() || size < 4 {
+            return Err(format!("record size {size} exceeds the {} bytes left", rest.len()));
+        }
+        let rec = rest.split_to(size);
+        out.push(StoredMessage::decode(&rec).map_err(|e| e.to_string())?);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

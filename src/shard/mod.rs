@@ -7,6 +7,7 @@
 
 pub mod control;
 mod registrar;
+pub mod registry;
 pub mod stalls;
 pub mod startup;
 mod tasks;
@@ -98,13 +99,13 @@ async fn shard_main(shard: usize, cfg: Config, addr: SocketAddr, control: Arc<Co
     let stop = Rc::new(Cell::new(false));
     let accepts: Vec<_> =
         listeners.into_iter().map(|l| glommio::spawn_local(accept_loop(broker.clone(), l, stop.clone()))).collect();
+    let store_tasks = tasks::start_store(&broker);
     let background = tasks::spawn_all(&broker);
     let _ = ready.send(Ok(()));
     tasks::control_loop(&broker).await;
     stop.set(true);
     drop(accepts);
-    tasks::shutdown(&broker).await;
-    drop(background);
+    tasks::shutdown(&broker, background, store_tasks).await;
 }
 
 /// Body of the name server's executor.

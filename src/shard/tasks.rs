@@ -1,121 +1,80 @@
-//! The background tasks of one shard, all on its own executor: the flusher (group commit), the segment
-//! pre-writer, checkpoints (blocking file I/O on glommio's blocking pool), retention and the disk-full
-//! check, offset persistence, long-poll expiry, client expiry, and the control-plane poll.
+//! The broker's background tasks on one shard, registered by name in a [`TaskRegistry`]: delay-level
+//! and timer delivery, transaction check-back, long-poll expiry, offset persistence, metrics
+//! publication, client expiry, and the control-plane poll. The store's own tasks (flusher,
+//! pre-writer, checkpointer, retention) are started and stopped by the store (`store::tasks`).
 
+use super::registry::TaskRegistry;
 use crate::broker::Broker;
 use crate::broker::clients::notify_ids_changed;
-use crate::store::{EXIT_STORE_POISONED, now_ms};
-use glommio::Task;
-use glommio::timer::sleep;
+use crate::rt::sleep;
+use crate::store::tasks::{StoreHooks, StoreTasks};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// Retention and disk-full checks: appends are refused within this time of the disk filling up, and
-/// resume within it once space returns.
-const RETENTION_EVERY: Duration = Duration::from_secs(1);
-/// Checkpoint period: bounds the log replayed at start-up.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
-/// Consumer offsets are written this often (RocketMQ's 5 s).
+/// Consumer offsets (and schedule/timer progress) are written this often (RocketMQ's 5 s).
 const OFFSETS_EVERY: Duration = Duration::from_secs(5);
 /// Long-poll deadline check: a held pull is answered at most this late.
 const POLL_EXPIRY_EVERY: Duration = Duration::from_millis(100);
 /// Client liveness scan (RocketMQ's 10 s).
 const CLIENT_SCAN_EVERY: Duration = Duration::from_secs(10);
+/// Metrics hand-off to the endpoint (its rates are per second).
+const METRICS_EVERY: Duration = Duration::from_secs(1);
 
-async fn flusher(b: Rc<Broker>) {
-    loop {
-        b.store.log().wait_for_work().await;
-        let start = Instant::now();
-        let result = b.store.log().flush_once().await;
-        if let Ok(true) = result {
-            b.metrics.flush(start.elapsed().as_micros() as u64);
+/// Starts the store's tasks, with flush timings going to the shard's metrics.
+pub fn start_store(b: &Rc<Broker>) -> StoreTasks {
+    let m = b.clone();
+    b.store.start(StoreHooks { shard: b.shard, on_flush: Box::new(move |us| m.metrics.flush(us)) })
+}
+
+/// Starts the broker's background tasks.
+pub fn spawn_all(b: &Rc<Broker>) -> TaskRegistry {
+    let mut reg = TaskRegistry::default();
+    for level in 1..=b.delay_levels() as u32 {
+        reg.spawn(format!("delay-level-{level}"), crate::broker::schedule::run_level(b.clone(), level));
+    }
+    reg.spawn("timer", crate::broker::timer::run(b.clone()));
+    let t = b.clone();
+    reg.spawn("transaction-check", async move {
+        crate::broker::transaction::recover(&t).await;
+        let timeout = Duration::from_millis(t.cfg.transaction_timeout_ms);
+        loop {
+            sleep(Duration::from_millis(t.cfg.transaction_check_interval_ms.max(100))).await;
+            crate::broker::transaction::check_round(&t, timeout).await;
         }
-        if let Err(e) = result {
-            tracing::error!(shard = b.shard, error = %e, "commit-log write or fdatasync failed: stopping the process to protect data");
-            eprintln!("ringmq: shard {}: {e}; exiting with code {EXIT_STORE_POISONED}", b.shard);
-            std::process::exit(EXIT_STORE_POISONED);
-        }
-    }
-}
-
-async fn prewriter(b: Rc<Broker>) {
-    loop {
-        if b.store.log().needs_next_segment() {
-            if let Err(e) = b.store.log().prepare_next().await {
-                tracing::error!(shard = b.shard, error = %e, "cannot pre-write the next segment; will retry");
-                sleep(Duration::from_secs(1)).await;
-            }
-        } else {
-            sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-async fn checkpointer(b: Rc<Broker>) {
-    loop {
-        sleep(CHECKPOINT_EVERY).await;
-        checkpoint(&b).await;
-    }
-}
-
-async fn checkpoint(b: &Broker) {
-    let Some(job_owned) = b.store.checkpoint_job() else {
-        return;
-    };
-    let (job_back, result) = glommio::executor()
-        .spawn_blocking(move || {
-            let r = job_owned.run();
-            (job_owned, r)
-        })
-        .await;
-    b.store.checkpoint_finished(&job_back, &result);
-}
-
-async fn retention(b: Rc<Broker>) {
-    loop {
-        if let Err(e) = b.store.run_retention(now_ms()).await {
-            tracing::error!(shard = b.shard, error = %e, "retention failed");
-        }
-        sleep(RETENTION_EVERY).await;
-    }
-}
-
-async fn transaction_checker(b: Rc<Broker>) {
-    crate::broker::transaction::recover(&b).await;
-    let timeout = Duration::from_millis(b.cfg.transaction_timeout_ms);
-    loop {
-        sleep(Duration::from_millis(b.cfg.transaction_check_interval_ms.max(100))).await;
-        crate::broker::transaction::check_round(&b, timeout).await;
-    }
-}
-
-async fn housekeeping(b: Rc<Broker>) {
-    let mut last_offsets = Instant::now();
-    let mut last_clients = Instant::now();
-    let mut last_metrics = Instant::now();
+    });
+    let p = b.clone();
+    reg.every("poll-expiry", POLL_EXPIRY_EVERY, move || {
+        p.expire_pollers(Instant::now());
+        async {}
+    });
+    let o = b.clone();
+    reg.every("persist-offsets", OFFSETS_EVERY, move || {
+        persist_progress(&o);
+        async {}
+    });
+    let m = b.clone();
+    reg.every("metrics", METRICS_EVERY, move || {
+        publish_metrics(&m);
+        async {}
+    });
+    let c = b.clone();
     let expiry = Duration::from_secs(b.cfg.client_expiry_secs);
-    loop {
-        sleep(POLL_EXPIRY_EVERY).await;
-        b.expire_pollers(Instant::now());
-        if last_offsets.elapsed() >= OFFSETS_EVERY {
-            last_offsets = Instant::now();
-            b.offsets.borrow_mut().persist();
-            b.schedule.borrow_mut().persist();
-            b.timer.borrow_mut().persist();
+    reg.every("client-expiry", CLIENT_SCAN_EVERY, move || {
+        let changed = c.clients.borrow_mut().expire(expiry);
+        for g in changed {
+            tracing::info!(group = %g, "dropped consumers silent for longer than the expiry");
+            notify_ids_changed(&c, &g);
         }
-        if last_metrics.elapsed() >= Duration::from_secs(1) {
-            last_metrics = Instant::now();
-            publish_metrics(&b);
-        }
-        if last_clients.elapsed() >= CLIENT_SCAN_EVERY {
-            last_clients = Instant::now();
-            let changed = b.clients.borrow_mut().expire(expiry);
-            for g in changed {
-                tracing::info!(group = %g, "dropped consumers silent for longer than the expiry");
-                notify_ids_changed(&b, &g);
-            }
-        }
-    }
+        async {}
+    });
+    reg
+}
+
+/// Consumer offsets, delay-level and timer progress, to their files.
+fn persist_progress(b: &Broker) {
+    b.offsets.borrow_mut().persist();
+    b.schedule.borrow_mut().persist();
+    b.timer.borrow_mut().persist();
 }
 
 /// Hands this shard's counters to the metrics endpoint (control plane).
@@ -152,23 +111,6 @@ fn publish_metrics(b: &Broker) {
     b.control.metrics.publish(b.shard, snap);
 }
 
-/// Starts the background tasks; dropping the returned handles cancels them.
-pub fn spawn_all(b: &Rc<Broker>) -> Vec<Task<()>> {
-    let levels =
-        (1..=b.delay_levels() as u32).map(|l| glommio::spawn_local(crate::broker::schedule::run_level(b.clone(), l)));
-    let mut tasks: Vec<Task<()>> = levels.collect();
-    tasks.extend([
-        glommio::spawn_local(flusher(b.clone())),
-        glommio::spawn_local(prewriter(b.clone())),
-        glommio::spawn_local(checkpointer(b.clone())),
-        glommio::spawn_local(retention(b.clone())),
-        glommio::spawn_local(housekeeping(b.clone())),
-        glommio::spawn_local(transaction_checker(b.clone())),
-        glommio::spawn_local(crate::broker::timer::run(b.clone())),
-    ]);
-    tasks
-}
-
 /// Applies topic changes from other shards until shutdown is requested.
 pub async fn control_loop(b: &Rc<Broker>) {
     let mut cursor = 0;
@@ -190,18 +132,14 @@ pub async fn control_loop(b: &Rc<Broker>) {
     }
 }
 
-/// Graceful stop: answer parked pulls, let in-flight requests finish, flush, checkpoint, persist.
-pub async fn shutdown(b: &Rc<Broker>) {
+/// Graceful stop: answer parked pulls, let in-flight requests finish, stop the broker's tasks, then
+/// the store's (last flush and checkpoint), and persist offsets.
+pub async fn shutdown(b: &Rc<Broker>, mut tasks: TaskRegistry, store_tasks: StoreTasks) {
     b.expire_pollers(Instant::now() + Duration::from_secs(3600));
     sleep(Duration::from_millis(200)).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while b.store.log().flush_wanted() && Instant::now() < deadline {
-        sleep(Duration::from_millis(5)).await;
-    }
-    checkpoint(b).await;
-    b.offsets.borrow_mut().persist();
-    b.schedule.borrow_mut().persist();
-    b.timer.borrow_mut().persist();
+    tasks.shutdown();
+    store_tasks.stop(&b.store).await;
+    persist_progress(b);
     // The saves above went to the writer thread: wait for them off the executor.
-    glommio::executor().spawn_blocking(crate::broker::config_file::flush_background_writes).await;
+    crate::rt::blocking(crate::broker::config_file::flush_background_writes).await;
 }

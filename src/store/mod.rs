@@ -22,6 +22,7 @@ pub mod io;
 pub mod log;
 pub mod recovery;
 mod retention;
+pub mod tasks;
 
 use crate::protocol::message::{MessageToStore, StoredMessage};
 use bytes::Bytes;
@@ -611,7 +612,8 @@ impl<D: Disk> Store<D> {
         &self.files
     }
 
-    /// Runs a checkpoint inline (tests and shutdown).
+    /// Runs a checkpoint inline, on the calling thread (tests and tools; the shard uses
+    /// `checkpoint_in_background`).
     pub fn checkpoint_now(&self) -> std::io::Result<()> {
         let Some(job) = self.checkpoint_job() else {
             return Ok(());

@@ -1,0 +1,225 @@
+//! The append side of the commit log: encoding into the append buffer, seals that close each batch
+//! with a CRC, the waiters of `flush = sync` appends, and the flusher's group commit (write the
+//! unflushed range, fdatasync, complete the waiters it covers; a failure poisons the log).
+
+use super::*;
+
+impl<D: Disk> CommitLog<D> {
+    /// Appends records of the given sizes, calling `encode(buf, physical_offset, index)` for each; they
+    /// land contiguously in one segment. Waits for the next segment when the active one is full.
+    /// Returns the physical offset of the first record and, for `flush = sync`, a receiver that
+    /// completes once the records are durable.
+    pub async fn append(
+        &self,
+        sizes: &[usize],
+        mut encode: impl FnMut(&mut BytesMut, u64, usize),
+    ) -> Result<(u64, Option<oneshot::Receiver<Result<(), StoreError>>>), StoreError> {
+        let total: u64 = sizes.iter().map(|&s| s as u64).sum();
+        if total + SEAL_BYTES + BLANK_BYTES > self.cfg.segment_bytes {
+            return Err(StoreError::TooLarge { size: total as usize, segment: self.cfg.segment_bytes });
+        }
+        loop {
+            if let Some(p) = self.poisoned() {
+                return Err(StoreError::Poisoned(p));
+            }
+            if self.try_roll(total)? {
+                break;
+            }
+            self.state.borrow_mut().stats.segment_waits += 1;
+            self.prepare_next().await?;
+        }
+        let mut s = self.state.borrow_mut();
+        let need = total as usize + SEAL_BYTES as usize;
+        if s.buf.capacity() - s.buf.len() < need {
+            // A fresh chunk for the unflushed tail: flushed blocks were split off into the tail cache
+            // and still share the old allocation, which `BytesMut` would regrow 64 KiB at a time.
+            // Doubling keeps the copy amortised when much is unflushed (a slow disk, `flush = async`).
+            let mut fresh = BytesMut::with_capacity((2 * (s.buf.len() + need)).max(APPEND_CHUNK_BYTES));
+            fresh.extend_from_slice(&s.buf);
+            s.buf = fresh;
+        }
+        let first = s.write_pos;
+        let mut pos = first;
+        for (i, &size) in sizes.iter().enumerate() {
+            let before = s.buf.len();
+            encode(&mut s.buf, pos, i);
+            assert_eq!(s.buf.len() - before, size, "encoder wrote a different size than declared");
+            let st = &mut *s;
+            st.batch_crc.update(&st.buf[before..]);
+            pos += size as u64;
+        }
+        s.write_pos = pos;
+        s.stats.appends += sizes.len() as u64;
+        if s.write_pos - s.batch_start >= MAX_BATCH_BYTES {
+            Self::seal_batch(&mut s);
+        }
+        self.flush_wanted.set(true);
+        if let Some(w) = self.flush_waker.borrow_mut().take() {
+            w.wake();
+        }
+        if self.cfg.flush == FlushMode::Async {
+            return Ok((first, None));
+        }
+        let (tx, rx) = oneshot::channel();
+        s.waiters.push_back((pos, tx));
+        Ok((first, Some(rx)))
+    }
+
+    pub(super) fn seal_batch(s: &mut State<D::File>) {
+        if s.batch_start == s.write_pos {
+            return;
+        }
+        let crc = std::mem::replace(&mut s.batch_crc, crc32fast::Hasher::new()).finalize();
+        let seal = encode_seal(s.batch_start, crc);
+        s.buf.extend_from_slice(&seal);
+        s.write_pos += SEAL_BYTES;
+        s.batch_start = s.write_pos;
+    }
+
+    /// Completes when there is something to flush (the shard's flusher waits on this).
+    pub async fn wait_for_work(&self) {
+        futures_lite::future::poll_fn(|cx| {
+            if self.flush_wanted() {
+                return std::task::Poll::Ready(());
+            }
+            *self.flush_waker.borrow_mut() = Some(cx.waker().clone());
+            std::task::Poll::Pending
+        })
+        .await
+    }
+
+    /// Whether appends are waiting for the flusher.
+    pub fn flush_wanted(&self) -> bool {
+        self.flush_wanted.get() || self.state.borrow().write_pos > self.state.borrow().flushed_pos
+    }
+
+    /// One group commit: seal the batch, write everything unflushed, fdatasync, complete waiters.
+    /// Returns whether anything was written. Only one flush may run at a time (the shard's flusher).
+    pub async fn flush_once(&self) -> Result<bool, StoreError> {
+        self.flush_wanted.set(false);
+        let (jobs, target) = match self.collect_writes()? {
+            Some(x) => x,
+            None => return Ok(false),
+        };
+        let mut files: Vec<Rc<D::File>> = Vec::new();
+        let mut result = Ok(());
+        let bytes: u64 = jobs.iter().map(|j| j.len).sum();
+        for job in jobs {
+            let (file, pos, len) = (job.file, job.pos, job.len);
+            if let Err(e) = file.write_buffer_at(job.data, pos).await {
+                result = Err(format!("write of {len} bytes at {pos} failed: {e}"));
+                break;
+            }
+            if !files.iter().any(|f| Rc::ptr_eq(f, &file)) {
+                files.push(file);
+            }
+        }
+        if result.is_ok() {
+            for f in &files {
+                if let Err(e) = f.sync().await {
+                    result = Err(format!("fdatasync failed: {e}"));
+                    break;
+                }
+            }
+        }
+        match result {
+            Ok(()) => {
+                self.complete_flush(target, bytes);
+                Ok(true)
+            }
+            Err(msg) => Err(self.poison(msg)),
+        }
+    }
+
+    pub(super) fn collect_writes(&self) -> Result<FlushPlan<D::File>, StoreError> {
+        let mut s = self.state.borrow_mut();
+        if let Some(p) = &s.poisoned {
+            return Err(StoreError::Poisoned(p.clone()));
+        }
+        if s.write_pos == s.flushed_pos && s.pending_old.is_empty() {
+            return Ok(None);
+        }
+        Self::seal_batch(&mut s);
+        let mut jobs = Vec::new();
+        for old in std::mem::take(&mut s.pending_old) {
+            let seg = self.segment_start(old.base);
+            let from = align_down(s.flushed_pos.max(old.base)).max(old.base);
+            let skip = (from - old.base) as usize;
+            if skip < old.data.len() {
+                let file = s.segments[&seg].clone();
+                let part = &old.data[skip..];
+                let len = align_up(part.len() as u64);
+                let data = file.write_buffer(part, len as usize);
+                jobs.push(WriteJob { file, pos: from - seg, data, len });
+            }
+            Self::push_tail(&mut s, old.base, old.data, self.cfg.tail_cache_bytes);
+        }
+        let from = align_down(s.flushed_pos).max(s.buf_base);
+        let seg = self.segment_start(s.buf_base);
+        let skip = (from - s.buf_base) as usize;
+        if skip < s.buf.len() {
+            let file = s.segments[&seg].clone();
+            let len = align_up((s.buf.len() - skip) as u64);
+            let data = file.write_buffer(&s.buf[skip..], len as usize);
+            jobs.push(WriteJob { file, pos: from - seg, data, len });
+        }
+        Ok(Some((jobs, s.write_pos)))
+    }
+
+    pub(super) fn complete_flush(&self, target: u64, bytes: u64) {
+        let mut s = self.state.borrow_mut();
+        s.flushed_pos = s.flushed_pos.max(target);
+        s.stats.flushes += 1;
+        s.stats.synced_bytes += bytes;
+        while s.waiters.front().is_some_and(|(end, _)| *end <= target) {
+            if let Some((_, tx)) = s.waiters.pop_front() {
+                let _ = tx.send(Ok(()));
+            }
+        }
+        // Move whole flushed blocks of the active buffer into the tail cache.
+        let keep_from = align_down(target);
+        if keep_from > s.buf_base {
+            let n = (keep_from - s.buf_base) as usize;
+            let done = s.buf.split_to(n).freeze();
+            let base = s.buf_base;
+            s.buf_base = keep_from;
+            Self::push_tail(&mut s, base, done, self.cfg.tail_cache_bytes);
+        }
+    }
+
+    pub(super) fn poison(&self, msg: String) -> StoreError {
+        tracing::error!(error = %msg, "commit log poisoned: no further writes, the process must stop");
+        let mut s = self.state.borrow_mut();
+        s.poisoned = Some(msg.clone());
+        for (_, tx) in s.waiters.drain(..) {
+            let _ = tx.send(Err(StoreError::Poisoned(msg.clone())));
+        }
+        StoreError::Poisoned(msg)
+    }
+}
+
+/// Encodes a seal record closing the batch that began at `batch_start`.
+pub fn encode_seal(batch_start: u64, batch_crc: u32) -> [u8; SEAL_BYTES as usize] {
+    let mut seal = [0u8; SEAL_BYTES as usize];
+    seal[0..4].copy_from_slice(&(SEAL_BYTES as u32).to_be_bytes());
+    seal[4..8].copy_from_slice(&SEAL_MAGIC.to_be_bytes());
+    seal[8..16].copy_from_slice(&batch_start.to_be_bytes());
+    seal[16..20].copy_from_slice(&batch_crc.to_be_bytes());
+    let own = crc32fast::hash(&seal[0..20]);
+    seal[20..24].copy_from_slice(&own.to_be_bytes());
+    seal
+}
+
+/// Decodes a seal record: `(batch start, batch crc)` when its own checksum holds.
+pub fn decode_seal(b: &[u8]) -> Option<(u64, u32)> {
+    if b.len() < SEAL_BYTES as usize {
+        return None;
+    }
+    let size = u32::from_be_bytes(b[0..4].try_into().ok()?);
+    let magic = u32::from_be_bytes(b[4..8].try_into().ok()?);
+    let own = u32::from_be_bytes(b[20..24].try_into().ok()?);
+    if size as u64 != SEAL_BYTES || magic != SEAL_MAGIC || own != crc32fast::hash(&b[0..20]) {
+        return None;
+    }
+    Some((u64::from_be_bytes(b[8..16].try_into().ok()?), u32::from_be_bytes(b[16..20].try_into().ok()?)))
+}

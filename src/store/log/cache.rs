@@ -1,0 +1,162 @@
+//! The read side of the commit log: reads served from the unflushed buffer, the tail cache (recently
+//! flushed buffers: what tail consumers read) or the read cache (DMA blocks of catch-up reads), else
+//! from the segment file. The two caches are separate so a catch-up reader never evicts the tail.
+
+use super::*;
+
+impl<D: Disk> CommitLog<D> {
+    pub(super) fn push_tail(s: &mut State<D::File>, base: u64, data: Bytes, limit: usize) {
+        if data.is_empty() {
+            return;
+        }
+        s.tail.push(base, data, limit);
+    }
+
+    /// Reads `len` bytes at physical offset `pos`: from the unflushed buffer, the tail cache, the read
+    /// cache, or the segment file.
+    pub async fn read(&self, pos: u64, len: usize) -> Result<Bytes, StoreError> {
+        let end = pos + len as u64;
+        let file = {
+            let mut s = self.state.borrow_mut();
+            if end > s.write_pos || pos < self.min_pos_of(&s) {
+                return Err(StoreError::NotFound(pos));
+            }
+            if let Some(b) = Self::read_memory(&s, pos, len) {
+                s.stats.tail_hits += 1;
+                return Ok(b);
+            }
+            let (block, _) = self.read_block_of(pos);
+            if let Some(b) = s.read_cache.get(&block) {
+                let off = (pos - block) as usize;
+                if off + len <= b.len() {
+                    let out = b.slice(off..off + len);
+                    s.stats.read_cache_hits += 1;
+                    return Ok(out);
+                }
+            }
+            s.stats.disk_reads += 1;
+            let seg = self.segment_start(pos);
+            s.segments.get(&seg).cloned().ok_or(StoreError::NotFound(pos))?
+        };
+        let seg = self.segment_start(pos);
+        let path = segment_path(&self.cfg.dir, seg);
+        let (block_start, block_len) = self.read_block_of(pos);
+        if end <= block_start + block_len && self.cfg.read_cache_bytes > 0 {
+            let data =
+                file.read_at(block_start - seg, block_len as usize).await.map_err(|e| StoreError::io(&path, &e))?;
+            let off = (pos - block_start) as usize;
+            if off + len > data.len() {
+                return Err(StoreError::NotFound(pos));
+            }
+            let out = data.slice(off..off + len);
+            self.cache_block(block_start, data);
+            return Ok(out);
+        }
+        let data = file.read_at(pos - seg, len).await.map_err(|e| StoreError::io(&path, &e))?;
+        if data.len() != len {
+            return Err(StoreError::NotFound(pos));
+        }
+        Ok(data)
+    }
+
+    /// The read-cache block holding `pos`: its start and length, within `pos`'s segment.
+    pub(super) fn read_block_of(&self, pos: u64) -> (u64, u64) {
+        let seg = self.segment_start(pos);
+        let start = seg + (pos - seg) / READ_BLOCK_BYTES * READ_BLOCK_BYTES;
+        (start, READ_BLOCK_BYTES.min(seg + self.cfg.segment_bytes - start))
+    }
+
+    pub(super) fn min_pos_of(&self, s: &State<D::File>) -> u64 {
+        s.segments.keys().next().copied().unwrap_or(0)
+    }
+
+    pub(super) fn cache_block(&self, block: u64, data: Bytes) {
+        let mut s = self.state.borrow_mut();
+        let limit = (self.cfg.read_cache_bytes as u64 / READ_BLOCK_BYTES).max(1) as usize;
+        s.read_cache.insert(block, data, limit);
+    }
+
+    pub(super) fn read_memory(s: &State<D::File>, pos: u64, len: usize) -> Option<Bytes> {
+        let end = pos + len as u64;
+        if pos >= s.buf_base {
+            let off = (pos - s.buf_base) as usize;
+            return s.buf.get(off..off + len).map(Bytes::copy_from_slice);
+        }
+        for old in &s.pending_old {
+            if pos >= old.base && end <= old.base + old.data.len() as u64 {
+                let off = (pos - old.base) as usize;
+                return Some(old.data.slice(off..off + len));
+            }
+        }
+        let idx = s.tail.chunks.partition_point(|(base, _)| *base <= pos);
+        let (base, chunk) = s.tail.chunks.get(idx.checked_sub(1)?)?;
+        let off = (pos - base) as usize;
+        if end <= base + chunk.len() as u64 {
+            return Some(chunk.slice(off..off + len));
+        }
+        // The record spans two chunks (or the chunk and the live buffer): copy it together.
+        let mut out = Vec::with_capacity(len);
+        out.extend_from_slice(&chunk[off..]);
+        let rest = len - out.len();
+        let next_pos = base + chunk.len() as u64;
+        let more = match s.tail.chunks.get(idx) {
+            Some((b, c)) if *b == next_pos => c.get(..rest).map(|x| x.to_vec()),
+            _ if next_pos == s.buf_base => s.buf.get(..rest).map(|x| x.to_vec()),
+            _ => None,
+        }?;
+        out.extend_from_slice(&more);
+        Some(Bytes::from(out))
+    }
+}
+
+/// Recently flushed append buffers, oldest first, at most `limit` bytes (`tail_cache_bytes`): tail
+/// consumers read what was just written from here without a disk read.
+#[derive(Default)]
+pub(super) struct TailCache {
+    pub(super) chunks: VecDeque<(u64, Bytes)>,
+    bytes: usize,
+}
+
+impl TailCache {
+    fn push(&mut self, base: u64, data: Bytes, limit: usize) {
+        self.bytes += data.len();
+        self.chunks.push_back((base, data));
+        while self.bytes > limit {
+            match self.chunks.pop_front() {
+                Some((_, d)) => self.bytes -= d.len(),
+                None => break,
+            }
+        }
+    }
+}
+
+/// Blocks of [`READ_BLOCK_BYTES`] read from segment files for catch-up readers, evicted oldest first
+/// past `read_cache_bytes`. Separate from the tail cache, so a cold reader never evicts the tail.
+#[derive(Default)]
+pub(super) struct ReadCache {
+    blocks: HashMap<u64, Bytes>,
+    order: VecDeque<u64>,
+}
+
+impl ReadCache {
+    pub(super) fn get(&self, block: &u64) -> Option<&Bytes> {
+        self.blocks.get(block)
+    }
+
+    fn insert(&mut self, block: u64, data: Bytes, limit_blocks: usize) {
+        if self.blocks.insert(block, data).is_none() {
+            self.order.push_back(block);
+        }
+        while self.order.len() > limit_blocks {
+            if let Some(old) = self.order.pop_front() {
+                self.blocks.remove(&old);
+            }
+        }
+    }
+
+    /// Drops the blocks of segments deleted below `start`.
+    pub(super) fn forget_below(&mut self, start: u64) {
+        self.blocks.retain(|b, _| *b >= start);
+        self.order.retain(|b| *b >= start);
+    }
+}

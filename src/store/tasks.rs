@@ -1,0 +1,138 @@
+//! The store's own background tasks, on its shard's executor: the flusher (group commit), the segment
+//! pre-writer, the checkpointer and retention (with the disk-full check). [`Store::start`] spawns
+//! them and [`StoreTasks::stop`] ends them after a last flush and checkpoint, so whoever owns a store
+//! (a shard, a test, a benchmark) gets durable appends without knowing its internals.
+//!
+//! Failure rule: a failed commit-log write or fdatasync is never retried or ignored — the flusher
+//! stops the process (`EXIT_STORE_POISONED`), because the kernel may have dropped the dirty pages and
+//! a later successful fsync would claim data durable that is not.
+
+use super::io::Disk;
+use super::{EXIT_STORE_POISONED, Store};
+use crate::rt;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Checkpoint period: bounds the log replayed at start-up.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// Retention and disk-full checks: appends are refused within this time of the disk filling up, and
+/// resume within it once space returns.
+const RETENTION_EVERY: Duration = Duration::from_secs(1);
+/// How often the pre-writer looks whether the next segment is due (it is needed minutes ahead at
+/// any sustained rate: a quarter of a segment).
+const PREWRITE_CHECK_EVERY: Duration = Duration::from_millis(20);
+/// Longest a graceful stop waits for the flusher to write what is pending.
+const STOP_FLUSH_WAIT: Duration = Duration::from_secs(5);
+
+/// What the owner of a store wants to hear from its tasks.
+pub struct StoreHooks {
+    /// Shard number, for logs.
+    pub shard: usize,
+    /// Called with the duration (µs) of every flush that wrote something.
+    pub on_flush: Box<dyn Fn(u64)>,
+}
+
+/// The running tasks of one store; dropping it cancels them without a final flush.
+pub struct StoreTasks {
+    tasks: Vec<(&'static str, rt::Task<()>)>,
+}
+
+impl StoreTasks {
+    /// Names of the running tasks, in start order.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.tasks.iter().map(|(n, _)| *n).collect()
+    }
+
+    /// Graceful stop: waits (bounded) for the flusher to write what is pending, cancels the tasks and
+    /// writes a last checkpoint, so the next start replays nothing.
+    pub async fn stop<D: Disk>(self, store: &Store<D>) {
+        let deadline = Instant::now() + STOP_FLUSH_WAIT;
+        while store.log().flush_wanted() && Instant::now() < deadline {
+            rt::sleep(Duration::from_millis(5)).await;
+        }
+        for (_, t) in self.tasks.into_iter().rev() {
+            drop(t);
+        }
+        store.checkpoint_in_background().await;
+    }
+}
+
+impl<D: Disk> Store<D> {
+    /// Spawns the store's tasks on the current executor.
+    pub fn start(self: &Rc<Self>, hooks: StoreHooks) -> StoreTasks {
+        let hooks = Rc::new(hooks);
+        let s = self.clone();
+        let h = hooks.clone();
+        let flusher = rt::spawn(async move { flusher(&s, &h).await });
+        let s = self.clone();
+        let h = hooks.clone();
+        let prewriter = rt::spawn(async move { prewriter(&s, &h).await });
+        let s = self.clone();
+        let checkpointer = rt::spawn(async move {
+            loop {
+                rt::sleep(CHECKPOINT_EVERY).await;
+                s.checkpoint_in_background().await;
+            }
+        });
+        let s = self.clone();
+        let retention = rt::spawn(async move {
+            loop {
+                if let Err(e) = s.run_retention(rt::now_ms()).await {
+                    tracing::error!(shard = hooks.shard, error = %e, "retention failed");
+                }
+                rt::sleep(RETENTION_EVERY).await;
+            }
+        });
+        StoreTasks {
+            tasks: vec![
+                ("flusher", flusher),
+                ("prewriter", prewriter),
+                ("checkpointer", checkpointer),
+                ("retention", retention),
+            ],
+        }
+    }
+
+    /// Writes a checkpoint now (on the blocking pool: it is file-system work), if anything changed.
+    pub async fn checkpoint_in_background(&self) {
+        let Some(job) = self.checkpoint_job() else {
+            return;
+        };
+        let (job, result) = rt::blocking(move || {
+            let r = job.run();
+            (job, r)
+        })
+        .await;
+        self.checkpoint_finished(&job, &result);
+    }
+}
+
+async fn flusher<D: Disk>(store: &Store<D>, hooks: &StoreHooks) {
+    loop {
+        store.log().wait_for_work().await;
+        let start = Instant::now();
+        match store.log().flush_once().await {
+            Ok(true) => (hooks.on_flush)(start.elapsed().as_micros() as u64),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(shard = hooks.shard, error = %e,
+                    "commit-log write or fdatasync failed: stopping the process to protect data");
+                eprintln!("ringmq: shard {}: {e}; exiting with code {EXIT_STORE_POISONED}", hooks.shard);
+                std::process::exit(EXIT_STORE_POISONED);
+            }
+        }
+    }
+}
+
+async fn prewriter<D: Disk>(store: &Store<D>, hooks: &StoreHooks) {
+    loop {
+        if !store.log().needs_next_segment() {
+            rt::sleep(PREWRITE_CHECK_EVERY).await;
+            continue;
+        }
+        if let Err(e) = store.log().prepare_next().await {
+            tracing::error!(shard = hooks.shard, error = %e, "cannot pre-write the next segment; will retry");
+            rt::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
