@@ -12,6 +12,7 @@ pub mod config_file;
 pub mod error;
 pub mod groups;
 pub mod offsets;
+pub mod parking;
 pub mod pull;
 pub mod query;
 pub mod reply;
@@ -65,6 +66,8 @@ pub struct Broker<D: Disk = DmaDisk> {
     pub metrics: crate::metrics::ShardMetrics,
     pub connections: std::cell::Cell<u64>,
     pub connections_refused: std::cell::Cell<u64>,
+    /// Number of delay levels (`message_delay_level`).
+    delay_levels: usize,
     /// What one connection may hold (from `cfg`).
     pub conn_limits: ConnLimits,
     /// Test failpoint: a request with this code panics (`RINGMQ_FAILPOINT_PANIC_ON_REQUEST`), so
@@ -83,7 +86,8 @@ pub fn store_config(cfg: &Config, shard: usize) -> crate::store::StoreConfig {
     s.file_reserved_ms = cfg.file_reserved_hours * 3600 * 1000;
     s.disk_clean_ratio = cfg.disk_max_used_ratio_percent as f64 / 100.0;
     s.disk_full_ratio = cfg.disk_full_ratio_percent as f64 / 100.0;
-    s.delay_levels_ms = schedule::parse_levels(&cfg.message_delay_level).unwrap_or_default();
+    let delay_levels_ms = schedule::parse_levels(&cfg.message_delay_level).unwrap_or_default();
+    s.rules = Arc::new(parking::ParkingRules { delay_levels_ms });
     s
 }
 
@@ -111,6 +115,7 @@ impl<D: Disk> Broker<D> {
             connections: std::cell::Cell::new(0),
             connections_refused: std::cell::Cell::new(0),
             conn_limits: ConnLimits::from_config(&cfg),
+            delay_levels: schedule::parse_levels(&cfg.message_delay_level).map_or(0, |l| l.len()),
             panic_on_request: std::env::var("RINGMQ_FAILPOINT_PANIC_ON_REQUEST").ok().and_then(|v| v.parse().ok()),
             cfg,
         }
@@ -118,7 +123,7 @@ impl<D: Disk> Broker<D> {
 
     /// Number of delay levels.
     pub fn delay_levels(&self) -> usize {
-        self.store.config().delay_levels_ms.len()
+        self.delay_levels
     }
 
     /// Creates a system-managed topic (retry, DLQ, a scheduled message's destination) if missing.

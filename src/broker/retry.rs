@@ -95,7 +95,7 @@ pub fn apply_send_rules<D: Disk>(
     if tx != 0 && tx != crate::protocol::message::FLAG_TRANSACTION_COMMIT {
         return Ok(());
     }
-    if let Some(level) = crate::store::dispatch::delay_level(&m.properties) {
+    if let Some(level) = super::parking::delay_level(&m.properties) {
         m.properties = super::timer::strip(&m.properties);
         park(m, level, b.delay_levels());
         return Ok(());

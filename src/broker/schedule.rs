@@ -13,9 +13,9 @@
 
 use super::Broker;
 use super::config_file::ConfigFile;
-use crate::protocol::message::{MessageToStore, StoredMessage, keys, property_get, property_set};
+use super::parking::{SCHEDULE_TOPIC, unpark};
+use crate::protocol::message::{MessageToStore, StoredMessage, keys, property_get};
 use crate::rt::sleep;
-use crate::store::dispatch::SCHEDULE_TOPIC;
 use crate::store::files::SharedFiles;
 use crate::store::io::Disk;
 use crate::store::now_ms;
@@ -28,8 +28,6 @@ use std::time::Duration;
 pub const DEFAULT_DELAY_LEVELS: &str = "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h";
 /// Longest sleep of a level task between checks: delivery is at most this late (plus store time).
 const CHECK_EVERY_MS: u64 = 20;
-pub const REAL_TOPIC: &str = "REAL_TOPIC";
-pub const REAL_QID: &str = "REAL_QID";
 
 /// Parses a level list like `1s 5s 10m 2h 1d` into milliseconds.
 pub fn parse_levels(s: &str) -> Result<Vec<u64>, String> {
@@ -91,47 +89,10 @@ impl ScheduleProgress {
 /// Rewrites `m` to wait in the schedule topic at `level` (clamped to the highest level).
 pub fn park(m: &mut MessageToStore, level: u32, levels: usize) {
     let level = level.clamp(1, levels.max(1) as u32);
-    let mut props = property_set(&m.properties, REAL_TOPIC, &m.topic);
-    props = property_set(&props, REAL_QID, &m.queue_id.to_string());
-    props = property_set(&props, keys::DELAY, &level.to_string());
-    m.properties = props;
-    m.topic = SCHEDULE_TOPIC.to_string();
-    m.queue_id = level as i32 - 1;
+    super::parking::park(m, SCHEDULE_TOPIC, level as i32 - 1, &[(keys::DELAY, &level.to_string())]);
 }
 
-/// Properties that change what a re-send of a consumed message means: a delay level or delivery
-/// time (parked again) and `TRAN_MSG` (the Java producer turns it into a half message). RocketMQ's
-/// broker leaves them on the copy it delivers; ringmq removes them from every re-stored copy
-/// (delivered delayed, timer and committed messages) and keeps the informational ones
-/// (`REAL_TOPIC`, `REAL_QID`, `TIMER_OUT_MS`, `PGROUP`). docs/COMPATIBILITY.md says so.
-pub const RESEND_CHANGING_PROPERTIES: [&str; 5] =
-    [keys::DELAY, keys::TIMER_DELIVER_MS, keys::TIMER_DELAY_SEC, keys::TIMER_DELAY_MS, "TRAN_MSG"];
-
-/// `properties` without [`RESEND_CHANGING_PROPERTIES`].
-pub fn strip_resend_changing(properties: &str) -> String {
-    RESEND_CHANGING_PROPERTIES
-        .iter()
-        .fold(properties.to_string(), |p, k| crate::protocol::message::property_remove(&p, k))
-}
-
-/// The message to store in its real topic when a scheduled record is due.
-fn unpark<D: Disk>(b: &Broker<D>, s: &StoredMessage) -> Option<MessageToStore> {
-    let topic = property_get(&s.properties, REAL_TOPIC)?.to_string();
-    let queue_id = property_get(&s.properties, REAL_QID)?.parse().ok()?;
-    Some(MessageToStore {
-        topic,
-        queue_id,
-        flag: s.flag,
-        body: s.body.clone(),
-        properties: strip_resend_changing(&s.properties),
-        sys_flag: s.sys_flag,
-        born_timestamp_ms: s.born_timestamp_ms,
-        born_host: s.born_host,
-        store_host: b.addr,
-        reconsume_times: s.reconsume_times,
-        prepared_transaction_offset: s.prepared_transaction_offset,
-    })
-}
+pub use super::parking::{REAL_QID, REAL_TOPIC, RESEND_CHANGING_PROPERTIES, strip_resend_changing};
 
 /// Whether the real topic already holds a copy of `s` stored after it (an earlier delivery whose
 /// progress was not persisted before a crash).
@@ -202,7 +163,7 @@ pub async fn prepare_delivery<D: Disk>(
         }
         Err(e) => return Err(e.to_string()),
     };
-    let Some(real) = unpark(b, &s) else {
+    let Some(real) = unpark(&s, b.addr) else {
         tracing::warn!(phys, "parked record without REAL_TOPIC/REAL_QID: dropped");
         return Ok(None);
     };

@@ -18,10 +18,10 @@
 
 use super::Broker;
 use super::config_file::ConfigFile;
-use super::schedule::{REAL_QID, REAL_TOPIC, prepare_delivery};
-use crate::protocol::message::{MessageToStore, property_get, property_remove, property_set};
+use super::parking::{TIMER_OUT_MS, TIMER_TOPIC, park};
+use super::schedule::prepare_delivery;
+use crate::protocol::message::{MessageToStore, properties_edit, property_get};
 use crate::rt::sleep;
-use crate::store::dispatch::{TIMER_OUT_MS, TIMER_TOPIC};
 use crate::store::files::SharedFiles;
 use crate::store::io::Disk;
 use crate::store::now_ms;
@@ -61,9 +61,7 @@ pub fn requested_delivery(properties: &str, now: i64) -> Result<Option<i64>, Str
 
 /// Removes the timer properties (a delay level present too wins, as in RocketMQ).
 pub fn strip(properties: &str) -> String {
-    [TIMER_DELIVER_MS, TIMER_DELAY_SEC, TIMER_DELAY_MS]
-        .iter()
-        .fold(properties.to_string(), |p, k| property_remove(&p, k))
+    properties_edit(properties, &[], &[TIMER_DELIVER_MS, TIMER_DELAY_SEC, TIMER_DELAY_MS])
 }
 
 /// Parks `m` in the timer topic when it asks for a future delivery time; a due time in the past
@@ -81,11 +79,7 @@ pub fn park_if_timed(m: &mut MessageToStore, max_delay_secs: u64) -> Result<(), 
             due - now
         ));
     }
-    let mut props = property_set(&m.properties, REAL_TOPIC, &m.topic);
-    props = property_set(&props, REAL_QID, &m.queue_id.to_string());
-    m.properties = property_set(&props, TIMER_OUT_MS, &due.to_string());
-    m.topic = TIMER_TOPIC.to_string();
-    m.queue_id = 0;
+    park(m, TIMER_TOPIC, 0, &[(TIMER_OUT_MS, &due.to_string())]);
     Ok(())
 }
 
@@ -249,6 +243,7 @@ async fn deliver<D: Disk>(b: &Rc<Broker<D>>, due: &[(i64, u64)]) -> Result<(), S
 
 #[cfg(test)]
 mod tests {
+    use super::super::parking::{REAL_QID, REAL_TOPIC};
     use super::*;
     use crate::protocol::message::properties_encode;
 

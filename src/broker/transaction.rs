@@ -48,14 +48,8 @@ pub struct Transactions {
 /// Rewrites a prepared message into a half message.
 pub fn to_half(m: &mut MessageToStore) {
     let uniq = property_get(&m.properties, "UNIQ_KEY").unwrap_or_default().to_string();
-    let mut props = property_set(&m.properties, super::schedule::REAL_TOPIC, &m.topic);
-    props = property_set(&props, super::schedule::REAL_QID, &m.queue_id.to_string());
-    if !uniq.is_empty() {
-        props = property_set(&props, TRANSACTION_ID, &uniq);
-    }
-    m.properties = props;
-    m.topic = HALF_TOPIC.into();
-    m.queue_id = 0;
+    let extra: &[(&str, &str)] = if uniq.is_empty() { &[] } else { &[(TRANSACTION_ID, &uniq)] };
+    super::parking::park(m, HALF_TOPIC, 0, extra);
     m.sys_flag &= !FLAG_TRANSACTION_MASK;
 }
 
@@ -163,19 +157,10 @@ async fn end<D: Disk>(b: &Rc<Broker<D>>, h: &EndTransactionRequest) -> Result<()
 }
 
 fn committed_copy<D: Disk>(b: &Broker<D>, half: &StoredMessage) -> Option<MessageToStore> {
-    Some(MessageToStore {
-        topic: property_get(&half.properties, super::schedule::REAL_TOPIC)?.to_string(),
-        queue_id: property_get(&half.properties, super::schedule::REAL_QID)?.parse().ok()?,
-        flag: half.flag,
-        body: half.body.clone(),
-        properties: super::schedule::strip_resend_changing(&half.properties),
-        sys_flag: (half.sys_flag & !FLAG_TRANSACTION_MASK) | FLAG_TRANSACTION_COMMIT,
-        born_timestamp_ms: half.born_timestamp_ms,
-        born_host: half.born_host,
-        store_host: b.addr,
-        reconsume_times: half.reconsume_times,
-        prepared_transaction_offset: half.physical_offset as i64,
-    })
+    let mut real = super::parking::unpark(half, b.addr)?;
+    real.sys_flag = (half.sys_flag & !FLAG_TRANSACTION_MASK) | FLAG_TRANSACTION_COMMIT;
+    real.prepared_transaction_offset = half.physical_offset as i64;
+    Some(real)
 }
 
 /// One check-back round over unresolved half messages older than `timeout`.

@@ -344,6 +344,20 @@ pub fn property_set(s: &str, key: &str, value: &str) -> String {
     properties_encode(kept.into_iter().chain(std::iter::once((key, value))))
 }
 
+/// Sets every `(key, value)` of `set` and removes every key of `remove`, in one pass over the string
+/// (the park and unpark paths change several properties of every delayed, timed or half message).
+pub fn properties_edit(s: &str, set: &[(&str, &str)], remove: &[&str]) -> String {
+    let kept = properties_iter(s).filter(|(k, _)| !remove.contains(k) && !set.iter().any(|(sk, _)| sk == k));
+    let mut out = String::with_capacity(s.len() + set.iter().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>());
+    for (k, v) in kept.chain(set.iter().copied()) {
+        out.push_str(k);
+        out.push(NAME_VALUE_SEP);
+        out.push_str(v);
+        out.push(PROPERTY_SEP);
+    }
+    out
+}
+
 /// Removes every value of `key` from a property string.
 pub fn property_remove(s: &str, key: &str) -> String {
     if property_get(s, key).is_none() {

@@ -6,12 +6,30 @@ use crate::protocol::message::{
     properties_iter,
 };
 
-/// RocketMQ's topic for messages waiting on a delay level; its tag codes are due times.
-pub const SCHEDULE_TOPIC: &str = "SCHEDULE_TOPIC_XXXX";
+/// What the owner of a store decides about each record as it is dispatched, at append and when
+/// recovery replays the log (so both give the same answer). The broker parks delayed and timed messages
+/// in topics whose consume-queue tag code is a due time rather than a tag hash, and keeps them out of
+/// the key index (`broker::parking`); the store itself knows no topic by name.
+pub trait DispatchRules: Send + Sync + std::fmt::Debug {
+    /// The consume-queue tag code of a record (default: the hash of its TAGS, 0 without).
+    fn tag_code(&self, _topic: &str, properties: &str, _store_ms: i64) -> i64 {
+        tag_hash(properties)
+    }
+    /// Whether the record's keys enter the key index.
+    fn indexed(&self, _topic: &str) -> bool {
+        true
+    }
+}
 
-/// The `DELAY` level of a property string, when positive.
-pub fn delay_level(properties: &str) -> Option<u32> {
-    crate::protocol::message::property_get(properties, keys::DELAY).and_then(|v| v.parse().ok()).filter(|&l| l > 0)
+/// The default rules: tag hashes and every record indexed.
+#[derive(Debug, Default)]
+pub struct PlainRules;
+
+impl DispatchRules for PlainRules {}
+
+/// RocketMQ's tag code: the Java string hash of TAGS (0 without tags).
+pub fn tag_hash(properties: &str) -> i64 {
+    crate::protocol::message::property_get(properties, keys::TAGS).map(java_string_hash).unwrap_or(0)
 }
 
 /// Dispatch information of one stored record.
@@ -25,7 +43,6 @@ pub struct DispatchInfo {
     pub tags_code: i64,
     /// CRC32 of the whole record.
     pub crc: u32,
-    pub delay_level: Option<u32>,
     pub store_timestamp_ms: i64,
     /// `KEYS` tokens and the `UNIQ_KEY`, for the key index.
     pub keys: Vec<String>,
@@ -39,34 +56,9 @@ pub fn enters_queue(sys_flag: i32) -> bool {
     t != FLAG_TRANSACTION_PREPARED && t != FLAG_TRANSACTION_ROLLBACK
 }
 
-/// RocketMQ 5's topic for messages waiting on an arbitrary delivery time (queue 0); its tag codes are
-/// due times taken from `TIMER_OUT_MS`.
-pub const TIMER_TOPIC: &str = "rmq_sys_wheel_timer";
-/// Due time (epoch ms) of a record parked in [`TIMER_TOPIC`].
-pub const TIMER_OUT_MS: &str = "TIMER_OUT_MS";
-
-/// Whether `topic` only parks records until they move to their real topic (delay levels, timers).
-pub fn is_parking_topic(topic: &str) -> bool {
-    topic == SCHEDULE_TOPIC || topic == TIMER_TOPIC
-}
-
-/// Tag code of a record: hash of TAGS (0 without tags); in the timer topic, the due time.
-pub fn tags_code(topic: &str, properties: &str) -> i64 {
-    let get = |k| crate::protocol::message::property_get(properties, k);
-    if topic == TIMER_TOPIC {
-        return get(TIMER_OUT_MS).and_then(|v| v.parse().ok()).unwrap_or(0);
-    }
-    get(keys::TAGS).map(java_string_hash).unwrap_or(0)
-}
-
-/// Index keys of a record: every KEYS token and the UNIQ_KEY. Records in parking topics are not
-/// indexed (nobody queries `SCHEDULE_TOPIC_XXXX` by key; a million pending timers would otherwise
-/// cost ~90 MiB of index); they are indexed under their real topic once delivered.
-pub fn index_keys(topic: &str, properties: &str) -> Vec<String> {
+/// Index keys of a record: every KEYS token and the UNIQ_KEY.
+pub fn index_keys(properties: &str) -> Vec<String> {
     let mut out = Vec::new();
-    if is_parking_topic(topic) {
-        return out;
-    }
     for (k, v) in properties_iter(properties) {
         if k == keys::KEYS {
             out.extend(v.split_whitespace().map(str::to_string));
@@ -78,18 +70,17 @@ pub fn index_keys(topic: &str, properties: &str) -> Vec<String> {
 }
 
 impl DispatchInfo {
-    pub fn from_stored(m: &StoredMessage, crc: u32) -> DispatchInfo {
+    pub fn from_stored(m: &StoredMessage, crc: u32, rules: &dyn DispatchRules) -> DispatchInfo {
         DispatchInfo {
             topic: m.topic.clone(),
             queue_id: m.queue_id,
             queue_offset: m.queue_offset,
             physical_offset: m.physical_offset,
             size: m.size as u32,
-            tags_code: tags_code(&m.topic, &m.properties),
+            tags_code: rules.tag_code(&m.topic, &m.properties, m.store_timestamp_ms),
             crc,
-            delay_level: delay_level(&m.properties),
             store_timestamp_ms: m.store_timestamp_ms,
-            keys: index_keys(&m.topic, &m.properties),
+            keys: if rules.indexed(&m.topic) { index_keys(&m.properties) } else { Vec::new() },
             to_queue: enters_queue(m.sys_flag),
         }
     }

@@ -28,7 +28,7 @@ use crate::protocol::message::{MessageToStore, StoredMessage};
 use bytes::Bytes;
 use checkpoint::{Checkpoint, CheckpointJob, QueueWrite};
 use consume_queue::{ConsumeQueue, CqEntry, queue_dir};
-use dispatch::{DispatchInfo, enters_queue, index_keys, tags_code};
+use dispatch::{DispatchInfo, enters_queue, index_keys};
 pub use error::{EXIT_STORE_CORRUPT, EXIT_STORE_POISONED, StoreError};
 use index::KeyIndex;
 use io::Disk;
@@ -56,8 +56,8 @@ pub struct StoreConfig {
     pub disk_clean_ratio: f64,
     /// Above this ratio appends are refused.
     pub disk_full_ratio: f64,
-    /// Delay of each level (1-based) in ms: due time = store time + delay for the schedule topic.
-    pub delay_levels_ms: Vec<u64>,
+    /// Tag codes and indexing of records, as the store's owner wants them (`dispatch::DispatchRules`).
+    pub rules: std::sync::Arc<dyn dispatch::DispatchRules>,
 }
 
 impl StoreConfig {
@@ -72,7 +72,7 @@ impl StoreConfig {
             file_reserved_ms: 72 * 3600 * 1000,
             disk_clean_ratio: 0.75,
             disk_full_ratio: 0.90,
-            delay_levels_ms: Vec::new(),
+            rules: std::sync::Arc::new(dispatch::PlainRules),
         }
     }
 }
@@ -138,7 +138,9 @@ impl<D: Disk> Store<D> {
         disk.create_dir_all(&log_dir).map_err(|e| StoreError::io(&log_dir, &e))?;
         let cp_path = cfg.dir.join("checkpoint");
         let cp = derived::trusted_checkpoint(&disk, &*files, &log_dir, cfg.segment_bytes, &cp_path).await;
-        let outcome = recovery::scan(&disk, &log_dir, cfg.segment_bytes, cp.log_offset, cfg.truncate_corrupt).await?;
+        let outcome =
+            recovery::scan(&disk, &log_dir, cfg.segment_bytes, cp.log_offset, cfg.truncate_corrupt, &*cfg.rules)
+                .await?;
         let log_cfg = LogConfig {
             dir: log_dir.clone(),
             segment_bytes: cfg.segment_bytes,
@@ -181,9 +183,11 @@ impl<D: Disk> Store<D> {
             store.rebuilt_derived.set(store.rebuilt_derived.get() + 1);
             store.forget_derived(&cq_root, &index_path, log_min);
             let disk = store.log.disk();
-            records = recovery::scan(disk, &log_dir, store.cfg.segment_bytes, log_min, store.cfg.truncate_corrupt)
-                .await?
-                .records;
+            let rules = store.cfg.rules.clone();
+            records =
+                recovery::scan(disk, &log_dir, store.cfg.segment_bytes, log_min, store.cfg.truncate_corrupt, &*rules)
+                    .await?
+                    .records;
         }
         let replayed = records.len();
         for rec in records {
@@ -223,19 +227,13 @@ impl<D: Disk> Store<D> {
                 });
             }
         }
-        let tags_code = self.queue_tags_code(&rec.topic, rec.tags_code, rec.delay_level, rec.store_timestamp_ms);
-        q.push(CqEntry { physical_offset: rec.physical_offset, size: rec.size, tags_code, crc: rec.crc });
+        q.push(CqEntry {
+            physical_offset: rec.physical_offset,
+            size: rec.size,
+            tags_code: rec.tags_code,
+            crc: rec.crc,
+        });
         Ok(())
-    }
-
-    /// The consume-queue tag code: the tag hash, or for the schedule topic the due time.
-    fn queue_tags_code(&self, topic: &str, tags: i64, delay: Option<u32>, store_ms: i64) -> i64 {
-        if topic != dispatch::SCHEDULE_TOPIC {
-            return tags;
-        }
-        let levels = &self.cfg.delay_levels_ms;
-        let level = delay.unwrap_or(1).clamp(1, levels.len().max(1) as u32) as usize;
-        store_ms + levels.get(level - 1).copied().unwrap_or(0) as i64
     }
 
     pub fn config(&self) -> &StoreConfig {
@@ -298,8 +296,7 @@ impl<D: Disk> Store<D> {
                 m.encode_into(buf, phys, qoff, store_ms);
                 if to_queue {
                     let crc = crc32fast::hash(&buf[start..]);
-                    let delay = dispatch::delay_level(&m.properties);
-                    let tags = self.queue_tags_code(&m.topic, tags_code(&m.topic, &m.properties), delay, store_ms);
+                    let tags = self.cfg.rules.tag_code(&m.topic, &m.properties, store_ms);
                     let mut queues = self.queues.borrow_mut();
                     if !queues.contains_key(&m.topic) {
                         queues.insert(m.topic.clone(), HashMap::new()); // no allocation per record
@@ -308,7 +305,7 @@ impl<D: Disk> Store<D> {
                     q.push(CqEntry { physical_offset: phys, size: sizes[i] as u32, tags_code: tags, crc });
                 }
                 let mut index = self.index.borrow_mut();
-                for key in index_keys(&m.topic, &m.properties) {
+                for key in if self.cfg.rules.indexed(&m.topic) { index_keys(&m.properties) } else { Vec::new() } {
                     index.add(&m.topic, &key, phys, store_ms);
                 }
                 placed.push(Placement { physical_offset: phys, queue_offset: qoff, size: sizes[i] as u32 });

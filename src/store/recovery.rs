@@ -87,6 +87,7 @@ pub async fn scan<D: Disk>(
     seg_bytes: u64,
     from: u64,
     truncate_corrupt: bool,
+    rules: &dyn super::dispatch::DispatchRules,
 ) -> Result<ScanOutcome, StoreError> {
     let starts = segment_starts(disk, dir, seg_bytes)?;
     let first = starts.first().copied().unwrap_or(from - from % seg_bytes);
@@ -100,7 +101,7 @@ pub async fn scan<D: Disk>(
         let path = segment_path(dir, seg);
         let file = disk.open(&path).await.map_err(|e| StoreError::io(&path, &e))?;
         let mut win = Window { file: file.clone(), seg_bytes, start: 0, data: Bytes::new() };
-        let (step, batch_start, batch, torn) = scan_segment(&mut win, seg, pos, &path).await?;
+        let (step, batch_start, batch, torn) = scan_segment(&mut win, seg, pos, &path, rules).await?;
         records.extend(batch);
         let reason = match step {
             Step::NextSegment => {
@@ -209,6 +210,7 @@ async fn scan_segment<F: DiskFile>(
     seg: u64,
     mut pos: u64,
     path: &Path,
+    rules: &dyn super::dispatch::DispatchRules,
 ) -> Result<(Step, u64, Vec<DispatchInfo>, Vec<DispatchInfo>), StoreError> {
     let seg_bytes = win.seg_bytes;
     let io_err = |e: std::io::Error| StoreError::io(path, &e);
@@ -243,7 +245,7 @@ async fn scan_segment<F: DiskFile>(
                     Err(e) => return Ok((Step::Failure(e.to_string()), batch_start, done, pending)),
                 };
                 crc.update(&rec);
-                pending.push(DispatchInfo::from_stored(&msg, crc32fast::hash(&rec)));
+                pending.push(DispatchInfo::from_stored(&msg, crc32fast::hash(&rec), rules));
             }
             SEAL_MAGIC => {
                 let rec = win.get(rel, SEAL_BYTES as usize).await.map_err(io_err)?;
