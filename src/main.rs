@@ -184,7 +184,7 @@ fn build_config(a: ServeArgs) -> Result<Config, String> {
     }
     c.truncate_corrupt_log |= a.truncate_corrupt_log;
     c.start_with_damaged_config |= a.start_with_damaged_config;
-    ringmq::broker::schedule::parse_levels(&c.message_delay_level).map_err(|e| format!("message_delay_level: {e}"))?;
+    ringmq::parse_delay_levels(&c.message_delay_level).map_err(|e| format!("message_delay_level: {e}"))?;
     if c.segment_bytes % 4096 != 0 || c.segment_bytes < (64 << 10) {
         return Err(format!("segment size {} must be a multiple of 4096 and at least 64 KiB", c.segment_bytes));
     }
@@ -202,10 +202,10 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.cmd {
         Cmd::Serve(a) => match build_config(*a) {
-            Ok(c) => ringmq::shard::serve(c),
+            Ok(c) => ringmq::serve(c),
             Err(e) => {
                 eprintln!("ringmq: {e}");
-                ringmq::shard::startup::EXIT_CONFIG
+                ringmq::EXIT_CONFIG
             }
         },
         Cmd::Admin(a) => ringmq::admin::run(&a),

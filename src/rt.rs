@@ -6,14 +6,28 @@
 //! type crosses cores. The manual clock is per thread: installing it in one test affects only the
 //! executor running on that thread.
 
+#[cfg(test)]
 use std::cell::RefCell;
 use std::future::Future;
+#[cfg(test)]
 use std::pin::Pin;
+#[cfg(test)]
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 pub use glommio::net::{TcpListener, TcpStream};
+pub use glommio::sync::Semaphore;
 pub use glommio::task::JoinHandle;
+
+/// Building executors: what a shard, the name server, the load generator and the probes configure
+/// (placement on a CPU, the preemption quota, stall detection, the blocking pool). Only `rt` names
+/// the runtime crate; everything else uses these names.
+pub mod executor {
+    pub use glommio::{
+        CpuSet, ExecutorJoinHandle, LocalExecutorBuilder, Placement, PoolPlacement, StallDetectionHandler,
+        TaskQueueHandle,
+    };
+}
 
 /// A spawned task; dropping it cancels the task unless it was detached.
 pub type Task<T> = glommio::Task<T>;
@@ -40,6 +54,7 @@ where
 /// Wall-clock milliseconds since the epoch (RocketMQ's timestamps: born, store, due times), or the
 /// manual clock's time where a test installed one on this thread.
 pub fn now_ms() -> i64 {
+    #[cfg(test)]
     if let Some(ms) = MANUAL.with(|m| m.borrow().as_ref().map(|c| c.now_ms)) {
         return ms;
     }
@@ -49,14 +64,16 @@ pub fn now_ms() -> i64 {
 /// Sleeps for `d` on the current executor, or until the manual clock has moved `d` forward where a
 /// test installed one on this thread.
 pub async fn sleep(d: Duration) {
-    let deadline = MANUAL.with(|m| m.borrow().as_ref().map(|c| c.now_ms.saturating_add(d.as_millis() as i64)));
-    match deadline {
-        Some(deadline) => ManualSleep { deadline }.await,
-        None => glommio::timer::sleep(d).await,
+    #[cfg(test)]
+    if let Some(deadline) = MANUAL.with(|m| m.borrow().as_ref().map(|c| c.now_ms.saturating_add(d.as_millis() as i64)))
+    {
+        return ManualSleep { deadline }.await;
     }
+    glommio::timer::sleep(d).await
 }
 
-/// A clock that moves only when a test moves it (see [`manual_clock`]).
+/// A clock that moves only when a test moves it (see [`manual_clock`]); compiled into tests only.
+#[cfg(test)]
 struct ManualClock {
     now_ms: i64,
     /// Sleepers waiting for the clock to pass their deadline. A test holds few (one per timer task),
@@ -64,14 +81,17 @@ struct ManualClock {
     sleepers: Vec<(i64, Waker)>,
 }
 
+#[cfg(test)]
 thread_local! {
     static MANUAL: RefCell<Option<ManualClock>> = const { RefCell::new(None) };
 }
 
+#[cfg(test)]
 struct ManualSleep {
     deadline: i64,
 }
 
+#[cfg(test)]
 impl Future for ManualSleep {
     type Output = ();
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -86,14 +106,17 @@ impl Future for ManualSleep {
 }
 
 /// Installs a manual clock at `start_ms` on this thread; it is removed when the guard drops.
+#[cfg(test)]
 pub fn manual_clock(start_ms: i64) -> ManualClockGuard {
     MANUAL.with(|m| *m.borrow_mut() = Some(ManualClock { now_ms: start_ms, sleepers: Vec::new() }));
     ManualClockGuard(())
 }
 
 /// Removes the manual clock when dropped; [`ManualClockGuard::advance`] moves it.
+#[cfg(test)]
 pub struct ManualClockGuard(());
 
+#[cfg(test)]
 impl ManualClockGuard {
     /// Moves the clock forward by `ms` and wakes every sleeper whose deadline has passed.
     pub fn advance(&self, ms: i64) {
@@ -116,6 +139,7 @@ impl ManualClockGuard {
     }
 }
 
+#[cfg(test)]
 impl Drop for ManualClockGuard {
     fn drop(&mut self) {
         let sleepers = MANUAL.with(|m| m.borrow_mut().take()).map(|c| c.sleepers).unwrap_or_default();
@@ -126,6 +150,7 @@ impl Drop for ManualClockGuard {
 }
 
 /// Lets every task that is ready run before returning (tests: after an advance, before asserting).
+#[cfg(test)]
 pub async fn yield_now() {
     glommio::yield_if_needed().await;
     futures_lite::future::yield_now().await;

@@ -207,3 +207,17 @@ fn no_new_imports_from_a_lower_layer_into_a_higher_one() {
     let gone: Vec<_> = known.difference(&found).collect();
     assert!(gone.is_empty(), "upward imports removed, take them off KNOWN_UPWARD: {gone:?}");
 }
+
+/// The runtime seam (issue 13): only `rt` and the store's I/O module name the runtime crate; everything
+/// else spawns, sleeps, binds and builds executors through `crate::rt`.
+#[test]
+fn only_the_runtime_seam_names_glommio() {
+    let allowed = ["rt", "store::io"];
+    let offenders: Vec<String> = modules()
+        .into_iter()
+        .filter(|(name, _)| !allowed.contains(&name.as_str()))
+        .filter(|(_, code)| code.contains("glommio::") || code.contains("use glommio"))
+        .map(|(name, _)| name)
+        .collect();
+    assert!(offenders.is_empty(), "modules naming glommio outside the rt seam: {offenders:?}");
+}

@@ -9,7 +9,7 @@ use super::load::{Shared, Workload, bench_message, record_consumed};
 use crate::client::consumer::{PULL_SUSPEND_MS, PullSpec, TAG};
 use crate::client::{AsyncClient, AsyncProducer, AsyncPullConsumer, Message, MessageQueue};
 use crate::protocol::codes::response as rs;
-use glommio::{LocalExecutorBuilder, Placement};
+use crate::rt::executor::{LocalExecutorBuilder, Placement};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -57,11 +57,11 @@ pub(super) fn start(w: &Workload, topics: &[String], ctl: &Control) -> Vec<std::
                     let mut tasks = Vec::new();
                     for i in consumers {
                         let (c, w, t, ctl) = (client.clone(), w.clone(), topics.clone(), ctl.clone());
-                        tasks.push(glommio::spawn_local(consume(c, w, t, ctl, i)));
+                        tasks.push(crate::rt::spawn(consume(c, w, t, ctl, i)));
                     }
                     for _ in 0..producers {
                         let (c, w, t, ctl) = (client.clone(), w.clone(), topics.clone(), ctl.clone());
-                        tasks.push(glommio::spawn_local(produce(c, w, t, ctl, per_producer)));
+                        tasks.push(crate::rt::spawn(produce(c, w, t, ctl, per_producer)));
                     }
                     for t in tasks {
                         t.await;
@@ -77,7 +77,7 @@ async fn produce(client: Rc<AsyncClient>, w: Workload, topics: Vec<String>, ctl:
         if ctl.stop.load(Ordering::Relaxed) {
             return;
         }
-        glommio::timer::sleep(Duration::from_millis(10)).await;
+        crate::rt::sleep(Duration::from_millis(10)).await;
     }
     let p = Rc::new(AsyncProducer::with_client(client, "ringmq-bench-producer"));
     let mut queues: Vec<MessageQueue> = Vec::new();
@@ -89,7 +89,7 @@ async fn produce(client: Rc<AsyncClient>, w: Workload, topics: Vec<String>, ctl:
         return;
     }
     let window = if rate > 0.0 { OPEN_LOOP_CAP } else { w.window.max(1) as u64 };
-    let slots = Rc::new(glommio::sync::Semaphore::new(window));
+    let slots = Rc::new(crate::rt::Semaphore::new(window));
     let start = Instant::now();
     let mut sent: u64 = 0;
     let mut qi = rand::random::<u32>() as usize;
@@ -98,7 +98,7 @@ async fn produce(client: Rc<AsyncClient>, w: Workload, topics: Vec<String>, ctl:
             let at = start + Duration::from_secs_f64(sent as f64 / rate);
             let now = Instant::now();
             if at > now {
-                glommio::timer::sleep(at - now).await;
+                crate::rt::sleep(at - now).await;
             }
             at
         } else {
@@ -113,7 +113,7 @@ async fn produce(client: Rc<AsyncClient>, w: Workload, topics: Vec<String>, ctl:
         ctl.shared.record(|h| &mut h.delay, t0.saturating_duration_since(intended).as_micros() as u64);
         let n = msgs.len() as u64;
         let (sh, p) = (ctl.shared.clone(), p.clone());
-        glommio::spawn_local(async move {
+        crate::rt::spawn(async move {
             let answer = p.send_to(&mq, &msgs).await;
             drop(slot);
             match answer {
@@ -134,7 +134,7 @@ async fn produce(client: Rc<AsyncClient>, w: Workload, topics: Vec<String>, ctl:
     // Let requests in flight finish (bounded), so the last period counts them.
     let drain = slots.acquire(window);
     let _ = futures_lite::future::or(async { drain.await.map_err(|_| ()) }, async {
-        glommio::timer::sleep(Duration::from_secs(3)).await;
+        crate::rt::sleep(Duration::from_secs(3)).await;
         Err(())
     })
     .await;
@@ -153,11 +153,11 @@ async fn consume(client: Rc<AsyncClient>, w: Workload, topics: Vec<String>, ctl:
     let mut tasks = Vec::new();
     for q in queues.into_iter().skip(index).step_by(w.consumers.max(1)) {
         let Ok(start) = pc.max_offset(&q).await else { continue };
-        tasks.push(glommio::spawn_local(pull_queue(pc.clone(), q, start, ctl.clone())));
+        tasks.push(crate::rt::spawn(pull_queue(pc.clone(), q, start, ctl.clone())));
     }
     ctl.ready.fetch_add(1, Ordering::SeqCst);
     while !ctl.stop.load(Ordering::Relaxed) {
-        glommio::timer::sleep(Duration::from_millis(50)).await;
+        crate::rt::sleep(Duration::from_millis(50)).await;
     }
     drop(tasks); // cancels pulls still held by the broker
 }
@@ -173,7 +173,7 @@ async fn pull_queue(pc: Rc<AsyncPullConsumer>, q: MessageQueue, mut offset: u64,
             }
             Ok(r) if r.code == rs::PULL_OFFSET_MOVED || r.code == rs::PULL_RETRY_IMMEDIATELY => offset = r.next_offset,
             Ok(_) => {}
-            Err(_) => glommio::timer::sleep(Duration::from_millis(100)).await,
+            Err(_) => crate::rt::sleep(Duration::from_millis(100)).await,
         }
     }
 }

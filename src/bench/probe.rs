@@ -27,7 +27,7 @@ pub fn run(dir: &Path, total_bytes: u64, message_size: usize, synced: bool) -> R
     drop(listener);
     let path = dir.join("probe.dat");
     let p2 = path.clone();
-    let receiver = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+    let receiver = crate::rt::executor::LocalExecutorBuilder::new(crate::rt::executor::Placement::Unbound)
         .io_memory(crate::shard::startup::IO_MEMORY_BYTES)
         .spawn(move || async move { receive(addr, &p2, total_bytes, synced).await })
         .map_err(|e| e.to_string())?;
@@ -59,7 +59,7 @@ pub fn run(dir: &Path, total_bytes: u64, message_size: usize, synced: bool) -> R
 }
 
 async fn receive(addr: std::net::SocketAddr, path: &Path, total: u64, synced: bool) -> Result<(), String> {
-    let listener = glommio::net::TcpListener::bind(addr).map_err(|e| e.to_string())?;
+    let listener = crate::rt::TcpListener::bind(addr).map_err(|e| e.to_string())?;
     let mut stream = listener.accept().await.map_err(|e| e.to_string())?;
     let file = DmaDisk.open(path).await.map_err(|e| e.to_string())?;
     let mut chunk = vec![0u8; CHUNK];

@@ -10,10 +10,10 @@
 //! `benches/store.rs` runs it in full; a test runs the quick form so it cannot rot.
 
 use crate::protocol::message::{MessageToStore, properties_encode};
+use crate::rt::executor::{LocalExecutorBuilder, Placement};
 use crate::store::io::{DiskFile, DmaDisk};
 use crate::store::{FlushMode, Store, StoreConfig};
 use bytes::Bytes;
-use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -146,7 +146,7 @@ async fn open_store(dir: &Path, flush: FlushMode, segment_bytes: u64) -> Result<
     // Measure the steady state: the next segment is pre-written before the clock starts.
     s.log().prepare_next().await.map_err(|e| e.to_string())?;
     let bg = s.clone();
-    glommio::spawn_local(async move {
+    crate::rt::spawn(async move {
         loop {
             bg.log().wait_for_work().await;
             if bg.log().flush_once().await.is_err() {
@@ -156,12 +156,12 @@ async fn open_store(dir: &Path, flush: FlushMode, segment_bytes: u64) -> Result<
     })
     .detach();
     let pw = s.clone();
-    glommio::spawn_local(async move {
+    crate::rt::spawn(async move {
         loop {
             if pw.log().needs_next_segment() {
                 let _ = pw.log().prepare_next().await;
             }
-            glommio::timer::sleep(Duration::from_millis(5)).await;
+            crate::rt::sleep(Duration::from_millis(5)).await;
         }
     })
     .detach();
@@ -177,7 +177,7 @@ async fn async_append(cfg: &StorageBenchConfig) -> Result<f64, String> {
         s.put(&batch, false).await.map_err(|e| e.to_string())?;
     }
     while s.log().flushed_pos() < s.log().write_pos() {
-        glommio::timer::sleep(Duration::from_micros(200)).await;
+        crate::rt::sleep(Duration::from_micros(200)).await;
     }
     Ok(mb_per_sec(s.log().write_pos(), start.elapsed()))
 }
@@ -191,7 +191,7 @@ async fn sync_run(cfg: &StorageBenchConfig, appenders: usize) -> Result<SyncRun,
     let mut tasks = Vec::new();
     for a in 0..appenders {
         let (s, hist, count) = (s.clone(), hist.clone(), count.clone());
-        tasks.push(glommio::spawn_local(async move {
+        tasks.push(crate::rt::spawn(async move {
             let msg = [record(a)];
             while Instant::now() < deadline {
                 let t = Instant::now();
@@ -226,7 +226,7 @@ async fn reads(cfg: &StorageBenchConfig) -> Result<(f64, f64), String> {
             s.put(&batch, false).await.map_err(|e| e.to_string())?;
         }
         while s.log().flushed_pos() < s.log().write_pos() {
-            glommio::timer::sleep(Duration::from_micros(200)).await;
+            crate::rt::sleep(Duration::from_micros(200)).await;
         }
         // Tail reads: only what the tail cache (64 MiB by default) still holds.
         let cached = (s.config().tail_cache_bytes as u64 / 2 / 1024) as usize;

@@ -45,6 +45,7 @@ impl ConfigFile {
         ConfigFile { files: files.clone(), path: dir.join(name) }
     }
 
+    #[cfg(test)]
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -27,8 +27,6 @@ pub enum BrokerError {
     SubscriptionParseFailed(String),
     /// Nothing stored for what was asked (no committed offset, no message at an offset).
     NotFound(String),
-    /// The client that must answer is not connected.
-    ConsumerNotOnline(String),
     /// The store refused or failed.
     Store(StoreError),
     /// Anything else, with its reason.
@@ -47,7 +45,6 @@ impl BrokerError {
             BrokerError::SubscriptionNotExist(_) => rs::SUBSCRIPTION_NOT_EXIST,
             BrokerError::SubscriptionParseFailed(_) => rs::SUBSCRIPTION_PARSE_FAILED,
             BrokerError::NotFound(_) => rs::QUERY_NOT_FOUND,
-            BrokerError::ConsumerNotOnline(_) => rs::CONSUMER_NOT_ONLINE,
             BrokerError::Store(e) => match e {
                 StoreError::DiskFull { .. } | StoreError::NoSpace { .. } | StoreError::Poisoned(_) => {
                     rs::SERVICE_NOT_AVAILABLE
@@ -83,7 +80,6 @@ impl std::fmt::Display for BrokerError {
             | BrokerError::SubscriptionNotExist(s)
             | BrokerError::SubscriptionParseFailed(s)
             | BrokerError::NotFound(s)
-            | BrokerError::ConsumerNotOnline(s)
             | BrokerError::System(s) => f.write_str(s),
         }
     }

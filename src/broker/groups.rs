@@ -49,11 +49,6 @@ impl GroupTable {
         GroupTable { groups, file }
     }
 
-    /// Creates the group's configuration if it has none; true when created.
-    pub fn ensure(&mut self, group: &str) -> bool {
-        self.ensure_many([group])
-    }
-
     /// Adds the groups not known yet with one write of the file; true when any was added.
     pub fn ensure_many<'a>(&mut self, groups: impl IntoIterator<Item = &'a str>) -> bool {
         let added = self.insert_missing(groups);
@@ -109,8 +104,8 @@ mod tests {
     fn groups_persist_and_reload() {
         let dir = tempfile::tempdir().unwrap();
         let mut t = GroupTable::load(&crate::store::files::OsFiles::shared(), dir.path());
-        assert!(t.ensure("G1"));
-        assert!(!t.ensure("G1"));
+        assert!(t.ensure_many(["G1"]));
+        assert!(!t.ensure_many(["G1"]));
         let again = GroupTable::load(&crate::store::files::OsFiles::shared(), dir.path());
         assert_eq!(again.groups["G1"].retry_max_times, 16);
         let v = serde_json::to_value(&again.groups["G1"]).unwrap();

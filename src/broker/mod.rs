@@ -133,11 +133,6 @@ impl<D: Disk> Broker<D> {
             self.upsert_topic(topics::TopicConfig::new(name, queues.max(1), perm), true);
         }
     }
-
-    /// Directory for this shard's JSON config files.
-    pub fn config_dir(&self) -> std::path::PathBuf {
-        self.store.config().dir.join("config")
-    }
 }
 
 impl<D: Disk> Service for Broker<D> {

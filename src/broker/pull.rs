@@ -61,10 +61,6 @@ impl LongPolls {
     pub fn len(&self) -> usize {
         self.parked
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Entry point from the request dispatcher.

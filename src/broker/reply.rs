@@ -22,9 +22,6 @@ use std::rc::Rc;
 use std::time::Duration;
 
 pub const REPLY_TO_CLIENT: &str = "REPLY_TO_CLIENT";
-pub const CORRELATION_ID: &str = "CORRELATION_ID";
-pub const MSG_TYPE: &str = "MSG_TYPE";
-pub const TTL: &str = "TTL";
 const PUSH_REPLY_TIME: &str = "PUSH_REPLY_TIME";
 /// How long the push to the requester may take: a producer's default send timeout, so a responder
 /// learns of a dead requester before its own request times out (RocketMQ waits 10 s).

@@ -92,7 +92,7 @@ pub fn park(m: &mut MessageToStore, level: u32, levels: usize) {
     super::parking::park(m, SCHEDULE_TOPIC, level as i32 - 1, &[(keys::DELAY, &level.to_string())]);
 }
 
-pub use super::parking::{REAL_QID, REAL_TOPIC, RESEND_CHANGING_PROPERTIES, strip_resend_changing};
+pub use super::parking::{REAL_QID, REAL_TOPIC};
 
 /// Whether the real topic already holds a copy of `s` stored after it (an earlier delivery whose
 /// progress was not persisted before a crash).
@@ -175,6 +175,7 @@ pub async fn prepare_delivery<D: Disk>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::parking::{RESEND_CHANGING_PROPERTIES, strip_resend_changing};
     use super::*;
 
     #[test]

@@ -28,7 +28,11 @@ where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = ()> + 'static,
 {
-    glommio::LocalExecutorBuilder::default().spawn(f).expect("test executor").join().expect("test panicked");
+    crate::rt::executor::LocalExecutorBuilder::default()
+        .spawn(f)
+        .expect("test executor")
+        .join()
+        .expect("test panicked");
 }
 
 pub struct Harness {
@@ -78,6 +82,21 @@ impl Harness {
     /// The next command the broker wrote to the test connection, if any is queued.
     pub fn pushed(&self) -> Option<Command> {
         self.out.borrow_mut().try_next()
+    }
+
+    /// Waits (letting the broker's tasks run) for the next command written to the test connection.
+    pub async fn next_pushed(&self) -> Command {
+        loop {
+            if let Some(c) = self.pushed() {
+                return c;
+            }
+            crate::rt::yield_now().await;
+        }
+    }
+
+    /// Answers a request the broker sent to the test connection.
+    pub fn answer(&self, resp: Command) -> bool {
+        self.out.borrow().answer(resp)
     }
 
     pub async fn create_topic(&self, topic: &str, queues: u32) {

@@ -89,12 +89,7 @@ fn a_held_pull_is_answered_by_the_next_send_or_at_its_deadline() {
         assert!(h.pushed().is_none());
         sent(&h.send("T", 0, "wake", &[]).await);
         rt::yield_now().await;
-        let answer = loop {
-            if let Some(a) = h.pushed() {
-                break a;
-            }
-            rt::yield_now().await;
-        };
+        let answer = h.next_pushed().await;
         assert_eq!(answer.code, rs::SUCCESS);
         let msgs = decode_records(&answer.body_bytes()).unwrap();
         assert_eq!(msgs[0].body.as_ref(), b"wake");
@@ -103,12 +98,7 @@ fn a_held_pull_is_answered_by_the_next_send_or_at_its_deadline() {
         // Parked again at the end; its deadline passes with nothing new.
         assert!(h.call_held(Harness::pull_request("G", "T", 0, 1, "*", 15_000)).await.is_none());
         h.b.expire_pollers(Instant::now() + Duration::from_secs(16));
-        let answer = loop {
-            if let Some(a) = h.pushed() {
-                break a;
-            }
-            rt::yield_now().await;
-        };
+        let answer = h.next_pushed().await;
         assert_eq!(answer.code, rs::PULL_NOT_FOUND);
         h.stop().await;
     });
@@ -127,12 +117,7 @@ fn a_held_pull_with_a_tag_filter_stays_held_past_messages_it_does_not_want() {
         assert!(h.pushed().is_none(), "woken, filtered out, parked again");
         assert_eq!(h.b.polls.borrow().len(), 1);
         sent(&h.send("T", 0, "yes", &[("TAGS", "wanted")]).await);
-        let answer = loop {
-            if let Some(a) = h.pushed() {
-                break a;
-            }
-            rt::yield_now().await;
-        };
+        let answer = h.next_pushed().await;
         let msgs = decode_records(&answer.body_bytes()).unwrap();
         assert_eq!(msgs.iter().map(|m| m.body.as_ref()).collect::<Vec<_>>(), [b"yes"]);
         h.stop().await;
@@ -418,5 +403,30 @@ fn sends_are_refused_with_rocketmq_codes() {
         let props = properties_encode([("DELAY", "1")]);
         assert!(!props.is_empty());
         h.stop().await;
+    });
+}
+
+#[test]
+fn consumer_running_info_is_relayed_to_the_consumer_and_its_answer_returned() {
+    use crate::protocol::commands::topics::ConsumerRunningInfoRequest;
+    run(|| async {
+        let h = std::rc::Rc::new(Harness::start().await);
+        h.create_topic("T", 1).await;
+        h.heartbeat("c1", "G", "T", "*").await;
+        while h.pushed().is_some() {} // the membership notice
+        let ask =
+            ConsumerRunningInfoRequest { consumer_group: "G".into(), client_id: "c1".into(), jstack_enable: None };
+        let h2 = h.clone();
+        let pending = rt::spawn(async move { h2.call(ask.request(rq::GET_CONSUMER_RUNNING_INFO)).await });
+        let relayed = h.next_pushed().await;
+        assert_eq!(relayed.code, rq::GET_CONSUMER_RUNNING_INFO);
+        assert_eq!(ConsumerRunningInfoRequest::decode(&relayed).unwrap().client_id, "c1");
+        assert!(h.answer(relayed.response_to(rs::SUCCESS).with_body("{\"running\":true}")));
+        let answer = pending.await;
+        assert_eq!(answer.code, rs::SUCCESS);
+        assert_eq!(answer.body_bytes().as_ref(), b"{\"running\":true}");
+        let offline =
+            ConsumerRunningInfoRequest { consumer_group: "G".into(), client_id: "nobody".into(), jstack_enable: None };
+        assert_eq!(h.call(offline.request(rq::GET_CONSUMER_RUNNING_INFO)).await.code, rs::SYSTEM_ERROR);
     });
 }

@@ -84,7 +84,7 @@ impl RouteTable {
     pub fn remove_where(&mut self, pred: impl Fn(&BrokerLive) -> bool) {
         let gone: Vec<BrokerLive> = self.live.values().filter(|l| pred(l)).cloned().collect();
         for l in gone {
-            tracing::info!(broker = %l.name, addr = %l.addr, "broker left the routes");
+            tracing::info!(broker = %l.name, id = l.id, addr = %l.addr, "broker left the routes");
             self.live.remove(&l.addr);
             let empty = match self.brokers.get_mut(&l.name) {
                 Some((_, addrs)) => {

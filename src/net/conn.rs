@@ -146,11 +146,6 @@ impl Conn {
         .await
     }
 
-    /// Requests in flight and bytes held (tests and metrics).
-    pub fn held(&self) -> (usize, usize) {
-        (self.in_flight.get(), self.held_bytes.get())
-    }
-
     fn next_opaque(&self) -> i32 {
         let op = self.next_opaque.get().wrapping_add(1) & i32::MAX;
         self.next_opaque.set(op);
@@ -198,6 +193,7 @@ impl Conn {
 
     /// A connection with no socket behind it: what the broker writes to it comes out of the returned
     /// [`Outbox`]. In-process handler tests drive the broker through one.
+    #[cfg(test)]
     pub fn in_memory(id: u64, peer: SocketAddr) -> (Rc<Conn>, Outbox) {
         let (tx, rx) = mpsc::unbounded();
         let conn = Rc::new(Conn::with_sender(id, peer, tx));
@@ -219,22 +215,17 @@ impl Conn {
 }
 
 /// What the broker wrote to an in-memory connection ([`Conn::in_memory`]), in order.
+#[cfg(test)]
 pub struct Outbox {
     rx: mpsc::UnboundedReceiver<Outgoing>,
     conn: Rc<Conn>,
 }
 
+#[cfg(test)]
 impl Outbox {
     /// The next command written, if one is queued now.
     pub fn try_next(&mut self) -> Option<Command> {
         let out = self.rx.try_recv().ok()?;
-        self.conn.release(out.held.0, out.held.1);
-        Some(out.cmd)
-    }
-
-    /// Waits for the next command written; `None` once the connection is closed.
-    pub async fn next(&mut self) -> Option<Command> {
-        let out = self.rx.next().await?;
         self.conn.release(out.held.0, out.held.1);
         Some(out.cmd)
     }

@@ -124,7 +124,7 @@ impl Command {
     pub fn body_bytes(&self) -> Bytes {
         match self.body.len() {
             0 => Bytes::new(),
-            1 => self.body[0].clone(),
+            1 => self.body.first().cloned().unwrap_or_default(),
             _ => Bytes::from(self.body.iter().flat_map(|b| b.iter().copied()).collect::<Vec<u8>>()),
         }
     }
@@ -162,15 +162,15 @@ impl Command {
     fn encode_json_header(&self) -> String {
         let mut s = String::with_capacity(128 + self.ext.len() * 32);
         let _ = write!(s, "{{\"code\":{},\"extFields\":{{", self.code);
-        let mut keys: Vec<&String> = self.ext.keys().collect();
-        keys.sort();
-        for (i, k) in keys.into_iter().enumerate() {
+        let mut fields: Vec<(&String, &String)> = self.ext.iter().collect();
+        fields.sort();
+        for (i, (k, v)) in fields.into_iter().enumerate() {
             if i > 0 {
                 s.push(',');
             }
             push_json_str(&mut s, k);
             s.push(':');
-            push_json_str(&mut s, &self.ext[k]);
+            push_json_str(&mut s, v);
         }
         let _ = write!(s, "}},\"flag\":{},\"language\":", self.flag);
         push_json_str(&mut s, if self.language.is_empty() { "RUST" } else { &self.language });
@@ -187,10 +187,10 @@ impl Command {
     /// bytes it needs; a length prefix past `max_frame_bytes` is an error before anything is
     /// buffered for it. The one frame splitter of the server and both clients.
     pub fn split_frame(acc: &mut bytes::BytesMut, max_frame_bytes: usize) -> Result<Split, FrameError> {
-        if acc.len() < 4 {
+        let Some(length) = be_u32(acc, 0) else {
             return Ok(Split::Need(4 - acc.len()));
-        }
-        let length = u32::from_be_bytes([acc[0], acc[1], acc[2], acc[3]]) as usize;
+        };
+        let length = length as usize;
         if length > max_frame_bytes {
             return Err(FrameError::TooLarge { length, limit: max_frame_bytes });
         }
@@ -203,10 +203,10 @@ impl Command {
     /// Decodes one frame from the front of `buf`. Returns `Ok(None)` when more bytes are needed, else the
     /// command and the number of bytes it used.
     pub fn decode(buf: &Bytes, max_frame_bytes: usize) -> Result<Option<(Command, usize)>, FrameError> {
-        if buf.len() < 4 {
+        let Some(length) = be_u32(buf, 0) else {
             return Ok(None);
-        }
-        let length = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        };
+        let length = length as usize;
         if length > max_frame_bytes {
             return Err(FrameError::TooLarge { length, limit: max_frame_bytes });
         }
@@ -216,13 +216,13 @@ impl Command {
         if buf.len() < 4 + length {
             return Ok(None);
         }
-        let word = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+        let word = be_u32(buf, 4).ok_or(FrameError::TooSmall(length))?;
         let kind = (word >> 24) as u8;
         let header_len = (word & 0x00FF_FFFF) as usize;
         if header_len > length - 4 {
             return Err(FrameError::HeaderOverrun { header_len, frame_len: length });
         }
-        let header = &buf[8..8 + header_len];
+        let header = buf.get(8..8 + header_len).ok_or(FrameError::HeaderOverrun { header_len, frame_len: length })?;
         let mut cmd = match kind {
             SERIALIZE_JSON => super::json_header::decode(header)?,
             SERIALIZE_ROCKETMQ => decode_binary_header(header)?,
@@ -239,6 +239,12 @@ impl Command {
     pub fn field(&self, key: &str) -> Option<&str> {
         self.ext.get(key).map(String::as_str)
     }
+}
+
+/// The big-endian u32 at `at`, when `b` holds it.
+pub(crate) fn be_u32(b: &[u8], at: usize) -> Option<u32> {
+    let bytes: [u8; 4] = b.get(at..at.checked_add(4)?)?.try_into().ok()?;
+    Some(u32::from_be_bytes(bytes))
 }
 
 /// Appends `v` as a JSON string literal.
@@ -340,13 +346,13 @@ pub fn encode_binary_header(cmd: &Command) -> Vec<u8> {
     out.extend_from_slice(&(remark.len() as u32).to_be_bytes());
     out.extend_from_slice(remark.as_bytes());
     let mut ext = Vec::new();
-    let mut keys: Vec<&String> = cmd.ext.keys().collect();
-    keys.sort();
-    for k in keys {
+    let mut fields: Vec<(&String, &String)> = cmd.ext.iter().collect();
+    fields.sort();
+    for (k, v) in fields {
         ext.extend_from_slice(&(k.len() as u16).to_be_bytes());
         ext.extend_from_slice(k.as_bytes());
-        ext.extend_from_slice(&(cmd.ext[k].len() as u32).to_be_bytes());
-        ext.extend_from_slice(cmd.ext[k].as_bytes());
+        ext.extend_from_slice(&(v.len() as u32).to_be_bytes());
+        ext.extend_from_slice(v.as_bytes());
     }
     out.extend_from_slice(&(ext.len() as u32).to_be_bytes());
     out.extend_from_slice(&ext);

@@ -128,7 +128,8 @@ impl<'a> Parser<'a> {
         while let Some(&b) = s.get(self.i) {
             match b {
                 b'"' => {
-                    let text = std::str::from_utf8(&s[start..self.i]).map_err(|_| self.err("invalid UTF-8"))?;
+                    let text = std::str::from_utf8(s.get(start..self.i).unwrap_or_default())
+                        .map_err(|_| self.err("invalid UTF-8"))?;
                     self.i += 1;
                     return Ok(Cow::Borrowed(text));
                 }
@@ -143,7 +144,7 @@ impl<'a> Parser<'a> {
     fn escaped_string(&mut self, start: usize) -> Result<String, FrameError> {
         let s = self.s;
         let mut out: Vec<u8> = Vec::with_capacity(self.i - start + 16);
-        out.extend_from_slice(&s[start..self.i]);
+        out.extend_from_slice(s.get(start..self.i).unwrap_or_default());
         loop {
             let Some(&b) = s.get(self.i) else { return Err(self.err("unterminated string")) };
             self.i += 1;
@@ -227,7 +228,7 @@ impl<'a> Parser<'a> {
                 return Err(self.err("bad number"));
             }
         }
-        Ok(std::str::from_utf8(&s[start..self.i]).unwrap_or_default())
+        Ok(std::str::from_utf8(s.get(start..self.i).unwrap_or_default()).unwrap_or_default())
     }
 
     fn literal(&mut self, word: &'static str) -> Result<&'static str, FrameError> {

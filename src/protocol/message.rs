@@ -307,7 +307,8 @@ pub fn properties_iter(s: &str) -> impl Iterator<Item = (&str, &str)> {
     let mut at = 0;
     std::iter::from_fn(move || {
         while at < s.len() {
-            let end = memchr::memchr(PROPERTY_SEP as u8, &s.as_bytes()[at..]).map_or(s.len(), |i| at + i);
+            let end = memchr::memchr(PROPERTY_SEP as u8, s.as_bytes().get(at..).unwrap_or_default())
+                .map_or(s.len(), |i| at + i);
             let seg = &s[at..end];
             at = end + 1;
             if let Some(i) = memchr::memchr(NAME_VALUE_SEP as u8, seg.as_bytes()) {
@@ -454,7 +455,7 @@ pub fn decode_records(body: &Bytes) -> Result<Vec<StoredMessage>, String> {
     let mut out = Vec::new();
     let mut rest = body.clone();
     while rest.len() >= 4 {
-        let size = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let size = super::command::be_u32(&rest, 0).unwrap_or(0) as usize;
         if size > rest.len() || size < 4 {
             return Err(format!("record size {size} exceeds the {} bytes left", rest.len()));
         }

@@ -1,5 +1,8 @@
 //! The RocketMQ remoting protocol: frames, headers, codes and message encodings.
 
+// Decoding untrusted bytes: no indexing that can panic (tests may index).
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
+
 pub mod codes;
 pub mod command;
 pub mod commands;

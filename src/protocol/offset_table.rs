@@ -98,7 +98,10 @@ impl<'a> Parser<'a> {
             match c {
                 b'\\' if in_str => self.i += 1,
                 b'"' => in_str = !in_str,
-                b'}' if !in_str => return std::str::from_utf8(&self.s[begin..self.i]).map_err(|e| e.to_string()),
+                b'}' if !in_str => {
+                    return std::str::from_utf8(self.s.get(begin..self.i).unwrap_or_default())
+                        .map_err(|e| e.to_string());
+                }
                 _ => {}
             }
         }
@@ -107,7 +110,7 @@ impl<'a> Parser<'a> {
 
     /// A key written as a JSON string holding the object.
     fn object_in_string(&mut self) -> Result<String, String> {
-        let rest = std::str::from_utf8(&self.s[self.i..]).map_err(|e| e.to_string())?;
+        let rest = std::str::from_utf8(self.s.get(self.i..).unwrap_or_default()).map_err(|e| e.to_string())?;
         let mut de = serde_json::Deserializer::from_str(rest).into_iter::<String>();
         let key = de.next().ok_or("unterminated key")?.map_err(|e| e.to_string())?;
         self.i += de.byte_offset();
@@ -117,7 +120,7 @@ impl<'a> Parser<'a> {
     /// The JSON value at the current position.
     fn value(&mut self) -> Result<serde_json::Value, String> {
         self.peek(); // skips spaces
-        let rest = std::str::from_utf8(&self.s[self.i..]).map_err(|e| e.to_string())?;
+        let rest = std::str::from_utf8(self.s.get(self.i..).unwrap_or_default()).map_err(|e| e.to_string())?;
         let mut de = serde_json::Deserializer::from_str(rest).into_iter::<serde_json::Value>();
         let v = de.next().ok_or("missing value")?.map_err(|e| format!("bad value at byte {}: {e}", self.i))?;
         self.i += de.byte_offset();

@@ -16,10 +16,10 @@ use crate::broker::Broker;
 use crate::config::{Config, Role};
 use crate::nameserver::NameServer;
 use crate::net::conn::accept_loop;
+use crate::rt::executor::{LocalExecutorBuilder, Placement};
 use crate::store::io::DmaDisk;
 use crate::store::{EXIT_STORE_CORRUPT, Store, StoreError};
 use control::ControlPlane;
-use glommio::{LocalExecutorBuilder, Placement};
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -29,7 +29,7 @@ use std::time::Duration;
 
 type Ready = mpsc::Sender<Result<(), (i32, String)>>;
 
-fn bind(port: u16) -> Result<glommio::net::TcpListener, String> {
+fn bind(port: u16) -> Result<crate::rt::TcpListener, String> {
     // glommio binds with SO_REUSEPORT, which would let a second process share the port silently:
     // refuse a port that something already listens on.
     // A process killed a moment ago may still hold its listener: io_uring releases the files of
@@ -43,7 +43,7 @@ fn bind(port: u16) -> Result<glommio::net::TcpListener, String> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    glommio::net::TcpListener::bind(("0.0.0.0", port)).map_err(|e| {
+    crate::rt::TcpListener::bind(("0.0.0.0", port)).map_err(|e| {
         let text = e.to_string();
         if text.contains("in use") || text.contains("AddrInUse") {
             format!("port {port} is already in use (another broker or ringmq?); choose another --listen-port")
@@ -98,7 +98,7 @@ async fn shard_main(shard: usize, cfg: Config, addr: SocketAddr, control: Arc<Co
     broker.publish_registration();
     let stop = Rc::new(Cell::new(false));
     let accepts: Vec<_> =
-        listeners.into_iter().map(|l| glommio::spawn_local(accept_loop(broker.clone(), l, stop.clone()))).collect();
+        listeners.into_iter().map(|l| crate::rt::spawn(accept_loop(broker.clone(), l, stop.clone()))).collect();
     let store_tasks = tasks::start_store(&broker);
     let background = tasks::spawn_all(&broker);
     let _ = ready.send(Ok(()));
@@ -122,14 +122,14 @@ async fn namesrv_main(cfg: Config, control: Arc<ControlPlane>, ready: Ready) {
         crate::net::conn::ConnLimits::from_config(&cfg),
     ));
     let stop = Rc::new(Cell::new(false));
-    let accept = glommio::spawn_local(accept_loop(ns.clone(), listener, stop.clone()));
+    let accept = crate::rt::spawn(accept_loop(ns.clone(), listener, stop.clone()));
     let _ = ready.send(Ok(()));
     while !control.is_shutdown() {
-        glommio::timer::sleep(Duration::from_millis(200)).await;
+        crate::rt::sleep(Duration::from_millis(200)).await;
         ns.expire(std::time::Instant::now());
     }
     // Stay up briefly so the registrar can unregister the shards.
-    glommio::timer::sleep(Duration::from_millis(500)).await;
+    crate::rt::sleep(Duration::from_millis(500)).await;
     stop.set(true);
     drop(accept);
 }
@@ -150,9 +150,9 @@ fn executor(name: String, placement: Placement, cfg: &Config, control_cpus: Opti
 /// executor (io_uring or memlock).
 fn await_ready<T: Send>(
     rx: &mpsc::Receiver<Result<(), (i32, String)>>,
-    handle: glommio::ExecutorJoinHandle<T>,
+    handle: crate::rt::executor::ExecutorJoinHandle<T>,
     executors: usize,
-) -> Result<glommio::ExecutorJoinHandle<T>, (i32, String)> {
+) -> Result<crate::rt::executor::ExecutorJoinHandle<T>, (i32, String)> {
     match rx.recv() {
         Ok(Ok(())) => Ok(handle),
         Ok(Err(e)) => {

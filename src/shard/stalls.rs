@@ -12,7 +12,10 @@
 //! queue, overage, unresolved backtrace addresses). It costs two timer syscalls per scheduler run,
 //! so it is a diagnosis tool, off by default.
 
-use glommio::{StallDetectionHandler, TaskQueueHandle};
+// libc calls (each with its SAFETY comment): the crate denies unsafe code elsewhere.
+#![allow(unsafe_code)]
+
+use crate::rt::executor::{StallDetectionHandler, TaskQueueHandle};
 use std::time::Duration;
 
 /// glommio's stall detector with our threshold; glommio's own handler logs the stall.
@@ -28,7 +31,10 @@ impl StallDetectionHandler for StallReporter {
 }
 
 /// The executor settings for stalls from the configuration.
-pub fn configure(builder: glommio::LocalExecutorBuilder, cfg: &crate::config::Config) -> glommio::LocalExecutorBuilder {
+pub fn configure(
+    builder: crate::rt::executor::LocalExecutorBuilder,
+    cfg: &crate::config::Config,
+) -> crate::rt::executor::LocalExecutorBuilder {
     let builder = builder.preempt_timer(Duration::from_micros(cfg.task_quota_us.max(50)));
     match cfg.stall_report_ms {
         0 => builder,
@@ -64,13 +70,13 @@ pub fn pin_current_thread(cpus: &[usize]) -> std::io::Result<()> {
 }
 
 /// Where a shard's blocking pool runs: the control CPUs when there are any, else anywhere.
-pub fn blocking_pool(control: Option<&[usize]>) -> glommio::PoolPlacement {
+pub fn blocking_pool(control: Option<&[usize]>) -> crate::rt::executor::PoolPlacement {
     let set = control.and_then(|cpus| {
-        let set = glommio::CpuSet::online().ok()?.filter(|l| cpus.contains(&l.cpu));
+        let set = crate::rt::executor::CpuSet::online().ok()?.filter(|l| cpus.contains(&l.cpu));
         (!set.is_empty()).then_some(set)
     });
     match set {
-        Some(set) => glommio::PoolPlacement::Fenced(1, set),
-        None => glommio::PoolPlacement::Unbound(1),
+        Some(set) => crate::rt::executor::PoolPlacement::Fenced(1, set),
+        None => crate::rt::executor::PoolPlacement::Unbound(1),
     }
 }

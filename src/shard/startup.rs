@@ -2,6 +2,9 @@
 //! directory (writable, not used by another process), io_uring availability, and the memlock limit
 //! glommio needs.
 
+// libc calls (each with its SAFETY comment): the crate denies unsafe code elsewhere.
+#![allow(unsafe_code)]
+
 use std::fs::File;
 use std::path::Path;
 

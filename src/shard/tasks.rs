@@ -3,6 +3,9 @@
 //! publication, client expiry, and the control-plane poll. The store's own tasks (flusher,
 //! pre-writer, checkpointer, retention) are started and stopped by the store (`store::tasks`).
 
+// libc calls (each with its SAFETY comment): the crate denies unsafe code elsewhere.
+#![allow(unsafe_code)]
+
 use super::registry::TaskRegistry;
 use crate::broker::Broker;
 use crate::broker::clients::notify_ids_changed;
@@ -67,6 +70,7 @@ pub fn spawn_all(b: &Rc<Broker>) -> TaskRegistry {
         }
         async {}
     });
+    tracing::debug!(shard = b.shard, tasks = ?reg.names(), "background tasks started");
     reg
 }
 

@@ -11,10 +11,14 @@
 //!   whose CRC fails): **corruption**; start-up is refused, naming the file and byte offset, unless the
 //!   operator asked to truncate there (`truncate_corrupt`), which drops everything after it.
 
+// Reads whatever a crash left on disk: no indexing that can panic.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
+
 use super::dispatch::DispatchInfo;
 use super::error::StoreError;
 use super::io::{BLOCK_BYTES, Disk, DiskFile, align_down, align_up, segment_path};
 use super::log::{RecoveredTail, SEAL_BYTES, SEAL_MAGIC, decode_seal};
+use crate::protocol::command::be_u32;
 use crate::protocol::message::{BLANK_MAGIC, MESSAGE_MAGIC, RECORD_FIXED_BYTES, StoredMessage};
 use bytes::Bytes;
 use std::path::Path;
@@ -48,7 +52,10 @@ impl<F: DiskFile> Window<F> {
         let mut blocks = self.file.read_at(first, (end - first) as usize).await?.to_vec();
         blocks.resize((end - first) as usize, 0);
         let at = (rel - first) as usize;
-        blocks[at..at + seal.len()].copy_from_slice(seal);
+        blocks
+            .get_mut(at..at + seal.len())
+            .ok_or_else(|| std::io::Error::other("seal outside the blocks read for it"))?
+            .copy_from_slice(seal);
         self.file.write_at(&blocks, first).await?;
         self.file.sync().await?;
         self.data = Bytes::new();
@@ -108,7 +115,7 @@ pub async fn scan<D: Disk>(
                 pos = seg + seg_bytes;
                 continue;
             }
-            Step::End if !later_has_data(disk, dir, &starts[i + 1..]).await? => {
+            Step::End if !later_has_data(disk, dir, starts.get(i + 1..).unwrap_or_default()).await? => {
                 pos = batch_start;
                 break;
             }
@@ -116,7 +123,7 @@ pub async fn scan<D: Disk>(
             Step::Failure(r) => r,
         };
         let (later_seal, last_nonzero) = find_later_seal(&mut win, seg, batch_start).await?;
-        let later_segment = later_has_data(disk, dir, &starts[i + 1..]).await?;
+        let later_segment = later_has_data(disk, dir, starts.get(i + 1..).unwrap_or_default()).await?;
         if (later_seal || later_segment) && !truncate_corrupt {
             return Err(StoreError::Corrupt {
                 file: path,
@@ -125,7 +132,7 @@ pub async fn scan<D: Disk>(
                 reason: format!("{reason}; valid data follows, so this is not a torn tail"),
             });
         }
-        for &s in starts[i + 1..].iter().filter(|_| later_segment) {
+        for &s in starts.get(i + 1..).unwrap_or_default().iter().filter(|_| later_segment) {
             let p = segment_path(dir, s);
             disk.remove(&p).await.map_err(|e| StoreError::io(&p, &e))?;
         }
@@ -224,8 +231,9 @@ async fn scan_segment<F: DiskFile>(
             return Ok((Step::Failure("record runs past the segment end".into()), batch_start, done, pending));
         }
         let head = win.get(rel, 8).await.map_err(io_err)?;
-        let size = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as u64;
-        let magic = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+        // A short read (a file cut off by a crash) reads as zeros: the end of the log.
+        let size = be_u32(&head, 0).unwrap_or(0) as u64;
+        let magic = be_u32(&head, 4).unwrap_or(0);
         if size == 0 && magic == 0 {
             let step = if pending.is_empty() { Step::End } else { Step::Failure("batch ends without a seal".into()) };
             return Ok((step, batch_start, done, pending));
@@ -306,8 +314,8 @@ async fn find_later_seal<F: DiskFile>(
             last_nonzero = seg + rel + i as u64 + 1;
         }
         for i in 0..data.len().saturating_sub(SEAL_BYTES as usize - 1) {
-            if data[i + 4..i + 8] == magic
-                && let Some((start, _)) = decode_seal(&data[i..i + SEAL_BYTES as usize])
+            if data.get(i + 4..i + 8) == Some(&magic[..])
+                && let Some((start, _)) = data.get(i..i + SEAL_BYTES as usize).and_then(decode_seal)
                 && start >= batch_start
                 && start < seg + rel + i as u64
             {
@@ -341,13 +349,15 @@ async fn zero_range<F: DiskFile>(file: &F, seg: u64, from: u64, to: u64) -> std:
     let end = align_up(to - seg);
     let mut block = file.read_at(first, BLOCK_BYTES as usize).await?.to_vec();
     block.resize(BLOCK_BYTES as usize, 0);
-    block[(from - seg - first) as usize..].fill(0);
+    if let Some(tail) = block.get_mut((from - seg - first) as usize..) {
+        tail.fill(0);
+    }
     file.write_at(&block, first).await?;
     let zeros = vec![0u8; 1 << 20];
     let mut pos = first + BLOCK_BYTES;
     while pos < end {
         let n = (end - pos).min(zeros.len() as u64) as usize;
-        file.write_at(&zeros[..n], pos).await?;
+        file.write_at(zeros.get(..n).unwrap_or_default(), pos).await?;
         pos += n as u64;
     }
     file.sync().await
@@ -363,6 +373,7 @@ async fn read_partial_block<D: Disk>(disk: &D, dir: &Path, seg_bytes: u64, pos: 
     let path = segment_path(dir, seg);
     let f = disk.open(&path).await.map_err(|e| StoreError::io(&path, &e))?;
     let data = f.read_at(base - seg, BLOCK_BYTES as usize).await.map_err(|e| StoreError::io(&path, &e))?;
-    block[..data.len()].copy_from_slice(&data);
+    let n = data.len().min(block.len());
+    block.get_mut(..n).unwrap_or_default().copy_from_slice(data.get(..n).unwrap_or_default());
     Ok(block)
 }

@@ -6,6 +6,9 @@
 //! second, so appends resume by themselves once space returns. The active segment is never deleted.
 //! Consume-queue minimum offsets move past deleted records.
 
+// libc calls (each with its SAFETY comment): the crate denies unsafe code elsewhere.
+#![allow(unsafe_code)]
+
 use super::io::{Disk, segment_path};
 use super::{Store, StoreError};
 use std::path::Path;

@@ -2,6 +2,9 @@
 //! resource limits, the device and free space of a path, CPU count. Behind the [`Host`] trait so tests
 //! can supply them; [`SystemHost`] asks the kernel through libc. This is the only `unsafe` in `tune`.
 
+// libc calls (each with its SAFETY comment): the crate denies unsafe code elsewhere.
+#![allow(unsafe_code)]
+
 use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;

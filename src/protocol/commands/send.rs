@@ -55,22 +55,23 @@ impl SendHeader {
     pub fn decode(req: &Command) -> Result<SendHeader, HeaderError> {
         let long = matches!(req.code, rq::SEND_MESSAGE | rq::SEND_REPLY_MESSAGE);
         let short = !long || req.ext.contains_key("b");
+        let name = |i: usize| NAMES.get(i).copied().unwrap_or(("", ""));
         let get = |i: usize| {
-            let (s, l) = NAMES[i];
+            let (s, l) = name(i);
             req.field(if short { s } else { l })
         };
         let num = |i: usize, default: Option<i64>| -> Result<i64, HeaderError> {
             match get(i) {
                 Some(v) => {
-                    v.trim().parse::<i64>().map_err(|_| HeaderError::new(NAMES[i].1, format!("is not a number: {v:?}")))
+                    v.trim().parse::<i64>().map_err(|_| HeaderError::new(name(i).1, format!("is not a number: {v:?}")))
                 }
-                None => default.ok_or_else(|| HeaderError::new(NAMES[i].1, "is required but missing")),
+                None => default.ok_or_else(|| HeaderError::new(name(i).1, "is required but missing")),
             }
         };
         // Every number is range-checked here, where it is decoded: nothing is truncated into range.
         let int = |i: usize, default: i64, range: std::ops::RangeInclusive<i64>| -> Result<i32, HeaderError> {
             let v = num(i, Some(default))?;
-            in_range(NAMES[i].1, v, range)?;
+            in_range(name(i).1, v, range)?;
             Ok(v as i32)
         };
         let any = i32::MIN as i64..=i32::MAX as i64;
@@ -108,7 +109,7 @@ impl SendHeader {
         let mut cmd = Command::request(code);
         let short = !matches!(code, rq::SEND_MESSAGE | rq::SEND_REPLY_MESSAGE);
         let mut put = |i: usize, v: String| {
-            let (s, l) = NAMES[i];
+            let (s, l) = NAMES.get(i).copied().unwrap_or(("", ""));
             cmd.put(if short { s } else { l }, v);
         };
         put(0, self.producer_group.clone());
