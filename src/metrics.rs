@@ -306,7 +306,12 @@ pub fn render(hub: &MetricsHub, data_dir: &std::path::Path) -> String {
 }
 
 /// Serves `GET /metrics` from the control plane's hub.
-pub fn serve_control(addr: &str, hub: Arc<MetricsHub>, data_dir: std::path::PathBuf) -> std::io::Result<()> {
+/// Starts the metrics endpoint; returns the address bound (the port differs from `addr`'s when it is 0).
+pub fn serve_control(
+    addr: &str,
+    hub: Arc<MetricsHub>,
+    data_dir: std::path::PathBuf,
+) -> std::io::Result<std::net::SocketAddr> {
     serve_with(addr, move |dir| render(&hub, dir), data_dir)
 }
 
@@ -315,8 +320,9 @@ fn serve_with(
     addr: &str,
     render_fn: impl Fn(&std::path::Path) -> String + Send + 'static,
     data_dir: std::path::PathBuf,
-) -> std::io::Result<()> {
+) -> std::io::Result<std::net::SocketAddr> {
     let listener = std::net::TcpListener::bind(addr)?;
+    let bound = listener.local_addr()?;
     std::thread::Builder::new().name("ringmq-metrics".into()).spawn(move || {
         for stream in listener.incoming().flatten() {
             let mut reader = BufReader::new(&stream);
@@ -331,7 +337,7 @@ fn serve_with(
             let _ = write!(w, "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
         }
     })?;
-    Ok(())
+    Ok(bound)
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::Server;
+use common::{Server, wait_until};
 use ringmq::client::consumer::decode_records;
 use ringmq::client::{Connection, Message, Producer, PullConsumer, PushConsumer, StartFrom};
 use ringmq::protocol::Command;
@@ -70,7 +70,8 @@ fn auto_created_topic_batch_and_offsets() {
     }
     let r = conn.call(cmd.with_body("first"), T).unwrap();
     assert_eq!(r.field("queueOffset"), Some("0"));
-    std::thread::sleep(Duration::from_millis(500));
+    // The auto-created topic reaches the name server with the shard's next registration.
+    assert!(wait_until(Duration::from_secs(10), || PullConsumer::new(&s.namesrv(), "Probe").queues("Auto").is_ok()));
     let msgs: Vec<Message> = (0..10).map(|i| Message::new("Auto", format!("b{i}"))).collect();
     let res = p.send_batch(&msgs).unwrap();
     let c = PullConsumer::new(&s.namesrv(), "CG");
@@ -128,7 +129,13 @@ fn push_consumers_share_queues_and_see_every_message() {
     };
     let a = mk(seen.clone());
     let b = mk(seen.clone());
-    std::thread::sleep(Duration::from_secs(3));
+    let push_count = |v: Vec<ringmq::client::MessageQueue>| v.into_iter().filter(|q| q.topic == "Push").count();
+    assert!(
+        wait_until(Duration::from_secs(20), || push_count(a.assigned()) + push_count(b.assigned()) == 8
+            && push_count(a.assigned()) > 0
+            && push_count(b.assigned()) > 0),
+        "the two members never split the 8 queues"
+    );
     // Each member also consumes its share of %RETRY%PushGroup (created by the broker on heartbeat).
     let push_only =
         |v: Vec<ringmq::client::MessageQueue>| v.into_iter().filter(|q| q.topic == "Push").collect::<Vec<_>>();
@@ -275,8 +282,7 @@ fn bad_input_gets_clear_errors_and_only_its_connection_closes() {
     // A malformed frame closes that connection only.
     let bad = Connection::connect(&s.shard_addr(0), T).unwrap();
     bad.write_raw(&[0, 0, 0, 10, 0, 0, 0, 6, b'{', b'n', b'o', b'p', b'e', b'!']).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(bad.is_closed());
+    assert!(wait_until(Duration::from_secs(5), || bad.is_closed()));
     let huge = Connection::connect(&s.shard_addr(0), T).unwrap();
     huge.write_raw(&[0x7f, 0xff, 0xff, 0xff]).unwrap();
     std::thread::sleep(Duration::from_millis(300));
@@ -288,41 +294,19 @@ fn bad_input_gets_clear_errors_and_only_its_connection_closes() {
 #[test]
 fn startup_errors_are_clear() {
     let s = Server::start(1, &[]);
+    let port = |a: String| a.rsplit_once(':').unwrap().1.parse::<u16>().unwrap();
+    let (base, ns) = (port(s.shard_addr(0)), port(s.namesrv()));
     // Same data directory: refused by the lock.
-    let mut second = Server {
-        child: None,
-        dir: s.dir.clone(),
-        base_port: s.base_port + 100,
-        ns_port: s.ns_port + 100,
-        shards: 1,
-        extra: vec![],
-        _tmp: None,
-    };
+    let mut second = Server::with_ports(s.dir.clone(), base + 100, ns + 100, 1);
     let err = second.spawn().unwrap_err();
     assert!(err.contains("in use by another ringmq process"), "{err}");
     // Port in use.
     let tmp = tempfile::tempdir().unwrap();
-    let mut third = Server {
-        child: None,
-        dir: tmp.path().to_path_buf(),
-        base_port: s.base_port,
-        ns_port: s.ns_port + 200,
-        shards: 1,
-        extra: vec![],
-        _tmp: None,
-    };
+    let mut third = Server::with_ports(tmp.path().to_path_buf(), base, ns + 200, 1);
     let err = third.spawn().unwrap_err();
     assert!(err.contains("already in use"), "{err}");
     // Unwritable data directory.
-    let mut fourth = Server {
-        child: None,
-        dir: "/proc/ringmq-data".into(),
-        base_port: s.base_port + 300,
-        ns_port: s.ns_port + 300,
-        shards: 1,
-        extra: vec![],
-        _tmp: None,
-    };
+    let mut fourth = Server::with_ports("/proc/ringmq-data".into(), base + 300, ns + 300, 1);
     let err = fourth.spawn().unwrap_err();
     assert!(err.contains("data directory"), "{err}");
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::Server;
+use common::{Server, wait_until};
 use ringmq::client::{Connection, Message, MessageQueue, Producer, PullConsumer};
 use ringmq::protocol::Command;
 use ringmq::protocol::codes::{request as rq, response as rs};
@@ -69,9 +69,11 @@ fn scheduled_messages_survive_restart_exactly_once() {
     s.restart();
     let c = PullConsumer::new(&s.namesrv(), "CG");
     let q = c.queues("Sched").unwrap()[0].clone();
-    std::thread::sleep(Duration::from_millis(2500));
+    // Delivered (1 s level) well before the 5 s progress persistence: crash right after.
+    assert!(wait_until(Duration::from_secs(4), || c.max_offset(&q).unwrap_or(0) >= 5), "not delivered");
     s.kill9();
     s.spawn().unwrap();
+    // Redelivery after the crash would happen within a level period: give it one, then look.
     std::thread::sleep(Duration::from_millis(1500));
     let c = PullConsumer::new(&s.namesrv(), "CG");
     let r = c.pull(&q, 0, 32, "*", 0).unwrap();
@@ -140,7 +142,7 @@ fn transactions_commit_rollback_and_check_back() {
     let (r, _) = p.send_in_transaction(&Message::new("Pay", "committed"), || TxState::Commit).unwrap();
     assert!(!r.unique_key.is_empty());
     p.send_in_transaction(&Message::new("Pay", "rolled back"), || TxState::Rollback).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(wait_until(Duration::from_secs(5), || !bodies(&c, &q).is_empty()));
     assert_eq!(bodies(&c, &q), vec!["committed"], "only the committed half becomes visible");
     // Unknown: the broker asks the producer after the timeout; the listener commits.
     p.set_check_listener("Pay", |half| {
@@ -165,7 +167,9 @@ fn resolved_transactions_are_not_checked_again_after_restart() {
     let p = Producer::new(&s.namesrv(), "TxGroup2");
     p.create_topic("Pay2", 1).unwrap();
     p.send_in_transaction(&Message::new("Pay2", "once"), || TxState::Commit).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    let c = PullConsumer::new(&s.namesrv(), "CG");
+    let q = c.queues("Pay2").unwrap()[0].clone();
+    assert!(wait_until(Duration::from_secs(5), || c.max_offset(&q).unwrap_or(0) == 1), "commit (oneway) applied");
     s.restart();
     let checks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let p = Producer::new(&s.namesrv(), "TxGroup2");

@@ -6,6 +6,7 @@
 //! SIGTERM → stop accepting, answer parked pulls, flush, checkpoint, persist offsets, unregister.
 
 pub mod control;
+pub mod ports;
 mod registrar;
 pub mod registry;
 pub mod stalls;
@@ -21,13 +22,17 @@ use crate::store::io::DmaDisk;
 use crate::store::{EXIT_STORE_CORRUPT, Store, StoreError};
 use control::ControlPlane;
 use std::cell::Cell;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
-type Ready = mpsc::Sender<Result<(), (i32, String)>>;
+/// An executor's start-up report: the ports it bound, or why it could not start.
+/// Longest `serve` waits for the first registration round before announcing ready.
+const REGISTER_WAIT: Duration = Duration::from_secs(5);
+
+type Ready = mpsc::Sender<Result<Vec<u16>, (i32, String)>>;
 
 fn bind(port: u16) -> Result<crate::rt::TcpListener, String> {
     // glommio binds with SO_REUSEPORT, which would let a second process share the port silently:
@@ -35,7 +40,7 @@ fn bind(port: u16) -> Result<crate::rt::TcpListener, String> {
     // A process killed a moment ago may still hold its listener: io_uring releases the files of
     // in-flight requests asynchronously after exit. Give it a few seconds.
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
-    while startup::port_listening(port) {
+    while port != 0 && startup::port_listening(port) {
         if std::time::Instant::now() >= deadline {
             return Err(format!(
                 "port {port} is already in use (another broker or ringmq?); choose another --listen-port"
@@ -54,7 +59,14 @@ fn bind(port: u16) -> Result<crate::rt::TcpListener, String> {
 }
 
 /// Body of one shard's executor.
-async fn shard_main(shard: usize, cfg: Config, addr: SocketAddr, control: Arc<ControlPlane>, ready: Ready) {
+async fn shard_main(
+    shard: usize,
+    cfg: Config,
+    ip: IpAddr,
+    ports: (u16, u16),
+    control: Arc<ControlPlane>,
+    ready: Ready,
+) {
     let store = match Store::open(DmaDisk, crate::broker::store_config(&cfg, shard)).await {
         Ok(s) => s,
         Err(e) => {
@@ -68,14 +80,15 @@ async fn shard_main(shard: usize, cfg: Config, addr: SocketAddr, control: Arc<Co
             return;
         }
     };
-    let port = cfg.shard_port(shard);
-    let listeners = match (bind(port), bind(port.saturating_sub(2))) {
+    let listeners = match (bind(ports.0), bind(ports.1)) {
         (Ok(a), Ok(b)) => [a, b],
         (Err(e), _) | (_, Err(e)) => {
             let _ = ready.send(Err((crate::shard::startup::EXIT_CONFIG, format!("shard {shard}: {e}"))));
             return;
         }
     };
+    let bound: Vec<u16> = listeners.iter().map(|l| l.local_addr().map_or(0, |a| a.port())).collect();
+    let addr = SocketAddr::new(ip, bound.first().copied().unwrap_or(0));
     let allow_damaged = cfg.start_with_damaged_config;
     let broker = Rc::new(Broker::new(shard, cfg, addr, store, control.clone()));
     let damaged = crate::broker::config_file::take_damaged();
@@ -101,7 +114,7 @@ async fn shard_main(shard: usize, cfg: Config, addr: SocketAddr, control: Arc<Co
         listeners.into_iter().map(|l| crate::rt::spawn(accept_loop(broker.clone(), l, stop.clone()))).collect();
     let store_tasks = tasks::start_store(&broker);
     let background = tasks::spawn_all(&broker);
-    let _ = ready.send(Ok(()));
+    let _ = ready.send(Ok(bound));
     tasks::control_loop(&broker).await;
     stop.set(true);
     drop(accepts);
@@ -109,8 +122,8 @@ async fn shard_main(shard: usize, cfg: Config, addr: SocketAddr, control: Arc<Co
 }
 
 /// Body of the name server's executor.
-async fn namesrv_main(cfg: Config, control: Arc<ControlPlane>, ready: Ready) {
-    let listener = match bind(cfg.namesrv_port) {
+async fn namesrv_main(cfg: Config, port: u16, control: Arc<ControlPlane>, ready: Ready) {
+    let listener = match bind(port) {
         Ok(l) => l,
         Err(e) => {
             let _ = ready.send(Err((crate::shard::startup::EXIT_CONFIG, format!("name server: {e}"))));
@@ -122,8 +135,9 @@ async fn namesrv_main(cfg: Config, control: Arc<ControlPlane>, ready: Ready) {
         crate::net::conn::ConnLimits::from_config(&cfg),
     ));
     let stop = Rc::new(Cell::new(false));
+    let bound = listener.local_addr().map_or(0, |a| a.port());
     let accept = crate::rt::spawn(accept_loop(ns.clone(), listener, stop.clone()));
-    let _ = ready.send(Ok(()));
+    let _ = ready.send(Ok(vec![bound]));
     while !control.is_shutdown() {
         crate::rt::sleep(Duration::from_millis(200)).await;
         ns.expire(std::time::Instant::now());
@@ -149,12 +163,12 @@ fn executor(name: String, placement: Placement, cfg: &Config, control_cpus: Opti
 /// Waits for an executor's start-up report; a thread that died without one failed to create its
 /// executor (io_uring or memlock).
 fn await_ready<T: Send>(
-    rx: &mpsc::Receiver<Result<(), (i32, String)>>,
+    rx: &mpsc::Receiver<Result<Vec<u16>, (i32, String)>>,
     handle: crate::rt::executor::ExecutorJoinHandle<T>,
     executors: usize,
-) -> Result<crate::rt::executor::ExecutorJoinHandle<T>, (i32, String)> {
+) -> Result<(crate::rt::executor::ExecutorJoinHandle<T>, Vec<u16>), (i32, String)> {
     match rx.recv() {
-        Ok(Ok(())) => Ok(handle),
+        Ok(Ok(ports)) => Ok((handle, ports)),
         Ok(Err(e)) => {
             let _ = handle.join();
             Err(e)
@@ -184,7 +198,7 @@ pub fn serve(cfg: Config) -> i32 {
     }
 }
 
-fn serve_inner(cfg: Config) -> Result<i32, (i32, String)> {
+fn serve_inner(mut cfg: Config) -> Result<i32, (i32, String)> {
     let cfg_err = |m: String| (startup::EXIT_CONFIG, m);
     startup::fail_stop_on_panic();
     let shards = if cfg.role == Role::Namesrv { 0 } else { cfg.shard_count() };
@@ -207,27 +221,41 @@ fn serve_inner(cfg: Config) -> Result<i32, (i32, String)> {
         signal_hook::flag::register(sig, signalled.clone())
             .map_err(|e| cfg_err(format!("cannot install signal handler: {e}")))?;
     }
+    let last = ports::load(&cfg.data_dir);
+    let mut bound = ports::Listening::default();
     let mut ns_handle = None;
     if with_ns {
         let (tx, rx) = mpsc::channel();
         let (c, k) = (cfg.clone(), control.clone());
+        let port = ports::sticky(cfg.namesrv_port, last.namesrv);
         let h = executor("ringmq-namesrv".into(), Placement::Unbound, &cfg, control_cpus)
-            .spawn(move || namesrv_main(c, k, tx))
+            .spawn(move || namesrv_main(c, port, k, tx))
             .map_err(|e| cfg_err(e.to_string()))?;
-        ns_handle = Some(await_ready(&rx, h, shards + 1)?);
+        let (h, p) = await_ready(&rx, h, shards + 1)?;
+        // The registrar and the banner name the port actually bound (it differs for port 0).
+        cfg.namesrv_port = p.first().copied().unwrap_or(cfg.namesrv_port);
+        bound.namesrv = Some(cfg.namesrv_port);
+        ns_handle = Some(h);
     }
     let ip = cfg.broker_ip.unwrap_or_else(startup::detect_ip);
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut handles = Vec::new();
     for i in 0..shards {
         let (tx, rx) = mpsc::channel();
-        let addr = SocketAddr::new(ip, cfg.shard_port(i));
+        let wanted = match (cfg.listen_port, last.shards.get(i)) {
+            (0, Some(&p)) => p,
+            (0, None) => (0, 0),
+            _ => (cfg.shard_port(i), cfg.shard_port(i).saturating_sub(2)),
+        };
         let (c, k) = (cfg.clone(), control.clone());
         let started = executor(format!("ringmq-shard-{i}"), Placement::Fixed(i % cores), &cfg, control_cpus)
-            .spawn(move || shard_main(i, c, addr, k, tx));
+            .spawn(move || shard_main(i, c, ip, wanted, k, tx));
         let h = started.map_err(|e| cfg_err(e.to_string()))?;
         match await_ready(&rx, h, shards + 1) {
-            Ok(h) => handles.push(h),
+            Ok((h, p)) => {
+                handles.push(h);
+                bound.shards.push((p.first().copied().unwrap_or(0), p.get(1).copied().unwrap_or(0)));
+            }
             Err(e) => {
                 control.shutdown();
                 for h in handles {
@@ -237,6 +265,7 @@ fn serve_inner(cfg: Config) -> Result<i32, (i32, String)> {
             }
         }
     }
+    let (registered_tx, registered) = mpsc::channel();
     let registrar = (shards > 0).then(|| {
         let r = registrar::Registrar {
             control: control.clone(),
@@ -244,16 +273,31 @@ fn serve_inner(cfg: Config) -> Result<i32, (i32, String)> {
             cluster: cfg.cluster_name.clone(),
             period: Duration::from_secs(cfg.register_period_secs),
             broker_expiry: Duration::from_secs(cfg.broker_expiry_secs),
+            registered: Some(registered_tx),
         };
         std::thread::spawn(move || r.run())
     });
+    // Ready means routable: wait (bounded: an external name server may be down) for the first round.
+    if registrar.is_some() && registered.recv_timeout(REGISTER_WAIT).is_err() {
+        tracing::warn!("first registration with the name server(s) not confirmed yet; serving anyway");
+    }
     if let Some(addr) = cfg.metrics_addr.as_ref().filter(|_| shards > 0) {
-        match crate::metrics::serve_control(addr, control.metrics.clone(), cfg.data_dir.clone()) {
-            Ok(()) => tracing::info!(addr, "metrics on http://{addr}/metrics"),
+        let addr = match (addr.rsplit_once(':'), last.metrics) {
+            (Some((host, "0")), Some(p)) => format!("{host}:{p}"),
+            _ => addr.clone(),
+        };
+        match crate::metrics::serve_control(&addr, control.metrics.clone(), cfg.data_dir.clone()) {
+            Ok(at) => {
+                bound.metrics = Some(at.port());
+                tracing::info!(%at, "metrics on http://{at}/metrics");
+            }
             Err(e) => tracing::warn!(addr, error = %e, "metrics endpoint not started"),
         }
     }
-    banner(&cfg, shards, ip, with_ns);
+    if let Err(e) = ports::save(&cfg.data_dir, &bound) {
+        tracing::warn!(error = %e, "cannot record the bound ports in listening.json");
+    }
+    banner(&cfg, shards, ip, with_ns, &bound);
     while !signalled.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -272,9 +316,8 @@ fn serve_inner(cfg: Config) -> Result<i32, (i32, String)> {
     Ok(0)
 }
 
-fn banner(cfg: &Config, shards: usize, ip: std::net::IpAddr, with_ns: bool) {
-    let ports: Vec<String> =
-        (0..shards).map(|i| format!("{}(+vip {})", cfg.shard_port(i), cfg.shard_port(i) - 2)).collect();
+fn banner(cfg: &Config, shards: usize, ip: std::net::IpAddr, with_ns: bool, bound: &ports::Listening) {
+    let ports: Vec<String> = bound.shards.iter().map(|(p, v)| format!("{p}(+vip {v})")).collect();
     let ns = if with_ns {
         format!("embedded name server on :{}", cfg.namesrv_port)
     } else {

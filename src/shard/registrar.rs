@@ -19,6 +19,9 @@ pub struct Registrar {
     pub cluster: String,
     pub period: Duration,
     pub broker_expiry: Duration,
+    /// Told once the first registration round is done, so `serve` announces ready only when the
+    /// shards are routable.
+    pub registered: Option<std::sync::mpsc::Sender<()>>,
 }
 
 impl Registrar {
@@ -60,7 +63,7 @@ impl Registrar {
     }
 
     /// Runs until shutdown, then unregisters every shard.
-    pub fn run(self) {
+    pub fn run(mut self) {
         let mut conns = HashMap::new();
         let mut last = Instant::now() - self.period;
         loop {
@@ -72,6 +75,9 @@ impl Registrar {
                 last = Instant::now();
                 for r in self.control.registrations() {
                     self.register(&mut conns, &r);
+                }
+                if let Some(tx) = self.registered.take() {
+                    let _ = tx.send(());
                 }
             }
         }

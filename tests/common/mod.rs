@@ -1,9 +1,9 @@
-//! Test harness: starts a real `ringmq serve` process on free ports with its own data directory, and
-//! stops it (SIGTERM, or SIGKILL for crash tests).
+//! Test harness: starts a real `ringmq serve` process with its own data directory on ports the kernel
+//! chooses (`--listen-port 0`: the server keeps its choice in `listening.json`, so a restart binds the
+//! same addresses), and stops it (SIGTERM, or SIGKILL for crash tests). Nothing probes for free ports.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 pub struct Server {
     pub child: Option<Child>,
     pub dir: PathBuf,
+    /// Explicit ports (`Server::with_ports`), or 0: chosen by the server, read back after start.
     pub base_port: u16,
     pub ns_port: u16,
     pub shards: usize,
@@ -18,43 +19,34 @@ pub struct Server {
     pub _tmp: Option<tempfile::TempDir>,
 }
 
-fn ports_free(ports: &[u16]) -> bool {
-    ports.iter().all(|p| TcpListener::bind(("0.0.0.0", *p)).is_ok())
+/// The ports a started server reports in `<data_dir>/listening.json`.
+#[derive(Default)]
+struct Bound {
+    namesrv: u16,
+    metrics: u16,
+    shards: Vec<u16>,
 }
 
-/// Picks a base port whose shard ports, VIP ports and name-server port are all free.
-pub fn free_ports(shards: usize) -> (u16, u16) {
-    loop {
-        // Below Linux's ephemeral range (32768–60999): tests that open thousands of client
-        // connections take ephemeral ports, and one could land on a port chosen here before the
-        // broker binds it.
-        let base = 20_000 + (rand_u16() % 760) * 16;
-        let ns = base + 4 * shards as u16 + 8;
-        let mut all = vec![ns, ns + 1];
-        for i in 0..shards as u16 {
-            all.extend([base + 4 * i, base + 4 * i - 2]);
-        }
-        if ports_free(&all) {
-            return (base, ns);
-        }
+fn bound(dir: &Path) -> Bound {
+    let text = std::fs::read_to_string(dir.join("listening.json")).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let port = |v: &serde_json::Value| v.as_u64().unwrap_or(0) as u16;
+    Bound {
+        namesrv: port(&v["namesrv"]),
+        metrics: port(&v["metrics"]),
+        shards: v["shards"].as_array().into_iter().flatten().map(|p| port(&p[0])).collect(),
     }
-}
-
-fn rand_u16() -> u16 {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    ((t ^ (std::process::id() << 7)) % 65521) as u16
 }
 
 impl Server {
     pub fn start(shards: usize, extra: &[&str]) -> Server {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
-        let (base_port, ns_port) = free_ports(shards);
         let mut s = Server {
             child: None,
             dir,
-            base_port,
-            ns_port,
+            base_port: 0,
+            ns_port: 0,
             shards,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             _tmp: Some(tmp),
@@ -63,22 +55,40 @@ impl Server {
         s
     }
 
+    /// A server on explicit ports (tests of start-up errors about ports and locks).
+    pub fn with_ports(dir: PathBuf, base_port: u16, ns_port: u16, shards: usize) -> Server {
+        Server { child: None, dir, base_port, ns_port, shards, extra: vec![], _tmp: None }
+    }
+
+    fn ephemeral(&self) -> bool {
+        self.base_port == 0 && self.ns_port == 0
+    }
+
+    fn bound(&self) -> Bound {
+        if self.ephemeral() {
+            return bound(&self.dir);
+        }
+        let shards = (0..self.shards as u16).map(|i| self.base_port + 4 * i).collect();
+        Bound { namesrv: self.ns_port, metrics: self.ns_port + 1, shards }
+    }
+
     pub fn namesrv(&self) -> String {
-        format!("127.0.0.1:{}", self.ns_port)
+        format!("127.0.0.1:{}", self.bound().namesrv)
     }
 
     pub fn metrics_url_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.ns_port + 1)
+        format!("127.0.0.1:{}", self.bound().metrics)
     }
 
     pub fn shard_addr(&self, i: usize) -> String {
-        format!("127.0.0.1:{}", self.base_port + 4 * i as u16)
+        format!("127.0.0.1:{}", self.bound().shards.get(i).copied().unwrap_or(0))
     }
 
     pub fn command(&self) -> Command {
         let mut c = Command::new(binary());
         c.args(["serve", "--data-dir"]).arg(&self.dir);
         c.args(["--listen-port", &self.base_port.to_string(), "--namesrv-port", &self.ns_port.to_string()]);
+        let metrics = if self.ephemeral() { 0 } else { self.ns_port + 1 };
         c.args([
             "--shards",
             &self.shards.to_string(),
@@ -87,7 +97,7 @@ impl Server {
             "--segment-bytes",
             &(4u64 << 20).to_string(),
         ]);
-        c.args(["--metrics-addr", &format!("127.0.0.1:{}", self.ns_port + 1)]);
+        c.args(["--metrics-addr", &format!("127.0.0.1:{metrics}")]);
         c.args(&self.extra);
         c.env("RINGMQ_LOG", std::env::var("RINGMQ_TEST_LOG").unwrap_or_else(|_| "warn".into()));
         c
@@ -124,8 +134,8 @@ impl Server {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if rx.recv_timeout(Duration::from_millis(50)).is_ok() {
+                // "ready" is printed once the shards are registered with the name server.
                 self.child = Some(child);
-                wait_routes_registered();
                 return Ok(());
             }
             if let Ok(Some(status)) = child.try_wait() {
@@ -180,7 +190,9 @@ impl Server {
     }
 
     fn log_path(&self) -> PathBuf {
-        std::env::temp_dir().join(format!("ringmq-test-{}-{}.log", std::process::id(), self.base_port))
+        // Named after the data directory, which is unique to this server and kept across restarts.
+        let tag = self.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        std::env::temp_dir().join(format!("ringmq-test-{}-{tag}.log", std::process::id()))
     }
 
     /// Starts a server with `config` written to a config file (`.toml`, or a RocketMQ `broker.conf`
@@ -230,14 +242,24 @@ pub fn binary() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/ringmq"))
 }
 
-/// The registrar registers right after start; give it a moment.
-fn wait_routes_registered() {
-    std::thread::sleep(Duration::from_millis(300));
-}
-
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// Waits until `cond` holds, checking every 20 ms, for at most `within`; returns whether it held.
+/// Tests wait on what they need (a route, a delivery, a closed socket), never a fixed time.
+pub fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
