@@ -143,7 +143,7 @@ impl Default for Config {
             broker_expiry_secs: 120,
             truncate_corrupt_log: false,
             start_with_damaged_config: false,
-            message_delay_level: crate::broker::schedule::DEFAULT_DELAY_LEVELS.into(),
+            message_delay_level: DEFAULT_DELAY_LEVELS.into(),
             timer_max_delay_secs: 3 * 86_400,
             transaction_timeout_ms: 6_000,
             transaction_check_interval_ms: 30_000,
@@ -253,10 +253,10 @@ impl Config {
     }
 }
 
-/// Splits `host:port;host:port`.
-pub fn split_addrs(v: &str) -> Vec<String> {
-    v.split([';', ',']).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
-}
+pub use crate::protocol::split_addrs;
+
+/// RocketMQ's default `messageDelayLevel`.
+pub const DEFAULT_DELAY_LEVELS: &str = "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h";
 
 #[cfg(test)]
 mod tests {

@@ -5,6 +5,7 @@ use crate::client::route::{ClientContext, REQUEST_TIMEOUT};
 use crate::client::{ClientError, Message, MessageQueue, Producer, PullConsumer};
 use crate::protocol::Command;
 use crate::protocol::codes::{request as rq, response as rs};
+use crate::protocol::commands::topics::TopicRequest;
 use crate::protocol::message::StoredMessage;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -341,13 +342,10 @@ fn topic_cmd(a: &AdminArgs, ctx: &Arc<ClientContext>, t: &TopicCmd) -> Result<Va
         }
         TopicCmd::Delete { topic } => {
             for (_, addr) in brokers(ctx)? {
-                let mut c = Command::request(rq::DELETE_TOPIC_IN_BROKER);
-                c.put("topic", topic);
+                let c = TopicRequest { topic: topic.clone() }.request(rq::DELETE_TOPIC_IN_BROKER);
                 broker_call(ctx, &addr, c)?;
             }
-            let mut c = Command::request(rq::DELETE_TOPIC_IN_NAMESRV);
-            c.put("topic", topic);
-            ctx.namesrv_call(c)?;
+            ctx.namesrv_call(TopicRequest { topic: topic.clone() }.request(rq::DELETE_TOPIC_IN_NAMESRV))?;
             Ok(json!({"deleted": topic}))
         }
         TopicCmd::List => {

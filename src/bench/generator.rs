@@ -5,7 +5,7 @@
 //! running flat out, or open-loop at the fixed `--rate` (publish-delay latency then shows how far
 //! the generator fell behind its schedule); consumers long-poll their share of the queues.
 
-use super::load::{Shared, Workload, bench_message, record_consumed};
+use super::workload::{Shared, Workload, bench_message, record_consumed};
 use crate::client::consumer::{PULL_SUSPEND_MS, PullSpec, TAG};
 use crate::client::{AsyncClient, AsyncProducer, AsyncPullConsumer, Message, MessageQueue};
 use crate::protocol::codes::response as rs;

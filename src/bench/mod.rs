@@ -6,3 +6,4 @@ pub mod load;
 pub mod plot;
 pub mod probe;
 pub mod storage;
+mod workload;

@@ -3,12 +3,13 @@
 //! A `Broker` lives on exactly one shard (it is `!Send`: `Rc`/`RefCell` state), owns that shard's
 //! store, topic table, consumer offsets, client registry and long-poll waiters, and answers on the
 //! shard's own ports. Nothing here crosses cores; topic changes reach other shards through the
-//! control plane (`shard::control`).
+//! control plane (`broker::control`).
 
 pub mod admin;
 pub mod admin_groups;
 pub mod clients;
 pub mod config_file;
+pub mod control;
 pub mod error;
 pub mod groups;
 pub mod offsets;
@@ -27,11 +28,11 @@ pub mod timer;
 pub mod topics;
 pub mod transaction;
 
+use crate::broker::control::ControlPlane;
 use crate::config::Config;
 use crate::net::conn::{Conn, ConnLimits, Service};
 use crate::protocol::Command;
 use crate::protocol::codes::{request as rq, response as rs};
-use crate::shard::control::ControlPlane;
 use crate::store::Store;
 use crate::store::io::Disk;
 use crate::store::io::DmaDisk;

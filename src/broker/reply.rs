@@ -27,9 +27,6 @@ const PUSH_REPLY_TIME: &str = "PUSH_REPLY_TIME";
 /// learns of a dead requester before its own request times out (RocketMQ waits 10 s).
 const PUSH_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The reply topic of a cluster (RocketMQ's `MixAll.getReplyTopic`).
-pub use crate::protocol::reply_topic;
-
 /// SEND_REPLY_MESSAGE (324) and SEND_REPLY_MESSAGE_V2 (325).
 pub async fn handle<D: Disk>(b: &Rc<Broker<D>>, conn: &Rc<Conn>, req: &Command) -> Reply {
     let h = SendHeader::decode(req)?;
@@ -96,6 +93,6 @@ async fn push_to_requester<D: Disk>(b: &Broker<D>, h: &SendHeader, m: &MessageTo
 mod tests {
     #[test]
     fn reply_topic_follows_the_cluster_name() {
-        assert_eq!(super::reply_topic("DefaultCluster"), "DefaultCluster_REPLY_TOPIC");
+        assert_eq!(crate::protocol::reply_topic("DefaultCluster"), "DefaultCluster_REPLY_TOPIC");
     }
 }

@@ -24,8 +24,6 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::Duration;
 
-/// RocketMQ's default `messageDelayLevel`.
-pub const DEFAULT_DELAY_LEVELS: &str = "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h";
 /// Longest sleep of a level task between checks: delivery is at most this late (plus store time).
 const CHECK_EVERY_MS: u64 = 20;
 
@@ -180,7 +178,7 @@ mod tests {
 
     #[test]
     fn parses_rocketmq_default_levels() {
-        let l = parse_levels(DEFAULT_DELAY_LEVELS).unwrap();
+        let l = parse_levels(crate::config::DEFAULT_DELAY_LEVELS).unwrap();
         assert_eq!(l.len(), 18);
         assert_eq!((l[0], l[4], l[17]), (1_000, 60_000, 7_200_000));
         assert!(parse_levels("5x").is_err());

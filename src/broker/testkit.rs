@@ -5,6 +5,7 @@
 //! it, instead of sleeping.
 
 use super::Broker;
+use crate::broker::control::ControlPlane;
 use crate::config::Config;
 use crate::net::conn::{Conn, Outbox, Service};
 use crate::protocol::Command;
@@ -13,7 +14,6 @@ use crate::protocol::commands::pull::{FLAG_SUBSCRIPTION, FLAG_SUSPEND, PullReque
 use crate::protocol::commands::send::SendHeader;
 use crate::protocol::commands::topics::CreateTopicRequest;
 use crate::protocol::message::{StoredMessage, properties_encode};
-use crate::shard::control::ControlPlane;
 use crate::store::Store;
 use crate::store::fake_disk::FakeDisk;
 use crate::store::tasks::{StoreHooks, StoreTasks};

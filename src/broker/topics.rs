@@ -109,7 +109,7 @@ pub fn invalid_topic_name(name: &str) -> Option<String> {
 
 /// RocketMQ's system topics among `names` (GET_SYSTEM_TOPIC_LIST_FROM_BROKER).
 pub fn is_system(name: &str, cluster: &str) -> bool {
-    NOT_SENDABLE.contains(&name) || name == DEFAULT_TOPIC || name == super::reply::reply_topic(cluster)
+    NOT_SENDABLE.contains(&name) || name == DEFAULT_TOPIC || name == crate::protocol::reply_topic(cluster)
 }
 
 pub fn is_sendable(name: &str) -> bool {
@@ -123,7 +123,7 @@ impl TopicTable {
         let mut t =
             TopicTable { topics, version: DataVersion { counter: 1, state_version: 0, timestamp: now_ms() }, file };
         // Request-reply: responders send replies here (RocketMQ creates it on every broker).
-        let reply = super::reply::reply_topic(&cfg.cluster_name);
+        let reply = crate::protocol::reply_topic(&cfg.cluster_name);
         t.topics.entry(reply.clone()).or_insert_with(|| TopicConfig::new(&reply, 1, PERM_READ | PERM_WRITE));
         if cfg.auto_create_topic {
             let q = cfg.default_topic_queue_nums;

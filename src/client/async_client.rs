@@ -41,7 +41,7 @@ pub struct AsyncClient {
 impl AsyncClient {
     pub fn new(namesrv: &str) -> Rc<AsyncClient> {
         Rc::new(AsyncClient {
-            namesrvs: crate::config::split_addrs(namesrv),
+            namesrvs: crate::protocol::split_addrs(namesrv),
             conns: RefCell::default(),
             routes: RefCell::default(),
         })

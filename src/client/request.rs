@@ -18,20 +18,7 @@ use bytes::Bytes;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-/// A reply received by a requester.
-#[derive(Debug, Clone)]
-pub struct Reply {
-    pub topic: String,
-    pub body: Bytes,
-    /// The reply's property string (`k\u1v\u2`…).
-    pub properties: String,
-}
-
-impl Reply {
-    pub fn property(&self, key: &str) -> Option<&str> {
-        property_get(&self.properties, key)
-    }
-}
+pub use super::route::Reply;
 
 /// Handles one PUSH_REPLY_MESSAGE_TO_CLIENT: hands the reply to the waiting request.
 fn receive_reply(ctx: &Weak<ClientContext>, cmd: Command) -> Option<Command> {

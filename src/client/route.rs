@@ -11,6 +11,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// A reply received by a requester (request-reply), handed from the connection that received the
+/// push to the waiting request through the context's `replies`.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub topic: String,
+    pub body: bytes::Bytes,
+    /// The reply's property string (`k\u1v\u2`…).
+    pub properties: String,
+}
+
+impl Reply {
+    pub fn property(&self, key: &str) -> Option<&str> {
+        crate::protocol::message::property_get(&self.properties, key)
+    }
+}
+
 /// Routes are refreshed this often (RocketMQ clients: 30 s).
 pub const ROUTE_TTL: Duration = Duration::from_secs(30);
 
@@ -99,7 +115,7 @@ pub struct ClientContext {
     conns: Mutex<HashMap<String, Arc<Connection>>>,
     routes: Mutex<HashMap<String, (Instant, TopicRoute)>>,
     /// Requests waiting for their reply, by CORRELATION_ID (request-reply).
-    pub replies: Mutex<HashMap<String, std::sync::mpsc::SyncSender<super::request::Reply>>>,
+    pub replies: Mutex<HashMap<String, std::sync::mpsc::SyncSender<Reply>>>,
     /// Handlers of broker-initiated requests, installed on every connection, present and future.
     handlers: Mutex<Vec<(i32, ServerRequestHandler)>>,
 }
@@ -108,7 +124,7 @@ type ServerRequestHandler = Arc<dyn Fn(Command) -> Option<Command> + Send + Sync
 
 impl ClientContext {
     pub fn new(namesrv: &str) -> Arc<ClientContext> {
-        let namesrvs = crate::config::split_addrs(namesrv);
+        let namesrvs = crate::protocol::split_addrs(namesrv);
         let client_id = format!("127.0.0.1@{}#{}", std::process::id(), rand::random::<u32>());
         Arc::new(ClientContext {
             namesrvs,

@@ -18,67 +18,12 @@
 //! be null, unknown keys are ignored. Decoding never panics and never allocates more than the frame holds.
 
 use bytes::{Buf, Bytes};
-use std::collections::HashMap;
 use std::fmt::Write as _;
 
-/// Header flag bit: this command is a response.
-pub const FLAG_RESPONSE: i32 = 1;
-/// Header flag bit: this request expects no response.
-pub const FLAG_ONEWAY: i32 = 2;
-
-/// Serialization type byte of a JSON header.
-pub const SERIALIZE_JSON: u8 = 0;
-/// Serialization type byte of a ROCKETMQ binary header.
-pub const SERIALIZE_ROCKETMQ: u8 = 1;
-
-/// The version ordinal ringmq reports: V4_9_4 (401). Java clients refuse SQL92 pulls below 232, and the
-/// name server sends standard JSON routes to requests at or above 401.
-pub const RINGMQ_VERSION: i32 = 401;
-
-/// Why a frame could not be decoded. Any of these closes the connection that sent it.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum FrameError {
-    #[error("frame length {length} exceeds the limit of {limit} bytes")]
-    TooLarge { length: usize, limit: usize },
-    #[error("frame length {0} is smaller than its 4-byte header-length word")]
-    TooSmall(usize),
-    #[error("header length {header_len} exceeds the frame's {frame_len} bytes")]
-    HeaderOverrun { header_len: usize, frame_len: usize },
-    #[error("unknown header serialization type {0}")]
-    UnknownSerializeType(u8),
-    #[error("malformed JSON header: {0}")]
-    BadJson(String),
-    #[error("malformed binary header: {0}")]
-    BadBinary(&'static str),
-}
-
-/// A command's `extFields`. Seeded foldhash rather than SipHash: hashing a dozen short keys per
-/// request showed up in send-path profiles, and the per-process random seed still keeps crafted
-/// colliding keys from degrading a table (frames are also bounded by `max_frame_bytes`).
-pub type ExtFields = HashMap<String, String, foldhash::fast::RandomState>;
-
-/// What [`Command::split_frame`] found at the front of a read buffer.
-#[derive(Debug, PartialEq)]
-pub enum Split {
-    /// One whole frame, length prefix included.
-    Frame(Bytes),
-    /// This many more bytes are needed before the next frame is whole.
-    Need(usize),
-}
-
-/// One remoting command: a request, a response, or a oneway request.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Command {
-    pub code: i32,
-    pub language: String,
-    pub version: i32,
-    pub opaque: i32,
-    pub flag: i32,
-    pub remark: Option<String>,
-    pub ext: ExtFields,
-    /// Body parts, written back to back (a pull response is many stored records).
-    pub body: Vec<Bytes>,
-}
+pub use super::frame::{
+    Command, ExtFields, FLAG_ONEWAY, FLAG_RESPONSE, FrameError, RINGMQ_VERSION, SERIALIZE_JSON, SERIALIZE_ROCKETMQ,
+    Split, language_name,
+};
 
 impl Command {
     /// A new request with the given code, stamped as ringmq's own (language RUST).
@@ -271,15 +216,6 @@ fn push_json_str(out: &mut String, v: &str) {
     }
     out.push_str(&v[run..]);
     out.push('"');
-}
-
-/// LanguageCode byte → JSON name (unknown → OTHER).
-pub fn language_name(code: u8) -> &'static str {
-    const NAMES: [&str; 14] = [
-        "JAVA", "CPP", "DOTNET", "PYTHON", "DELPHI", "ERLANG", "RUBY", "OTHER", "HTTP", "GO", "PHP", "OMS", "RUST",
-        "NODE_JS",
-    ];
-    NAMES.get(code as usize).copied().unwrap_or("OTHER")
 }
 
 fn take<'a>(buf: &mut &'a [u8], n: usize, what: &'static str) -> Result<&'a [u8], FrameError> {

@@ -11,7 +11,7 @@
 //! escape read as U+FFFD. A repeated key keeps its last value. Malformed JSON (unbalanced, trailing
 //! bytes, bad literals, invalid UTF-8, nesting deeper than [`MAX_DEPTH`]) is an error.
 
-use super::command::{Command, ExtFields, FrameError, language_name};
+use super::frame::{Command, ExtFields, FrameError, language_name};
 use std::borrow::Cow;
 
 /// Deepest nesting skipped inside a header (serde_json's limit too): bounds the recursion a hostile

@@ -6,6 +6,7 @@
 pub mod codes;
 pub mod command;
 pub mod commands;
+pub mod frame;
 pub mod fuzz;
 pub mod json_header;
 pub mod message;
@@ -21,4 +22,9 @@ pub use crate::rt::now_ms;
 /// broker and responders send replies to it).
 pub fn reply_topic(cluster: &str) -> String {
     format!("{cluster}_REPLY_TOPIC")
+}
+
+/// Splits an address list `host:port;host:port` (RocketMQ's `namesrvAddr`; commas accepted too).
+pub fn split_addrs(v: &str) -> Vec<String> {
+    v.split([';', ',']).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
 }

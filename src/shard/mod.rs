@@ -5,7 +5,6 @@
 //! Lifecycle: start-up checks → name server → shards (recover, bind, register) → serve until SIGINT or
 //! SIGTERM → stop accepting, answer parked pulls, flush, checkpoint, persist offsets, unregister.
 
-pub mod control;
 pub mod ports;
 mod registrar;
 pub mod registry;
@@ -14,13 +13,13 @@ pub mod startup;
 mod tasks;
 
 use crate::broker::Broker;
+use crate::broker::control::ControlPlane;
 use crate::config::{Config, Role};
 use crate::nameserver::NameServer;
 use crate::net::conn::accept_loop;
 use crate::rt::executor::{LocalExecutorBuilder, Placement};
 use crate::store::io::DmaDisk;
 use crate::store::{EXIT_STORE_CORRUPT, Store, StoreError};
-use control::ControlPlane;
 use std::cell::Cell;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;

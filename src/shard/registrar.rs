@@ -2,7 +2,7 @@
 //! REGISTER_BROKER at start, whenever a shard's topics change, and every `register_period`; and
 //! UNREGISTER_BROKER at shutdown. A control-plane thread: it never touches a shard's data.
 
-use super::control::{ControlPlane, Registration};
+use crate::broker::control::{ControlPlane, Registration};
 use crate::client::connection::Connection;
 use crate::protocol::Command;
 use crate::protocol::codes::request as rq;

@@ -132,7 +132,7 @@ pub async fn control_loop(b: &Rc<Broker>) {
             }
         }
         b.upsert_topics(upserts, false);
-        sleep(super::control::CONTROL_POLL).await;
+        sleep(crate::broker::control::CONTROL_POLL).await;
     }
 }
 
