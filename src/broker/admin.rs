@@ -67,7 +67,7 @@ pub async fn topic_stats<D: Disk>(b: &Broker<D>, req: &Command) -> Command {
         Err(e) => return BrokerError::from(e).respond(req),
     };
     let Some(ids) = queue_ids(b, &topic) else {
-        return req.response_to(rs::TOPIC_NOT_EXIST).with_remark(format!("topic[{topic}] not exist"));
+        return BrokerError::TopicNotExist { topic: topic.clone(), broker: b.name.clone() }.respond(req);
     };
     let mut items = Vec::new();
     for qid in ids {
@@ -134,7 +134,7 @@ pub async fn get_consume_stats<D: Disk>(b: &Broker<D>, req: &Command) -> Command
         match consume_stats(b, &group, topic, true).await {
             Some((entries, _)) => items.extend(entries),
             None if one_topic.is_some() => {
-                return req.response_to(rs::TOPIC_NOT_EXIST).with_remark(format!("topic[{topic}] not exist"));
+                return BrokerError::TopicNotExist { topic: topic.clone(), broker: b.name.clone() }.respond(req);
             }
             None => {}
         }
@@ -203,7 +203,7 @@ pub fn consumer_connections<D: Disk>(b: &Broker<D>, req: &Command) -> Command {
         Err(e) => return BrokerError::from(e).respond(req),
     };
     let Some(view) = b.clients.borrow().consumer_view(&group) else {
-        return req.response_to(rs::CONSUMER_NOT_ONLINE).with_remark(format!("the consumer group[{group}] not online"));
+        return BrokerError::ConsumerNotOnline(format!("the consumer group[{group}] not online")).respond(req);
     };
     let subs: serde_json::Map<String, Value> =
         view.subscriptions.iter().map(|(t, (k, e))| (t.clone(), subscription_json(t, k, e))).collect();
@@ -225,7 +225,7 @@ pub fn producer_connections<D: Disk>(b: &Broker<D>, req: &Command) -> Command {
     };
     let conns = b.clients.borrow().producer_connections(&group);
     if conns.is_empty() {
-        return req.response_to(rs::SYSTEM_ERROR).with_remark(format!("the producer group[{group}] not exist"));
+        return BrokerError::System(format!("the producer group[{group}] not exist")).respond(req);
     }
     let body = json!({"connectionSet": conns.iter().map(connection_json).collect::<Vec<_>>()});
     req.response_to(rs::SUCCESS).with_body(body.to_string())
@@ -252,7 +252,7 @@ pub async fn consume_time_span<D: Disk>(b: &Broker<D>, req: &Command) -> Command
         Err(e) => return BrokerError::from(e).respond(req),
     };
     let Some(ids) = queue_ids(b, &topic) else {
-        return req.response_to(rs::TOPIC_NOT_EXIST).with_remark(format!("topic[{topic}] not exist"));
+        return BrokerError::TopicNotExist { topic: topic.clone(), broker: b.name.clone() }.respond(req);
     };
     let now = crate::store::now_ms();
     let mut spans = Vec::new();
@@ -323,9 +323,7 @@ pub async fn consumer_running_info<D: Disk>(b: &Broker<D>, req: &Command) -> Com
     };
     let conn: Option<Rc<Conn>> = b.clients.borrow().consumer_member_conn(&group, &client_id);
     let Some(conn) = conn else {
-        return req
-            .response_to(rs::SYSTEM_ERROR)
-            .with_remark(format!("The Consumer <{group}> <{client_id}> not online"));
+        return BrokerError::System(format!("The Consumer <{group}> <{client_id}> not online")).respond(req);
     };
     // The same request, header fields and body, as RocketMQ's broker relays it.
     let mut ask = Command::request(rq::GET_CONSUMER_RUNNING_INFO);
@@ -338,9 +336,9 @@ pub async fn consumer_running_info<D: Disk>(b: &Broker<D>, req: &Command) -> Com
             r.body = answer.body;
             r
         }
-        None => req.response_to(rs::CONSUME_MSG_TIMEOUT).with_remark(format!(
+        None => BrokerError::ClientTimeout(format!(
             "consumer <{group}> <{client_id}> Timeout: no answer to GET_CONSUMER_RUNNING_INFO within {CONSUMER_CALL_TIMEOUT:?}"
-        )),
+        )).respond(req),
     }
 }
 

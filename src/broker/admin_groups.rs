@@ -18,13 +18,11 @@ pub fn update_group<D: Disk>(b: &Broker<D>, req: &Command) -> Command {
     let cfg: GroupConfig = match serde_json::from_slice(&req.body_bytes()) {
         Ok(c) => c,
         Err(e) => {
-            return req
-                .response_to(rs::SYSTEM_ERROR)
-                .with_remark(format!("body is not a SubscriptionGroupConfig: {e}"));
+            return BrokerError::System(format!("body is not a SubscriptionGroupConfig: {e}")).respond(req);
         }
     };
     if cfg.group_name.trim().is_empty() {
-        return req.response_to(rs::INVALID_PARAMETER).with_remark("groupName is empty");
+        return BrokerError::InvalidParameter("groupName is empty".into()).respond(req);
     }
     b.groups.borrow_mut().upsert(cfg);
     req.response_to(rs::SUCCESS)
@@ -99,5 +97,5 @@ pub fn system_topics<D: Disk>(b: &Broker<D>, req: &Command) -> Command {
 /// Codes whose RocketMQ behaviour ringmq does not have, answered with a remark saying so (and what
 /// to use instead) rather than a bare REQUEST_CODE_NOT_SUPPORTED.
 pub fn not_at_run_time(req: &Command, what: &str) -> Command {
-    req.response_to(rs::REQUEST_CODE_NOT_SUPPORTED).with_remark(what.to_string())
+    BrokerError::NotSupported(what.to_string()).respond(req)
 }

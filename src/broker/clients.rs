@@ -227,7 +227,7 @@ pub async fn heartbeat<D: Disk>(b: &Broker<D>, conn: &Rc<Conn>, req: &Command) -
     let body: Value = match parsed {
         Ok(v) => v,
         Err(e) => {
-            return req.response_to(rs::SYSTEM_ERROR).with_remark(format!("heartbeat body is not JSON: {e}"));
+            return BrokerError::System(format!("heartbeat body is not JSON: {e}")).respond(req);
         }
     };
     let consumers = body.get("consumerDataSet").and_then(Value::as_array).map_or(&[][..], |v| v.as_slice());
@@ -235,12 +235,13 @@ pub async fn heartbeat<D: Disk>(b: &Broker<D>, conn: &Rc<Conn>, req: &Command) -
     let cap = b.cfg.max_request_list_entries;
     let subs_of = |c: &Value| c.get("subscriptionDataSet").and_then(Value::as_array).map_or(0, Vec::len);
     if consumers.len() + producers.len() > cap || consumers.iter().any(|c| subs_of(c) > cap) {
-        return req.response_to(rs::SYSTEM_ERROR).with_remark(format!(
+        return BrokerError::System(format!(
             "heartbeat lists {} consumer and {} producer groups (or a group with more subscriptions) \
              past the limit of {cap} entries (max_request_list_entries)",
             consumers.len(),
             producers.len()
-        ));
+        ))
+        .respond(req);
     }
     let client_id = body.get("clientID").and_then(str_of).unwrap_or_else(|| conn.peer.to_string());
     let body_without_sub = body.get("withoutSub").and_then(Value::as_bool).unwrap_or(false);
@@ -429,22 +430,23 @@ pub fn check_client_config(req: &Command) -> Command {
     let expr = sub.get("subString").and_then(str_of).unwrap_or_else(|| "*".into());
     match Subscription::parse(kind.as_deref(), &expr) {
         Ok(_) => req.response_to(rs::SUCCESS),
-        Err(e) => req.response_to(rs::SUBSCRIPTION_PARSE_FAILED).with_remark(format!("cannot parse {expr:?}: {e}")),
+        Err(e) => BrokerError::SubscriptionParseFailed(format!("cannot parse {expr:?}: {e}")).respond(req),
     }
 }
 
 fn lock_body<D: Disk>(b: &Broker<D>, req: &Command) -> Result<(String, String, Vec<Value>), Command> {
     let body: Value = serde_json::from_slice(&req.body_bytes())
-        .map_err(|e| req.response_to(rs::SYSTEM_ERROR).with_remark(format!("lock body is not JSON: {e}")))?;
+        .map_err(|e| BrokerError::System(format!("lock body is not JSON: {e}")).respond(req))?;
     let group = body.get("consumerGroup").and_then(str_of).unwrap_or_default();
     let client = body.get("clientId").and_then(str_of).unwrap_or_default();
     let mqs = body.get("mqSet").and_then(Value::as_array).cloned().unwrap_or_default();
     let cap = b.cfg.max_request_list_entries;
     if mqs.len() > cap {
-        return Err(req.response_to(rs::SYSTEM_ERROR).with_remark(format!(
+        return Err(BrokerError::System(format!(
             "lock request names {} queues, past the limit of {cap} (max_request_list_entries)",
             mqs.len()
-        )));
+        ))
+        .respond(req));
     }
     Ok((group, client, mqs))
 }

@@ -27,6 +27,12 @@ pub enum BrokerError {
     SubscriptionParseFailed(String),
     /// Nothing stored for what was asked (no committed offset, no message at an offset).
     NotFound(String),
+    /// The client that must answer is not connected.
+    ConsumerNotOnline(String),
+    /// The client that must answer did not, in time.
+    ClientTimeout(String),
+    /// A request code this broker does not serve (or not at run time).
+    NotSupported(String),
     /// The store refused or failed.
     Store(StoreError),
     /// Anything else, with its reason.
@@ -45,6 +51,9 @@ impl BrokerError {
             BrokerError::SubscriptionNotExist(_) => rs::SUBSCRIPTION_NOT_EXIST,
             BrokerError::SubscriptionParseFailed(_) => rs::SUBSCRIPTION_PARSE_FAILED,
             BrokerError::NotFound(_) => rs::QUERY_NOT_FOUND,
+            BrokerError::ConsumerNotOnline(_) => rs::CONSUMER_NOT_ONLINE,
+            BrokerError::ClientTimeout(_) => rs::CONSUME_MSG_TIMEOUT,
+            BrokerError::NotSupported(_) => rs::REQUEST_CODE_NOT_SUPPORTED,
             BrokerError::Store(e) => match e {
                 StoreError::DiskFull { .. } | StoreError::NoSpace { .. } | StoreError::Poisoned(_) => {
                     rs::SERVICE_NOT_AVAILABLE
@@ -80,6 +89,9 @@ impl std::fmt::Display for BrokerError {
             | BrokerError::SubscriptionNotExist(s)
             | BrokerError::SubscriptionParseFailed(s)
             | BrokerError::NotFound(s)
+            | BrokerError::ConsumerNotOnline(s)
+            | BrokerError::ClientTimeout(s)
+            | BrokerError::NotSupported(s)
             | BrokerError::System(s) => f.write_str(s),
         }
     }

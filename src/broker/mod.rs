@@ -32,11 +32,12 @@ use crate::broker::control::ControlPlane;
 use crate::config::Config;
 use crate::net::conn::{Conn, ConnLimits, Service};
 use crate::protocol::Command;
-use crate::protocol::codes::{request as rq, response as rs};
+use crate::protocol::codes::request as rq;
 use crate::store::Store;
 use crate::store::io::Disk;
 use crate::store::io::DmaDisk;
 use clients::ClientRegistry;
+use error::BrokerError;
 use offsets::OffsetTable;
 use pull::LongPolls;
 use std::cell::RefCell;
@@ -236,9 +237,7 @@ impl<D: Disk> Broker<D> {
             rq::QUERY_CORRECTION_OFFSET => {
                 admin_groups::not_at_run_time(&req, "QUERY_CORRECTION_OFFSET is not implemented by ringmq")
             }
-            code => req
-                .response_to(rs::REQUEST_CODE_NOT_SUPPORTED)
-                .with_remark(format!("request code {code} is not supported by ringmq")),
+            code => BrokerError::NotSupported(format!("request code {code} is not supported by ringmq")).respond(&req),
         };
         Some(resp)
     }

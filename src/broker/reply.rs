@@ -38,7 +38,7 @@ pub async fn handle<D: Disk>(b: &Rc<Broker<D>>, conn: &Rc<Conn>, req: &Command) 
     let pushed = push_to_requester(b, &h, m).await;
     let mut resp = match &pushed {
         Ok(()) => req.response_to(rs::SUCCESS),
-        Err(why) => req.response_to(rs::SYSTEM_ERROR).with_remark(why.clone()),
+        Err(why) => BrokerError::System(why.clone()).respond(req),
     };
     resp.put("msgId", "0");
     resp.put("queueId", m.queue_id);
