@@ -176,7 +176,10 @@ fn data_topics_and_offsets_survive_restart_and_kill9() {
     let q = c.queues("Durable").unwrap()[0].clone();
     c.heartbeat(&[("Durable".into(), "*".into())], "CLUSTERING").unwrap(); // creates group CG's config
     c.commit(&q, 7).unwrap();
-    std::thread::sleep(Duration::from_secs(6)); // offsets persist every 5 s
+    // Offsets persist every 5 s: wait for the file to have it (a restart also persists on the way out).
+    let offsets = s.data_dir().join("0").join("config").join("offsets.json");
+    assert!(wait_until(Duration::from_secs(10), || std::fs::read_to_string(&offsets)
+        .is_ok_and(|t| t.contains("Durable@CG"))));
     s.restart();
     let c = PullConsumer::new(&s.namesrv(), "CG");
     assert_eq!(pull_all(&c, "Durable", "*").len(), 50);
@@ -285,8 +288,10 @@ fn bad_input_gets_clear_errors_and_only_its_connection_closes() {
     assert!(wait_until(Duration::from_secs(5), || bad.is_closed()));
     let huge = Connection::connect(&s.shard_addr(0), T).unwrap();
     huge.write_raw(&[0x7f, 0xff, 0xff, 0xff]).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(huge.is_closed(), "a frame over the 16 MiB limit closes its connection");
+    assert!(
+        wait_until(Duration::from_secs(5), || huge.is_closed()),
+        "a frame over the 16 MiB limit closes its connection"
+    );
     let r = conn.request(Command::request(rq::GET_ALL_TOPIC_CONFIG), T).unwrap();
     assert_eq!(r.code, rs::SUCCESS, "the good connection still works");
 }
@@ -408,11 +413,19 @@ fn metrics_endpoint_reports_traffic_and_lag() {
     let q = c.queues("Metered").unwrap()[0].clone();
     c.pull(&q, 0, 2, "*", 0).unwrap();
     c.commit(&q, 2).unwrap();
-    std::thread::sleep(Duration::from_millis(1500)); // shards publish once a second
-    let mut conn = std::net::TcpStream::connect(s.metrics_url_addr()).unwrap();
-    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let scrape = || {
+        let mut conn = std::net::TcpStream::connect(s.metrics_url_addr()).unwrap();
+        conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut text = String::new();
+        conn.read_to_string(&mut text).unwrap();
+        text
+    };
+    // Shards publish their counters once a second: wait for the committed offset's lag to show.
     let mut text = String::new();
-    conn.read_to_string(&mut text).unwrap();
+    wait_until(Duration::from_secs(10), || {
+        text = scrape();
+        text.contains(r#"queue="0:0"} 3"#)
+    });
     assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
     assert!(text.contains(r#"ringmq_messages_in_total{topic="Metered"} 5"#), "{text}");
     assert!(text.contains(r#"ringmq_messages_out_total{topic="Metered"} 2"#), "{text}");

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Server, epoch_ms};
+use common::{Server, epoch_ms, wait_until};
 use ringmq::client::{ClientError, Message, MessageQueue, Producer, PullConsumer};
 use ringmq::protocol::codes::response as rs;
 use ringmq::protocol::message::StoredMessage;
@@ -89,13 +89,19 @@ fn timer_messages_survive_restart_and_crash_exactly_once() {
             .unwrap();
     }
     s.restart();
-    std::thread::sleep(Duration::from_millis(2500));
-    // The first half is delivered by now; its progress is persisted only every few seconds.
+    // Crash once the first half (1.5 s) is delivered, before its progress is persisted (every 5 s).
+    let probe = PullConsumer::new(&s.namesrv(), "Probe");
+    let pq = probe.queues("TimedR").unwrap()[0].clone();
+    assert!(
+        wait_until(Duration::from_secs(4), || probe.max_offset(&pq).unwrap_or(0) >= 10),
+        "first half not delivered"
+    );
     s.kill9();
     s.spawn().unwrap();
     let c = PullConsumer::new(&s.namesrv(), "CG");
     let q = c.queues("TimedR").unwrap()[0].clone();
     let got = collect(&c, &q, 20, Duration::from_secs(10));
+    // A doubled delivery would come right after: a negative check needs a window, not a condition.
     std::thread::sleep(Duration::from_millis(500));
     let extra = c.pull(&q, 20, 32, "*", 0).unwrap();
     let mut bodies: Vec<String> = got.iter().map(|(_, m)| body(m)).collect();
