@@ -2,6 +2,7 @@
 //! command-line flags, applied in that order. `docs/OPERATIONS.md` lists every field; a test checks
 //! that the two agree.
 
+use crate::security::tls::{TlsFiles, TlsMode};
 use crate::store::FlushMode;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
@@ -113,6 +114,21 @@ pub struct Config {
     pub max_request_list_entries: usize,
     /// Queues a topic may have (read or write), as checked on create and send.
     pub max_queues_per_topic: u32,
+    /// RocketMQ ACL 1.0 file (`plain_acl.yml`). When set, every broker request and every name-server
+    /// write must be signed by an account it holds (reloaded when it changes); unset = no ACL.
+    pub acl_file: Option<PathBuf>,
+    /// Access key of the admin account the shards sign their registrations with (default: the
+    /// ACL file's first admin account).
+    pub acl_broker_account: Option<String>,
+    /// TLS on every listener: `disabled`, `permissive` (TLS and plaintext on one port) or
+    /// `enforcing` (TLS only), as RocketMQ's `tls.server.mode`.
+    pub tls_mode: TlsMode,
+    /// Server certificate chain (PEM), needed unless `tls_mode` is `disabled`.
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// When set, TLS clients must present a certificate signed by one of these CAs (PEM).
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -159,6 +175,12 @@ impl Default for Config {
             isolate_control_plane: false,
             max_request_list_entries: 10_000,
             max_queues_per_topic: 1024,
+            acl_file: None,
+            acl_broker_account: None,
+            tls_mode: TlsMode::Disabled,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
         }
     }
 }
@@ -222,6 +244,17 @@ impl Config {
                 "timerMaxDelaySec" => self.timer_max_delay_secs = v.parse().map_err(|_| bad())?,
                 "serverChannelMaxIdleTimeSeconds" => self.channel_idle_secs = v.parse().map_err(|_| bad())?,
                 "brokerIP1" => self.broker_ip = Some(v.parse().map_err(|_| bad())?),
+                // RocketMQ reads plain_acl.yml from its conf directory: the broker.conf's own.
+                "aclEnable" if v.eq_ignore_ascii_case("true") => {
+                    if self.acl_file.is_none() {
+                        self.acl_file = Some(path.parent().unwrap_or(Path::new(".")).join("plain_acl.yml"));
+                    }
+                }
+                "aclEnable" => self.acl_file = None,
+                "tls.server.mode" => self.tls_mode = TlsMode::parse(v).ok_or_else(bad)?,
+                "tls.server.certPath" => self.tls_cert = Some(v.into()),
+                "tls.server.keyPath" => self.tls_key = Some(v.into()),
+                "tls.server.trustCertPath" => self.tls_client_ca = Some(v.into()),
                 _ => {
                     tracing::warn!(key = k, file = %path.display(), "broker.conf key not used by ringmq")
                 }
@@ -245,6 +278,15 @@ impl Config {
         } else {
             self.namesrv_addrs.clone()
         }
+    }
+
+    /// The listeners' TLS files, when a certificate and key are configured.
+    pub fn tls_files(&self) -> Option<TlsFiles> {
+        Some(TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
     }
 
     /// The port of shard `i`.
@@ -276,6 +318,11 @@ mod tests {
         assert_eq!(c.max_message_bytes, 1024);
         assert_eq!(c.broker_ip, Some("10.0.0.7".parse().unwrap()));
         assert!(c.apply_properties("listenPort=x", Path::new("b")).is_err());
+        let mut c = Config::default();
+        c.apply_properties("aclEnable=true\ntls.server.mode=enforcing\n", Path::new("/etc/rocketmq/broker.conf")).unwrap();
+        assert_eq!(c.acl_file, Some(PathBuf::from("/etc/rocketmq/plain_acl.yml")));
+        assert_eq!(c.tls_mode, TlsMode::Enforcing);
+        assert!(c.apply_properties("tls.server.mode=strict", Path::new("b")).is_err());
     }
 
     #[test]

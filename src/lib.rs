@@ -2,7 +2,7 @@
 //!
 //! See `docs/ARCHITECTURE.md`. Folder names show the architecture: `protocol` (wire formats), `store`
 //! (per-shard commit log, consume queues, index), `shard` (executors and cross-core control),
-//! `broker` (request handlers), `nameserver`, `net` (server connections), `client`, `filter`, `tune`.
+//! `broker` (request handlers), `nameserver`, `net` (server connections), `client`, `filter`, `security` (ACL, TLS), `tune`.
 
 // What the code already does, locked in: no unwraps outside tests (errors are values with reasons),
 // and no unsafe code except in the modules that call libc, each call with a SAFETY comment.
@@ -20,6 +20,7 @@ pub(crate) mod nameserver;
 pub(crate) mod net;
 pub mod protocol;
 pub(crate) mod rt;
+pub mod security;
 pub(crate) mod shard;
 pub mod store;
 pub mod tune;

@@ -60,6 +60,24 @@ struct ServeArgs {
     start_with_damaged_config: bool,
     #[arg(long)]
     metrics_addr: Option<String>,
+    /// RocketMQ ACL 1.0 file (plain_acl.yml): requests must be signed by its accounts
+    #[arg(long)]
+    acl_file: Option<PathBuf>,
+    /// Admin account (access key) the shards sign their registrations with
+    #[arg(long)]
+    acl_broker_account: Option<String>,
+    /// TLS on every listener: disabled, permissive (TLS and plaintext) or enforcing (TLS only)
+    #[arg(long, value_enum)]
+    tls_mode: Option<ringmq::security::tls::TlsMode>,
+    /// Server certificate chain (PEM)
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// Server private key (PEM)
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM)
+    #[arg(long)]
+    tls_client_ca: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -181,6 +199,21 @@ fn build_config(a: ServeArgs) -> Result<Config, String> {
     }
     if let Some(v) = a.metrics_addr {
         c.metrics_addr = Some(v);
+    }
+    if a.acl_file.is_some() {
+        c.acl_file = a.acl_file;
+    }
+    if a.acl_broker_account.is_some() {
+        c.acl_broker_account = a.acl_broker_account;
+    }
+    if let Some(v) = a.tls_mode {
+        c.tls_mode = v;
+    }
+    for (flag, to) in [(a.tls_cert, &mut c.tls_cert), (a.tls_key, &mut c.tls_key), (a.tls_client_ca, &mut c.tls_client_ca)]
+    {
+        if flag.is_some() {
+            *to = flag;
+        }
     }
     c.truncate_corrupt_log |= a.truncate_corrupt_log;
     c.start_with_damaged_config |= a.start_with_damaged_config;

@@ -59,6 +59,8 @@ pub struct Snapshot {
     pub damaged_parked: u64,
     /// Connections closed at accept past the shard's connection limit.
     pub connections_refused: u64,
+    /// Requests refused by the ACL.
+    pub acl_denied: u64,
 }
 
 /// Shard-local counters (lives on its shard, `!Send`).
@@ -230,6 +232,7 @@ pub fn render(hub: &MetricsHub, data_dir: &std::path::Path) -> String {
     let damaged_parked =
         counter_family(&mut reg, "damaged_parked", "Delayed or timer messages kept undelivered because damaged");
     let conns_refused = counter_family(&mut reg, "connections_refused", "Connections closed at the shard's limit");
+    let acl_denied = counter_family(&mut reg, "acl_denied", "Requests refused by the ACL (NO_PERMISSION)");
     let conns = gauge_family(&mut reg, "connections", "Open client connections");
     let full = gauge_family(&mut reg, "disk_full", "1 while appends are refused for lack of disk space, by shard");
     let lag = gauge_family(
@@ -286,6 +289,7 @@ pub fn render(hub: &MetricsHub, data_dir: &std::path::Path) -> String {
         damaged.get_or_create(&labels(&[("shard", sh.clone())])).inc_by(s.damaged_reads);
         damaged_parked.get_or_create(&labels(&[("shard", sh.clone())])).inc_by(s.damaged_parked);
         conns_refused.get_or_create(&labels(&[("shard", sh.clone())])).inc_by(s.connections_refused);
+        acl_denied.get_or_create(&labels(&[("shard", sh.clone())])).inc_by(s.acl_denied);
         full.get_or_create(&labels(&[("shard", sh.clone())])).set(s.disk_full as i64);
         for (g, t, q, n) in &s.lag {
             lag.get_or_create(&labels(&[("group", g.clone()), ("topic", t.clone()), ("queue", format!("{sh}:{q}"))]))

@@ -14,7 +14,7 @@ const KNOWN_CIRCLES: &[&[&str]] = &[];
 /// The client sits right above the protocol: it must not need the broker or the store.
 const LAYERS: &[&[&str]] = &[
     &["rt"],
-    &["protocol", "filter"],
+    &["protocol", "filter", "security"],
     &["client"],
     &["store", "config"],
     &["net"],

@@ -125,6 +125,8 @@ pub struct AdminArgs {
     /// Print JSON instead of tables
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub security: crate::client::SecurityArgs,
     #[command(subcommand)]
     pub cmd: AdminCmd,
 }
@@ -319,7 +321,8 @@ pub fn run(a: &AdminArgs) -> i32 {
 }
 
 fn run_inner(a: &AdminArgs) -> Result<Value, ClientError> {
-    let ctx = ClientContext::new(&a.namesrv);
+    let security = a.security.resolve().map_err(err)?;
+    let ctx = ClientContext::with_security(&a.namesrv, security);
     match &a.cmd {
         AdminCmd::Cluster(ClusterCmd::List) | AdminCmd::Broker(BrokerCmd::Status) => Ok(Value::Array(
             brokers(&ctx)?
@@ -337,7 +340,7 @@ fn run_inner(a: &AdminArgs) -> Result<Value, ClientError> {
 fn topic_cmd(a: &AdminArgs, ctx: &Arc<ClientContext>, t: &TopicCmd) -> Result<Value, ClientError> {
     match t {
         TopicCmd::Create { topic, queues } | TopicCmd::Update { topic, queues } => {
-            Producer::new(&a.namesrv, "ringmq-admin").create_topic(topic, *queues)?;
+            Producer::with_security(&a.namesrv, "ringmq-admin", a.security.resolve().map_err(err)?).create_topic(topic, *queues)?;
             Ok(json!({"topic": topic, "queues_per_broker": queues}))
         }
         TopicCmd::Delete { topic } => {
@@ -397,7 +400,7 @@ fn message_cmd(a: &AdminArgs, ctx: &Arc<ClientContext>, m: &MessageCmd) -> Resul
             let mut msg = Message::new(topic, body.clone().into_bytes());
             msg.tags = tags.clone();
             msg.keys = keys.iter().flat_map(|k| k.split_whitespace().map(String::from)).collect();
-            let r = Producer::new(&a.namesrv, "ringmq-admin").send(&msg)?;
+            let r = Producer::with_security(&a.namesrv, "ringmq-admin", a.security.resolve().map_err(err)?).send(&msg)?;
             Ok(json!({"offset_msg_id": r.offset_msg_id, "broker": r.queue.broker_name, "queue": r.queue.queue_id,
                 "queue_offset": r.queue_offset}))
         }

@@ -38,11 +38,13 @@ pub(super) fn start(w: &Workload, topics: &[String], ctl: &Control) -> Vec<std::
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let executors = cores.min(w.producers + w.consumers).max(1);
     let per_producer = if w.rate > 0 { w.rate as f64 / w.producers.max(1) as f64 } else { 0.0 };
+    // `load::run` checked the security options before starting anything.
+    let security = w.security.resolve().unwrap_or_default();
     (0..executors)
         .map(|k| {
             let producers = (0..w.producers).filter(|i| i % executors == k).count();
             let consumers: Vec<usize> = (0..w.consumers).filter(|i| i % executors == k).collect();
-            let (w, topics, ctl) = (w.clone(), topics.to_vec(), ctl.clone());
+            let (w, topics, ctl, security) = (w.clone(), topics.to_vec(), ctl.clone(), security.clone());
             std::thread::spawn(move || {
                 let ex = match LocalExecutorBuilder::new(Placement::Unbound).name("bench").make() {
                     Ok(ex) => ex,
@@ -53,7 +55,7 @@ pub(super) fn start(w: &Workload, topics: &[String], ctl: &Control) -> Vec<std::
                     }
                 };
                 ex.run(async move {
-                    let client = AsyncClient::new(&w.namesrv);
+                    let client = AsyncClient::with_security(&w.namesrv, security);
                     let mut tasks = Vec::new();
                     for i in consumers {
                         let (c, w, t, ctl) = (client.clone(), w.clone(), topics.clone(), ctl.clone());

@@ -137,7 +137,8 @@ pub fn run(w: &Workload, broker_pid: Option<u32>) -> Result<Report, String> {
     }
     let tag = rand::random::<u32>();
     let topics: Vec<String> = (0..w.topics).map(|i| format!("bench-{tag:08x}-{i}")).collect();
-    let setup = Producer::new(&w.namesrv, "ringmq-bench-setup");
+    let security = w.security.resolve()?;
+    let setup = Producer::with_security(&w.namesrv, "ringmq-bench-setup", security);
     for t in &topics {
         // Brokers may still be starting (pre-writing their first segment): retry for a while.
         let deadline = Instant::now() + Duration::from_secs(60);

@@ -48,6 +48,9 @@ pub struct Workload {
     /// latency is then measured from the due time (lateness), and early deliveries are counted
     #[arg(long, default_value_t = 0)]
     pub deliver_after_ms: u64,
+    /// TLS and ACL signing of the generator's connections
+    #[command(flatten)]
+    pub security: crate::client::SecurityArgs,
 }
 
 impl Default for Workload {
@@ -66,6 +69,7 @@ impl Default for Workload {
             window: 64,
             report_every: 10,
             deliver_after_ms: 0,
+            security: Default::default(),
         }
     }
 }

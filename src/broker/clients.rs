@@ -14,6 +14,9 @@ use crate::net::conn::Conn;
 use crate::protocol::Command;
 use crate::protocol::codes::{request as rq, response as rs};
 use crate::protocol::commands::clients::{ConsumerGroupRequest, UnregisterClientRequest};
+use crate::security::acl::access::Resource;
+use crate::security::acl::file::Perm;
+use crate::security::acl::{Denial, Grant};
 use crate::store::io::Disk;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -212,10 +215,29 @@ impl ClientRegistry {
     }
 }
 
+/// The ACL's say on a heartbeat: SUB on each consumer group and on each topic it subscribes to (as
+/// the Java broker checks HEARTBEAT).
+fn heartbeat_allowed(grant: &Grant, consumers: &[Value]) -> Result<(), Denial> {
+    if matches!(grant, Grant::All) {
+        return Ok(());
+    }
+    for c in consumers {
+        if let Some(g) = c.get("groupName").and_then(str_of) {
+            grant.require(&Resource::Group(g), Perm::SUB)?;
+        }
+        for s in c.get("subscriptionDataSet").and_then(Value::as_array).into_iter().flatten() {
+            if let Some(t) = s.get("topic").and_then(str_of) {
+                grant.require(&Resource::topic(&t), Perm::SUB)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Parses the heartbeat body and registers its producers and consumers, in time linear in its size:
 /// the retry topics and groups it introduces are created with one file write each, whatever their
 /// number. More than `max_request_list_entries` groups, or subscriptions in one group, are refused.
-pub async fn heartbeat<D: Disk>(b: &Broker<D>, conn: &Rc<Conn>, req: &Command) -> Command {
+pub async fn heartbeat<D: Disk>(b: &Broker<D>, conn: &Rc<Conn>, req: &Command, grant: &Grant) -> Command {
     let bytes = req.body_bytes();
     let body_len = bytes.len();
     // A large body is parsed on the blocking pool: one 600 KB parse is a ~15 ms stretch.
@@ -242,6 +264,10 @@ pub async fn heartbeat<D: Disk>(b: &Broker<D>, conn: &Rc<Conn>, req: &Command) -
             producers.len()
         ))
         .respond(req);
+    }
+    if let Err(d) = heartbeat_allowed(grant, consumers) {
+        b.acl_denied.set(b.acl_denied.get() + 1);
+        return BrokerError::NoPermission(d.0).respond(req);
     }
     let client_id = body.get("clientID").and_then(str_of).unwrap_or_else(|| conn.peer.to_string());
     let body_without_sub = body.get("withoutSub").and_then(Value::as_bool).unwrap_or(false);

@@ -37,6 +37,7 @@ use crate::store::Store;
 use crate::store::io::Disk;
 use crate::store::io::DmaDisk;
 use clients::ClientRegistry;
+use crate::security::acl::Grant;
 use error::BrokerError;
 use offsets::OffsetTable;
 use pull::LongPolls;
@@ -72,6 +73,13 @@ pub struct Broker<D: Disk = DmaDisk> {
     delay_levels: usize,
     /// What one connection may hold (from `cfg`).
     pub conn_limits: ConnLimits,
+    /// The ACL in force (`acl_file`); none: every request is allowed.
+    pub acl: Option<crate::security::acl::AclGuard>,
+    /// Requests refused by the ACL (`ringmq_acl_denied_total`), and when one was last logged.
+    pub acl_denied: std::cell::Cell<u64>,
+    acl_denial_logged: std::cell::Cell<Option<std::time::Instant>>,
+    /// TLS of this shard's listeners (`tls_mode`).
+    pub tls: Option<crate::security::tls::ServerTls>,
     /// Test failpoint: a request with this code panics (`RINGMQ_FAILPOINT_PANIC_ON_REQUEST`), so
     /// the fail-stop of the whole process can be tested from outside.
     panic_on_request: Option<i32>,
@@ -117,6 +125,10 @@ impl<D: Disk> Broker<D> {
             connections: std::cell::Cell::new(0),
             connections_refused: std::cell::Cell::new(0),
             conn_limits: ConnLimits::from_config(&cfg),
+            acl: None,
+            acl_denied: std::cell::Cell::new(0),
+            acl_denial_logged: std::cell::Cell::new(None),
+            tls: None,
             delay_levels: schedule::parse_levels(&cfg.message_delay_level).map_or(0, |l| l.len()),
             panic_on_request: std::env::var("RINGMQ_FAILPOINT_PANIC_ON_REQUEST").ok().and_then(|v| v.parse().ok()),
             cfg,
@@ -170,14 +182,38 @@ impl<D: Disk> Service for Broker<D> {
     fn connection_refused(&self) {
         self.connections_refused.set(self.connections_refused.get() + 1);
     }
+
+    fn tls(&self) -> Option<&crate::security::tls::ServerTls> {
+        self.tls.as_ref()
+    }
 }
 
 impl<D: Disk> Broker<D> {
+    /// Checks `req` against the ACL, if one is in force; a refusal is counted and logged (at most
+    /// once a second per shard: a client retrying in a loop must not flood the log).
+    fn authorize(&self, conn: &Conn, req: &Command) -> Result<Grant, BrokerError> {
+        let Some(acl) = &self.acl else { return Ok(Grant::All) };
+        let need = crate::security::acl::access::broker_need(req);
+        acl.check(req, conn.peer.ip(), &need).map_err(|d| {
+            self.acl_denied.set(self.acl_denied.get() + 1);
+            let now = std::time::Instant::now();
+            if self.acl_denial_logged.get().is_none_or(|t| now.duration_since(t) >= std::time::Duration::from_secs(1)) {
+                self.acl_denial_logged.set(Some(now));
+                tracing::warn!(shard = self.shard, peer = %conn.peer, code = req.code, denied = self.acl_denied.get(), "ACL: {d}");
+            }
+            BrokerError::NoPermission(d.0)
+        })
+    }
+
     /// Routes a request to its handler.
     async fn dispatch(self: &Rc<Self>, conn: &Rc<Conn>, req: Command) -> Option<Command> {
         if self.panic_on_request == Some(req.code) {
             panic!("failpoint RINGMQ_FAILPOINT_PANIC_ON_REQUEST hit by request code {}", req.code);
         }
+        let grant = match self.authorize(conn, &req) {
+            Ok(g) => g,
+            Err(e) => return Some(e.respond(&req)),
+        };
         let resp = match req.code {
             rq::SEND_MESSAGE | rq::SEND_MESSAGE_V2 | rq::SEND_BATCH_MESSAGE => {
                 error::answer(&req, send::handle(self, conn, &req).await)
@@ -197,7 +233,7 @@ impl<D: Disk> Broker<D> {
             rq::SEARCH_OFFSET_BY_TIMESTAMP => error::answer(&req, offsets::search_by_timestamp(self, &req).await),
             rq::INVOKE_BROKER_TO_RESET_OFFSET => error::answer(&req, offsets::reset_offset(self, &req).await),
             rq::GET_EARLIEST_MSG_STORETIME => error::answer(&req, offsets::earliest_store_time(self, &req).await),
-            rq::HEART_BEAT => clients::heartbeat(self, conn, &req).await,
+            rq::HEART_BEAT => clients::heartbeat(self, conn, &req, &grant).await,
             rq::UNREGISTER_CLIENT => error::answer(&req, clients::unregister(self, &req)),
             rq::GET_CONSUMER_LIST_BY_GROUP => error::answer(&req, clients::consumer_list(self, &req)),
             rq::CHECK_CLIENT_CONFIG => clients::check_client_config(&req),

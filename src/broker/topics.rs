@@ -21,7 +21,7 @@ use std::path::Path;
 pub use crate::protocol::commands::topics::{PERM_INHERIT, PERM_READ, PERM_WRITE};
 /// Template topic for auto-creation, exposed to clients when auto-create is on.
 pub const DEFAULT_TOPIC: &str = "TBW102";
-pub const RETRY_PREFIX: &str = "%RETRY%";
+pub use crate::protocol::RETRY_PREFIX;
 pub const DLQ_PREFIX: &str = "%DLQ%";
 
 /// Topics clients may not send to.

@@ -15,7 +15,7 @@
 //! ```
 
 use super::async_conn::AsyncConnection;
-use super::connection::ClientError;
+use super::connection::{ClientError, ClientSecurity};
 use super::consumer::{
     PULL_SUSPEND_MS, PullResult, PullSpec, commit_request, offset_of, pull_request, pull_result, queue_request,
 };
@@ -34,13 +34,20 @@ use std::time::{Duration, Instant};
 /// Connections and routes of one client on one executor.
 pub struct AsyncClient {
     namesrvs: Vec<String>,
+    security: ClientSecurity,
     conns: RefCell<HashMap<String, Rc<AsyncConnection>>>,
     routes: RefCell<HashMap<String, (Instant, TopicRoute)>>,
 }
 
 impl AsyncClient {
     pub fn new(namesrv: &str) -> Rc<AsyncClient> {
+        AsyncClient::with_security(namesrv, ClientSecurity::default())
+    }
+
+    /// A client whose connections use TLS and sign requests as `security` says.
+    pub fn with_security(namesrv: &str, security: ClientSecurity) -> Rc<AsyncClient> {
         Rc::new(AsyncClient {
+            security,
             namesrvs: crate::protocol::split_addrs(namesrv),
             conns: RefCell::default(),
             routes: RefCell::default(),
@@ -52,7 +59,7 @@ impl AsyncClient {
         if let Some(c) = self.conns.borrow().get(addr).filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
-        let fresh = Rc::new(AsyncConnection::connect(addr).await?);
+        let fresh = Rc::new(AsyncConnection::connect_with(addr, &self.security).await?);
         // Another task may have connected while this one waited: keep the first live connection.
         let mut conns = self.conns.borrow_mut();
         let c = match conns.get(addr).filter(|c| !c.is_closed()) {

@@ -3,10 +3,11 @@
 //! task coalesces queued frames into one write. Lives on the executor that opened it (`!Send`).
 //! The blocking [`super::Connection`] is the façade for tools, tests and examples.
 
-use super::connection::ClientError;
+use super::connection::{ClientError, ClientSecurity};
 use crate::protocol::{Command, Split};
 use crate::rt::JoinHandle;
 use crate::rt::TcpStream;
+use crate::security::tls::Stream;
 use bytes::BytesMut;
 use futures_channel::{mpsc, oneshot};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt};
@@ -32,16 +33,27 @@ pub struct AsyncConnection {
     closed: Rc<Cell<bool>>,
     reader: Option<JoinHandle<()>>,
     writer: Option<JoinHandle<()>>,
+    security: ClientSecurity,
 }
 
 impl AsyncConnection {
     /// Connects to `addr` (host:port) from the current glommio executor.
     pub async fn connect(addr: &str) -> Result<AsyncConnection, ClientError> {
-        let stream = TcpStream::connect(addr).await.map_err(|e| ClientError::Connect {
+        AsyncConnection::connect_with(addr, &ClientSecurity::default()).await
+    }
+
+    /// Connects with TLS and request signing as `security` says.
+    pub async fn connect_with(addr: &str, security: &ClientSecurity) -> Result<AsyncConnection, ClientError> {
+        let err = |e: &dyn std::fmt::Display| ClientError::Connect {
             addr: addr.to_string(),
             source: std::io::Error::other(e.to_string()),
-        })?;
-        let _ = stream.set_nodelay(true);
+        };
+        let tcp = TcpStream::connect(addr).await.map_err(|e| err(&e))?;
+        let _ = tcp.set_nodelay(true);
+        let stream = match &security.tls {
+            Some(cfg) => crate::security::tls::connect(cfg, addr, tcp).await.map_err(|e| err(&e))?,
+            None => Stream::Plain(tcp),
+        };
         let (reader, writer) = futures_lite::io::split(stream);
         let (out, rx) = mpsc::unbounded();
         let pending: Pending = Rc::default();
@@ -56,6 +68,7 @@ impl AsyncConnection {
             closed,
             reader: Some(r),
             writer: Some(w),
+            security: security.clone(),
         })
     }
 
@@ -74,6 +87,7 @@ impl AsyncConnection {
     pub fn oneway(&self, mut cmd: Command) -> Result<(), ClientError> {
         cmd.opaque = self.next_opaque();
         cmd.flag |= crate::protocol::command::FLAG_ONEWAY;
+        self.security.sign(&mut cmd);
         self.out.unbounded_send(cmd.encode()).map_err(|_| ClientError::Closed(self.addr.clone()))
     }
 
@@ -81,6 +95,7 @@ impl AsyncConnection {
     pub async fn request(&self, mut cmd: Command, timeout: Duration) -> Result<Command, ClientError> {
         let opaque = self.next_opaque();
         cmd.opaque = opaque;
+        self.security.sign(&mut cmd);
         let (tx, rx) = oneshot::channel();
         self.pending.borrow_mut().insert(opaque, tx);
         if self.out.unbounded_send(cmd.encode()).is_err() {
@@ -114,13 +129,13 @@ impl Drop for AsyncConnection {
     }
 }
 
-async fn read_loop(reader: futures_lite::io::ReadHalf<TcpStream>, pending: Pending, closed: Rc<Cell<bool>>) {
+async fn read_loop(reader: futures_lite::io::ReadHalf<Stream>, pending: Pending, closed: Rc<Cell<bool>>) {
     read_frames(reader, &pending).await;
     closed.set(true);
     pending.borrow_mut().clear(); // waiters see the connection as closed
 }
 
-async fn read_frames(mut reader: futures_lite::io::ReadHalf<TcpStream>, pending: &Pending) {
+async fn read_frames(mut reader: futures_lite::io::ReadHalf<Stream>, pending: &Pending) {
     let mut acc = BytesMut::with_capacity(256 << 10);
     let mut chunk = vec![0u8; 256 << 10];
     loop {
@@ -149,12 +164,12 @@ async fn read_frames(mut reader: futures_lite::io::ReadHalf<TcpStream>, pending:
     }
 }
 
-async fn write_loop(mut writer: futures_lite::io::WriteHalf<TcpStream>, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
+async fn write_loop(mut writer: futures_lite::io::WriteHalf<Stream>, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
     let mut buf = Vec::with_capacity(COALESCE_BYTES);
     while let Some(first) = rx.next().await {
         let Ok(second) = rx.try_recv() else {
             // Alone in the queue: written as is, without copying it into the coalescing buffer.
-            if writer.write_all(&first).await.is_err() {
+            if writer.write_all(&first).await.is_err() || writer.flush().await.is_err() {
                 return;
             }
             continue;
@@ -168,7 +183,8 @@ async fn write_loop(mut writer: futures_lite::io::WriteHalf<TcpStream>, mut rx: 
                 Err(_) => break,
             }
         }
-        if writer.write_all(&buf).await.is_err() {
+        // The flush sends what TLS still holds (a no-op on plaintext).
+        if writer.write_all(&buf).await.is_err() || writer.flush().await.is_err() {
             return;
         }
     }

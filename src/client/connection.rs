@@ -2,10 +2,11 @@
 //! thread that matches responses to requests by opaque, and a callback for server-initiated requests
 //! (NOTIFY_CONSUMER_IDS_CHANGED, CHECK_TRANSACTION_STATE). Usable from any thread; requests pipeline.
 
+use super::wire::{self, WireReader, WireWriter};
 use crate::protocol::{Command, Split};
+use crate::security::sign::Credentials;
 use bytes::BytesMut;
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -39,17 +40,40 @@ struct Shared {
     closed: AtomicBool,
     /// Handlers of server-initiated requests, by request code.
     on_request: Mutex<HashMap<i32, ServerRequestHandler>>,
-    writer: Mutex<TcpStream>,
+    writer: Mutex<WireWriter>,
+}
+
+/// How a client reaches servers: TLS (a rustls configuration, `security::tls::client_config`) and
+/// the ACL account it signs every request with. The default is plaintext and unsigned.
+#[derive(Debug, Clone, Default)]
+pub struct ClientSecurity {
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub credentials: Option<Credentials>,
+}
+
+impl ClientSecurity {
+    /// Signs `cmd` when credentials are set.
+    pub fn sign(&self, cmd: &mut Command) {
+        if let Some(c) = &self.credentials {
+            c.sign(cmd);
+        }
+    }
 }
 
 pub struct Connection {
     addr: String,
     shared: Arc<Shared>,
     next_opaque: AtomicI32,
+    security: ClientSecurity,
 }
 
 impl Connection {
     pub fn connect(addr: &str, timeout: Duration) -> Result<Connection, ClientError> {
+        Connection::connect_with(addr, timeout, &ClientSecurity::default())
+    }
+
+    /// Connects with TLS and request signing as `security` says.
+    pub fn connect_with(addr: &str, timeout: Duration, security: &ClientSecurity) -> Result<Connection, ClientError> {
         let err = |source| ClientError::Connect { addr: addr.to_string(), source };
         let sa = addr
             .to_socket_addrs()
@@ -58,19 +82,19 @@ impl Connection {
             .ok_or_else(|| err(std::io::Error::new(std::io::ErrorKind::NotFound, "address resolves to nothing")))?;
         let stream = TcpStream::connect_timeout(&sa, timeout).map_err(err)?;
         stream.set_nodelay(true).map_err(err)?;
-        let reader = stream.try_clone().map_err(err)?;
+        let (writer, reader) = wire::open(stream, addr, security.tls.as_ref(), timeout).map_err(err)?;
         let shared = Arc::new(Shared {
             pending: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
             on_request: Mutex::new(HashMap::new()),
-            writer: Mutex::new(stream),
+            writer: Mutex::new(writer),
         });
         let s2 = shared.clone();
         std::thread::Builder::new()
             .name(format!("ringmq-conn-{addr}"))
             .spawn(move || read_loop(reader, s2))
             .map_err(err)?;
-        Ok(Connection { addr: addr.to_string(), shared, next_opaque: AtomicI32::new(1) })
+        Ok(Connection { addr: addr.to_string(), shared, next_opaque: AtomicI32::new(1), security: security.clone() })
     }
 
     pub fn addr(&self) -> &str {
@@ -105,6 +129,7 @@ impl Connection {
         }
         let opaque = self.next_opaque.fetch_add(1, Ordering::Relaxed) & i32::MAX;
         cmd.opaque = opaque;
+        self.security.sign(&mut cmd);
         if let Ok(mut p) = self.shared.pending.lock() {
             p.insert(opaque, Box::new(done));
         }
@@ -147,12 +172,13 @@ impl Connection {
     pub fn oneway(&self, mut cmd: Command) -> Result<(), ClientError> {
         cmd.opaque = self.next_opaque.fetch_add(1, Ordering::Relaxed) & i32::MAX;
         cmd.flag |= crate::protocol::command::FLAG_ONEWAY;
+        self.security.sign(&mut cmd);
         self.write(&cmd)
     }
 
     /// Writes raw bytes (tests of malformed input).
     pub fn write_raw(&self, data: &[u8]) -> Result<(), ClientError> {
-        let mut w = self.shared.writer.lock().map_err(|_| ClientError::Closed(self.addr.clone()))?;
+        let w = self.shared.writer.lock().map_err(|_| ClientError::Closed(self.addr.clone()))?;
         w.write_all(data).map_err(|_| ClientError::Closed(self.addr.clone()))
     }
 }
@@ -160,12 +186,12 @@ impl Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         if let Ok(w) = self.shared.writer.lock() {
-            let _ = w.shutdown(std::net::Shutdown::Both);
+            w.shutdown();
         }
     }
 }
 
-fn read_loop(mut stream: TcpStream, shared: Arc<Shared>) {
+fn read_loop(mut stream: WireReader, shared: Arc<Shared>) {
     let mut acc = BytesMut::with_capacity(256 << 10);
     let mut chunk = vec![0u8; 256 << 10];
     'outer: loop {
@@ -197,7 +223,7 @@ fn read_loop(mut stream: TcpStream, shared: Arc<Shared>) {
 impl Shared {
     fn write(&self, cmd: &Command) -> Result<(), ()> {
         let buf = cmd.encode();
-        let mut w = self.writer.lock().map_err(|_| ())?;
+        let w = self.writer.lock().map_err(|_| ())?;
         w.write_all(&buf).map_err(|_| self.closed.store(true, Ordering::SeqCst))
     }
 }

@@ -2,7 +2,7 @@
 //! consumer (`push.rs`) builds on: pulls with long polling, offsets, heartbeats, queue locks,
 //! send-back of failed messages and RocketMQ's average queue allocation.
 
-use super::connection::ClientError;
+use super::connection::{ClientError, ClientSecurity};
 use super::route::{ClientContext, MessageQueue, REQUEST_TIMEOUT};
 use crate::protocol::Command;
 use crate::protocol::codes::{request as rq, response as rs};
@@ -126,7 +126,12 @@ pub use crate::protocol::message::decode_records;
 
 impl PullConsumer {
     pub fn new(namesrv: &str, group: &str) -> PullConsumer {
-        PullConsumer { ctx: ClientContext::new(namesrv), group: group.into() }
+        PullConsumer::with_security(namesrv, group, ClientSecurity::default())
+    }
+
+    /// A consumer whose connections use TLS and sign requests as `security` says.
+    pub fn with_security(namesrv: &str, group: &str, security: ClientSecurity) -> PullConsumer {
+        PullConsumer { ctx: ClientContext::with_security(namesrv, security), group: group.into() }
     }
 
     pub fn queues(&self, topic: &str) -> Result<Vec<MessageQueue>, ClientError> {

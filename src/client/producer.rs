@@ -2,7 +2,7 @@
 //! by sharding key (ordered sends); retries of retryable codes on another broker; routes refreshed
 //! from the name server.
 
-use super::connection::{ClientError, Connection};
+use super::connection::{ClientError, ClientSecurity, Connection};
 use super::route::{AUTO_CREATE_TEMPLATE, ClientContext, MessageQueue, REQUEST_TIMEOUT, as_template_route};
 use crate::protocol::Command;
 use crate::protocol::codes::{request as rq, response as rs};
@@ -153,8 +153,13 @@ fn send_header_flag(group: &str, topic: &str, queue_id: i32, props: &str, batch:
 
 impl Producer {
     pub fn new(namesrv: &str, group: &str) -> Producer {
+        Producer::with_security(namesrv, group, ClientSecurity::default())
+    }
+
+    /// A producer whose connections use TLS and sign requests as `security` says.
+    pub fn with_security(namesrv: &str, group: &str, security: ClientSecurity) -> Producer {
         Producer {
-            ctx: ClientContext::new(namesrv),
+            ctx: ClientContext::with_security(namesrv, security),
             group: group.into(),
             next: AtomicUsize::new(rand::random::<u32>() as usize),
         }

@@ -6,7 +6,7 @@
 //! back-off and moves them to `%DLQ%<group>` after 16 failures; offset resets pushed by the broker
 //! (RESET_CONSUMER_CLIENT_OFFSET) move its queues.
 
-use super::connection::ClientError;
+use super::connection::{ClientError, ClientSecurity};
 use super::consumer::{PULL_SUSPEND_MS, PullConsumer, PullSpec, SQL92, TAG, allocate_average};
 use super::route::MessageQueue;
 use crate::protocol::Command;
@@ -93,6 +93,12 @@ impl PushConsumer {
             max_reconsume: None,
             consume_batch: 1,
         }
+    }
+
+    /// Uses TLS and signs requests as `security` says (call before `start`).
+    pub fn security(&mut self, security: ClientSecurity) {
+        let namesrv = self.pull.ctx.namesrvs.join(";");
+        self.pull = PullConsumer::with_security(&namesrv, &self.pull.group, security);
     }
 
     pub fn subscribe(&mut self, topic: &str, expr: &str) {

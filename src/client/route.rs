@@ -1,7 +1,7 @@
 //! Routes from the name server (GET_ROUTEINFO_BY_TOPIC) and a pool of broker connections shared by a
 //! client's producers and consumers.
 
-use super::connection::{ClientError, Connection};
+use super::connection::{ClientError, ClientSecurity, Connection};
 use crate::protocol::Command;
 use crate::protocol::codes::request as rq;
 use crate::protocol::commands::namesrv::RouteRequest;
@@ -112,6 +112,7 @@ pub(super) fn route_of(topic: &str, resp: Command) -> Result<TopicRoute, ClientE
 pub struct ClientContext {
     pub namesrvs: Vec<String>,
     pub client_id: String,
+    security: ClientSecurity,
     conns: Mutex<HashMap<String, Arc<Connection>>>,
     routes: Mutex<HashMap<String, (Instant, TopicRoute)>>,
     /// Requests waiting for their reply, by CORRELATION_ID (request-reply).
@@ -124,11 +125,17 @@ type ServerRequestHandler = Arc<dyn Fn(Command) -> Option<Command> + Send + Sync
 
 impl ClientContext {
     pub fn new(namesrv: &str) -> Arc<ClientContext> {
+        ClientContext::with_security(namesrv, ClientSecurity::default())
+    }
+
+    /// A context whose connections use TLS and sign requests as `security` says.
+    pub fn with_security(namesrv: &str, security: ClientSecurity) -> Arc<ClientContext> {
         let namesrvs = crate::protocol::split_addrs(namesrv);
         let client_id = format!("127.0.0.1@{}#{}", std::process::id(), rand::random::<u32>());
         Arc::new(ClientContext {
             namesrvs,
             client_id,
+            security,
             conns: Mutex::new(HashMap::new()),
             routes: Mutex::new(HashMap::new()),
             replies: Mutex::new(HashMap::new()),
@@ -142,7 +149,7 @@ impl ClientContext {
         if let Some(c) = conns.get(addr).filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
-        let c = Arc::new(Connection::connect(addr, REQUEST_TIMEOUT)?);
+        let c = Arc::new(Connection::connect_with(addr, REQUEST_TIMEOUT, &self.security)?);
         for (code, h) in self.handlers.lock().map(|h| h.clone()).unwrap_or_default() {
             c.on_server_request(code, move |cmd| h(cmd));
         }

@@ -16,6 +16,8 @@ use crate::protocol::commands::namesrv::{
     ClusterRequest, KvRequest, RegisterBrokerRequest, RegisterBrokerResponse, RouteRequest, UnregisterBrokerRequest,
 };
 use crate::protocol::commands::topics::TopicRequest;
+use crate::security::acl::{AclGuard, Grant};
+use crate::security::tls::ServerTls;
 use routes::{BrokerLive, RouteTable};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -26,6 +28,10 @@ pub struct NameServer {
     pub broker_expiry: Duration,
     pub limits: ConnLimits,
     connections: std::cell::Cell<usize>,
+    /// With ACL on, registrations, unregistrations, KV writes and topic deletion need an admin
+    /// account; queries stay open.
+    pub acl: Option<AclGuard>,
+    pub tls: Option<ServerTls>,
 }
 
 /// A request whose header does not decode: SYSTEM_ERROR naming the field, as the broker answers.
@@ -54,10 +60,21 @@ impl NameServer {
             broker_expiry,
             limits,
             connections: std::cell::Cell::new(0),
+            acl: None,
+            tls: None,
         }
     }
 
-    fn register(&self, conn: &Conn, req: &Command) -> Result<Command, Command> {
+    /// What the ACL says about `req` (everything is allowed without one).
+    fn authorize(&self, conn: &Conn, req: &Command) -> Result<Grant, Command> {
+        let Some(acl) = &self.acl else { return Ok(Grant::All) };
+        acl.check(req, conn.peer.ip(), &crate::security::acl::access::namesrv_need(req)).map_err(|d| {
+            tracing::warn!(peer = %conn.peer, code = req.code, "name server ACL: {d}");
+            req.response_to(rs::NO_PERMISSION).with_remark(d.0)
+        })
+    }
+
+    fn register(&self, conn: &Conn, req: &Command, grant: &Grant) -> Result<Command, Command> {
         let invalid = |why: String| req.response_to(rs::INVALID_PARAMETER).with_remark(why);
         let h = RegisterBrokerRequest::decode(req).map_err(|e| match e.field {
             "brokerId" => invalid(e.to_string()),
@@ -80,8 +97,29 @@ impl NameServer {
         let body: serde_json::Value = serde_json::from_slice(&req.body_bytes()).map_err(|e| {
             req.response_to(rs::SYSTEM_ERROR).with_remark(format!("registration body is not JSON: {e}"))
         })?;
-        let live =
-            BrokerLive { last_update: Instant::now(), conn_id: conn.id, name: name.clone(), id, addr: addr.clone() };
+        let owner = grant.access_key().map(str::to_string);
+        // A live broker's place is its own: another address may take it only when the same ACL
+        // account signs (a broker that moved); without ACL it waits for the old one to leave.
+        if let Some(holder) = self.routes.borrow().live_holder(&name, id).filter(|l| l.addr != addr)
+            && (owner.is_none() || holder.owner != owner)
+        {
+            tracing::warn!(broker = %name, id, live = %holder.addr, claimed = %addr, peer = %conn.peer,
+                "refused a registration that would replace a live broker's address");
+            return Err(req.response_to(rs::NO_PERMISSION).with_remark(format!(
+                "broker {name} id {id} is registered live at {}; a registration from another address cannot \
+                 replace it (it leaves when its connection closes or after broker_expiry)",
+                holder.addr
+            )));
+        }
+        let live = BrokerLive {
+            last_update: Instant::now(),
+            conn_id: conn.id,
+            name: name.clone(),
+            id,
+            addr: addr.clone(),
+            peer: conn.peer.ip(),
+            owner,
+        };
         self.routes.borrow_mut().register(&cluster, &name, id, &addr, &body, live);
         let mut r = req.response_to(rs::SUCCESS);
         RegisterBrokerResponse::default().encode(&mut r);
@@ -137,6 +175,24 @@ impl NameServer {
         }
     }
 
+    /// UNREGISTER_BROKER: accepted from the registering connection's host, or (with ACL) from the
+    /// account that registered it or any admin account, which the ACL check has already required.
+    fn unregister(&self, conn: &Conn, req: &Command, grant: &Grant) -> Result<Command, Command> {
+        let h = UnregisterBrokerRequest::decode(req).map_err(|e| bad_header(req, e))?;
+        let allowed = match self.routes.borrow().live_at(&h.broker_addr) {
+            None => true, // nothing to remove
+            Some(l) => grant.access_key().is_some() || l.peer == conn.peer.ip() || l.conn_id == conn.id,
+        };
+        if !allowed {
+            tracing::warn!(addr = %h.broker_addr, peer = %conn.peer, "refused to unregister a broker from another host");
+            return Err(req
+                .response_to(rs::NO_PERMISSION)
+                .with_remark(format!("broker {} was registered from another host", h.broker_addr)));
+        }
+        self.routes.borrow_mut().remove_where(|l| l.addr_matches(&h.broker_addr));
+        Ok(req.response_to(rs::SUCCESS))
+    }
+
     /// Removes brokers not re-registered within the expiry time; run every few seconds.
     pub fn expire(&self, now: Instant) {
         let expiry = self.broker_expiry;
@@ -146,12 +202,13 @@ impl NameServer {
 
 impl Service for NameServer {
     async fn handle(self: &Rc<Self>, conn: &Rc<Conn>, req: Command) -> Option<Command> {
+        let grant = match self.authorize(conn, &req) {
+            Ok(g) => g,
+            Err(refused) => return Some(refused),
+        };
         let r = match req.code {
-            rq::REGISTER_BROKER => self.register(conn, &req),
-            rq::UNREGISTER_BROKER => UnregisterBrokerRequest::decode(&req).map_err(|e| bad_header(&req, e)).map(|h| {
-                self.routes.borrow_mut().remove_where(|l| l.addr_matches(&h.broker_addr));
-                req.response_to(rs::SUCCESS)
-            }),
+            rq::REGISTER_BROKER => self.register(conn, &req, &grant),
+            rq::UNREGISTER_BROKER => self.unregister(conn, &req, &grant),
             rq::GET_ROUTEINFO_BY_TOPIC => self.route(&req),
             rq::GET_BROKER_CLUSTER_INFO => {
                 Ok(req.response_to(rs::SUCCESS).with_body(self.routes.borrow().cluster_json()))
@@ -193,6 +250,10 @@ impl Service for NameServer {
 
     fn live_connections(&self) -> usize {
         self.connections.get()
+    }
+
+    fn tls(&self) -> Option<&ServerTls> {
+        self.tls.as_ref()
     }
 }
 

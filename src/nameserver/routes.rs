@@ -14,6 +14,10 @@ pub struct BrokerLive {
     pub name: String,
     pub id: i64,
     pub addr: String,
+    /// The address the registration came from, and the ACL account that signed it (if any): the
+    /// identity allowed to replace or unregister it.
+    pub peer: std::net::IpAddr,
+    pub owner: Option<String>,
 }
 
 impl BrokerLive {
@@ -55,7 +59,9 @@ impl RouteTable {
     pub fn register(&mut self, cluster: &str, name: &str, id: i64, addr: &str, body: &Value, live: BrokerLive) {
         let entry = self.brokers.entry(name.to_string()).or_insert_with(|| (cluster.to_string(), BTreeMap::new()));
         entry.0 = cluster.to_string();
-        entry.1.insert(id, addr.to_string());
+        if let Some(old) = entry.1.insert(id, addr.to_string()).filter(|old| old != addr) {
+            self.live.remove(&old); // moved: its old connection closing must not remove it
+        }
         self.clusters.entry(cluster.to_string()).or_default().insert(name.to_string());
         self.live.insert(addr.to_string(), live);
         if id != 0 {
@@ -78,6 +84,16 @@ impl RouteTable {
             self.topics.entry(topic.clone()).or_default().insert(name.to_string(), qd);
         }
         self.topics.retain(|_, b| !b.is_empty());
+    }
+
+    /// The live registration of broker `name`, id `id`.
+    pub fn live_holder(&self, name: &str, id: i64) -> Option<&BrokerLive> {
+        self.brokers.get(name).and_then(|(_, ids)| ids.get(&id)).and_then(|addr| self.live.get(addr))
+    }
+
+    /// The live registration at `addr`.
+    pub fn live_at(&self, addr: &str) -> Option<&BrokerLive> {
+        self.live.get(addr)
     }
 
     /// Removes the registrations matching `pred`, and brokers and topics left without any.
@@ -161,7 +177,8 @@ mod tests {
     use super::*;
 
     fn live(name: &str, addr: &str, conn_id: u64) -> BrokerLive {
-        BrokerLive { last_update: Instant::now(), conn_id, name: name.into(), id: 0, addr: addr.into() }
+        let peer = std::net::Ipv4Addr::LOCALHOST.into();
+        BrokerLive { last_update: Instant::now(), conn_id, name: name.into(), id: 0, addr: addr.into(), peer, owner: None }
     }
 
     fn body(topics: &[(&str, u64)]) -> Value {

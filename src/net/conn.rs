@@ -6,6 +6,7 @@
 
 use crate::protocol::{Command, FrameError, Split};
 use crate::rt::TcpStream;
+use crate::security::tls::{ServerTls, Stream};
 use bytes::BytesMut;
 use futures_channel::mpsc;
 use futures_channel::oneshot;
@@ -72,6 +73,10 @@ pub trait Service: 'static {
     fn limits(&self) -> &ConnLimits;
     /// Connections of this service now open (checked against `max_connections` at accept).
     fn live_connections(&self) -> usize;
+    /// The TLS of this service's listeners (none: plaintext only).
+    fn tls(&self) -> Option<&ServerTls> {
+        None
+    }
 }
 
 /// A live connection's outbound side.
@@ -277,15 +282,47 @@ enum Closed {
     FrameTimeout(std::time::Duration),
 }
 
-/// Serves one accepted connection until it closes.
-pub async fn serve<S: Service>(broker: Rc<S>, stream: TcpStream, id: u64) {
-    let Ok(peer) = stream.peer_addr() else { return };
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_read_timeout(Some(broker.limits().idle_timeout));
-    let (reader, writer) = futures_lite::io::split(stream);
+/// Runs `f` for at most `limit`; `None` when the time ran out first.
+async fn within<T>(limit: std::time::Duration, f: impl std::future::Future<Output = T>) -> Option<T> {
+    let expire = async {
+        crate::rt::sleep(limit).await;
+        None
+    };
+    futures_lite::future::or(async { Some(f.await) }, expire).await
+}
+
+/// The connection's stream: plaintext, or TLS after the handshake when the service's mode asks for
+/// it (in permissive mode, when the first byte is a TLS handshake's).
+async fn open_stream(tls: Option<&ServerTls>, tcp: TcpStream) -> std::io::Result<Stream> {
+    let Some(tls) = tls else { return Ok(Stream::Plain(tcp)) };
+    let mut first = [0u8; 1];
+    let first = match tls.mode {
+        crate::security::tls::TlsMode::Permissive => (tcp.peek(&mut first).await? == 1).then_some(first[0]),
+        _ => None,
+    };
+    if tls.wants_tls(first) { tls.accept(tcp).await } else { Ok(Stream::Plain(tcp)) }
+}
+
+/// Serves one accepted connection until it closes. The TLS handshake, if any, counts against the
+/// connection limit and must finish within the frame timeout.
+pub async fn serve<S: Service>(broker: Rc<S>, tcp: TcpStream, id: u64) {
+    let Ok(peer) = tcp.peer_addr() else { return };
+    let _ = tcp.set_nodelay(true);
+    let _ = tcp.set_read_timeout(Some(broker.limits().idle_timeout));
     let (tx, rx) = mpsc::unbounded();
     let conn = Rc::new(Conn::with_sender(id, peer, tx));
     broker.connection_opened();
+    let stream = match within(broker.limits().frame_timeout, open_stream(broker.tls(), tcp)).await {
+        Some(Ok(s)) => s,
+        failed => {
+            let why = failed.map_or_else(|| "timed out".to_string(), |r| r.err().map(|e| e.to_string()).unwrap_or_default());
+            tracing::info!(%peer, error = %why, "TLS handshake failed; closing the connection");
+            conn.out.close_channel();
+            broker.connection_closed(&conn);
+            return;
+        }
+    };
+    let (reader, writer) = futures_lite::io::split(stream);
     let writer_task = crate::rt::spawn(write_loop(writer, rx, conn.clone()));
     if let Err(e) = read_loop(&broker, &conn, reader).await {
         tracing::warn!(%peer, error = %e, "closing connection");
@@ -306,22 +343,18 @@ fn next_read_size(last_size: usize, last_read: usize, frame_missing: usize) -> u
 
 /// Reads into `chunk`, bounded by `deadline` when a frame is in progress.
 async fn read_some(
-    reader: &mut futures_lite::io::ReadHalf<TcpStream>,
+    reader: &mut futures_lite::io::ReadHalf<Stream>,
     chunk: &mut [u8],
     deadline: Option<std::time::Instant>,
 ) -> Option<std::io::Result<usize>> {
     let Some(deadline) = deadline else { return Some(reader.read(chunk).await) };
-    let expire = async {
-        crate::rt::sleep(deadline.saturating_duration_since(std::time::Instant::now())).await;
-        None
-    };
-    futures_lite::future::or(async { Some(reader.read(chunk).await) }, expire).await
+    within(deadline.saturating_duration_since(std::time::Instant::now()), reader.read(chunk)).await
 }
 
 async fn read_loop<S: Service>(
     broker: &Rc<S>,
     conn: &Rc<Conn>,
-    mut reader: futures_lite::io::ReadHalf<TcpStream>,
+    mut reader: futures_lite::io::ReadHalf<Stream>,
 ) -> Result<(), Closed> {
     let limits = broker.limits().clone();
     let max = limits.max_frame_bytes;
@@ -413,7 +446,7 @@ fn dispatch<S: Service>(broker: &Rc<S>, conn: &Rc<Conn>, cmd: Command, frame_byt
 }
 
 async fn write_loop(
-    mut writer: futures_lite::io::WriteHalf<TcpStream>,
+    mut writer: futures_lite::io::WriteHalf<Stream>,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     conn: Rc<Conn>,
 ) {
@@ -433,7 +466,8 @@ async fn write_loop(
                 _ => break,
             }
         }
-        let ok = writer.write_all(&buf).await.is_ok();
+        // The flush sends what TLS still holds (a no-op on plaintext).
+        let ok = writer.write_all(&buf).await.is_ok() && writer.flush().await.is_ok();
         conn.release(answers, bytes);
         if !ok {
             break;

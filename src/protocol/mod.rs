@@ -24,6 +24,9 @@ pub fn reply_topic(cluster: &str) -> String {
     format!("{cluster}_REPLY_TOPIC")
 }
 
+/// Prefix of a consumer group's retry topic (`%RETRY%<group>`).
+pub const RETRY_PREFIX: &str = "%RETRY%";
+
 /// Splits an address list `host:port;host:port` (RocketMQ's `namesrvAddr`; commas accepted too).
 pub fn split_addrs(v: &str) -> Vec<String> {
     v.split([';', ',']).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()

@@ -18,6 +18,8 @@ use crate::config::{Config, Role};
 use crate::nameserver::NameServer;
 use crate::net::conn::accept_loop;
 use crate::rt::executor::{LocalExecutorBuilder, Placement};
+use crate::security::acl::AclGuard;
+use crate::security::tls::ServerTls;
 use crate::store::io::DmaDisk;
 use crate::store::{EXIT_STORE_CORRUPT, Store, StoreError};
 use std::cell::Cell;
@@ -89,7 +91,16 @@ async fn shard_main(
     let bound: Vec<u16> = listeners.iter().map(|l| l.local_addr().map_or(0, |a| a.port())).collect();
     let addr = SocketAddr::new(ip, bound.first().copied().unwrap_or(0));
     let allow_damaged = cfg.start_with_damaged_config;
-    let broker = Rc::new(Broker::new(shard, cfg, addr, store, control.clone()));
+    let security = match security_of(&cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = ready.send(Err((crate::shard::startup::EXIT_CONFIG, format!("shard {shard}: {e}"))));
+            return;
+        }
+    };
+    let mut broker = Broker::new(shard, cfg, addr, store, control.clone());
+    (broker.acl, broker.tls) = security;
+    let broker = Rc::new(broker);
     let damaged = crate::broker::config_file::take_damaged();
     if !damaged.is_empty() {
         let names: Vec<String> = damaged.iter().map(|(p, why)| format!("{} ({why})", p.display())).collect();
@@ -120,6 +131,14 @@ async fn shard_main(
     tasks::shutdown(&broker, background, store_tasks).await;
 }
 
+/// The ACL guard and listener TLS of one executor, from the configuration (checked at start-up,
+/// so an error here means a file changed in between).
+fn security_of(cfg: &Config) -> Result<(Option<AclGuard>, Option<ServerTls>), String> {
+    let acl = cfg.acl_file.as_deref().map(AclGuard::open).transpose()?;
+    let tls = ServerTls::new(cfg.tls_mode, cfg.tls_files().as_ref())?;
+    Ok((acl, tls))
+}
+
 /// Body of the name server's executor.
 async fn namesrv_main(cfg: Config, port: u16, control: Arc<ControlPlane>, ready: Ready) {
     let listener = match bind(port) {
@@ -129,10 +148,17 @@ async fn namesrv_main(cfg: Config, port: u16, control: Arc<ControlPlane>, ready:
             return;
         }
     };
-    let ns = Rc::new(NameServer::new(
-        Duration::from_secs(cfg.broker_expiry_secs),
-        crate::net::conn::ConnLimits::from_config(&cfg),
-    ));
+    let (acl, tls) = match security_of(&cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = ready.send(Err((crate::shard::startup::EXIT_CONFIG, format!("name server: {e}"))));
+            return;
+        }
+    };
+    let mut ns =
+        NameServer::new(Duration::from_secs(cfg.broker_expiry_secs), crate::net::conn::ConnLimits::from_config(&cfg));
+    (ns.acl, ns.tls) = (acl, tls);
+    let ns = Rc::new(ns);
     let stop = Rc::new(Cell::new(false));
     let bound = listener.local_addr().map_or(0, |a| a.port());
     let accept = crate::rt::spawn(accept_loop(ns.clone(), listener, stop.clone()));
@@ -214,6 +240,8 @@ fn serve_inner(mut cfg: Config) -> Result<i32, (i32, String)> {
     startup::check_io_uring().map_err(cfg_err)?;
     startup::check_memlock(shards + with_ns as usize).map_err(cfg_err)?;
     let _lock = if shards > 0 { Some(startup::lock_data_dir(&cfg.data_dir).map_err(cfg_err)?) } else { None };
+    // A broker asked for ACL or TLS must not start without them: check the files before any listener.
+    let security = registrar::Security::of(&cfg).map_err(cfg_err)?;
     let control = Arc::new(ControlPlane::new(shards));
     let signalled = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -273,6 +301,7 @@ fn serve_inner(mut cfg: Config) -> Result<i32, (i32, String)> {
             period: Duration::from_secs(cfg.register_period_secs),
             broker_expiry: Duration::from_secs(cfg.broker_expiry_secs),
             registered: Some(registered_tx),
+            security,
         };
         std::thread::spawn(move || r.run())
     });

@@ -3,7 +3,9 @@
 //! UNREGISTER_BROKER at shutdown. A control-plane thread: it never touches a shard's data.
 
 use crate::broker::control::{ControlPlane, Registration};
-use crate::client::connection::Connection;
+use crate::client::connection::{ClientSecurity, Connection};
+use crate::config::{Config, Role};
+use crate::security::tls::{ClientTlsFiles, TlsMode};
 use crate::protocol::Command;
 use crate::protocol::codes::request as rq;
 use crate::protocol::commands::namesrv::{RegisterBrokerRequest, UnregisterBrokerRequest};
@@ -12,6 +14,57 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How the registrar reaches the name servers: over TLS when the listeners enforce it (presenting
+/// the node's own certificate, for name servers that require client certificates), and with ACL
+/// signed by the brokers' admin account, re-read from the ACL file every round so a rotated secret
+/// is picked up without a restart.
+pub struct Security {
+    client: ClientSecurity,
+    acl_file: Option<std::path::PathBuf>,
+    account: Option<String>,
+}
+
+impl Security {
+    /// Checks the configuration's ACL file and TLS files (so a broker asked for them never starts
+    /// without them) and prepares the registrar's side.
+    pub fn of(cfg: &Config) -> Result<Security, String> {
+        let mut client = ClientSecurity::default();
+        if cfg.tls_mode != TlsMode::Disabled {
+            let files = cfg.tls_files().ok_or("--tls-mode needs --tls-cert and --tls-key")?;
+            crate::security::tls::server_config(&files)?;
+            if cfg.tls_mode == TlsMode::Enforcing {
+                let ours = ClientTlsFiles { ca: None, cert_key: Some((files.cert, files.key)) };
+                client.tls = Some(crate::security::tls::client_config(&ours)?);
+            }
+        }
+        if let Some(path) = &cfg.acl_file {
+            let file = crate::security::acl::load(path)?;
+            if cfg.role != Role::Namesrv {
+                client.credentials = Some(file.broker_credentials(cfg.acl_broker_account.as_deref())?);
+            }
+        }
+        Ok(Security { client, acl_file: cfg.acl_file.clone(), account: cfg.acl_broker_account.clone() })
+    }
+
+    /// Re-reads the brokers' credentials; true when they changed (connections then reconnect to
+    /// sign with them). On an error the previous ones are kept, and it is logged.
+    fn refresh(&mut self) -> bool {
+        let Some(path) = &self.acl_file else { return false };
+        match crate::security::acl::load(path).and_then(|f| f.broker_credentials(self.account.as_deref())) {
+            Ok(c) if Some(&c) != self.client.credentials.as_ref() => {
+                tracing::info!(access_key = %c.access_key, "registrar: broker credentials changed in the ACL file");
+                self.client.credentials = Some(c);
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "registrar: keeping the previous broker credentials");
+                false
+            }
+        }
+    }
+}
 
 pub struct Registrar {
     pub control: Arc<ControlPlane>,
@@ -22,12 +75,13 @@ pub struct Registrar {
     /// Told once the first registration round is done, so `serve` announces ready only when the
     /// shards are routable.
     pub registered: Option<std::sync::mpsc::Sender<()>>,
+    pub security: Security,
 }
 
 impl Registrar {
     fn request(&self, conns: &mut HashMap<String, Connection>, ns: &str, cmd: Command) {
         if conns.get(ns).is_none_or(|c| c.is_closed()) {
-            match Connection::connect(ns, REQUEST_TIMEOUT) {
+            match Connection::connect_with(ns, REQUEST_TIMEOUT, &self.security.client) {
                 Ok(c) => {
                     conns.insert(ns.to_string(), c);
                 }
@@ -73,6 +127,9 @@ impl Registrar {
             }
             if changed || last.elapsed() >= self.period {
                 last = Instant::now();
+                if self.security.refresh() {
+                    conns.clear();
+                }
                 for r in self.control.registrations() {
                     self.register(&mut conns, &r);
                 }

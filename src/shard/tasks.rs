@@ -92,6 +92,7 @@ fn publish_metrics(b: &Broker) {
     snap.transactions_discarded = b.transactions.borrow().discarded.get();
     snap.damaged_reads = b.store.damaged_reads();
     snap.connections_refused = b.connections_refused.get();
+    snap.acl_denied = b.acl_denied.get();
     snap.connections = b.connections.get();
     snap.disk_full = b.store.disk_full().is_some();
     let committed = b.offsets.borrow().entries();
