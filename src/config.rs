@@ -319,7 +319,8 @@ mod tests {
         assert_eq!(c.broker_ip, Some("10.0.0.7".parse().unwrap()));
         assert!(c.apply_properties("listenPort=x", Path::new("b")).is_err());
         let mut c = Config::default();
-        c.apply_properties("aclEnable=true\ntls.server.mode=enforcing\n", Path::new("/etc/rocketmq/broker.conf")).unwrap();
+        c.apply_properties("aclEnable=true\ntls.server.mode=enforcing\n", Path::new("/etc/rocketmq/broker.conf"))
+            .unwrap();
         assert_eq!(c.acl_file, Some(PathBuf::from("/etc/rocketmq/plain_acl.yml")));
         assert_eq!(c.tls_mode, TlsMode::Enforcing);
         assert!(c.apply_properties("tls.server.mode=strict", Path::new("b")).is_err());

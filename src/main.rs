@@ -209,7 +209,8 @@ fn build_config(a: ServeArgs) -> Result<Config, String> {
     if let Some(v) = a.tls_mode {
         c.tls_mode = v;
     }
-    for (flag, to) in [(a.tls_cert, &mut c.tls_cert), (a.tls_key, &mut c.tls_key), (a.tls_client_ca, &mut c.tls_client_ca)]
+    for (flag, to) in
+        [(a.tls_cert, &mut c.tls_cert), (a.tls_key, &mut c.tls_key), (a.tls_client_ca, &mut c.tls_client_ca)]
     {
         if flag.is_some() {
             *to = flag;

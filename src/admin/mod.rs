@@ -331,16 +331,16 @@ fn run_inner(a: &AdminArgs) -> Result<Value, ClientError> {
                 .collect(),
         )),
         AdminCmd::Broker(BrokerCmd::Config) => broker_config(&ctx),
-        AdminCmd::Topic(t) => topic_cmd(a, &ctx, t),
+        AdminCmd::Topic(t) => topic_cmd(&ctx, t),
         AdminCmd::Group(g) => group_cmd(&ctx, g),
-        AdminCmd::Message(m) => message_cmd(a, &ctx, m),
+        AdminCmd::Message(m) => message_cmd(&ctx, m),
     }
 }
 
-fn topic_cmd(a: &AdminArgs, ctx: &Arc<ClientContext>, t: &TopicCmd) -> Result<Value, ClientError> {
+fn topic_cmd(ctx: &Arc<ClientContext>, t: &TopicCmd) -> Result<Value, ClientError> {
     match t {
         TopicCmd::Create { topic, queues } | TopicCmd::Update { topic, queues } => {
-            Producer::with_security(&a.namesrv, "ringmq-admin", a.security.resolve().map_err(err)?).create_topic(topic, *queues)?;
+            Producer::with_context(ctx.clone(), "ringmq-admin").create_topic(topic, *queues)?;
             Ok(json!({"topic": topic, "queues_per_broker": queues}))
         }
         TopicCmd::Delete { topic } => {
@@ -386,7 +386,7 @@ fn group_cmd(ctx: &Arc<ClientContext>, g: &GroupCmd) -> Result<Value, ClientErro
     }
 }
 
-fn message_cmd(a: &AdminArgs, ctx: &Arc<ClientContext>, m: &MessageCmd) -> Result<Value, ClientError> {
+fn message_cmd(ctx: &Arc<ClientContext>, m: &MessageCmd) -> Result<Value, ClientError> {
     match m {
         MessageCmd::Get { topic, id, key, queue, broker, queue_offset } => {
             let mq = queue.zip(broker.clone()).zip(topic.clone()).map(|((q, b), t)| MessageQueue {
@@ -400,7 +400,7 @@ fn message_cmd(a: &AdminArgs, ctx: &Arc<ClientContext>, m: &MessageCmd) -> Resul
             let mut msg = Message::new(topic, body.clone().into_bytes());
             msg.tags = tags.clone();
             msg.keys = keys.iter().flat_map(|k| k.split_whitespace().map(String::from)).collect();
-            let r = Producer::with_security(&a.namesrv, "ringmq-admin", a.security.resolve().map_err(err)?).send(&msg)?;
+            let r = Producer::with_context(ctx.clone(), "ringmq-admin").send(&msg)?;
             Ok(json!({"offset_msg_id": r.offset_msg_id, "broker": r.queue.broker_name, "queue": r.queue.queue_id,
                 "queue_offset": r.queue_offset}))
         }

@@ -19,9 +19,9 @@ pub mod route;
 pub mod transaction;
 pub mod wire;
 
+pub use crate::security::sign::Credentials;
 pub use async_client::{AsyncClient, AsyncProducer, AsyncPullConsumer};
 pub use connection::{ClientError, ClientSecurity, Connection};
-pub use crate::security::sign::Credentials;
 pub use consumer::PullConsumer;
 pub use options::SecurityArgs;
 pub use producer::{Message, Producer, SendResult};

@@ -158,11 +158,12 @@ impl Producer {
 
     /// A producer whose connections use TLS and sign requests as `security` says.
     pub fn with_security(namesrv: &str, group: &str, security: ClientSecurity) -> Producer {
-        Producer {
-            ctx: ClientContext::with_security(namesrv, security),
-            group: group.into(),
-            next: AtomicUsize::new(rand::random::<u32>() as usize),
-        }
+        Producer::with_context(ClientContext::with_security(namesrv, security), group)
+    }
+
+    /// A producer sharing `ctx`'s connections and routes.
+    pub fn with_context(ctx: Arc<ClientContext>, group: &str) -> Producer {
+        Producer { ctx, group: group.into(), next: AtomicUsize::new(rand::random::<u32>() as usize) }
     }
 
     pub fn context(&self) -> &Arc<ClientContext> {

@@ -55,7 +55,8 @@ pub fn open(
     sock.set_write_timeout(None)?;
     let reader = sock.try_clone()?;
     let shared = Arc::new(TlsShared { sock, conn: Mutex::new(conn) });
-    let r = WireReader::Tls { shared: shared.clone(), sock: reader, plain: Vec::new(), at: 0, cipher: vec![0; 64 << 10] };
+    let r =
+        WireReader::Tls { shared: shared.clone(), sock: reader, plain: Vec::new(), at: 0, cipher: vec![0; 64 << 10] };
     Ok((WireWriter::Tls(shared), r))
 }
 

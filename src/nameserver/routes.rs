@@ -178,7 +178,15 @@ mod tests {
 
     fn live(name: &str, addr: &str, conn_id: u64) -> BrokerLive {
         let peer = std::net::Ipv4Addr::LOCALHOST.into();
-        BrokerLive { last_update: Instant::now(), conn_id, name: name.into(), id: 0, addr: addr.into(), peer, owner: None }
+        BrokerLive {
+            last_update: Instant::now(),
+            conn_id,
+            name: name.into(),
+            id: 0,
+            addr: addr.into(),
+            peer,
+            owner: None,
+        }
     }
 
     fn body(topics: &[(&str, u64)]) -> Value {

@@ -315,7 +315,8 @@ pub async fn serve<S: Service>(broker: Rc<S>, tcp: TcpStream, id: u64) {
     let stream = match within(broker.limits().frame_timeout, open_stream(broker.tls(), tcp)).await {
         Some(Ok(s)) => s,
         failed => {
-            let why = failed.map_or_else(|| "timed out".to_string(), |r| r.err().map(|e| e.to_string()).unwrap_or_default());
+            let why =
+                failed.map_or_else(|| "timed out".to_string(), |r| r.err().map(|e| e.to_string()).unwrap_or_default());
             tracing::info!(%peer, error = %why, "TLS handshake failed; closing the connection");
             conn.out.close_channel();
             broker.connection_closed(&conn);

@@ -57,9 +57,8 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .collect();
+    let certs: Result<Vec<_>, _> =
+        CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: {e}", path.display()))?.collect();
     let certs = certs.map_err(|e| format!("{}: {e}", path.display()))?;
     if certs.is_empty() {
         return Err(format!("{}: no certificate in the file", path.display()));
@@ -95,16 +94,17 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, Stri
         .map_err(|e| e.to_string())?;
     let builder = match &files.client_ca {
         Some(ca) => {
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
-                .build()
-                .map_err(|e| format!("{}: {e}", ca.display()))?;
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
+                    .build()
+                    .map_err(|e| format!("{}: {e}", ca.display()))?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
     };
-    let cfg = builder.with_single_cert(certs(&files.cert)?, key(&files.key)?).map_err(|e| {
-        format!("{} and {} do not make a certificate: {e}", files.cert.display(), files.key.display())
-    })?;
+    let cfg = builder
+        .with_single_cert(certs(&files.cert)?, key(&files.key)?)
+        .map_err(|e| format!("{} and {} do not make a certificate: {e}", files.cert.display(), files.key.display()))?;
     Ok(Arc::new(cfg))
 }
 
@@ -314,8 +314,8 @@ pub mod testing {
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         let ca = ca_params.self_signed(&ca_key).expect("ca");
         let key = rcgen::KeyPair::generate().expect("key");
-        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-            .expect("params");
+        let params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).expect("params");
         let cert = params.signed_by(&key, &ca, &ca_key).expect("cert");
         let pki = TestPki { ca: dir.join("ca.pem"), cert: dir.join("cert.pem"), key: dir.join("key.pem") };
         std::fs::write(&pki.ca, ca.pem()).expect("write");

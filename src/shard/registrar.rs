@@ -5,10 +5,10 @@
 use crate::broker::control::{ControlPlane, Registration};
 use crate::client::connection::{ClientSecurity, Connection};
 use crate::config::{Config, Role};
-use crate::security::tls::{ClientTlsFiles, TlsMode};
 use crate::protocol::Command;
 use crate::protocol::codes::request as rq;
 use crate::protocol::commands::namesrv::{RegisterBrokerRequest, UnregisterBrokerRequest};
+use crate::security::tls::{ClientTlsFiles, TlsMode};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -212,7 +212,9 @@ impl AclFile {
     /// `access_key` if given, else the first admin account.
     pub fn broker_credentials(&self, access_key: Option<&str>) -> Result<Credentials, String> {
         let account = match access_key {
-            Some(k) => self.accounts.get(k).ok_or_else(|| format!("acl_broker_account {k:?} is not in the ACL file"))?,
+            Some(k) => {
+                self.accounts.get(k).ok_or_else(|| format!("acl_broker_account {k:?} is not in the ACL file"))?
+            }
             None => self.first_admin().ok_or("the ACL file has no admin account for the brokers to register with")?,
         };
         if !account.admin {

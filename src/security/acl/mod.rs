@@ -179,7 +179,8 @@ impl AclGuard {
         if account.white.as_ref().is_some_and(|w| w.matches(peer)) {
             return Ok(Grant::All);
         }
-        let signed = req.ext.get(sign::SIGNATURE).is_some_and(|s| sign::verify(&sign::content(req), &account.secret_key, s));
+        let signed =
+            req.ext.get(sign::SIGNATURE).is_some_and(|s| sign::verify(&sign::content(req), &account.secret_key, s));
         if !signed {
             return Err(Denial(format!("Check signature failed for accessKey={ak}")));
         }
@@ -267,7 +268,8 @@ accounts:
         assert!(e.contains("topic audit") && e.contains("accessKey=app") && e.contains("needs PUB"), "{e}");
         let e = denied(signed(rq::SEND_MESSAGE_V2, &[("b", "other")], "app", "app-secret"));
         assert!(e.contains("by default"), "{e}");
-        let e = denied(signed(rq::PULL_MESSAGE, &[("topic", "orders"), ("consumerGroup", "blocked")], "app", "app-secret"));
+        let e =
+            denied(signed(rq::PULL_MESSAGE, &[("topic", "orders"), ("consumerGroup", "blocked")], "app", "app-secret"));
         assert!(e.contains("group blocked"), "{e}");
         let e = denied(signed(rq::DELETE_TOPIC_IN_BROKER, &[("topic", "orders")], "app", "app-secret"));
         assert!(e.contains("Need admin permission"), "{e}");
@@ -296,7 +298,8 @@ accounts:
         let p = dir.path().join("plain_acl.yml");
         let send = signed(rq::SEND_MESSAGE_V2, &[("b", "orders")], "app", "app-secret");
         assert!(check(&g, &send).is_ok());
-        std::fs::write(&p, "accounts:\n  - accessKey: app\n    secretKey: rotated\n    defaultTopicPerm: PUB\n").unwrap();
+        std::fs::write(&p, "accounts:\n  - accessKey: app\n    secretKey: rotated\n    defaultTopicPerm: PUB\n")
+            .unwrap();
         assert!(g.reload_if_changed());
         assert!(check(&g, &send).unwrap_err().0.contains("signature"));
         assert!(check(&g, &signed(rq::SEND_MESSAGE_V2, &[("b", "orders")], "app", "rotated")).is_ok());
