@@ -63,7 +63,10 @@ impl Harness {
     async fn open(disk: FakeDisk, cfg: Config, dir: tempfile::TempDir) -> Harness {
         let store = Store::open(disk.clone(), super::store_config(&cfg, 0)).await.expect("store opens");
         let addr = "127.0.0.1:10911".parse().expect("addr");
-        let b = Rc::new(Broker::new(0, cfg, addr, store, Arc::new(ControlPlane::new(1))));
+        let acl = cfg.acl_file.as_deref().map(|p| crate::security::acl::AclGuard::open(p).expect("ACL file"));
+        let mut b = Broker::new(0, cfg, addr, store, Arc::new(ControlPlane::new(1)));
+        b.acl = acl;
+        let b = Rc::new(b);
         let store_tasks = Some(b.store.start(StoreHooks { shard: 0, on_flush: Box::new(|_| {}) }));
         let (conn, out) = Conn::in_memory(1, "127.0.0.1:50001".parse().expect("peer"));
         Harness { b, disk, conn, out: RefCell::new(out), store_tasks, _dir: dir }
@@ -153,6 +156,11 @@ impl Harness {
 
     /// Registers `group` as consuming `topic` with `expr` (a HEART_BEAT from the test connection).
     pub async fn heartbeat(&self, client_id: &str, group: &str, topic: &str, expr: &str) -> Command {
+        self.call(Harness::heartbeat_request(client_id, group, topic, expr)).await
+    }
+
+    /// A HEARTBEAT of one consumer of `group` subscribed to `topic`.
+    pub fn heartbeat_request(client_id: &str, group: &str, topic: &str, expr: &str) -> Command {
         let body = serde_json::json!({
             "clientID": client_id,
             "producerDataSet": [],
@@ -161,7 +169,7 @@ impl Harness {
                 "subscriptionDataSet": [{"topic": topic, "subString": expr, "expressionType": "TAG",
                     "subVersion": 0, "classFilterMode": false, "tagsSet": [], "codeSet": []}]}],
         });
-        self.call(Command::request(rq::HEART_BEAT).with_body(body.to_string())).await
+        Command::request(rq::HEART_BEAT).with_body(body.to_string())
     }
 
     /// Kills the broker without a graceful stop, drops every write the fake disk had not synced, and

@@ -430,3 +430,36 @@ fn consumer_running_info_is_relayed_to_the_consumer_and_its_answer_returned() {
         assert_eq!(h.call(offline.request(rq::GET_CONSUMER_RUNNING_INFO)).await.code, rs::SYSTEM_ERROR);
     });
 }
+
+#[test]
+fn acl_checks_the_groups_and_topics_inside_a_heartbeat_and_counts_refusals() {
+    use crate::security::sign::Credentials;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plain_acl.yml");
+    std::fs::write(
+        &path,
+        "accounts:\n  - accessKey: app\n    secretKey: s\n    defaultTopicPerm: DENY\n    defaultGroupPerm: SUB\n    \
+         topicPerms: [audit=SUB]\n    groupPerms: [blocked=DENY]\n",
+    )
+    .unwrap();
+    run(|| async move {
+        let h = Harness::with(|c| c.acl_file = Some(path)).await;
+        let signed = |mut c: Command| {
+            Credentials::new("app", "s").sign(&mut c);
+            c
+        };
+        let ok = h.call(signed(Harness::heartbeat_request("c1", "G", "audit", "*"))).await;
+        assert_eq!(ok.code, rs::SUCCESS, "{:?}", ok.remark);
+        let topic = h.call(signed(Harness::heartbeat_request("c2", "G2", "payments", "*"))).await;
+        assert_eq!(topic.code, rs::NO_PERMISSION);
+        assert!(topic.remark.unwrap_or_default().contains("topic payments"));
+        let group = h.call(signed(Harness::heartbeat_request("c3", "blocked", "audit", "*"))).await;
+        assert_eq!(group.code, rs::NO_PERMISSION);
+        let unsigned = h.call(Harness::heartbeat_request("c4", "G", "audit", "*")).await;
+        assert_eq!(unsigned.code, rs::NO_PERMISSION);
+        // Only the allowed consumer was registered.
+        assert_eq!(h.b.clients.borrow().consumer_ids("G2").len() + h.b.clients.borrow().consumer_ids("blocked").len(), 0);
+        assert_eq!(h.b.acl_denied.get(), 3);
+        h.stop().await;
+    });
+}

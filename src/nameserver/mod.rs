@@ -259,7 +259,75 @@ impl Service for NameServer {
 
 #[cfg(test)]
 mod tests {
-    use super::invalid_host_port;
+    use super::*;
+
+    fn call(ns: &Rc<NameServer>, conn: &Rc<Conn>, req: Command) -> Command {
+        futures_lite::future::block_on(ns.handle(conn, req)).expect("an answer")
+    }
+
+    fn register(name: &str, addr: &str) -> Command {
+        let mut c = Command::request(rq::REGISTER_BROKER);
+        for (k, v) in [("brokerName", name), ("brokerAddr", addr), ("clusterName", "C"), ("brokerId", "0")] {
+            c.put(k, v);
+        }
+        c.with_body(r#"{"topicConfigSerializeWrapper":{"topicConfigTable":{"T":{"readQueueNums":1,"writeQueueNums":1}}}}"#)
+    }
+
+    fn unregister(addr: &str) -> Command {
+        let mut c = Command::request(rq::UNREGISTER_BROKER);
+        c.put("brokerAddr", addr);
+        c
+    }
+
+    fn limits() -> ConnLimits {
+        ConnLimits::from_config(&crate::config::Config::default())
+    }
+
+    #[test]
+    fn a_live_broker_is_neither_replaced_nor_unregistered_from_another_host() {
+        let ns = Rc::new(NameServer::new(Duration::from_secs(120), limits()));
+        let (real, _o1) = Conn::in_memory(1, "10.0.0.1:5000".parse().unwrap());
+        let (other, _o2) = Conn::in_memory(2, "10.0.0.2:5000".parse().unwrap());
+        assert_eq!(call(&ns, &real, register("b-0", "10.0.0.1:10911")).code, rs::SUCCESS);
+        let hijack = call(&ns, &other, register("b-0", "203.0.113.7:10911"));
+        assert_eq!(hijack.code, rs::NO_PERMISSION, "{:?}", hijack.remark);
+        assert_eq!(call(&ns, &other, unregister("10.0.0.1:10911")).code, rs::NO_PERMISSION);
+        ns.connection_closed(&other);
+        assert!(ns.routes.borrow().route_json("T").is_some_and(|r| r.contains("10.0.0.1:10911")));
+        // The registering host may re-register and unregister; then the place is free.
+        assert_eq!(call(&ns, &real, register("b-0", "10.0.0.1:10911")).code, rs::SUCCESS);
+        assert_eq!(call(&ns, &real, unregister("10.0.0.1:10911")).code, rs::SUCCESS);
+        assert!(ns.routes.borrow().route_json("T").is_none());
+        assert_eq!(call(&ns, &other, register("b-0", "10.0.0.2:10911")).code, rs::SUCCESS);
+    }
+
+    #[test]
+    fn with_acl_the_same_account_may_move_a_broker_and_others_may_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plain_acl.yml");
+        std::fs::write(
+            &path,
+            "accounts:\n  - accessKey: ops\n    secretKey: s1\n    admin: true\n  - accessKey: ops2\n    secretKey: s2\n    admin: true\n",
+        )
+        .unwrap();
+        let mut ns = NameServer::new(Duration::from_secs(120), limits());
+        ns.acl = Some(AclGuard::open(&path).unwrap());
+        let ns = Rc::new(ns);
+        let (a, _o1) = Conn::in_memory(1, "10.0.0.1:5000".parse().unwrap());
+        let (b, _o2) = Conn::in_memory(2, "10.0.0.2:5000".parse().unwrap());
+        let signed = |mut c: Command, ak: &str, sk: &str| {
+            crate::security::sign::Credentials::new(ak, sk).sign(&mut c);
+            c
+        };
+        assert_eq!(call(&ns, &a, register("b-0", "10.0.0.1:10911")).code, rs::NO_PERMISSION); // anonymous
+        assert_eq!(call(&ns, &a, signed(register("b-0", "10.0.0.1:10911"), "ops", "s1")).code, rs::SUCCESS);
+        let other_account = call(&ns, &b, signed(register("b-0", "10.0.0.2:10911"), "ops2", "s2"));
+        assert_eq!(other_account.code, rs::NO_PERMISSION);
+        assert_eq!(call(&ns, &b, signed(register("b-0", "10.0.0.2:10911"), "ops", "s1")).code, rs::SUCCESS);
+        // The old registration's connection closing leaves the moved broker in place.
+        ns.connection_closed(&a);
+        assert!(ns.routes.borrow().route_json("T").is_some_and(|r| r.contains("10.0.0.2:10911")));
+    }
 
     #[test]
     fn broker_addresses_must_be_host_and_port() {
