@@ -257,7 +257,7 @@ async fn timer_message_and_request_reply_with_a_real_client() {
         Ok(ConsumeConcurrentlyStatus::ConsumeSuccess)
     });
     service.start().await.unwrap();
-    let mut responder = producer(&ns, "compat_responder").await;
+    let responder = producer(&ns, "compat_responder").await;
     let answering = tokio::spawn(async move {
         while let Some(m) = rx.recv().await {
             let answer = format!("pong:{}", body_of(&m));
@@ -426,4 +426,78 @@ async fn broadcasting_with_a_real_client() {
         c.shutdown().await;
     }
     p.shutdown().await;
+}
+
+const ACL: &str = r#"
+accounts:
+  - accessKey: compat-ops
+    secretKey: ops-secret
+    admin: true
+  - accessKey: compat-app
+    secretKey: app-secret
+    defaultTopicPerm: DENY
+    defaultGroupPerm: SUB
+    topicPerms:
+      - CompatAcl=PUB|SUB
+"#;
+
+fn acl_hook(ak: &str, sk: &str) -> Arc<dyn rocketmq_transport::api::RPCHook> {
+    let credentials = rocketmq_client_rust::SessionCredentials::with_keys(ak.to_string(), sk.to_string());
+    Arc::new(rocketmq_client_rust::AclClientRPCHook::new(credentials))
+}
+
+async fn signed_producer(ns: &str, group: &str, ak: &str, sk: &str) -> DefaultMQProducer {
+    let mut p = DefaultMQProducer::builder(rt("acl-producer"))
+        .producer_group(group.to_string())
+        .name_server_addr(ns.to_string())
+        .send_msg_timeout(5_000)
+        .rpc_hook(acl_hook(ak, sk))
+        .build();
+    p.start().await.expect("producer start");
+    p
+}
+
+/// The client's own ACL hook (`AclClientRpcHook`, the Java `AclClientRPCHook`'s signature) is
+/// accepted unchanged; a wrong secret is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_signed_by_the_clients_acl_hook_are_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("plain_acl.yml");
+    std::fs::write(&acl, ACL).unwrap();
+    let s = Server::start(1, &["--acl-file", acl.to_str().unwrap()]);
+    let ns = s.namesrv();
+    let mut ops = signed_producer(&ns, "compat_acl_ops", "compat-ops", "ops-secret").await;
+    create_topic(&mut ops, "CompatAcl", 2).await;
+    let mut app = signed_producer(&ns, "compat_acl_pg", "compat-app", "app-secret").await;
+    for i in 0..5 {
+        let r = app.send_with_timeout(msg("CompatAcl", "T", &format!("k{i}"), &format!("a{i}")), 5_000).await;
+        assert_eq!(r.unwrap().unwrap().send_status, SendStatus::SendOk);
+    }
+    let c = DefaultLitePullConsumer::builder(rt("acl-lite"))
+        .consumer_group("compat_acl_lite".to_string())
+        .name_server_addr(ns.clone())
+        .rpc_hook(acl_hook("compat-app", "app-secret"))
+        .build()
+        .unwrap();
+    c.start().await.unwrap();
+    let queues = c.fetch_message_queues("CompatAcl").await.unwrap();
+    c.assign(queues.clone()).await.unwrap();
+    for q in &queues {
+        c.seek(q, 0).await.unwrap();
+    }
+    let mut got = BTreeSet::new();
+    for _ in 0..40 {
+        got.extend(c.poll_with_timeout(500).await.iter().map(|m| body_of(m)));
+        if got.len() >= 5 {
+            break;
+        }
+    }
+    assert_eq!(got, (0..5).map(|i| format!("a{i}")).collect::<BTreeSet<_>>());
+    let mut wrong = signed_producer(&ns, "compat_acl_bad", "compat-app", "not-the-secret").await;
+    let r = wrong.send_with_timeout(msg("CompatAcl", "T", "k", "refused"), 5_000).await;
+    assert!(r.is_err() || r.as_ref().is_ok_and(|o| o.is_none()), "a wrongly signed send was accepted: {r:?}");
+    c.shutdown().await;
+    for p in [&mut ops, &mut app, &mut wrong] {
+        p.shutdown().await;
+    }
 }
