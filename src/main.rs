@@ -150,8 +150,15 @@ enum Cmd {
     Bench(Box<BenchArgs>),
     /// Check (and with --apply, fix) host settings that matter for ringmq
     Tune {
-        #[arg(long, default_value = "./data")]
-        data_dir: PathBuf,
+        /// The broker's data directory (default: the config's, else ./data)
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The broker's config file (TOML or broker.conf), for the data directory, ACL and metrics checks
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The broker's ACL file, as given to `serve --acl-file`
+        #[arg(long)]
+        acl_file: Option<PathBuf>,
         #[arg(long)]
         apply: bool,
         #[arg(long)]
@@ -255,9 +262,23 @@ fn main() {
                 1
             }
         },
-        Cmd::Tune { data_dir, apply, json } => {
-            ringmq::tune::run(&ringmq::tune::TuneOptions { apply, data_dir, json, root: PathBuf::from("/") })
-        }
+        Cmd::Tune { data_dir, config, acl_file, apply, json } => match config.map(|p| Config::from_file(&p)).transpose() {
+            Ok(c) => {
+                let c = c.unwrap_or_default();
+                ringmq::tune::run(&ringmq::tune::TuneOptions {
+                    apply,
+                    data_dir: data_dir.unwrap_or(c.data_dir),
+                    json,
+                    root: PathBuf::from("/"),
+                    acl_file: acl_file.or(c.acl_file),
+                    metrics_addr: c.metrics_addr,
+                })
+            }
+            Err(e) => {
+                eprintln!("ringmq tune: {e}");
+                ringmq::EXIT_CONFIG
+            }
+        },
     };
     std::process::exit(code);
 }

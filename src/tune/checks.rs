@@ -8,6 +8,7 @@ use super::sysfs::{self, SysfsError};
 use super::{CheckResult, Ctx, LimitKind, Status, fmt_bytes, fmt_limit};
 
 pub(crate) use super::disk::{disk_scheduler, disk_write_cache, free_space, write_scheduler};
+pub(crate) use super::exposure::{acl, metrics_bind};
 pub(crate) use super::net::irq_spread;
 
 /// glommio refuses to start when it cannot lock this much (measured with glommio 0.9.0).
@@ -72,6 +73,8 @@ pub(crate) const ALL: &[Check] = &[
     report_only("irq_spread", irq_spread),
     report_only("clocksource", clocksource),
     report_only("free_space", free_space),
+    report_only("acl", acl),
+    report_only("metrics_bind", metrics_bind),
 ];
 
 /// Probes `check` and, under `--apply`, fixes what it can and probes again.

@@ -7,6 +7,7 @@
 
 use std::ffi::CString;
 use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -44,6 +45,8 @@ pub(crate) trait Host {
     fn device_of(&self, path: &Path) -> io::Result<(u32, u32)>;
     fn space_of(&self, path: &Path) -> io::Result<Space>;
     fn cpus_online(&self) -> usize;
+    /// Addresses of the interfaces that are up (loopback included).
+    fn interface_addrs(&self) -> io::Result<Vec<IpAddr>>;
 }
 
 /// The running kernel, through libc.
@@ -115,5 +118,38 @@ impl Host for SystemHost {
         // SAFETY: sysconf has no preconditions.
         let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
         usize::try_from(n).unwrap_or(1).max(1)
+    }
+
+    fn interface_addrs(&self) -> io::Result<Vec<IpAddr>> {
+        let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+        // SAFETY: `head` is a valid out-pointer; on success the list is freed below with freeifaddrs.
+        if unsafe { libc::getifaddrs(&mut head) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut out = Vec::new();
+        let mut cur = head;
+        while !cur.is_null() {
+            // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
+            let ifa = unsafe { &*cur };
+            cur = ifa.ifa_next;
+            let up = ifa.ifa_flags & libc::IFF_UP as u32 != 0;
+            if !up || ifa.ifa_addr.is_null() {
+                continue;
+            }
+            // SAFETY: ifa_addr is non-null and points at a sockaddr whose family says its real type.
+            let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+            if family == libc::AF_INET {
+                // SAFETY: AF_INET means the sockaddr is a sockaddr_in.
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))));
+            } else if family == libc::AF_INET6 {
+                // SAFETY: AF_INET6 means the sockaddr is a sockaddr_in6.
+                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                out.push(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
+            }
+        }
+        // SAFETY: `head` came from a successful getifaddrs and is freed once.
+        unsafe { libc::freeifaddrs(head) };
+        Ok(out)
     }
 }

@@ -7,7 +7,8 @@
 //!
 //! What is checked: the memlock and open-files limits of this process, whether io_uring is allowed,
 //! CPU frequency governor, transparent hugepages, `vm.swappiness`, the data disk's I/O scheduler and
-//! write cache, NIC interrupt spread, the clocksource and free space on the data directory.
+//! write cache, NIC interrupt spread, the clocksource, free space on the data directory, and who can
+//! reach the broker unauthenticated (ACL off on a non-loopback address, metrics bound beyond loopback).
 //!
 //! What `--apply` writes, and only with euid 0: `vm.swappiness=1`, THP `madvise`, governor
 //! `performance`, scheduler `none`/`mq-deadline` on the data disk. Each write is checked by reading the
@@ -23,6 +24,7 @@
 
 mod checks;
 mod disk;
+mod exposure;
 mod host;
 mod net;
 mod sysfs;
@@ -49,6 +51,10 @@ pub struct TuneOptions {
     pub json: bool,
     /// Filesystem root under which `proc/` and `sys/` are read and written: `/` normally.
     pub root: PathBuf,
+    /// The broker's ACL file (`--acl-file`, `aclEnable`); `None` = ACL off.
+    pub acl_file: Option<PathBuf>,
+    /// The broker's metrics endpoint address; `None` = off.
+    pub metrics_addr: Option<String>,
 }
 
 /// Outcome of one check.

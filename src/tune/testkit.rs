@@ -19,6 +19,7 @@ pub(crate) struct FakeHost {
     pub(crate) dev: (u32, u32),
     pub(crate) space: Option<Space>,
     pub(crate) cpus: usize,
+    pub(crate) addrs: Vec<std::net::IpAddr>,
 }
 
 impl Default for FakeHost {
@@ -30,6 +31,7 @@ impl Default for FakeHost {
             dev: (8, 1),
             space: Some(Space { total_bytes: 100 << 30, avail_bytes: 50 << 30 }),
             cpus: 4,
+            addrs: vec![[127, 0, 0, 1].into()],
         }
     }
 }
@@ -61,6 +63,9 @@ impl Host for FakeHost {
     }
     fn cpus_online(&self) -> usize {
         self.cpus
+    }
+    fn interface_addrs(&self) -> io::Result<Vec<std::net::IpAddr>> {
+        Ok(self.addrs.clone())
     }
 }
 
@@ -95,12 +100,23 @@ impl Tree {
 }
 
 pub(crate) fn options(tree: &Tree, apply: bool) -> TuneOptions {
-    TuneOptions { apply, data_dir: tree.root().join("data"), json: false, root: tree.root().to_path_buf() }
+    TuneOptions {
+        apply,
+        data_dir: tree.root().join("data"),
+        json: false,
+        root: tree.root().to_path_buf(),
+        acl_file: None,
+        metrics_addr: None,
+    }
 }
 
 pub(crate) fn check_with(tree: &Tree, host: &FakeHost, apply: bool, name: &str) -> CheckResult {
-    let opts = options(tree, apply);
-    let ctx = Ctx { opts: &opts, host };
+    check_opts(&options(tree, apply), host, name)
+}
+
+/// Runs check `name` with these options against `host`.
+pub(crate) fn check_opts(opts: &TuneOptions, host: &FakeHost, name: &str) -> CheckResult {
+    let ctx = Ctx { opts, host };
     let check = checks::ALL.iter().find(|c| c.name == name).unwrap();
     let result = checks::execute(check, &ctx);
     assert_eq!(result.name, name);

@@ -253,7 +253,14 @@ fn report_table_json_and_exit_code() {
 
 #[test]
 fn real_host_read_only_smoke() {
-    let opts = TuneOptions { apply: false, data_dir: std::env::temp_dir(), json: false, root: "/".into() };
+    let opts = TuneOptions {
+        apply: false,
+        data_dir: std::env::temp_dir(),
+        json: false,
+        root: "/".into(),
+        acl_file: None,
+        metrics_addr: None,
+    };
     let results = run_checks(&opts);
     assert_eq!(results.len(), checks::ALL.len());
     assert!(results.iter().all(|r| !r.applied));
@@ -267,4 +274,40 @@ fn byte_counts_read_naturally() {
     assert_eq!(fmt_bytes(3 << 29), "1.5 GiB");
     assert_eq!(fmt_limit(None, true), "unlimited");
     assert_eq!(fmt_limit(Some(1024), false), "1024");
+}
+
+#[test]
+fn acl_off_warns_only_when_another_host_can_connect() {
+    let tree = Tree::new();
+    let mut opts = options(&tree, false);
+    let lo_only = FakeHost { addrs: vec![[127, 0, 0, 1].into(), std::net::Ipv6Addr::LOCALHOST.into()], ..FakeHost::default() };
+    assert_eq!(check_opts(&opts, &lo_only, "acl").status, Status::Pass);
+    let exposed = FakeHost { addrs: vec![[127, 0, 0, 1].into(), [10, 0, 0, 7].into()], ..FakeHost::default() };
+    let r = check_opts(&opts, &exposed, "acl");
+    assert_eq!(r.status, Status::Warn, "{r:?}");
+    assert!(r.observed.contains("10.0.0.7"), "{r:?}");
+    assert!(r.fix.as_deref().is_some_and(|f| f.contains("--acl-file")), "{r:?}");
+
+    let acl = tree.root().join("plain_acl.yml");
+    std::fs::write(&acl, "accounts:\n  - accessKey: ops\n    secretKey: s3cret\n    admin: true\n").unwrap();
+    opts.acl_file = Some(acl.clone());
+    let r = check_opts(&opts, &exposed, "acl");
+    assert_eq!(r.status, Status::Pass, "{r:?}");
+    std::fs::write(&acl, "accounts:\n  - accessKey: ops\n    secretKey: s3cret\n    topicPerms: [T=WRITE]\n").unwrap();
+    let r = check_opts(&opts, &exposed, "acl");
+    assert_eq!(r.status, Status::Fail, "a file the broker rejects is reported: {r:?}");
+}
+
+#[test]
+fn metrics_bound_beyond_loopback_warns() {
+    let tree = Tree::new();
+    let mut opts = options(&tree, false);
+    let host = FakeHost::default();
+    assert_eq!(check_opts(&opts, &host, "metrics_bind").status, Status::Pass);
+    opts.metrics_addr = Some("127.0.0.1:5557".into());
+    assert_eq!(check_opts(&opts, &host, "metrics_bind").status, Status::Pass);
+    opts.metrics_addr = Some("0.0.0.0:5557".into());
+    assert_eq!(check_opts(&opts, &host, "metrics_bind").status, Status::Warn);
+    opts.metrics_addr = Some("[::]:5557".into());
+    assert_eq!(check_opts(&opts, &host, "metrics_bind").status, Status::Warn);
 }
