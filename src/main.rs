@@ -262,23 +262,25 @@ fn main() {
                 1
             }
         },
-        Cmd::Tune { data_dir, config, acl_file, apply, json } => match config.map(|p| Config::from_file(&p)).transpose() {
-            Ok(c) => {
-                let c = c.unwrap_or_default();
-                ringmq::tune::run(&ringmq::tune::TuneOptions {
-                    apply,
-                    data_dir: data_dir.unwrap_or(c.data_dir),
-                    json,
-                    root: PathBuf::from("/"),
-                    acl_file: acl_file.or(c.acl_file),
-                    metrics_addr: c.metrics_addr,
-                })
+        Cmd::Tune { data_dir, config, acl_file, apply, json } => {
+            match config.map(|p| Config::from_file(&p)).transpose() {
+                Ok(c) => {
+                    let c = c.unwrap_or_default();
+                    ringmq::tune::run(&ringmq::tune::TuneOptions {
+                        apply,
+                        data_dir: data_dir.unwrap_or(c.data_dir),
+                        json,
+                        root: PathBuf::from("/"),
+                        acl_file: acl_file.or(c.acl_file),
+                        metrics_addr: c.metrics_addr,
+                    })
+                }
+                Err(e) => {
+                    eprintln!("ringmq tune: {e}");
+                    ringmq::EXIT_CONFIG
+                }
             }
-            Err(e) => {
-                eprintln!("ringmq tune: {e}");
-                ringmq::EXIT_CONFIG
-            }
-        },
+        }
     };
     std::process::exit(code);
 }

@@ -458,7 +458,10 @@ fn acl_checks_the_groups_and_topics_inside_a_heartbeat_and_counts_refusals() {
         let unsigned = h.call(Harness::heartbeat_request("c4", "G", "audit", "*")).await;
         assert_eq!(unsigned.code, rs::NO_PERMISSION);
         // Only the allowed consumer was registered.
-        assert_eq!(h.b.clients.borrow().consumer_ids("G2").len() + h.b.clients.borrow().consumer_ids("blocked").len(), 0);
+        assert_eq!(
+            h.b.clients.borrow().consumer_ids("G2").len() + h.b.clients.borrow().consumer_ids("blocked").len(),
+            0
+        );
         assert_eq!(h.b.acl_denied.get(), 3);
         h.stop().await;
     });

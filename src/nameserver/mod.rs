@@ -270,7 +270,9 @@ mod tests {
         for (k, v) in [("brokerName", name), ("brokerAddr", addr), ("clusterName", "C"), ("brokerId", "0")] {
             c.put(k, v);
         }
-        c.with_body(r#"{"topicConfigSerializeWrapper":{"topicConfigTable":{"T":{"readQueueNums":1,"writeQueueNums":1}}}}"#)
+        c.with_body(
+            r#"{"topicConfigSerializeWrapper":{"topicConfigTable":{"T":{"readQueueNums":1,"writeQueueNums":1}}}}"#,
+        )
     }
 
     fn unregister(addr: &str) -> Command {

@@ -32,6 +32,36 @@ use std::time::Duration;
 /// An executor's start-up report: the ports it bound, or why it could not start.
 /// Longest `serve` waits for the first registration round before announcing ready.
 const REGISTER_WAIT: Duration = Duration::from_secs(5);
+/// How often a shard's executor wakes while it starts. Seen on this kernel (6.18) with glommio 0.9: a
+/// shard sleeping in `io_uring_enter` during store recovery, with no timer armed, missed the
+/// completion of an operation the kernel had handed to an io-wq worker and slept until a signal (a
+/// debugger attaching) woke it — 1 start in ~25 on a fresh data directory under load. A timer makes
+/// every sleep bounded, so such a completion is reaped at the next tick. Once serving, the shard's
+/// own periodic tasks bound its sleeps the same way.
+const STARTUP_TICK: Duration = Duration::from_millis(50);
+
+/// Keeps a timer ticking on the current executor until dropped (see [`STARTUP_TICK`]).
+struct StartupTick(Rc<Cell<bool>>);
+
+impl StartupTick {
+    fn start() -> StartupTick {
+        let on = Rc::new(Cell::new(true));
+        let ticking = on.clone();
+        crate::rt::spawn(async move {
+            while ticking.get() {
+                crate::rt::sleep(STARTUP_TICK).await;
+            }
+        })
+        .detach();
+        StartupTick(on)
+    }
+}
+
+impl Drop for StartupTick {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
 
 type Ready = mpsc::Sender<Result<Vec<u16>, (i32, String)>>;
 
@@ -68,6 +98,7 @@ async fn shard_main(
     control: Arc<ControlPlane>,
     ready: Ready,
 ) {
+    let starting = StartupTick::start();
     let store = match Store::open(DmaDisk, crate::broker::store_config(&cfg, shard)).await {
         Ok(s) => s,
         Err(e) => {
@@ -125,6 +156,7 @@ async fn shard_main(
     let store_tasks = tasks::start_store(&broker);
     let background = tasks::spawn_all(&broker);
     let _ = ready.send(Ok(bound));
+    drop(starting);
     tasks::control_loop(&broker).await;
     stop.set(true);
     drop(accepts);

@@ -12,8 +12,7 @@ use super::{CheckResult, Ctx};
 
 const ACL_FIX: &str = "write a plain_acl.yml (docs/OPERATIONS.md, \"Hardening\") and start the broker with \
      `--acl-file FILE` (or `aclEnable=true` in broker.conf); until then keep the ports behind a firewall";
-const METRICS_FIX: &str =
-    "bind the metrics endpoint to loopback (`metrics_addr = \"127.0.0.1:5557\"`) and scrape it through a proxy \
+const METRICS_FIX: &str = "bind the metrics endpoint to loopback (`metrics_addr = \"127.0.0.1:5557\"`) and scrape it through a proxy \
      or an agent on the host";
 
 /// Non-loopback, non-link-local-v6 addresses of the interfaces that are up (those other hosts can use).
@@ -45,8 +44,12 @@ pub(crate) fn acl(ctx: &Ctx<'_>) -> CheckResult {
     const NAME: &str = "acl";
     if let Some(path) = &ctx.opts.acl_file {
         return match crate::security::acl::load(path) {
-            Ok(file) => CheckResult::pass(NAME, format!("ACL on: {} ({} accounts)", path.display(), file.accounts.len())),
-            Err(e) => CheckResult::fail(NAME, format!("ACL file does not load, the broker will not start: {e}"), ACL_FIX),
+            Ok(file) => {
+                CheckResult::pass(NAME, format!("ACL on: {} ({} accounts)", path.display(), file.accounts.len()))
+            }
+            Err(e) => {
+                CheckResult::fail(NAME, format!("ACL file does not load, the broker will not start: {e}"), ACL_FIX)
+            }
         };
     }
     match reachable_addrs(ctx) {

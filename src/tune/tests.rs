@@ -280,7 +280,8 @@ fn byte_counts_read_naturally() {
 fn acl_off_warns_only_when_another_host_can_connect() {
     let tree = Tree::new();
     let mut opts = options(&tree, false);
-    let lo_only = FakeHost { addrs: vec![[127, 0, 0, 1].into(), std::net::Ipv6Addr::LOCALHOST.into()], ..FakeHost::default() };
+    let lo_only =
+        FakeHost { addrs: vec![[127, 0, 0, 1].into(), std::net::Ipv6Addr::LOCALHOST.into()], ..FakeHost::default() };
     assert_eq!(check_opts(&opts, &lo_only, "acl").status, Status::Pass);
     let exposed = FakeHost { addrs: vec![[127, 0, 0, 1].into(), [10, 0, 0, 7].into()], ..FakeHost::default() };
     let r = check_opts(&opts, &exposed, "acl");

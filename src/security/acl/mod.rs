@@ -179,8 +179,7 @@ impl AclGuard {
         if account.white.as_ref().is_some_and(|w| w.matches(peer)) {
             return Ok(Grant::All);
         }
-        let signed =
-            req.ext.get(sign::SIGNATURE).is_some_and(|s| sign::verify(&sign::content(req), &account.secret_key, s));
+        let signed = req.ext.get(sign::SIGNATURE).is_some_and(|s| sign::verify_request(req, &account.secret_key, s));
         if !signed {
             return Err(Denial(format!("Check signature failed for accessKey={ak}")));
         }
