@@ -35,9 +35,10 @@ const REGISTER_WAIT: Duration = Duration::from_secs(5);
 /// How often a shard's executor wakes while it starts. Seen on this kernel (6.18) with glommio 0.9: a
 /// shard sleeping in `io_uring_enter` during store recovery, with no timer armed, missed the
 /// completion of an operation the kernel had handed to an io-wq worker and slept until a signal (a
-/// debugger attaching) woke it — 1 start in ~25 on a fresh data directory under load. A timer makes
-/// every sleep bounded, so such a completion is reaped at the next tick. Once serving, the shard's
-/// own periodic tasks bound its sleeps the same way.
+/// debugger attaching) woke it — once in 17 starts right after heavy runs; a plain loop of fresh
+/// starts does not reproduce it (docs/BENCHMARKS.md). A mitigation: a timer makes every sleep bounded,
+/// so such a completion is reaped at the next tick. Once serving, the shard's own periodic tasks
+/// bound its sleeps the same way.
 const STARTUP_TICK: Duration = Duration::from_millis(50);
 
 /// Keeps a timer ticking on the current executor until dropped (see [`STARTUP_TICK`]).
