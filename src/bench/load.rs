@@ -130,6 +130,17 @@ pub fn describe(p: &Period) -> String {
         + &(if p.early_deliveries > 0 { format!(" | EARLY {}", p.early_deliveries) } else { String::new() })
 }
 
+/// A refused credential or a TLS handshake the server's certificate fails will not get better by
+/// waiting: those end the run at once; anything else (a broker still starting) is retried.
+fn cannot_recover(e: &crate::client::ClientError) -> bool {
+    use crate::client::ClientError;
+    match e {
+        ClientError::Refused { code, .. } => *code == crate::protocol::codes::response::NO_PERMISSION,
+        ClientError::Connect { source, .. } => source.kind() == std::io::ErrorKind::InvalidData,
+        _ => false,
+    }
+}
+
 /// Runs a workload; prints a line every period and returns the report.
 pub fn run(w: &Workload, broker_pid: Option<u32>) -> Result<Report, String> {
     if w.deliver_after_ms > 0 && w.batch > 1 {
@@ -143,7 +154,7 @@ pub fn run(w: &Workload, broker_pid: Option<u32>) -> Result<Report, String> {
         // Brokers may still be starting (pre-writing their first segment): retry for a while.
         let deadline = Instant::now() + Duration::from_secs(60);
         while let Err(e) = setup.create_topic(t, w.queues) {
-            if Instant::now() >= deadline {
+            if Instant::now() >= deadline || cannot_recover(&e) {
                 return Err(format!("cannot create topic {t}: {e}"));
             }
             std::thread::sleep(Duration::from_millis(500));
@@ -217,4 +228,22 @@ pub fn run(w: &Workload, broker_pid: Option<u32>) -> Result<Report, String> {
         let _ = h.join();
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cannot_recover;
+    use crate::client::ClientError;
+
+    #[test]
+    fn bench_stops_retrying_on_refused_credentials_and_failed_tls() {
+        let refused = |code| ClientError::Refused { addr: "a".into(), code, remark: String::new() };
+        assert!(cannot_recover(&refused(16)));
+        assert!(!cannot_recover(&refused(1)), "a busy or starting broker is retried");
+        let tls = std::io::Error::new(std::io::ErrorKind::InvalidData, "invalid peer certificate");
+        assert!(cannot_recover(&ClientError::Connect { addr: "a".into(), source: tls }));
+        let refused_conn = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(!cannot_recover(&ClientError::Connect { addr: "a".into(), source: refused_conn }));
+        assert!(!cannot_recover(&ClientError::NoRoute("T".into())));
+    }
 }
