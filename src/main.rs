@@ -102,6 +102,10 @@ struct BenchArgs {
     /// fdatasync every probe write (compare with flush = sync)
     #[arg(long)]
     probe_sync: bool,
+    /// Also measure the request/response floor: echo servers (glommio, and plain threads) pinned to
+    /// CPU N, answering the same request sizes and windows from a client on the next CPU
+    #[arg(long, value_name = "N")]
+    echo_floor_cpu: Option<usize>,
 }
 
 fn run_bench(a: BenchArgs) -> Result<(), String> {
@@ -127,6 +131,31 @@ fn run_bench(a: BenchArgs) -> Result<(), String> {
             report.total.publish_rate / probe.msgs_per_sec
         );
         json["probe"] = serde_json::to_value(&probe).map_err(|e| e.to_string())?;
+    }
+    if let Some(cpu) = a.echo_floor_cpu {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let o = ringmq::bench::echo::EchoOptions {
+            message_size: w.message_size,
+            window: w.window,
+            seconds: (w.duration as f64).min(5.0),
+            server_cpu: cpu % cores,
+            client_cpu: (cpu + 1) % cores,
+        };
+        let runs = ringmq::bench::echo::run(&o)?;
+        for r in &runs {
+            println!(
+                "echo floor ({}, {}): {:.0} req/s, {:.2} us server CPU/req; ringmq publish = {:.2} x, broker CPU/msg = {}",
+                r.server,
+                r.pattern,
+                r.requests_per_sec,
+                r.server_cpu_us_per_request,
+                report.total.publish_rate / r.requests_per_sec,
+                report
+                    .broker_cpu_us_per_message
+                    .map_or("n/a".to_string(), |c| format!("{:.2} x", c / r.server_cpu_us_per_request.max(1e-9)))
+            );
+        }
+        json["echo_floor"] = serde_json::to_value(&runs).map_err(|e| e.to_string())?;
     }
     if let Some(p) = &a.json {
         std::fs::write(p, serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?)

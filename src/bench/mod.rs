@@ -1,6 +1,7 @@
 //! Benchmarks that measure ringmq against limits measured in the same run: the storage benchmark
 //! (store vs raw O_DIRECT I/O), the `ringmq bench` load generator, and the raw-limit probe.
 
+pub mod echo;
 mod generator;
 pub mod load;
 pub mod plot;

@@ -1,0 +1,321 @@
+//! The request/response floor (issue 15, part 1): what an echo server costs on this machine for the
+//! pattern a broker sees from unbatched senders, measured beside a `ringmq bench` run.
+//!
+//! A request is a 4-byte big-endian length and that many bytes (the workload's message size plus
+//! [`HEADER_BYTES`], about what a SEND_MESSAGE_V2 header adds); the answer is a frame of
+//! [`ANSWER_BYTES`] (a send response's size). Two servers, each with every thread pinned to
+//! `server_cpu`: one on glommio (the broker's runtime: one executor, a task per connection) and one
+//! on plain blocking sockets with a thread per connection (the kernel's own scheduling, no runtime).
+//! Two client patterns, both on one glommio executor pinned to `client_cpu` (the load generator's
+//! runtime): `window` requests in flight on one connection, and `window` connections with one each.
+//!
+//! Server CPU is the process's CPU (`/proc/self/stat`, so io-wq workers count) minus the client
+//! thread's (`/proc/thread-self/stat`), over the measured seconds.
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use serde::Serialize;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Bytes a request carries beyond its body (RocketMQ header fields of a typical send).
+pub const HEADER_BYTES: usize = 256;
+/// Size of each answer frame, length prefix included.
+pub const ANSWER_BYTES: usize = 128;
+/// Read buffer per connection: many requests per read when the client pipelines.
+const READ_BUF: usize = 256 << 10;
+
+/// One server × pattern measurement.
+#[derive(Debug, Clone, Serialize)]
+pub struct EchoRun {
+    pub server: &'static str,
+    pub pattern: String,
+    pub requests_per_sec: f64,
+    pub server_cpu_us_per_request: f64,
+}
+
+/// What to measure.
+#[derive(Debug, Clone, Copy)]
+pub struct EchoOptions {
+    pub message_size: usize,
+    pub window: usize,
+    pub seconds: f64,
+    pub server_cpu: usize,
+    pub client_cpu: usize,
+}
+
+/// Runs both servers under both patterns, one after another.
+pub fn run(o: &EchoOptions) -> Result<Vec<EchoRun>, String> {
+    let mut out = Vec::new();
+    for server in [Server::Glommio, Server::Threads] {
+        for connections in [1, o.window.max(1)] {
+            let in_flight = if connections == 1 { o.window.max(1) } else { 1 };
+            out.push(measure(o, server, connections, in_flight)?);
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Server {
+    Glommio,
+    Threads,
+}
+
+fn measure(o: &EchoOptions, server: Server, connections: usize, in_flight: usize) -> Result<EchoRun, String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let server_handle = match server {
+        Server::Glommio => {
+            drop(listener);
+            let stop = stop.clone();
+            let h = crate::rt::executor::LocalExecutorBuilder::new(crate::rt::executor::Placement::Fixed(o.server_cpu))
+                .io_memory(crate::shard::startup::IO_MEMORY_BYTES)
+                .spawn(move || async move { glommio_server(addr, stop).await })
+                .map_err(|e| e.to_string())?;
+            ServerHandle::Glommio(h)
+        }
+        Server::Threads => {
+            let (stop, cpu) = (stop.clone(), o.server_cpu);
+            ServerHandle::Threads(std::thread::spawn(move || thread_server(listener, stop, cpu)))
+        }
+    };
+    let request = frame(o.message_size + HEADER_BYTES);
+    let secs = o.seconds;
+    let client = crate::rt::executor::LocalExecutorBuilder::new(crate::rt::executor::Placement::Fixed(o.client_cpu))
+        .io_memory(crate::shard::startup::IO_MEMORY_BYTES)
+        .spawn(move || async move { client(addr, connections, in_flight, request, secs).await })
+        .map_err(|e| e.to_string())?;
+    let result = client.join().map_err(|e| e.to_string())?;
+    stop.store(true, Ordering::SeqCst);
+    let _ = std::net::TcpStream::connect(addr); // wakes an accept that is still waiting
+    server_handle.join();
+    let (requests, secs, process_cpu, client_cpu) = result?;
+    Ok(EchoRun {
+        server: if server == Server::Glommio { "glommio" } else { "threads" },
+        pattern: format!("{connections} conn x {in_flight} in flight"),
+        requests_per_sec: requests as f64 / secs,
+        server_cpu_us_per_request: (process_cpu - client_cpu).max(0.0) * 1e6 / requests.max(1) as f64,
+    })
+}
+
+enum ServerHandle {
+    Glommio(crate::rt::executor::ExecutorJoinHandle<()>),
+    Threads(std::thread::JoinHandle<()>),
+}
+
+impl ServerHandle {
+    fn join(self) {
+        match self {
+            ServerHandle::Glommio(h) => drop(h.join()),
+            ServerHandle::Threads(h) => drop(h.join()),
+        }
+    }
+}
+
+fn frame(len: usize) -> Vec<u8> {
+    let mut f = vec![b'x'; 4 + len];
+    f[..4].copy_from_slice(&(len as u32).to_be_bytes());
+    f
+}
+
+/// Complete frames at the front of `buf`: how many, and how many bytes they take.
+fn complete_frames(buf: &[u8]) -> (usize, usize) {
+    let (mut n, mut at) = (0, 0);
+    while buf.len() >= at + 4 {
+        let len = u32::from_be_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
+        if buf.len() < at + 4 + len {
+            break;
+        }
+        at += 4 + len;
+        n += 1;
+    }
+    (n, at)
+}
+
+/// Reads what is there, answers every complete request in one write, keeps the remainder.
+struct Framer {
+    buf: Vec<u8>,
+    fill: usize,
+}
+
+impl Framer {
+    fn new() -> Framer {
+        Framer { buf: vec![0; READ_BUF], fill: 0 }
+    }
+
+    /// Accounts for `n` new bytes; returns how many complete frames they finished.
+    fn take(&mut self, n: usize) -> usize {
+        self.fill += n;
+        let (frames, used) = complete_frames(&self.buf[..self.fill]);
+        self.buf.copy_within(used..self.fill, 0);
+        self.fill -= used;
+        if self.fill == self.buf.len() {
+            let bigger = self.buf.len() * 2;
+            self.buf.resize(bigger, 0);
+        }
+        frames
+    }
+}
+
+async fn glommio_server(addr: SocketAddr, stop: Arc<AtomicBool>) {
+    let Ok(listener) = crate::rt::TcpListener::bind(addr) else { return };
+    let answer = Rc::new(frame(ANSWER_BYTES - 4));
+    while !stop.load(Ordering::SeqCst) {
+        let Ok(mut s) = listener.accept().await else { break };
+        let answer = answer.clone();
+        crate::rt::spawn(async move {
+            let mut f = Framer::new();
+            let mut out = Vec::new();
+            loop {
+                let at = f.fill;
+                let n = match s.read(&mut f.buf[at..]).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                out.clear();
+                for _ in 0..f.take(n) {
+                    out.extend_from_slice(&answer);
+                }
+                if !out.is_empty() && s.write_all(&out).await.is_err() {
+                    return;
+                }
+            }
+        })
+        .detach();
+    }
+}
+
+fn thread_server(listener: std::net::TcpListener, stop: Arc<AtomicBool>, cpu: usize) {
+    let _ = crate::shard::stalls::pin_current_thread(&[cpu]); // threads spawned below inherit it
+    let answer = Arc::new(frame(ANSWER_BYTES - 4));
+    for s in listener.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let (Ok(mut s), answer) = (s, answer.clone()) else { continue };
+        let _ = s.set_nodelay(true);
+        std::thread::spawn(move || {
+            let mut f = Framer::new();
+            let mut out = Vec::new();
+            loop {
+                let at = f.fill;
+                let n = match s.read(&mut f.buf[at..]) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                out.clear();
+                for _ in 0..f.take(n) {
+                    out.extend_from_slice(&answer);
+                }
+                if !out.is_empty() && s.write_all(&out).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// CPU seconds of the calling thread.
+fn thread_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/thread-self/stat") else { return 0.0 };
+    let f: Vec<&str> = stat.rsplit_once(')').map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / 100.0
+}
+
+type ClientResult = Result<(u64, f64, f64, f64), String>;
+
+/// Drives `connections` connections with `in_flight` requests each for `secs` after a 1 s warm-up;
+/// returns (answers, seconds, process CPU, this thread's CPU) over the measured part.
+async fn client(addr: SocketAddr, connections: usize, in_flight: usize, request: Vec<u8>, secs: f64) -> ClientResult {
+    let mut streams = Vec::with_capacity(connections);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while streams.len() < connections {
+        match crate::rt::TcpStream::connect(addr).await {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                streams.push(s);
+            }
+            Err(_) if Instant::now() < deadline => crate::rt::sleep(Duration::from_millis(5)).await,
+            Err(e) => return Err(format!("echo client: {e}")),
+        }
+    }
+    let counted = Rc::new(std::cell::Cell::new(0u64));
+    let measuring = Rc::new(std::cell::Cell::new(false));
+    let done = Rc::new(std::cell::Cell::new(false));
+    let request = Rc::new(request);
+    let mut tasks = Vec::new();
+    for mut s in streams {
+        let (counted, measuring, done, request) = (counted.clone(), measuring.clone(), done.clone(), request.clone());
+        tasks.push(crate::rt::spawn(async move {
+            let burst: Vec<u8> = request.repeat(in_flight);
+            if s.write_all(&burst).await.is_err() {
+                return;
+            }
+            let mut f = Framer::new();
+            let mut out = Vec::new();
+            while !done.get() {
+                let at = f.fill;
+                let n = match s.read(&mut f.buf[at..]).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                let answers = f.take(n);
+                if measuring.get() {
+                    counted.set(counted.get() + answers as u64);
+                }
+                out.clear();
+                for _ in 0..answers {
+                    out.extend_from_slice(&request);
+                }
+                if !out.is_empty() && s.write_all(&out).await.is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+    crate::rt::sleep(Duration::from_secs(1)).await;
+    let (cpu0, mine0, t0) =
+        (super::load::cpu_seconds(std::process::id()).unwrap_or(0.0), thread_cpu_seconds(), Instant::now());
+    measuring.set(true);
+    crate::rt::sleep(Duration::from_secs_f64(secs)).await;
+    measuring.set(false);
+    let elapsed = t0.elapsed().as_secs_f64();
+    let (cpu1, mine1) = (super::load::cpu_seconds(std::process::id()).unwrap_or(0.0), thread_cpu_seconds());
+    done.set(true);
+    drop(tasks); // cancels the connections' tasks; the sockets close with them
+    Ok((counted.get(), elapsed, cpu1 - cpu0, mine1 - mine0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_split_across_reads_are_counted_once_complete() {
+        let req = frame(10);
+        let mut f = Framer::new();
+        let two = [req.clone(), req.clone()].concat();
+        f.buf[..two.len() - 3].copy_from_slice(&two[..two.len() - 3]);
+        assert_eq!(f.take(two.len() - 3), 1);
+        let at = f.fill;
+        f.buf[at..at + 3].copy_from_slice(&two[two.len() - 3..]);
+        assert_eq!(f.take(3), 1);
+        assert_eq!(f.fill, 0);
+    }
+
+    #[test]
+    fn both_servers_answer_both_patterns() {
+        let o = EchoOptions { message_size: 100, window: 4, seconds: 0.2, server_cpu: 0, client_cpu: 0 };
+        let runs = run(&o).unwrap();
+        assert_eq!(runs.len(), 4);
+        for r in &runs {
+            assert!(r.requests_per_sec > 0.0, "{r:?}");
+        }
+    }
+}
