@@ -160,6 +160,17 @@ impl Framer {
         }
         frames
     }
+
+    /// Accounts for `n` new bytes and puts one `reply` per request they completed into `out`;
+    /// returns how many.
+    fn answer(&mut self, n: usize, reply: &[u8], out: &mut Vec<u8>) -> usize {
+        out.clear();
+        let frames = self.take(n);
+        for _ in 0..frames {
+            out.extend_from_slice(reply);
+        }
+        frames
+    }
 }
 
 async fn glommio_server(addr: SocketAddr, stop: Arc<AtomicBool>) {
@@ -177,10 +188,7 @@ async fn glommio_server(addr: SocketAddr, stop: Arc<AtomicBool>) {
                     Ok(0) | Err(_) => return,
                     Ok(n) => n,
                 };
-                out.clear();
-                for _ in 0..f.take(n) {
-                    out.extend_from_slice(&answer);
-                }
+                f.answer(n, &answer, &mut out);
                 if !out.is_empty() && s.write_all(&out).await.is_err() {
                     return;
                 }
@@ -208,10 +216,7 @@ fn thread_server(listener: std::net::TcpListener, stop: Arc<AtomicBool>, cpu: us
                     Ok(0) | Err(_) => return,
                     Ok(n) => n,
                 };
-                out.clear();
-                for _ in 0..f.take(n) {
-                    out.extend_from_slice(&answer);
-                }
+                f.answer(n, &answer, &mut out);
                 if !out.is_empty() && s.write_all(&out).is_err() {
                     return;
                 }
@@ -265,13 +270,9 @@ async fn client(addr: SocketAddr, connections: usize, in_flight: usize, request:
                     Ok(0) | Err(_) => return,
                     Ok(n) => n,
                 };
-                let answers = f.take(n);
+                let answers = f.answer(n, &request, &mut out);
                 if measuring.get() {
                     counted.set(counted.get() + answers as u64);
-                }
-                out.clear();
-                for _ in 0..answers {
-                    out.extend_from_slice(&request);
                 }
                 if !out.is_empty() && s.write_all(&out).await.is_err() {
                     return;
