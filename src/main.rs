@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use ringmq::config::{Config, Role, split_addrs};
 use ringmq::store::FlushMode;
+use ringmq::store::io::LogSync;
 use std::path::PathBuf;
 
 /// mimalloc: glibc malloc's consolidation showed up at ~35% of broker CPU for unbatched sends.
@@ -37,6 +38,13 @@ struct ServeArgs {
     shards: Option<usize>,
     #[arg(long, value_parser = ["sync", "async"])]
     flush: Option<String>,
+    /// How group commits reach the disk: dsync (O_DSYNC writes) or fdatasync (write, then fdatasync)
+    #[arg(long, value_parser = ["dsync", "fdatasync"])]
+    log_sync: Option<String>,
+    /// Shards poll instead of sleeping when idle (for cores given to ringmq alone): lower latency,
+    /// a full core per shard even when idle
+    #[arg(long)]
+    busy_poll: bool,
     #[arg(long, value_enum)]
     role: Option<Role>,
     /// Name servers to register with, `host:port;host:port`
@@ -140,6 +148,7 @@ fn run_bench(a: BenchArgs) -> Result<(), String> {
             seconds: (w.duration as f64).min(5.0),
             server_cpu: cpu % cores,
             client_cpu: (cpu + 1) % cores,
+            paced_rate: (w.rate > 0).then_some(w.rate),
         };
         let runs = ringmq::bench::echo::run(&o)?;
         for r in &runs {
@@ -215,6 +224,10 @@ fn build_config(a: ServeArgs) -> Result<Config, String> {
     if let Some(v) = a.flush {
         c.flush = if v == "async" { FlushMode::Async } else { FlushMode::Sync };
     }
+    if let Some(v) = a.log_sync {
+        c.log_sync = if v == "fdatasync" { LogSync::Fdatasync } else { LogSync::Dsync };
+    }
+    c.busy_poll |= a.busy_poll;
     if let Some(v) = a.role {
         c.role = v;
     }

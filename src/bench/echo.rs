@@ -45,6 +45,10 @@ pub struct EchoOptions {
     pub seconds: f64,
     pub server_cpu: usize,
     pub client_cpu: usize,
+    /// Also measure one connection sending at this fixed rate (requests per second), one in flight:
+    /// the per-request cost of an executor that sleeps and wakes between requests, as a broker does
+    /// under a fixed-rate workload.
+    pub paced_rate: Option<u64>,
 }
 
 /// Runs both servers under both patterns, one after another.
@@ -53,10 +57,22 @@ pub fn run(o: &EchoOptions) -> Result<Vec<EchoRun>, String> {
     for server in [Server::Glommio, Server::Threads] {
         for connections in [1, o.window.max(1)] {
             let in_flight = if connections == 1 { o.window.max(1) } else { 1 };
-            out.push(measure(o, server, connections, in_flight)?);
+            out.push(measure(o, server, Pattern { connections, in_flight, rate: None })?);
+        }
+        if let Some(rate) = o.paced_rate.filter(|&r| r > 0) {
+            out.push(measure(o, server, Pattern { connections: 1, in_flight: 1, rate: Some(rate) })?);
         }
     }
     Ok(out)
+}
+
+/// How the client loads the server: `connections` × `in_flight`, as fast as answers come back, or
+/// one request at a time at `rate` per second.
+#[derive(Clone, Copy)]
+struct Pattern {
+    connections: usize,
+    in_flight: usize,
+    rate: Option<u64>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -65,7 +81,7 @@ enum Server {
     Threads,
 }
 
-fn measure(o: &EchoOptions, server: Server, connections: usize, in_flight: usize) -> Result<EchoRun, String> {
+fn measure(o: &EchoOptions, server: Server, pattern: Pattern) -> Result<EchoRun, String> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -88,7 +104,7 @@ fn measure(o: &EchoOptions, server: Server, connections: usize, in_flight: usize
     let secs = o.seconds;
     let client = crate::rt::executor::LocalExecutorBuilder::new(crate::rt::executor::Placement::Fixed(o.client_cpu))
         .io_memory(crate::shard::startup::IO_MEMORY_BYTES)
-        .spawn(move || async move { client(addr, connections, in_flight, request, secs).await })
+        .spawn(move || async move { client(addr, pattern, request, secs).await })
         .map_err(|e| e.to_string())?;
     let result = client.join().map_err(|e| e.to_string())?;
     stop.store(true, Ordering::SeqCst);
@@ -97,7 +113,10 @@ fn measure(o: &EchoOptions, server: Server, connections: usize, in_flight: usize
     let (requests, secs, process_cpu, client_cpu) = result?;
     Ok(EchoRun {
         server: if server == Server::Glommio { "glommio" } else { "threads" },
-        pattern: format!("{connections} conn x {in_flight} in flight"),
+        pattern: match pattern.rate {
+            None => format!("{} conn x {} in flight", pattern.connections, pattern.in_flight),
+            Some(r) => format!("1 conn paced at {r}/s"),
+        },
         requests_per_sec: requests as f64 / secs,
         server_cpu_us_per_request: (process_cpu - client_cpu).max(0.0) * 1e6 / requests.max(1) as f64,
     })
@@ -235,9 +254,10 @@ fn thread_cpu_seconds() -> f64 {
 
 type ClientResult = Result<(u64, f64, f64, f64), String>;
 
-/// Drives `connections` connections with `in_flight` requests each for `secs` after a 1 s warm-up;
-/// returns (answers, seconds, process CPU, this thread's CPU) over the measured part.
-async fn client(addr: SocketAddr, connections: usize, in_flight: usize, request: Vec<u8>, secs: f64) -> ClientResult {
+/// Drives the server with `pattern` for `secs` after a 1 s warm-up; returns (answers, seconds,
+/// process CPU, this thread's CPU) over the measured part.
+async fn client(addr: SocketAddr, pattern: Pattern, request: Vec<u8>, secs: f64) -> ClientResult {
+    let Pattern { connections, in_flight, rate } = pattern;
     let mut streams = Vec::with_capacity(connections);
     let deadline = Instant::now() + Duration::from_secs(5);
     while streams.len() < connections {
@@ -258,6 +278,9 @@ async fn client(addr: SocketAddr, connections: usize, in_flight: usize, request:
     for mut s in streams {
         let (counted, measuring, done, request) = (counted.clone(), measuring.clone(), done.clone(), request.clone());
         tasks.push(crate::rt::spawn(async move {
+            if let Some(rate) = rate {
+                return paced(&mut s, rate, &request, &counted, &measuring, &done).await;
+            }
             let burst: Vec<u8> = request.repeat(in_flight);
             if s.write_all(&burst).await.is_err() {
                 return;
@@ -293,6 +316,44 @@ async fn client(addr: SocketAddr, connections: usize, in_flight: usize, request:
     Ok((counted.get(), elapsed, cpu1 - cpu0, mine1 - mine0))
 }
 
+/// One request at a time on `s`, each sent at its slot of a `rate`-per-second schedule (or at once
+/// when the answer to the previous one came late).
+async fn paced(
+    s: &mut crate::rt::TcpStream,
+    rate: u64,
+    request: &[u8],
+    counted: &std::cell::Cell<u64>,
+    measuring: &std::cell::Cell<bool>,
+    done: &std::cell::Cell<bool>,
+) {
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let mut due = Instant::now();
+    let mut f = Framer::new();
+    while !done.get() {
+        let now = Instant::now();
+        if due > now {
+            crate::rt::sleep(due - now).await;
+        }
+        due += interval;
+        if s.write_all(request).await.is_err() {
+            return;
+        }
+        loop {
+            let at = f.fill;
+            let n = match s.read(&mut f.buf[at..]).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if f.take(n) > 0 {
+                break;
+            }
+        }
+        if measuring.get() {
+            counted.set(counted.get() + 1);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,9 +373,16 @@ mod tests {
 
     #[test]
     fn both_servers_answer_both_patterns() {
-        let o = EchoOptions { message_size: 100, window: 4, seconds: 0.2, server_cpu: 0, client_cpu: 0 };
+        let o = EchoOptions {
+            message_size: 100,
+            window: 4,
+            seconds: 0.2,
+            server_cpu: 0,
+            client_cpu: 0,
+            paced_rate: Some(500),
+        };
         let runs = run(&o).unwrap();
-        assert_eq!(runs.len(), 4);
+        assert_eq!(runs.len(), 6);
         for r in &runs {
             assert!(r.requests_per_sec > 0.0, "{r:?}");
         }

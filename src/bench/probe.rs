@@ -61,7 +61,7 @@ pub fn run(dir: &Path, total_bytes: u64, message_size: usize, synced: bool) -> R
 async fn receive(addr: std::net::SocketAddr, path: &Path, total: u64, synced: bool) -> Result<(), String> {
     let listener = crate::rt::TcpListener::bind(addr).map_err(|e| e.to_string())?;
     let mut stream = listener.accept().await.map_err(|e| e.to_string())?;
-    let file = DmaDisk.open(path).await.map_err(|e| e.to_string())?;
+    let file = DmaDisk::default().open(path).await.map_err(|e| e.to_string())?;
     let mut chunk = vec![0u8; CHUNK];
     let (mut fill, mut pos, mut got) = (0usize, 0u64, 0u64);
     while got < total {

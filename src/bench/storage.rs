@@ -97,7 +97,7 @@ fn mb_per_sec(bytes: u64, d: Duration) -> f64 {
 async fn raw_limits(cfg: &StorageBenchConfig) -> std::io::Result<(f64, f64, Latency)> {
     use crate::store::io::Disk;
     let path = cfg.dir.join("raw.dat");
-    let f = DmaDisk.open(&path).await?;
+    let f = DmaDisk::default().open(&path).await?;
     let chunk = vec![7u8; MIB];
     let mut pos = 0;
     while pos < cfg.volume_bytes {
@@ -142,7 +142,7 @@ async fn open_store(dir: &Path, flush: FlushMode, segment_bytes: u64) -> Result<
     let mut c = StoreConfig::new(dir);
     c.flush = flush;
     c.segment_bytes = segment_bytes;
-    let s = Rc::new(Store::open(DmaDisk, c).await.map_err(|e| e.to_string())?);
+    let s = Rc::new(Store::open(DmaDisk::default(), c).await.map_err(|e| e.to_string())?);
     // Measure the steady state: the next segment is pre-written before the clock starts.
     s.log().prepare_next().await.map_err(|e| e.to_string())?;
     let bg = s.clone();
@@ -237,7 +237,7 @@ async fn reads(cfg: &StorageBenchConfig) -> Result<(f64, f64), String> {
         c.segment_bytes = 256 << 20;
         c.read_cache_bytes = 8 << 20;
         drop(s);
-        let cold = Store::open(DmaDisk, c).await.map_err(|e| e.to_string())?;
+        let cold = Store::open(DmaDisk::default(), c).await.map_err(|e| e.to_string())?;
         let disk = read_all(&cold, n).await;
         Ok((tail, disk))
     }

@@ -100,7 +100,7 @@ async fn shard_main(
     ready: Ready,
 ) {
     let starting = StartupTick::start();
-    let store = match Store::open(DmaDisk, crate::broker::store_config(&cfg, shard)).await {
+    let store = match Store::open(DmaDisk { sync: cfg.log_sync }, crate::broker::store_config(&cfg, shard)).await {
         Ok(s) => s,
         Err(e) => {
             let code = if matches!(e, StoreError::Corrupt { .. }) { EXIT_STORE_CORRUPT } else { 1 };

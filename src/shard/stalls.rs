@@ -30,12 +30,21 @@ impl StallDetectionHandler for StallReporter {
     }
 }
 
-/// The executor settings for stalls from the configuration.
+/// How long a busy-polling shard spins before it parks: an hour, so that it parks only when it has
+/// been idle that long (and then wakes on the next event as usual).
+const BUSY_POLL_SPIN: Duration = Duration::from_secs(3600);
+
+/// The executor settings for stalls and polling from the configuration.
 pub fn configure(
     builder: crate::rt::executor::LocalExecutorBuilder,
     cfg: &crate::config::Config,
 ) -> crate::rt::executor::LocalExecutorBuilder {
-    let builder = builder.preempt_timer(Duration::from_micros(cfg.task_quota_us.max(50)));
+    let mut builder = builder.preempt_timer(Duration::from_micros(cfg.task_quota_us.max(50)));
+    if cfg.busy_poll {
+        // glommio spins (polling its rings, timers and channels without a syscall to sleep) for
+        // this long before it parks; a pinned shard then practically never parks.
+        builder = builder.spin_before_park(BUSY_POLL_SPIN);
+    }
     match cfg.stall_report_ms {
         0 => builder,
         ms => builder.detect_stalls(Some(Box::new(StallReporter { threshold: Duration::from_millis(ms) }))),

@@ -5,6 +5,9 @@
 //! - `flip_bit`: corrupt one durable byte;
 //! - `fail_next_sync` / `fail_next_write`: make the next fdatasync or write return an error.
 //!
+//! [`FakeDisk::with_durable_writes`] models `LogSync::Dsync`: a log write (`write_buffer_at`) is
+//! durable once it returns `Ok`, and an injected sync failure fails that write instead.
+//!
 //! Its [`FakeFiles`] (`Disk::files`) hold the store's other files with the same faults; `crash`
 //! crashes both. Single-threaded (`Rc`), like the shard that owns a store.
 
@@ -32,6 +35,7 @@ struct Faults {
     fail_next_sync: Cell<bool>,
     fail_next_write: Cell<bool>,
     syncs: Cell<u64>,
+    durable_writes: Cell<bool>,
 }
 
 /// Shared handle to the fake disk; clones see the same files.
@@ -66,7 +70,24 @@ impl DiskFile for FakeFile {
     }
 
     async fn write_buffer_at(&self, buf: Vec<u8>, pos: u64) -> io::Result<()> {
-        self.write_at(&buf, pos).await
+        if !self.writes_are_durable() {
+            return self.write_at(&buf, pos).await;
+        }
+        // An O_DSYNC write: issued like any write (a failed flush leaves it unsynced, for a crash
+        // to keep or drop), durable once it returns Ok.
+        let flush_fails = self.faults.fail_next_sync.replace(false);
+        self.write_at(&buf, pos).await?;
+        if flush_fails {
+            return Err(io::Error::other("injected O_DSYNC write failure"));
+        }
+        let mut s = self.state.borrow_mut();
+        write_into(&mut s.durable, pos as usize, &buf);
+        s.pending.retain(|(p, d)| !(*p == pos && d.len() == buf.len()));
+        Ok(())
+    }
+
+    fn writes_are_durable(&self) -> bool {
+        self.faults.durable_writes.get()
     }
 
     async fn write_at(&self, data: &[u8], pos: u64) -> io::Result<()> {
@@ -141,6 +162,13 @@ impl Disk for FakeDisk {
 impl FakeDisk {
     pub fn new() -> FakeDisk {
         FakeDisk::default()
+    }
+
+    /// A disk whose log writes are durable when they complete (`LogSync::Dsync`).
+    pub fn with_durable_writes() -> FakeDisk {
+        let d = FakeDisk::default();
+        d.faults.durable_writes.set(true);
+        d
     }
 
     /// Simulates a power cut: each file keeps its durable image plus a random prefix of its unsynced

@@ -172,6 +172,38 @@ fn mid_log_bit_flip_is_refused_with_file_and_offset() {
 }
 
 #[test]
+fn durable_writes_commit_without_fdatasync_and_survive_a_crash() {
+    for seed in 0..10 {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = FakeDisk::with_durable_writes();
+        let c = cfg(dir.path());
+        let s = open(&disk, &c).unwrap();
+        let syncs = disk.syncs();
+        for i in 0..10u8 {
+            put_acked(&s, msg("T", 0, &[i; 700], "a"));
+        }
+        assert_eq!(disk.syncs(), syncs, "a group commit under O_DSYNC needs no fdatasync");
+        block_on(s.put(&[msg("T", 0, &[99; 700], "a")], false)).unwrap(); // never committed
+        drop(s);
+        disk.crash(seed);
+        let got = all(&open(&disk, &c).unwrap(), "T", 0);
+        assert_eq!(got.len(), 10, "seed {seed}");
+        assert!(got.iter().enumerate().all(|(i, m)| m.body[..] == [i as u8; 700]));
+    }
+}
+
+#[test]
+fn failed_durable_write_poisons_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = FakeDisk::with_durable_writes();
+    let s = open(&disk, &cfg(dir.path())).unwrap();
+    disk.fail_next_sync(); // the write's own flush fails
+    block_on(s.put(&[msg("T", 0, b"x", "a")], false)).unwrap();
+    assert!(matches!(block_on(s.log().flush_once()), Err(StoreError::Poisoned(_))));
+    assert!(matches!(block_on(s.put(&[msg("T", 0, b"y", "a")], false)), Err(StoreError::Poisoned(_))));
+}
+
+#[test]
 fn failed_fsync_poisons_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let disk = FakeDisk::new();
@@ -277,9 +309,9 @@ proptest! {
     /// record reads back byte-identical, offsets stay dense, nothing is duplicated; every injected bit
     /// flip is either reported as corruption or lies in data that was never acknowledged.
     #[test]
-    fn store_matches_model_across_crashes(ops in proptest::collection::vec(op(), 1..60)) {
+    fn store_matches_model_across_crashes(ops in proptest::collection::vec(op(), 1..60), dsync in any::<bool>()) {
         let dir = tempfile::tempdir().unwrap();
-        let disk = FakeDisk::new();
+        let disk = if dsync { FakeDisk::with_durable_writes() } else { FakeDisk::new() };
         let c = cfg(dir.path());
         let mut store = Some(open(&disk, &c).unwrap());
         let mut acked: Vec<Vec<Vec<u8>>> = vec![Vec::new(); 3];

@@ -93,7 +93,8 @@ impl<D: Disk> CommitLog<D> {
         self.flush_wanted.get() || self.state.borrow().write_pos > self.state.borrow().flushed_pos
     }
 
-    /// One group commit: seal the batch, write everything unflushed, fdatasync, complete waiters.
+    /// One group commit: seal the batch, write everything unflushed, fdatasync (unless the writes
+    /// are durable themselves, [`crate::store::io::LogSync::Dsync`]), complete waiters.
     /// Returns whether anything was written. Only one flush may run at a time (the shard's flusher).
     pub async fn flush_once(&self) -> Result<bool, StoreError> {
         self.flush_wanted.set(false);
@@ -110,7 +111,7 @@ impl<D: Disk> CommitLog<D> {
                 result = Err(format!("write of {len} bytes at {pos} failed: {e}"));
                 break;
             }
-            if !files.iter().any(|f| Rc::ptr_eq(f, &file)) {
+            if !file.writes_are_durable() && !files.iter().any(|f| Rc::ptr_eq(f, &file)) {
                 files.push(file);
             }
         }
