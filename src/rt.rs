@@ -72,6 +72,42 @@ pub async fn sleep(d: Duration) {
     glommio::timer::sleep(d).await
 }
 
+/// A wake-up for one task waiting on this executor: [`Signal::notify`] wakes it, or makes its next
+/// wait return at once. Tasks that sleep until their next deadline (delay levels, timers, the
+/// pre-writer) wait on one so that new work reaches them without polling: an idle shard wakes only
+/// for real deadlines.
+#[derive(Default)]
+pub struct Signal {
+    raised: std::cell::Cell<bool>,
+    waiter: std::cell::RefCell<Option<std::task::Waker>>,
+}
+
+impl Signal {
+    pub fn notify(&self) {
+        self.raised.set(true);
+        if let Some(w) = self.waiter.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Waits for a notification (one raised since the last wait counts).
+    pub async fn wait(&self) {
+        std::future::poll_fn(|cx| {
+            if self.raised.replace(false) {
+                return std::task::Poll::Ready(());
+            }
+            *self.waiter.borrow_mut() = Some(cx.waker().clone());
+            std::task::Poll::Pending
+        })
+        .await
+    }
+
+    /// Waits for a notification or for `d`, whichever comes first.
+    pub async fn wait_at_most(&self, d: Duration) {
+        futures_lite::future::or(self.wait(), sleep(d)).await
+    }
+}
+
 /// A clock that moves only when a test moves it (see [`manual_clock`]); compiled into tests only.
 #[cfg(test)]
 struct ManualClock {

@@ -23,7 +23,7 @@ fn disk_reads_past_the_tail_cache_work_on_a_fresh_directory() {
             c.segment_bytes = 1 << 20;
             c.tail_cache_bytes = 64 << 10;
             c.read_cache_bytes = 64 << 10;
-            let s = Store::open(DmaDisk, c).await.unwrap();
+            let s = Store::open(DmaDisk::default(), c).await.unwrap();
             for i in 0..3000u32 {
                 s.put(&[msg(i)], false).await.unwrap();
                 if i % 100 == 99 {

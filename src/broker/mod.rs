@@ -64,6 +64,10 @@ pub struct Broker<D: Disk = DmaDisk> {
     pub polls: RefCell<LongPolls>,
     pub schedule: RefCell<schedule::ScheduleProgress>,
     pub timer: RefCell<timer::TimerWheel>,
+    /// Raised when a timer message is stored: the timer task sleeps until its next due time or this.
+    pub timer_signal: crate::rt::Signal,
+    /// One per delay level, raised when a message is parked in it.
+    pub(super) schedule_signals: Vec<crate::rt::Signal>,
     pub transactions: RefCell<transaction::Transactions>,
     pub control: Arc<ControlPlane>,
     pub metrics: crate::metrics::ShardMetrics,
@@ -119,6 +123,10 @@ impl<D: Disk> Broker<D> {
             polls: RefCell::new(LongPolls::default()),
             schedule: RefCell::new(schedule::ScheduleProgress::load(&files, &dir)),
             timer: RefCell::new(timer::TimerWheel::load(&files, &dir)),
+            timer_signal: crate::rt::Signal::default(),
+            schedule_signals: (0..schedule::parse_levels(&cfg.message_delay_level).map_or(0, |l| l.len()))
+                .map(|_| crate::rt::Signal::default())
+                .collect(),
             transactions: RefCell::new(transaction::Transactions::default()),
             control,
             metrics: crate::metrics::ShardMetrics::started(),

@@ -198,8 +198,16 @@ fn resolve<D: Disk>(b: &Broker<D>, p: &PullRequest) -> Result<Rc<Subscription>, 
 }
 
 impl<D: Disk> Broker<D> {
-    /// Re-runs the pulls parked on (topic, queue) after an append.
+    /// After an append to (topic, queue): re-runs the pulls parked on it, and wakes the task that
+    /// delivers it when it is a parking queue (timers, a delay level).
     pub fn wake_pollers(self: &Rc<Self>, topic: &str, queue_id: i32) {
+        if topic == super::parking::TIMER_TOPIC {
+            self.timer_signal.notify();
+        } else if topic == super::parking::SCHEDULE_TOPIC
+            && let Some(s) = usize::try_from(queue_id).ok().and_then(|q| self.schedule_signals.get(q))
+        {
+            s.notify();
+        }
         let parked = {
             let mut polls = self.polls.borrow_mut();
             let Some(p) = polls.waiting.remove(&(topic.to_string(), queue_id)) else { return };

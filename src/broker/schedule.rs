@@ -24,8 +24,10 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::Duration;
 
-/// Longest sleep of a level task between checks: delivery is at most this late (plus store time).
-const CHECK_EVERY_MS: u64 = 20;
+/// Longest wait of a level task between looks at its queue. A message parked in the level raises
+/// the level's signal (`Broker::wake_pollers`) and a due time is waited for exactly, so this only
+/// bounds a missed signal and a wall-clock step; an idle level wakes once per period.
+const CHECK_EVERY_MS: u64 = 1000;
 
 /// Parses a level list like `1s 5s 10m 2h 1d` into milliseconds.
 pub fn parse_levels(s: &str) -> Result<Vec<u64>, String> {
@@ -106,6 +108,14 @@ async fn already_delivered<D: Disk>(b: &Broker<D>, s: &StoredMessage, real_topic
     false
 }
 
+/// Waits up to `d` for a message parked in the level whose queue is `qid`.
+async fn wait<D: Disk>(b: &Broker<D>, qid: i32, d: Duration) {
+    match usize::try_from(qid).ok().and_then(|q| b.schedule_signals.get(q)) {
+        Some(signal) => signal.wait_at_most(d).await,
+        None => sleep(d).await,
+    }
+}
+
 /// Delivers one level's due messages forever.
 pub async fn run_level<D: Disk>(b: Rc<Broker<D>>, level: u32) {
     let qid = level as i32 - 1;
@@ -116,13 +126,14 @@ pub async fn run_level<D: Disk>(b: Rc<Broker<D>>, level: u32) {
         let (min, max) = b.store.queue_bounds(SCHEDULE_TOPIC, qid);
         let next = b.schedule.borrow().get(level).max(min);
         let Some(e) = (next < max).then(|| b.store.entry(SCHEDULE_TOPIC, qid, next)).flatten() else {
-            sleep(Duration::from_millis(CHECK_EVERY_MS)).await;
+            wait(&b, qid, Duration::from_millis(CHECK_EVERY_MS)).await;
             continue;
         };
         let now = now_ms();
         tracing::trace!(level, next, due = e.tags_code, now, "scheduled entry");
         if e.tags_code > now {
-            sleep(Duration::from_millis(((e.tags_code - now) as u64).min(CHECK_EVERY_MS))).await;
+            let wait_ms = ((e.tags_code - now) as u64).min(CHECK_EVERY_MS);
+            wait(&b, qid, Duration::from_millis(wait_ms)).await;
             continue;
         }
         if let Err(err) = deliver(&b, e.physical_offset, next < verify_until).await {

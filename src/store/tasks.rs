@@ -18,9 +18,10 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// Retention and disk-full checks: appends are refused within this time of the disk filling up, and
 /// resume within it once space returns.
 const RETENTION_EVERY: Duration = Duration::from_secs(1);
-/// How often the pre-writer looks whether the next segment is due (it is needed minutes ahead at
-/// any sustained rate: a quarter of a segment).
-const PREWRITE_CHECK_EVERY: Duration = Duration::from_millis(20);
+/// Longest the pre-writer waits between looks at whether the next segment is due: appends raise
+/// `prewrite_wanted` the moment it is, so this only bounds a missed signal (the segment is needed
+/// minutes ahead at any sustained rate: a quarter of a segment).
+const PREWRITE_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Longest a graceful stop waits for the flusher to write what is pending.
 const STOP_FLUSH_WAIT: Duration = Duration::from_secs(5);
 
@@ -127,7 +128,7 @@ async fn flusher<D: Disk>(store: &Store<D>, hooks: &StoreHooks) {
 async fn prewriter<D: Disk>(store: &Store<D>, hooks: &StoreHooks) {
     loop {
         if !store.log().needs_next_segment() {
-            rt::sleep(PREWRITE_CHECK_EVERY).await;
+            store.log().prewrite_wanted.wait_at_most(PREWRITE_CHECK_EVERY).await;
             continue;
         }
         if let Err(e) = store.log().prepare_next().await {

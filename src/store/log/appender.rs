@@ -57,12 +57,16 @@ impl<D: Disk> CommitLog<D> {
         if let Some(w) = self.flush_waker.borrow_mut().take() {
             w.wake();
         }
-        if self.cfg.flush == FlushMode::Async {
-            return Ok((first, None));
+        let rx = (self.cfg.flush == FlushMode::Sync).then(|| {
+            let (tx, rx) = oneshot::channel();
+            s.waiters.push_back((pos, tx));
+            rx
+        });
+        drop(s);
+        if self.needs_next_segment() {
+            self.prewrite_wanted.notify();
         }
-        let (tx, rx) = oneshot::channel();
-        s.waiters.push_back((pos, tx));
-        Ok((first, Some(rx)))
+        Ok((first, rx))
     }
 
     pub(super) fn seal_batch(s: &mut State<D::File>) {

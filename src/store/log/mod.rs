@@ -130,6 +130,9 @@ pub struct CommitLog<D: Disk> {
     state: RefCell<State<D::File>>,
     flush_wanted: Cell<bool>,
     flush_waker: RefCell<Option<std::task::Waker>>,
+    /// Raised by appends once the next segment should be pre-written (the pre-writer waits on it
+    /// instead of polling).
+    pub(crate) prewrite_wanted: crate::rt::Signal,
 }
 
 /// Allocation unit of the append buffer: one allocation per MiB appended.
@@ -190,6 +193,7 @@ impl<D: Disk> CommitLog<D> {
             cfg,
             flush_wanted: Cell::new(false),
             flush_waker: RefCell::new(None),
+            prewrite_wanted: crate::rt::Signal::default(),
         };
         log.ensure_active_segment().await?;
         Ok(log)
