@@ -114,6 +114,10 @@ struct BenchArgs {
     /// CPU N, answering the same request sizes and windows from a client on the next CPU
     #[arg(long, value_name = "N")]
     echo_floor_cpu: Option<usize>,
+    /// Run the workload once per fixed rate (msgs/s, comma-separated) and report latency against
+    /// rate: --json gets every point, --plot draws p50/p99/p99.9 and broker CPU per message
+    #[arg(long, value_delimiter = ',', value_name = "RATES")]
+    rate_sweep: Vec<u64>,
 }
 
 fn run_bench(a: BenchArgs) -> Result<(), String> {
@@ -122,6 +126,9 @@ fn run_bench(a: BenchArgs) -> Result<(), String> {
             .map_err(|e| format!("{}: {e}", p.display()))?,
         None => a.workload.clone(),
     };
+    if !a.rate_sweep.is_empty() {
+        return run_sweep(&a, &w);
+    }
     let report = ringmq::bench::load::run(&w, a.broker_pid)?;
     println!("total: {}", ringmq::bench::load::describe(&report.total));
     if let (Some(cpu), Some(per)) = (report.broker_cpu_seconds, report.broker_cpu_us_per_message) {
@@ -172,6 +179,25 @@ fn run_bench(a: BenchArgs) -> Result<(), String> {
     }
     if let Some(p) = &a.plot {
         std::fs::write(p, ringmq::bench::plot::svg(&report)).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn run_sweep(a: &BenchArgs, w: &ringmq::bench::load::Workload) -> Result<(), String> {
+    use ringmq::bench::sweep;
+    if a.probe_dir.is_some() || a.echo_floor_cpu.is_some() {
+        return Err("--rate-sweep runs alone: measure --probe-dir / --echo-floor-cpu in a run of their own".into());
+    }
+    let s = sweep::run(w, &a.rate_sweep, a.broker_pid)?;
+    println!("sweep:");
+    for p in &s.points {
+        println!("  {}", sweep::describe(p));
+    }
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&s).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    }
+    if let Some(p) = &a.plot {
+        std::fs::write(p, sweep::svg(&s)).map_err(|e| e.to_string())?;
     }
     Ok(())
 }

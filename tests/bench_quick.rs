@@ -44,3 +44,31 @@ fn load_generator_publishes_and_consumes_against_a_started_broker() {
     assert!(total["end_to_end"]["p50_us"].as_u64().unwrap() > 0);
     assert!(r["periods"].as_array().unwrap().len() >= 2);
 }
+
+/// `ringmq bench --rate-sweep`: one run per rate against the same broker, one JSON with a point per
+/// rate (and its full report) and one SVG plot of latency and broker CPU against rate.
+#[test]
+fn rate_sweep_reports_every_rate_in_one_json_and_one_plot() {
+    let s = common::Server::start(1, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (json, plot) = (dir.path().join("sweep.json"), dir.path().join("sweep.svg"));
+    let out = std::process::Command::new(common::binary())
+        .args(["bench", "--namesrv", &s.namesrv(), "--rate-sweep", "200,400", "--queues", "2"])
+        .args(["--message-size", "64", "--duration", "2", "--warmup", "1", "--report-every", "1"])
+        .args(["--broker-pid", &s.pid().to_string()])
+        .args(["--json", json.to_str().unwrap(), "--plot", plot.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let points = r["points"].as_array().unwrap();
+    assert_eq!(points.iter().map(|p| p["target_rate"].as_u64().unwrap()).collect::<Vec<_>>(), [200, 400]);
+    for p in points {
+        assert!(p["achieved_rate"].as_f64().unwrap() > 0.5 * p["target_rate"].as_f64().unwrap(), "{p}");
+        assert!(p["publish_latency"]["p99_us"].as_u64().unwrap() > 0, "{p}");
+        assert!(p["broker_cpu_us_per_message"].as_f64().unwrap() > 0.0, "{p}");
+    }
+    assert_eq!(r["reports"].as_array().unwrap().len(), 2);
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.starts_with("<svg") && svg.matches("<polyline").count() == 4, "{svg}");
+}

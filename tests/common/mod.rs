@@ -72,6 +72,11 @@ impl Server {
         Bound { namesrv: self.ns_port, metrics: self.ns_port + 1, shards }
     }
 
+    /// Process id of the running broker (for `ringmq bench --broker-pid`).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
     pub fn namesrv(&self) -> String {
         format!("127.0.0.1:{}", self.bound().namesrv)
     }
