@@ -19,8 +19,7 @@ use std::time::Duration;
 /// Frames queued together are copied into one write of up to this many bytes.
 const COALESCE_BYTES: usize = 256 << 10;
 
-/// Largest frame accepted from a broker (pull answers are far smaller).
-const MAX_FRAME_BYTES: usize = 64 << 20;
+use super::MAX_FRAME_FROM_BROKER as MAX_FRAME_BYTES;
 
 type Pending = Rc<RefCell<HashMap<i32, oneshot::Sender<Command>>>>;
 

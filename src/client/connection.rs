@@ -12,8 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-/// Frames larger than this from a server are a protocol error (the broker's own limit).
-const MAX_FRAME_BYTES: usize = 16 << 20;
+use super::MAX_FRAME_FROM_BROKER as MAX_FRAME_BYTES;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

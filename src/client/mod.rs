@@ -19,6 +19,13 @@ pub mod route;
 pub mod transaction;
 pub mod wire;
 
+/// Largest frame either client connection (blocking `connection.rs`, glommio `async_conn.rs`)
+/// accepts from a broker: a pull answer is capped at 8 MiB of records (`broker/pull.rs`) and a
+/// message at its configured maximum (4 MiB by default), so 64 MiB admits every answer a broker
+/// configured within reason sends, and stops a corrupt length prefix from making the client
+/// reserve gigabytes.
+pub(crate) const MAX_FRAME_FROM_BROKER: usize = 64 << 20;
+
 pub use crate::security::sign::Credentials;
 pub use async_client::{AsyncClient, AsyncProducer, AsyncPullConsumer};
 pub use connection::{ClientError, ClientSecurity, Connection};

@@ -4,7 +4,7 @@
 //! addition so that every read is verified in full (RocketMQ's body CRC leaves the header, topic and
 //! properties unprotected).
 //!
-//! Owned by one shard. All live entries are held in memory (20 bytes each: 50 M entries per GiB); the
+//! Owned by one shard. All live entries are held in memory (24 bytes each: ~44 M entries per GiB); the
 //! files `consumequeue/<topic>/<queue>/<20-digit first queue offset>` (300 000 entries each, as in
 //! RocketMQ) are appended by the checkpoint job and loaded at start-up up to the checkpoint. The
 //! checkpoint's manifest holds each queue's end and the CRC32 of the entries in its files, so a flip

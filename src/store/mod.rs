@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! commitlog/<20-digit start offset>          segments (O_DIRECT, pre-written with zeros)
-//! consumequeue/<topic>/<queue>/<20 digits>   20-byte entries, 300 000 per file
+//! consumequeue/<topic>/<queue>/<20 digits>   24-byte entries, 300 000 per file
 //! index/keys                                 key index entries
 //! checkpoint                                 JSON: log offset covered by the files above
 //! ```
