@@ -6,7 +6,9 @@ use bytes::Bytes;
 use ringmq::protocol::Command;
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::time::Instant;
+
+mod common;
+use common::per_op_ns;
 
 /// The broker's allocator, so allocation costs are the ones it pays.
 #[global_allocator]
@@ -28,17 +30,6 @@ fn via_value(header: &[u8]) -> (i32, HashMap<String, String>) {
         }
     }
     (v.get("code").and_then(serde_json::Value::as_i64).unwrap_or(0) as i32, ext)
-}
-
-fn per_op_ns(iters: u32, mut f: impl FnMut()) -> f64 {
-    for _ in 0..iters / 10 {
-        f(); // warm up
-    }
-    let t = Instant::now();
-    for _ in 0..iters {
-        f();
-    }
-    t.elapsed().as_nanos() as f64 / iters as f64
 }
 
 fn main() {
