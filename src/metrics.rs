@@ -53,6 +53,8 @@ pub struct Snapshot {
     pub timers_delivered: u64,
     /// Half messages dropped after the check limit.
     pub transactions_discarded: u64,
+    /// Transaction check-back rounds completed.
+    pub transaction_check_rounds: u64,
     /// Stored records refused on a read path because they failed verification.
     pub damaged_reads: u64,
     /// Parked (delayed or timer) messages kept undelivered because they are damaged.
@@ -227,6 +229,7 @@ pub fn render(hub: &MetricsHub, data_dir: &std::path::Path) -> String {
     let timers_out = counter_family(&mut reg, "timers_delivered", "Timer messages moved to their real topic");
     let tx_discarded =
         counter_family(&mut reg, "transactions_discarded", "Half messages discarded after the check limit");
+    let tx_rounds = counter_family(&mut reg, "transaction_check_rounds", "Transaction check-back rounds completed");
     let damaged =
         counter_family(&mut reg, "damaged_records", "Stored records refused because they failed verification");
     let damaged_parked =
@@ -285,6 +288,7 @@ pub fn render(hub: &MetricsHub, data_dir: &std::path::Path) -> String {
         timers.get_or_create(&labels(&[("shard", sh.clone())])).set(s.timers_pending as i64);
         timers_out.get_or_create(&labels(&[("shard", sh.clone())])).inc_by(s.timers_delivered);
         tx_discarded.get_or_create(&labels(&[("shard", sh.clone())])).inc_by(s.transactions_discarded);
+        tx_rounds.get_or_create(&labels(&[("shard", sh.clone())])).inc_by(s.transaction_check_rounds);
         conns.get_or_create(&labels(&[("shard", sh.clone())])).set(s.connections as i64);
         damaged.get_or_create(&labels(&[("shard", sh.clone())])).inc_by(s.damaged_reads);
         damaged_parked.get_or_create(&labels(&[("shard", sh.clone())])).inc_by(s.damaged_parked);

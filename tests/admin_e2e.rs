@@ -224,12 +224,7 @@ fn admin_codes_answer_with_rocketmqs_bodies() {
 }
 
 fn scrape(s: &Server) -> String {
-    use std::io::{Read, Write};
-    let mut conn = std::net::TcpStream::connect(s.metrics_url_addr()).unwrap();
-    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut text = String::new();
-    conn.read_to_string(&mut text).unwrap();
-    text
+    s.scrape_metrics()
 }
 
 #[test]

@@ -179,7 +179,7 @@ fn resolved_transactions_are_not_checked_again_after_restart() {
         TxState::Commit
     })
     .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    s.wait_check_rounds(3);
     assert_eq!(checks.load(std::sync::atomic::Ordering::SeqCst), 0, "a resolved half is never checked back");
     let c = PullConsumer::new(&s.namesrv(), "CG");
     let q = c.queues("Pay2").unwrap()[0].clone();
@@ -225,9 +225,15 @@ fn orderly_group_keeps_per_key_order_through_a_rebalance() {
         }
         sent
     });
-    std::thread::sleep(Duration::from_secs(2));
+    let consumed = || seen.lock().unwrap().len();
+    assert!(wait_until(Duration::from_secs(20), || consumed() >= 8 * 20), "the first member consumed nothing");
     let b = make(seen.clone()); // rebalance: queues move from a to b mid-stream
-    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        wait_until(Duration::from_secs(30), || !b.assigned().is_empty() && !a.assigned().is_empty()),
+        "no rebalance"
+    );
+    let at_rebalance = consumed();
+    assert!(wait_until(Duration::from_secs(20), || consumed() >= at_rebalance + 8 * 20), "nothing consumed after it");
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let sent = producer.join().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);

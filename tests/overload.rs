@@ -25,18 +25,24 @@ fn a_connection_that_keeps_the_socket_full_does_not_starve_sends_on_other_connec
     cmd.flag |= FLAG_ONEWAY; // no answers to pile up: the flood is pure input
     let burst = cmd.encode().repeat(2_000);
     let stop = Arc::new(AtomicBool::new(false));
+    let bursts = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let flooder = {
-        let (stop, addr) = (stop.clone(), s.shard_addr(0));
+        let (stop, bursts, addr) = (stop.clone(), bursts.clone(), s.shard_addr(0));
         std::thread::spawn(move || {
             let mut sock = std::net::TcpStream::connect(addr).unwrap();
             while !stop.load(Ordering::Relaxed) {
                 if sock.write_all(&burst).is_err() {
                     break;
                 }
+                bursts.fetch_add(1, Ordering::Relaxed);
             }
         })
     };
-    std::thread::sleep(Duration::from_millis(500));
+    // The flood is on: ten bursts (20 000 requests) written, more being written.
+    assert!(
+        common::wait_until(Duration::from_secs(10), || bursts.load(Ordering::Relaxed) >= 10),
+        "the flood did not start"
+    );
     let started = Instant::now();
     for i in 0..20 {
         // Each send waits for its group commit; the client gives up after 5 s.

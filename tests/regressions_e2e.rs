@@ -108,8 +108,8 @@ fn committed_transaction_is_not_delivered_twice_after_a_restart() {
         TxState::Commit
     })
     .unwrap();
-    // Check-back runs every 200 ms after a 300 ms timeout: ten rounds pass in this wait.
-    std::thread::sleep(Duration::from_secs(2));
+    // Check-back runs every 200 ms after a 300 ms timeout: three rounds with the listener registered.
+    s.wait_check_rounds(3);
     let c = PullConsumer::new(&s.namesrv(), "CG");
     let got = all(&c, "TxR");
     assert_eq!(checks.load(Ordering::SeqCst), 0, "a half resolved by check-back was checked again after restart");

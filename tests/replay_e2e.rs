@@ -41,7 +41,11 @@ fn running_consumers_replay_from_a_reset_time() {
     c.start_from(StartFrom::First);
     c.start().unwrap();
     wait_for("first pass", Duration::from_secs(15), || seen.lock().unwrap().len() >= 12);
-    std::thread::sleep(Duration::from_millis(1500)); // offsets committed
+    // The consumer's own offsets are committed first, or its next commit would overwrite the reset.
+    wait_for("offsets committed", Duration::from_secs(15), || {
+        let rows = s.admin(&["group", "progress", "Replayers", "Replay"]);
+        rows.as_array().unwrap().iter().filter_map(|r| r["consumer_offset"].as_u64()).sum::<u64>() == 12
+    });
     let rows = s.admin(&["group", "reset-offset", "Replayers", "Replay", "--to-time", &cut.to_string()]);
     assert_eq!(rows.as_array().unwrap().len(), 4, "2 queues on each of 2 shards: {rows}");
     let reset_total: u64 = rows.as_array().unwrap().iter().map(|r| r["offset"].as_u64().unwrap()).sum();

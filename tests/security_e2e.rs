@@ -84,20 +84,11 @@ fn signed_requests_pass_and_each_acl_refusal_answers_no_permission() {
     );
 
     // Refusals are counted in the metrics.
-    let metrics = || {
-        let mut c = std::net::TcpStream::connect(s.metrics_url_addr()).unwrap();
-        c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-        let mut out = String::new();
-        let _ = c.read_to_string(&mut out);
-        out
-    };
-    let denied = |text: &str| -> u64 {
-        text.lines()
-            .filter(|l| l.starts_with("ringmq_acl_denied_total"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
-    };
-    assert!(wait_until(Duration::from_secs(10), || denied(&metrics()) >= 6), "{}", metrics());
+    assert!(
+        wait_until(Duration::from_secs(10), || s.metric_sum("ringmq_acl_denied_total") >= 6),
+        "{}",
+        s.scrape_metrics()
+    );
 }
 
 #[test]

@@ -43,6 +43,9 @@ pub struct Transactions {
     /// Next half-queue offset the checker looks at (rebuilt as the first unresolved at start).
     pub check_from: Cell<u64>,
     pub discarded: Cell<u64>,
+    /// Check-back rounds completed: lets an operator (and a test) see that the checker ran, so
+    /// "no half was checked" can be told apart from "the checker has not looked yet".
+    pub rounds: Cell<u64>,
 }
 
 /// Rewrites a prepared message into a half message.
@@ -217,7 +220,9 @@ pub async fn check_round<D: Disk>(b: &Rc<Broker<D>>, timeout: Duration) {
         }
         off += 1;
     }
-    b.transactions.borrow().check_from.set(off);
+    let t = b.transactions.borrow();
+    t.check_from.set(off);
+    t.rounds.set(t.rounds.get() + 1);
 }
 
 /// Appends `with` and an op record resolving the half at `off` in one append (one seal: both or

@@ -90,6 +90,7 @@ fn publish_metrics(b: &Broker) {
     snap.long_poll_waiters = b.polls.borrow().len() as u64;
     snap.timers_pending = b.timer.borrow().pending() as u64;
     snap.transactions_discarded = b.transactions.borrow().discarded.get();
+    snap.transaction_check_rounds = b.transactions.borrow().rounds.get();
     snap.damaged_reads = b.store.damaged_reads();
     snap.connections_refused = b.connections_refused.get();
     snap.acl_denied = b.acl_denied.get();

@@ -85,6 +85,42 @@ impl Server {
         format!("127.0.0.1:{}", self.bound().metrics)
     }
 
+    /// One scrape of the metrics endpoint: the HTTP response, headers included.
+    pub fn scrape_metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(self.metrics_url_addr()).unwrap();
+        conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut text = String::new();
+        let _ = conn.read_to_string(&mut text);
+        text
+    }
+
+    /// The sum over all label sets of the metric `name` (e.g. `ringmq_acl_denied_total`) in one scrape.
+    /// Shards publish their counters once a second, so a test waits on this, never reads it once.
+    pub fn metric_sum(&self, name: &str) -> u64 {
+        self.scrape_metrics()
+            .lines()
+            .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(['{', ' '])))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    /// Waits until the broker's transaction checker has completed `rounds` more check-back rounds
+    /// than when called: what a test needs before asserting that nothing was checked back. The
+    /// published counter may be up to one publication (1 s) old when first read, so the rounds the
+    /// caller needs are counted on top of the rounds one second can hold at the fastest interval
+    /// (`start_fast`: one every 200 ms).
+    pub fn wait_check_rounds(&self, rounds: u64) {
+        let stale_allowance = 5;
+        let from = self.metric_sum("ringmq_transaction_check_rounds_total");
+        assert!(
+            wait_until(Duration::from_secs(30), || {
+                self.metric_sum("ringmq_transaction_check_rounds_total") >= from + stale_allowance + rounds
+            }),
+            "the transaction checker did not run {rounds} rounds"
+        );
+    }
+
     pub fn shard_addr(&self, i: usize) -> String {
         format!("127.0.0.1:{}", self.bound().shards.get(i).copied().unwrap_or(0))
     }
