@@ -2,6 +2,7 @@
 //! crashes that drop or tear unsynced writes, corruption detection, fsync failure, retention, disk full,
 //! and a property test against a simple model.
 
+use super::checkpoint::Checkpoint;
 use super::fake_disk::FakeDisk;
 use super::files::Files;
 use super::io::segment_path;

@@ -2,6 +2,7 @@
 //! notice, rebuild from the log, keep every acknowledged message at its original queue offset, and
 //! never hand a queue offset out twice. A property test damages a random derived file in a random way.
 
+use super::checkpoint::Checkpoint;
 use super::fake_disk::FakeDisk;
 use super::files::Files;
 use super::*;
