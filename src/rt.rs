@@ -61,6 +61,18 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
+/// The monotonic clock (lease and expiry ages, long-poll deadlines), or — where a test installed a
+/// manual clock on this thread — an instant that moves with it.
+pub fn now() -> std::time::Instant {
+    #[cfg(test)]
+    if let Some(t) = MANUAL.with(|m| {
+        m.borrow().as_ref().map(|c| c.base + Duration::from_millis(c.now_ms.saturating_sub(c.start_ms).max(0) as u64))
+    }) {
+        return t;
+    }
+    std::time::Instant::now()
+}
+
 /// Sleeps for `d` on the current executor, or until the manual clock has moved `d` forward where a
 /// test installed one on this thread.
 pub async fn sleep(d: Duration) {
@@ -112,6 +124,9 @@ impl Signal {
 #[cfg(test)]
 struct ManualClock {
     now_ms: i64,
+    /// Where the clock started, and the monotonic instant [`now`] reports for that start.
+    start_ms: i64,
+    base: std::time::Instant,
     /// Sleepers waiting for the clock to pass their deadline. A test holds few (one per timer task),
     /// so a vector scanned on each advance is enough.
     sleepers: Vec<(i64, Waker)>,
@@ -144,7 +159,10 @@ impl Future for ManualSleep {
 /// Installs a manual clock at `start_ms` on this thread; it is removed when the guard drops.
 #[cfg(test)]
 pub fn manual_clock(start_ms: i64) -> ManualClockGuard {
-    MANUAL.with(|m| *m.borrow_mut() = Some(ManualClock { now_ms: start_ms, sleepers: Vec::new() }));
+    MANUAL.with(|m| {
+        *m.borrow_mut() =
+            Some(ManualClock { now_ms: start_ms, start_ms, base: std::time::Instant::now(), sleepers: Vec::new() })
+    });
     ManualClockGuard(())
 }
 
@@ -202,6 +220,7 @@ mod tests {
             .spawn(|| async {
                 let clock = manual_clock(1_000);
                 assert_eq!(now_ms(), 1_000);
+                let started = now();
                 let done = std::rc::Rc::new(std::cell::Cell::new(false));
                 let d = done.clone();
                 let t = spawn(async move {
@@ -216,6 +235,7 @@ mod tests {
                 t.await;
                 assert!(done.get());
                 assert_eq!(now_ms(), 1_500);
+                assert_eq!(now() - started, Duration::from_millis(500), "the monotonic clock moves with it");
                 drop(clock);
                 assert!(now_ms() > 1_000_000_000_000, "the wall clock is back once the guard drops");
             })

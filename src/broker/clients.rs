@@ -13,7 +13,11 @@ use crate::filter::Subscription;
 use crate::net::conn::Conn;
 use crate::protocol::Command;
 use crate::protocol::codes::{request as rq, response as rs};
-use crate::protocol::commands::clients::{ConsumerGroupRequest, UnregisterClientRequest};
+use crate::protocol::commands::body::{self, MessageQueue};
+use crate::protocol::commands::clients::{
+    CheckClientConfigBody, ConsumerData, ConsumerGroupRequest, ConsumerIdList, HeartbeatData, LockBatchRequestBody,
+    LockBatchResponseBody, SubscriptionData, UnregisterClientRequest,
+};
 use crate::security::acl::access::Resource;
 use crate::security::acl::file::Perm;
 use crate::security::acl::{Denial, Grant};
@@ -22,6 +26,9 @@ use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
+
+/// The shard's monotonic clock (the manual one in tests): member ages and lock leases.
+use crate::rt::now;
 
 /// Consumer groups of one heartbeat registered before the shard lets other tasks run: a heartbeat
 /// naming thousands of groups takes turns instead of stalling the shard for its whole length.
@@ -88,15 +95,6 @@ pub struct ClientRegistry {
     producers: HashMap<String, BTreeMap<String, Member>>,
     /// (group, topic, queue) → (owner client id, last refresh).
     locks: HashMap<(String, String, i32), (String, Instant)>,
-}
-
-fn str_of(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
 }
 
 impl ClientRegistry {
@@ -168,12 +166,11 @@ impl ClientRegistry {
             .collect()
     }
 
-    fn upsert_consumer(&mut self, group: &str, client_id: &str, member: Member, c: &Value) -> bool {
+    fn upsert_consumer(&mut self, group: &str, client_id: &str, member: Member, c: &ConsumerData) -> bool {
         let g = self.consumers.entry(group.to_string()).or_default();
-        g.message_model = message_model(c);
-        g.consume_type = c.get("consumeType").and_then(str_of).unwrap_or_else(|| "CONSUME_PASSIVELY".into());
-        g.consume_from_where =
-            c.get("consumeFromWhere").and_then(str_of).unwrap_or_else(|| "CONSUME_FROM_LAST_OFFSET".into());
+        g.message_model = c.model();
+        g.consume_type = c.consume_type.clone().unwrap_or_else(|| "CONSUME_PASSIVELY".into());
+        g.consume_from_where = c.consume_from_where.clone().unwrap_or_else(|| "CONSUME_FROM_LAST_OFFSET".into());
         match g.members.get_mut(client_id) {
             Some(m) if m.conn.id == member.conn.id => {
                 m.last_seen = member.last_seen;
@@ -210,25 +207,23 @@ impl ClientRegistry {
 
     /// Drops clients silent for longer than `expiry`.
     pub fn expire(&mut self, expiry: Duration) -> Vec<String> {
-        let now = Instant::now();
+        let now = now();
         self.remove_where(|_, m| now.duration_since(m.last_seen) > expiry)
     }
 }
 
 /// The ACL's say on a heartbeat: SUB on each consumer group and on each topic it subscribes to (as
 /// the Java broker checks HEARTBEAT).
-fn heartbeat_allowed(grant: &Grant, consumers: &[Value]) -> Result<(), Denial> {
+fn heartbeat_allowed(grant: &Grant, consumers: &[ConsumerData]) -> Result<(), Denial> {
     if matches!(grant, Grant::All) {
         return Ok(());
     }
     for c in consumers {
-        if let Some(g) = c.get("groupName").and_then(str_of) {
-            grant.require(&Resource::Group(g), Perm::SUB)?;
+        if let Some(g) = &c.group_name {
+            grant.require(&Resource::Group(g.clone()), Perm::SUB)?;
         }
-        for s in c.get("subscriptionDataSet").and_then(Value::as_array).into_iter().flatten() {
-            if let Some(t) = s.get("topic").and_then(str_of) {
-                grant.require(&Resource::topic(&t), Perm::SUB)?;
-            }
+        for t in c.subscription_data_set.iter().filter_map(|s| s.topic.as_deref()) {
+            grant.require(&Resource::topic(t), Perm::SUB)?;
         }
     }
     Ok(())
@@ -241,22 +236,15 @@ pub async fn heartbeat<D: Disk>(b: &Broker<D>, conn: &Rc<Conn>, req: &Command, g
     let bytes = req.body_bytes();
     let body_len = bytes.len();
     // A large body is parsed on the blocking pool: one 600 KB parse is a ~15 ms stretch.
-    let parsed = if bytes.len() > HEARTBEAT_PARSE_INLINE_BYTES {
-        crate::rt::blocking(move || serde_json::from_slice::<Value>(&bytes)).await
-    } else {
-        serde_json::from_slice::<Value>(&bytes)
-    };
-    let body: Value = match parsed {
+    let decode = move || body::decode_json::<HeartbeatData>("HeartbeatData", &bytes);
+    let parsed = if body_len > HEARTBEAT_PARSE_INLINE_BYTES { crate::rt::blocking(decode).await } else { decode() };
+    let body = match parsed {
         Ok(v) => v,
-        Err(e) => {
-            return BrokerError::System(format!("heartbeat body is not JSON: {e}")).respond(req);
-        }
+        Err(e) => return BrokerError::System(e.to_string()).respond(req),
     };
-    let consumers = body.get("consumerDataSet").and_then(Value::as_array).map_or(&[][..], |v| v.as_slice());
-    let producers = body.get("producerDataSet").and_then(Value::as_array).map_or(&[][..], |v| v.as_slice());
+    let (consumers, producers) = (&body.consumer_data_set, &body.producer_data_set);
     let cap = b.cfg.max_request_list_entries;
-    let subs_of = |c: &Value| c.get("subscriptionDataSet").and_then(Value::as_array).map_or(0, Vec::len);
-    if consumers.len() + producers.len() > cap || consumers.iter().any(|c| subs_of(c) > cap) {
+    if consumers.len() + producers.len() > cap || consumers.iter().any(|c| c.subscription_data_set.len() > cap) {
         return BrokerError::System(format!(
             "heartbeat lists {} consumer and {} producer groups (or a group with more subscriptions) \
              past the limit of {cap} entries (max_request_list_entries)",
@@ -269,10 +257,9 @@ pub async fn heartbeat<D: Disk>(b: &Broker<D>, conn: &Rc<Conn>, req: &Command, g
         b.acl_denied.set(b.acl_denied.get() + 1);
         return BrokerError::NoPermission(d.0).respond(req);
     }
-    let client_id = body.get("clientID").and_then(str_of).unwrap_or_else(|| conn.peer.to_string());
-    let body_without_sub = body.get("withoutSub").and_then(Value::as_bool).unwrap_or(false);
-    let groups: Vec<(String, &Value)> =
-        consumers.iter().filter_map(|c| Some((c.get("groupName").and_then(str_of)?, c))).collect();
+    let client_id = body.client_id.clone().unwrap_or_else(|| conn.peer.to_string());
+    let groups: Vec<(&String, &ConsumerData)> =
+        consumers.iter().filter_map(|c| Some((c.group_name.as_ref()?, c))).collect();
     // Work comes in turns of HEARTBEAT_GROUPS_PER_TURN groups, with a yield between turns (with
     // the shard's task quota, other connections' I/O is polled at least every `task_quota_us`).
     // New retry topics and groups are inserted in turns; the version, the files and the
@@ -317,36 +304,24 @@ pub async fn heartbeat<D: Disk>(b: &Broker<D>, conn: &Rc<Conn>, req: &Command, g
             futures_lite::future::yield_now().await; // a large heartbeat takes turns with other work
         }
         let mut reg = b.clients.borrow_mut();
-        let member = Member {
-            conn: conn.clone(),
-            last_seen: Instant::now(),
-            language: req.language.clone(),
-            version: req.version,
-        };
+        let member =
+            Member { conn: conn.clone(), last_seen: now(), language: req.language.clone(), version: req.version };
         if reg.upsert_consumer(group, &client_id, member, c) {
-            changed.push(group.clone());
+            changed.push((*group).clone());
         }
-        let without_sub = c.get("withoutSub").and_then(Value::as_bool).unwrap_or(false) || body_without_sub;
-        let subs = c.get("subscriptionDataSet").and_then(Value::as_array);
-        if without_sub && subs.is_none_or(|s| s.is_empty()) {
+        let subs = &c.subscription_data_set;
+        if (c.without_sub || body.without_sub) && subs.is_empty() {
             continue;
         }
-        if let Some(g) = reg.consumers.get_mut(group) {
-            for s in subs.into_iter().flatten() {
+        if let Some(g) = reg.consumers.get_mut(group.as_str()) {
+            for s in subs {
                 register_subscription(g, s);
             }
         }
     }
-    for p in producers {
-        let Some(group) = p.get("groupName").and_then(str_of) else {
-            continue;
-        };
-        let member = Member {
-            conn: conn.clone(),
-            last_seen: Instant::now(),
-            language: req.language.clone(),
-            version: req.version,
-        };
+    for group in producers.iter().filter_map(|p| p.group_name.clone()) {
+        let member =
+            Member { conn: conn.clone(), last_seen: now(), language: req.language.clone(), version: req.version };
         b.clients.borrow_mut().producers.entry(group).or_default().insert(client_id.clone(), member);
     }
     for (i, g) in changed.iter().enumerate() {
@@ -365,31 +340,31 @@ pub async fn heartbeat<D: Disk>(b: &Broker<D>, conn: &Rc<Conn>, req: &Command, g
     r
 }
 
-/// A consumer entry's message model (Java sends the enum name, some clients its ordinal).
-fn message_model(c: &Value) -> String {
-    match c.get("messageModel").and_then(str_of).as_deref() {
-        None | Some("1") => "CLUSTERING".into(),
-        Some("0") => "BROADCASTING".into(),
-        Some(m) => m.to_string(),
-    }
-}
-
-fn register_subscription(g: &mut ConsumerGroup, s: &Value) {
-    let Some(topic) = s.get("topic").and_then(str_of) else {
+fn register_subscription(g: &mut ConsumerGroup, s: &SubscriptionData) {
+    let Some(topic) = &s.topic else {
         return;
     };
-    let expr = s.get("subString").and_then(str_of).unwrap_or_else(|| "*".into());
-    let kind = s.get("expressionType").and_then(str_of).unwrap_or_else(|| "TAG".into());
-    if g.subscriptions.get(&topic).is_some_and(|(k, e, _)| *k == kind && *e == expr) {
+    let (kind, expr) = s.expression();
+    if g.subscriptions.get(topic).is_some_and(|(k, e, _)| *k == kind && *e == expr) {
         return;
     }
     match Subscription::parse(Some(&kind), &expr) {
         Ok(sub) => {
-            g.subscriptions.insert(topic, (kind, expr, Rc::new(sub)));
+            g.subscriptions.insert(topic.clone(), (kind, expr, Rc::new(sub)));
         }
         Err(e) => {
             tracing::warn!(topic, expr, error = %e, "ignoring a subscription that does not parse")
         }
+    }
+}
+
+/// Drops clients silent for longer than `expiry` (the shard's client-expiry task) and tells the
+/// groups that lost a member to rebalance.
+pub fn expire_clients<D: Disk>(b: &Broker<D>, expiry: Duration) {
+    let changed = b.clients.borrow_mut().expire(expiry);
+    for g in changed {
+        tracing::info!(group = %g, "dropped consumers silent for longer than the expiry");
+        notify_ids_changed(b, &g);
     }
 }
 
@@ -433,7 +408,7 @@ pub fn consumer_list<D: Disk>(b: &Broker<D>, req: &Command) -> Reply {
     if ids.is_empty() {
         return Err(BrokerError::System(format!("no consumer for this group, {group}")));
     }
-    Ok(req.response_to(rs::SUCCESS).with_body(serde_json::json!({ "consumerIdList": ids }).to_string()))
+    Ok(req.response_to(rs::SUCCESS).with_body(body::encode_json(&ConsumerIdList { consumer_id_list: ids })))
 }
 
 /// GET_ALL_SUBSCRIPTIONGROUP_CONFIG: groups with live consumers or committed offsets on this shard,
@@ -450,51 +425,41 @@ pub fn all_groups<D: Disk>(b: &Broker<D>, req: &Command) -> Command {
 }
 
 pub fn check_client_config(req: &Command) -> Command {
-    let body: Value = serde_json::from_slice(&req.body_bytes()).unwrap_or(Value::Null);
-    let sub = &body["subscriptionData"];
-    let kind = sub.get("expressionType").and_then(str_of);
-    let expr = sub.get("subString").and_then(str_of).unwrap_or_else(|| "*".into());
-    match Subscription::parse(kind.as_deref(), &expr) {
+    let body = match body::decode_json::<CheckClientConfigBody>("CheckClientConfigBody", &req.body_bytes()) {
+        Ok(b) => b,
+        Err(e) => return BrokerError::System(e.to_string()).respond(req),
+    };
+    let (kind, expr) = body.subscription_data.expression();
+    match Subscription::parse(Some(&kind), &expr) {
         Ok(_) => req.response_to(rs::SUCCESS),
         Err(e) => BrokerError::SubscriptionParseFailed(format!("cannot parse {expr:?}: {e}")).respond(req),
     }
 }
 
-fn lock_body<D: Disk>(b: &Broker<D>, req: &Command) -> Result<(String, String, Vec<Value>), Command> {
-    let body: Value = serde_json::from_slice(&req.body_bytes())
-        .map_err(|e| BrokerError::System(format!("lock body is not JSON: {e}")).respond(req))?;
-    let group = body.get("consumerGroup").and_then(str_of).unwrap_or_default();
-    let client = body.get("clientId").and_then(str_of).unwrap_or_default();
-    let mqs = body.get("mqSet").and_then(Value::as_array).cloned().unwrap_or_default();
+fn lock_body<D: Disk>(b: &Broker<D>, req: &Command) -> Result<LockBatchRequestBody, BrokerError> {
+    let body: LockBatchRequestBody =
+        body::decode_json("LockBatchRequestBody", &req.body_bytes()).map_err(|e| BrokerError::System(e.to_string()))?;
     let cap = b.cfg.max_request_list_entries;
-    if mqs.len() > cap {
+    if body.mq_set.len() > cap {
         return Err(BrokerError::System(format!(
             "lock request names {} queues, past the limit of {cap} (max_request_list_entries)",
-            mqs.len()
-        ))
-        .respond(req));
+            body.mq_set.len()
+        )));
     }
-    Ok((group, client, mqs))
+    Ok(body)
 }
 
-fn mq_key(group: &str, mq: &Value) -> Option<(String, String, i32)> {
-    let topic = mq.get("topic").and_then(str_of)?;
-    let qid = mq.get("queueId").and_then(str_of)?.parse().ok()?;
-    Some((group.to_string(), topic, qid))
+fn mq_key(group: &str, mq: &MessageQueue) -> (String, String, i32) {
+    (group.to_string(), mq.topic.clone(), mq.queue_id)
 }
 
-pub fn lock_batch<D: Disk>(b: &Broker<D>, req: &Command) -> Command {
-    let (group, client, mqs) = match lock_body(b, req) {
-        Ok(x) => x,
-        Err(e) => return e,
-    };
-    let now = Instant::now();
+pub fn lock_batch<D: Disk>(b: &Broker<D>, req: &Command) -> Reply {
+    let LockBatchRequestBody { consumer_group: group, client_id: client, mq_set, .. } = lock_body(b, req)?;
+    let now = now();
     let mut locked = Vec::new();
     let mut reg = b.clients.borrow_mut();
-    for mq in mqs {
-        let Some(key) = mq_key(&group, &mq) else {
-            continue;
-        };
+    for mq in mq_set {
+        let key = mq_key(&group, &mq);
         let free = match reg.locks.get(&key) {
             None => true,
             Some((owner, at)) => *owner == client || now.duration_since(*at) > LOCK_LEASE,
@@ -504,21 +469,17 @@ pub fn lock_batch<D: Disk>(b: &Broker<D>, req: &Command) -> Command {
             locked.push(mq);
         }
     }
-    req.response_to(rs::SUCCESS).with_body(serde_json::json!({ "lockOKMQSet": locked }).to_string())
+    Ok(req.response_to(rs::SUCCESS).with_body(body::encode_json(&LockBatchResponseBody { lock_ok_mq_set: locked })))
 }
 
-pub fn unlock_batch<D: Disk>(b: &Broker<D>, req: &Command) -> Command {
-    let (group, client, mqs) = match lock_body(b, req) {
-        Ok(x) => x,
-        Err(e) => return e,
-    };
+pub fn unlock_batch<D: Disk>(b: &Broker<D>, req: &Command) -> Reply {
+    let LockBatchRequestBody { consumer_group: group, client_id: client, mq_set, .. } = lock_body(b, req)?;
     let mut reg = b.clients.borrow_mut();
-    for mq in mqs {
-        if let Some(key) = mq_key(&group, &mq)
-            && reg.locks.get(&key).is_some_and(|(owner, _)| *owner == client)
-        {
+    for mq in mq_set {
+        let key = mq_key(&group, &mq);
+        if reg.locks.get(&key).is_some_and(|(owner, _)| *owner == client) {
             reg.locks.remove(&key);
         }
     }
-    req.response_to(rs::SUCCESS)
+    Ok(req.response_to(rs::SUCCESS))
 }

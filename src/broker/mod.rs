@@ -24,6 +24,8 @@ pub mod send;
 mod testkit;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_clients;
 pub mod timer;
 pub mod topics;
 pub mod transaction;
@@ -245,8 +247,8 @@ impl<D: Disk> Broker<D> {
             rq::UNREGISTER_CLIENT => error::answer(&req, clients::unregister(self, &req)),
             rq::GET_CONSUMER_LIST_BY_GROUP => error::answer(&req, clients::consumer_list(self, &req)),
             rq::CHECK_CLIENT_CONFIG => clients::check_client_config(&req),
-            rq::LOCK_BATCH_MQ => clients::lock_batch(self, &req),
-            rq::UNLOCK_BATCH_MQ => clients::unlock_batch(self, &req),
+            rq::LOCK_BATCH_MQ => error::answer(&req, clients::lock_batch(self, &req)),
+            rq::UNLOCK_BATCH_MQ => error::answer(&req, clients::unlock_batch(self, &req)),
             rq::UPDATE_AND_CREATE_TOPIC => error::answer(&req, topics::update_and_create(self, &req)),
             rq::DELETE_TOPIC_IN_BROKER => error::answer(&req, topics::delete(self, &req)),
             rq::GET_ALL_TOPIC_CONFIG => topics::get_all(self, &req),

@@ -99,9 +99,9 @@ async fn execute<D: Disk>(b: &Rc<Broker<D>>, conn: &Rc<Conn>, req: Command, susp
     if nothing {
         let deadline = match suspend {
             Suspend::Allowed if p.sys_flag & FLAG_SUSPEND != 0 => {
-                Some(Instant::now() + Duration::from_millis(p.suspend_ms))
+                Some(crate::rt::now() + Duration::from_millis(p.suspend_ms))
             }
-            Suspend::Resume(d) if d > Instant::now() => Some(d),
+            Suspend::Resume(d) if d > crate::rt::now() => Some(d),
             _ => None,
         };
         if let Some(deadline) = deadline

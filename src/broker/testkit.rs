@@ -10,6 +10,8 @@ use crate::config::Config;
 use crate::net::conn::{Conn, Outbox, Service};
 use crate::protocol::Command;
 use crate::protocol::codes::request as rq;
+use crate::protocol::commands::body::encode_json;
+use crate::protocol::commands::clients::{ConsumerData, HeartbeatData, ProducerData, SubscriptionData};
 use crate::protocol::commands::pull::{FLAG_SUBSCRIPTION, FLAG_SUSPEND, PullRequestHeader, PullResponseHeader};
 use crate::protocol::commands::send::SendHeader;
 use crate::protocol::commands::topics::CreateTopicRequest;
@@ -161,15 +163,29 @@ impl Harness {
 
     /// A HEARTBEAT of one consumer of `group` subscribed to `topic`.
     pub fn heartbeat_request(client_id: &str, group: &str, topic: &str, expr: &str) -> Command {
-        let body = serde_json::json!({
-            "clientID": client_id,
-            "producerDataSet": [],
-            "consumerDataSet": [{"groupName": group, "consumeType": "CONSUME_PASSIVELY", "messageModel": "CLUSTERING",
-                "consumeFromWhere": "CONSUME_FROM_FIRST_OFFSET", "unitMode": false,
-                "subscriptionDataSet": [{"topic": topic, "subString": expr, "expressionType": "TAG",
-                    "subVersion": 0, "classFilterMode": false, "tagsSet": [], "codeSet": []}]}],
-        });
-        Command::request(rq::HEART_BEAT).with_body(body.to_string())
+        let body = HeartbeatData {
+            client_id: Some(client_id.into()),
+            consumer_data_set: vec![ConsumerData {
+                group_name: Some(group.into()),
+                consume_type: Some("CONSUME_PASSIVELY".into()),
+                message_model: Some("CLUSTERING".into()),
+                consume_from_where: Some("CONSUME_FROM_FIRST_OFFSET".into()),
+                subscription_data_set: vec![SubscriptionData::new(topic, expr, "TAG")],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        Command::request(rq::HEART_BEAT).with_body(encode_json(&body))
+    }
+
+    /// A HEARTBEAT registering `client_id` as a producer of `group`.
+    pub fn producer_heartbeat_request(client_id: &str, group: &str) -> Command {
+        let body = HeartbeatData {
+            client_id: Some(client_id.into()),
+            producer_data_set: vec![ProducerData { group_name: Some(group.into()) }],
+            ..Default::default()
+        };
+        Command::request(rq::HEART_BEAT).with_body(encode_json(&body))
     }
 
     /// Kills the broker without a graceful stop, drops every write the fake disk had not synced, and

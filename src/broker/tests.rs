@@ -14,9 +14,8 @@ use crate::protocol::commands::send::{ConsumerSendMsgBackRequest, SendHeader, Se
 use crate::protocol::commands::transaction::{EndTransactionRequest, TRANSACTION_COMMIT, TRANSACTION_ROLLBACK};
 use crate::protocol::message::{FLAG_TRANSACTION_PREPARED, decode_offset_msg_id, decode_records, properties_encode};
 use crate::rt;
-use std::time::{Duration, Instant};
 
-fn sent(r: &Command) -> SendResponseHeader {
+pub(super) fn sent(r: &Command) -> SendResponseHeader {
     assert_eq!(r.code, rs::SUCCESS, "send refused: {:?}", r.remark);
     SendResponseHeader::decode(r).expect("send answer header")
 }
@@ -82,6 +81,7 @@ fn pull_errors_name_what_is_wrong() {
 #[test]
 fn a_held_pull_is_answered_by_the_next_send_or_at_its_deadline() {
     run(|| async {
+        let clock = rt::manual_clock(1_700_000_000_000);
         let h = Harness::start().await;
         h.create_topic("T", 1).await;
         assert!(h.call_held(Harness::pull_request("G", "T", 0, 0, "*", 15_000)).await.is_none(), "parked");
@@ -97,7 +97,12 @@ fn a_held_pull_is_answered_by_the_next_send_or_at_its_deadline() {
 
         // Parked again at the end; its deadline passes with nothing new.
         assert!(h.call_held(Harness::pull_request("G", "T", 0, 1, "*", 15_000)).await.is_none());
-        h.b.expire_pollers(Instant::now() + Duration::from_secs(16));
+        clock.advance(14_999);
+        h.b.expire_pollers(rt::now());
+        rt::yield_now().await;
+        assert!(h.pushed().is_none(), "answered before its deadline");
+        clock.advance(1);
+        h.b.expire_pollers(rt::now());
         let answer = h.next_pushed().await;
         assert_eq!(answer.code, rs::PULL_NOT_FOUND);
         h.stop().await;
@@ -228,7 +233,7 @@ fn heartbeat_registers_the_subscription_and_membership_changes_are_pushed() {
     });
 }
 
-async fn send_half(h: &Harness, body: &str) -> (u64, u64) {
+pub(super) async fn send_half(h: &Harness, body: &str) -> (u64, u64) {
     let mut req = Harness::send_request("T", 0, body, &[("TRAN_MSG", "true"), ("PGROUP", "PG"), ("UNIQ_KEY", body)]);
     let mut header = SendHeader::decode(&req).unwrap();
     header.sys_flag = FLAG_TRANSACTION_PREPARED;
@@ -240,7 +245,7 @@ async fn send_half(h: &Harness, body: &str) -> (u64, u64) {
     (phys, r.queue_offset)
 }
 
-fn end(phys: u64, qoff: u64, kind: i32) -> Command {
+pub(super) fn end(phys: u64, qoff: u64, kind: i32) -> Command {
     EndTransactionRequest {
         producer_group: "PG".into(),
         tran_state_table_offset: qoff,

@@ -6,7 +6,11 @@ use super::connection::{ClientError, ClientSecurity};
 use super::route::{ClientContext, MessageQueue, REQUEST_TIMEOUT};
 use crate::protocol::Command;
 use crate::protocol::codes::{request as rq, response as rs};
-use crate::protocol::commands::clients::ConsumerGroupRequest;
+use crate::protocol::commands::body;
+use crate::protocol::commands::clients::{
+    ConsumerData, ConsumerGroupRequest, ConsumerIdList, HeartbeatData, LockBatchRequestBody, LockBatchResponseBody,
+    SubscriptionData,
+};
 use crate::protocol::commands::offsets::{
     OffsetResponse, QueryConsumerOffsetRequest, SearchOffsetRequest, UpdateConsumerOffsetRequest,
 };
@@ -239,28 +243,19 @@ impl PullConsumer {
 
     /// [`PullConsumer::heartbeat`] with (topic, expression, expression type) subscriptions.
     pub fn heartbeat_typed(&self, subs: &[(String, String, &str)], model: &str) -> Result<(), ClientError> {
-        let sub_data: Vec<serde_json::Value> = subs
-            .iter()
-            .map(|(t, e, kind)| {
-                if *kind != TAG {
-                    return serde_json::json!({"topic": t, "subString": e, "expressionType": kind, "subVersion": 0,
-                        "classFilterMode": false, "tagsSet": [], "codeSet": []});
-                }
-                let tags: Vec<&str> = if e.trim() == "*" {
-                    vec![]
-                } else {
-                    e.split("||").map(str::trim).filter(|t| !t.is_empty()).collect()
-                };
-                let codes: Vec<i64> = tags.iter().map(|t| crate::protocol::message::java_string_hash(t)).collect();
-                serde_json::json!({"topic": t, "subString": e, "expressionType": "TAG", "subVersion": 0,
-                    "classFilterMode": false, "tagsSet": tags, "codeSet": codes})
-            })
-            .collect();
-        let body = serde_json::json!({
-            "clientID": self.ctx.client_id,
-            "producerDataSet": [],
-            "consumerDataSet": [{"groupName": self.group, "consumeType": "CONSUME_PASSIVELY", "messageModel": model,
-                "consumeFromWhere": "CONSUME_FROM_FIRST_OFFSET", "unitMode": false, "subscriptionDataSet": sub_data}],
+        let body = body::encode_json(&HeartbeatData {
+            client_id: Some(self.ctx.client_id.clone()),
+            producer_data_set: Vec::new(),
+            consumer_data_set: vec![ConsumerData {
+                group_name: Some(self.group.clone()),
+                consume_type: Some("CONSUME_PASSIVELY".into()),
+                message_model: Some(model.into()),
+                consume_from_where: Some("CONSUME_FROM_FIRST_OFFSET".into()),
+                subscription_data_set: subs.iter().map(|(t, e, kind)| SubscriptionData::new(t, e, kind)).collect(),
+                unit_mode: false,
+                without_sub: false,
+            }],
+            without_sub: false,
         });
         let mut addrs: Vec<String> = Vec::new();
         for (t, _, _) in subs {
@@ -273,21 +268,26 @@ impl PullConsumer {
         addrs.sort();
         addrs.dedup();
         for a in addrs {
-            self.ctx.conn(&a)?.call(Command::request(rq::HEART_BEAT).with_body(body.to_string()), REQUEST_TIMEOUT)?;
+            self.ctx.conn(&a)?.call(Command::request(rq::HEART_BEAT).with_body(body.clone()), REQUEST_TIMEOUT)?;
         }
         Ok(())
     }
 
     fn lock_body(&self, mq: &MessageQueue) -> String {
-        serde_json::json!({"consumerGroup": self.group, "clientId": self.ctx.client_id, "onlyThisBroker": false, "mqSet": [mq]})
-            .to_string()
+        body::encode_json(&LockBatchRequestBody {
+            consumer_group: self.group.clone(),
+            client_id: self.ctx.client_id.clone(),
+            only_this_broker: false,
+            mq_set: vec![mq.clone()],
+        })
     }
 
     /// Takes or renews the broker lock of `mq` for this client (orderly consumption).
     pub fn lock(&self, mq: &MessageQueue) -> Result<bool, ClientError> {
         let r = self.call(mq, Command::request(rq::LOCK_BATCH_MQ).with_body(self.lock_body(mq)))?;
-        let v: serde_json::Value = serde_json::from_slice(&r.body_bytes()).unwrap_or_default();
-        Ok(v["lockOKMQSet"].as_array().is_some_and(|a| !a.is_empty()))
+        let locked: LockBatchResponseBody = body::decode_json("LockBatchResponseBody", &r.body_bytes())
+            .map_err(|e| ClientError::BadResponse { addr: mq.broker_name.clone(), message: e.to_string() })?;
+        Ok(locked.lock_ok_mq_set.contains(mq))
     }
 
     pub fn unlock(&self, mq: &MessageQueue) -> Result<(), ClientError> {
@@ -300,9 +300,9 @@ impl PullConsumer {
         let addr = route.brokers.values().next().ok_or_else(|| ClientError::NoRoute(topic.into()))?;
         let cmd = ConsumerGroupRequest { consumer_group: self.group.clone() }.request(rq::GET_CONSUMER_LIST_BY_GROUP);
         let r = self.ctx.conn(addr)?.call(cmd, REQUEST_TIMEOUT)?;
-        let v: serde_json::Value = serde_json::from_slice(&r.body_bytes()).unwrap_or_default();
-        let mut ids: Vec<String> =
-            v["consumerIdList"].as_array().into_iter().flatten().filter_map(|x| x.as_str().map(String::from)).collect();
+        let list: ConsumerIdList = body::decode_json("ConsumerIdList", &r.body_bytes())
+            .map_err(|e| ClientError::BadResponse { addr: addr.clone(), message: e.to_string() })?;
+        let mut ids = list.consumer_id_list;
         ids.sort();
         Ok(ids)
     }

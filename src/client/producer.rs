@@ -6,6 +6,8 @@ use super::connection::{ClientError, ClientSecurity, Connection};
 use super::route::{AUTO_CREATE_TEMPLATE, ClientContext, MessageQueue, REQUEST_TIMEOUT, as_template_route};
 use crate::protocol::Command;
 use crate::protocol::codes::{request as rq, response as rs};
+use crate::protocol::commands::body;
+use crate::protocol::commands::clients::{HeartbeatData, ProducerData};
 use crate::protocol::commands::send::{DEFAULT_TOPIC, SendHeader, SendResponseHeader};
 use crate::protocol::commands::topics::{CreateTopicRequest, PERM_READ, PERM_WRITE};
 use crate::protocol::message::{BatchItem, encode_batch, properties_encode};
@@ -338,12 +340,11 @@ impl Producer {
         refresh_route: bool,
         install: impl Fn(&Connection, &str),
     ) -> Result<(), ClientError> {
-        let body = serde_json::json!({
-            "clientID": self.ctx.client_id,
-            "producerDataSet": [{"groupName": self.group}],
-            "consumerDataSet": [],
-        })
-        .to_string();
+        let body = body::encode_json(&HeartbeatData {
+            client_id: Some(self.ctx.client_id.clone()),
+            producer_data_set: vec![ProducerData { group_name: Some(self.group.clone()) }],
+            ..HeartbeatData::default()
+        });
         for addr in self.ctx.route(topic, refresh_route)?.brokers.into_values() {
             let conn = self.ctx.conn(&addr)?;
             install(&conn, &addr);

@@ -30,14 +30,8 @@ impl Reply {
 /// Routes are refreshed this often (RocketMQ clients: 30 s).
 pub const ROUTE_TTL: Duration = Duration::from_secs(30);
 
-/// One queue of a topic on one broker.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MessageQueue {
-    pub topic: String,
-    pub broker_name: String,
-    pub queue_id: i32,
-}
+/// One queue of a topic on one broker (the wire type every body names).
+pub use crate::protocol::commands::body::MessageQueue;
 
 /// A topic's route: its queues and the master address of each broker.
 #[derive(Debug, Clone, Default)]

@@ -8,11 +8,11 @@
 
 use super::registry::TaskRegistry;
 use crate::broker::Broker;
-use crate::broker::clients::notify_ids_changed;
+use crate::broker::clients::expire_clients;
 use crate::rt::sleep;
 use crate::store::tasks::{StoreHooks, StoreTasks};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Consumer offsets (and schedule/timer progress) are written this often (RocketMQ's 5 s).
 const OFFSETS_EVERY: Duration = Duration::from_secs(5);
@@ -47,7 +47,7 @@ pub fn spawn_all(b: &Rc<Broker>) -> TaskRegistry {
     });
     let p = b.clone();
     reg.every("poll-expiry", POLL_EXPIRY_EVERY, move || {
-        p.expire_pollers(Instant::now());
+        p.expire_pollers(crate::rt::now());
         async {}
     });
     let o = b.clone();
@@ -63,11 +63,7 @@ pub fn spawn_all(b: &Rc<Broker>) -> TaskRegistry {
     let c = b.clone();
     let expiry = Duration::from_secs(b.cfg.client_expiry_secs);
     reg.every("client-expiry", CLIENT_SCAN_EVERY, move || {
-        let changed = c.clients.borrow_mut().expire(expiry);
-        for g in changed {
-            tracing::info!(group = %g, "dropped consumers silent for longer than the expiry");
-            notify_ids_changed(&c, &g);
-        }
+        expire_clients(&c, expiry);
         async {}
     });
     tracing::debug!(shard = b.shard, tasks = ?reg.names(), "background tasks started");
@@ -141,7 +137,7 @@ pub async fn control_loop(b: &Rc<Broker>) {
 /// Graceful stop: answer parked pulls, let in-flight requests finish, stop the broker's tasks, then
 /// the store's (last flush and checkpoint), and persist offsets.
 pub async fn shutdown(b: &Rc<Broker>, mut tasks: TaskRegistry, store_tasks: StoreTasks) {
-    b.expire_pollers(Instant::now() + Duration::from_secs(3600));
+    b.expire_pollers(crate::rt::now() + Duration::from_secs(3600));
     sleep(Duration::from_millis(200)).await;
     tasks.shutdown();
     store_tasks.stop(&b.store).await;

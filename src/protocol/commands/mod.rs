@@ -1,5 +1,5 @@
-//! Typed headers of every command the broker, the name server and the clients exchange — one file per
-//! command family, shared by the server (which decodes requests and encodes responses) and the client
+//! Typed headers and JSON bodies of every command the broker, the name server and the clients exchange —
+//! one file per command family (bodies share the readers in [`body`]), shared by the server (which decodes requests and encodes responses) and the client
 //! (which does the reverse), so a field name or a range is written once.
 //!
 //! A header is RocketMQ's `extFields` map (JSON or RocketMQ's binary header, both decoded into the same
@@ -7,6 +7,7 @@
 //! parse or a value out of its range is a [`HeaderError`] naming the field, which handlers answer as the
 //! remark of their error response. Unknown fields are ignored, as RocketMQ does.
 
+pub mod body;
 pub mod clients;
 pub mod namesrv;
 pub mod offsets;
