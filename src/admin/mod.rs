@@ -5,6 +5,8 @@ use crate::client::route::{ClientContext, REQUEST_TIMEOUT};
 use crate::client::{ClientError, Message, MessageQueue, Producer, PullConsumer};
 use crate::protocol::Command;
 use crate::protocol::codes::{request as rq, response as rs};
+use crate::protocol::commands::body::decode_json;
+use crate::protocol::commands::namesrv::{ClusterInfo, TopicList};
 use crate::protocol::commands::topics::TopicRequest;
 use crate::protocol::message::StoredMessage;
 use serde_json::{Value, json};
@@ -138,14 +140,9 @@ fn err(m: impl Into<String>) -> ClientError {
 /// Broker name → master address, from the name server.
 fn brokers(ctx: &ClientContext) -> Result<Vec<(String, String)>, ClientError> {
     let r = ctx.namesrv_call(Command::request(rq::GET_BROKER_CLUSTER_INFO))?;
-    let v: Value = serde_json::from_slice(&r.body_bytes()).map_err(|e| err(e.to_string()))?;
-    let mut out = Vec::new();
-    for (name, bd) in v["brokerAddrTable"].as_object().into_iter().flatten() {
-        if let Some(a) = bd["brokerAddrs"]["0"].as_str() {
-            out.push((name.clone(), a.to_string()));
-        }
-    }
-    Ok(out)
+    let info: ClusterInfo = decode_json("ClusterInfo", &r.body_bytes()).map_err(|e| err(e.to_string()))?;
+    let masters = info.broker_addr_table.iter();
+    Ok(masters.filter_map(|(name, bd)| Some((name.clone(), bd.master_addr()?.to_string()))).collect())
 }
 
 fn broker_call(ctx: &ClientContext, addr: &str, cmd: Command) -> Result<Command, ClientError> {
@@ -353,9 +350,8 @@ fn topic_cmd(ctx: &Arc<ClientContext>, t: &TopicCmd) -> Result<Value, ClientErro
         }
         TopicCmd::List => {
             let r = ctx.namesrv_call(Command::request(rq::GET_ALL_TOPIC_LIST_FROM_NAMESERVER))?;
-            let v: Value = serde_json::from_slice(&r.body_bytes()).map_err(|e| err(e.to_string()))?;
-            let topics = v["topicList"].as_array().cloned().unwrap_or_default();
-            Ok(Value::Array(topics.into_iter().map(|t| json!({"topic": t})).collect()))
+            let list: TopicList = decode_json("TopicList", &r.body_bytes()).map_err(|e| err(e.to_string()))?;
+            Ok(Value::Array(list.topic_list.into_iter().map(|t| json!({"topic": t})).collect()))
         }
         TopicCmd::Route { topic } => {
             let r = ctx.route(topic, true)?;

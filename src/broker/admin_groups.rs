@@ -8,9 +8,11 @@ use super::error::BrokerError;
 use super::groups::GroupConfig;
 use crate::protocol::codes::response as rs;
 use crate::protocol::command::Command;
+use crate::protocol::commands::body::encode_json;
+use crate::protocol::commands::namesrv::TopicList;
 use crate::protocol::commands::topics::{CloneGroupOffsetRequest, DeleteGroupRequest};
 use crate::store::io::Disk;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// UPDATE_AND_CREATE_SUBSCRIPTIONGROUP (200): body `SubscriptionGroupConfig`; the settings ringmq
 /// keeps are stored, the others ignored.
@@ -83,15 +85,10 @@ pub fn all_delay_offsets<D: Disk>(b: &Broker<D>, req: &Command) -> Command {
 /// GET_SYSTEM_TOPIC_LIST_FROM_BROKER (305): `TopicList` of the system topics this shard has.
 pub fn system_topics<D: Disk>(b: &Broker<D>, req: &Command) -> Command {
     let cluster = &b.cfg.cluster_name;
-    let topics: Vec<Value> = b
-        .topics
-        .borrow()
-        .topics
-        .keys()
-        .filter(|t| super::topics::is_system(t, cluster))
-        .map(|t| Value::String(t.clone()))
-        .collect();
-    req.response_to(rs::SUCCESS).with_body(json!({"topicList": topics}).to_string())
+    let topics = b.topics.borrow();
+    let system = topics.topics.keys().filter(|t| super::topics::is_system(t, cluster)).cloned();
+    let list = TopicList { broker_addr: None, topic_list: system.collect() };
+    req.response_to(rs::SUCCESS).with_body(encode_json(&list))
 }
 
 /// Codes whose RocketMQ behaviour ringmq does not have, answered with a remark saying so (and what

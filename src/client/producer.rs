@@ -8,6 +8,7 @@ use crate::protocol::Command;
 use crate::protocol::codes::{request as rq, response as rs};
 use crate::protocol::commands::body;
 use crate::protocol::commands::clients::{HeartbeatData, ProducerData};
+use crate::protocol::commands::namesrv::{BrokerData, ClusterInfo};
 use crate::protocol::commands::send::{DEFAULT_TOPIC, SendHeader, SendResponseHeader};
 use crate::protocol::commands::topics::{CreateTopicRequest, PERM_READ, PERM_WRITE};
 use crate::protocol::message::{BatchItem, encode_batch, properties_encode};
@@ -356,12 +357,10 @@ impl Producer {
     /// Creates (or updates) a topic on every broker of the cluster, through the name server.
     pub fn create_topic(&self, topic: &str, queues_per_broker: u32) -> Result<(), ClientError> {
         let cluster = self.ctx.namesrv_call(Command::request(rq::GET_BROKER_CLUSTER_INFO))?;
-        let v: serde_json::Value = serde_json::from_slice(&cluster.body_bytes()).unwrap_or_default();
+        let info: ClusterInfo = body::decode_json("ClusterInfo", &cluster.body_bytes())
+            .map_err(|e| ClientError::BadResponse { addr: "namesrv".into(), message: e.to_string() })?;
         let mut n = 0;
-        for bd in v["brokerAddrTable"].as_object().into_iter().flat_map(|m| m.values()) {
-            let Some(addr) = bd["brokerAddrs"]["0"].as_str() else {
-                continue;
-            };
+        for addr in info.broker_addr_table.values().filter_map(BrokerData::master_addr) {
             let cmd = CreateTopicRequest {
                 topic: topic.into(),
                 default_topic: Some(DEFAULT_TOPIC.into()),

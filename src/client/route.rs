@@ -4,8 +4,9 @@
 use super::connection::{ClientError, ClientSecurity, Connection};
 use crate::protocol::Command;
 use crate::protocol::codes::request as rq;
-use crate::protocol::commands::namesrv::RouteRequest;
-use serde_json::Value;
+use crate::protocol::commands::body::decode_json;
+use crate::protocol::commands::namesrv::{RouteRequest, TopicRouteData};
+use crate::protocol::commands::topics::{PERM_READ, PERM_WRITE};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -41,32 +42,38 @@ pub struct TopicRoute {
     pub brokers: BTreeMap<String, String>,
 }
 
-fn num(v: &Value) -> u64 {
-    v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap_or(0)
-}
+/// Queues per broker a client accepts from a route: a broker's own limit (`max_queues_per_topic`)
+/// is 1 024 by default and 65 535 at most, so a route claiming more is damaged, and a client must
+/// not build billions of queue entries from one number.
+pub const MAX_ROUTE_QUEUES_PER_BROKER: u32 = 65_535;
 
-/// Parses TopicRouteData JSON.
+/// Parses TopicRouteData JSON into the queues a client sends to and pulls from (masters only).
 pub fn parse_route(topic: &str, body: &[u8]) -> Result<TopicRoute, String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("route is not JSON: {e}"))?;
+    let data: TopicRouteData = decode_json("TopicRouteData", body).map_err(|e| e.to_string())?;
     let mut route = TopicRoute::default();
-    for bd in v["brokerDatas"].as_array().into_iter().flatten() {
-        let name = bd["brokerName"].as_str().unwrap_or_default().to_string();
-        if let Some(addr) = bd["brokerAddrs"]["0"].as_str() {
-            route.brokers.insert(name, addr.to_string());
+    for bd in &data.broker_datas {
+        if let Some(addr) = bd.master_addr() {
+            route.brokers.insert(bd.broker_name.clone(), addr.to_string());
         }
     }
-    for qd in v["queueDatas"].as_array().into_iter().flatten() {
-        let name = qd["brokerName"].as_str().unwrap_or_default().to_string();
-        if !route.brokers.contains_key(&name) {
+    for qd in &data.queue_datas {
+        if !route.brokers.contains_key(&qd.broker_name) {
             continue;
         }
-        let perm = num(&qd["perm"]);
-        let mq = |i| MessageQueue { topic: topic.to_string(), broker_name: name.clone(), queue_id: i as i32 };
-        if perm & 2 != 0 {
-            route.write_queues.extend((0..num(&qd["writeQueueNums"])).map(mq));
+        let (read, write) = (qd.queues.read_queue_nums, qd.queues.write_queue_nums);
+        if read.max(write) > MAX_ROUTE_QUEUES_PER_BROKER {
+            return Err(format!(
+                "route of {topic} gives broker {} {read} read and {write} write queues, past \
+                 {MAX_ROUTE_QUEUES_PER_BROKER}",
+                qd.broker_name
+            ));
         }
-        if perm & 4 != 0 {
-            route.read_queues.extend((0..num(&qd["readQueueNums"])).map(mq));
+        let mq = |i| MessageQueue { topic: topic.to_string(), broker_name: qd.broker_name.clone(), queue_id: i as i32 };
+        if qd.queues.perm & PERM_WRITE != 0 {
+            route.write_queues.extend((0..write).map(mq));
+        }
+        if qd.queues.perm & PERM_READ != 0 {
+            route.read_queues.extend((0..read).map(mq));
         }
     }
     route.write_queues.sort();
@@ -221,6 +228,15 @@ mod tests {
         assert_eq!(r.write_queues.len(), 3);
         assert_eq!(r.read_queues.len(), 2);
         assert_eq!(r.brokers.len(), 1);
+    }
+
+    #[test]
+    fn a_route_claiming_billions_of_queues_is_refused_not_built() {
+        let body = br#"{"brokerDatas":[{"brokerAddrs":{"0":"a:1"},"brokerName":"b-0"}],
+            "queueDatas":[{"brokerName":"b-0","perm":6,"readQueueNums":4294967295,"writeQueueNums":1}]}"#;
+        let e = parse_route("T", body).unwrap_err();
+        assert!(e.contains("4294967295 read"), "{e}");
+        assert!(parse_route("T", b"{\"queueDatas\":7}").is_err());
     }
 
     #[test]

@@ -12,8 +12,10 @@ use crate::net::conn::{Conn, ConnLimits, Service};
 use crate::protocol::Command;
 use crate::protocol::codes::{request as rq, response as rs};
 use crate::protocol::commands::HeaderError;
+use crate::protocol::commands::body::decode_json;
 use crate::protocol::commands::namesrv::{
-    ClusterRequest, KvRequest, RegisterBrokerRequest, RegisterBrokerResponse, RouteRequest, UnregisterBrokerRequest,
+    ClusterRequest, KvRequest, RegisterBrokerBody, RegisterBrokerRequest, RegisterBrokerResponse, RouteRequest,
+    UnregisterBrokerRequest,
 };
 use crate::protocol::commands::topics::TopicRequest;
 use crate::security::acl::{AclGuard, Grant};
@@ -94,9 +96,8 @@ impl NameServer {
                 .response_to(rs::SYSTEM_ERROR)
                 .with_remark("compressed registration bodies are not supported; set compressedRegister=false"));
         }
-        let body: serde_json::Value = serde_json::from_slice(&req.body_bytes()).map_err(|e| {
-            req.response_to(rs::SYSTEM_ERROR).with_remark(format!("registration body is not JSON: {e}"))
-        })?;
+        let body: RegisterBrokerBody = decode_json("RegisterBrokerBody", &req.body_bytes())
+            .map_err(|e| req.response_to(rs::SYSTEM_ERROR).with_remark(e.to_string()))?;
         let owner = grant.access_key().map(str::to_string);
         // A live broker's place is its own: another address may take it only when the same ACL
         // account signs (a broker that moved); without ACL it waits for the old one to leave.

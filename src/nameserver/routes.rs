@@ -2,7 +2,10 @@
 //! registrations, and KV config; with the JSON bodies clients read (TopicRouteData, ClusterInfo,
 //! TopicList).
 
-use serde_json::{Value, json};
+use crate::protocol::commands::body::encode_json;
+use crate::protocol::commands::namesrv::{
+    BrokerData, ClusterInfo, MASTER_ID, QueueData, RegisterBrokerBody, TopicList, TopicQueues, TopicRouteData,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
@@ -26,37 +29,28 @@ impl BrokerLive {
     }
 }
 
-/// RocketMQ's QueueData.
-#[derive(Debug, Clone, PartialEq)]
-pub struct QueueData {
-    pub read: u64,
-    pub write: u64,
-    pub perm: u64,
-    pub sys_flag: u64,
-}
-
 #[derive(Debug, Default)]
 pub struct RouteTable {
     /// Broker name → (cluster, brokerId → address).
     brokers: BTreeMap<String, (String, BTreeMap<i64, String>)>,
     clusters: BTreeMap<String, BTreeSet<String>>,
     /// Topic → broker name → queue data.
-    pub topics: BTreeMap<String, BTreeMap<String, QueueData>>,
+    pub topics: BTreeMap<String, BTreeMap<String, TopicQueues>>,
     live: BTreeMap<String, BrokerLive>,
     pub kv: BTreeMap<String, BTreeMap<String, String>>,
 }
 
-fn num(v: &Value, key: &str, default: u64) -> u64 {
-    match &v[key] {
-        Value::Number(n) => n.as_u64().unwrap_or(default),
-        Value::String(s) => s.parse().unwrap_or(default),
-        _ => default,
-    }
-}
-
 impl RouteTable {
     /// Applies a REGISTER_BROKER. Topic data is taken from masters (id 0) only, as RocketMQ does.
-    pub fn register(&mut self, cluster: &str, name: &str, id: i64, addr: &str, body: &Value, live: BrokerLive) {
+    pub fn register(
+        &mut self,
+        cluster: &str,
+        name: &str,
+        id: i64,
+        addr: &str,
+        body: &RegisterBrokerBody,
+        live: BrokerLive,
+    ) {
         let entry = self.brokers.entry(name.to_string()).or_insert_with(|| (cluster.to_string(), BTreeMap::new()));
         entry.0 = cluster.to_string();
         if let Some(old) = entry.1.insert(id, addr.to_string()).filter(|old| old != addr) {
@@ -64,24 +58,18 @@ impl RouteTable {
         }
         self.clusters.entry(cluster.to_string()).or_default().insert(name.to_string());
         self.live.insert(addr.to_string(), live);
-        if id != 0 {
+        if id != MASTER_ID {
             return;
         }
-        let table = &body["topicConfigSerializeWrapper"]["topicConfigTable"];
-        let Some(table) = table.as_object() else {
+        let Some(table) = body.topic_config_serialize_wrapper.as_ref().and_then(|w| w.topic_config_table.as_ref())
+        else {
             return;
         };
         for per_broker in self.topics.values_mut() {
             per_broker.remove(name);
         }
         for (topic, tc) in table {
-            let qd = QueueData {
-                read: num(tc, "readQueueNums", 0),
-                write: num(tc, "writeQueueNums", 0),
-                perm: num(tc, "perm", 6),
-                sys_flag: num(tc, "topicSysFlag", 0),
-            };
-            self.topics.entry(topic.clone()).or_default().insert(name.to_string(), qd);
+            self.topics.entry(topic.clone()).or_default().insert(name.to_string(), tc.clone());
         }
         self.topics.retain(|_, b| !b.is_empty());
     }
@@ -123,58 +111,61 @@ impl RouteTable {
         self.topics.retain(|_, b| !b.is_empty());
     }
 
-    fn broker_data(&self, name: &str) -> Option<Value> {
+    fn broker_data(&self, name: &str) -> Option<BrokerData> {
         let (cluster, addrs) = self.brokers.get(name)?;
-        let addrs: BTreeMap<String, &String> = addrs.iter().map(|(id, a)| (id.to_string(), a)).collect();
-        Some(json!({ "brokerAddrs": addrs, "brokerName": name, "cluster": cluster, "enableActingMaster": false }))
+        Some(BrokerData {
+            broker_addrs: addrs.clone(),
+            broker_name: name.to_string(),
+            cluster: cluster.clone(),
+            enable_acting_master: false,
+        })
     }
 
     /// TopicRouteData as compact standard JSON, or None for an unknown topic.
     pub fn route_json(&self, topic: &str) -> Option<String> {
         let per_broker = self.topics.get(topic)?;
-        let mut queue_datas = Vec::new();
-        let mut broker_datas = Vec::new();
+        let mut route = TopicRouteData::default();
         for (name, q) in per_broker {
-            queue_datas.push(json!({ "brokerName": name, "perm": q.perm, "readQueueNums": q.read,
-                "topicSysFlag": q.sys_flag, "writeQueueNums": q.write }));
-            broker_datas.extend(self.broker_data(name));
+            route.queue_datas.push(QueueData { broker_name: name.clone(), queues: q.clone() });
+            route.broker_datas.extend(self.broker_data(name));
         }
-        Some(json!({ "brokerDatas": broker_datas, "filterServerTable": {}, "queueDatas": queue_datas }).to_string())
+        Some(encode_json(&route))
     }
 
     pub fn cluster_json(&self) -> String {
-        let table: BTreeMap<&String, Value> =
-            self.brokers.keys().filter_map(|n| Some((n, self.broker_data(n)?))).collect();
-        json!({ "brokerAddrTable": table, "clusterAddrTable": self.clusters }).to_string()
+        encode_json(&ClusterInfo {
+            broker_addr_table: self.brokers.keys().filter_map(|n| Some((n.clone(), self.broker_data(n)?))).collect(),
+            cluster_addr_table: self.clusters.clone(),
+        })
     }
 
     pub fn topic_list_json(&self) -> String {
-        json!({ "topicList": self.topics.keys().collect::<Vec<_>>() }).to_string()
+        encode_json(&TopicList { broker_addr: None, topic_list: self.topics.keys().cloned().collect() })
     }
 
     /// GET_TOPICS_BY_CLUSTER: `TopicList` of the topics on any broker of `cluster`.
     pub fn cluster_topics_json(&self, cluster: &str) -> String {
         let in_cluster = |b: &String| self.brokers.get(b).is_some_and(|(c, _)| c == cluster);
-        let topics: Vec<&String> =
-            self.topics.iter().filter(|(_, per)| per.keys().any(in_cluster)).map(|(t, _)| t).collect();
-        json!({ "topicList": topics }).to_string()
+        let topics = self.topics.iter().filter(|(_, per)| per.keys().any(in_cluster)).map(|(t, _)| t.clone());
+        encode_json(&TopicList { broker_addr: None, topic_list: topics.collect() })
     }
 
     /// GET_SYSTEM_TOPIC_LIST_FROM_NS: as RocketMQ's name server, the cluster names and broker names
     /// (each is a topic its brokers create), with the address of one master as `brokerAddr`.
     pub fn system_topics_json(&self) -> String {
-        let mut names: Vec<&String> = self.clusters.keys().collect();
+        let mut names: Vec<String> = self.clusters.keys().cloned().collect();
         for (cluster, brokers) in &self.clusters {
-            names.extend(brokers.iter().filter(|b| *b != cluster));
+            names.extend(brokers.iter().filter(|b| *b != cluster).cloned());
         }
-        let addr = self.brokers.values().find_map(|(_, addrs)| addrs.get(&0));
-        json!({ "topicList": names, "brokerAddr": addr }).to_string()
+        let addr = self.brokers.values().find_map(|(_, addrs)| addrs.get(&MASTER_ID)).cloned();
+        encode_json(&TopicList { broker_addr: addr, topic_list: names })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn live(name: &str, addr: &str, conn_id: u64) -> BrokerLive {
         let peer = std::net::Ipv4Addr::LOCALHOST.into();
@@ -189,12 +180,13 @@ mod tests {
         }
     }
 
-    fn body(topics: &[(&str, u64)]) -> Value {
+    fn body(topics: &[(&str, u64)]) -> RegisterBrokerBody {
         let table: BTreeMap<&str, Value> = topics
             .iter()
-            .map(|(t, q)| (*t, json!({"topicName": t, "readQueueNums": q, "writeQueueNums": q, "perm": 6})))
+            .map(|(t, q)| (*t, serde_json::json!({"topicName": t, "readQueueNums": q, "writeQueueNums": q, "perm": 6})))
             .collect();
-        json!({ "topicConfigSerializeWrapper": { "topicConfigTable": table } })
+        let json = serde_json::json!({ "topicConfigSerializeWrapper": { "topicConfigTable": table } });
+        crate::protocol::commands::body::decode_json("RegisterBrokerBody", json.to_string().as_bytes()).unwrap()
     }
 
     #[test]

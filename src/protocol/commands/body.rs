@@ -45,7 +45,7 @@ pub struct MessageQueue {
     pub topic: String,
     #[serde(default, deserialize_with = "string")]
     pub broker_name: String,
-    #[serde(deserialize_with = "int")]
+    #[serde(deserialize_with = "number")]
     pub queue_id: i32,
 }
 
@@ -95,10 +95,10 @@ pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     Ok(opt_string(d)?.unwrap_or_default())
 }
 
-/// A 32-bit integer written as a number or as a string of one.
-pub fn int<'de, D: Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
+/// A number written as a number or as a string of one, in the range of `T`.
+pub fn number<'de, D: Deserializer<'de>, T: std::str::FromStr>(d: D) -> Result<T, D::Error> {
     let s = opt_string(d)?.ok_or_else(|| de::Error::custom("a number is required, not null"))?;
-    s.trim().parse().map_err(|_| de::Error::custom(format!("{s:?} is not a 32-bit integer")))
+    s.trim().parse().map_err(|_| de::Error::custom(format!("{s:?} is not a valid {}", std::any::type_name::<T>())))
 }
 
 /// A boolean written as `true`, `"true"` (any case) or absent/`null` (false).
@@ -128,7 +128,7 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(decode_json::<MessageQueue>("mq", encode_json(&a).as_bytes()).unwrap(), a);
         let e = decode_json::<MessageQueue>("mq", br#"{"topic":"T","queueId":"x"}"#).unwrap_err();
-        assert!(e.to_string().contains("not a 32-bit integer"), "{e}");
+        assert!(e.to_string().contains("not a valid i32"), "{e}");
         assert!(decode_json::<MessageQueue>("mq", br#"{"brokerName":"b","queueId":1}"#).is_err(), "topic is required");
         assert!(decode_json::<MessageQueue>("mq", br#"{"topic":"T","queueId":99999999999}"#).is_err());
     }
