@@ -13,8 +13,8 @@ use crate::net::conn::Conn;
 use crate::protocol::codes::{request as rq, response as rs};
 use crate::protocol::command::Command;
 use crate::protocol::commands::topics::{
-    BrokerConsumeStatsRequest, ConsumeStatsRequest, ConsumeTimeSpanRequest, ConsumerConnectionRequest,
-    ConsumerRunningInfoRequest, ProducerConnectionRequest, TopicRequest,
+    BrokerConfigResponse, BrokerConsumeStatsRequest, ConsumeStatsRequest, ConsumeTimeSpanRequest,
+    ConsumerConnectionRequest, ConsumerRunningInfoRequest, ProducerConnectionRequest, TopicRequest,
 };
 use crate::protocol::offset_table::queue_key;
 use crate::store::io::Disk;
@@ -310,7 +310,8 @@ pub fn broker_config<D: Disk>(b: &Broker<D>, req: &Command) -> Command {
         }
     }
     let mut r = req.response_to(rs::SUCCESS).with_body(lines.join("\n") + "\n");
-    r.put("version", serde_json::to_string(&b.topics.borrow().version).unwrap_or_default());
+    let version = serde_json::to_string(&b.topics.borrow().version).unwrap_or_default();
+    BrokerConfigResponse { version }.encode(&mut r);
     r
 }
 

@@ -15,8 +15,8 @@ use crate::protocol::Command;
 use crate::protocol::codes::{request as rq, response as rs};
 use crate::protocol::commands::body::{self, MessageQueue};
 use crate::protocol::commands::clients::{
-    CheckClientConfigBody, ConsumerData, ConsumerGroupRequest, ConsumerIdList, HeartbeatData, LockBatchRequestBody,
-    LockBatchResponseBody, SubscriptionData, UnregisterClientRequest,
+    CheckClientConfigBody, ConsumerData, ConsumerGroupRequest, ConsumerIdList, HeartbeatData, HeartbeatResponse,
+    LockBatchRequestBody, LockBatchResponseBody, SubscriptionData, UnregisterClientRequest,
 };
 use crate::security::acl::access::Resource;
 use crate::security::acl::file::Perm;
@@ -336,7 +336,7 @@ pub async fn heartbeat<D: Disk>(b: &Broker<D>, conn: &Rc<Conn>, req: &Command, g
         crate::rt::blocking(move || drop(body)).await;
     }
     let mut r = req.response_to(rs::SUCCESS);
-    r.put("IS_SUB_CHANGE", "true");
+    HeartbeatResponse { is_sub_change: Some(true) }.encode(&mut r);
     r
 }
 

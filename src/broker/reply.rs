@@ -15,7 +15,7 @@ use super::send::{SendHeader, build_messages};
 use crate::net::conn::Conn;
 use crate::protocol::Command;
 use crate::protocol::codes::{request as rq, response as rs};
-use crate::protocol::commands::send::PushReplyHeader;
+use crate::protocol::commands::send::{PushReplyHeader, SendResponseHeader};
 use crate::protocol::message::{MessageToStore, keys, offset_msg_id, property_get, property_set};
 use crate::store::io::Disk;
 use std::rc::Rc;
@@ -40,18 +40,18 @@ pub async fn handle<D: Disk>(b: &Rc<Broker<D>>, conn: &Rc<Conn>, req: &Command) 
         Ok(()) => req.response_to(rs::SUCCESS),
         Err(why) => BrokerError::System(why.clone()).respond(req),
     };
-    resp.put("msgId", "0");
-    resp.put("queueId", m.queue_id);
-    resp.put("queueOffset", 0);
+    // Where the reply was stored; "0" and offset 0 when it was not (the push's outcome decides).
+    let mut stored = SendResponseHeader { msg_id: "0".into(), queue_id: m.queue_id, ..Default::default() };
     match b.store.put(&msgs, property_get(&h.properties, keys::WAIT) != Some("false")).await {
         Ok(placed) => {
             b.wake_pollers(&m.topic, m.queue_id);
-            resp.put("msgId", offset_msg_id(&b.addr, placed[0].physical_offset));
-            resp.put("queueOffset", placed[0].queue_offset);
+            stored.msg_id = offset_msg_id(&b.addr, placed[0].physical_offset);
+            stored.queue_offset = placed[0].queue_offset;
         }
         Err(e) if pushed.is_ok() => return Err(e.into()),
         Err(e) => tracing::warn!(error = %e, "reply message not stored"),
     }
+    stored.encode(&mut resp);
     Ok(resp)
 }
 

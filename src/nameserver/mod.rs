@@ -14,8 +14,8 @@ use crate::protocol::codes::{request as rq, response as rs};
 use crate::protocol::commands::HeaderError;
 use crate::protocol::commands::body::decode_json;
 use crate::protocol::commands::namesrv::{
-    ClusterRequest, KvRequest, RegisterBrokerBody, RegisterBrokerRequest, RegisterBrokerResponse, RouteRequest,
-    UnregisterBrokerRequest,
+    ClusterRequest, KvRequest, KvValueResponse, RegisterBrokerBody, RegisterBrokerRequest, RegisterBrokerResponse,
+    RouteRequest, UnregisterBrokerRequest,
 };
 use crate::protocol::commands::topics::TopicRequest;
 use crate::security::acl::{AclGuard, Grant};
@@ -152,7 +152,7 @@ impl NameServer {
                 match routes.kv.get(&ns).and_then(|m| m.get(&key)) {
                     Some(v) => {
                         let mut r = req.response_to(rs::SUCCESS);
-                        r.put("value", v);
+                        KvValueResponse { value: v.clone() }.encode(&mut r);
                         Ok(r)
                     }
                     None => Err(req

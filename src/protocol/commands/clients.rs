@@ -175,6 +175,16 @@ header! {
 impl Checked for UnregisterClientRequest {}
 
 header! {
+    /// HEART_BEAT's answer: whether the broker took new subscriptions (RocketMQ 5's heartbeat v2 sends
+    /// the next heartbeat without subscriptions when this is false; ringmq always says true, so
+    /// clients keep sending them).
+    pub struct HeartbeatResponse {
+        pub is_sub_change: Option<bool> = "IS_SUB_CHANGE",
+    }
+}
+impl Checked for HeartbeatResponse {}
+
+header! {
     /// GET_CONSUMER_LIST_BY_GROUP, and the NOTIFY_CONSUMER_IDS_CHANGED push.
     pub struct ConsumerGroupRequest {
         pub consumer_group: String = "consumerGroup",
@@ -186,6 +196,7 @@ impl Checked for ConsumerGroupRequest {}
 mod tests {
     use super::super::testing::*;
     use super::*;
+    use crate::protocol::Command;
     use crate::protocol::codes::request as rq;
 
     #[test]
@@ -199,6 +210,10 @@ mod tests {
         let c = g.request(rq::GET_CONSUMER_LIST_BY_GROUP);
         assert_eq!(ConsumerGroupRequest::decode(&over_the_wire(&c)), Ok(g));
         garbage_never_panics(&c, ConsumerGroupRequest::decode);
+        let mut resp = Command::request(rq::HEART_BEAT).response_to(0);
+        HeartbeatResponse { is_sub_change: Some(true) }.encode(&mut resp);
+        assert_eq!(resp.field("IS_SUB_CHANGE"), Some("true"));
+        assert_eq!(HeartbeatResponse::decode(&over_the_wire(&resp)).unwrap().is_sub_change, Some(true));
     }
 
     /// What the Java client 5.x sends (fastjson, fields in alphabetical order, with the ones ringmq

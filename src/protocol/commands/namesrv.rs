@@ -198,6 +198,14 @@ header! {
 }
 impl Checked for KvRequest {}
 
+header! {
+    /// GET_KV_CONFIG's answer.
+    pub struct KvValueResponse {
+        pub value: String = "value",
+    }
+}
+impl Checked for KvValueResponse {}
+
 impl KvRequest {
     pub fn key(&self) -> Result<&str, HeaderError> {
         self.key.as_deref().ok_or_else(|| HeaderError::new("key", "is required but missing"))
@@ -238,6 +246,10 @@ mod tests {
         assert_eq!(RegisterBrokerRequest::decode(&neg).unwrap_err().field, "brokerId");
         let kv = KvRequest { namespace: "ns".into(), key: None, value: None };
         assert_eq!(KvRequest::decode(&kv.request(rq::GET_KV_CONFIG)).unwrap().key().unwrap_err().field, "key");
+        let mut resp = kv.request(rq::GET_KV_CONFIG).response_to(0);
+        KvValueResponse { value: "v".into() }.encode(&mut resp);
+        assert_eq!(KvValueResponse::decode(&over_the_wire(&resp)).unwrap().value, "v");
+        each_required_field_is_checked(&resp, &["value"], KvValueResponse::decode);
     }
 
     #[test]

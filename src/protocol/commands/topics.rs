@@ -121,6 +121,15 @@ header! {
 }
 impl Checked for CloneGroupOffsetRequest {}
 
+header! {
+    /// GET_BROKER_CONFIG's answer: the version of the broker's topic table (JSON `DataVersion`)
+    /// beside the `key=value` body.
+    pub struct BrokerConfigResponse {
+        pub version: String = "version",
+    }
+}
+impl Checked for BrokerConfigResponse {}
+
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
