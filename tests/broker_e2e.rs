@@ -434,3 +434,23 @@ fn metrics_endpoint_reports_traffic_and_lag() {
     assert!(text.contains("ringmq_commitlog_flush_latency_us"), "{text}");
     assert!(text.contains(r#"ringmq_requests_total{code="310"}"#), "{text}");
 }
+
+#[test]
+fn a_graceful_stop_answers_a_held_pull_before_the_process_exits() {
+    let mut s = Server::start(1, &[]);
+    let p = Producer::new(&s.namesrv(), "PG");
+    p.create_topic("Held", 1).unwrap();
+    let c = PullConsumer::new(&s.namesrv(), "CG");
+    let q = c.queues("Held").unwrap()[0].clone();
+    let held = std::thread::spawn(move || {
+        let asked = Instant::now();
+        (c.pull(&q, 0, 32, "*", 15_000), asked.elapsed())
+    });
+    assert!(wait_until(T, || s.metric_sum("ringmq_long_poll_waiters") >= 1), "the pull is held");
+    let status = s.stop().expect("the broker exits");
+    assert!(status.success(), "graceful stop exits 0: {status:?}");
+    let (answer, waited) = held.join().unwrap();
+    let answer = answer.expect("answered before the connection closed, not cut off");
+    assert_eq!(answer.code, rs::PULL_NOT_FOUND);
+    assert!(waited < Duration::from_secs(14), "answered by the stop, not at its deadline: {waited:?}");
+}

@@ -240,7 +240,9 @@ impl<D: Disk> Broker<D> {
 
     fn resume(self: &Rc<Self>, w: Parked, suspend: Suspend) {
         let b = self.clone();
+        let owed = crate::net::drain::Unfinished::begin(); // a parked pull's answer is owed too
         crate::rt::spawn(async move {
+            let _owed = owed;
             if let Some(resp) = execute(&b, &w.conn, w.req, suspend).await {
                 w.conn.send(resp);
             }

@@ -4,6 +4,7 @@
 //!
 //! Lives on the executor that accepted it (`!Send`). A malformed frame closes only this connection.
 
+use super::drain::Unfinished;
 use crate::protocol::{Command, FrameError, Split};
 use crate::rt::TcpStream;
 use crate::security::tls::{ServerTls, Stream};
@@ -100,6 +101,8 @@ pub struct Conn {
 struct Outgoing {
     cmd: Command,
     held: (usize, usize),
+    /// Owed to the client until written (graceful stop waits for it).
+    owed: Unfinished,
 }
 
 impl Conn {
@@ -118,7 +121,7 @@ impl Conn {
 
     fn queue(&self, cmd: Command, held: (usize, usize)) -> bool {
         self.held_bytes.set(self.held_bytes.get() + held.1);
-        let sent = self.out.unbounded_send(Outgoing { cmd, held }).is_ok();
+        let sent = self.out.unbounded_send(Outgoing { cmd, held, owed: Unfinished::begin() }).is_ok();
         if !sent {
             self.release(held.0, held.1);
         }
@@ -431,10 +434,15 @@ fn dispatch<S: Service>(broker: &Rc<S>, conn: &Rc<Conn>, cmd: Command, frame_byt
         conn.answered(cmd); // other answers (to oneway notifications) carry nothing we need
         return;
     }
+    if super::drain::closing() {
+        return; // stopping: a request read now is dropped, as if it arrived after the exit
+    }
     conn.in_flight.set(conn.in_flight.get() + 1);
     conn.held_bytes.set(conn.held_bytes.get() + frame_bytes);
     let (broker, conn) = (broker.clone(), conn.clone());
+    let owed = Unfinished::begin();
     crate::rt::spawn(async move {
+        let _owed = owed; // until the answer is queued (which owes it in turn) or the handler is done
         let oneway = cmd.is_oneway();
         let resp = broker.handle(&conn, cmd).await;
         conn.release(0, frame_bytes);
@@ -455,10 +463,12 @@ async fn write_loop(
     while let Some(first) = rx.next().await {
         buf.clear();
         let (mut answers, mut bytes) = (0usize, 0usize);
+        let mut written = Unfinished::none();
         let mut take = |o: Outgoing, buf: &mut Vec<u8>| {
             o.cmd.encode_into(buf);
             answers += o.held.0;
             bytes += o.held.1;
+            written.absorb(o.owed);
         };
         take(first, &mut buf);
         while buf.len() < (1 << 20) {
@@ -470,6 +480,7 @@ async fn write_loop(
         // The flush sends what TLS still holds (a no-op on plaintext).
         let ok = writer.write_all(&buf).await.is_ok() && writer.flush().await.is_ok();
         conn.release(answers, bytes);
+        drop(written);
         if !ok {
             break;
         }

@@ -1,3 +1,4 @@
 //! Networking shared by the broker shards and the name server.
 
 pub mod conn;
+pub mod drain;

@@ -134,11 +134,23 @@ pub async fn control_loop(b: &Rc<Broker>) {
     }
 }
 
-/// Graceful stop: answer parked pulls, let in-flight requests finish, stop the broker's tasks, then
-/// the store's (last flush and checkpoint), and persist offsets.
+/// How long a stopping shard waits for the requests it is handling to be answered: the longest a
+/// handler waits on a client (a reply pushed to its requester, 3 s) with room to write the answer.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
+
+/// Graceful stop: stop taking requests, answer parked pulls, wait until every request being handled
+/// is answered on its socket (at most `SHUTDOWN_DRAIN`), stop the broker's tasks, then the store's
+/// (last flush and checkpoint), and persist offsets.
 pub async fn shutdown(b: &Rc<Broker>, mut tasks: TaskRegistry, store_tasks: StoreTasks) {
+    crate::net::drain::stop_taking_requests();
     b.expire_pollers(crate::rt::now() + Duration::from_secs(3600));
-    sleep(Duration::from_millis(200)).await;
+    if !crate::net::drain::drained(SHUTDOWN_DRAIN).await {
+        tracing::warn!(
+            shard = b.shard,
+            owed = crate::net::drain::owed(),
+            "stopping with answers not yet written after {SHUTDOWN_DRAIN:?}"
+        );
+    }
     tasks.shutdown();
     store_tasks.stop(&b.store).await;
     persist_progress(b);
