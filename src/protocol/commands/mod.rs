@@ -9,6 +9,8 @@
 
 pub mod body;
 pub mod clients;
+#[cfg(test)]
+mod fixtures;
 pub mod namesrv;
 pub mod offsets;
 pub mod pull;
