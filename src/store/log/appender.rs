@@ -30,27 +30,27 @@ impl<D: Disk> CommitLog<D> {
         }
         let mut s = self.state.borrow_mut();
         let need = total as usize + SEAL_BYTES as usize;
-        if s.buf.capacity() - s.buf.len() < need {
+        if s.append.buf.capacity() - s.append.buf.len() < need {
             // A fresh chunk for the unflushed tail: flushed blocks were split off into the tail cache
             // and still share the old allocation, which `BytesMut` would regrow 64 KiB at a time.
             // Doubling keeps the copy amortised when much is unflushed (a slow disk, `flush = async`).
-            let mut fresh = BytesMut::with_capacity((2 * (s.buf.len() + need)).max(APPEND_CHUNK_BYTES));
-            fresh.extend_from_slice(&s.buf);
-            s.buf = fresh;
+            let mut fresh = BytesMut::with_capacity((2 * (s.append.buf.len() + need)).max(APPEND_CHUNK_BYTES));
+            fresh.extend_from_slice(&s.append.buf);
+            s.append.buf = fresh;
         }
-        let first = s.write_pos;
+        let first = s.append.write_pos;
         let mut pos = first;
         for (i, &size) in sizes.iter().enumerate() {
-            let before = s.buf.len();
-            encode(&mut s.buf, pos, i);
-            assert_eq!(s.buf.len() - before, size, "encoder wrote a different size than declared");
+            let before = s.append.buf.len();
+            encode(&mut s.append.buf, pos, i);
+            assert_eq!(s.append.buf.len() - before, size, "encoder wrote a different size than declared");
             let st = &mut *s;
-            st.batch_crc.update(&st.buf[before..]);
+            st.append.batch_crc.update(&st.append.buf[before..]);
             pos += size as u64;
         }
-        s.write_pos = pos;
+        s.append.write_pos = pos;
         s.stats.appends += sizes.len() as u64;
-        if s.write_pos - s.batch_start >= MAX_BATCH_BYTES {
+        if s.append.write_pos - s.append.batch_start >= MAX_BATCH_BYTES {
             Self::seal_batch(&mut s);
         }
         self.flush_wanted.set(true);
@@ -59,7 +59,7 @@ impl<D: Disk> CommitLog<D> {
         }
         let rx = (self.cfg.flush == FlushMode::Sync).then(|| {
             let (tx, rx) = oneshot::channel();
-            s.waiters.push_back((pos, tx));
+            s.commit.waiters.push_back((pos, tx));
             rx
         });
         drop(s);
@@ -70,14 +70,14 @@ impl<D: Disk> CommitLog<D> {
     }
 
     pub(super) fn seal_batch(s: &mut State<D::File>) {
-        if s.batch_start == s.write_pos {
+        if s.append.batch_start == s.append.write_pos {
             return;
         }
-        let crc = std::mem::replace(&mut s.batch_crc, crc32fast::Hasher::new()).finalize();
-        let seal = encode_seal(s.batch_start, crc);
-        s.buf.extend_from_slice(&seal);
-        s.write_pos += SEAL_BYTES;
-        s.batch_start = s.write_pos;
+        let crc = std::mem::replace(&mut s.append.batch_crc, crc32fast::Hasher::new()).finalize();
+        let seal = encode_seal(s.append.batch_start, crc);
+        s.append.buf.extend_from_slice(&seal);
+        s.append.write_pos += SEAL_BYTES;
+        s.append.batch_start = s.append.write_pos;
     }
 
     /// Completes when there is something to flush (the shard's flusher waits on this).
@@ -94,7 +94,7 @@ impl<D: Disk> CommitLog<D> {
 
     /// Whether appends are waiting for the flusher.
     pub fn flush_wanted(&self) -> bool {
-        self.flush_wanted.get() || self.state.borrow().write_pos > self.state.borrow().flushed_pos
+        self.flush_wanted.get() || self.state.borrow().append.write_pos > self.state.borrow().commit.flushed_pos
     }
 
     /// One group commit: seal the batch, write everything unflushed, fdatasync (unless the writes
@@ -138,20 +138,20 @@ impl<D: Disk> CommitLog<D> {
 
     pub(super) fn collect_writes(&self) -> Result<FlushPlan<D::File>, StoreError> {
         let mut s = self.state.borrow_mut();
-        if let Some(p) = &s.poisoned {
+        if let Some(p) = &s.commit.poisoned {
             return Err(StoreError::Poisoned(p.clone()));
         }
-        if s.write_pos == s.flushed_pos && s.pending_old.is_empty() {
+        if s.append.write_pos == s.commit.flushed_pos && s.append.pending_old.is_empty() {
             return Ok(None);
         }
         Self::seal_batch(&mut s);
         let mut jobs = Vec::new();
-        for old in std::mem::take(&mut s.pending_old) {
+        for old in std::mem::take(&mut s.append.pending_old) {
             let seg = self.segment_start(old.base);
-            let from = align_down(s.flushed_pos.max(old.base)).max(old.base);
+            let from = align_down(s.commit.flushed_pos.max(old.base)).max(old.base);
             let skip = (from - old.base) as usize;
             if skip < old.data.len() {
-                let file = s.segments[&seg].clone();
+                let file = s.files.open[&seg].clone();
                 let part = &old.data[skip..];
                 let len = align_up(part.len() as u64);
                 let data = file.write_buffer(part, len as usize);
@@ -159,35 +159,35 @@ impl<D: Disk> CommitLog<D> {
             }
             Self::push_tail(&mut s, old.base, old.data, self.cfg.tail_cache_bytes);
         }
-        let from = align_down(s.flushed_pos).max(s.buf_base);
-        let seg = self.segment_start(s.buf_base);
-        let skip = (from - s.buf_base) as usize;
-        if skip < s.buf.len() {
-            let file = s.segments[&seg].clone();
-            let len = align_up((s.buf.len() - skip) as u64);
-            let data = file.write_buffer(&s.buf[skip..], len as usize);
+        let from = align_down(s.commit.flushed_pos).max(s.append.buf_base);
+        let seg = self.segment_start(s.append.buf_base);
+        let skip = (from - s.append.buf_base) as usize;
+        if skip < s.append.buf.len() {
+            let file = s.files.open[&seg].clone();
+            let len = align_up((s.append.buf.len() - skip) as u64);
+            let data = file.write_buffer(&s.append.buf[skip..], len as usize);
             jobs.push(WriteJob { file, pos: from - seg, data, len });
         }
-        Ok(Some((jobs, s.write_pos)))
+        Ok(Some((jobs, s.append.write_pos)))
     }
 
     pub(super) fn complete_flush(&self, target: u64, bytes: u64) {
         let mut s = self.state.borrow_mut();
-        s.flushed_pos = s.flushed_pos.max(target);
+        s.commit.flushed_pos = s.commit.flushed_pos.max(target);
         s.stats.flushes += 1;
         s.stats.synced_bytes += bytes;
-        while s.waiters.front().is_some_and(|(end, _)| *end <= target) {
-            if let Some((_, tx)) = s.waiters.pop_front() {
+        while s.commit.waiters.front().is_some_and(|(end, _)| *end <= target) {
+            if let Some((_, tx)) = s.commit.waiters.pop_front() {
                 let _ = tx.send(Ok(()));
             }
         }
         // Move whole flushed blocks of the active buffer into the tail cache.
         let keep_from = align_down(target);
-        if keep_from > s.buf_base {
-            let n = (keep_from - s.buf_base) as usize;
-            let done = s.buf.split_to(n).freeze();
-            let base = s.buf_base;
-            s.buf_base = keep_from;
+        if keep_from > s.append.buf_base {
+            let n = (keep_from - s.append.buf_base) as usize;
+            let done = s.append.buf.split_to(n).freeze();
+            let base = s.append.buf_base;
+            s.append.buf_base = keep_from;
             Self::push_tail(&mut s, base, done, self.cfg.tail_cache_bytes);
         }
     }
@@ -195,8 +195,8 @@ impl<D: Disk> CommitLog<D> {
     pub(super) fn poison(&self, msg: String) -> StoreError {
         tracing::error!(error = %msg, "commit log poisoned: no further writes, the process must stop");
         let mut s = self.state.borrow_mut();
-        s.poisoned = Some(msg.clone());
-        for (_, tx) in s.waiters.drain(..) {
+        s.commit.poisoned = Some(msg.clone());
+        for (_, tx) in s.commit.waiters.drain(..) {
             let _ = tx.send(Err(StoreError::Poisoned(msg.clone())));
         }
         StoreError::Poisoned(msg)

@@ -9,7 +9,7 @@ impl<D: Disk> CommitLog<D> {
         if data.is_empty() {
             return;
         }
-        s.tail.push(base, data, limit);
+        s.caches.tail.push(base, data, limit);
     }
 
     /// Reads `len` bytes at physical offset `pos`: from the unflushed buffer, the tail cache, the read
@@ -18,7 +18,7 @@ impl<D: Disk> CommitLog<D> {
         let end = pos + len as u64;
         let file = {
             let mut s = self.state.borrow_mut();
-            if end > s.write_pos || pos < self.min_pos_of(&s) {
+            if end > s.append.write_pos || pos < self.min_pos_of(&s) {
                 return Err(StoreError::NotFound(pos));
             }
             if let Some(b) = Self::read_memory(&s, pos, len) {
@@ -26,7 +26,7 @@ impl<D: Disk> CommitLog<D> {
                 return Ok(b);
             }
             let (block, _) = self.read_block_of(pos);
-            if let Some(b) = s.read_cache.get(&block) {
+            if let Some(b) = s.caches.read.get(&block) {
                 let off = (pos - block) as usize;
                 if off + len <= b.len() {
                     let out = b.slice(off..off + len);
@@ -36,7 +36,7 @@ impl<D: Disk> CommitLog<D> {
             }
             s.stats.disk_reads += 1;
             let seg = self.segment_start(pos);
-            s.segments.get(&seg).cloned().ok_or(StoreError::NotFound(pos))?
+            s.files.open.get(&seg).cloned().ok_or(StoreError::NotFound(pos))?
         };
         let seg = self.segment_start(pos);
         let path = segment_path(&self.cfg.dir, seg);
@@ -67,29 +67,29 @@ impl<D: Disk> CommitLog<D> {
     }
 
     pub(super) fn min_pos_of(&self, s: &State<D::File>) -> u64 {
-        s.segments.keys().next().copied().unwrap_or(0)
+        s.files.open.keys().next().copied().unwrap_or(0)
     }
 
     pub(super) fn cache_block(&self, block: u64, data: Bytes) {
         let mut s = self.state.borrow_mut();
         let limit = (self.cfg.read_cache_bytes as u64 / READ_BLOCK_BYTES).max(1) as usize;
-        s.read_cache.insert(block, data, limit);
+        s.caches.read.insert(block, data, limit);
     }
 
     pub(super) fn read_memory(s: &State<D::File>, pos: u64, len: usize) -> Option<Bytes> {
         let end = pos + len as u64;
-        if pos >= s.buf_base {
-            let off = (pos - s.buf_base) as usize;
-            return s.buf.get(off..off + len).map(Bytes::copy_from_slice);
+        if pos >= s.append.buf_base {
+            let off = (pos - s.append.buf_base) as usize;
+            return s.append.buf.get(off..off + len).map(Bytes::copy_from_slice);
         }
-        for old in &s.pending_old {
+        for old in &s.append.pending_old {
             if pos >= old.base && end <= old.base + old.data.len() as u64 {
                 let off = (pos - old.base) as usize;
                 return Some(old.data.slice(off..off + len));
             }
         }
-        let idx = s.tail.chunks.partition_point(|(base, _)| *base <= pos);
-        let (base, chunk) = s.tail.chunks.get(idx.checked_sub(1)?)?;
+        let idx = s.caches.tail.chunks.partition_point(|(base, _)| *base <= pos);
+        let (base, chunk) = s.caches.tail.chunks.get(idx.checked_sub(1)?)?;
         let off = (pos - base) as usize;
         if end <= base + chunk.len() as u64 {
             return Some(chunk.slice(off..off + len));
@@ -99,9 +99,9 @@ impl<D: Disk> CommitLog<D> {
         out.extend_from_slice(&chunk[off..]);
         let rest = len - out.len();
         let next_pos = base + chunk.len() as u64;
-        let more = match s.tail.chunks.get(idx) {
+        let more = match s.caches.tail.chunks.get(idx) {
             Some((b, c)) if *b == next_pos => c.get(..rest).map(|x| x.to_vec()),
-            _ if next_pos == s.buf_base => s.buf.get(..rest).map(|x| x.to_vec()),
+            _ if next_pos == s.append.buf_base => s.append.buf.get(..rest).map(|x| x.to_vec()),
             _ => None,
         }?;
         out.extend_from_slice(&more);

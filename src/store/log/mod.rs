@@ -104,23 +104,55 @@ struct PendingOld {
     data: Bytes,
 }
 
+/// The log's mutable state, on its shard only, in the four parts its tasks own: the segment files
+/// (the pre-writer), the append buffer (appenders), group commit (the flusher) and the read caches
+/// (readers) — one `RefCell` because an append touches all four in one synchronous step.
 struct State<F> {
-    segments: BTreeMap<u64, Rc<F>>,
+    files: SegmentFiles<F>,
+    append: AppendBuffer,
+    commit: GroupCommit,
+    caches: Caches,
+    stats: LogStats,
+}
+
+/// The segment files by start offset, and the next one being pre-written (segments.rs).
+struct SegmentFiles<F> {
+    open: BTreeMap<u64, Rc<F>>,
+    /// The pre-written next segment, ready to take over when the active one fills.
     ready_next: Option<(u64, Rc<F>)>,
     preparing: bool,
+    /// Appenders waiting for the segment being pre-written.
     prepared_waiters: Vec<oneshot::Sender<()>>,
+}
+
+/// Bytes appended and not yet written, and the batch being sealed (appender.rs).
+struct AppendBuffer {
+    /// End of the last appended record.
     write_pos: u64,
+    /// Where the unsealed batch starts, and its running CRC (the seal record covers it).
     batch_start: u64,
     batch_crc: crc32fast::Hasher,
+    /// Appended bytes from `buf_base` (block aligned) to `write_pos`.
     buf: BytesMut,
     buf_base: u64,
+    /// Buffers of a segment already left, still to be written by the flusher.
     pending_old: Vec<PendingOld>,
+}
+
+/// What is durable, who waits for it, and whether a failed sync stopped the log (appender.rs).
+struct GroupCommit {
     flushed_pos: u64,
+    /// Appenders waiting for the durable end to pass their position, in position order.
     waiters: VecDeque<(u64, oneshot::Sender<Result<(), StoreError>>)>,
-    tail: cache::TailCache,
-    read_cache: cache::ReadCache,
+    /// Set after a failed write or fsync: the log refuses everything after it.
     poisoned: Option<String>,
-    stats: LogStats,
+}
+
+/// The tail cache (recent appends) and the read cache (aligned blocks read back), cache.rs.
+#[derive(Default)]
+struct Caches {
+    tail: cache::TailCache,
+    read: cache::ReadCache,
 }
 
 /// The commit log of one shard.
@@ -173,21 +205,22 @@ impl<D: Disk> CommitLog<D> {
         let log = CommitLog {
             disk,
             state: RefCell::new(State {
-                segments,
-                ready_next: None,
-                preparing: false,
-                prepared_waiters: Vec::new(),
-                write_pos: tail.write_pos,
-                batch_start: tail.write_pos,
-                batch_crc: crc32fast::Hasher::new(),
-                buf,
-                buf_base,
-                pending_old: Vec::new(),
-                flushed_pos: tail.write_pos,
-                waiters: VecDeque::new(),
-                tail: cache::TailCache::default(),
-                read_cache: cache::ReadCache::default(),
-                poisoned: None,
+                files: SegmentFiles {
+                    open: segments,
+                    ready_next: None,
+                    preparing: false,
+                    prepared_waiters: Vec::new(),
+                },
+                append: AppendBuffer {
+                    write_pos: tail.write_pos,
+                    batch_start: tail.write_pos,
+                    batch_crc: crc32fast::Hasher::new(),
+                    buf,
+                    buf_base,
+                    pending_old: Vec::new(),
+                },
+                commit: GroupCommit { flushed_pos: tail.write_pos, waiters: VecDeque::new(), poisoned: None },
+                caches: Caches::default(),
                 stats: LogStats::default(),
             }),
             cfg,
@@ -200,15 +233,15 @@ impl<D: Disk> CommitLog<D> {
     }
 
     pub fn write_pos(&self) -> u64 {
-        self.state.borrow().write_pos
+        self.state.borrow().append.write_pos
     }
 
     pub fn flushed_pos(&self) -> u64 {
-        self.state.borrow().flushed_pos
+        self.state.borrow().commit.flushed_pos
     }
 
     pub fn min_pos(&self) -> u64 {
-        self.state.borrow().segments.keys().next().copied().unwrap_or(0)
+        self.state.borrow().files.open.keys().next().copied().unwrap_or(0)
     }
 
     pub fn stats(&self) -> LogStats {
@@ -216,7 +249,7 @@ impl<D: Disk> CommitLog<D> {
     }
 
     pub fn poisoned(&self) -> Option<String> {
-        self.state.borrow().poisoned.clone()
+        self.state.borrow().commit.poisoned.clone()
     }
 
     pub fn flush_mode(&self) -> FlushMode {

@@ -11,16 +11,16 @@ impl<D: Disk> CommitLog<D> {
 
     /// Creates and pre-writes the segment that holds the write position if it does not exist yet.
     pub(super) async fn ensure_active_segment(&self) -> Result<(), StoreError> {
-        let start = self.segment_start(self.state.borrow().write_pos);
-        if self.state.borrow().segments.contains_key(&start) {
-            let file = self.state.borrow().segments[&start].clone();
+        let start = self.segment_start(self.state.borrow().append.write_pos);
+        if self.state.borrow().files.open.contains_key(&start) {
+            let file = self.state.borrow().files.open[&start].clone();
             let size = file.size().await.map_err(|e| StoreError::io(segment_path(&self.cfg.dir, start), &e))?;
             if size >= self.cfg.segment_bytes {
                 return Ok(());
             }
         }
         let file = self.prewrite(start).await?;
-        self.state.borrow_mut().segments.insert(start, file);
+        self.state.borrow_mut().files.open.insert(start, file);
         Ok(())
     }
 
@@ -52,16 +52,16 @@ impl<D: Disk> CommitLog<D> {
     pub async fn prepare_next(&self) -> Result<(), StoreError> {
         let wait = {
             let mut s = self.state.borrow_mut();
-            if s.ready_next.is_some() {
+            if s.files.ready_next.is_some() {
                 return Ok(());
             }
-            if s.preparing {
+            if s.files.preparing {
                 let (tx, rx) = oneshot::channel();
-                s.prepared_waiters.push(tx);
+                s.files.prepared_waiters.push(tx);
                 Err(rx)
             } else {
-                s.preparing = true;
-                Ok(self.segment_start(s.write_pos) + self.cfg.segment_bytes)
+                s.files.preparing = true;
+                Ok(self.segment_start(s.append.write_pos) + self.cfg.segment_bytes)
             }
         };
         let next = match wait {
@@ -73,11 +73,11 @@ impl<D: Disk> CommitLog<D> {
         };
         let result = self.prewrite(next).await;
         let mut s = self.state.borrow_mut();
-        s.preparing = false;
-        for w in s.prepared_waiters.drain(..) {
+        s.files.preparing = false;
+        for w in s.files.prepared_waiters.drain(..) {
             let _ = w.send(());
         }
-        s.ready_next = Some((next, result?));
+        s.files.ready_next = Some((next, result?));
         Ok(())
     }
 
@@ -85,39 +85,39 @@ impl<D: Disk> CommitLog<D> {
     /// false when the next segment is not ready yet.
     pub(super) fn try_roll(&self, len: u64) -> Result<bool, StoreError> {
         let mut s = self.state.borrow_mut();
-        let seg = self.segment_start(s.write_pos);
-        if s.write_pos - seg + len + SEAL_BYTES + BLANK_BYTES <= self.cfg.segment_bytes {
+        let seg = self.segment_start(s.append.write_pos);
+        if s.append.write_pos - seg + len + SEAL_BYTES + BLANK_BYTES <= self.cfg.segment_bytes {
             return Ok(true);
         }
         let next = seg + self.cfg.segment_bytes;
-        let Some((start, file)) = s.ready_next.take_if(|(start, _)| *start == next) else {
+        let Some((start, file)) = s.files.ready_next.take_if(|(start, _)| *start == next) else {
             return Ok(false);
         };
         Self::seal_batch(&mut s);
-        let remaining = next - s.write_pos;
-        s.buf.put_u32(remaining as u32);
-        s.buf.put_u32(crate::protocol::message::BLANK_MAGIC);
-        let padded = align_up(s.write_pos + BLANK_BYTES).min(next);
-        let pad = (padded - s.buf_base) as usize - s.buf.len();
-        s.buf.put_bytes(0, pad);
-        let old = std::mem::replace(&mut s.buf, BytesMut::with_capacity(APPEND_CHUNK_BYTES)).freeze();
-        let base = s.buf_base;
-        s.pending_old.push(PendingOld { base, data: old });
-        s.segments.insert(start, file);
-        s.buf_base = next;
-        s.write_pos = next;
-        s.batch_start = next;
-        s.batch_crc = crc32fast::Hasher::new();
+        let remaining = next - s.append.write_pos;
+        s.append.buf.put_u32(remaining as u32);
+        s.append.buf.put_u32(crate::protocol::message::BLANK_MAGIC);
+        let padded = align_up(s.append.write_pos + BLANK_BYTES).min(next);
+        let pad = (padded - s.append.buf_base) as usize - s.append.buf.len();
+        s.append.buf.put_bytes(0, pad);
+        let old = std::mem::replace(&mut s.append.buf, BytesMut::with_capacity(APPEND_CHUNK_BYTES)).freeze();
+        let base = s.append.buf_base;
+        s.append.pending_old.push(PendingOld { base, data: old });
+        s.files.open.insert(start, file);
+        s.append.buf_base = next;
+        s.append.write_pos = next;
+        s.append.batch_start = next;
+        s.append.batch_crc = crc32fast::Hasher::new();
         Ok(true)
     }
 
     /// Whether the segment after the active one still has to be pre-written.
     pub fn needs_next_segment(&self) -> bool {
         let s = self.state.borrow();
-        let filled = s.write_pos % self.cfg.segment_bytes;
-        s.ready_next.is_none()
-            && !s.preparing
-            && s.poisoned.is_none()
+        let filled = s.append.write_pos % self.cfg.segment_bytes;
+        s.files.ready_next.is_none()
+            && !s.files.preparing
+            && s.commit.poisoned.is_none()
             && filled >= self.cfg.segment_bytes / PREWRITE_NEXT_AT_DIVISOR
     }
 
@@ -128,9 +128,9 @@ impl<D: Disk> CommitLog<D> {
         loop {
             let victim = {
                 let s = self.state.borrow();
-                let active = self.segment_start(s.flushed_pos.min(s.write_pos));
-                let pending: Vec<u64> = s.pending_old.iter().map(|o| self.segment_start(o.base)).collect();
-                match s.segments.keys().next() {
+                let active = self.segment_start(s.commit.flushed_pos.min(s.append.write_pos));
+                let pending: Vec<u64> = s.append.pending_old.iter().map(|o| self.segment_start(o.base)).collect();
+                match s.files.open.keys().next() {
                     Some(&start)
                         if start < active && !pending.contains(&start) && start + self.cfg.segment_bytes <= before =>
                     {
@@ -143,8 +143,8 @@ impl<D: Disk> CommitLog<D> {
             let path = segment_path(&self.cfg.dir, start);
             self.disk.remove(&path).await.map_err(|e| StoreError::io(&path, &e))?;
             let mut s = self.state.borrow_mut();
-            s.segments.remove(&start);
-            s.read_cache.forget_below(start + self.cfg.segment_bytes);
+            s.files.open.remove(&start);
+            s.caches.read.forget_below(start + self.cfg.segment_bytes);
             tracing::info!(segment = %path.display(), "retention deleted commit-log segment");
         }
         Ok(self.min_pos())
@@ -152,7 +152,7 @@ impl<D: Disk> CommitLog<D> {
 
     /// Start offsets of all segments, oldest first.
     pub fn segment_starts(&self) -> Vec<u64> {
-        self.state.borrow().segments.keys().copied().collect()
+        self.state.borrow().files.open.keys().copied().collect()
     }
 
     pub fn segment_bytes(&self) -> u64 {
