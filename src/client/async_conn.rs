@@ -4,11 +4,10 @@
 //! The blocking [`super::Connection`] is the façade for tools, tests and examples.
 
 use super::connection::{ClientError, ClientSecurity};
-use crate::protocol::{Command, Split};
+use crate::protocol::{Command, FrameReader};
 use crate::rt::JoinHandle;
 use crate::rt::TcpStream;
 use crate::security::tls::Stream;
-use bytes::BytesMut;
 use futures_channel::{mpsc, oneshot};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use std::cell::{Cell, RefCell};
@@ -135,29 +134,25 @@ async fn read_loop(reader: futures_lite::io::ReadHalf<Stream>, pending: Pending,
 }
 
 async fn read_frames(mut reader: futures_lite::io::ReadHalf<Stream>, pending: &Pending) {
-    let mut acc = BytesMut::with_capacity(256 << 10);
+    let mut frames = FrameReader::new(MAX_FRAME_BYTES);
     let mut chunk = vec![0u8; 256 << 10];
     loop {
         let n = match reader.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        acc.extend_from_slice(&chunk[..n]);
+        frames.push(&chunk[..n]);
         loop {
-            let frame = match Command::split_frame(&mut acc, MAX_FRAME_BYTES) {
-                Ok(Split::Frame(f)) => f,
-                Ok(Split::Need(_)) => break,
-                Err(_) => return, // a length past the maximum: the connection is unusable
-            };
-            match Command::decode(&frame, MAX_FRAME_BYTES) {
+            match frames.next_command() {
                 Ok(Some((cmd, _))) if cmd.is_response() => {
                     let waiter = pending.borrow_mut().remove(&cmd.opaque);
                     if let Some(tx) = waiter {
                         let _ = tx.send(cmd);
                     }
                 }
-                Ok(_) => {} // broker-initiated requests are not used by the load generator
-                Err(_) => return,
+                Ok(Some(_)) => {} // broker-initiated requests are not used by the load generator
+                Ok(None) => break,
+                Err(_) => return, // a length past the maximum or a bad header: unusable
             }
         }
     }

@@ -3,9 +3,8 @@
 //! (NOTIFY_CONSUMER_IDS_CHANGED, CHECK_TRANSACTION_STATE). Usable from any thread; requests pipeline.
 
 use super::wire::{self, WireReader, WireWriter};
-use crate::protocol::{Command, Split};
+use crate::protocol::{Command, FrameReader};
 use crate::security::sign::Credentials;
-use bytes::BytesMut;
 use std::collections::HashMap;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -191,23 +190,19 @@ impl Drop for Connection {
 }
 
 fn read_loop(mut stream: WireReader, shared: Arc<Shared>) {
-    let mut acc = BytesMut::with_capacity(256 << 10);
+    let mut frames = FrameReader::new(MAX_FRAME_BYTES);
     let mut chunk = vec![0u8; 256 << 10];
     'outer: loop {
         let n = match stream.read(&mut chunk) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        acc.extend_from_slice(&chunk[..n]);
+        frames.push(&chunk[..n]);
         loop {
-            let frame = match Command::split_frame(&mut acc, MAX_FRAME_BYTES) {
-                Ok(Split::Frame(f)) => f,
-                Ok(Split::Need(_)) => break,
-                Err(_) => break 'outer,
-            };
-            match Command::decode(&frame, MAX_FRAME_BYTES) {
+            match frames.next_command() {
                 Ok(Some((cmd, _))) => deliver(&shared, cmd),
-                _ => break 'outer,
+                Ok(None) => break,
+                Err(_) => break 'outer, // a length past the maximum or a bad header: unusable
             }
         }
     }

@@ -5,10 +5,9 @@
 //! Lives on the executor that accepted it (`!Send`). A malformed frame closes only this connection.
 
 use super::drain::Unfinished;
-use crate::protocol::{Command, FrameError, Split};
+use crate::protocol::{Command, FrameError, FrameReader};
 use crate::rt::TcpStream;
 use crate::security::tls::{ServerTls, Stream};
-use bytes::BytesMut;
 use futures_channel::mpsc;
 use futures_channel::oneshot;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt};
@@ -362,7 +361,7 @@ async fn read_loop<S: Service>(
 ) -> Result<(), Closed> {
     let limits = broker.limits().clone();
     let max = limits.max_frame_bytes;
-    let mut acc = BytesMut::new();
+    let mut frames = FrameReader::new(max);
     let mut chunk = vec![0u8; READ_MIN_BYTES];
     let mut frame_started: Option<std::time::Instant> = None;
     let mut dispatched = 0usize;
@@ -381,31 +380,18 @@ async fn read_loop<S: Service>(
             Some(Ok(n)) => n,
         };
         // Only what arrived is kept: a length prefix alone reserves nothing.
-        acc.extend_from_slice(&chunk[..n]);
-        let mut missing = 0;
-        while !acc.is_empty() {
-            let frame = match Command::split_frame(&mut acc, max)? {
-                Split::Frame(f) => f,
-                Split::Need(n) => {
-                    missing = n;
-                    break;
-                }
-            };
+        frames.push(&chunk[..n]);
+        while let Some((cmd, frame_len)) = frames.next_command()? {
             conn.budget(&limits).await;
-            let Some((cmd, _)) = Command::decode(&frame, max)? else {
-                break;
-            };
-            dispatch(broker, conn, cmd, frame.len());
+            dispatch(broker, conn, cmd, frame_len);
             dispatched += 1;
             if dispatched.is_multiple_of(FRAMES_PER_TURN) {
                 futures_lite::future::yield_now().await; // one full read buffer is thousands of frames
             }
         }
-        if acc.is_empty() {
+        if frames.is_empty() {
             frame_started = None;
-            if acc.capacity() > KEEP_BUFFER_BYTES {
-                acc = BytesMut::new();
-            }
+            frames.shrink_when_empty(KEEP_BUFFER_BYTES);
         } else if frame_started.is_none() {
             frame_started = Some(std::time::Instant::now());
         }
@@ -413,7 +399,7 @@ async fn read_loop<S: Service>(
             return Err(Closed::FrameTimeout(limits.frame_timeout));
         }
         let full = n == chunk.len();
-        let size = next_read_size(chunk.len(), n, missing);
+        let size = next_read_size(chunk.len(), n, frames.missing());
         if size != chunk.len() {
             chunk = vec![0u8; size];
         }

@@ -7,12 +7,14 @@ pub mod codes;
 pub mod command;
 pub mod commands;
 pub mod frame;
+pub mod frame_reader;
 pub mod fuzz;
 pub mod json_header;
 pub mod message;
 pub mod offset_table;
 
 pub use command::{Command, FrameError, Split};
+pub use frame_reader::FrameReader;
 
 /// Wall-clock milliseconds since the epoch (RocketMQ's timestamps); the runtime's clock, which a test
 /// may drive by hand (`rt::manual_clock`).
