@@ -50,6 +50,8 @@ pub struct Snapshot {
     pub thread_id: i32,
     /// Timer messages waiting for their delivery time.
     pub timers_pending: u64,
+    /// Delay-level (scheduled) messages stored and not yet delivered, over all levels.
+    pub delay_pending: u64,
     pub timers_delivered: u64,
     /// Half messages dropped after the check limit.
     pub transactions_discarded: u64,
@@ -226,6 +228,7 @@ pub fn render(hub: &MetricsHub, data_dir: &std::path::Path) -> String {
     );
     let waiters = gauge_family(&mut reg, "long_poll_waiters", "Pulls held by long polling");
     let timers = gauge_family(&mut reg, "timers_pending", "Timer messages waiting for their delivery time");
+    let delayed = gauge_family(&mut reg, "delay_pending", "Delay-level messages stored and not yet delivered");
     let timers_out = counter_family(&mut reg, "timers_delivered", "Timer messages moved to their real topic");
     let tx_discarded =
         counter_family(&mut reg, "transactions_discarded", "Half messages discarded after the check limit");
@@ -286,6 +289,7 @@ pub fn render(hub: &MetricsHub, data_dir: &std::path::Path) -> String {
         }
         waiters.get_or_create(&labels(&[("shard", sh.clone())])).set(s.long_poll_waiters as i64);
         timers.get_or_create(&labels(&[("shard", sh.clone())])).set(s.timers_pending as i64);
+        delayed.get_or_create(&labels(&[("shard", sh.clone())])).set(s.delay_pending as i64);
         timers_out.get_or_create(&labels(&[("shard", sh.clone())])).inc_by(s.timers_delivered);
         tx_discarded.get_or_create(&labels(&[("shard", sh.clone())])).inc_by(s.transactions_discarded);
         tx_rounds.get_or_create(&labels(&[("shard", sh.clone())])).inc_by(s.transaction_check_rounds);

@@ -92,18 +92,18 @@ fn long_poll_is_woken_by_a_send() {
     p.send(&Message::new("LP", "zero")).unwrap();
     let c = PullConsumer::new(&s.namesrv(), "CG");
     let q = c.queues("LP").unwrap()[0].clone();
-    let ns = s.namesrv();
-    let sender = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(700));
-        Producer::new(&ns, "PG2").send(&Message::new("LP", "woken")).unwrap();
+    let held = std::thread::spawn(move || {
+        let start = Instant::now();
+        let r = c.pull(&q, 1, 32, "*", 10_000).unwrap();
+        (r, start.elapsed(), c, q)
     });
-    let start = Instant::now();
-    let r = c.pull(&q, 1, 32, "*", 10_000).unwrap();
-    let waited = start.elapsed();
-    sender.join().unwrap();
+    // Sent once the broker holds the pull (not after a guessed pause).
+    assert!(wait_until(T, || s.metric_sum("ringmq_long_poll_waiters") >= 1), "the pull was not held");
+    Producer::new(&s.namesrv(), "PG2").send(&Message::new("LP", "woken")).unwrap();
+    let (r, waited, c, q) = held.join().unwrap();
     assert_eq!(r.code, rs::SUCCESS);
     assert_eq!(&r.messages[0].body[..], b"woken");
-    assert!(waited >= Duration::from_millis(500) && waited < Duration::from_secs(8), "held then woken: {waited:?}");
+    assert!(waited < Duration::from_secs(8), "woken by the send, not at its 10 s deadline: {waited:?}");
     // Nothing arrives: answered PULL_NOT_FOUND at the deadline.
     let start = Instant::now();
     let r = c.pull(&q, 2, 32, "*", 1_000).unwrap();

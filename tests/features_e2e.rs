@@ -73,8 +73,12 @@ fn scheduled_messages_survive_restart_exactly_once() {
     assert!(wait_until(Duration::from_secs(4), || c.max_offset(&q).unwrap_or(0) >= 5), "not delivered");
     s.kill9();
     s.spawn().unwrap();
-    // Redelivery after the crash would happen within a level period: give it one, then look.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Once the restarted broker's level tasks have gone past every scheduled entry, any
+    // redelivery has happened: wait for that, then look.
+    assert!(
+        wait_until(Duration::from_secs(10), || s.metric_published("ringmq_delay_pending") == Some(0)),
+        "the delay levels did not catch up after the crash"
+    );
     let c = PullConsumer::new(&s.namesrv(), "CG");
     let r = c.pull(&q, 0, 32, "*", 0).unwrap();
     let mut bodies: Vec<String> = r.messages.iter().map(|m| String::from_utf8_lossy(&m.body).into_owned()).collect();

@@ -101,8 +101,11 @@ fn timer_messages_survive_restart_and_crash_exactly_once() {
     let c = PullConsumer::new(&s.namesrv(), "CG");
     let q = c.queues("TimedR").unwrap()[0].clone();
     let got = collect(&c, &q, 20, Duration::from_secs(10));
-    // A doubled delivery would come right after: a negative check needs a window, not a condition.
-    std::thread::sleep(Duration::from_millis(500));
+    // Once nothing is pending in the timer wheel, a doubled delivery would already be stored.
+    assert!(
+        wait_until(Duration::from_secs(10), || s.metric_published("ringmq_timers_pending") == Some(0)),
+        "timer messages still pending"
+    );
     let extra = c.pull(&q, 20, 32, "*", 0).unwrap();
     let mut bodies: Vec<String> = got.iter().map(|(_, m)| body(m)).collect();
     bodies.sort();

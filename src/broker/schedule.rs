@@ -116,6 +116,18 @@ async fn wait<D: Disk>(b: &Broker<D>, qid: i32, d: Duration) {
     }
 }
 
+/// Scheduled messages stored in the levels' queues and not yet delivered (metrics; tests wait for it
+/// to reach zero instead of watching a window for a doubled delivery).
+pub fn pending<D: Disk>(b: &Broker<D>) -> u64 {
+    let progress = b.schedule.borrow();
+    (1..=b.delay_levels() as u32)
+        .map(|level| {
+            let (min, max) = b.store.queue_bounds(SCHEDULE_TOPIC, level as i32 - 1);
+            max.saturating_sub(progress.get(level).max(min))
+        })
+        .sum()
+}
+
 /// Delivers one level's due messages forever.
 pub async fn run_level<D: Disk>(b: Rc<Broker<D>>, level: u32) {
     let qid = level as i32 - 1;

@@ -85,6 +85,7 @@ fn publish_metrics(b: &Broker) {
     snap.log = b.store.log().stats();
     snap.long_poll_waiters = b.polls.borrow().len() as u64;
     snap.timers_pending = b.timer.borrow().pending() as u64;
+    snap.delay_pending = crate::broker::schedule::pending(b);
     snap.transactions_discarded = b.transactions.borrow().discarded.get();
     snap.transaction_check_rounds = b.transactions.borrow().rounds.get();
     snap.damaged_reads = b.store.damaged_reads();

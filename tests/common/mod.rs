@@ -98,11 +98,19 @@ impl Server {
     /// The sum over all label sets of the metric `name` (e.g. `ringmq_acl_denied_total`) in one scrape.
     /// Shards publish their counters once a second, so a test waits on this, never reads it once.
     pub fn metric_sum(&self, name: &str) -> u64 {
-        self.scrape_metrics()
+        self.metric_published(name).unwrap_or(0)
+    }
+
+    /// The sum of the metric `name` over its label sets, or `None` while no shard has published it
+    /// (a gauge read before the first publication must not pass for zero).
+    pub fn metric_published(&self, name: &str) -> Option<u64> {
+        let text = self.scrape_metrics();
+        let values: Vec<u64> = text
             .lines()
             .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(['{', ' '])))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum())
     }
 
     /// Waits until the broker's transaction checker has completed `rounds` more check-back rounds
