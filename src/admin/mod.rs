@@ -5,6 +5,7 @@ use crate::client::route::{ClientContext, REQUEST_TIMEOUT};
 use crate::client::{ClientError, Message, MessageQueue, Producer, PullConsumer};
 use crate::protocol::Command;
 use crate::protocol::codes::{request as rq, response as rs};
+use crate::protocol::commands::admin_views::{ConsumeTimeSpanBody, ConsumerConnectionBody};
 use crate::protocol::commands::body::decode_json;
 use crate::protocol::commands::namesrv::{ClusterInfo, TopicList};
 use crate::protocol::commands::topics::TopicRequest;
@@ -198,16 +199,17 @@ fn group_progress(ctx: &Arc<ClientContext>, group: &str, topic: &str) -> Result<
     for (_, addr) in topic_brokers(ctx, topic)? {
         let stats = admin_body(ctx, &addr, rq::GET_CONSUME_STATS, &[("consumerGroup", group), ("topic", topic)])?;
         let spans = admin_body(ctx, &addr, rq::QUERY_CONSUME_TIME_SPAN, &[("topic", topic), ("group", group)])?;
-        let spans: Value = serde_json::from_str(&spans).map_err(|e| err(e.to_string()))?;
+        let spans: ConsumeTimeSpanBody =
+            decode_json("QueryConsumeTimeSpanBody", spans.as_bytes()).map_err(|e| err(e.to_string()))?;
         for (q, v) in crate::protocol::offset_table::decode_values(&stats).map_err(err)? {
             let (max, consumer) = (v["brokerOffset"].as_u64().unwrap_or(0), v["consumerOffset"].as_u64().unwrap_or(0));
-            let span = spans["consumeTimeSpanSet"].as_array().into_iter().flatten().find(|s| {
-                s["messageQueue"]["queueId"].as_i64() == Some(q.queue_id.into())
-                    && s["messageQueue"]["brokerName"].as_str() == Some(q.broker_name.as_str())
-            });
+            let span = spans
+                .consume_time_span_set
+                .iter()
+                .find(|s| s.message_queue.queue_id == q.queue_id && s.message_queue.broker_name == q.broker_name);
             rows.push(json!({"broker": q.broker_name, "queue": q.queue_id, "broker_offset": max,
                 "consumer_offset": consumer, "lag": max.saturating_sub(consumer),
-                "lag_ms": span.map_or(Value::Null, |s| s["delayTime"].clone())}));
+                "lag_ms": span.map(|s| s.delay_time)}));
         }
     }
     rows.sort_by_key(|r| (r["broker"].as_str().map(str::to_string), r["queue"].as_i64()));
@@ -221,11 +223,12 @@ fn group_connections(ctx: &Arc<ClientContext>, group: &str, topic: &str) -> Resu
         let Ok(body) = admin_body(ctx, &addr, rq::GET_CONSUMER_CONNECTION_LIST, &[("consumerGroup", group)]) else {
             continue; // not online on this broker
         };
-        let v: Value = serde_json::from_str(&body).map_err(|e| err(e.to_string()))?;
-        for c in v["connectionSet"].as_array().into_iter().flatten() {
-            rows.push(json!({"broker": broker, "client_id": c["clientId"], "addr": c["clientAddr"],
-                "language": c["language"], "version": c["version"], "model": v["messageModel"],
-                "consume_type": v["consumeType"]}));
+        let v: ConsumerConnectionBody =
+            decode_json("ConsumerConnection", body.as_bytes()).map_err(|e| err(e.to_string()))?;
+        for c in &v.connection_set {
+            rows.push(json!({"broker": broker, "client_id": c.client_id, "addr": c.client_addr,
+                "language": c.language, "version": c.version, "model": v.message_model,
+                "consume_type": v.consume_type}));
         }
     }
     Ok(Value::Array(rows))

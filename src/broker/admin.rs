@@ -12,6 +12,11 @@ use super::error::BrokerError;
 use crate::net::conn::Conn;
 use crate::protocol::codes::{request as rq, response as rs};
 use crate::protocol::command::Command;
+use crate::protocol::commands::admin_views::{
+    ConnectionData, ConsumeTimeSpanBody, ConsumerConnectionBody, GroupList, ProducerConnectionBody, QueueTimeSpan,
+};
+use crate::protocol::commands::body::{MessageQueue, encode_json};
+use crate::protocol::commands::clients::SubscriptionData;
 use crate::protocol::commands::topics::{
     BrokerConfigResponse, BrokerConsumeStatsRequest, ConsumeStatsRequest, ConsumeTimeSpanRequest,
     ConsumerConnectionRequest, ConsumerRunningInfoRequest, ProducerConnectionRequest, TopicRequest,
@@ -180,20 +185,13 @@ pub async fn broker_consume_stats<D: Disk>(b: &Broker<D>, req: &Command) -> Comm
     req.response_to(rs::SUCCESS).with_body(body)
 }
 
-fn connection_json(c: &super::clients::ClientConnection) -> Value {
-    json!({"clientAddr": c.client_addr, "clientId": c.client_id, "language": c.language, "version": c.version})
-}
-
-/// A subscription as RocketMQ's `SubscriptionData`: tags and their hash codes for TAG expressions.
-fn subscription_json(topic: &str, kind: &str, expr: &str) -> Value {
-    let tags: Vec<String> = if kind == "TAG" && expr.trim() != "*" {
-        expr.split("||").map(str::trim).filter(|t| !t.is_empty()).map(str::to_string).collect()
-    } else {
-        Vec::new()
-    };
-    let codes: Vec<i64> = tags.iter().map(|t| crate::protocol::message::java_string_hash(t)).collect();
-    json!({"classFilterMode": false, "codeSet": codes, "expressionType": kind, "subString": expr,
-        "subVersion": 0, "tagsSet": tags, "topic": topic})
+fn connection_data(c: &super::clients::ClientConnection) -> ConnectionData {
+    ConnectionData {
+        client_addr: c.client_addr.clone(),
+        client_id: c.client_id.clone(),
+        language: c.language.clone(),
+        version: c.version,
+    }
 }
 
 /// GET_CONSUMER_CONNECTION_LIST (203): `ConsumerConnection` of a group with live members here.
@@ -205,16 +203,18 @@ pub fn consumer_connections<D: Disk>(b: &Broker<D>, req: &Command) -> Command {
     let Some(view) = b.clients.borrow().consumer_view(&group) else {
         return BrokerError::ConsumerNotOnline(format!("the consumer group[{group}] not online")).respond(req);
     };
-    let subs: serde_json::Map<String, Value> =
-        view.subscriptions.iter().map(|(t, (k, e))| (t.clone(), subscription_json(t, k, e))).collect();
-    let body = json!({
-        "connectionSet": view.connections.iter().map(connection_json).collect::<Vec<_>>(),
-        "consumeFromWhere": view.consume_from_where,
-        "consumeType": view.consume_type,
-        "messageModel": view.message_model,
-        "subscriptionTable": subs,
-    });
-    req.response_to(rs::SUCCESS).with_body(body.to_string())
+    let body = ConsumerConnectionBody {
+        connection_set: view.connections.iter().map(connection_data).collect(),
+        consume_from_where: view.consume_from_where,
+        consume_type: view.consume_type,
+        message_model: view.message_model,
+        subscription_table: view
+            .subscriptions
+            .iter()
+            .map(|(t, (kind, expr))| (t.clone(), SubscriptionData::new(t, expr, kind)))
+            .collect(),
+    };
+    req.response_to(rs::SUCCESS).with_body(encode_json(&body))
 }
 
 /// GET_PRODUCER_CONNECTION_LIST (204): `ProducerConnection` of a group with live members here.
@@ -227,8 +227,8 @@ pub fn producer_connections<D: Disk>(b: &Broker<D>, req: &Command) -> Command {
     if conns.is_empty() {
         return BrokerError::System(format!("the producer group[{group}] not exist")).respond(req);
     }
-    let body = json!({"connectionSet": conns.iter().map(connection_json).collect::<Vec<_>>()});
-    req.response_to(rs::SUCCESS).with_body(body.to_string())
+    let body = ProducerConnectionBody { connection_set: conns.iter().map(connection_data).collect() };
+    req.response_to(rs::SUCCESS).with_body(encode_json(&body))
 }
 
 /// QUERY_TOPIC_CONSUME_BY_WHO (300): `GroupList` — groups subscribed to the topic or with
@@ -238,10 +238,10 @@ pub fn topic_consumed_by<D: Disk>(b: &Broker<D>, req: &Command) -> Command {
         Ok(h) => h.topic,
         Err(e) => return BrokerError::from(e).respond(req),
     };
-    let mut groups: std::collections::BTreeSet<String> =
-        b.clients.borrow().groups_subscribed_to(&topic).into_iter().collect();
-    groups.extend(b.offsets.borrow().entries().into_iter().filter(|e| e.1 == topic).map(|e| e.0));
-    req.response_to(rs::SUCCESS).with_body(json!({"groupList": groups}).to_string())
+    let mut groups = GroupList::default();
+    groups.group_list.extend(b.clients.borrow().groups_subscribed_to(&topic));
+    groups.group_list.extend(b.offsets.borrow().entries().into_iter().filter(|e| e.1 == topic).map(|e| e.0));
+    req.response_to(rs::SUCCESS).with_body(encode_json(&groups))
 }
 
 /// QUERY_CONSUME_TIME_SPAN (303): `QueryConsumeTimeSpanBody` — per queue the store times of its
@@ -263,18 +263,18 @@ pub async fn consume_time_span<D: Disk>(b: &Broker<D>, req: &Command) -> Command
         let max_ts = if max > min { store_time(b, &topic, qid, max - 1).await } else { 0 };
         let consume_ts = if committed > min { store_time(b, &topic, qid, committed - 1).await } else { min_ts };
         let delay = if committed < max { now - store_time(b, &topic, qid, committed.max(min)).await } else { 0 };
-        spans.push(json!({
-            "consumeTimeStamp": consume_ts,
-            "consumeTimeStampStr": format_ms(consume_ts),
-            "delayTime": delay.max(0),
-            "maxTimeStamp": max_ts,
-            "maxTimeStampStr": format_ms(max_ts),
-            "messageQueue": {"brokerName": b.name, "queueId": qid, "topic": topic},
-            "minTimeStamp": min_ts,
-            "minTimeStampStr": format_ms(min_ts),
-        }));
+        spans.push(QueueTimeSpan {
+            consume_time_stamp: consume_ts,
+            consume_time_stamp_str: format_ms(consume_ts),
+            delay_time: delay.max(0),
+            max_time_stamp: max_ts,
+            max_time_stamp_str: format_ms(max_ts),
+            message_queue: MessageQueue { topic: topic.clone(), broker_name: b.name.clone(), queue_id: qid },
+            min_time_stamp: min_ts,
+            min_time_stamp_str: format_ms(min_ts),
+        });
     }
-    req.response_to(rs::SUCCESS).with_body(json!({"consumeTimeSpanSet": spans}).to_string())
+    req.response_to(rs::SUCCESS).with_body(encode_json(&ConsumeTimeSpanBody { consume_time_span_set: spans }))
 }
 
 /// GET_BROKER_CONFIG (26): the configuration as Java properties text (`key=value` lines), with

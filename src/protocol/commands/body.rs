@@ -38,7 +38,7 @@ pub fn encode_json<T: Serialize>(body: &T) -> String {
 }
 
 /// One queue of a topic on one broker, as every body and route names it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageQueue {
     #[serde(deserialize_with = "string")]

@@ -77,23 +77,23 @@ impl ConsumerData {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SubscriptionData {
-    #[serde(default, deserialize_with = "body::opt_string")]
-    pub topic: Option<String>,
-    /// The expression; `*` (all) when absent.
-    #[serde(default, deserialize_with = "body::opt_string")]
-    pub sub_string: Option<String>,
-    /// `TAG` (the default) or `SQL92`.
-    #[serde(default, deserialize_with = "body::opt_string")]
-    pub expression_type: Option<String>,
-    #[serde(default, deserialize_with = "body::or_default")]
-    pub sub_version: i64,
     #[serde(default, deserialize_with = "body::or_default")]
     pub class_filter_mode: bool,
     /// The tags of a TAG expression and their Java string hashes (what Java brokers filter on).
     #[serde(default, deserialize_with = "body::or_default")]
-    pub tags_set: Vec<String>,
-    #[serde(default, deserialize_with = "body::or_default")]
     pub code_set: Vec<i64>,
+    /// `TAG` (the default) or `SQL92`.
+    #[serde(default, deserialize_with = "body::opt_string")]
+    pub expression_type: Option<String>,
+    /// The expression; `*` (all) when absent.
+    #[serde(default, deserialize_with = "body::opt_string")]
+    pub sub_string: Option<String>,
+    #[serde(default, deserialize_with = "body::or_default")]
+    pub sub_version: i64,
+    #[serde(default, deserialize_with = "body::or_default")]
+    pub tags_set: Vec<String>,
+    #[serde(default, deserialize_with = "body::opt_string")]
+    pub topic: Option<String>,
 }
 
 impl SubscriptionData {

@@ -7,6 +7,7 @@
 //! parse or a value out of its range is a [`HeaderError`] naming the field, which handlers answer as the
 //! remark of their error response. Unknown fields are ignored, as RocketMQ does.
 
+pub mod admin_views;
 pub mod body;
 pub mod clients;
 #[cfg(test)]
