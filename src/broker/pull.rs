@@ -109,8 +109,11 @@ async fn execute<D: Disk>(b: &Rc<Broker<D>>, conn: &Rc<Conn>, req: Command, susp
         {
             let key = (p.topic.clone(), p.queue_id);
             let mut parked_req = req;
-            if code == rs::PULL_RETRY_IMMEDIATELY {
-                parked_req.put("queueOffset", r.next_offset); // skip what was already filtered out
+            if code == rs::PULL_RETRY_IMMEDIATELY
+                && let Ok(mut h) = PullRequestHeader::decode(&parked_req)
+            {
+                h.queue_offset = r.next_offset as i64; // resumed past what was already filtered out
+                h.encode(&mut parked_req);
             }
             let mut polls = b.polls.borrow_mut();
             polls.parked += 1;
