@@ -39,6 +39,11 @@ const HEARTBEAT_PARSE_INLINE_BYTES: usize = 64 << 10;
 
 /// Orderly-consumption lock lease (RocketMQ's rocketmq.broker.rebalance.lockMaxLiveTime, 60 s).
 pub const LOCK_LEASE: Duration = Duration::from_secs(60);
+/// Queue locks a shard holds at most: 10 000 orderly consumers of 26 queues each. A lock costs
+/// ~150 bytes (group, topic and owner strings), so the table stays under ~40 MiB; past it new locks
+/// are refused (the client retries at its next rebalance) rather than letting lock requests for
+/// made-up queues grow the table. Expired leases are dropped by the client-expiry scan.
+pub const MAX_QUEUE_LOCKS: usize = 262_144;
 
 struct Member {
     conn: Rc<Conn>,
@@ -157,6 +162,12 @@ impl ClientRegistry {
     }
 
     /// (group, client id, message model, subscriptions) of every consumer.
+    /// Queue locks held now (tests).
+    #[cfg(test)]
+    pub fn locks_held(&self) -> usize {
+        self.locks.len()
+    }
+
     pub fn consumer_groups(&self) -> Vec<(String, usize, String, Vec<String>)> {
         self.consumers
             .iter()
@@ -205,9 +216,10 @@ impl ClientRegistry {
         self.remove_where(|_, m| m.conn.id == conn_id)
     }
 
-    /// Drops clients silent for longer than `expiry`.
+    /// Drops clients silent for longer than `expiry`, and queue locks whose lease ran out.
     pub fn expire(&mut self, expiry: Duration) -> Vec<String> {
         let now = now();
+        self.locks.retain(|_, (_, at)| now.duration_since(*at) <= LOCK_LEASE);
         self.remove_where(|_, m| now.duration_since(m.last_seen) > expiry)
     }
 }
@@ -461,7 +473,7 @@ pub fn lock_batch<D: Disk>(b: &Broker<D>, req: &Command) -> Reply {
     for mq in mq_set {
         let key = mq_key(&group, &mq);
         let free = match reg.locks.get(&key) {
-            None => true,
+            None => reg.locks.len() < MAX_QUEUE_LOCKS,
             Some((owner, at)) => *owner == client || now.duration_since(*at) > LOCK_LEASE,
         };
         if free {

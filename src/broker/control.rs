@@ -39,7 +39,13 @@ impl std::fmt::Debug for Registration {
 
 #[derive(Default)]
 struct State {
-    events: Vec<TopicEvent>,
+    /// Topic events some shard has not seen yet; `events[0]` has the absolute index `first_event`.
+    /// Events every shard has read are dropped, so this holds at most what was published since the
+    /// slowest shard's last poll (every `CONTROL_POLL`), not every change since start.
+    events: std::collections::VecDeque<TopicEvent>,
+    first_event: usize,
+    /// Per shard, the absolute index of the first event it has not read.
+    cursors: Vec<usize>,
     registrations: Vec<Option<Registration>>,
     dirty: bool,
 }
@@ -58,25 +64,41 @@ impl ControlPlane {
         let cp = ControlPlane { metrics: Arc::new(crate::metrics::MetricsHub::new(shards)), ..Default::default() };
         if let Ok(mut s) = cp.state.lock() {
             s.registrations = vec![None; shards];
+            s.cursors = vec![0; shards];
         }
         cp
     }
 
     pub fn publish_topic(&self, origin: usize, upsert: Option<TopicConfig>, delete: Option<String>) {
         if let Ok(mut s) = self.state.lock() {
-            s.events.push(TopicEvent { origin, upsert, delete });
+            s.events.push_back(TopicEvent { origin, upsert, delete });
         }
     }
 
-    /// Topic events after `cursor` that did not come from `shard`; advances the cursor.
+    /// Topic events after `cursor` that did not come from `shard`; advances the cursor, and drops
+    /// the events every shard has now read.
     pub fn topic_events(&self, shard: usize, cursor: &mut usize) -> Vec<TopicEvent> {
-        let Ok(s) = self.state.lock() else {
+        let Ok(mut s) = self.state.lock() else {
             return Vec::new();
         };
-        let new: Vec<TopicEvent> =
-            s.events[(*cursor).min(s.events.len())..].iter().filter(|e| e.origin != shard).cloned().collect();
-        *cursor = s.events.len();
+        let end = s.first_event + s.events.len();
+        let skip = (*cursor).clamp(s.first_event, end) - s.first_event;
+        let new: Vec<TopicEvent> = s.events.iter().skip(skip).filter(|e| e.origin != shard).cloned().collect();
+        *cursor = end;
+        if let Some(c) = s.cursors.get_mut(shard) {
+            *c = end;
+        }
+        let read_by_all = s.cursors.iter().min().copied().unwrap_or(end);
+        while s.first_event < read_by_all && s.events.pop_front().is_some() {
+            s.first_event += 1;
+        }
         new
+    }
+
+    /// Topic events held for shards that have not read them.
+    #[cfg(test)]
+    pub fn events_held(&self) -> usize {
+        self.state.lock().map(|s| s.events.len()).unwrap_or(0)
     }
 
     pub fn set_registration(&self, shard: usize, broker_name: String, addr: SocketAddr, body: RegistrationBody) {
@@ -115,5 +137,30 @@ impl ControlPlane {
 
     pub fn is_shutdown(&self) -> bool {
         self.shutdown.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_events_reach_every_other_shard_once_and_are_dropped_when_all_have_read_them() {
+        let cp = ControlPlane::new(3);
+        let mut cursors = [0usize; 3];
+        cp.publish_topic(0, None, Some("A".into()));
+        cp.publish_topic(1, None, Some("B".into()));
+        let names = |evs: Vec<TopicEvent>| evs.into_iter().filter_map(|e| e.delete).collect::<Vec<_>>();
+        assert_eq!(names(cp.topic_events(0, &mut cursors[0])), ["B"], "not its own");
+        assert_eq!(names(cp.topic_events(1, &mut cursors[1])), ["A"]);
+        assert_eq!(cp.events_held(), 2, "shard 2 has not read them yet");
+        assert_eq!(names(cp.topic_events(2, &mut cursors[2])), ["A", "B"]);
+        assert_eq!(cp.events_held(), 0, "read by all: dropped");
+        cp.publish_topic(2, None, Some("C".into()));
+        assert_eq!(names(cp.topic_events(0, &mut cursors[0])), ["C"]);
+        assert!(cp.topic_events(0, &mut cursors[0]).is_empty(), "each event once");
+        assert_eq!(names(cp.topic_events(1, &mut cursors[1])), ["C"]);
+        cp.topic_events(2, &mut cursors[2]);
+        assert_eq!(cp.events_held(), 0);
     }
 }

@@ -98,6 +98,10 @@ fn queue_locks_belong_to_one_client_until_released_or_their_lease_runs_out() {
         assert_eq!(lock(&h, "c2", &[1]).await, Vec::<i32>::new(), "the lease is not over yet");
         clock.advance(1);
         assert_eq!(lock(&h, "c2", &[1]).await, [1], "a lease not renewed runs out");
+        assert_eq!(h.b.clients.borrow().locks_held(), 3, "queues 0, 1, 2 of c2");
+        clock.advance(LOCK_LEASE.as_millis() as i64 + 1);
+        expire_clients(&h.b, Duration::from_secs(h.b.cfg.client_expiry_secs));
+        assert_eq!(h.b.clients.borrow().locks_held(), 0, "expired leases are dropped, not kept forever");
 
         let bad = Command::request(rq::LOCK_BATCH_MQ).with_body(r#"{"consumerGroup":"G","mqSet":[{"topic":"T"}]}"#);
         let r = h.call(bad).await;
