@@ -13,7 +13,7 @@ use crate::net::conn::Conn;
 use crate::protocol::codes::{request as rq, response as rs};
 use crate::protocol::command::Command;
 use crate::protocol::commands::admin_views::{
-    ConnectionData, ConsumeTimeSpanBody, ConsumerConnectionBody, GroupList, ProducerConnectionBody, QueueTimeSpan,
+    ConsumeTimeSpanBody, ConsumerConnectionBody, GroupList, ProducerConnectionBody, QueueTimeSpan,
 };
 use crate::protocol::commands::body::{MessageQueue, encode_json};
 use crate::protocol::commands::clients::SubscriptionData;
@@ -185,15 +185,6 @@ pub async fn broker_consume_stats<D: Disk>(b: &Broker<D>, req: &Command) -> Comm
     req.response_to(rs::SUCCESS).with_body(body)
 }
 
-fn connection_data(c: &super::clients::ClientConnection) -> ConnectionData {
-    ConnectionData {
-        client_addr: c.client_addr.clone(),
-        client_id: c.client_id.clone(),
-        language: c.language.clone(),
-        version: c.version,
-    }
-}
-
 /// GET_CONSUMER_CONNECTION_LIST (203): `ConsumerConnection` of a group with live members here.
 pub fn consumer_connections<D: Disk>(b: &Broker<D>, req: &Command) -> Command {
     let group = match ConsumerConnectionRequest::decode(req) {
@@ -204,7 +195,7 @@ pub fn consumer_connections<D: Disk>(b: &Broker<D>, req: &Command) -> Command {
         return BrokerError::ConsumerNotOnline(format!("the consumer group[{group}] not online")).respond(req);
     };
     let body = ConsumerConnectionBody {
-        connection_set: view.connections.iter().map(connection_data).collect(),
+        connection_set: view.connections,
         consume_from_where: view.consume_from_where,
         consume_type: view.consume_type,
         message_model: view.message_model,
@@ -227,7 +218,7 @@ pub fn producer_connections<D: Disk>(b: &Broker<D>, req: &Command) -> Command {
     if conns.is_empty() {
         return BrokerError::System(format!("the producer group[{group}] not exist")).respond(req);
     }
-    let body = ProducerConnectionBody { connection_set: conns.iter().map(connection_data).collect() };
+    let body = ProducerConnectionBody { connection_set: conns };
     req.response_to(rs::SUCCESS).with_body(encode_json(&body))
 }
 

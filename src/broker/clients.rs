@@ -13,6 +13,7 @@ use crate::filter::Subscription;
 use crate::net::conn::Conn;
 use crate::protocol::Command;
 use crate::protocol::codes::{request as rq, response as rs};
+use crate::protocol::commands::admin_views::ConnectionData;
 use crate::protocol::commands::body::{self, MessageQueue};
 use crate::protocol::commands::clients::{
     CheckClientConfigBody, ConsumerData, ConsumerGroupRequest, ConsumerIdList, HeartbeatData, HeartbeatResponse,
@@ -64,19 +65,10 @@ struct ConsumerGroup {
     consume_from_where: String,
 }
 
-/// One client connection as the admin views show it (RocketMQ's `Connection`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientConnection {
-    pub client_id: String,
-    pub client_addr: String,
-    pub language: String,
-    pub version: i32,
-}
-
 /// A consumer group as GET_CONSUMER_CONNECTION_LIST shows it.
 #[derive(Debug, Clone)]
 pub struct ConsumerView {
-    pub connections: Vec<ClientConnection>,
+    pub connections: Vec<ConnectionData>,
     /// Topic → (expression type, expression).
     pub subscriptions: BTreeMap<String, (String, String)>,
     pub message_model: String,
@@ -84,8 +76,9 @@ pub struct ConsumerView {
     pub consume_from_where: String,
 }
 
-fn connection_of(id: &str, m: &Member) -> ClientConnection {
-    ClientConnection {
+/// A member as the admin views show it (RocketMQ's `Connection`).
+fn connection_of(id: &str, m: &Member) -> ConnectionData {
+    ConnectionData {
         client_id: id.to_string(),
         client_addr: m.conn.peer.to_string(),
         language: m.language.clone(),
@@ -130,7 +123,7 @@ impl ClientRegistry {
     /// A consumer group's live members and subscriptions; None when it has no member here.
     pub fn consumer_view(&self, group: &str) -> Option<ConsumerView> {
         let g = self.consumers.get(group)?;
-        let connections: Vec<ClientConnection> =
+        let connections: Vec<ConnectionData> =
             g.members.iter().filter(|(_, m)| !m.conn.is_closed()).map(|(id, m)| connection_of(id, m)).collect();
         if connections.is_empty() {
             return None;
@@ -145,7 +138,7 @@ impl ClientRegistry {
     }
 
     /// A producer group's live members.
-    pub fn producer_connections(&self, group: &str) -> Vec<ClientConnection> {
+    pub fn producer_connections(&self, group: &str) -> Vec<ConnectionData> {
         let members = self.producers.get(group).into_iter().flatten();
         members.filter(|(_, m)| !m.conn.is_closed()).map(|(id, m)| connection_of(id, m)).collect()
     }
