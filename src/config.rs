@@ -60,6 +60,9 @@ pub struct Config {
     pub tail_cache_bytes: usize,
     /// DMA read cache per shard for catch-up consumers.
     pub read_cache_bytes: usize,
+    /// Consume-queue entries each queue keeps in memory once checkpointed (older ones are read from
+    /// the queue files).
+    pub cq_window_entries: usize,
     /// Clients silent for this long are dropped (RocketMQ's 120 s).
     pub client_expiry_secs: u64,
     /// Re-registration period with the name server (RocketMQ's 30 s).
@@ -162,6 +165,7 @@ impl Default for Config {
             max_frame_bytes: 16 << 20,
             tail_cache_bytes: 64 << 20,
             read_cache_bytes: 32 << 20,
+            cq_window_entries: crate::store::CQ_WINDOW_ENTRIES,
             client_expiry_secs: 120,
             register_period_secs: 30,
             broker_expiry_secs: 120,

@@ -59,6 +59,10 @@ pub struct Snapshot {
     pub transaction_check_rounds: u64,
     /// Stored records refused on a read path because they failed verification.
     pub damaged_reads: u64,
+    /// Consume-queue entries held in memory (the windows and what is not yet checkpointed).
+    pub cq_entries_in_memory: u64,
+    /// File reads of consume-queue entries behind the in-memory windows.
+    pub cq_cold_reads: u64,
     /// Parked (delayed or timer) messages kept undelivered because they are damaged.
     pub damaged_parked: u64,
     /// Connections closed at accept past the shard's connection limit.
@@ -237,6 +241,8 @@ pub fn render(hub: &MetricsHub, data_dir: &std::path::Path) -> String {
         counter_family(&mut reg, "damaged_records", "Stored records refused because they failed verification");
     let damaged_parked =
         counter_family(&mut reg, "damaged_parked", "Delayed or timer messages kept undelivered because damaged");
+    let cq_mem = gauge_family(&mut reg, "cq_entries_in_memory", "Consume-queue entries held in memory (24 bytes each)");
+    let cq_cold = counter_family(&mut reg, "cq_cold_reads", "Consume-queue file reads for entries behind the window");
     let conns_refused = counter_family(&mut reg, "connections_refused", "Connections closed at the shard's limit");
     let acl_denied = counter_family(&mut reg, "acl_denied", "Requests refused by the ACL (NO_PERMISSION)");
     let conns = gauge_family(&mut reg, "connections", "Open client connections");
@@ -296,6 +302,8 @@ pub fn render(hub: &MetricsHub, data_dir: &std::path::Path) -> String {
         conns.get_or_create(&labels(&[("shard", sh.clone())])).set(s.connections as i64);
         damaged.get_or_create(&labels(&[("shard", sh.clone())])).inc_by(s.damaged_reads);
         damaged_parked.get_or_create(&labels(&[("shard", sh.clone())])).inc_by(s.damaged_parked);
+        cq_mem.get_or_create(&labels(&[("shard", sh.clone())])).set(s.cq_entries_in_memory as i64);
+        cq_cold.get_or_create(&labels(&[("shard", sh.clone())])).inc_by(s.cq_cold_reads);
         conns_refused.get_or_create(&labels(&[("shard", sh.clone())])).inc_by(s.connections_refused);
         acl_denied.get_or_create(&labels(&[("shard", sh.clone())])).inc_by(s.acl_denied);
         full.get_or_create(&labels(&[("shard", sh.clone())])).set(s.disk_full as i64);

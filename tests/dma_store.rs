@@ -29,8 +29,8 @@ fn disk_reads_past_the_tail_cache_work_on_a_fresh_directory() {
                 if i % 100 == 99 {
                     s.log().flush_once().await.unwrap();
                 }
-                if s.log().needs_next_segment() {
-                    s.log().prepare_next().await.unwrap();
+                if s.log().prewrite_due() {
+                    s.log().run_prewrite().await.unwrap();
                 }
             }
             s.log().flush_once().await.unwrap();

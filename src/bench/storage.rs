@@ -143,7 +143,9 @@ async fn open_store(dir: &Path, flush: FlushMode, segment_bytes: u64) -> Result<
     c.flush = flush;
     c.segment_bytes = segment_bytes;
     let s = Rc::new(Store::open(DmaDisk::default(), c).await.map_err(|e| e.to_string())?);
-    // Measure the steady state: the next segment is pre-written before the clock starts.
+    // Measure the steady state: the active segment's lead and the next segment are pre-written
+    // before the clock starts.
+    s.log().run_prewrite().await.map_err(|e| e.to_string())?;
     s.log().prepare_next().await.map_err(|e| e.to_string())?;
     let bg = s.clone();
     crate::rt::spawn(async move {
@@ -158,8 +160,8 @@ async fn open_store(dir: &Path, flush: FlushMode, segment_bytes: u64) -> Result<
     let pw = s.clone();
     crate::rt::spawn(async move {
         loop {
-            if pw.log().needs_next_segment() {
-                let _ = pw.log().prepare_next().await;
+            if pw.log().prewrite_due() {
+                let _ = pw.log().run_prewrite().await;
             }
             crate::rt::sleep(Duration::from_millis(5)).await;
         }

@@ -114,12 +114,14 @@ pub fn query_consumer_offset<D: Disk>(b: &Broker<D>, req: &Command) -> Reply {
     }
     // Young-queue rule: a group new to a queue that still starts at 0, with its backlog in memory,
     // starts at 0 rather than at the end, so it sees messages produced before it first started.
+    // (Where entry 0 is only in the files, the log's first byte stands in for its position: the
+    // backlog is over-estimated, erring toward starting at the end as RocketMQ does for old queues.)
     let (min, _) = b.store.queue_bounds(topic, qid);
     let young = min == 0
-        && match b.store.entry(topic, qid, 0) {
+        && match b.store.oldest_physical_bound(topic, qid) {
             None => true,
-            Some(e) => {
-                let backlog = b.store.log().write_pos().saturating_sub(e.physical_offset);
+            Some(first) => {
+                let backlog = b.store.log().write_pos().saturating_sub(first);
                 (backlog as f64) < physical_memory_bytes() as f64 * IN_MEMORY_RATIO
             }
         };

@@ -137,7 +137,8 @@ pub async fn run_level<D: Disk>(b: Rc<Broker<D>>, level: u32) {
     loop {
         let (min, max) = b.store.queue_bounds(SCHEDULE_TOPIC, qid);
         let next = b.schedule.borrow().get(level).max(min);
-        let Some(e) = (next < max).then(|| b.store.entry(SCHEDULE_TOPIC, qid, next)).flatten() else {
+        let e = if next < max { b.store.entry(SCHEDULE_TOPIC, qid, next).await } else { None };
+        let Some(e) = e else {
             wait(&b, qid, Duration::from_millis(CHECK_EVERY_MS)).await;
             continue;
         };

@@ -99,6 +99,9 @@ struct Progress {
 #[derive(Debug)]
 pub struct TimerWheel {
     heap: BinaryHeap<Reverse<(i64, u64)>>,
+    /// Set while the heap is being rebuilt at start: progress is not saved meanwhile (the empty
+    /// wheel's progress would overwrite what the last run recorded).
+    recovering: bool,
     loaded_to: u64,
     /// Largest `(due, offset)` delivered so far.
     delivered: Option<(i64, u64)>,
@@ -112,7 +115,15 @@ impl TimerWheel {
     pub fn load(files: &SharedFiles, dir: &Path) -> TimerWheel {
         let file = ConfigFile::new(files, dir, "timer_progress.json");
         let persisted = file.load(None);
-        TimerWheel { heap: BinaryHeap::new(), loaded_to: 0, delivered: None, verify_until: 0, persisted, file }
+        TimerWheel {
+            heap: BinaryHeap::new(),
+            recovering: false,
+            loaded_to: 0,
+            delivered: None,
+            verify_until: 0,
+            persisted,
+            file,
+        }
     }
 
     /// Number of messages waiting.
@@ -120,11 +131,11 @@ impl TimerWheel {
         self.heap.len()
     }
 
-    /// Rebuilds the heap from the timer queue's entries `[min, max)` (`due_of` gives an entry's due).
-    fn recover(&mut self, min: u64, max: u64, due_of: impl Fn(u64) -> Option<i64>) {
+    /// Rebuilds the heap from the timer queue's entries `[min, max)` (`dues`: each entry's offset and
+    /// due time).
+    fn recover(&mut self, max: u64, dues: &[(u64, i64)]) {
         let p = self.persisted;
-        for off in min..max {
-            let Some(due) = due_of(off) else { continue };
+        for &(off, due) in dues {
             if off < p.loaded_to && (due, off) < (p.bound_due, p.bound_offset) {
                 continue; // delivered before the last stop
             }
@@ -132,14 +143,13 @@ impl TimerWheel {
         }
         self.loaded_to = max;
         self.verify_until = max;
+        self.recovering = false;
     }
 
-    /// Adds entries appended since the last call.
-    fn load_new(&mut self, max: u64, due_of: impl Fn(u64) -> Option<i64>) {
-        for off in self.loaded_to..max {
-            if let Some(due) = due_of(off) {
-                self.heap.push(Reverse((due, off)));
-            }
+    /// Adds entries appended since the last call (`dues` from [`dues_between`] of `loaded_to..max`).
+    fn load_new(&mut self, max: u64, dues: &[(u64, i64)]) {
+        for &(off, due) in dues.iter().filter(|(off, _)| *off >= self.loaded_to) {
+            self.heap.push(Reverse((due, off)));
         }
         self.loaded_to = self.loaded_to.max(max);
     }
@@ -175,6 +185,9 @@ impl TimerWheel {
     }
 
     pub fn persist(&mut self) {
+        if self.recovering {
+            return;
+        }
         let p = self.progress();
         if p != self.persisted && self.file.save(None, &p) {
             self.persisted = p;
@@ -182,22 +195,41 @@ impl TimerWheel {
     }
 }
 
-/// Due time of timer-queue entry `off` on `b`'s store.
-fn due_of<D: Disk>(b: &Broker<D>, off: u64) -> Option<i64> {
-    b.store.entry(TIMER_TOPIC, 0, off).map(|e| e.tags_code)
+/// Offsets and due times of the timer queue's entries in `[from, to)` on `b`'s store (entries deleted
+/// by retention are skipped), and where the read stopped: `to`, or the first entry whose file could
+/// not be read (loading resumes there on the next round instead of passing it over).
+async fn dues_between<D: Disk>(b: &Broker<D>, from: u64, to: u64) -> (Vec<(u64, i64)>, u64) {
+    let mut out = Vec::new();
+    for off in from..to {
+        match b.store.try_entry(TIMER_TOPIC, 0, off).await {
+            Ok(Some(e)) => out.push((off, e.tags_code)),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(offset = off, error = %e, "timer entry unreadable; retrying");
+                return (out, off);
+            }
+        }
+    }
+    (out, to)
 }
 
 /// Delivers due timer messages forever.
 pub async fn run<D: Disk>(b: Rc<Broker<D>>) {
     let (min, max) = b.store.queue_bounds(TIMER_TOPIC, 0);
-    b.timer.borrow_mut().recover(min, max, |off| due_of(&b, off));
+    // The entries are read with awaits (cold reads): the progress task must not save the empty
+    // wheel's progress over the last run's meanwhile.
+    b.timer.borrow_mut().recovering = true;
+    let (dues, reached) = dues_between(&b, min, max).await;
+    b.timer.borrow_mut().recover(reached, &dues);
     tracing::debug!(pending = b.timer.borrow().pending(), "timer task started");
     loop {
         let (_, max) = b.store.queue_bounds(TIMER_TOPIC, 0);
         let now = now_ms();
+        let loaded_to = b.timer.borrow().loaded_to;
+        let (dues, reached) = dues_between(&b, loaded_to, max).await;
         let due = {
             let mut w = b.timer.borrow_mut();
-            w.load_new(max, |off| due_of(&b, off));
+            w.load_new(reached, &dues);
             w.pop_due(now, BATCH)
         };
         if due.is_empty() {
@@ -220,7 +252,8 @@ async fn deliver<D: Disk>(b: &Rc<Broker<D>>, due: &[(i64, u64)]) -> Result<(), S
     let verify_until = b.timer.borrow().verify_until;
     let mut msgs = Vec::with_capacity(due.len());
     for &(_, off) in due {
-        let Some(e) = b.store.entry(TIMER_TOPIC, 0, off) else { continue }; // deleted by retention
+        // Absent: deleted by retention. Unreadable: retried (never recorded as delivered).
+        let Some(e) = b.store.try_entry(TIMER_TOPIC, 0, off).await.map_err(|e| e.to_string())? else { continue };
         if let Some(m) = prepare_delivery(b, e.physical_offset, off < verify_until).await? {
             msgs.push(m);
         }
@@ -287,18 +320,18 @@ mod tests {
     fn pops_in_due_order_and_records_a_safe_bound() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = TimerWheel::load(&crate::store::files::OsFiles::shared(), dir.path());
-        let dues = [50, 10, 30, 10, 70];
-        w.load_new(5, |off| Some(dues[off as usize]));
+        let pairs = |d: &[i64]| -> Vec<(u64, i64)> { d.iter().enumerate().map(|(o, &t)| (o as u64, t)).collect() };
+        w.load_new(5, &pairs(&[50, 10, 30, 10, 70]));
         assert_eq!(w.pop_due(30, 10), vec![(10, 1), (10, 3), (30, 2)]);
         w.delivered(&[(10, 1), (10, 3), (30, 2)]);
         // Entry 5 arrives late with a due time already passed: the bound must stay below it.
-        w.load_new(6, |off| Some(if off == 5 { 20 } else { dues[off as usize] }));
+        w.load_new(6, &pairs(&[50, 10, 30, 10, 70, 20]));
         let p = w.progress();
         assert_eq!((p.loaded_to, p.bound_due, p.bound_offset), (6, 20, 5));
         w.persist();
         // After a restart only the undelivered entries come back.
         let mut again = TimerWheel::load(&crate::store::files::OsFiles::shared(), dir.path());
-        again.recover(0, 7, |off| Some([50, 10, 30, 10, 70, 20, 40][off as usize]));
+        again.recover(7, &pairs(&[50, 10, 30, 10, 70, 20, 40]));
         let mut left = again.pop_due(i64::MAX, 10);
         left.sort();
         // (30, 2) was delivered but lies past the bound (entry 5 arrived late): it is re-checked
@@ -311,7 +344,7 @@ mod tests {
     fn empty_heap_bound_is_just_past_the_last_delivery() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = TimerWheel::load(&crate::store::files::OsFiles::shared(), dir.path());
-        w.load_new(2, |off| Some(off as i64));
+        w.load_new(2, &[(0, 0), (1, 1)]);
         let popped = w.pop_due(10, 10);
         w.delivered(&popped);
         let p = w.progress();

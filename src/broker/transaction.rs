@@ -175,7 +175,7 @@ pub async fn check_round<D: Disk>(b: &Rc<Broker<D>>, timeout: Duration) {
             off += 1;
             continue;
         }
-        let Some(e) = b.store.entry(HALF_TOPIC, 0, off) else {
+        let Some(e) = b.store.entry(HALF_TOPIC, 0, off).await else {
             break;
         };
         let half = match b.store.read_message(e.physical_offset).await {

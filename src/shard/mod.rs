@@ -299,7 +299,9 @@ fn serve_inner(mut cfg: Config) -> Result<i32, (i32, String)> {
     }
     let ip = cfg.broker_ip.unwrap_or_else(startup::detect_ip);
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let mut handles = Vec::new();
+    // Every shard opens its store at once (recovery and derived files are per shard); `serve`
+    // then waits for each in turn. A shard that fails stops the others.
+    let mut starting = Vec::new();
     for i in 0..shards {
         let (tx, rx) = mpsc::channel();
         let wanted = match (cfg.listen_port, last.shards.get(i)) {
@@ -310,20 +312,37 @@ fn serve_inner(mut cfg: Config) -> Result<i32, (i32, String)> {
         let (c, k) = (cfg.clone(), control.clone());
         let started = executor(format!("ringmq-shard-{i}"), Placement::Fixed(i % cores), &cfg, control_cpus)
             .spawn(move || shard_main(i, c, ip, wanted, k, tx));
-        let h = started.map_err(|e| cfg_err(e.to_string()))?;
+        match started {
+            Ok(h) => starting.push((rx, h)),
+            Err(e) => {
+                control.shutdown();
+                for (_, h) in starting {
+                    let _ = h.join();
+                }
+                return Err(cfg_err(e.to_string()));
+            }
+        }
+    }
+    let mut handles = Vec::new();
+    let mut failed = None;
+    for (rx, h) in starting {
         match await_ready(&rx, h, shards + 1) {
             Ok((h, p)) => {
                 handles.push(h);
                 bound.shards.push((p.first().copied().unwrap_or(0), p.get(1).copied().unwrap_or(0)));
             }
             Err(e) => {
+                // Later shards may still be opening: stop them once they are up.
                 control.shutdown();
-                for h in handles {
-                    let _ = h.join();
-                }
-                return Err(e);
+                failed.get_or_insert(e);
             }
         }
+    }
+    if let Some(e) = failed {
+        for h in handles {
+            let _ = h.join();
+        }
+        return Err(e);
     }
     let (registered_tx, registered) = mpsc::channel();
     let registrar = (shards > 0).then(|| {

@@ -89,6 +89,8 @@ fn publish_metrics(b: &Broker) {
     snap.transactions_discarded = b.transactions.borrow().discarded.get();
     snap.transaction_check_rounds = b.transactions.borrow().rounds.get();
     snap.damaged_reads = b.store.damaged_reads();
+    snap.cq_entries_in_memory = b.store.entries_in_memory() as u64;
+    snap.cq_cold_reads = b.store.cold_reads();
     snap.connections_refused = b.connections_refused.get();
     snap.acl_denied = b.acl_denied.get();
     snap.connections = b.connections.get();

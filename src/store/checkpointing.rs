@@ -78,6 +78,7 @@ impl<D: Disk> Store<D> {
                     {
                         q.persisted = w.first_offset + (w.entries.len() / consume_queue::CQ_ENTRY_BYTES) as u64;
                         q.file_hasher = w.hasher.clone();
+                        q.evict(self.cfg.cq_window_entries);
                     }
                 }
                 self.checkpointed.set(job.checkpoint.log_offset);

@@ -4,9 +4,12 @@
 //! addition so that every read is verified in full (RocketMQ's body CRC leaves the header, topic and
 //! properties unprotected).
 //!
-//! Owned by one shard. All live entries are held in memory (24 bytes each: ~44 M entries per GiB); the
-//! files `consumequeue/<topic>/<queue>/<20-digit first queue offset>` (300 000 entries each, as in
-//! RocketMQ) are appended by the checkpoint job and loaded at start-up up to the checkpoint. The
+//! Owned by one shard. The files `consumequeue/<topic>/<queue>/<20-digit first queue offset>`
+//! (300 000 entries each, as in RocketMQ) are appended by the checkpoint job. Memory holds only each
+//! queue's newest entries: those not yet in files, and at most a window (`StoreConfig::
+//! cq_window_entries`) of those that are; older entries are read from the files on demand through
+//! the store's bounded cold-block cache (`cold.rs`), so a backlog costs disk, not memory. Start-up
+//! streams the files up to the checkpoint (to hash them) but keeps only the window. The
 //! checkpoint's manifest holds each queue's end and the CRC32 of the entries in its files, so a flip
 //! anywhere in a file (not only in the entries recovery compares with their records) is noticed.
 //! Entries before a queue's first offset (a queue that starts mid-file, after a rebuild from a log
@@ -47,11 +50,15 @@ impl CqEntry {
     }
 }
 
-/// One consume queue.
+/// One consume queue: its retained range `[base, next_offset)`, of which the newest entries (from
+/// `mem_base`) are in memory and the older ones only in its files.
 #[derive(Debug, Default)]
 pub struct ConsumeQueue {
-    /// Queue offset of `entries[0]`.
+    /// Queue offset of the oldest retained entry (RocketMQ's min offset).
     base: u64,
+    /// Queue offset of `entries[0]`; entries in `[base, mem_base)` are read from the files
+    /// ([`super::cold`]). Never above `persisted`: only entries already in synced files leave memory.
+    mem_base: u64,
     entries: VecDeque<CqEntry>,
     /// Queue offset up to which entries are in files.
     pub persisted: u64,
@@ -61,16 +68,32 @@ pub struct ConsumeQueue {
 
 impl ConsumeQueue {
     pub fn new(base: u64) -> ConsumeQueue {
-        ConsumeQueue { base, entries: VecDeque::new(), persisted: base, file_hasher: crc32fast::Hasher::new() }
+        ConsumeQueue {
+            base,
+            mem_base: base,
+            entries: VecDeque::new(),
+            persisted: base,
+            file_hasher: crc32fast::Hasher::new(),
+        }
     }
 
     /// Next queue offset to assign (RocketMQ's max offset, exclusive).
     pub fn next_offset(&self) -> u64 {
-        self.base + self.entries.len() as u64
+        self.mem_base + self.entries.len() as u64
     }
 
     pub fn min_offset(&self) -> u64 {
         self.base
+    }
+
+    /// First queue offset held in memory.
+    pub fn mem_base(&self) -> u64 {
+        self.mem_base
+    }
+
+    /// Entries held in memory (the metric and the tests of the window).
+    pub fn in_memory(&self) -> usize {
+        self.entries.len()
     }
 
     pub fn push(&mut self, e: CqEntry) -> u64 {
@@ -79,9 +102,15 @@ impl ConsumeQueue {
         off
     }
 
+    /// The entry at `offset` if it is in memory.
     pub fn get(&self, offset: u64) -> Option<CqEntry> {
-        let i = offset.checked_sub(self.base)?;
+        let i = offset.checked_sub(self.mem_base)?;
         self.entries.get(i as usize).copied()
+    }
+
+    /// Whether `offset` is retained but only in the files.
+    pub fn is_cold(&self, offset: u64) -> bool {
+        (self.base..self.mem_base).contains(&offset)
     }
 
     /// Max offset visible to readers: entries whose record lies below `limit` (the durable or written
@@ -91,22 +120,50 @@ impl ConsumeQueue {
         self.next_offset() - hidden as u64
     }
 
-    /// Drops entries whose records were deleted (below `log_min`); returns how many.
+    /// Drops entries already in files from memory until at most `window` are left there.
+    pub fn evict(&mut self, window: usize) {
+        while self.entries.len() > window.max(1) && self.mem_base < self.persisted {
+            self.entries.pop_front();
+            self.mem_base += 1;
+        }
+    }
+
+    /// Drops in-memory entries whose records were deleted (below `log_min`); returns how many. Entries
+    /// in the files only are passed over by [`Self::advance_min`] first (it needs file reads).
     pub fn trim_below(&mut self, log_min: u64) -> usize {
+        if self.base < self.mem_base {
+            return 0;
+        }
         let mut n = 0;
         while self.entries.front().is_some_and(|e| e.physical_offset < log_min) {
             self.entries.pop_front();
-            self.base += 1;
+            self.mem_base += 1;
             n += 1;
         }
+        self.base = self.mem_base;
         self.persisted = self.persisted.max(self.base);
         n
     }
 
-    /// Entries `[from, to)` encoded for the file writer.
+    /// Moves the min offset to `to` (retention found that the records before it are deleted).
+    pub fn advance_min(&mut self, to: u64) {
+        let to = to.min(self.next_offset());
+        if to <= self.base {
+            return;
+        }
+        self.base = to;
+        while self.mem_base < to {
+            self.entries.pop_front();
+            self.mem_base += 1;
+        }
+        self.persisted = self.persisted.max(self.base);
+    }
+
+    /// Entries `[from, to)` encoded for the file writer (all in memory: `from` is at least
+    /// `persisted`).
     pub fn encoded_range(&self, from: u64, to: u64) -> Vec<u8> {
         let mut out = Vec::with_capacity((to - from) as usize * CQ_ENTRY_BYTES);
-        for off in from.max(self.base)..to {
+        for off in from.max(self.mem_base)..to {
             if let Some(e) = self.get(off) {
                 e.encode(&mut out);
             }
@@ -114,9 +171,9 @@ impl ConsumeQueue {
         out
     }
 
-    /// Entries with their queue offsets in `[lo, hi)`.
+    /// In-memory entries with their queue offsets in `[lo, hi)`.
     pub fn entries_between(&self, lo: u64, hi: u64) -> impl Iterator<Item = (u64, CqEntry)> + '_ {
-        (lo.max(self.base)..hi.min(self.next_offset())).filter_map(|o| self.get(o).map(|e| (o, e)))
+        (lo.max(self.mem_base)..hi.min(self.next_offset())).filter_map(|o| self.get(o).map(|e| (o, e)))
     }
 }
 
@@ -125,11 +182,27 @@ pub fn queue_dir(root: &Path, topic: &str, queue_id: i32) -> PathBuf {
     root.join(topic).join(queue_id.to_string())
 }
 
-/// Loads a queue from its files, keeping only entries whose records lie in `[log_min, limit)`; files
-/// are cut back to the kept entries so that later appends continue densely.
-pub fn load_queue(files: &dyn Files, dir: &Path, log_min: u64, limit: u64) -> std::io::Result<ConsumeQueue> {
+/// Path of the file holding queue offset `offset`, and the entry's position in it.
+pub fn file_of(dir: &Path, offset: u64) -> (PathBuf, u64) {
+    let first = offset - offset % CQ_FILE_ENTRIES;
+    (dir.join(format!("{first:020}")), (offset - first) * CQ_ENTRY_BYTES as u64)
+}
+
+/// Loads a queue from its files, keeping only entries whose records lie in `[log_min, limit)`, and
+/// at most `window` of them in memory (the newest; the rest stay in the files and are hashed on the
+/// way for the manifest check). Files are cut back to the kept entries so that later appends
+/// continue densely.
+pub fn load_queue(
+    files: &dyn Files,
+    dir: &Path,
+    log_min: u64,
+    limit: u64,
+    window: usize,
+) -> std::io::Result<ConsumeQueue> {
     let names = files.list(dir)?;
     let mut q: Option<ConsumeQueue> = None;
+    // Whether a live entry was seen yet: zeros or deleted records before it only move the minimum.
+    let mut live = false;
     for name in names {
         let Ok(first) = name.parse::<u64>() else {
             continue;
@@ -144,13 +217,24 @@ pub fn load_queue(files: &dyn Files, dir: &Path, log_min: u64, limit: u64) -> st
         for chunk in data.chunks_exact(CQ_ENTRY_BYTES) {
             match CqEntry::decode(chunk) {
                 Some(e) if e.physical_offset < limit && e.size > 0 => {
-                    queue.entries.push_back(e);
                     queue.file_hasher.update(chunk);
                     kept += 1;
+                    if !live && e.physical_offset < log_min {
+                        queue.base += 1; // its record was deleted by retention
+                        queue.mem_base += 1;
+                        continue;
+                    }
+                    live = true;
+                    queue.entries.push_back(e);
+                    if queue.entries.len() > window.max(1) {
+                        queue.entries.pop_front();
+                        queue.mem_base += 1;
+                    }
                 }
                 // Zeros before the queue's first entry: it starts mid-file.
-                Some(CqEntry { size: 0, physical_offset: 0, .. }) if queue.entries.is_empty() => {
+                Some(CqEntry { size: 0, physical_offset: 0, .. }) if !live && queue.entries.is_empty() => {
                     queue.base += 1;
+                    queue.mem_base += 1;
                     kept += 1;
                 }
                 _ => break,
@@ -164,7 +248,6 @@ pub fn load_queue(files: &dyn Files, dir: &Path, log_min: u64, limit: u64) -> st
     }
     let mut queue = q.unwrap_or_default();
     queue.persisted = queue.next_offset();
-    queue.trim_below(log_min);
     Ok(queue)
 }
 
@@ -212,7 +295,7 @@ mod tests {
             e(p).encode(&mut data);
         }
         std::fs::write(dir.path().join(format!("{:020}", 0)), &data).unwrap();
-        let q = load_queue(&crate::store::files::OsFiles, dir.path(), 0, 100).unwrap();
+        let q = load_queue(&crate::store::files::OsFiles, dir.path(), 0, 100, 1000).unwrap();
         assert_eq!((q.min_offset(), q.next_offset()), (5, 7));
         assert_eq!(q.file_hasher.finalize(), crc32fast::hash(&data[5 * CQ_ENTRY_BYTES..]));
         assert_eq!(std::fs::metadata(dir.path().join(format!("{:020}", 0))).unwrap().len(), data.len() as u64);
@@ -227,7 +310,7 @@ mod tests {
         }
         data.extend_from_slice(&[1, 2, 3]); // torn entry
         std::fs::write(dir.path().join(format!("{:020}", 0)), &data).unwrap();
-        let q = load_queue(&crate::store::files::OsFiles, dir.path(), 15, 35).unwrap();
+        let q = load_queue(&crate::store::files::OsFiles, dir.path(), 15, 35, 1000).unwrap();
         assert_eq!((q.min_offset(), q.next_offset()), (1, 3));
         let len = std::fs::metadata(dir.path().join(format!("{:020}", 0))).unwrap().len();
         assert_eq!(len, 72);

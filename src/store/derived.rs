@@ -95,6 +95,7 @@ impl<D: Disk> Store<D> {
             let _ = self.files.remove_file(index_path);
         }
         self.queues.get_mut().clear();
+        *self.cold.get_mut() = Default::default();
         *self.index.get_mut() = KeyIndex::default();
         *self.index_hasher.get_mut() = crc32fast::Hasher::new();
         self.index_file_entries.set(0);
@@ -152,6 +153,7 @@ pub(super) fn load_derived(
     cp: &Checkpoint,
     log_min: u64,
     limit: u64,
+    window: usize,
 ) -> Result<Derived, String> {
     let mut queues: HashMap<String, HashMap<i32, ConsumeQueue>> = HashMap::new();
     for topic in files.list(cq_root).map_err(|e| format!("{}: {e}", cq_root.display()))? {
@@ -161,7 +163,7 @@ pub(super) fn load_derived(
                 continue;
             };
             let qdir = tdir.join(&qname);
-            let q = load_queue(files, &qdir, log_min, limit).map_err(|e| format!("{}: {e}", qdir.display()))?;
+            let q = load_queue(files, &qdir, log_min, limit, window).map_err(|e| format!("{}: {e}", qdir.display()))?;
             if q.next_offset() > 0 {
                 queues.entry(topic.clone()).or_default().insert(qid, q);
             }

@@ -193,6 +193,13 @@ impl Files for FakeFiles {
         Ok(self.lock().inode(path)?.current.clone())
     }
 
+    fn read_at(&self, path: &Path, pos: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut s = self.lock();
+        let data = &s.inode(path)?.current;
+        let from = (pos as usize).min(data.len());
+        Ok(data[from..(from + len).min(data.len())].to_vec())
+    }
+
     fn write_at(&self, path: &Path, pos: u64, data: &[u8]) -> io::Result<()> {
         let mut s = self.lock();
         if std::mem::take(&mut s.fail_next_write) {

@@ -17,6 +17,8 @@ use std::sync::Arc;
 pub trait Files: Send + Sync + 'static {
     /// The whole file; `NotFound` when it does not exist.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Up to `len` bytes at `pos` (fewer at the end of the file); `NotFound` when it does not exist.
+    fn read_at(&self, path: &Path, pos: u64, len: usize) -> io::Result<Vec<u8>>;
     /// Writes `data` at `pos`, creating the file when missing.
     fn write_at(&self, path: &Path, pos: u64, data: &[u8]) -> io::Result<()>;
     /// Cuts or extends the file to `len` bytes.
@@ -51,6 +53,20 @@ impl OsFiles {
 impl Files for OsFiles {
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         std::fs::read(path)
+    }
+
+    fn read_at(&self, path: &Path, pos: u64, len: usize) -> io::Result<Vec<u8>> {
+        let f = std::fs::File::open(path)?;
+        let mut buf = vec![0u8; len];
+        let mut n = 0;
+        while n < len {
+            match f.read_at(&mut buf[n..], pos + n as u64)? {
+                0 => break,
+                k => n += k,
+            }
+        }
+        buf.truncate(n);
+        Ok(buf)
     }
 
     fn write_at(&self, path: &Path, pos: u64, data: &[u8]) -> io::Result<()> {

@@ -81,6 +81,11 @@ pub trait Disk: 'static {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// The small files beside the log on the same device (consume queues, index, checkpoint, config).
     fn files(&self) -> super::files::SharedFiles;
+    /// [`super::files::Files::read_at`] of one of those files without blocking the shard: the real
+    /// disk reads on the executor's blocking pool (a cold consume-queue read may wait for the device).
+    async fn read_small_at(&self, path: &Path, pos: u64, len: usize) -> io::Result<Vec<u8>> {
+        self.files().read_at(path, pos, len)
+    }
 }
 
 /// Real files opened with O_DIRECT through glommio's io_uring reactor. Only usable inside a glommio
@@ -203,6 +208,12 @@ impl Disk for DmaDisk {
 
     fn files(&self) -> super::files::SharedFiles {
         super::files::OsFiles::shared()
+    }
+
+    async fn read_small_at(&self, path: &Path, pos: u64, len: usize) -> io::Result<Vec<u8>> {
+        use super::files::Files;
+        let path = path.to_path_buf();
+        crate::rt::blocking(move || super::files::OsFiles.read_at(&path, pos, len)).await
     }
 }
 

@@ -4,7 +4,7 @@
 //! borrow is held across an `.await`). Layout under the shard's directory:
 //!
 //! ```text
-//! commitlog/<20-digit start offset>          segments (O_DIRECT, pre-written with zeros)
+//! commitlog/<20-digit start offset>          segments (O_DIRECT, zeros written ahead of the appends)
 //! consumequeue/<topic>/<queue>/<20 digits>   24-byte entries, 300 000 per file
 //! index/keys                                 key index entries
 //! checkpoint                                 JSON: log offset covered by the files above
@@ -12,6 +12,7 @@
 
 pub mod checkpoint;
 mod checkpointing;
+mod cold;
 pub mod consume_queue;
 mod derived;
 pub mod dispatch;
@@ -41,6 +42,11 @@ use std::path::PathBuf;
 
 pub mod index;
 
+/// Default in-memory window per consume queue: 32 768 entries (768 KiB) serve consumers within
+/// ~32 k messages of the tail from memory; a shard with 64 queues holds at most 48 MiB of entries
+/// beyond those not yet checkpointed (≤ 1 s of appends), however large the backlog.
+pub const CQ_WINDOW_ENTRIES: usize = 32_768;
+
 /// Settings of one shard's store. Sizes are bytes; see `docs/OPERATIONS.md` for each default's reason.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -56,6 +62,9 @@ pub struct StoreConfig {
     pub disk_clean_ratio: f64,
     /// Above this ratio appends are refused.
     pub disk_full_ratio: f64,
+    /// Consume-queue entries each queue keeps in memory once they are in its files (the hot tail);
+    /// older ones are read from the files (`cold.rs`).
+    pub cq_window_entries: usize,
     /// Tag codes and indexing of records, as the store's owner wants them (`dispatch::DispatchRules`).
     pub rules: std::sync::Arc<dyn dispatch::DispatchRules>,
 }
@@ -72,6 +81,7 @@ impl StoreConfig {
             file_reserved_ms: 72 * 3600 * 1000,
             disk_clean_ratio: 0.75,
             disk_full_ratio: 0.90,
+            cq_window_entries: CQ_WINDOW_ENTRIES,
             rules: std::sync::Arc::new(dispatch::PlainRules),
         }
     }
@@ -115,6 +125,8 @@ pub struct Store<D: Disk> {
     /// Where consume-queue, index and checkpoint files are read and written (`Disk::files`).
     files: files::SharedFiles,
     queues: RefCell<HashMap<String, HashMap<i32, ConsumeQueue>>>,
+    /// Consume-queue blocks read back from files for readers behind the in-memory window.
+    cold: RefCell<cold::ColdCache>,
     index: RefCell<KeyIndex>,
     /// CRC32 of the index file's bytes so far, and its length in entries (the checkpoint's manifest).
     index_hasher: RefCell<crc32fast::Hasher>,
@@ -153,13 +165,14 @@ impl<D: Disk> Store<D> {
         let limit = cp.log_offset.min(log.write_pos());
         let cq_root = cfg.dir.join("consumequeue");
         let index_path = cfg.dir.join("index").join("keys");
-        let loaded = derived::load_derived(&*files, &cq_root, &index_path, &cp, log_min, limit);
+        let loaded = derived::load_derived(&*files, &cq_root, &index_path, &cp, log_min, limit, cfg.cq_window_entries);
         let dir = cfg.dir.clone();
         let mut store = Store {
             cfg,
             log,
             files,
             queues: RefCell::new(HashMap::new()),
+            cold: RefCell::new(cold::ColdCache::default()),
             index: RefCell::new(KeyIndex::default()),
             index_hasher: RefCell::new(crc32fast::Hasher::new()),
             index_file_entries: Cell::new(0),
@@ -338,10 +351,6 @@ impl<D: Disk> Store<D> {
         ids
     }
 
-    pub fn entry(&self, topic: &str, queue_id: i32, offset: u64) -> Option<CqEntry> {
-        self.queues.borrow().get(topic)?.get(&queue_id)?.get(offset)
-    }
-
     /// Reads messages from a queue (RocketMQ's getMessage). `tag_filter` sees each entry's tag code;
     /// `record_filter` sees each candidate record (SQL92). Stops at `max_msgs`, or `max_bytes` after at
     /// least one message.
@@ -388,7 +397,10 @@ impl<D: Disk> Store<D> {
         let mut bytes = 0usize;
         let mut removed = false;
         for off in offset..end {
-            let Some(e) = self.entry(topic, queue_id, off) else {
+            let Some(e) = self.entry(topic, queue_id, off).await else {
+                // Unreadable, or trimmed by retention while a cold read waited: the next pull
+                // starts here (and is told the new minimum), never past messages not served.
+                out.next_offset = off;
                 break;
             };
             if !tag_filter(e.tags_code) {
@@ -463,7 +475,7 @@ impl<D: Disk> Store<D> {
             return Err(self.damaged(physical_offset, format!("record claims offset {}", m.physical_offset)));
         }
         if enters_queue(m.sys_flag) {
-            match self.entry(&m.topic, m.queue_id, m.queue_offset) {
+            match self.entry(&m.topic, m.queue_id, m.queue_offset).await {
                 Some(e) if e.physical_offset == physical_offset && e.crc == crc32fast::hash(&rec) => {}
                 Some(e) if e.physical_offset == physical_offset => {
                     return Err(self.damaged(physical_offset, "record fails its CRC check".into()));
@@ -498,7 +510,7 @@ impl<D: Disk> Store<D> {
 
     /// Store time of the message at a queue offset.
     pub async fn store_time_at(&self, topic: &str, queue_id: i32, offset: u64) -> Option<i64> {
-        let e = self.entry(topic, queue_id, offset)?;
+        let e = self.entry(topic, queue_id, offset).await?;
         let head = self.log.read(e.physical_offset, crate::protocol::message::STORE_TIMESTAMP_MAX_END).await.ok()?;
         crate::protocol::message::store_timestamp_of(&head)
     }
@@ -535,6 +547,7 @@ impl<D: Disk> Store<D> {
     /// Forgets a topic's queues (DELETE_TOPIC); its records stay in the log until retention.
     pub fn delete_topic(&self, topic: &str) {
         self.queues.borrow_mut().remove(topic);
+        self.cold.borrow_mut().forget_topic(topic);
         let dir = self.cfg.dir.join("consumequeue").join(topic);
         if let Err(e) = self.files.remove_dir_all(&dir) {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a deleted topic's queue files");
@@ -544,5 +557,7 @@ impl<D: Disk> Store<D> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_cold;
 #[cfg(test)]
 mod tests_derived;

@@ -80,7 +80,10 @@ impl<D: Disk> Store<D> {
         let min = self.log.delete_segments_before(cut).await?;
         let deleted = before - self.log.segment_starts().len();
         if deleted > 0 {
+            // Memory first, with no await since the deletion (a checkpoint could otherwise evict
+            // entries between), then the queues whose oldest entries are only in files.
             self.trim_queues(min);
+            self.advance_cold_minimums(min).await;
         }
         self.update_disk_full();
         Ok(deleted)

@@ -127,12 +127,12 @@ async fn flusher<D: Disk>(store: &Store<D>, hooks: &StoreHooks) {
 
 async fn prewriter<D: Disk>(store: &Store<D>, hooks: &StoreHooks) {
     loop {
-        if !store.log().needs_next_segment() {
+        if !store.log().prewrite_due() {
             store.log().prewrite_wanted.wait_at_most(PREWRITE_CHECK_EVERY).await;
             continue;
         }
-        if let Err(e) = store.log().prepare_next().await {
-            tracing::error!(shard = hooks.shard, error = %e, "cannot pre-write the next segment; will retry");
+        if let Err(e) = store.log().run_prewrite().await {
+            tracing::error!(shard = hooks.shard, error = %e, "cannot pre-write the log ahead of appends; will retry");
             rt::sleep(Duration::from_secs(1)).await;
         }
     }

@@ -16,6 +16,8 @@ const SEG: u64 = 64 << 10;
 fn cfg(dir: &std::path::Path) -> StoreConfig {
     let mut c = StoreConfig::new(dir);
     c.segment_bytes = SEG;
+    // A tiny in-memory window: every test also reads entries back from the queue files.
+    c.cq_window_entries = 4;
     c.tail_cache_bytes = 16 << 10;
     c.read_cache_bytes = 8 << 10;
     c
@@ -466,4 +468,61 @@ fn slow_first_sends_next_segment_is_not_prewritten_before_the_active_one_is_a_qu
         put_acked(&s, msg("T", 0, &[7; 1000], "a"));
     }
     assert!(s.log().needs_next_segment(), "a quarter-full segment has no successor prepared");
+}
+
+/// A store whose segments (256 MiB) are larger than the pre-writer's lead, with the path of its
+/// first segment.
+fn store_with_large_segments(dir: &std::path::Path, disk: &FakeDisk) -> (StoreConfig, Store<FakeDisk>, PathBuf) {
+    let mut c = cfg(dir);
+    c.segment_bytes = 256 << 20;
+    let s = open(disk, &c).unwrap();
+    (c, s, segment_path(&dir.join("commitlog"), 0))
+}
+
+const LEAD: u64 = super::log::ACTIVE_LEAD_BYTES;
+
+#[test]
+fn fresh_store_serves_before_its_first_segment_is_zero_filled() {
+    // A fresh shard zero-filled its whole first segment (1 GiB, 3.5 s here) before serving.
+    let dir = tempfile::tempdir().unwrap();
+    let disk = FakeDisk::new();
+    let (_, s, seg0) = store_with_large_segments(dir.path(), &disk);
+    assert_eq!(disk.len_of(&seg0), 0, "nothing is zero-filled at open");
+    assert!(s.log().prewrite_due());
+    block_on(s.log().run_prewrite()).unwrap();
+    assert_eq!(disk.len_of(&seg0), LEAD, "the lead ahead of the appends, synced");
+    assert!(!s.log().prewrite_due(), "a full lead is not refilled");
+    // Past half the lead the pre-writer is due again and extends it from the write position.
+    while s.log().write_pos() < LEAD / 2 + (1 << 20) {
+        block_on(async {
+            s.put(&vec![msg("T", 0, &[3; 4000], "a"); 64], false).await.unwrap();
+            s.log().flush_once().await.unwrap();
+        });
+    }
+    assert_eq!(disk.len_of(&seg0), LEAD, "appends overwrite zeros; the file does not grow");
+    assert!(s.log().prewrite_due());
+    block_on(s.log().run_prewrite()).unwrap();
+    let want = super::io::align_up(s.log().write_pos()) + LEAD;
+    assert_eq!(disk.len_of(&seg0), want);
+    assert_eq!(s.queue_bounds("T", 0).1, all(&s, "T", 0).len() as u64);
+}
+
+#[test]
+fn appends_past_the_zeroed_lead_grow_the_file_and_survive_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = FakeDisk::new();
+    let (c, s, seg0) = store_with_large_segments(dir.path(), &disk);
+    for i in 0..100u8 {
+        put_acked(&s, msg("T", 0, &[i; 500], "a"));
+    }
+    drop(s);
+    disk.crash(7);
+    let s = open(&disk, &c).unwrap();
+    let got = all(&s, "T", 0);
+    assert_eq!(got.len(), 100, "every acknowledged message, written past any zeros");
+    assert!(got.iter().enumerate().all(|(i, m)| m.body[0] == i as u8));
+    block_on(s.log().run_prewrite()).unwrap();
+    assert_eq!(disk.len_of(&seg0), super::io::align_up(s.log().write_pos()) + LEAD);
+    put_acked(&s, msg("T", 0, &[200; 500], "a"));
+    assert_eq!(all(&s, "T", 0).len(), 101);
 }

@@ -15,6 +15,8 @@ const SEG: u64 = 64 << 10;
 fn cfg(dir: &std::path::Path) -> StoreConfig {
     let mut c = StoreConfig::new(dir);
     c.segment_bytes = SEG;
+    // A tiny in-memory window: every test also reads entries back from the queue files.
+    c.cq_window_entries = 4;
     c
 }
 

@@ -63,7 +63,7 @@ impl<D: Disk> CommitLog<D> {
             rx
         });
         drop(s);
-        if self.needs_next_segment() {
+        if self.prewrite_due() {
             self.prewrite_wanted.notify();
         }
         Ok((first, rx))
@@ -102,6 +102,7 @@ impl<D: Disk> CommitLog<D> {
     /// Returns whether anything was written. Only one flush may run at a time (the shard's flusher).
     pub async fn flush_once(&self) -> Result<bool, StoreError> {
         self.flush_wanted.set(false);
+        self.wait_for_zeroing().await;
         let (jobs, target) = match self.collect_writes()? {
             Some(x) => x,
             None => return Ok(false),

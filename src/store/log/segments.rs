@@ -1,6 +1,7 @@
-//! Segments of the commit log: the active segment, the pre-writer that zero-fills the next one ahead
-//! of need (so a roll never waits for the file to grow), rolling, and retention's whole-segment
-//! deletes. Runs on the log's shard.
+//! Segments of the commit log: the active segment and the zeros the pre-writer keeps ahead of its
+//! appends (so a synced write overwrites blocks instead of growing the file, and a start does not
+//! wait for a whole segment of zeros), the next segment zero-filled ahead of need (so a roll never
+//! waits), rolling, and retention's whole-segment deletes. Runs on the log's shard.
 
 use super::*;
 
@@ -9,18 +10,119 @@ impl<D: Disk> CommitLog<D> {
         pos - pos % self.cfg.segment_bytes
     }
 
-    /// Creates and pre-writes the segment that holds the write position if it does not exist yet.
+    /// Opens (creating it if need be) the segment that holds the write position and notes how far
+    /// its file is written. Nothing is zero-filled here: the pre-writer lays zeros ahead of the
+    /// appends in the background ([`Self::extend_active_zeros`]), so a shard serves at once.
     pub(super) async fn ensure_active_segment(&self) -> Result<(), StoreError> {
         let start = self.segment_start(self.state.borrow().append.write_pos);
-        if self.state.borrow().files.open.contains_key(&start) {
-            let file = self.state.borrow().files.open[&start].clone();
-            let size = file.size().await.map_err(|e| StoreError::io(segment_path(&self.cfg.dir, start), &e))?;
-            if size >= self.cfg.segment_bytes {
-                return Ok(());
+        let path = segment_path(&self.cfg.dir, start);
+        let existing = self.state.borrow().files.open.get(&start).cloned();
+        let file = match existing {
+            Some(f) => f,
+            None => self.disk.open(&path).await.map_err(|e| StoreError::io(&path, &e))?,
+        };
+        let size = file.size().await.map_err(|e| StoreError::io(&path, &e))?;
+        let mut s = self.state.borrow_mut();
+        s.files.zeroed = (start + align_down(size.min(self.cfg.segment_bytes))).max(s.append.write_pos);
+        s.files.open.insert(start, file);
+        Ok(())
+    }
+
+    /// Whether the active segment wants more zeros ahead of the write position (less than half of
+    /// `ACTIVE_LEAD_BYTES` left, and the segment not written to its end).
+    fn active_lead_due(&self) -> bool {
+        let s = self.state.borrow();
+        let end = self.segment_start(s.append.write_pos) + self.cfg.segment_bytes;
+        s.files.zeroing.is_none()
+            && s.commit.poisoned.is_none()
+            && s.files.zeroed < end
+            && s.files.zeroed < s.append.write_pos + ACTIVE_LEAD_BYTES / 2
+    }
+
+    /// Zero-fills the active segment from where its file ends up to `ACTIVE_LEAD_BYTES` past the
+    /// write position (or the segment's end), one chunk at a time, then syncs it. Each chunk starts
+    /// past every block the flusher may be writing, and the flusher waits for a chunk in flight
+    /// before writing over it ([`Self::wait_for_zeroing`]).
+    pub(super) async fn extend_active_zeros(&self) -> Result<(), StoreError> {
+        let mut written: Option<(Rc<D::File>, u64)> = None;
+        let mut unsynced = 0;
+        loop {
+            let (file, seg, at, n) = {
+                let mut s = self.state.borrow_mut();
+                let seg = self.segment_start(s.append.write_pos);
+                let end = seg + self.cfg.segment_bytes;
+                if s.files.zeroing.is_some()
+                    || s.commit.poisoned.is_some()
+                    || written.as_ref().is_some_and(|w| w.1 != seg)
+                {
+                    break;
+                }
+                // Past the seal and blank marker the flusher or a roll may still add after the
+                // write position (regression: a seal added at collect time could land under zeros).
+                let at = s.files.zeroed.max(align_up(s.append.write_pos + SEAL_BYTES + BLANK_BYTES));
+                let want = (align_up(s.append.write_pos) + ACTIVE_LEAD_BYTES).min(end);
+                let Some(file) = s.files.open.get(&seg).cloned() else { break };
+                if at >= want {
+                    break;
+                }
+                s.files.zeroing = Some(at);
+                (file, seg, at, (want - at).min(PREWRITE_CHUNK_BYTES as u64) as usize)
+            };
+            let result = file.write_zeros(at - seg, n).await;
+            {
+                let mut s = self.state.borrow_mut();
+                s.files.zeroing = None;
+                if result.is_ok() {
+                    s.files.zeroed = s.files.zeroed.max(at + n as u64);
+                }
             }
+            self.zeroing_done.notify();
+            result.map_err(|e| StoreError::io(segment_path(&self.cfg.dir, seg), &e))?;
+            unsynced += n as u64;
+            if self.cfg.flush == FlushMode::Sync && unsynced >= PREWRITE_SYNC_BYTES {
+                file.sync().await.map_err(|e| StoreError::io(segment_path(&self.cfg.dir, seg), &e))?;
+                unsynced = 0;
+            }
+            written = Some((file, seg));
         }
-        let file = self.prewrite(start).await?;
-        self.state.borrow_mut().files.open.insert(start, file);
+        if let Some((file, seg)) = written {
+            // Synced as it goes and at the end (as `prewrite`): a group commit must not inherit a large
+            // unsynced pre-write.
+            file.sync().await.map_err(|e| StoreError::io(segment_path(&self.cfg.dir, seg), &e))?;
+        }
+        Ok(())
+    }
+
+    /// Waits while a zero chunk is in flight at or below the end of what the flusher is about to
+    /// write (positions are absolute, so a roll past the chunk's segment waits too).
+    pub(super) async fn wait_for_zeroing(&self) {
+        loop {
+            let conflict = {
+                let s = self.state.borrow();
+                // The flush seals an open batch first: its writes end past the seal.
+                let seal = if s.append.batch_start != s.append.write_pos { SEAL_BYTES } else { 0 };
+                s.files.zeroing.is_some_and(|at| align_up(s.append.write_pos + seal) > at)
+            };
+            if !conflict {
+                return;
+            }
+            self.zeroing_done.wait().await;
+        }
+    }
+
+    /// Whether the pre-writer has work: zeros ahead of the appends, or the next segment.
+    pub fn prewrite_due(&self) -> bool {
+        self.active_lead_due() || self.needs_next_segment()
+    }
+
+    /// Does the pre-writer's due work: the active segment's lead first, then the next segment.
+    pub async fn run_prewrite(&self) -> Result<(), StoreError> {
+        if self.active_lead_due() {
+            self.extend_active_zeros().await?;
+        }
+        if self.needs_next_segment() {
+            self.prepare_next().await?;
+        }
         Ok(())
     }
 
@@ -104,6 +206,7 @@ impl<D: Disk> CommitLog<D> {
         let base = s.append.buf_base;
         s.append.pending_old.push(PendingOld { base, data: old });
         s.files.open.insert(start, file);
+        s.files.zeroed = next + self.cfg.segment_bytes;
         s.append.buf_base = next;
         s.append.write_pos = next;
         s.append.batch_start = next;
@@ -161,5 +264,89 @@ impl<D: Disk> CommitLog<D> {
 
     pub fn dir(&self) -> &std::path::Path {
         &self.cfg.dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::fake_disk::FakeDisk;
+    use futures_lite::future::{block_on, poll_once};
+
+    fn fresh_log(dir: &std::path::Path) -> CommitLog<FakeDisk> {
+        let cfg = LogConfig {
+            dir: dir.into(),
+            segment_bytes: 1 << 20,
+            flush: FlushMode::Sync,
+            tail_cache_bytes: 64 << 10,
+            read_cache_bytes: 64 << 10,
+        };
+        let tail = RecoveredTail { write_pos: 0, partial_block: vec![0; BLOCK_BYTES as usize] };
+        block_on(CommitLog::open(FakeDisk::new(), cfg, tail)).unwrap()
+    }
+
+    /// A flush must wait while the zero chunk set in flight by the test is there, and complete once
+    /// it lands.
+    async fn flush_held_by_zeros(log: &CommitLog<FakeDisk>, why: &str) {
+        let mut flush = std::pin::pin!(log.flush_once());
+        assert!(poll_once(&mut flush).await.is_none(), "{why}");
+        log.state.borrow_mut().files.zeroing = None;
+        log.zeroing_done.notify();
+        assert!(flush.await.unwrap());
+    }
+
+    #[test]
+    fn flusher_waits_for_a_zero_chunk_in_flight_over_its_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = fresh_log(dir.path());
+        block_on(async {
+            // A chunk in flight at the block the flusher rewrites: the data would race the zeros.
+            log.state.borrow_mut().files.zeroing = Some(0);
+            let (_, rx) = log.append(&[100], |b, _, _| b.put_bytes(7, 100)).await.unwrap();
+            flush_held_by_zeros(&log, "the flush waits for the zeros to land").await;
+            rx.unwrap().await.unwrap().unwrap();
+            // A chunk past the blocks being written does not hold the flush up.
+            log.state.borrow_mut().files.zeroing = Some(BLOCK_BYTES);
+            let (_, rx) = log.append(&[100], |b, _, _| b.put_bytes(8, 100)).await.unwrap();
+            assert!(poll_once(log.flush_once()).await.is_some_and(|r| r.unwrap()));
+            rx.unwrap().await.unwrap().unwrap();
+            log.state.borrow_mut().files.zeroing = None;
+            assert_eq!(&log.read(0, 100).await.unwrap()[..], &[7u8; 100][..]);
+        });
+    }
+
+    /// Regression: the wait looked at the write position before the flush sealed the batch, so a
+    /// seal crossing into a block being zeroed could be overwritten by the zeros.
+    #[test]
+    fn flusher_waits_for_zeros_its_seal_would_cross() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = fresh_log(dir.path());
+        block_on(async {
+            let (_, rx) = log.append(&[4090], |b, _, _| b.put_bytes(6, 4090)).await.unwrap();
+            log.state.borrow_mut().files.zeroing = Some(BLOCK_BYTES);
+            flush_held_by_zeros(&log, "the seal ends in the block being zeroed").await;
+            rx.unwrap().await.unwrap().unwrap();
+            // The pre-writer's next chunk starts past the seal and a blank marker.
+            log.extend_active_zeros().await.unwrap();
+            assert_eq!(&log.read(0, 4090).await.unwrap()[..], &[6u8; 4090][..]);
+            let seal = log.read(4090, SEAL_BYTES as usize).await.unwrap();
+            assert!(decode_seal(&seal).is_some(), "the seal survived");
+        });
+    }
+
+    #[test]
+    fn zero_chunks_start_past_the_blocks_the_flusher_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = fresh_log(dir.path());
+        block_on(async {
+            log.append(&[5000], |b, _, _| b.put_bytes(9, 5000)).await.unwrap();
+            // The appends overtook the zeros (nothing pre-written yet): zeroing starts at the
+            // first block past the write position, never over appended bytes still to be written.
+            log.extend_active_zeros().await.unwrap();
+            assert_eq!(log.state.borrow().files.zeroed, 1 << 20, "the whole (small) segment");
+            assert!(log.flush_once().await.unwrap());
+            assert_eq!(&log.read(0, 5000).await.unwrap()[..], &[9u8; 5000][..]);
+            assert!(!log.prewrite_due() || log.needs_next_segment());
+        });
     }
 }

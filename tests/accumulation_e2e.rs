@@ -1,0 +1,72 @@
+//! Black-box: a backlog larger than the consume queues' in-memory window, through a real broker
+//! and the native client — memory holds only the window, a new group drains the backlog from
+//! offset 0 through cold reads of the queue files, before and after a kill -9.
+
+mod common;
+
+use common::{Server, wait_until};
+use ringmq::client::{Message, Producer, PullConsumer};
+use ringmq::protocol::codes::response as rs;
+use std::time::Duration;
+
+const WINDOW: u64 = 64;
+const QUEUES: u64 = 2;
+const MESSAGES: u64 = 20_000;
+
+/// Every message of `topic` from offset 0, queue by queue, as the bodies' numbers.
+fn drain(c: &PullConsumer, topic: &str) -> Vec<Vec<u64>> {
+    let mut out = Vec::new();
+    for q in c.queues(topic).unwrap() {
+        let (mut off, mut got) = (0, Vec::new());
+        loop {
+            let r = c.pull(&q, off, 32, "*", 0).unwrap();
+            if r.code != rs::SUCCESS {
+                break;
+            }
+            got.extend(r.messages.iter().map(|m| String::from_utf8_lossy(&m.body).parse::<u64>().unwrap()));
+            off = r.next_offset;
+        }
+        out.push(got);
+    }
+    out
+}
+
+fn assert_whole(queues: &[Vec<u64>]) {
+    let mut all: Vec<u64> = queues.iter().flatten().copied().collect();
+    assert_eq!(all.len() as u64, MESSAGES, "every message of the backlog");
+    for q in queues {
+        assert!(q.windows(2).all(|w| w[0] < w[1]), "each queue in send order");
+    }
+    all.sort();
+    assert!(all.iter().enumerate().all(|(i, &v)| v == i as u64));
+}
+
+/// Waits until the broker publishes at most the windows' worth of consume-queue entries in memory.
+fn assert_window_only(s: &Server, when: &str) {
+    let within = |n: u64| n <= QUEUES * WINDOW;
+    let ok =
+        wait_until(Duration::from_secs(15), || s.metric_published("ringmq_cq_entries_in_memory").is_some_and(within));
+    assert!(ok, "{when}: consume-queue entries in memory {:?}", s.metric_published("ringmq_cq_entries_in_memory"));
+}
+
+#[test]
+fn backlog_beyond_the_window_is_served_from_queue_files_with_bounded_memory() {
+    let mut s = Server::start_with_config(1, ".toml", &format!("cq_window_entries = {WINDOW}\n"));
+    let p = Producer::new(&s.namesrv(), "AccPG");
+    p.create_topic("Backlog", QUEUES as u32).unwrap();
+    for chunk in (0..MESSAGES).collect::<Vec<_>>().chunks(100) {
+        let batch: Vec<Message> = chunk.iter().map(|i| Message::new("Backlog", i.to_string())).collect();
+        p.send_batch(&batch).unwrap();
+    }
+    // Once checkpointed (every second), only the window stays in memory.
+    assert_window_only(&s, "after the sends");
+    let c = PullConsumer::new(&s.namesrv(), "AccCG");
+    assert_whole(&drain(&c, "Backlog"));
+    assert!(wait_until(Duration::from_secs(5), || s.metric_sum("ringmq_cq_cold_reads_total") > 0));
+    // A crash: the restarted broker opens the files, keeps the window, and serves the whole backlog.
+    s.kill9();
+    s.spawn().unwrap();
+    let c = PullConsumer::new(&s.namesrv(), "AccCG2");
+    assert_whole(&drain(&c, "Backlog"));
+    assert_window_only(&s, "after the restart");
+}
