@@ -107,6 +107,11 @@ struct BenchArgs {
     /// Also run the raw-limit probe (loopback socket into an O_DIRECT file) in this directory
     #[arg(long)]
     probe_dir: Option<PathBuf>,
+    /// With --backlog: also read the files of this directory (the broker's commit log,
+    /// <data-dir>/0/commitlog) sequentially with O_DIRECT after the run, the rate the drain
+    /// is reported against
+    #[arg(long)]
+    raw_read_dir: Option<PathBuf>,
     /// fdatasync every probe write (compare with flush = sync)
     #[arg(long)]
     probe_sync: bool,
@@ -129,10 +134,18 @@ fn run_bench(a: BenchArgs) -> Result<(), String> {
     if !a.rate_sweep.is_empty() {
         return run_sweep(&a, &w);
     }
-    let report = ringmq::bench::load::run(&w, a.broker_pid)?;
+    let mut report = ringmq::bench::load::run(&w, a.broker_pid)?;
     println!("total: {}", ringmq::bench::load::describe(&report.total));
     if let (Some(cpu), Some(per)) = (report.broker_cpu_seconds, report.broker_cpu_us_per_message) {
         println!("broker cpu {cpu:.2} s = {per:.2} us/msg; bench cpu {:.2} s", report.bench_cpu_seconds);
+    }
+    if let Some(d) = report.drain.as_mut() {
+        if let Some(dir) = &a.raw_read_dir {
+            let raw = ringmq::bench::drain::raw_read_rate(dir, d.drained_log_bytes)?;
+            d.raw_read_mib_per_sec = Some(raw);
+            d.ratio_to_raw_read = Some(d.log_mib_per_sec / raw.max(1e-9));
+        }
+        println!("{}", ringmq::bench::drain::describe(d));
     }
     let mut json = serde_json::to_value(&report).map_err(|e| e.to_string())?;
     if let Some(dir) = &a.probe_dir {

@@ -16,7 +16,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 pub use glommio::net::{TcpListener, TcpStream};
-pub use glommio::sync::Semaphore;
+pub use glommio::sync::{Semaphore, StaticPermit};
 pub use glommio::task::JoinHandle;
 
 /// Building executors: what a shard, the name server, the load generator and the probes configure

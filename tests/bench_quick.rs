@@ -72,3 +72,38 @@ fn rate_sweep_reports_every_rate_in_one_json_and_one_plot() {
     let svg = std::fs::read_to_string(&plot).unwrap();
     assert!(svg.starts_with("<svg") && svg.matches("<polyline").count() == 4, "{svg}");
 }
+
+/// `ringmq bench --backlog`: the accumulated messages are not the tail consumers' to read, the
+/// drain group reads every one of them from the first offset while the workload runs, and the
+/// report compares its rate with a raw read of the commit log and gives both publish latencies.
+#[test]
+fn backlog_drain_reads_every_accumulated_message_from_the_first_offset() {
+    let s = common::Server::start(1, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("drain.json");
+    let log_dir = s.data_dir().join("0").join("commitlog");
+    let out = std::process::Command::new(common::binary())
+        .args(["bench", "--namesrv", &s.namesrv(), "--backlog", "6000", "--rate", "300", "--queues", "3"])
+        .args(["--message-size", "100", "--duration", "6", "--warmup", "0", "--report-every", "2"])
+        .args(["--raw-read-dir", log_dir.to_str().unwrap(), "--json", json.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let d = &r["drain"];
+    assert_eq!(d["backlog"], 6000, "{d}");
+    let to_read = d["to_read"].as_u64().unwrap();
+    assert!(to_read >= 6000, "the queues hold the backlog and the workload's messages: {d}");
+    assert_eq!(d["drained"].as_u64().unwrap(), to_read, "the drain group reads every message from the first: {d}");
+    assert_eq!(d["finished"], true, "{d}");
+    assert!(d["drained_log_bytes"].as_u64().unwrap() > 6000 * 100, "{d}");
+    assert!(d["raw_read_mib_per_sec"].as_f64().unwrap() > 0.0, "{d}");
+    assert!(d["quiet_publish"]["p99_us"].as_u64().unwrap() > 0, "{d}");
+    assert!(d["draining_publish"]["p99_us"].as_u64().unwrap() > 0, "{d}");
+    let total = &r["total"];
+    assert_eq!(total["publish_errors"], 0);
+    // The tail consumer started after the backlog: it sees only the measured workload's messages.
+    assert!(total["backlog"].as_i64().unwrap() > -300, "tail consumers read the backlog: {total}");
+    assert!(text.contains(&format!("drain: {to_read} of {to_read} messages (backlog 6000)")), "{text}");
+}

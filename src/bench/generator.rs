@@ -12,7 +12,7 @@ use crate::protocol::codes::response as rs;
 use crate::rt::executor::{LocalExecutorBuilder, Placement};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Messages per pull: more than RocketMQ's default 32, so that consumers keep up at the maximum
@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 const PULL_BATCH: u32 = 256;
 /// In-flight cap at a fixed rate: open loop, but bounded so a stalled broker cannot exhaust memory.
 const OPEN_LOOP_CAP: u64 = 100_000;
+/// Messages per request while accumulating `--backlog`: batched, so filling is fast.
+const FILL_BATCH: i64 = 64;
 
 /// What the executors share with the thread that reports.
 #[derive(Clone)]
@@ -31,6 +33,11 @@ pub(super) struct Control {
     pub go: Arc<AtomicBool>,
     /// Consumers that know their start offsets (or gave up).
     pub ready: Arc<AtomicUsize>,
+    /// Messages of `--backlog` not yet handed to a producer; producers accumulate them flat out
+    /// before `go`, and consumers ask for their start offsets only after that.
+    pub fill: Arc<AtomicI64>,
+    /// Producers done accumulating (or that gave up).
+    pub filled: Arc<AtomicUsize>,
 }
 
 /// Starts the executors; they return when `stop` is set.
@@ -75,12 +82,6 @@ pub(super) fn start(w: &Workload, topics: &[String], ctl: &Control) -> Vec<std::
 }
 
 async fn produce(client: Rc<AsyncClient>, w: Workload, topics: Vec<String>, ctl: Control, rate: f64) {
-    while !ctl.go.load(Ordering::Relaxed) {
-        if ctl.stop.load(Ordering::Relaxed) {
-            return;
-        }
-        crate::rt::sleep(Duration::from_millis(10)).await;
-    }
     let p = Rc::new(AsyncProducer::with_client(client, "ringmq-bench-producer"));
     let mut queues: Vec<MessageQueue> = Vec::new();
     for t in &topics {
@@ -88,7 +89,16 @@ async fn produce(client: Rc<AsyncClient>, w: Workload, topics: Vec<String>, ctl:
     }
     if queues.is_empty() {
         eprintln!("bench: no writable queue in the routes of {topics:?}");
+        ctl.filled.fetch_add(1, Ordering::SeqCst);
         return;
+    }
+    accumulate(&p, &w, &queues, &ctl).await;
+    ctl.filled.fetch_add(1, Ordering::SeqCst);
+    while !ctl.go.load(Ordering::Relaxed) {
+        if ctl.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        crate::rt::sleep(Duration::from_millis(10)).await;
     }
     let window = if rate > 0.0 { OPEN_LOOP_CAP } else { w.window.max(1) as u64 };
     let slots = Rc::new(crate::rt::Semaphore::new(window));
@@ -114,23 +124,7 @@ async fn produce(client: Rc<AsyncClient>, w: Workload, topics: Vec<String>, ctl:
         let t0 = Instant::now();
         ctl.shared.record(|h| &mut h.delay, t0.saturating_duration_since(intended).as_micros() as u64);
         let n = msgs.len() as u64;
-        let (sh, p) = (ctl.shared.clone(), p.clone());
-        crate::rt::spawn(async move {
-            let answer = p.send_to(&mq, &msgs).await;
-            drop(slot);
-            match answer {
-                Ok(_) => {
-                    sh.published.fetch_add(n, Ordering::Relaxed);
-                    sh.record(|h| &mut h.publish, t0.elapsed().as_micros() as u64);
-                }
-                Err(e) => {
-                    if sh.errors.fetch_add(n, Ordering::Relaxed) == 0 {
-                        eprintln!("bench: first failed send: {e}");
-                    }
-                }
-            }
-        })
-        .detach();
+        send(&p, mq, msgs, slot, &ctl.shared, Some(t0));
         sent += n;
     }
     // Let requests in flight finish (bounded), so the last period counts them.
@@ -140,6 +134,58 @@ async fn produce(client: Rc<AsyncClient>, w: Workload, topics: Vec<String>, ctl:
         Err(())
     })
     .await;
+}
+
+/// Sends `msgs` to `mq` in a task of its own that gives back `slot` when answered; `t0`: record the
+/// publish latency and count the messages as published (the measured workload, not the backlog).
+fn send(
+    p: &Rc<AsyncProducer>,
+    mq: MessageQueue,
+    msgs: Vec<Message>,
+    slot: crate::rt::StaticPermit,
+    sh: &Arc<Shared>,
+    t0: Option<Instant>,
+) {
+    let n = msgs.len() as u64;
+    let (sh, p) = (sh.clone(), p.clone());
+    crate::rt::spawn(async move {
+        let answer = p.send_to(&mq, &msgs).await;
+        drop(slot);
+        match answer {
+            Ok(_) => {
+                if let Some(t0) = t0 {
+                    sh.published.fetch_add(n, Ordering::Relaxed);
+                    sh.record(|h| &mut h.publish, t0.elapsed().as_micros() as u64);
+                }
+            }
+            Err(e) => {
+                if sh.errors.fetch_add(n, Ordering::Relaxed) == 0 {
+                    eprintln!("bench: first failed send: {e}");
+                }
+            }
+        }
+    })
+    .detach();
+}
+
+/// Sends this producer's share of `--backlog` flat out in batches of [`FILL_BATCH`], with
+/// `--window` requests in flight, and waits for the answers.
+async fn accumulate(p: &Rc<AsyncProducer>, w: &Workload, queues: &[MessageQueue], ctl: &Control) {
+    let window = w.window.max(1) as u64;
+    let slots = Rc::new(crate::rt::Semaphore::new(window));
+    let mut qi = rand::random::<u32>() as usize;
+    loop {
+        let left = ctl.fill.fetch_sub(FILL_BATCH, Ordering::SeqCst);
+        if left <= 0 || ctl.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let Ok(slot) = slots.acquire_static_permit(1).await else { break };
+        qi += 1;
+        let mq = queues[qi % queues.len()].clone();
+        let msgs = (0..left.min(FILL_BATCH)).map(|_| bench_message(&mq.topic, w.message_size, 0)).collect();
+        send(p, mq, msgs, slot, &ctl.shared, None);
+    }
+    let _ = slots.acquire(window).await;
 }
 
 /// Consumer `index` of the workload: takes every `consumers`-th queue of the topics — a static
@@ -152,6 +198,9 @@ async fn consume(client: Rc<AsyncClient>, w: Workload, topics: Vec<String>, ctl:
         queues.extend(pc.queues(t).await.unwrap_or_default());
     }
     queues.sort();
+    while ctl.filled.load(Ordering::SeqCst) < w.producers && !ctl.stop.load(Ordering::Relaxed) {
+        crate::rt::sleep(Duration::from_millis(20)).await; // the backlog is not the consumers' to read
+    }
     let mut tasks = Vec::new();
     for q in queues.into_iter().skip(index).step_by(w.consumers.max(1)) {
         let Ok(start) = pc.max_offset(&q).await else { continue };

@@ -28,7 +28,7 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(h: &Histogram<u64>) -> Percentiles {
+    pub(super) fn of(h: &Histogram<u64>) -> Percentiles {
         let q = |v| h.value_at_quantile(v);
         Percentiles {
             p50_us: q(0.5),
@@ -68,6 +68,8 @@ pub struct Report {
     pub broker_cpu_seconds: Option<f64>,
     pub bench_cpu_seconds: f64,
     pub broker_cpu_us_per_message: Option<f64>,
+    /// With `--backlog`: the drain of the backlog during the second half of the run.
+    pub drain: Option<super::drain::DrainReport>,
 }
 
 /// CPU seconds (user + system) of a process, from /proc/<pid>/stat.
@@ -169,14 +171,24 @@ pub fn run(w: &Workload, broker_pid: Option<u32>) -> Result<Report, String> {
         measuring: AtomicBool::new(false),
         period: Mutex::new(Hists::new()),
         total: Mutex::new(Hists::new()),
+        phase: Mutex::new(Hists::new()),
     });
     let ctl = super::generator::Control {
         shared: shared.clone(),
         stop: Arc::new(AtomicBool::new(false)),
         go: Arc::new(AtomicBool::new(false)),
         ready: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        fill: Arc::new(std::sync::atomic::AtomicI64::new(w.backlog.min(i64::MAX as u64) as i64)),
+        filled: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
     };
     let executors = super::generator::start(w, &topics, &ctl);
+    if w.backlog > 0 {
+        let t = Instant::now();
+        while ctl.filled.load(Ordering::SeqCst) < w.producers {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        println!("accumulated {} messages in {:.1} s", w.backlog, t.elapsed().as_secs_f64());
+    }
     let deadline = Instant::now() + Duration::from_secs(30);
     while ctl.ready.load(Ordering::SeqCst) < w.consumers && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20)); // consumers know their start offsets first
@@ -192,8 +204,21 @@ pub fn run(w: &Workload, broker_pid: Option<u32>) -> Result<Report, String> {
     let (mut last_t, mut last_p, mut last_c) = (start, pub0, con0);
     let live = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let mut last_live = Instant::now();
+    let mut drain = (w.backlog > 0).then(Drain::default);
+    reset_phase(&shared);
     while start.elapsed() < Duration::from_secs(w.duration) {
         std::thread::sleep(Duration::from_millis(200));
+        let halfway = start.elapsed() >= Duration::from_secs(w.duration) / 2;
+        if let Some(d) = drain.as_mut().filter(|d| d.thread.is_none() && halfway) {
+            d.quiet = reset_phase(&shared);
+            d.started = Instant::now();
+            let security = w.security.resolve().unwrap_or_default(); // checked before the run
+            d.thread = Some(super::drain::start(&w.namesrv, security, &topics, d.progress.clone(), ctl.stop.clone()));
+        }
+        let finished = |d: &Drain| d.progress.finished_after_us.load(Ordering::SeqCst) > 0;
+        if let Some(d) = drain.as_mut().filter(|d| d.draining.is_none() && finished(d)) {
+            d.draining = Some(reset_phase(&shared)); // only the time the drain ran
+        }
         if live && last_live.elapsed() >= Duration::from_secs(1) {
             last_live = Instant::now();
             let secs = start.elapsed().as_secs_f64();
@@ -223,11 +248,68 @@ pub fn run(w: &Workload, broker_pid: Option<u32>) -> Result<Report, String> {
     report.broker_cpu_seconds = broker_pid.and_then(cpu_seconds).zip(cpu0).map(|(b, a)| b - a);
     report.bench_cpu_seconds = cpu_seconds(std::process::id()).unwrap_or(0.0) - self0;
     report.broker_cpu_us_per_message = report.broker_cpu_seconds.map(|s| s * 1e6 / ((p - pub0).max(1) as f64));
+    report.drain = drain.as_mut().map(|d| d.report(w.backlog, reset_phase(&shared)));
     ctl.stop.store(true, Ordering::SeqCst);
-    for h in executors {
+    for h in executors.into_iter().chain(drain.and_then(|d| d.thread)) {
         let _ = h.join();
     }
     Ok(report)
+}
+
+/// The drain of a `--backlog` run, started halfway through.
+struct Drain {
+    progress: Arc<super::drain::DrainProgress>,
+    started: Instant,
+    quiet: Percentiles,
+    /// Publish latency while the drain ran, taken when it finished.
+    draining: Option<Percentiles>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Default for Drain {
+    fn default() -> Drain {
+        Drain {
+            progress: Default::default(),
+            started: Instant::now(),
+            quiet: Default::default(),
+            draining: None,
+            thread: None,
+        }
+    }
+}
+
+impl Drain {
+    fn report(&mut self, backlog: u64, now: Percentiles) -> super::drain::DrainReport {
+        let finished_us = self.progress.finished_after_us.load(Ordering::SeqCst);
+        let seconds = if finished_us > 0 { finished_us as f64 / 1e6 } else { self.started.elapsed().as_secs_f64() };
+        let drained = self.progress.drained.load(Ordering::SeqCst);
+        let bytes = self.progress.log_bytes.load(Ordering::SeqCst);
+        super::drain::DrainReport {
+            backlog,
+            to_read: self.progress.to_read.load(Ordering::SeqCst),
+            drained,
+            drained_log_bytes: bytes,
+            seconds,
+            finished: finished_us > 0,
+            msgs_per_sec: drained as f64 / seconds.max(1e-9),
+            log_mib_per_sec: bytes as f64 / (1 << 20) as f64 / seconds.max(1e-9),
+            quiet_publish: self.quiet.clone(),
+            draining_publish: self.draining.take().unwrap_or(now),
+            raw_read_mib_per_sec: None,
+            ratio_to_raw_read: None,
+        }
+    }
+}
+
+/// The publish percentiles of the phase that ends now; starts the next phase.
+fn reset_phase(shared: &Shared) -> Percentiles {
+    let mut g = match shared.phase.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    let p = Percentiles::of(&g.publish);
+    *g = Hists::new();
+    p
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! (store vs raw O_DIRECT I/O), the `ringmq bench` load generator with its latency-vs-rate sweep, the raw-limit probe and the echo
 //! floor.
 
+pub mod drain;
 pub mod echo;
 mod generator;
 pub mod load;

@@ -48,6 +48,11 @@ pub struct Workload {
     /// latency is then measured from the due time (lateness), and early deliveries are counted
     #[arg(long, default_value_t = 0)]
     pub deliver_after_ms: u64,
+    /// Messages to accumulate (flat out, in batches of 64) before the measured run; the run's second
+    /// half then adds a new consumer group draining them from the first offset, and the report
+    /// gives the drain rate and the publish latency without and with it
+    #[arg(long, default_value_t = 0)]
+    pub backlog: u64,
     /// TLS and ACL signing of the generator's connections
     #[command(flatten)]
     pub security: crate::client::SecurityArgs,
@@ -69,6 +74,7 @@ impl Default for Workload {
             window: 64,
             report_every: 10,
             deliver_after_ms: 0,
+            backlog: 0,
             security: Default::default(),
         }
     }
@@ -96,6 +102,8 @@ pub(super) struct Shared {
     pub(super) measuring: AtomicBool,
     pub(super) period: Mutex<Hists>,
     pub(super) total: Mutex<Hists>,
+    /// Since the start of the current phase of a `--backlog` run (before / during the drain).
+    pub(super) phase: Mutex<Hists>,
 }
 
 impl Shared {
@@ -103,7 +111,7 @@ impl Shared {
         if !self.measuring.load(Ordering::Relaxed) {
             return;
         }
-        for m in [&self.period, &self.total] {
+        for m in [&self.period, &self.total, &self.phase] {
             if let Ok(mut h) = m.lock() {
                 let _ = pick(&mut h).record(us.max(1));
             }

@@ -1,0 +1,198 @@
+//! The drain of `ringmq bench --backlog N`: a new consumer group reading the accumulated backlog from
+//! the first offset while the workload's producers and tail consumers carry on (issue 17, part 4),
+//! and the raw sequential O_DIRECT read rate of the broker's commit log that it is judged against.
+//!
+//! The drain runs on an executor of its own (one thread, one connection per broker), pulls every
+//! queue concurrently in batches of [`DRAIN_BATCH`] without long polling, and stops each queue at
+//! the end offset it had when the drain started: it measures catching up, not tailing.
+
+use super::load::Percentiles;
+use crate::client::consumer::{PullSpec, TAG};
+use crate::client::{AsyncClient, AsyncPullConsumer, MessageQueue};
+use crate::protocol::codes::response as rs;
+use crate::rt::executor::{LocalExecutorBuilder, Placement};
+use crate::store::io::{Disk, DiskFile, DmaDisk};
+use serde::Serialize;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Messages per drain pull: the broker's cap for one pull is 1024 messages / 8 MiB.
+const DRAIN_BATCH: u32 = 1024;
+/// Bytes per raw read: the size of the broker's own sequential DMA reads is of the same order.
+const RAW_READ_CHUNK: usize = 1 << 20;
+/// The most the raw read reads: enough for a steady rate, bounded so the probe stays short.
+const RAW_READ_MAX: u64 = 4 << 30;
+
+/// What the drain measured.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct DrainReport {
+    /// Messages accumulated before the measured run.
+    pub backlog: u64,
+    /// Messages in the queues when the drain started: the backlog and what the workload had sent.
+    pub to_read: u64,
+    /// Messages the drain group read (up to each queue's end when it started).
+    pub drained: u64,
+    /// Stored log bytes of the drained messages.
+    pub drained_log_bytes: u64,
+    /// Seconds from the drain's start to its end (or to the end of the run if unfinished).
+    pub seconds: f64,
+    pub finished: bool,
+    pub msgs_per_sec: f64,
+    pub log_mib_per_sec: f64,
+    /// Publish latency of the workload in the half of the run before the drain …
+    pub quiet_publish: Percentiles,
+    /// … and in the half with it.
+    pub draining_publish: Percentiles,
+    /// Sequential O_DIRECT read rate of the log files (`--raw-read-dir`), measured after the run.
+    pub raw_read_mib_per_sec: Option<f64>,
+    /// `log_mib_per_sec` as a fraction of the raw read rate (target ≥ 0.5).
+    pub ratio_to_raw_read: Option<f64>,
+}
+
+/// Progress the drain shares with the reporting thread.
+#[derive(Default)]
+pub(super) struct DrainProgress {
+    pub to_read: AtomicU64,
+    pub drained: AtomicU64,
+    pub log_bytes: AtomicU64,
+    /// Microseconds from the drain's start to its end; 0 while it runs.
+    pub finished_after_us: AtomicU64,
+}
+
+/// Starts the drain of `topics` on its own executor thread; it ends when every queue is read up to
+/// its end at the start, or when `stop` is set.
+pub(super) fn start(
+    namesrv: &str,
+    security: crate::client::ClientSecurity,
+    topics: &[String],
+    progress: Arc<DrainProgress>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    let (namesrv, topics) = (namesrv.to_string(), topics.to_vec());
+    std::thread::spawn(move || {
+        let ex = match LocalExecutorBuilder::new(Placement::Unbound).name("bench-drain").make() {
+            Ok(ex) => ex,
+            Err(e) => {
+                eprintln!("bench: cannot start the drain executor: {e}");
+                return;
+            }
+        };
+        ex.run(async move {
+            let client = AsyncClient::with_security(&namesrv, security);
+            let pc = Rc::new(AsyncPullConsumer::with_client(client, "ringmq-bench-drain"));
+            let started = Instant::now();
+            let mut queues: Vec<MessageQueue> = Vec::new();
+            for t in &topics {
+                queues.extend(pc.queues(t).await.unwrap_or_default());
+            }
+            let mut tasks = Vec::new();
+            for q in queues {
+                let Ok(end) = pc.max_offset(&q).await else { continue };
+                progress.to_read.fetch_add(end, Ordering::SeqCst);
+                let (pc, progress, stop) = (pc.clone(), progress.clone(), stop.clone());
+                tasks.push(crate::rt::spawn(drain_queue(pc, q, end, progress, stop)));
+            }
+            for t in tasks {
+                t.await;
+            }
+            if !stop.load(Ordering::Relaxed) {
+                progress.finished_after_us.store(started.elapsed().as_micros().max(1) as u64, Ordering::SeqCst);
+            }
+        });
+    })
+}
+
+/// Reads `q` from its first offset up to `end`.
+async fn drain_queue(
+    pc: Rc<AsyncPullConsumer>,
+    q: MessageQueue,
+    end: u64,
+    p: Arc<DrainProgress>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut offset = 0;
+    while offset < end && !stop.load(Ordering::Relaxed) {
+        let spec = PullSpec { offset, max: DRAIN_BATCH, expression_type: TAG, expr: "*", suspend_ms: 0 };
+        match pc.pull(&q, &spec).await {
+            Ok(r) if r.code == rs::SUCCESS => {
+                let n = r.messages.iter().filter(|m| m.queue_offset < end).count() as u64;
+                let bytes: u64 = r.messages.iter().filter(|m| m.queue_offset < end).map(|m| m.size as u64).sum();
+                p.drained.fetch_add(n, Ordering::Relaxed);
+                p.log_bytes.fetch_add(bytes, Ordering::Relaxed);
+                offset = r.next_offset;
+            }
+            Ok(r) if r.code == rs::PULL_OFFSET_MOVED || r.code == rs::PULL_RETRY_IMMEDIATELY => {
+                offset = r.next_offset.max(offset)
+            }
+            Ok(_) => crate::rt::sleep(Duration::from_millis(10)).await,
+            Err(_) => crate::rt::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Reads the files of `dir` in name order with O_DIRECT (the store's own DMA files) in 1 MiB reads,
+/// up to `want` bytes (at least 256 MiB, at most 4 GiB, never more than the files hold); returns MiB/s.
+pub fn raw_read_rate(dir: &Path, want: u64) -> Result<f64, String> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    let want = want.clamp(256 << 20, RAW_READ_MAX);
+    let reader = LocalExecutorBuilder::new(Placement::Unbound)
+        .name("bench-raw-read")
+        .io_memory(crate::shard::startup::IO_MEMORY_BYTES)
+        .spawn(move || async move { read_files(&files, want).await })
+        .map_err(|e| e.to_string())?;
+    let (read, secs) = reader.join().map_err(|e| e.to_string())??;
+    if read == 0 {
+        return Err(format!("{}: nothing to read", dir.display()));
+    }
+    Ok(read as f64 / (1 << 20) as f64 / secs.max(1e-9))
+}
+
+/// Reads `files` one after another up to `want` bytes; returns the bytes read and the seconds taken.
+async fn read_files(files: &[std::path::PathBuf], want: u64) -> Result<(u64, f64), String> {
+    let started = Instant::now();
+    let mut read = 0u64;
+    for path in files {
+        let f = DmaDisk::default().open(path).await.map_err(|e| format!("{}: {e}", path.display()))?;
+        let size = DiskFile::size(f.as_ref()).await.map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut pos = 0u64;
+        while read < want && pos < size {
+            let n = RAW_READ_CHUNK.min((size - pos) as usize);
+            let got = DiskFile::read_at(f.as_ref(), pos, n).await.map_err(|e| format!("{}: {e}", path.display()))?;
+            if got.is_empty() {
+                break;
+            }
+            pos += got.len() as u64;
+            read += got.len() as u64;
+        }
+    }
+    Ok((read, started.elapsed().as_secs_f64()))
+}
+
+/// One line describing the drain.
+pub fn describe(d: &DrainReport) -> String {
+    format!(
+        "drain: {} of {} messages (backlog {}) in {:.2} s{} = {:.0} msgs/s, {:.1} MiB/s of log{} | publish p99 quiet {} us, while draining {} us ({:.2} x)",
+        d.drained,
+        d.to_read,
+        d.backlog,
+        d.seconds,
+        if d.finished { "" } else { " (unfinished)" },
+        d.msgs_per_sec,
+        d.log_mib_per_sec,
+        match (d.raw_read_mib_per_sec, d.ratio_to_raw_read) {
+            (Some(r), Some(x)) => format!(" = {x:.2} x the raw read rate {r:.0} MiB/s"),
+            _ => String::new(),
+        },
+        d.quiet_publish.p99_us,
+        d.draining_publish.p99_us,
+        d.draining_publish.p99_us as f64 / d.quiet_publish.p99_us.max(1) as f64
+    )
+}
