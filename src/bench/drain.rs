@@ -6,7 +6,7 @@
 //! queue concurrently in batches of [`DRAIN_BATCH`] without long polling, and stops each queue at
 //! the end offset it had when the drain started: it measures catching up, not tailing.
 
-use super::load::Percentiles;
+use super::workload::Percentiles;
 use crate::client::consumer::{PullSpec, TAG};
 use crate::client::{AsyncClient, AsyncPullConsumer, MessageQueue};
 use crate::protocol::codes::response as rs;

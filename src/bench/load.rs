@@ -7,40 +7,13 @@
 //! backlog, and p50…max of publish, publish-delay and end-to-end latency from HDR histograms; broker
 //! CPU (from /proc when `--broker-pid` is given) and CPU µs per message.
 
-pub use super::workload::Workload;
 use super::workload::{Hists, Shared};
+pub use super::workload::{Percentiles, Workload};
 use crate::client::Producer;
-use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-#[derive(Debug, Clone, Serialize, Default)]
-pub struct Percentiles {
-    pub p50_us: u64,
-    pub p75_us: u64,
-    pub p95_us: u64,
-    pub p99_us: u64,
-    pub p999_us: u64,
-    pub p9999_us: u64,
-    pub max_us: u64,
-}
-
-impl Percentiles {
-    pub(super) fn of(h: &Histogram<u64>) -> Percentiles {
-        let q = |v| h.value_at_quantile(v);
-        Percentiles {
-            p50_us: q(0.5),
-            p75_us: q(0.75),
-            p95_us: q(0.95),
-            p99_us: q(0.99),
-            p999_us: q(0.999),
-            p9999_us: q(0.9999),
-            max_us: h.max(),
-        }
-    }
-}
 
 /// One report line (a period or the whole run).
 #[derive(Debug, Clone, Serialize, Default)]

@@ -169,3 +169,30 @@ pub(super) fn record_consumed(sh: &Shared, msgs: &[crate::protocol::message::Sto
     }
     sh.consumed.fetch_add(msgs.len() as u64, Ordering::Relaxed);
 }
+
+/// Latency percentiles of one histogram, in microseconds.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Percentiles {
+    pub p50_us: u64,
+    pub p75_us: u64,
+    pub p95_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub p9999_us: u64,
+    pub max_us: u64,
+}
+
+impl Percentiles {
+    pub(super) fn of(h: &Histogram<u64>) -> Percentiles {
+        let q = |v| h.value_at_quantile(v);
+        Percentiles {
+            p50_us: q(0.5),
+            p75_us: q(0.75),
+            p95_us: q(0.95),
+            p99_us: q(0.99),
+            p999_us: q(0.999),
+            p9999_us: q(0.9999),
+            max_us: h.max(),
+        }
+    }
+}
