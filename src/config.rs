@@ -63,6 +63,9 @@ pub struct Config {
     /// Consume-queue entries each queue keeps in memory once checkpointed (older ones are read from
     /// the queue files).
     pub cq_window_entries: usize,
+    /// Key-index entries per sealed index file, and about the most the index keeps in memory per
+    /// shard (1 Mi: a 28 MiB file, ~40 MiB of memory).
+    pub index_seal_entries: u64,
     /// Clients silent for this long are dropped (RocketMQ's 120 s).
     pub client_expiry_secs: u64,
     /// Re-registration period with the name server (RocketMQ's 30 s).
@@ -166,6 +169,7 @@ impl Default for Config {
             tail_cache_bytes: 64 << 20,
             read_cache_bytes: 32 << 20,
             cq_window_entries: crate::store::CQ_WINDOW_ENTRIES,
+            index_seal_entries: crate::store::index::set::SEAL_ENTRIES,
             client_expiry_secs: 120,
             register_period_secs: 30,
             broker_expiry_secs: 120,

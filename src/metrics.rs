@@ -63,6 +63,12 @@ pub struct Snapshot {
     pub cq_entries_in_memory: u64,
     /// File reads of consume-queue entries behind the in-memory windows.
     pub cq_cold_reads: u64,
+    /// Key-index entries held in memory (the tier not yet sealed into a file).
+    pub index_entries_in_memory: u64,
+    /// Sealed key-index files (read on demand).
+    pub index_sealed_files: u64,
+    /// Sealed key-index files found damaged (dropped; the next start rebuilds the index).
+    pub index_files_damaged: u64,
     /// Parked (delayed or timer) messages kept undelivered because they are damaged.
     pub damaged_parked: u64,
     /// Connections closed at accept past the shard's connection limit.
@@ -243,6 +249,11 @@ pub fn render(hub: &MetricsHub, data_dir: &std::path::Path) -> String {
         counter_family(&mut reg, "damaged_parked", "Delayed or timer messages kept undelivered because damaged");
     let cq_mem = gauge_family(&mut reg, "cq_entries_in_memory", "Consume-queue entries held in memory (24 bytes each)");
     let cq_cold = counter_family(&mut reg, "cq_cold_reads", "Consume-queue file reads for entries behind the window");
+    let idx_mem =
+        gauge_family(&mut reg, "index_entries_in_memory", "Key-index entries held in memory (~40 bytes each)");
+    let idx_sealed = gauge_family(&mut reg, "index_sealed_files", "Sealed key-index files, read on demand");
+    let idx_damaged =
+        counter_family(&mut reg, "index_files_damaged", "Sealed key-index files found damaged and dropped");
     let conns_refused = counter_family(&mut reg, "connections_refused", "Connections closed at the shard's limit");
     let acl_denied = counter_family(&mut reg, "acl_denied", "Requests refused by the ACL (NO_PERMISSION)");
     let conns = gauge_family(&mut reg, "connections", "Open client connections");
@@ -304,6 +315,9 @@ pub fn render(hub: &MetricsHub, data_dir: &std::path::Path) -> String {
         damaged_parked.get_or_create(&labels(&[("shard", sh.clone())])).inc_by(s.damaged_parked);
         cq_mem.get_or_create(&labels(&[("shard", sh.clone())])).set(s.cq_entries_in_memory as i64);
         cq_cold.get_or_create(&labels(&[("shard", sh.clone())])).inc_by(s.cq_cold_reads);
+        idx_mem.get_or_create(&labels(&[("shard", sh.clone())])).set(s.index_entries_in_memory as i64);
+        idx_sealed.get_or_create(&labels(&[("shard", sh.clone())])).set(s.index_sealed_files as i64);
+        idx_damaged.get_or_create(&labels(&[("shard", sh.clone())])).inc_by(s.index_files_damaged);
         conns_refused.get_or_create(&labels(&[("shard", sh.clone())])).inc_by(s.connections_refused);
         acl_denied.get_or_create(&labels(&[("shard", sh.clone())])).inc_by(s.acl_denied);
         full.get_or_create(&labels(&[("shard", sh.clone())])).set(s.disk_full as i64);

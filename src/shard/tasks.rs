@@ -91,6 +91,7 @@ fn publish_metrics(b: &Broker) {
     snap.damaged_reads = b.store.damaged_reads();
     snap.cq_entries_in_memory = b.store.entries_in_memory() as u64;
     snap.cq_cold_reads = b.store.cold_reads();
+    (snap.index_entries_in_memory, snap.index_sealed_files, snap.index_files_damaged) = b.store.index_stats();
     snap.connections_refused = b.connections_refused.get();
     snap.acl_denied = b.acl_denied.get();
     snap.connections = b.connections.get();

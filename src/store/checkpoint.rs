@@ -15,6 +15,7 @@
 
 use super::consume_queue::{CQ_ENTRY_BYTES, CQ_FILE_ENTRIES};
 use super::files::{Files, SharedFiles, create_dir_durable, read_optional, write_atomic};
+use super::index::set::IndexJob;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,9 +31,16 @@ pub struct Checkpoint {
     /// versions: their queue files are rebuilt once).
     #[serde(default)]
     pub queue_crcs: BTreeMap<String, BTreeMap<i32, u32>>,
-    /// Entries in `index/keys` and the CRC32 of their bytes.
+    /// Entries in the key index's active file and the CRC32 of their bytes.
     pub index_entries: u64,
     pub index_crc: u32,
+    /// Number of the active file's first entry (it names the file: `index/set.rs`); 0 before any seal.
+    #[serde(default)]
+    pub index_base: u64,
+    /// First entry of the oldest sealed index file still needed; sealed files cover
+    /// `[index_sealed_from, index_base)`.
+    #[serde(default)]
+    pub index_sealed_from: u64,
 }
 
 /// Why a checkpoint file is not trusted.
@@ -64,13 +72,9 @@ pub struct QueueWrite {
 pub struct CheckpointJob {
     pub files: SharedFiles,
     pub queues: Vec<QueueWrite>,
-    pub index_path: PathBuf,
-    /// Where in the index file `index_bytes` go (entries already persisted × 20): a failed job's
-    /// partial write is overwritten by the next one instead of being followed by it.
-    pub index_at: u64,
-    pub index_bytes: Vec<u8>,
-    /// The running CRC of the index file including `index_bytes` (the store keeps it on success).
-    pub index_hasher: crc32fast::Hasher,
+    /// The key index's new entries, and a seal when one is due (a failed job's partial write is
+    /// overwritten by the next one instead of being followed by it).
+    pub index: IndexJob,
     pub checkpoint_path: PathBuf,
     pub checkpoint: Checkpoint,
 }
@@ -125,19 +129,10 @@ impl CheckpointJob {
         for q in &self.queues {
             write_queue(files, q)?;
         }
-        if !self.index_bytes.is_empty() {
-            let fresh = !files.exists(&self.index_path);
-            if let Some(dir) = self.index_path.parent() {
-                create_dir_durable(files, dir)?;
-            }
-            files.write_at(&self.index_path, self.index_at, &self.index_bytes)?;
-            files.set_len(&self.index_path, self.index_at + self.index_bytes.len() as u64)?;
-            files.sync(&self.index_path)?;
-            if fresh && let Some(dir) = self.index_path.parent() {
-                files.sync_dir(dir)?;
-            }
-        }
-        write_atomic(files, &self.checkpoint_path, &self.checkpoint.encode())
+        self.index.write(files)?;
+        write_atomic(files, &self.checkpoint_path, &self.checkpoint.encode())?;
+        self.index.clean_up(files);
+        Ok(())
     }
 }
 

@@ -4,7 +4,6 @@
 
 use super::checkpoint::{Checkpoint, CheckpointJob, QueueWrite};
 use super::consume_queue::{self, queue_dir};
-use super::index;
 use super::io::Disk;
 use super::{Store, now_ms};
 
@@ -13,7 +12,7 @@ impl<D: Disk> Store<D> {
     /// Returns `None` when nothing changed.
     pub fn checkpoint_job(&self) -> Option<CheckpointJob> {
         let limit = self.log.flushed_pos();
-        if limit == self.checkpointed.get() {
+        if limit == self.checkpointed.get() && !self.index.borrow().has_expired() {
             return None;
         }
         let root = self.cfg.dir.join("consumequeue");
@@ -44,26 +43,22 @@ impl<D: Disk> Store<D> {
                 }
             }
         }
-        let index_bytes = self.index.borrow_mut().take_persistable(limit);
-        let mut index_hasher = self.index_hasher.borrow().clone();
-        index_hasher.update(&index_bytes);
-        let index_entries = self.index_file_entries.get() + (index_bytes.len() / index::INDEX_ENTRY_BYTES) as u64;
+        let index = self.index.borrow_mut().job(limit);
         Some(CheckpointJob {
             files: self.files.clone(),
             queues: writes,
-            index_path: self.cfg.dir.join("index").join("keys"),
-            index_at: self.index_file_entries.get() * index::INDEX_ENTRY_BYTES as u64,
-            index_bytes,
-            index_hasher: index_hasher.clone(),
             checkpoint_path: self.cfg.dir.join("checkpoint"),
             checkpoint: Checkpoint {
                 log_offset: limit,
                 written_at_ms: now_ms(),
                 queue_ends,
                 queue_crcs,
-                index_entries,
-                index_crc: index_hasher.finalize(),
+                index_entries: index.entries,
+                index_crc: index.crc(),
+                index_base: index.base,
+                index_sealed_from: index.sealed_from,
             },
+            index,
         })
     }
 
@@ -82,12 +77,11 @@ impl<D: Disk> Store<D> {
                     }
                 }
                 self.checkpointed.set(job.checkpoint.log_offset);
-                *self.index_hasher.borrow_mut() = job.index_hasher.clone();
-                self.index_file_entries.set(job.checkpoint.index_entries);
+                self.index.borrow_mut().finished(&*self.files, &job.index, true);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "checkpoint failed; recovery will replay from the previous one");
-                self.index.borrow_mut().restore_unpersisted(&job.index_bytes);
+                self.index.borrow_mut().finished(&*self.files, &job.index, false);
             }
         }
     }

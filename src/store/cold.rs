@@ -171,6 +171,14 @@ impl<D: Disk> Store<D> {
         self.queues.borrow().values().flat_map(|qs| qs.values()).map(|q| q.in_memory()).sum()
     }
 
+    /// Key-index entries held in memory, sealed index files, and sealed files found damaged (gauges
+    /// `ringmq_index_entries_in_memory`, `ringmq_index_sealed_files`; counter
+    /// `ringmq_index_files_damaged`).
+    pub fn index_stats(&self) -> (u64, u64, u64) {
+        let i = self.index.borrow();
+        (i.entries_in_memory() as u64, i.sealed_files() as u64, i.damaged_files())
+    }
+
     /// File reads done for cold consume-queue entries.
     pub fn cold_reads(&self) -> u64 {
         self.cold.borrow().reads

@@ -6,7 +6,7 @@
 use super::checkpoint::Checkpoint;
 use super::consume_queue::{ConsumeQueue, load_queue};
 use super::files::Files;
-use super::index::KeyIndex;
+use super::index::set::IndexSet;
 use super::io::Disk;
 use super::{Store, recovery};
 use crate::protocol::message::StoredMessage;
@@ -45,8 +45,6 @@ impl<D: Disk> Store<D> {
         }
         *self.queues.get_mut() = d.queues;
         *self.index.get_mut() = d.index;
-        *self.index_hasher.get_mut() = d.index_hasher;
-        self.index_file_entries.set(d.index_file_entries);
         Ok(())
     }
 
@@ -89,16 +87,11 @@ impl<D: Disk> Store<D> {
     }
 
     /// Drops every derived file and in-memory table before a rebuild from the log.
-    pub(super) fn forget_derived(&mut self, cq_root: &std::path::Path, index_path: &std::path::Path, log_min: u64) {
+    pub(super) fn forget_derived(&mut self, cq_root: &std::path::Path, log_min: u64) {
         let _ = self.files.remove_dir_all(cq_root);
-        if self.files.exists(index_path) {
-            let _ = self.files.remove_file(index_path);
-        }
+        self.index.get_mut().forget(&*self.files);
         self.queues.get_mut().clear();
         *self.cold.get_mut() = Default::default();
-        *self.index.get_mut() = KeyIndex::default();
-        *self.index_hasher.get_mut() = crc32fast::Hasher::new();
-        self.index_file_entries.set(0);
         self.checkpointed.set(log_min.min(self.checkpointed.get()));
     }
 
@@ -111,9 +104,7 @@ impl<D: Disk> Store<D> {
 /// Derived files as loaded, before verification.
 pub(super) struct Derived {
     queues: HashMap<String, HashMap<i32, ConsumeQueue>>,
-    index: KeyIndex,
-    index_hasher: crc32fast::Hasher,
-    index_file_entries: u64,
+    index: IndexSet,
 }
 
 /// The checkpoint to recover from: the file's if it verifies and points at a batch boundary inside
@@ -148,13 +139,12 @@ pub(super) async fn trusted_checkpoint<D: Disk>(
 /// (the caller rebuilds).
 pub(super) fn load_derived(
     files: &dyn Files,
-    cq_root: &std::path::Path,
-    index_path: &std::path::Path,
+    cfg: &super::StoreConfig,
     cp: &Checkpoint,
     log_min: u64,
     limit: u64,
-    window: usize,
 ) -> Result<Derived, String> {
+    let (cq_root, window) = (&cfg.dir.join("consumequeue"), cfg.cq_window_entries);
     let mut queues: HashMap<String, HashMap<i32, ConsumeQueue>> = HashMap::new();
     for topic in files.list(cq_root).map_err(|e| format!("{}: {e}", cq_root.display()))? {
         let tdir = cq_root.join(&topic);
@@ -169,8 +159,6 @@ pub(super) fn load_derived(
             }
         }
     }
-    let expect = (cp.index_entries, cp.index_crc);
-    let (index, index_hasher) = KeyIndex::load(files, index_path, log_min, limit, expect)
-        .map_err(|e| format!("{}: {e}", index_path.display()))?;
-    Ok(Derived { queues, index, index_hasher, index_file_entries: cp.index_entries })
+    let index = IndexSet::load(files, cfg.dir.join("index"), cfg.index_seal_entries, cp, log_min, limit)?;
+    Ok(Derived { queues, index })
 }

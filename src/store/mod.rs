@@ -31,7 +31,7 @@ use bytes::Bytes;
 use consume_queue::{ConsumeQueue, CqEntry};
 use dispatch::{DispatchInfo, enters_queue, index_keys};
 pub use error::{EXIT_STORE_CORRUPT, EXIT_STORE_POISONED, StoreError};
-use index::KeyIndex;
+use index::set::IndexSet;
 use io::Disk;
 pub use log::FlushMode;
 use log::{CommitLog, LogConfig};
@@ -65,6 +65,9 @@ pub struct StoreConfig {
     /// Consume-queue entries each queue keeps in memory once they are in its files (the hot tail);
     /// older ones are read from the files (`cold.rs`).
     pub cq_window_entries: usize,
+    /// Key-index entries per sealed index file; also about the most the index holds in memory
+    /// (`index::set::SEAL_ENTRIES`).
+    pub index_seal_entries: u64,
     /// Tag codes and indexing of records, as the store's owner wants them (`dispatch::DispatchRules`).
     pub rules: std::sync::Arc<dyn dispatch::DispatchRules>,
 }
@@ -82,6 +85,7 @@ impl StoreConfig {
             disk_clean_ratio: 0.75,
             disk_full_ratio: 0.90,
             cq_window_entries: CQ_WINDOW_ENTRIES,
+            index_seal_entries: index::set::SEAL_ENTRIES,
             rules: std::sync::Arc::new(dispatch::PlainRules),
         }
     }
@@ -127,10 +131,8 @@ pub struct Store<D: Disk> {
     queues: RefCell<HashMap<String, HashMap<i32, ConsumeQueue>>>,
     /// Consume-queue blocks read back from files for readers behind the in-memory window.
     cold: RefCell<cold::ColdCache>,
-    index: RefCell<KeyIndex>,
-    /// CRC32 of the index file's bytes so far, and its length in entries (the checkpoint's manifest).
-    index_hasher: RefCell<crc32fast::Hasher>,
-    index_file_entries: Cell<u64>,
+    /// The key index: its in-memory tier and its files (`index/set.rs`).
+    index: RefCell<IndexSet>,
     last_store_ms: Cell<i64>,
     disk_full: Cell<Option<u32>>,
     checkpointed: Cell<u64>,
@@ -164,18 +166,17 @@ impl<D: Disk> Store<D> {
         let log_min = log.min_pos();
         let limit = cp.log_offset.min(log.write_pos());
         let cq_root = cfg.dir.join("consumequeue");
-        let index_path = cfg.dir.join("index").join("keys");
-        let loaded = derived::load_derived(&*files, &cq_root, &index_path, &cp, log_min, limit, cfg.cq_window_entries);
+        let index_dir = cfg.dir.join("index");
+        let loaded = derived::load_derived(&*files, &cfg, &cp, log_min, limit);
         let dir = cfg.dir.clone();
+        let seal_entries = cfg.index_seal_entries;
         let mut store = Store {
             cfg,
             log,
             files,
             queues: RefCell::new(HashMap::new()),
             cold: RefCell::new(cold::ColdCache::default()),
-            index: RefCell::new(KeyIndex::default()),
-            index_hasher: RefCell::new(crc32fast::Hasher::new()),
-            index_file_entries: Cell::new(0),
+            index: RefCell::new(IndexSet::new(index_dir, seal_entries)),
             last_store_ms: Cell::new(0),
             disk_full: Cell::new(None),
             checkpointed: Cell::new(limit),
@@ -194,7 +195,7 @@ impl<D: Disk> Store<D> {
             tracing::warn!(dir = %store.cfg.dir.display(), %why,
                 "consume-queue or index files do not verify: rebuilding all of them from the commit log");
             store.rebuilt_derived.set(store.rebuilt_derived.get() + 1);
-            store.forget_derived(&cq_root, &index_path, log_min);
+            store.forget_derived(&cq_root, log_min);
             let disk = store.log.disk();
             let rules = store.cfg.rules.clone();
             records =
@@ -531,7 +532,7 @@ impl<D: Disk> Store<D> {
 
     /// Physical offsets indexed under `topic#key` in the time range, newest first.
     pub fn index_lookup(&self, topic: &str, key: &str, begin_ms: i64, end_ms: i64, max: usize) -> Vec<u64> {
-        self.index.borrow().lookup(topic, key, begin_ms, end_ms, max)
+        self.index.borrow_mut().lookup(&*self.files, topic, key, begin_ms, end_ms, max)
     }
 
     /// The small files beside the log (consume queues, index, checkpoint; the broker's config).
@@ -561,3 +562,5 @@ mod tests;
 mod tests_cold;
 #[cfg(test)]
 mod tests_derived;
+#[cfg(test)]
+mod tests_index;

@@ -113,7 +113,7 @@ impl<D: Disk> Store<D> {
                 q.trim_below(log_min);
             }
         }
-        self.index.borrow_mut().trim_below(log_min);
+        self.index.borrow_mut().expire(log_min);
     }
 
     /// Sets or clears the disk-full refusal from the current usage.

@@ -1,17 +1,23 @@
 //! The key index: `topic#key` (each KEYS token and the UNIQ_KEY) → physical offsets, for QUERY_MESSAGE
 //! and lookups by unique key. Owned by one shard.
 //!
-//! In memory, shaped like RocketMQ's IndexFile but flat: entries in log order (`[hash, link to the
-//! previous entry with that hash, physical offset, store ms]`, 24 bytes, no allocation per key) and a
-//! slot table from hash to its newest entry (~15 bytes per distinct hash). About 40 bytes per
-//! indexed key, against ~120 for a map of vectors, which at 200 000 sends/s also spent a sixth of
-//! the shard's CPU growing and rehashing. Retention drops a prefix of the entries; slots and links
-//! that point below it are dead and ignored (slots are swept when segments are deleted).
+//! Two tiers. The newest entries (at most `index_seal_entries` plus what arrives between two
+//! checkpoints) are in memory here (`KeyIndex`), shaped like RocketMQ's IndexFile but flat: entries
+//! in log order (`[hash, link to the previous entry with that hash, physical offset, store ms]`,
+//! 24 bytes, no allocation per key) and a slot table from hash to its newest entry (~15 bytes per
+//! distinct hash), about 40 bytes per key. Every entry has a global number that never changes (the
+//! count of entries indexed before it), which names the files that hold it on disk.
 //!
-//! On disk: `index/keys`, append-only 20-byte entries `[4 hash][8 physical offset][8 store ms]`,
-//! written by the checkpoint job from the entries not yet persisted, and loaded up to the checkpoint.
-//! Hash collisions are resolved by the caller, which reads the record and compares the key; entries
-//! whose record was deleted by retention are skipped at query time.
+//! On disk (`set.rs`): the entries not yet sealed are appended to the active file `index/keys` (or
+//! `index/keys-<number of its first entry>`), 20-byte entries `[4 hash][8 physical offset][8 store
+//! ms]`, written by the checkpoint job and loaded up to the checkpoint at start. Every
+//! `index_seal_entries` entries the checkpoint job seals them into a hash file (`sealed.rs`) that is
+//! read on demand, never loaded, and the in-memory tier forgets them: memory is independent of the
+//! backlog. Hash collisions are resolved by the caller, which reads the record and compares the key;
+//! entries whose record was deleted by retention are skipped at query time.
+
+pub mod sealed;
+pub mod set;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -96,18 +102,63 @@ impl KeyIndex {
         let todo = self.entries.range(from..).take_while(|e| e.physical_offset < limit);
         let mut out = Vec::with_capacity(todo.clone().count() * INDEX_ENTRY_BYTES);
         for e in todo {
-            out.extend_from_slice(&e.hash.to_be_bytes());
-            out.extend_from_slice(&e.physical_offset.to_be_bytes());
-            out.extend_from_slice(&e.store_timestamp_ms.to_be_bytes());
+            let e = IndexEntry {
+                hash: e.hash,
+                physical_offset: e.physical_offset,
+                store_timestamp_ms: e.store_timestamp_ms,
+            };
+            encode(&e, &mut out);
         }
         self.persisted += (out.len() / INDEX_ENTRY_BYTES) as u64;
         out
     }
 
-    /// Marks the entries a failed persist took as not persisted again.
-    pub fn restore_unpersisted(&mut self, data: &[u8]) {
-        let n = (data.len() / INDEX_ENTRY_BYTES) as u64;
+    /// Marks the `n` entries a failed persist took as not persisted again.
+    pub fn restore_unpersisted(&mut self, n: u64) {
         self.persisted = self.persisted.saturating_sub(n).max(self.first);
+    }
+
+    /// Global number of the first entry not yet persisted.
+    pub fn persisted(&self) -> u64 {
+        self.persisted.max(self.first)
+    }
+
+    /// Global number of the oldest entry held.
+    pub fn first(&self) -> u64 {
+        self.first
+    }
+
+    /// The entries numbered `[from, to)` that are held, in log order.
+    pub fn entries_between(&self, from: u64, to: u64) -> Vec<IndexEntry> {
+        let lo = from.max(self.first);
+        let hi = to.min(self.first + self.entries.len() as u64).max(lo);
+        self.entries
+            .range((lo - self.first) as usize..(hi - self.first) as usize)
+            .map(|e| IndexEntry {
+                hash: e.hash,
+                physical_offset: e.physical_offset,
+                store_timestamp_ms: e.store_timestamp_ms,
+            })
+            .collect()
+    }
+
+    /// The entries numbered `[from, to)` in the 20-byte file form.
+    pub fn encode_between(&self, from: u64, to: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity((to.saturating_sub(from) as usize) * INDEX_ENTRY_BYTES);
+        for e in self.entries_between(from, to) {
+            encode(&e, &mut out);
+        }
+        out
+    }
+
+    /// Forgets the entries numbered below `n` (they are in a sealed file now).
+    pub fn forget_before(&mut self, n: u64) {
+        let count = n.saturating_sub(self.first).min(self.entries.len() as u64);
+        self.entries.drain(..count as usize);
+        self.first += count;
+        self.persisted = self.persisted.max(self.first);
+        let first = self.first;
+        self.newest.retain(|_, newest| *newest >= first);
     }
 
     /// Drops entries whose records were deleted (a prefix: entries are in log order).
@@ -138,6 +189,7 @@ impl KeyIndex {
         log_min: u64,
         limit: u64,
         expect: (u64, u32),
+        base: u64,
     ) -> std::io::Result<(KeyIndex, crc32fast::Hasher)> {
         let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidData, why);
         let (entries, crc) = expect;
@@ -155,8 +207,10 @@ impl KeyIndex {
         if hasher.clone().finalize() != crc {
             return Err(invalid(format!("CRC of its {entries} entries does not match the checkpoint")));
         }
-        let mut idx = KeyIndex::default();
-        for e in data[..len].chunks_exact(INDEX_ENTRY_BYTES).map_while(decode) {
+        let entries: Vec<IndexEntry> = data[..len].chunks_exact(INDEX_ENTRY_BYTES).map_while(decode).collect();
+        let retained = entries.iter().position(|e| e.physical_offset >= log_min).unwrap_or(entries.len());
+        let mut idx = KeyIndex { first: base + retained as u64, ..Default::default() };
+        for e in entries {
             if e.physical_offset >= limit {
                 return Err(invalid(format!("an entry points past the checkpoint ({})", e.physical_offset)));
             }
@@ -171,6 +225,12 @@ impl KeyIndex {
         }
         Ok((idx, hasher))
     }
+}
+
+fn encode(e: &IndexEntry, out: &mut Vec<u8>) {
+    out.extend_from_slice(&e.hash.to_be_bytes());
+    out.extend_from_slice(&e.physical_offset.to_be_bytes());
+    out.extend_from_slice(&e.store_timestamp_ms.to_be_bytes());
 }
 
 fn decode(b: &[u8]) -> Option<IndexEntry> {
@@ -209,12 +269,12 @@ mod tests {
         assert_eq!(bytes.len(), 40);
         std::fs::write(&path, [&bytes[..], &[7u8; 20][..]].concat()).unwrap(); // + a torn later append
         let first = (1, crc32fast::hash(&bytes[..20]));
-        let (loaded, hasher) = KeyIndex::load(&crate::store::files::OsFiles, &path, 0, 15, first).unwrap();
+        let (loaded, hasher) = KeyIndex::load(&crate::store::files::OsFiles, &path, 0, 15, first, 0).unwrap();
         assert_eq!(hasher.finalize(), first.1);
         assert_eq!(loaded.lookup("T", "a", 0, 9, 9), vec![10]);
         assert!(loaded.lookup("T", "b", 0, 9, 9).is_empty());
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 20, "cut after the manifest's entries");
-        let (mut again, _) = KeyIndex::load(&crate::store::files::OsFiles, &path, 0, 15, first).unwrap();
+        let (mut again, _) = KeyIndex::load(&crate::store::files::OsFiles, &path, 0, 15, first, 0).unwrap();
         assert!(again.take_persistable(u64::MAX).is_empty(), "loaded entries are not persisted twice");
     }
 
@@ -227,23 +287,23 @@ mod tests {
         idx.add("T", "b", 20, 2);
         let bytes = idx.take_persistable(u64::MAX);
         let expect = (2, crc32fast::hash(&bytes));
-        assert!(KeyIndex::load(&crate::store::files::OsFiles, &path, 0, 100, expect).is_err(), "missing");
+        assert!(KeyIndex::load(&crate::store::files::OsFiles, &path, 0, 100, expect, 0).is_err(), "missing");
         assert!(
-            KeyIndex::load(&crate::store::files::OsFiles, &path, 0, 100, (0, 0)).is_ok(),
+            KeyIndex::load(&crate::store::files::OsFiles, &path, 0, 100, (0, 0), 0).is_ok(),
             "missing and expected empty"
         );
         std::fs::write(&path, &bytes[..30]).unwrap();
-        assert!(KeyIndex::load(&crate::store::files::OsFiles, &path, 0, 100, expect).is_err(), "truncated");
+        assert!(KeyIndex::load(&crate::store::files::OsFiles, &path, 0, 100, expect, 0).is_err(), "truncated");
         let mut flipped = bytes.clone();
         flipped[5] ^= 1;
         std::fs::write(&path, &flipped).unwrap();
-        assert!(KeyIndex::load(&crate::store::files::OsFiles, &path, 0, 100, expect).is_err(), "flipped");
+        assert!(KeyIndex::load(&crate::store::files::OsFiles, &path, 0, 100, expect, 0).is_err(), "flipped");
         std::fs::write(&path, &bytes).unwrap();
         assert!(
-            KeyIndex::load(&crate::store::files::OsFiles, &path, 0, 15, expect).is_err(),
+            KeyIndex::load(&crate::store::files::OsFiles, &path, 0, 15, expect, 0).is_err(),
             "points past the checkpoint"
         );
-        assert_eq!(KeyIndex::load(&crate::store::files::OsFiles, &path, 0, 100, expect).unwrap().0.len(), 2);
+        assert_eq!(KeyIndex::load(&crate::store::files::OsFiles, &path, 0, 100, expect, 0).unwrap().0.len(), 2);
     }
 
     #[test]
@@ -254,7 +314,7 @@ mod tests {
         }
         let first = idx.take_persistable(55);
         assert_eq!(first.len(), 6 * INDEX_ENTRY_BYTES);
-        idx.restore_unpersisted(&first);
+        idx.restore_unpersisted((first.len() / INDEX_ENTRY_BYTES) as u64);
         assert_eq!(idx.take_persistable(u64::MAX).len(), 10 * INDEX_ENTRY_BYTES, "the failed part comes again");
         assert_eq!(idx.lookup("T", "even", 0, 100, 10), vec![80, 60, 40, 20, 0]);
         idx.trim_below(45);
