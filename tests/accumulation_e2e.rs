@@ -1,6 +1,7 @@
-//! Black-box: a backlog larger than the consume queues' in-memory window, through a real broker
-//! and the native client — memory holds only the window, a new group drains the backlog from
-//! offset 0 through cold reads of the queue files, before and after a kill -9.
+//! Black-box: a backlog larger than the consume queues' in-memory window and the key index's seal
+//! size, through a real broker and the native client — memory holds only the window and the index's
+//! unsealed tier, a new group drains the backlog from offset 0 through cold reads of the queue files,
+//! and QUERY_MESSAGE finds keys in sealed index files, before and after a kill -9.
 
 mod common;
 
@@ -12,6 +13,8 @@ use std::time::Duration;
 const WINDOW: u64 = 64;
 const QUEUES: u64 = 2;
 const MESSAGES: u64 = 20_000;
+/// Keys per sealed index file: 20 000 messages carry 40 000 keys (KEYS and the unique key).
+const SEAL: u64 = 1_000;
 
 /// Every message of `topic` from offset 0, queue by queue, as the bodies' numbers.
 fn drain(c: &PullConsumer, topic: &str) -> Vec<Vec<u64>> {
@@ -51,17 +54,21 @@ fn assert_window_only(s: &Server, when: &str) {
 
 #[test]
 fn backlog_beyond_the_window_is_served_from_queue_files_with_bounded_memory() {
-    let mut s = Server::start_with_config(1, ".toml", &format!("cq_window_entries = {WINDOW}\n"));
+    let config = format!("cq_window_entries = {WINDOW}\nindex_seal_entries = {SEAL}\n");
+    let mut s = Server::start_with_config(1, ".toml", &config);
     let p = Producer::new(&s.namesrv(), "AccPG");
     p.create_topic("Backlog", QUEUES as u32).unwrap();
     for chunk in (0..MESSAGES).collect::<Vec<_>>().chunks(100) {
-        let batch: Vec<Message> = chunk.iter().map(|i| Message::new("Backlog", i.to_string())).collect();
+        let batch: Vec<Message> =
+            chunk.iter().map(|i| Message::new("Backlog", i.to_string()).with_keys(&[&format!("order-{i}")])).collect();
         p.send_batch(&batch).unwrap();
     }
     // Once checkpointed (every second), only the window stays in memory.
     assert_window_only(&s, "after the sends");
+    assert_index_sealed(&s, "after the sends");
     let c = PullConsumer::new(&s.namesrv(), "AccCG");
     assert_whole(&drain(&c, "Backlog"));
+    assert_keys_found(&c);
     assert!(wait_until(Duration::from_secs(5), || s.metric_sum("ringmq_cq_cold_reads_total") > 0));
     // A crash: the restarted broker opens the files, keeps the window, and serves the whole backlog.
     s.kill9();
@@ -69,4 +76,27 @@ fn backlog_beyond_the_window_is_served_from_queue_files_with_bounded_memory() {
     let c = PullConsumer::new(&s.namesrv(), "AccCG2");
     assert_whole(&drain(&c, "Backlog"));
     assert_window_only(&s, "after the restart");
+    assert_index_sealed(&s, "after the restart");
+    assert_keys_found(&c);
+}
+
+/// Keys from the first, a middle and the last sealed file, and from the unsealed tier.
+fn assert_keys_found(c: &PullConsumer) {
+    for i in [0, 1, SEAL - 1, SEAL, 7 * SEAL + 123, MESSAGES - SEAL, MESSAGES - 1] {
+        let found = c.query_by_key("Backlog", &format!("order-{i}"), 8).unwrap();
+        assert_eq!(found.len(), 1, "order-{i}");
+        assert_eq!(String::from_utf8_lossy(&found[0].body), i.to_string());
+    }
+    assert!(c.query_by_key("Backlog", "order-absent", 8).unwrap().is_empty());
+}
+
+/// Waits until the index holds at most a seal's worth of keys in memory, the rest in sealed files.
+fn assert_index_sealed(s: &Server, when: &str) {
+    let ok = wait_until(Duration::from_secs(15), || {
+        s.metric_published("ringmq_index_entries_in_memory").is_some_and(|n| n < SEAL)
+            && s.metric_published("ringmq_index_sealed_files").is_some_and(|n| n == 2 * MESSAGES / SEAL)
+    });
+    let (mem, files) =
+        (s.metric_published("ringmq_index_entries_in_memory"), s.metric_published("ringmq_index_sealed_files"));
+    assert!(ok, "{when}: index entries in memory {mem:?}, sealed files {files:?}");
 }

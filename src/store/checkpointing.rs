@@ -12,7 +12,7 @@ impl<D: Disk> Store<D> {
     /// Returns `None` when nothing changed.
     pub fn checkpoint_job(&self) -> Option<CheckpointJob> {
         let limit = self.log.flushed_pos();
-        if limit == self.checkpointed.get() && !self.index.borrow().has_expired() {
+        if limit == self.checkpointed.get() && !self.index.borrow().owes_checkpoint() {
             return None;
         }
         let root = self.cfg.dir.join("consumequeue");

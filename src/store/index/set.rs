@@ -22,6 +22,11 @@ use std::path::{Path, PathBuf};
 /// memory, whatever the backlog.
 pub const SEAL_ENTRIES: u64 = 1 << 20;
 
+/// Seals one checkpoint job writes at most (~224 MiB at the default size): enough to catch up after
+/// a rebuild from the log (which indexes the whole retained log in memory) within seconds, without
+/// one job holding the blocking pool for long.
+const MAX_SEALS_PER_JOB: usize = 8;
+
 /// The active file of entries numbered from `base` (`keys` for 0, as stores before sealing named it).
 pub fn active_path(dir: &Path, base: u64) -> PathBuf {
     if base == 0 { dir.join("keys") } else { dir.join(format!("keys-{base:020}")) }
@@ -48,7 +53,8 @@ pub struct IndexJob {
     /// Byte position of `bytes` in the active file; with a seal, `bytes` is the whole new file.
     at: u64,
     bytes: Vec<u8>,
-    seal: Option<(PathBuf, u64, u64, Vec<IndexEntry>)>,
+    /// Sealed files to write: path, range first and end, entries.
+    seals: Vec<(PathBuf, u64, u64, Vec<IndexEntry>)>,
     /// Removed once the checkpoint is written (an old active file, expired sealed files).
     remove: Vec<PathBuf>,
     hasher: crc32fast::Hasher,
@@ -67,12 +73,14 @@ impl IndexJob {
     /// Writes the sealed file and the active file's new entries, durably.
     pub fn write(&self, files: &dyn Files) -> std::io::Result<()> {
         let Some(dir) = self.active_path.parent() else { return Ok(()) };
-        if self.seal.is_none() && self.bytes.is_empty() {
+        if self.seals.is_empty() && self.bytes.is_empty() {
             return Ok(());
         }
         create_dir_durable(files, dir)?;
-        if let Some((path, first, end, entries)) = &self.seal {
-            write_atomic(files, path, &sealed::build(*first, *end, entries))?;
+        if !self.seals.is_empty() {
+            for (path, first, end, entries) in &self.seals {
+                write_atomic(files, path, &sealed::build(*first, *end, entries))?;
+            }
             return write_atomic(files, &self.active_path, &self.bytes);
         }
         let fresh = !files.exists(&self.active_path);
@@ -213,7 +221,7 @@ impl IndexSet {
     }
 
     /// Builds the index's part of a checkpoint up to `limit` (the durable log end): the new entries
-    /// for the active file, and a seal when it holds `seal_entries`.
+    /// for the active file, and seals (at most `MAX_SEALS_PER_JOB`) while it holds `seal_entries`.
     pub fn job(&mut self, limit: u64) -> IndexJob {
         let new = self.memory.take_persistable(limit);
         let taken = (new.len() / super::INDEX_ENTRY_BYTES) as u64;
@@ -227,7 +235,7 @@ impl IndexSet {
                 active_path: active_path(&self.dir, self.base),
                 at: self.active_entries * super::INDEX_ENTRY_BYTES as u64,
                 bytes: new,
-                seal: None,
+                seals: Vec::new(),
                 remove,
                 hasher,
                 taken,
@@ -236,10 +244,15 @@ impl IndexSet {
                 sealed_from,
             };
         }
-        // Entries retention dropped from memory are below the retained log: the sealed file covers
+        // Entries retention dropped from memory are below the retained log: a sealed file covers
         // their numbers without holding them.
-        let new_base = (self.base + self.seal_entries).max(self.memory.first()).min(persisted);
-        let sealed_entries = self.memory.entries_between(self.base, new_base);
+        let mut new_base = self.base;
+        let mut seals = Vec::new();
+        while persisted - new_base >= self.seal_entries && seals.len() < MAX_SEALS_PER_JOB {
+            let end = (new_base + self.seal_entries).max(self.memory.first()).min(persisted);
+            seals.push((sealed::path(&self.dir, new_base), new_base, end, self.memory.entries_between(new_base, end)));
+            new_base = end;
+        }
         let bytes = self.memory.encode_between(new_base, persisted);
         remove.push(active_path(&self.dir, self.base));
         IndexJob {
@@ -251,7 +264,7 @@ impl IndexSet {
                 h
             },
             bytes,
-            seal: Some((sealed::path(&self.dir, self.base), self.base, new_base, sealed_entries)),
+            seals,
             remove,
             taken,
             base: new_base,
@@ -269,13 +282,15 @@ impl IndexSet {
         self.expired.retain(|p| !job.remove.contains(p));
         self.hasher = job.hasher.clone();
         self.active_entries = job.entries;
-        if let Some((path, ..)) = &job.seal {
-            match SealedFile::open(files, path) {
-                Ok(f) => self.sealed.push(f),
-                Err(e) => {
-                    // Written and synced a moment ago: the next start finds the gap and rebuilds.
-                    tracing::error!(error = %e, "a sealed index file just written does not read back");
-                    self.damaged += 1;
+        if !job.seals.is_empty() {
+            for (path, ..) in &job.seals {
+                match SealedFile::open(files, path) {
+                    Ok(f) => self.sealed.push(f),
+                    Err(e) => {
+                        // Written and synced a moment ago: the next start finds the gap and rebuilds.
+                        tracing::error!(error = %e, "a sealed index file just written does not read back");
+                        self.damaged += 1;
+                    }
                 }
             }
             self.memory.forget_before(job.base);
@@ -292,9 +307,10 @@ impl IndexSet {
         self.expired.extend(gone.into_iter().map(|f| f.path));
     }
 
-    /// Whether a checkpoint is owed even with no new log data (expired files to remove).
-    pub fn has_expired(&self) -> bool {
-        !self.expired.is_empty()
+    /// Whether a checkpoint is owed even with no new log data: expired files to remove, or entries
+    /// to seal.
+    pub fn owes_checkpoint(&self) -> bool {
+        !self.expired.is_empty() || self.active_entries >= self.seal_entries
     }
 
     /// Drops every index file and entry before a rebuild from the log.
