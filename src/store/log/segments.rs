@@ -5,6 +5,10 @@
 
 use super::*;
 
+/// How long retention waits for reads already holding a segment before removing it (a DMA read
+/// takes well under this; a reader still holding it then may see it cut short, as a deleted record).
+const READERS_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl<D: Disk> CommitLog<D> {
     pub(super) fn segment_start(&self, pos: u64) -> u64 {
         pos - pos % self.cfg.segment_bytes
@@ -244,10 +248,20 @@ impl<D: Disk> CommitLog<D> {
             };
             let Some(start) = victim else { break };
             let path = segment_path(&self.cfg.dir, start);
+            // Out of the table first (no new reader finds it), then wait (bounded) for readers
+            // already holding it, so that the removal — which cuts the file to nothing off the
+            // shard before unlinking it (`Disk::remove`) — never shortens a read in flight.
+            let seg = {
+                let mut s = self.state.borrow_mut();
+                s.caches.read.forget_below(start + self.cfg.segment_bytes);
+                s.files.open.remove(&start)
+            };
+            let deadline = std::time::Instant::now() + READERS_WAIT;
+            while seg.as_ref().is_some_and(|f| Rc::strong_count(f) > 1) && std::time::Instant::now() < deadline {
+                crate::rt::sleep(std::time::Duration::from_millis(1)).await;
+            }
             self.disk.remove(&path).await.map_err(|e| StoreError::io(&path, &e))?;
-            let mut s = self.state.borrow_mut();
-            s.files.open.remove(&start);
-            s.caches.read.forget_below(start + self.cfg.segment_bytes);
+            drop(seg);
             tracing::info!(segment = %path.display(), "retention deleted commit-log segment");
         }
         Ok(self.min_pos())
