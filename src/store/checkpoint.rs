@@ -20,6 +20,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// A queue's full files: first queue offset → CRC32 of its entries.
+pub type FileCrcs = BTreeMap<u64, u32>;
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// Every record below this offset is in the consume-queue and index files; a batch boundary.
@@ -27,10 +30,14 @@ pub struct Checkpoint {
     pub written_at_ms: i64,
     /// Topic → queue id → queue offset its files end at (entries for records below `log_offset`).
     pub queue_ends: BTreeMap<String, BTreeMap<i32, u64>>,
-    /// Topic → queue id → CRC32 of the entries in its files (absent in checkpoints of older
+    /// Topic → queue id → CRC32 of the entries in its last file (absent in checkpoints of older
     /// versions: their queue files are rebuilt once).
     #[serde(default)]
     pub queue_crcs: BTreeMap<String, BTreeMap<i32, u32>>,
+    /// Topic → queue id → first queue offset of each full file before the last → its CRC32 (absent
+    /// in checkpoints of older versions, whose CRCs covered whole queues: rebuilt once).
+    #[serde(default)]
+    pub queue_files: Option<BTreeMap<String, BTreeMap<i32, FileCrcs>>>,
     /// Entries in the key index's active file and the CRC32 of their bytes.
     pub index_entries: u64,
     pub index_crc: u32,
@@ -64,8 +71,10 @@ pub struct QueueWrite {
     pub queue_id: i32,
     pub first_offset: u64,
     pub entries: Vec<u8>,
-    /// The queue's file CRC including `entries` (the store keeps it on success).
+    /// The queue's last-file CRC including `entries` (the store keeps it on success).
     pub hasher: crc32fast::Hasher,
+    /// Files `entries` complete, with their CRCs.
+    pub completed: Vec<(u64, u32)>,
 }
 
 /// The blocking part of a checkpoint.
@@ -75,6 +84,8 @@ pub struct CheckpointJob {
     /// The key index's new entries, and a seal when one is due (a failed job's partial write is
     /// overwritten by the next one instead of being followed by it).
     pub index: IndexJob,
+    /// Consume-queue files retention let go, removed once the checkpoint no longer lists them.
+    pub cq_remove: Vec<PathBuf>,
     pub checkpoint_path: PathBuf,
     pub checkpoint: Checkpoint,
 }
@@ -132,6 +143,13 @@ impl CheckpointJob {
         self.index.write(files)?;
         write_atomic(files, &self.checkpoint_path, &self.checkpoint.encode())?;
         self.index.clean_up(files);
+        for p in &self.cq_remove {
+            if let Err(e) = files.remove_file(p)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(file = %p.display(), error = %e, "cannot remove an expired consume-queue file");
+            }
+        }
         Ok(())
     }
 }

@@ -12,7 +12,8 @@ impl<D: Disk> Store<D> {
     /// Returns `None` when nothing changed.
     pub fn checkpoint_job(&self) -> Option<CheckpointJob> {
         let limit = self.log.flushed_pos();
-        if limit == self.checkpointed.get() && !self.index.borrow().owes_checkpoint() {
+        let expired_queue_files = !self.cq_expired.borrow().is_empty();
+        if limit == self.checkpointed.get() && !self.index.borrow().owes_checkpoint() && !expired_queue_files {
             return None;
         }
         let root = self.cfg.dir.join("consumequeue");
@@ -21,13 +22,18 @@ impl<D: Disk> Store<D> {
             Default::default();
         let mut queue_crcs: std::collections::BTreeMap<String, std::collections::BTreeMap<i32, u32>> =
             Default::default();
+        let mut queue_files = std::collections::BTreeMap::<String, std::collections::BTreeMap<i32, _>>::new();
         for (topic, qs) in self.queues.borrow().iter() {
             for (&qid, q) in qs {
                 let to = q.visible_max(limit);
                 let mut hasher = q.file_hasher.clone();
+                let mut full: std::collections::BTreeMap<u64, u32> =
+                    q.full_files.iter().map(|(&f, ff)| (f, ff.crc)).collect();
                 if to > q.persisted {
                     let entries = q.encoded_range(q.persisted, to);
-                    hasher.update(&entries);
+                    let completed;
+                    (hasher, completed) = q.hash_appended(q.persisted, &entries);
+                    full.extend(completed.iter().copied());
                     writes.push(QueueWrite {
                         dir: queue_dir(&root, topic, qid),
                         topic: topic.clone(),
@@ -35,11 +41,15 @@ impl<D: Disk> Store<D> {
                         first_offset: q.persisted,
                         entries,
                         hasher: hasher.clone(),
+                        completed,
                     });
                 }
                 if to > 0 {
                     queue_ends.entry(topic.clone()).or_default().insert(qid, to);
                     queue_crcs.entry(topic.clone()).or_default().insert(qid, hasher.finalize());
+                    if !full.is_empty() {
+                        queue_files.entry(topic.clone()).or_default().insert(qid, full);
+                    }
                 }
             }
         }
@@ -53,12 +63,14 @@ impl<D: Disk> Store<D> {
                 written_at_ms: now_ms(),
                 queue_ends,
                 queue_crcs,
+                queue_files: Some(queue_files),
                 index_entries: index.entries,
                 index_crc: index.crc(),
                 index_base: index.base,
                 index_sealed_from: index.sealed_from,
             },
             index,
+            cq_remove: self.cq_expired.borrow().clone(),
         })
     }
 
@@ -73,10 +85,14 @@ impl<D: Disk> Store<D> {
                     {
                         q.persisted = w.first_offset + (w.entries.len() / consume_queue::CQ_ENTRY_BYTES) as u64;
                         q.file_hasher = w.hasher.clone();
+                        for &(f, crc) in &w.completed {
+                            q.full_files.insert(f, consume_queue::FullFile { crc, verified: true });
+                        }
                         q.evict(self.cfg.cq_window_entries);
                     }
                 }
                 self.checkpointed.set(job.checkpoint.log_offset);
+                self.cq_expired.borrow_mut().retain(|p| !job.cq_remove.contains(p));
                 self.index.borrow_mut().finished(&*self.files, &job.index, true);
             }
             Err(e) => {

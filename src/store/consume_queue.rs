@@ -8,15 +8,18 @@
 //! (300 000 entries each, as in RocketMQ) are appended by the checkpoint job. Memory holds only each
 //! queue's newest entries: those not yet in files, and at most a window (`StoreConfig::
 //! cq_window_entries`) of those that are; older entries are read from the files on demand through
-//! the store's bounded cold-block cache (`cold.rs`), so a backlog costs disk, not memory. Start-up
-//! streams the files up to the checkpoint (to hash them) but keeps only the window. The
-//! checkpoint's manifest holds each queue's end and the CRC32 of the entries in its files, so a flip
-//! anywhere in a file (not only in the entries recovery compares with their records) is noticed.
+//! the store's bounded cold-block cache (`cold.rs`), so a backlog costs disk, not memory. The
+//! checkpoint's manifest holds each queue's end, the CRC32 of each full file and that of the entries
+//! in its last file. Start-up reads only the last file (hashing it against the manifest) and checks
+//! that the full files are there at their full length; a full file's CRC is checked at its first
+//! cold read (`cold.rs`), so restart time does not grow with the backlog, and a flip anywhere in a
+//! file is still noticed before an entry of it is used. Retention deletes the files whose entries
+//! are all below the queue's minimum, once a checkpoint no longer lists them.
 //! Entries before a queue's first offset (a queue that starts mid-file, after a rebuild from a log
 //! whose head was deleted) are zeros and are skipped at load.
 
 use super::files::Files;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 
 pub const CQ_ENTRY_BYTES: usize = 24;
@@ -62,8 +65,18 @@ pub struct ConsumeQueue {
     entries: VecDeque<CqEntry>,
     /// Queue offset up to which entries are in files.
     pub persisted: u64,
-    /// CRC32 of the entries in files, from the first one there up to `persisted` (the manifest's).
+    /// CRC32 of the entries in the last file, up to `persisted` (the manifest's `queue_crcs`).
     pub file_hasher: crc32fast::Hasher,
+    /// Full files before the last one, by first queue offset: their CRC32 (the manifest's
+    /// `queue_files`) and whether it was checked since start.
+    pub full_files: BTreeMap<u64, FullFile>,
+}
+
+/// A consume-queue file holding all its `CQ_FILE_ENTRIES` entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FullFile {
+    pub crc: u32,
+    pub verified: bool,
 }
 
 impl ConsumeQueue {
@@ -74,7 +87,35 @@ impl ConsumeQueue {
             entries: VecDeque::new(),
             persisted: base,
             file_hasher: crc32fast::Hasher::new(),
+            full_files: BTreeMap::new(),
         }
+    }
+
+    /// The last file's hasher after appending `entries` (encoded, from queue offset `from`), and the
+    /// files those entries complete with their CRCs.
+    pub fn hash_appended(&self, from: u64, entries: &[u8]) -> (crc32fast::Hasher, Vec<(u64, u32)>) {
+        let mut h = self.file_hasher.clone();
+        let mut done = Vec::new();
+        let mut off = from;
+        for e in entries.chunks_exact(CQ_ENTRY_BYTES) {
+            h.update(e);
+            off += 1;
+            if off.is_multiple_of(CQ_FILE_ENTRIES) {
+                done.push((off - CQ_FILE_ENTRIES, std::mem::take(&mut h).finalize()));
+            }
+        }
+        (h, done)
+    }
+
+    /// Full files whose entries are all below the minimum (retention deleted their records): taken
+    /// out of the queue, for deletion once a checkpoint no longer lists them.
+    pub fn take_expired_files(&mut self) -> Vec<u64> {
+        let gone: Vec<u64> =
+            self.full_files.range(..).take_while(|(f, _)| *f + CQ_FILE_ENTRIES <= self.base).map(|(f, _)| *f).collect();
+        for f in &gone {
+            self.full_files.remove(f);
+        }
+        gone
     }
 
     /// Next queue offset to assign (RocketMQ's max offset, exclusive).
@@ -188,65 +229,86 @@ pub fn file_of(dir: &Path, offset: u64) -> (PathBuf, u64) {
     (dir.join(format!("{first:020}")), (offset - first) * CQ_ENTRY_BYTES as u64)
 }
 
-/// Loads a queue from its files, keeping only entries whose records lie in `[log_min, limit)`, and
-/// at most `window` of them in memory (the newest; the rest stay in the files and are hashed on the
-/// way for the manifest check). Files are cut back to the kept entries so that later appends
-/// continue densely.
+/// CRC32 of a full file's entries as the checkpoint hashed them (the zeros before a queue that
+/// starts mid-file are not entries).
+pub fn full_file_crc(data: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    let zeros = data.chunks_exact(CQ_ENTRY_BYTES).take_while(|c| c.iter().all(|&b| b == 0)).count();
+    h.update(&data[zeros * CQ_ENTRY_BYTES..]);
+    h.finalize()
+}
+
+/// Loads a queue from its files: `full` (the manifest's full files and their CRCs) must be there at
+/// full length (their contents are checked at their first cold read); the file after them is read,
+/// keeping entries whose records lie in `[log_min, limit)` and at most `window` of them in memory
+/// (the newest), and hashed for the manifest check. Files before the listed ones (retention's, not
+/// yet removed) and after the last one (a checkpoint cut short) are removed; the last file is cut
+/// back to the kept entries so that later appends continue densely.
 pub fn load_queue(
     files: &dyn Files,
     dir: &Path,
-    log_min: u64,
-    limit: u64,
+    full: &BTreeMap<u64, u32>,
+    (log_min, limit): (u64, u64),
     window: usize,
 ) -> std::io::Result<ConsumeQueue> {
-    let names = files.list(dir)?;
-    let mut q: Option<ConsumeQueue> = None;
-    // Whether a live entry was seen yet: zeros or deleted records before it only move the minimum.
-    let mut live = false;
-    for name in names {
-        let Ok(first) = name.parse::<u64>() else {
-            continue;
-        };
-        let path = dir.join(&name);
-        let data = files.read(&path)?;
-        let queue = q.get_or_insert_with(|| ConsumeQueue::new(first));
-        if first != queue.next_offset() {
-            break; // a gap: later files are unusable, the log replay rebuilds them
+    let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidData, why);
+    let mut names: Vec<u64> = files.list(dir)?.iter().filter_map(|n| n.parse::<u64>().ok()).collect();
+    names.sort_unstable();
+    let Some(&first_name) = names.first() else { return Ok(ConsumeQueue::default()) };
+    let first = full.keys().next().copied().unwrap_or(first_name);
+    let last = full.keys().next_back().map_or(first, |f| f + CQ_FILE_ENTRIES);
+    for (i, f) in full.keys().enumerate() {
+        if *f != first + i as u64 * CQ_FILE_ENTRIES {
+            return Err(invalid(format!("the checkpoint lists full files with a gap before {f}")));
         }
-        let mut kept = 0;
-        for chunk in data.chunks_exact(CQ_ENTRY_BYTES) {
-            match CqEntry::decode(chunk) {
-                Some(e) if e.physical_offset < limit && e.size > 0 => {
-                    queue.file_hasher.update(chunk);
-                    kept += 1;
-                    if !live && e.physical_offset < log_min {
-                        queue.base += 1; // its record was deleted by retention
-                        queue.mem_base += 1;
-                        continue;
-                    }
-                    live = true;
-                    queue.entries.push_back(e);
-                    if queue.entries.len() > window.max(1) {
-                        queue.entries.pop_front();
-                        queue.mem_base += 1;
-                    }
-                }
-                // Zeros before the queue's first entry: it starts mid-file.
-                Some(CqEntry { size: 0, physical_offset: 0, .. }) if !live && queue.entries.is_empty() => {
-                    queue.base += 1;
-                    queue.mem_base += 1;
-                    kept += 1;
-                }
-                _ => break,
-            }
-        }
-        if kept * CQ_ENTRY_BYTES != data.len() {
-            files.set_len(&path, (kept * CQ_ENTRY_BYTES) as u64)?;
-            files.sync(&path)?;
-            break;
+        let len = files.read_at(&dir.join(format!("{f:020}")), CQ_FILE_ENTRIES * CQ_ENTRY_BYTES as u64 - 1, 2)?.len();
+        if len != 1 {
+            return Err(invalid(format!("full file {f:020} is not {CQ_FILE_ENTRIES} entries long")));
         }
     }
-    let mut queue = q.unwrap_or_default();
+    for &f in names.iter().filter(|&&f| f < first || f > last) {
+        tracing::info!(file = %dir.join(format!("{f:020}")).display(), "removing a consume-queue file the checkpoint does not list");
+        files.remove_file(&dir.join(format!("{f:020}")))?;
+    }
+    let mut queue = ConsumeQueue::new(first);
+    queue.full_files = full.iter().map(|(&f, &crc)| (f, FullFile { crc, verified: false })).collect();
+    queue.mem_base = last;
+    let path = dir.join(format!("{last:020}"));
+    let data = super::files::read_optional(files, &path)?.unwrap_or_default();
+    // Whether a live entry was seen yet: zeros or deleted records before it move the minimum (and
+    // then every full file before them is deleted too).
+    let mut live = false;
+    let mut kept = 0;
+    for chunk in data.chunks_exact(CQ_ENTRY_BYTES) {
+        match CqEntry::decode(chunk) {
+            Some(e) if e.physical_offset < limit && e.size > 0 => {
+                queue.file_hasher.update(chunk);
+                kept += 1;
+                if !live && e.physical_offset < log_min {
+                    queue.mem_base += 1; // its record was deleted by retention
+                    queue.base = queue.mem_base;
+                    continue;
+                }
+                live = true;
+                queue.entries.push_back(e);
+                if queue.entries.len() > window.max(1) {
+                    queue.entries.pop_front();
+                    queue.mem_base += 1;
+                }
+            }
+            // Zeros before the queue's first entry: it starts mid-file.
+            Some(CqEntry { size: 0, physical_offset: 0, .. }) if !live && queue.entries.is_empty() => {
+                queue.mem_base += 1;
+                queue.base = queue.mem_base;
+                kept += 1;
+            }
+            _ => break,
+        }
+    }
+    if kept * CQ_ENTRY_BYTES != data.len() {
+        files.set_len(&path, (kept * CQ_ENTRY_BYTES) as u64)?;
+        files.sync(&path)?;
+    }
     queue.persisted = queue.next_offset();
     Ok(queue)
 }
@@ -295,7 +357,7 @@ mod tests {
             e(p).encode(&mut data);
         }
         std::fs::write(dir.path().join(format!("{:020}", 0)), &data).unwrap();
-        let q = load_queue(&crate::store::files::OsFiles, dir.path(), 0, 100, 1000).unwrap();
+        let q = load_queue(&crate::store::files::OsFiles, dir.path(), &BTreeMap::new(), (0, 100), 1000).unwrap();
         assert_eq!((q.min_offset(), q.next_offset()), (5, 7));
         assert_eq!(q.file_hasher.finalize(), crc32fast::hash(&data[5 * CQ_ENTRY_BYTES..]));
         assert_eq!(std::fs::metadata(dir.path().join(format!("{:020}", 0))).unwrap().len(), data.len() as u64);
@@ -310,7 +372,7 @@ mod tests {
         }
         data.extend_from_slice(&[1, 2, 3]); // torn entry
         std::fs::write(dir.path().join(format!("{:020}", 0)), &data).unwrap();
-        let q = load_queue(&crate::store::files::OsFiles, dir.path(), 15, 35, 1000).unwrap();
+        let q = load_queue(&crate::store::files::OsFiles, dir.path(), &BTreeMap::new(), (15, 35), 1000).unwrap();
         assert_eq!((q.min_offset(), q.next_offset()), (1, 3));
         let len = std::fs::metadata(dir.path().join(format!("{:020}", 0))).unwrap().len();
         assert_eq!(len, 72);

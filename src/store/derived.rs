@@ -145,6 +145,10 @@ pub(super) fn load_derived(
     limit: u64,
 ) -> Result<Derived, String> {
     let (cq_root, window) = (&cfg.dir.join("consumequeue"), cfg.cq_window_entries);
+    let (no_queues, no_files) = (std::collections::BTreeMap::new(), std::collections::BTreeMap::new());
+    let Some(queue_files) = cp.queue_files.as_ref().or(cp.queue_ends.is_empty().then_some(&no_queues)) else {
+        return Err("the checkpoint has no per-file queue CRCs (older ringmq): queue files are rebuilt once".into());
+    };
     let mut queues: HashMap<String, HashMap<i32, ConsumeQueue>> = HashMap::new();
     for topic in files.list(cq_root).map_err(|e| format!("{}: {e}", cq_root.display()))? {
         let tdir = cq_root.join(&topic);
@@ -153,7 +157,9 @@ pub(super) fn load_derived(
                 continue;
             };
             let qdir = tdir.join(&qname);
-            let q = load_queue(files, &qdir, log_min, limit, window).map_err(|e| format!("{}: {e}", qdir.display()))?;
+            let full = queue_files.get(&topic).and_then(|t| t.get(&qid)).unwrap_or(&no_files);
+            let q = load_queue(files, &qdir, full, (log_min, limit), window)
+                .map_err(|e| format!("{}: {e}", qdir.display()))?;
             if q.next_offset() > 0 {
                 queues.entry(topic.clone()).or_default().insert(qid, q);
             }

@@ -131,6 +131,8 @@ pub struct Store<D: Disk> {
     queues: RefCell<HashMap<String, HashMap<i32, ConsumeQueue>>>,
     /// Consume-queue blocks read back from files for readers behind the in-memory window.
     cold: RefCell<cold::ColdCache>,
+    /// Consume-queue files retention let go of, removed by the next checkpoint job.
+    cq_expired: RefCell<Vec<PathBuf>>,
     /// The key index: its in-memory tier and its files (`index/set.rs`).
     index: RefCell<IndexSet>,
     last_store_ms: Cell<i64>,
@@ -176,6 +178,7 @@ impl<D: Disk> Store<D> {
             files,
             queues: RefCell::new(HashMap::new()),
             cold: RefCell::new(cold::ColdCache::default()),
+            cq_expired: RefCell::new(Vec::new()),
             index: RefCell::new(IndexSet::new(index_dir, seal_entries)),
             last_store_ms: Cell::new(0),
             disk_full: Cell::new(None),
@@ -207,6 +210,9 @@ impl<D: Disk> Store<D> {
         for rec in records {
             store.dispatch_recovered(rec)?;
         }
+        // Queues whose oldest entries are only in files: their minimums move past deleted records.
+        store.advance_cold_minimums(log_min).await;
+        store.expire_queue_files();
         tracing::info!(dir = %store.cfg.dir.display(), write_pos = store.log.write_pos(), replayed,
             truncated = ?outcome.truncated, rebuilt = store.rebuilt_derived.get(), "store recovered");
         Ok(store)

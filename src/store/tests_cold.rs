@@ -114,3 +114,72 @@ fn retention_moves_the_minimum_past_deleted_records_behind_the_window() {
     let before = block_on(s.entry("T", 0, min)).unwrap();
     assert!(before.physical_offset >= log_min);
 }
+
+/// 2 full files and a part of a third, each message 200 B, in segments of 1 MiB.
+fn two_full_files(disk: &FakeDisk, dir: &std::path::Path) -> u64 {
+    let n = 2 * CQ_FILE_ENTRIES + 700;
+    let s = block_on(Store::open(disk.clone(), cfg(dir, 1 << 20))).unwrap();
+    fill(&s, 0, n);
+    n
+}
+
+fn queue_file(dir: &std::path::Path, first: u64) -> std::path::PathBuf {
+    dir.join("consumequeue").join("T").join("0").join(format!("{first:020}"))
+}
+
+#[test]
+fn a_restart_reads_only_the_last_queue_file_and_a_full_file_is_checked_at_its_first_cold_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = FakeDisk::new();
+    let n = two_full_files(&disk, dir.path());
+    // A flip in the first (full) file: a restart does not read it, so it starts without a rebuild.
+    assert!(disk.small_files().flip_bit(&queue_file(dir.path(), 0), 24 * 1000 + 3, 2));
+    let s = block_on(Store::open(disk.clone(), cfg(dir.path(), 1 << 20))).unwrap();
+    assert_eq!(s.rebuilt_derived(), 0, "full files are not read at start");
+    assert_eq!(s.queue_bounds("T", 0), (0, n));
+    // The second full file verifies at its first cold read and serves.
+    assert_eq!(body_at(&s, CQ_FILE_ENTRIES + 5), Some(CQ_FILE_ENTRIES + 5));
+    // The first does not: nothing of it is served, and it is removed for the next start to rebuild.
+    let r = block_on(s.get("T", 0, 5, 1, usize::MAX, &|_| true, &|_| true));
+    assert!(r.records.is_empty(), "nothing served from a damaged file ({:?})", r.status);
+    assert!(!disk.small_files().paths().contains(&queue_file(dir.path(), 0)), "the damaged file is removed");
+    drop(s);
+    let s = block_on(Store::open(disk.clone(), cfg(dir.path(), 1 << 20))).unwrap();
+    assert_eq!(s.rebuilt_derived(), 1, "the missing file sends the store to its rebuild");
+    for off in [0, 5, 1000, CQ_FILE_ENTRIES, n - 1] {
+        assert_eq!(body_at(&s, off), Some(off));
+    }
+}
+
+#[test]
+fn retention_removes_queue_files_below_the_minimum_after_the_next_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = FakeDisk::new();
+    let n = two_full_files(&disk, dir.path());
+    let s = block_on(Store::open(disk.clone(), cfg(dir.path(), 1 << 20))).unwrap();
+    let segments = s.log().segment_starts();
+    // Delete the segments holding the first file's records and some of the second's.
+    let cut = block_on(s.entry("T", 0, CQ_FILE_ENTRIES + 20_000)).unwrap().physical_offset;
+    let keep = segments.iter().filter(|&&g| g + (1 << 20) > cut).count();
+    // Each deletion asks for the usage once: over the limit exactly as often as segments must go.
+    let over = std::cell::Cell::new(segments.len() - keep);
+    s.set_usage_probe(Box::new(move || {
+        let used = if over.get() > 0 { 900 } else { 100 };
+        over.set(over.get().saturating_sub(1));
+        Ok(DiskUsage { total_bytes: 1000, available_bytes: 1000 - used })
+    }));
+    block_on(s.run_retention(now_ms())).unwrap();
+    assert_eq!(s.log().segment_starts().len(), keep);
+    let (min, max) = s.queue_bounds("T", 0);
+    assert!((CQ_FILE_ENTRIES..=CQ_FILE_ENTRIES + 20_000).contains(&min) && max == n, "minimum {min}");
+    assert!(disk.small_files().paths().contains(&queue_file(dir.path(), 0)), "kept until a checkpoint");
+    s.checkpoint_now().unwrap(); // no new data: owed for the expired file alone
+    assert!(!disk.small_files().paths().contains(&queue_file(dir.path(), 0)), "removed after it");
+    assert!(disk.small_files().paths().contains(&queue_file(dir.path(), CQ_FILE_ENTRIES)));
+    drop(s);
+    let s = block_on(Store::open(disk.clone(), cfg(dir.path(), 1 << 20))).unwrap();
+    assert_eq!(s.rebuilt_derived(), 0, "the files left verify");
+    assert_eq!(s.queue_bounds("T", 0), (min, n), "the minimum survives the restart");
+    assert_eq!(body_at(&s, min), Some(min));
+    assert_eq!(body_at(&s, n - 1), Some(n - 1));
+}
