@@ -15,17 +15,6 @@ use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(10);
 
-/// Resident memory of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or("VmRSS: 0 kB");
-    line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
-}
-
-fn pid(s: &Server) -> u32 {
-    s.child.as_ref().expect("running").id()
-}
-
 /// The 99th percentile of `n` sequential sends through a fresh producer.
 fn send_p99(s: &Server, topic: &str, n: usize) -> Duration {
     let p = Producer::new(&s.namesrv(), "ProbePG");
@@ -109,20 +98,20 @@ fn idle_connections_cost_a_few_kib_and_come_back_when_closed() {
     let s = server("");
     Producer::new(&s.namesrv(), "PG").create_topic("Abuse", 1).unwrap();
     assert_responsive(&s, "Abuse", "warm-up");
-    let before = rss_kib(pid(&s));
+    let before = s.rss_kib();
     let conns: Vec<TcpStream> = (0..3000).map(|_| TcpStream::connect(s.shard_addr(0)).unwrap()).collect();
     // Every connection is accepted and served once a probe on a new connection is answered.
     assert_responsive(&s, "Abuse", "3000 idle connections open");
-    let open = rss_kib(pid(&s));
+    let open = s.rss_kib();
     drop(conns);
     let deadline = Instant::now() + T;
-    let mut after = rss_kib(pid(&s));
+    let mut after = s.rss_kib();
     while after > before + (16 << 10) && Instant::now() < deadline {
         // The shard notices the closes and frees their memory; the allocator returns freed pages
         // to the system as the shard goes on working.
         send_p99(&s, "Abuse", 10);
         std::thread::sleep(Duration::from_millis(100));
-        after = rss_kib(pid(&s));
+        after = s.rss_kib();
     }
     let per_conn = open.saturating_sub(before) as f64 / 3000.0;
     eprintln!("RSS before {before} KiB, 3000 idle open {open} KiB ({per_conn:.1} KiB each), closed {after} KiB");
@@ -148,7 +137,7 @@ fn pipelined_pulls_that_are_never_read_hold_at_most_the_connection_budget() {
     }
     pull.put("subscription", "*");
     let frames = pull.encode().repeat(3000);
-    let before = rss_kib(pid(&s));
+    let before = s.rss_kib();
     let mut sock = TcpStream::connect(s.shard_addr(0)).unwrap();
     sock.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
     // The broker stops reading once the budget is held: the write stalls, it is not buffered.
@@ -165,7 +154,7 @@ fn pipelined_pulls_that_are_never_read_hold_at_most_the_connection_budget() {
     // The most the shard held while it worked through what it read (sampled, not one late look).
     let mut held = 0;
     for _ in 0..20 {
-        held = held.max(rss_kib(pid(&s)).saturating_sub(before));
+        held = held.max(s.rss_kib().saturating_sub(before));
         std::thread::sleep(Duration::from_millis(50));
     }
     eprintln!("3000 pipelined pulls ({written} of {} bytes written) hold {held} KiB", frames.len());
@@ -179,7 +168,7 @@ fn announced_16_mib_frames_with_72_bytes_reserve_nothing() {
     let s = server("");
     Producer::new(&s.namesrv(), "PG").create_topic("Abuse", 1).unwrap();
     assert_responsive(&s, "Abuse", "warm-up");
-    let before = rss_kib(pid(&s));
+    let before = s.rss_kib();
     let mut frame = (16u32 << 20).to_be_bytes().to_vec();
     frame.extend_from_slice(&[b'{'; 68]);
     let conns: Vec<TcpStream> = (0..100)
@@ -190,7 +179,7 @@ fn announced_16_mib_frames_with_72_bytes_reserve_nothing() {
         })
         .collect();
     assert_responsive(&s, "Abuse", "100 announced 16 MiB frames");
-    let held = rss_kib(pid(&s)).saturating_sub(before);
+    let held = s.rss_kib().saturating_sub(before);
     eprintln!("100 connections with announced 16 MiB frames hold {held} KiB");
     assert!(held < 16 << 10, "announced frames reserved {held} KiB (was +175 MiB)");
     drop(conns);

@@ -172,3 +172,27 @@ fn a_seal_cut_short_by_a_power_cut_at_any_sync_loses_no_key_and_forces_no_rebuil
         assert_eq!((s.rebuilt_derived(), s.index_stats().1), (0, 1), "cut after {n} syncs, then sealed");
     }
 }
+
+#[test]
+fn keys_arriving_faster_than_a_seal_per_checkpoint_are_all_sealed_by_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = FakeDisk::new();
+    let s = block_on(Store::open(disk.clone(), cfg(dir.path()))).unwrap();
+    block_on(async {
+        for b in 0..50u64 {
+            let batch: Vec<_> = (b * 20..(b + 1) * 20)
+                .map(|n| {
+                    let props = properties_encode([("KEYS", format!("key{n}").as_str())]);
+                    MessageToStore::simple("T", 0, Bytes::from(vec![b'z'; 50]), props)
+                })
+                .collect();
+            s.put(&batch, false).await.unwrap();
+        }
+        s.log().flush_once().await.unwrap();
+    });
+    s.checkpoint_now().unwrap(); // 1 000 keys since the last checkpoint: 20 seals in one job
+    let (in_memory, sealed, _) = s.index_stats();
+    assert_eq!((in_memory, sealed), (0, 20), "memory and the active file stay under one seal");
+    assert_eq!(found(&s, "key999").len(), 1);
+    assert_eq!(found(&s, "key0").len(), 1);
+}

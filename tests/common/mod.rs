@@ -77,6 +77,13 @@ impl Server {
         self.child.as_ref().map_or(0, |c| c.id())
     }
 
+    /// Resident memory of the running broker, in KiB (0 when it is not running).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or("VmRSS: 0 kB");
+        line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+
     pub fn namesrv(&self) -> String {
         format!("127.0.0.1:{}", self.bound().namesrv)
     }

@@ -22,11 +22,6 @@ use std::path::{Path, PathBuf};
 /// memory, whatever the backlog.
 pub const SEAL_ENTRIES: u64 = 1 << 20;
 
-/// Seals one checkpoint job writes at most (~224 MiB at the default size): enough to catch up after
-/// a rebuild from the log (which indexes the whole retained log in memory) within seconds, without
-/// one job holding the blocking pool for long.
-const MAX_SEALS_PER_JOB: usize = 8;
-
 /// The active file of entries numbered from `base` (`keys` for 0, as stores before sealing named it).
 pub fn active_path(dir: &Path, base: u64) -> PathBuf {
     if base == 0 { dir.join("keys") } else { dir.join(format!("keys-{base:020}")) }
@@ -221,7 +216,7 @@ impl IndexSet {
     }
 
     /// Builds the index's part of a checkpoint up to `limit` (the durable log end): the new entries
-    /// for the active file, and seals (at most `MAX_SEALS_PER_JOB`) while it holds `seal_entries`.
+    /// for the active file, and a seal of every complete run of `seal_entries` it holds.
     pub fn job(&mut self, limit: u64) -> IndexJob {
         let new = self.memory.take_persistable(limit);
         let taken = (new.len() / super::INDEX_ENTRY_BYTES) as u64;
@@ -248,7 +243,10 @@ impl IndexSet {
         // their numbers without holding them.
         let mut new_base = self.base;
         let mut seals = Vec::new();
-        while persisted - new_base >= self.seal_entries && seals.len() < MAX_SEALS_PER_JOB {
+        // Every complete run is sealed at once, so the new active file (rewritten whole) holds fewer
+        // than `seal_entries`: capping the seals per job let keys arriving faster than the cap pile
+        // up in memory and in an active file rewritten at every seal.
+        while persisted - new_base >= self.seal_entries {
             let end = (new_base + self.seal_entries).max(self.memory.first()).min(persisted);
             seals.push((sealed::path(&self.dir, new_base), new_base, end, self.memory.entries_between(new_base, end)));
             new_base = end;
