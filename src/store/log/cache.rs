@@ -88,6 +88,10 @@ impl<D: Disk> CommitLog<D> {
                 return Some(old.data.slice(off..off + len));
             }
         }
+        // Catch-up reads (most reads that get here) are older than the whole tail: no search.
+        if s.caches.tail.chunks.front().is_none_or(|(base, _)| pos < *base) {
+            return None;
+        }
         let idx = s.caches.tail.chunks.partition_point(|(base, _)| *base <= pos);
         let (base, chunk) = s.caches.tail.chunks.get(idx.checked_sub(1)?)?;
         let off = (pos - base) as usize;
