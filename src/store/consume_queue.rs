@@ -239,7 +239,8 @@ pub fn full_file_crc(data: &[u8]) -> u32 {
 }
 
 /// Loads a queue from its files: `full` (the manifest's full files and their CRCs) must be there at
-/// full length (their contents are checked at their first cold read); the file after them is read,
+/// full length (their contents are checked at their first cold read); the file after them (the one
+/// holding the manifest's `end`) is read,
 /// keeping entries whose records lie in `[log_min, limit)` and at most `window` of them in memory
 /// (the newest), and hashed for the manifest check. Files before the listed ones (retention's, not
 /// yet removed) and after the last one (a checkpoint cut short) are removed; the last file is cut
@@ -248,15 +249,23 @@ pub fn load_queue(
     files: &dyn Files,
     dir: &Path,
     full: &BTreeMap<u64, u32>,
+    end: u64,
     (log_min, limit): (u64, u64),
     window: usize,
 ) -> std::io::Result<ConsumeQueue> {
     let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidData, why);
     let mut names: Vec<u64> = files.list(dir)?.iter().filter_map(|n| n.parse::<u64>().ok()).collect();
     names.sort_unstable();
-    let Some(&first_name) = names.first() else { return Ok(ConsumeQueue::default()) };
-    let first = full.keys().next().copied().unwrap_or(first_name);
-    let last = full.keys().next_back().map_or(first, |f| f + CQ_FILE_ENTRIES);
+    if names.is_empty() {
+        return Ok(ConsumeQueue::default());
+    }
+    // The last file is the one `end` falls in, whatever else lies around (an expired file whose
+    // removal a crash cut short, or a file a cut-short checkpoint started).
+    let last = end - end % CQ_FILE_ENTRIES;
+    if full.keys().next_back().is_some_and(|f| f + CQ_FILE_ENTRIES != last) {
+        return Err(invalid(format!("the checkpoint's full files do not end where its end ({end}) begins a file")));
+    }
+    let first = full.keys().next().copied().unwrap_or(last);
     for (i, f) in full.keys().enumerate() {
         if *f != first + i as u64 * CQ_FILE_ENTRIES {
             return Err(invalid(format!("the checkpoint lists full files with a gap before {f}")));
@@ -357,7 +366,7 @@ mod tests {
             e(p).encode(&mut data);
         }
         std::fs::write(dir.path().join(format!("{:020}", 0)), &data).unwrap();
-        let q = load_queue(&crate::store::files::OsFiles, dir.path(), &BTreeMap::new(), (0, 100), 1000).unwrap();
+        let q = load_queue(&crate::store::files::OsFiles, dir.path(), &BTreeMap::new(), 3, (0, 100), 1000).unwrap();
         assert_eq!((q.min_offset(), q.next_offset()), (5, 7));
         assert_eq!(q.file_hasher.finalize(), crc32fast::hash(&data[5 * CQ_ENTRY_BYTES..]));
         assert_eq!(std::fs::metadata(dir.path().join(format!("{:020}", 0))).unwrap().len(), data.len() as u64);
@@ -372,7 +381,7 @@ mod tests {
         }
         data.extend_from_slice(&[1, 2, 3]); // torn entry
         std::fs::write(dir.path().join(format!("{:020}", 0)), &data).unwrap();
-        let q = load_queue(&crate::store::files::OsFiles, dir.path(), &BTreeMap::new(), (15, 35), 1000).unwrap();
+        let q = load_queue(&crate::store::files::OsFiles, dir.path(), &BTreeMap::new(), 3, (15, 35), 1000).unwrap();
         assert_eq!((q.min_offset(), q.next_offset()), (1, 3));
         let len = std::fs::metadata(dir.path().join(format!("{:020}", 0))).unwrap().len();
         assert_eq!(len, 72);

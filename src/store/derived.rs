@@ -6,7 +6,7 @@
 use super::checkpoint::Checkpoint;
 use super::consume_queue::{ConsumeQueue, load_queue};
 use super::files::Files;
-use super::index::set::IndexSet;
+use super::index::set::{IndexManifest, IndexSet};
 use super::io::Disk;
 use super::{Store, recovery};
 use crate::protocol::message::StoredMessage;
@@ -158,13 +158,20 @@ pub(super) fn load_derived(
             };
             let qdir = tdir.join(&qname);
             let full = queue_files.get(&topic).and_then(|t| t.get(&qid)).unwrap_or(&no_files);
-            let q = load_queue(files, &qdir, full, (log_min, limit), window)
+            let end = cp.queue_ends.get(&topic).and_then(|t| t.get(&qid)).copied().unwrap_or(0);
+            let q = load_queue(files, &qdir, full, end, (log_min, limit), window)
                 .map_err(|e| format!("{}: {e}", qdir.display()))?;
             if q.next_offset() > 0 {
                 queues.entry(topic.clone()).or_default().insert(qid, q);
             }
         }
     }
-    let index = IndexSet::load(files, cfg.dir.join("index"), cfg.index_seal_entries, cp, log_min, limit)?;
+    let manifest = IndexManifest {
+        base: cp.index_base,
+        sealed_from: cp.index_sealed_from,
+        entries: cp.index_entries,
+        crc: cp.index_crc,
+    };
+    let index = IndexSet::load(files, cfg.dir.join("index"), cfg.index_seal_entries, manifest, log_min, limit)?;
     Ok(Derived { queues, index })
 }

@@ -4,6 +4,7 @@
 
 use super::consume_queue::CQ_FILE_ENTRIES;
 use super::fake_disk::FakeDisk;
+use super::files::Files;
 use super::*;
 use crate::protocol::message::StoredMessage;
 use futures_lite::future::block_on;
@@ -173,12 +174,17 @@ fn retention_removes_queue_files_below_the_minimum_after_the_next_checkpoint() {
     let (min, max) = s.queue_bounds("T", 0);
     assert!((CQ_FILE_ENTRIES..=CQ_FILE_ENTRIES + 20_000).contains(&min) && max == n, "minimum {min}");
     assert!(disk.small_files().paths().contains(&queue_file(dir.path(), 0)), "kept until a checkpoint");
+    let expired = disk.small_files().read(&queue_file(dir.path(), 0)).unwrap();
     s.checkpoint_now().unwrap(); // no new data: owed for the expired file alone
     assert!(!disk.small_files().paths().contains(&queue_file(dir.path(), 0)), "removed after it");
+    // A crash between that checkpoint and the removal leaves the file behind: the next start must
+    // take it for a leftover, not for the queue's last file.
+    disk.small_files().put_durable(&queue_file(dir.path(), 0), &expired);
     assert!(disk.small_files().paths().contains(&queue_file(dir.path(), CQ_FILE_ENTRIES)));
     drop(s);
     let s = block_on(Store::open(disk.clone(), cfg(dir.path(), 1 << 20))).unwrap();
-    assert_eq!(s.rebuilt_derived(), 0, "the files left verify");
+    assert_eq!(s.rebuilt_derived(), 0, "the files left verify, the leftover is not mistaken for the last");
+    assert!(!disk.small_files().paths().contains(&queue_file(dir.path(), 0)), "and the leftover is removed");
     assert_eq!(s.queue_bounds("T", 0), (min, n), "the minimum survives the restart");
     assert_eq!(body_at(&s, min), Some(min));
     assert_eq!(body_at(&s, n - 1), Some(n - 1));

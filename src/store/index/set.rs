@@ -13,7 +13,6 @@
 
 use super::sealed::{self, SealedFile};
 use super::{IndexEntry, KeyIndex, key_hash};
-use crate::store::checkpoint::Checkpoint;
 use crate::store::files::{Files, create_dir_durable, write_atomic};
 use std::path::{Path, PathBuf};
 
@@ -25,6 +24,15 @@ pub const SEAL_ENTRIES: u64 = 1 << 20;
 /// The active file of entries numbered from `base` (`keys` for 0, as stores before sealing named it).
 pub fn active_path(dir: &Path, base: u64) -> PathBuf {
     if base == 0 { dir.join("keys") } else { dir.join(format!("keys-{base:020}")) }
+}
+
+/// What the checkpoint says of the index's files (its `index_*` fields).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IndexManifest {
+    pub base: u64,
+    pub sealed_from: u64,
+    pub entries: u64,
+    pub crc: u32,
 }
 
 pub struct IndexSet {
@@ -123,16 +131,16 @@ impl IndexSet {
         files: &dyn Files,
         dir: PathBuf,
         seal_entries: u64,
-        cp: &Checkpoint,
+        cp: IndexManifest,
         log_min: u64,
         limit: u64,
     ) -> Result<IndexSet, String> {
         let mut set = IndexSet::new(dir, seal_entries);
-        let active = active_path(&set.dir, cp.index_base);
+        let active = active_path(&set.dir, cp.base);
         for name in files.list(&set.dir).map_err(|e| format!("{}: {e}", set.dir.display()))? {
             let path = set.dir.join(&name);
             match sealed::parse_name(&name) {
-                Some(first) if first >= cp.index_sealed_from && first < cp.index_base => {
+                Some(first) if first >= cp.sealed_from && first < cp.base => {
                     let f = SealedFile::open(files, &path).map_err(|e| e.to_string())?;
                     if f.header.range_first != first {
                         return Err(format!(
@@ -151,26 +159,25 @@ impl IndexSet {
                 _ => {}
             }
         }
-        let mut at = cp.index_sealed_from;
+        let mut at = cp.sealed_from;
         for f in &set.sealed {
             if f.header.range_first != at {
                 return Err(format!("sealed index files miss the entries from {at} to {}", f.header.range_first));
             }
             at = f.header.range_end;
         }
-        if at != cp.index_base {
+        if at != cp.base {
             return Err(format!(
                 "sealed index files end at entry {at}, the checkpoint's active file starts at {}",
-                cp.index_base
+                cp.base
             ));
         }
-        let (memory, hasher) =
-            KeyIndex::load(files, &active, log_min, limit, (cp.index_entries, cp.index_crc), cp.index_base)
-                .map_err(|e| format!("{}: {e}", active.display()))?;
+        let (memory, hasher) = KeyIndex::load(files, &active, log_min, limit, (cp.entries, cp.crc), cp.base)
+            .map_err(|e| format!("{}: {e}", active.display()))?;
         set.memory = memory;
         set.hasher = hasher;
-        set.base = cp.index_base;
-        set.active_entries = cp.index_entries;
+        set.base = cp.base;
+        set.active_entries = cp.entries;
         set.expire(log_min);
         Ok(set)
     }
