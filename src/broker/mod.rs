@@ -99,7 +99,7 @@ pub fn store_config(cfg: &Config, shard: usize) -> crate::store::StoreConfig {
     s.tail_cache_bytes = cfg.tail_cache_bytes;
     s.read_cache_bytes = cfg.read_cache_bytes;
     s.cq_window_entries = cfg.cq_window_entries.max(1);
-    s.index_seal_entries = cfg.index_seal_entries.max(1);
+    s.index_seal_entries = cfg.index_seal_entries.clamp(1, 1 << 30);
     s.truncate_corrupt = cfg.truncate_corrupt_log;
     s.file_reserved_ms = cfg.file_reserved_hours * 3600 * 1000;
     s.disk_clean_ratio = cfg.disk_max_used_ratio_percent as f64 / 100.0;

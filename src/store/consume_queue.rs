@@ -257,7 +257,13 @@ pub fn load_queue(
     let mut names: Vec<u64> = files.list(dir)?.iter().filter_map(|n| n.parse::<u64>().ok()).collect();
     names.sort_unstable();
     if names.is_empty() {
-        return Ok(ConsumeQueue::default());
+        // Every entry expired with its files, the last one full: an empty queue that goes on at
+        // `end` (never back at 0, which would hand offsets out twice).
+        return Ok(if full.is_empty() && end.is_multiple_of(CQ_FILE_ENTRIES) {
+            ConsumeQueue::new(end)
+        } else {
+            ConsumeQueue::default()
+        });
     }
     // The last file is the one `end` falls in, whatever else lies around (an expired file whose
     // removal a crash cut short, or a file a cut-short checkpoint started).

@@ -138,6 +138,8 @@ pub struct Store<D: Disk> {
     last_store_ms: Cell<i64>,
     disk_full: Cell<Option<u32>>,
     checkpointed: Cell<u64>,
+    /// A checkpoint job is in flight (`tasks.rs`).
+    checkpointing: Cell<bool>,
     damaged_reads: Cell<u64>,
     rebuilt_derived: Cell<u64>,
     usage_probe: RefCell<Box<dyn Fn() -> std::io::Result<DiskUsage>>>,
@@ -183,6 +185,7 @@ impl<D: Disk> Store<D> {
             last_store_ms: Cell::new(0),
             disk_full: Cell::new(None),
             checkpointed: Cell::new(limit),
+            checkpointing: Cell::new(false),
             damaged_reads: Cell::new(0),
             rebuilt_derived: Cell::new(0),
             usage_probe: RefCell::new(Box::new(move || retention::statvfs_usage(&dir))),

@@ -69,20 +69,36 @@ impl<D: Disk> Store<D> {
     }
 
     /// One retention pass at `now_ms`. Returns the number of segments deleted.
+    ///
+    /// Only segments a checkpoint covers go: their queue and index entries are in files, so
+    /// dropping them from memory leaves no hole in the files' numbering (a segment deleted ahead of
+    /// the checkpoint would take entries from memory that were never written).
     pub async fn run_retention(&self, now_ms: i64) -> Result<usize, StoreError> {
         let before = self.log.segment_starts().len();
-        let mut cut = self.expired_before(now_ms);
-        let active = self.log.write_pos() - self.log.write_pos() % self.log.segment_bytes();
+        let seg = self.log.segment_bytes();
+        let covered = self.checkpointed.get();
+        let mut cut = self.expired_before(now_ms).min(covered - covered % seg);
+        let active = self.log.write_pos() - self.log.write_pos() % seg;
+        let mut result = Ok(());
         while let Some(u) = self.usage() {
             if u.used_ratio() <= self.cfg.disk_clean_ratio {
                 break;
             }
-            let next = self.log.segment_starts().into_iter().find(|&s| s >= cut && s < active);
+            let next = self.log.segment_starts().into_iter().find(|&s| s >= cut && s < active && s + seg <= covered);
             let Some(s) = next else { break };
-            cut = s + self.log.segment_bytes();
-            self.log.delete_segments_before(cut).await?;
+            cut = s + seg;
+            if let Err(e) = self.log.delete_segments_before(cut).await {
+                result = Err(e);
+                break;
+            }
         }
-        let min = self.log.delete_segments_before(cut).await?;
+        if result.is_ok()
+            && let Err(e) = self.log.delete_segments_before(cut).await
+        {
+            result = Err(e);
+        }
+        // Even after a failed removal: what left the log's table is gone for readers.
+        let min = self.log.min_pos();
         let deleted = before - self.log.segment_starts().len();
         if deleted > 0 {
             // Memory first, with no await since the deletion (a checkpoint could otherwise evict
@@ -92,7 +108,7 @@ impl<D: Disk> Store<D> {
             self.expire_queue_files();
         }
         self.update_disk_full();
-        Ok(deleted)
+        result.map(|()| deleted)
     }
 
     /// First offset not covered by segments whose last write is older than the reserved time.

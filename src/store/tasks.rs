@@ -51,6 +51,12 @@ impl StoreTasks {
         while store.log().flush_wanted() && Instant::now() < deadline {
             rt::sleep(Duration::from_millis(5)).await;
         }
+        // A checkpoint in flight is let finish, not cancelled: cancelled, it would have taken index
+        // entries without recording where they went, and the last checkpoint below would write
+        // over them (no await between this wait and the drops, so none starts in between).
+        while store.checkpointing.get() && Instant::now() < deadline + STOP_FLUSH_WAIT {
+            rt::sleep(Duration::from_millis(5)).await;
+        }
         for (_, t) in self.tasks.into_iter().rev() {
             drop(t);
         }
@@ -95,16 +101,24 @@ impl<D: Disk> Store<D> {
     }
 
     /// Writes a checkpoint now (on the blocking pool: it is file-system work), if anything changed.
+    /// One at a time: a job cancelled mid-flight (it never is, see `StoreTasks::stop`) leaves the
+    /// flag set and no later checkpoint runs in this process, so the files stay as the last
+    /// completed one left them.
     pub async fn checkpoint_in_background(&self) {
+        if self.checkpointing.get() {
+            return;
+        }
         let Some(job) = self.checkpoint_job() else {
             return;
         };
+        self.checkpointing.set(true);
         let (job, result) = rt::blocking(move || {
             let r = job.run();
             (job, r)
         })
         .await;
         self.checkpoint_finished(&job, &result);
+        self.checkpointing.set(false);
     }
 }
 

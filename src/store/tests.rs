@@ -226,6 +226,7 @@ fn retention_deletes_oldest_segments_and_moves_min_offsets() {
     for i in 0..400u32 {
         put_acked(&s, msg("T", 0, &i.to_be_bytes().repeat(100), "a"));
     }
+    s.checkpoint_now().unwrap(); // retention deletes only what a checkpoint covers
     let segs = s.log().segment_starts().len();
     let used = std::rc::Rc::new(std::cell::Cell::new(0.80));
     let u = used.clone();
@@ -243,6 +244,22 @@ fn retention_deletes_oldest_segments_and_moves_min_offsets() {
     let too_small = block_on(s.get("T", 0, 0, 32, 1 << 20, &|_| true, &|_| true));
     assert_eq!((too_small.status, too_small.next_offset), (GetStatus::OffsetTooSmall, min));
     assert!(s.disk_full().is_none());
+}
+
+#[test]
+fn retention_never_deletes_a_segment_a_checkpoint_has_not_covered() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = FakeDisk::new();
+    let s = open(&disk, &cfg(dir.path())).unwrap();
+    for i in 0..400u32 {
+        put_acked(&s, msg("T", 0, &i.to_be_bytes().repeat(100), "a"));
+    }
+    s.set_usage_probe(Box::new(|| Ok(DiskUsage { total_bytes: 1000, available_bytes: 100 })));
+    // Not checkpointed: deleting now would drop queue and index entries never written to files.
+    assert_eq!(block_on(s.run_retention(now_ms())).unwrap(), 0);
+    assert_eq!(s.queue_bounds("T", 0), (0, 400));
+    s.checkpoint_now().unwrap();
+    assert!(block_on(s.run_retention(now_ms())).unwrap() > 0, "covered now");
 }
 
 #[test]

@@ -189,3 +189,39 @@ fn retention_removes_queue_files_below_the_minimum_after_the_next_checkpoint() {
     assert_eq!(body_at(&s, min), Some(min));
     assert_eq!(body_at(&s, n - 1), Some(n - 1));
 }
+
+#[test]
+fn a_queue_whose_every_file_expired_goes_on_at_its_end_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = FakeDisk::new();
+    let s = block_on(Store::open(disk.clone(), cfg(dir.path(), 1 << 20))).unwrap();
+    fill(&s, 0, CQ_FILE_ENTRIES); // exactly one full file
+    // Other traffic moves the log on, so T:0's records can all be deleted.
+    block_on(async {
+        for _ in 0..40 {
+            let batch: Vec<_> =
+                (0..256).map(|_| MessageToStore::simple("U", 0, Bytes::from(vec![0u8; 64]), String::new())).collect();
+            s.put(&batch, false).await.unwrap();
+            s.log().flush_once().await.unwrap();
+        }
+    });
+    s.checkpoint_now().unwrap();
+    let last_t = block_on(s.entry("T", 0, CQ_FILE_ENTRIES - 1)).unwrap().physical_offset;
+    let keep = s.log().segment_starts().iter().filter(|&&g| g + (1 << 20) > last_t).count() - 1;
+    let over = std::cell::Cell::new(s.log().segment_starts().len() - keep);
+    s.set_usage_probe(Box::new(move || {
+        let used = if over.get() > 0 { 900 } else { 100 };
+        over.set(over.get().saturating_sub(1));
+        Ok(DiskUsage { total_bytes: 1000, available_bytes: 1000 - used })
+    }));
+    block_on(s.run_retention(now_ms())).unwrap();
+    assert_eq!(s.queue_bounds("T", 0), (CQ_FILE_ENTRIES, CQ_FILE_ENTRIES), "every record of T:0 deleted");
+    s.checkpoint_now().unwrap();
+    assert!(!disk.small_files().paths().contains(&queue_file(dir.path(), 0)), "its only file removed");
+    drop(s);
+    let s = block_on(Store::open(disk.clone(), cfg(dir.path(), 1 << 20))).unwrap();
+    assert_eq!(s.rebuilt_derived(), 0, "an empty queue directory at a file boundary verifies");
+    assert_eq!(s.queue_bounds("T", 0), (CQ_FILE_ENTRIES, CQ_FILE_ENTRIES), "offsets are not handed out again");
+    fill(&s, 0, 1);
+    assert_eq!(s.queue_bounds("T", 0).1, CQ_FILE_ENTRIES + 1);
+}

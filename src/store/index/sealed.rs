@@ -75,9 +75,10 @@ pub fn parse_name(name: &str) -> Option<u64> {
     name.strip_suffix(".idx").filter(|n| n.len() == 20).and_then(|n| n.parse().ok())
 }
 
-/// The bytes of a sealed file covering `[range_first, range_end)` holding `entries` (in log order).
-pub fn build(range_first: u64, range_end: u64, entries: &[IndexEntry]) -> Vec<u8> {
-    let count = u32::try_from(entries.len()).expect("a sealed file holds under 2^32 entries");
+/// The header of a sealed file covering `[range_first, range_end)` holding `entries` (in log
+/// order; fewer than 2^31 — `index_seal_entries` is capped far below that).
+pub fn header_of(range_first: u64, range_end: u64, entries: &[IndexEntry]) -> SealedHeader {
+    let count = u32::try_from(entries.len()).unwrap_or(u32::MAX).min(1 << 31);
     let slots = count.max(1).next_power_of_two();
     let mut h = SealedHeader { range_first, range_end, count, slots, ..Default::default() };
     if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
@@ -86,6 +87,13 @@ pub fn build(range_first: u64, range_end: u64, entries: &[IndexEntry]) -> Vec<u8
         h.min_ts = entries.iter().map(|e| e.store_timestamp_ms).min().unwrap_or(0);
         h.max_ts = entries.iter().map(|e| e.store_timestamp_ms).max().unwrap_or(0);
     }
+    h
+}
+
+/// The bytes of a sealed file covering `[range_first, range_end)` holding `entries` (in log order).
+pub fn build(range_first: u64, range_end: u64, entries: &[IndexEntry]) -> Vec<u8> {
+    let h = header_of(range_first, range_end, entries);
+    let slots = h.slots;
     // One buffer, filled in place (a seal of 1 Mi keys is 28 MiB: no second copy of it).
     let mut out = vec![0u8; h.file_len() as usize];
     let (head, rest) = out.split_at_mut(h.body_at() as usize);
@@ -141,6 +149,9 @@ fn be_u64(b: &[u8], at: usize) -> u64 {
 pub struct SealedFile {
     pub path: PathBuf,
     pub header: SealedHeader,
+    /// Found damaged (and deleted): kept in the list, answering nothing, so the range it covered
+    /// stays owed and the next start sees the gap and rebuilds.
+    pub damaged: bool,
 }
 
 impl SealedFile {
@@ -174,7 +185,7 @@ impl SealedFile {
         if len != 1 {
             return Err(invalid(path, format!("length differs from the header's {} bytes", h.file_len())));
         }
-        Ok(SealedFile { path: path.to_path_buf(), header: h })
+        Ok(SealedFile { path: path.to_path_buf(), header: h, damaged: false })
     }
 
     /// `len` bytes of the body at `at`, each 4 KiB block they touch verified against its CRC.
@@ -211,7 +222,7 @@ impl SealedFile {
         out: &mut Vec<u64>,
     ) -> io::Result<()> {
         let h = &self.header;
-        if h.count == 0 || h.max_ts < begin || h.min_ts > end {
+        if self.damaged || h.count == 0 || h.max_ts < begin || h.min_ts > end {
             return Ok(());
         }
         let slot = (hash & (h.slots - 1)) as u64;

@@ -201,8 +201,7 @@ impl IndexSet {
     ) -> Vec<u64> {
         let mut out = self.memory.lookup(topic, key, begin_ms, end_ms, max);
         let hash = key_hash(topic, key);
-        let mut damaged = Vec::new();
-        for (i, f) in self.sealed.iter().enumerate().rev() {
+        for f in self.sealed.iter_mut().rev() {
             if out.len() >= max {
                 break;
             }
@@ -211,13 +210,11 @@ impl IndexSet {
                 tracing::error!(file = %f.path.display(), error = %e,
                     "sealed index file is damaged: dropped; the next start rebuilds the index from the commit log");
                 out.truncate(before);
-                damaged.push(i);
+                // Kept in the list (its range stays owed in the manifest), its file deleted.
+                f.damaged = true;
+                let _ = files.remove_file(&f.path);
+                self.damaged += 1;
             }
-        }
-        for i in damaged {
-            let f = self.sealed.remove(i);
-            let _ = files.remove_file(&f.path);
-            self.damaged += 1;
         }
         out
     }
@@ -225,6 +222,9 @@ impl IndexSet {
     /// Builds the index's part of a checkpoint up to `limit` (the durable log end): the new entries
     /// for the active file, and a seal of every complete run of `seal_entries` it holds.
     pub fn job(&mut self, limit: u64) -> IndexJob {
+        // Retention drops only checkpointed entries and one job runs at a time, so memory's count of
+        // persisted entries is where the files end.
+        debug_assert_eq!(self.memory.persisted(), self.base + self.active_entries, "key index numbering");
         let new = self.memory.take_persistable(limit);
         let taken = (new.len() / super::INDEX_ENTRY_BYTES) as u64;
         let persisted = self.base + self.active_entries + taken;
@@ -288,12 +288,16 @@ impl IndexSet {
         self.hasher = job.hasher.clone();
         self.active_entries = job.entries;
         if !job.seals.is_empty() {
-            for (path, ..) in &job.seals {
+            for (path, first, end, entries) in &job.seals {
                 match SealedFile::open(files, path) {
                     Ok(f) => self.sealed.push(f),
                     Err(e) => {
-                        // Written and synced a moment ago: the next start finds the gap and rebuilds.
+                        // Written and synced a moment ago: kept as damaged (its range stays owed),
+                        // deleted, and the next start finds the gap and rebuilds.
                         tracing::error!(error = %e, "a sealed index file just written does not read back");
+                        let header = sealed::header_of(*first, *end, entries);
+                        self.sealed.push(SealedFile { path: path.clone(), header, damaged: true });
+                        let _ = files.remove_file(path);
                         self.damaged += 1;
                     }
                 }
