@@ -92,11 +92,21 @@ impl<D: Disk> Store<D> {
                     }
                 }
                 self.checkpointed.set(job.checkpoint.log_offset);
+                self.checkpoint_failures.set(0);
                 self.cq_expired.borrow_mut().retain(|p| !job.cq_remove.contains(p));
                 self.index.borrow_mut().finished(&*self.files, &job.index, true);
             }
             Err(e) => {
-                tracing::warn!(error = %e, "checkpoint failed; recovery will replay from the previous one");
+                let failures = self.checkpoint_failures.get() + 1;
+                self.checkpoint_failures.set(failures);
+                if failures >= 3 {
+                    // Retention deletes only what a checkpoint covers: failing checkpoints end in a
+                    // full disk, so they are an error the operator must see, not a warning.
+                    tracing::error!(error = %e, failures,
+                        "checkpoints keep failing: retention cannot delete past the last one (the disk will fill)");
+                } else {
+                    tracing::warn!(error = %e, "checkpoint failed; recovery will replay from the previous one");
+                }
                 self.index.borrow_mut().finished(&*self.files, &job.index, false);
             }
         }

@@ -140,6 +140,8 @@ pub struct Store<D: Disk> {
     checkpointed: Cell<u64>,
     /// A checkpoint job is in flight (`tasks.rs`).
     checkpointing: Cell<bool>,
+    /// Checkpoint jobs failed in a row (logged as an error from the third).
+    checkpoint_failures: Cell<u32>,
     damaged_reads: Cell<u64>,
     rebuilt_derived: Cell<u64>,
     usage_probe: RefCell<Box<dyn Fn() -> std::io::Result<DiskUsage>>>,
@@ -186,6 +188,7 @@ impl<D: Disk> Store<D> {
             disk_full: Cell::new(None),
             checkpointed: Cell::new(limit),
             checkpointing: Cell::new(false),
+            checkpoint_failures: Cell::new(0),
             damaged_reads: Cell::new(0),
             rebuilt_derived: Cell::new(0),
             usage_probe: RefCell::new(Box::new(move || retention::statvfs_usage(&dir))),

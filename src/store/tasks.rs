@@ -113,7 +113,10 @@ impl<D: Disk> Store<D> {
         };
         self.checkpointing.set(true);
         let (job, result) = rt::blocking(move || {
-            let r = job.run();
+            // A panic on the blocking pool would never answer (and leave `checkpointing` set): it
+            // fails this job instead.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run()))
+                .unwrap_or_else(|_| Err(std::io::Error::other("the checkpoint job panicked")));
             (job, r)
         })
         .await;

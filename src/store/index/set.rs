@@ -113,7 +113,7 @@ impl IndexSet {
     pub fn new(dir: PathBuf, seal_entries: u64) -> IndexSet {
         IndexSet {
             dir,
-            seal_entries: seal_entries.max(1),
+            seal_entries: seal_entries.clamp(1, 1 << 30),
             memory: KeyIndex::default(),
             base: 0,
             active_entries: 0,
