@@ -138,8 +138,9 @@ pub struct Store<D: Disk> {
     last_store_ms: Cell<i64>,
     disk_full: Cell<Option<u32>>,
     checkpointed: Cell<u64>,
-    /// A checkpoint job is in flight (`tasks.rs`).
+    /// A checkpoint job is in flight (`tasks.rs`), and the signal its end raises.
     checkpointing: Cell<bool>,
+    checkpoint_done: crate::rt::Signal,
     /// Checkpoint jobs failed in a row (logged as an error from the third).
     checkpoint_failures: Cell<u32>,
     damaged_reads: Cell<u64>,
@@ -188,6 +189,7 @@ impl<D: Disk> Store<D> {
             disk_full: Cell::new(None),
             checkpointed: Cell::new(limit),
             checkpointing: Cell::new(false),
+            checkpoint_done: crate::rt::Signal::default(),
             checkpoint_failures: Cell::new(0),
             damaged_reads: Cell::new(0),
             rebuilt_derived: Cell::new(0),

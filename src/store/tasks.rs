@@ -54,8 +54,9 @@ impl StoreTasks {
         // A checkpoint in flight is let finish, not cancelled: cancelled, it would have taken index
         // entries without recording where they went, and the last checkpoint below would write
         // over them (no await between this wait and the drops, so none starts in between).
+        // Woken by the job's end, not a sleep: a test's manual clock moves no sleep here.
         while store.checkpointing.get() && Instant::now() < deadline + STOP_FLUSH_WAIT {
-            rt::sleep(Duration::from_millis(5)).await;
+            store.checkpoint_done.wait_at_most(Duration::from_millis(50)).await;
         }
         for (_, t) in self.tasks.into_iter().rev() {
             drop(t);
@@ -122,6 +123,7 @@ impl<D: Disk> Store<D> {
         .await;
         self.checkpoint_finished(&job, &result);
         self.checkpointing.set(false);
+        self.checkpoint_done.notify();
     }
 }
 
