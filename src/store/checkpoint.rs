@@ -143,13 +143,7 @@ impl CheckpointJob {
         self.index.write(files)?;
         write_atomic(files, &self.checkpoint_path, &self.checkpoint.encode())?;
         self.index.clean_up(files);
-        for p in &self.cq_remove {
-            if let Err(e) = files.remove_file(p)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(file = %p.display(), error = %e, "cannot remove an expired consume-queue file");
-            }
-        }
+        super::files::remove_unneeded(files, &self.cq_remove);
         Ok(())
     }
 }

@@ -138,6 +138,18 @@ pub fn write_atomic(files: &dyn Files, path: &Path, data: &[u8]) -> io::Result<(
     files.sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
+/// Removes files no longer needed once a checkpoint stopped naming them; one that cannot be removed
+/// is logged and left for the next start, which removes what the checkpoint does not name.
+pub fn remove_unneeded(files: &dyn Files, paths: &[std::path::PathBuf]) {
+    for p in paths {
+        if let Err(e) = files.remove_file(p)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(file = %p.display(), error = %e, "cannot remove a file the checkpoint no longer names");
+        }
+    }
+}
+
 /// Creates `dir` and its missing parents durably: each new directory's name is synced in its parent.
 pub fn create_dir_durable(files: &dyn Files, dir: &Path) -> io::Result<()> {
     let mut missing = Vec::new();

@@ -50,6 +50,16 @@ struct Slot {
     store_timestamp_ms: i64,
 }
 
+impl Slot {
+    fn entry(&self) -> IndexEntry {
+        IndexEntry {
+            hash: self.hash,
+            physical_offset: self.physical_offset,
+            store_timestamp_ms: self.store_timestamp_ms,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct KeyIndex {
     /// Entries in log order; `entries[i]` has the global number `first + i`.
@@ -102,12 +112,7 @@ impl KeyIndex {
         let todo = self.entries.range(from..).take_while(|e| e.physical_offset < limit);
         let mut out = Vec::with_capacity(todo.clone().count() * INDEX_ENTRY_BYTES);
         for e in todo {
-            let e = IndexEntry {
-                hash: e.hash,
-                physical_offset: e.physical_offset,
-                store_timestamp_ms: e.store_timestamp_ms,
-            };
-            encode(&e, &mut out);
+            encode(&e.entry(), &mut out);
         }
         self.persisted += (out.len() / INDEX_ENTRY_BYTES) as u64;
         out
@@ -132,14 +137,7 @@ impl KeyIndex {
     pub fn entries_between(&self, from: u64, to: u64) -> Vec<IndexEntry> {
         let lo = from.max(self.first);
         let hi = to.min(self.first + self.entries.len() as u64).max(lo);
-        self.entries
-            .range((lo - self.first) as usize..(hi - self.first) as usize)
-            .map(|e| IndexEntry {
-                hash: e.hash,
-                physical_offset: e.physical_offset,
-                store_timestamp_ms: e.store_timestamp_ms,
-            })
-            .collect()
+        self.entries.range((lo - self.first) as usize..(hi - self.first) as usize).map(Slot::entry).collect()
     }
 
     /// The entries numbered `[from, to)` in the 20-byte file form.

@@ -99,13 +99,7 @@ impl IndexJob {
     /// After the checkpoint naming the new files is durable: removes what it no longer names. A file
     /// left behind by a failure here is a leftover the next start removes.
     pub fn clean_up(&self, files: &dyn Files) {
-        for p in &self.remove {
-            if let Err(e) = files.remove_file(p)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(file = %p.display(), error = %e, "cannot remove an index file no longer needed");
-            }
-        }
+        crate::store::files::remove_unneeded(files, &self.remove);
     }
 }
 
