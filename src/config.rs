@@ -142,6 +142,32 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
     /// When set, TLS clients must present a certificate signed by one of these CAs (PEM).
     pub tls_client_ca: Option<PathBuf>,
+    /// This node's id in `cluster` (0: no cluster, a single node).
+    pub node_id: u32,
+    /// The nodes of a replicated cluster as `id=host:port` of each node's name server; shard i of
+    /// every node is one replica set. Empty: a single node, no replication.
+    pub cluster: Vec<String>,
+    /// `sync`: a send is acknowledged once `in_sync_replicas` replicas hold it durably; `async`: on
+    /// the master alone (slaves follow behind).
+    pub replication: ReplicationMode,
+    /// Replicas, the master included, that must hold a send durably with `replication = "sync"`
+    /// (RocketMQ's inSyncReplicas); 0 = a majority of the cluster's nodes, so one node can fail.
+    pub in_sync_replicas: usize,
+    /// The controller's port (default: the name server's port + 2, as RocketMQ's 9876/9878).
+    pub controller_port: Option<u16>,
+    /// Follow as an async learner: never in the in-sync set, never elected (a remote site's copy).
+    pub learner: bool,
+    /// A slave that has not caught up for this long leaves the in-sync set (RocketMQ's
+    /// haMaxTimeSlaveNotCatchup, 15 s).
+    pub ha_max_time_slave_not_catchup_ms: u64,
+}
+
+/// How a replicated cluster acknowledges sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicationMode {
+    Sync,
+    Async,
 }
 
 impl Default for Config {
@@ -198,6 +224,13 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
+            node_id: 0,
+            cluster: Vec::new(),
+            replication: ReplicationMode::Sync,
+            in_sync_replicas: 0,
+            controller_port: None,
+            learner: false,
+            ha_max_time_slave_not_catchup_ms: 15_000,
         }
     }
 }
@@ -272,6 +305,36 @@ impl Config {
                 "tls.server.certPath" => self.tls_cert = Some(v.into()),
                 "tls.server.keyPath" => self.tls_key = Some(v.into()),
                 "tls.server.trustCertPath" => self.tls_client_ca = Some(v.into()),
+                "enableControllerMode" => {
+                    if !v.eq_ignore_ascii_case("true") {
+                        self.cluster.clear();
+                    }
+                }
+                // RocketMQ lists the controllers; ringmq's embed in each node's name server, two
+                // ports below (9878 → 9876), and the list's order numbers the nodes 1, 2, 3, ...
+                "controllerAddr" => {
+                    let mut nodes = Vec::new();
+                    for (i, a) in split_addrs(v).iter().enumerate() {
+                        let (host, port) = a.rsplit_once(':').ok_or_else(bad)?;
+                        let port: u16 = port.parse().map_err(|_| bad())?;
+                        nodes.push(format!("{}={host}:{}", i + 1, port.checked_sub(2).ok_or_else(bad)?));
+                        self.controller_port.get_or_insert(port);
+                    }
+                    self.cluster = nodes;
+                }
+                "nodeId" => self.node_id = v.parse().map_err(|_| bad())?,
+                "inSyncReplicas" => self.in_sync_replicas = v.parse().map_err(|_| bad())?,
+                "totalReplicas" => {
+                    tracing::info!(key = k, "totalReplicas: ringmq replicates every shard on every node of --cluster")
+                }
+                "brokerRole" => match v {
+                    "SYNC_MASTER" => self.replication = ReplicationMode::Sync,
+                    "ASYNC_MASTER" => self.replication = ReplicationMode::Async,
+                    "SLAVE" => tracing::info!(key = k, "brokerRole SLAVE: roles are elected per shard, not configured"),
+                    _ => return Err(bad()),
+                },
+                "asyncLearner" => self.learner = v.eq_ignore_ascii_case("true"),
+                "haMaxTimeSlaveNotCatchup" => self.ha_max_time_slave_not_catchup_ms = v.parse().map_err(|_| bad())?,
                 _ => {
                     tracing::warn!(key = k, file = %path.display(), "broker.conf key not used by ringmq")
                 }
@@ -288,8 +351,12 @@ impl Config {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     }
 
-    /// Name servers the shards register with.
+    /// Name servers the shards register with: the configured ones, else every node's of the
+    /// cluster, else the embedded one.
     pub fn namesrv_list(&self) -> Vec<String> {
+        if self.namesrv_addrs.is_empty() && !self.cluster.is_empty() {
+            return self.cluster.iter().filter_map(|e| e.split_once('=').map(|(_, a)| a.to_string())).collect();
+        }
         if self.namesrv_addrs.is_empty() {
             vec![format!("127.0.0.1:{}", self.namesrv_port)]
         } else {

@@ -19,6 +19,7 @@ pub(crate) mod metrics;
 pub(crate) mod nameserver;
 pub(crate) mod net;
 pub mod protocol;
+pub mod replication;
 pub(crate) mod rt;
 pub mod security;
 pub(crate) mod shard;

@@ -86,6 +86,24 @@ struct ServeArgs {
     /// Require client certificates signed by this CA (PEM)
     #[arg(long)]
     tls_client_ca: Option<PathBuf>,
+    /// This node's id in --cluster
+    #[arg(long)]
+    node_id: Option<u32>,
+    /// Every node of a replicated cluster: `1=host:port,2=host:port,...`, each node's name server
+    #[arg(long)]
+    cluster: Option<String>,
+    /// Acknowledge sends once --in-sync-replicas replicas hold them (sync) or on the master (async)
+    #[arg(long, value_enum)]
+    replication: Option<ringmq::config::ReplicationMode>,
+    /// Replicas (master included) that must hold a send with --replication sync (default: a majority)
+    #[arg(long)]
+    in_sync_replicas: Option<usize>,
+    /// The controller's port (default: the name server's port + 2)
+    #[arg(long)]
+    controller_port: Option<u16>,
+    /// Follow as an async learner: never in the in-sync set, never elected
+    #[arg(long)]
+    learner: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -306,6 +324,28 @@ fn build_config(a: ServeArgs) -> Result<Config, String> {
     }
     c.truncate_corrupt_log |= a.truncate_corrupt_log;
     c.start_with_damaged_config |= a.start_with_damaged_config;
+    if let Some(v) = a.node_id {
+        c.node_id = v;
+    }
+    if let Some(v) = a.cluster {
+        c.cluster = v.split([',', ';']).map(str::trim).filter(|e| !e.is_empty()).map(str::to_string).collect();
+    }
+    if let Some(v) = a.replication {
+        c.replication = v;
+    }
+    if let Some(v) = a.in_sync_replicas {
+        c.in_sync_replicas = v;
+    }
+    if a.controller_port.is_some() {
+        c.controller_port = a.controller_port;
+    }
+    c.learner |= a.learner;
+    if let Some(t) = ringmq::replication::Topology::of(&c)? {
+        // The embedded name server listens where the cluster list says this node's is.
+        if a.namesrv_port.is_none() {
+            c.namesrv_port = t.own_namesrv_port();
+        }
+    }
     ringmq::parse_delay_levels(&c.message_delay_level).map_err(|e| format!("message_delay_level: {e}"))?;
     if c.segment_bytes % 4096 != 0 || c.segment_bytes < (64 << 10) {
         return Err(format!("segment size {} must be a multiple of 4096 and at least 64 KiB", c.segment_bytes));

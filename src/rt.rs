@@ -120,6 +120,48 @@ impl Signal {
     }
 }
 
+/// A wake-up for any number of tasks on this executor: each waits for the beacon to be raised past
+/// the generation it saw (the commit log raises one per group commit; replication streams and acks
+/// wait on it). Waiters that are polled again without a raise are not stored twice.
+#[derive(Default)]
+pub struct Beacon {
+    generation: std::cell::Cell<u64>,
+    waiters: std::cell::RefCell<Vec<std::task::Waker>>,
+}
+
+impl Beacon {
+    pub fn raise(&self) {
+        self.generation.set(self.generation.get() + 1);
+        for w in self.waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.get()
+    }
+
+    /// Waits until the beacon is raised past `seen`.
+    pub async fn wait_past(&self, seen: u64) {
+        std::future::poll_fn(|cx| {
+            if self.generation.get() > seen {
+                return std::task::Poll::Ready(());
+            }
+            let mut w = self.waiters.borrow_mut();
+            if !w.iter().any(|x| x.will_wake(cx.waker())) {
+                w.push(cx.waker().clone());
+            }
+            std::task::Poll::Pending
+        })
+        .await
+    }
+
+    /// Waits until the beacon is raised past `seen`, or for `d`.
+    pub async fn wait_past_at_most(&self, seen: u64, d: Duration) {
+        futures_lite::future::or(self.wait_past(seen), sleep(d)).await
+    }
+}
+
 /// A clock that moves only when a test moves it (see [`manual_clock`]); compiled into tests only.
 #[cfg(test)]
 struct ManualClock {

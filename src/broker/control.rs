@@ -27,6 +27,8 @@ pub type RegistrationBody = std::sync::Arc<dyn Fn() -> String + Send + Sync>;
 #[derive(Clone)]
 pub struct Registration {
     pub broker_name: String,
+    /// 0 for a master (or a single node), the node id for a slave (RocketMQ's brokerId).
+    pub broker_id: i64,
     pub addr: SocketAddr,
     pub body: RegistrationBody,
 }
@@ -101,10 +103,16 @@ impl ControlPlane {
         self.state.lock().map(|s| s.events.len()).unwrap_or(0)
     }
 
-    pub fn set_registration(&self, shard: usize, broker_name: String, addr: SocketAddr, body: RegistrationBody) {
+    pub fn set_registration(
+        &self,
+        shard: usize,
+        (broker_name, broker_id): (String, i64),
+        addr: SocketAddr,
+        body: RegistrationBody,
+    ) {
         if let Ok(mut s) = self.state.lock() {
             if let Some(slot) = s.registrations.get_mut(shard) {
-                *slot = Some(Registration { broker_name, addr, body });
+                *slot = Some(Registration { broker_name, broker_id, addr, body });
             }
             s.dirty = true;
         }

@@ -55,10 +55,14 @@ impl BrokerError {
             BrokerError::ClientTimeout(_) => rs::CONSUME_MSG_TIMEOUT,
             BrokerError::NotSupported(_) => rs::REQUEST_CODE_NOT_SUPPORTED,
             BrokerError::Store(e) => match e {
-                StoreError::DiskFull { .. } | StoreError::NoSpace { .. } | StoreError::Poisoned(_) => {
+                StoreError::DiskFull { .. }
+                | StoreError::NoSpace { .. }
+                | StoreError::Poisoned(_)
+                | StoreError::NotMaster => {
                     rs::SERVICE_NOT_AVAILABLE
                 }
                 StoreError::TooLarge { .. } | StoreError::Invalid(_) => rs::MESSAGE_ILLEGAL,
+                StoreError::SlaveTimeout => rs::FLUSH_SLAVE_TIMEOUT,
                 _ => rs::SYSTEM_ERROR,
             },
         }

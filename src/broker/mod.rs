@@ -110,6 +110,15 @@ pub fn store_config(cfg: &Config, shard: usize) -> crate::store::StoreConfig {
 }
 
 impl<D: Disk> Broker<D> {
+    /// The brokerId this shard registers with: 0 as a master or a single node, the node id as a
+    /// slave (RocketMQ's controller mode: a broker's id is its own, the master answers as 0).
+    pub fn broker_id(&self) -> i64 {
+        match self.store.replicas.role() {
+            crate::store::replicas::ReplicaRole::Slave => i64::from(self.cfg.node_id),
+            _ => 0,
+        }
+    }
+
     pub fn new(shard: usize, cfg: Config, addr: SocketAddr, store: Store<D>, control: Arc<ControlPlane>) -> Broker<D> {
         let dir = store.config().dir.join("config");
         let files = store.files().clone();

@@ -17,12 +17,19 @@ pub async fn handle<D: Disk>(b: &Rc<Broker<D>>, conn: &Rc<Conn>, req: &Command) 
     let h = SendHeader::decode(req).map_err(BrokerError::illegal_message)?;
     let msgs = build_messages(b, conn, req, &h)?;
     let wait = property_get(&h.properties, keys::WAIT) != Some("false");
-    let placed = b.store.put(&msgs, wait).await?;
+    let (placed, replicated) = b.store.put_acked(&msgs, wait).await?;
+    // Stored on this master but not acknowledged by enough slaves in time: RocketMQ answers
+    // FLUSH_SLAVE_TIMEOUT with the send header (clients read the msgId and offsets from it).
+    let code = match replicated {
+        Ok(()) => rs::SUCCESS,
+        Err(crate::store::StoreError::SlaveTimeout) => rs::FLUSH_SLAVE_TIMEOUT,
+        Err(e) => return Err(e.into()),
+    };
     b.wake_pollers(&msgs[0].topic, msgs[0].queue_id);
     let bytes: usize = msgs.iter().map(|m| m.body.len()).sum();
     b.metrics.flow(&h.topic, msgs.len() as u64, bytes as u64, 0, 0);
     let ids: Vec<String> = placed.iter().map(|p| offset_msg_id(&b.addr, p.physical_offset)).collect();
-    let mut resp = req.response_to(rs::SUCCESS);
+    let mut resp = req.response_to(code);
     SendResponseHeader {
         msg_id: ids.join(","),
         queue_id: requested_queue(&h, &msgs[0]),

@@ -223,7 +223,7 @@ impl<D: Disk> Broker<D> {
             let wrapper = wrapper_of(&topics, version);
             serde_json::json!({ "topicConfigSerializeWrapper": wrapper, "filterServerList": [] }).to_string()
         });
-        self.control.set_registration(self.shard, self.name.clone(), self.addr, body);
+        self.control.set_registration(self.shard, (self.name.clone(), self.broker_id()), self.addr, body);
     }
 
     /// The topic a send goes to, created from the template when allowed.

@@ -130,6 +130,13 @@ async fn shard_main(
             return;
         }
     };
+    let replication = match replication_of(&cfg, shard, addr.port(), &store) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = ready.send(Err((crate::shard::startup::EXIT_CONFIG, format!("shard {shard}: {e}"))));
+            return;
+        }
+    };
     let mut broker = Broker::new(shard, cfg, addr, store, control.clone());
     (broker.acl, broker.tls) = security;
     let broker = Rc::new(broker);
@@ -154,6 +161,7 @@ async fn shard_main(
     let stop = Rc::new(Cell::new(false));
     let accepts: Vec<_> =
         listeners.into_iter().map(|l| crate::rt::spawn(accept_loop(broker.clone(), l, stop.clone()))).collect();
+    let replicating = replication.map(|(t, listener)| start_replication(&broker, t, listener, &stop));
     let store_tasks = tasks::start_store(&broker);
     let background = tasks::spawn_all(&broker);
     let _ = ready.send(Ok(bound));
@@ -161,7 +169,55 @@ async fn shard_main(
     tasks::control_loop(&broker).await;
     stop.set(true);
     drop(accepts);
+    drop(replicating);
     tasks::shutdown(&broker, background, store_tasks).await;
+}
+
+/// In a cluster: takes this shard's replica role (the preferred node is the master, epoch 1, until
+/// the controller elects) and binds the replication port (the shard's port + 1).
+fn replication_of(
+    cfg: &Config,
+    shard: usize,
+    port: u16,
+    store: &Store<DmaDisk>,
+) -> Result<Option<(crate::replication::Topology, crate::rt::TcpListener)>, String> {
+    use crate::store::replicas::ReplicaRole;
+    let Some(t) = crate::replication::Topology::of(cfg)? else { return Ok(None) };
+    let master = t.preferred_master(shard) == t.node_id;
+    if master && t.learner {
+        return Err(format!(
+            "node {} is a learner but shard {shard} prefers it as master; list learners after the voting nodes",
+            t.node_id
+        ));
+    }
+    if port == 0 {
+        return Err("a replicated node needs a fixed --listen-port (the replication port is the shard's + 1)".into());
+    }
+    store.replicas.set_role(if master { ReplicaRole::Master } else { ReplicaRole::Slave }, 1, t.needed());
+    let listener = bind(port + 1)?;
+    Ok(Some((t, listener)))
+}
+
+/// Starts the replication listener and, on a slave, the follower; dropping the tasks stops them.
+fn start_replication(
+    broker: &Rc<Broker>,
+    t: crate::replication::Topology,
+    listener: crate::rt::TcpListener,
+    stop: &Rc<Cell<bool>>,
+) -> Vec<crate::rt::Task<()>> {
+    use crate::replication::{master, slave};
+    let store = broker.store.clone();
+    let mut tasks = vec![crate::rt::spawn(master::listen(store.clone(), listener, t.catchup_limit, stop.clone()))];
+    if store.replicas.role() == crate::store::replicas::ReplicaRole::Slave {
+        let me = slave::Follower {
+            broker_name: broker.name.clone(),
+            node_id: t.node_id,
+            learner: t.learner,
+            namesrvs: t.namesrvs(),
+        };
+        tasks.push(crate::rt::spawn(slave::follow(store, me, stop.clone())));
+    }
+    tasks
 }
 
 /// The ACL guard and listener TLS of one executor, from the configuration (checked at start-up,

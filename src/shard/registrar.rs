@@ -1,4 +1,5 @@
-//! Registers every shard with every name server as its own broker (`<broker_name>-<i>`, brokerId 0):
+//! Registers every shard with every name server as its own broker (`<broker_name>-<i>`, brokerId 0, or the node id for a
+//! slave of a replicated cluster):
 //! REGISTER_BROKER at start, whenever a shard's topics change, and every `register_period`; and
 //! UNREGISTER_BROKER at shutdown. A control-plane thread: it never touches a shard's data.
 
@@ -105,7 +106,7 @@ impl Registrar {
                 broker_name: r.broker_name.clone(),
                 broker_addr: r.addr.to_string(),
                 cluster_name: self.cluster.clone(),
-                broker_id: 0,
+                broker_id: r.broker_id,
                 ha_server_addr: Some(format!("{}:{}", r.addr.ip(), r.addr.port() + 1)),
                 compressed: Some(false),
                 body_crc32: Some(0),
@@ -144,7 +145,7 @@ impl Registrar {
                     broker_addr: r.addr.to_string(),
                     broker_name: Some(r.broker_name.clone()),
                     cluster_name: Some(self.cluster.clone()),
-                    broker_id: Some(0),
+                    broker_id: Some(r.broker_id),
                 }
                 .request(rq::UNREGISTER_BROKER);
                 self.request(&mut conns, ns, cmd);

@@ -31,6 +31,17 @@ pub enum StoreError {
     Invalid(String),
     #[error("record at offset {0} not found")]
     NotFound(u64),
+    /// This replica is not its replica set's master: it appends only what its master streams.
+    #[error("this broker is a slave: messages are put to the master only")]
+    NotMaster,
+    /// Fewer replicas are in sync than `--in-sync-replicas` asks for (RocketMQ's
+    /// IN_SYNC_REPLICAS_NOT_ENOUGH, answered as SYSTEM_ERROR with this remark).
+    #[error("in-sync replicas not enough")]
+    InSyncReplicasNotEnough,
+    /// The record is durable on the master but not enough slaves acknowledged it in time
+    /// (FLUSH_SLAVE_TIMEOUT).
+    #[error("wait for the slaves timed out")]
+    SlaveTimeout,
     /// A stored record failed verification on a read path; it is never served or re-stored.
     #[error("damaged record at log offset {offset}: {reason}")]
     Damaged { offset: u64, reason: String },

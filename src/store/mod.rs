@@ -10,6 +10,7 @@
 //! checkpoint                                 JSON: log offset covered by the files above
 //! ```
 
+pub mod batches;
 pub mod checkpoint;
 mod checkpointing;
 mod cold;
@@ -23,6 +24,8 @@ pub mod files;
 pub mod io;
 pub mod log;
 pub mod recovery;
+pub mod replicas;
+mod replicated;
 mod retention;
 pub mod tasks;
 
@@ -146,6 +149,8 @@ pub struct Store<D: Disk> {
     damaged_reads: Cell<u64>,
     rebuilt_derived: Cell<u64>,
     usage_probe: RefCell<Box<dyn Fn() -> std::io::Result<DiskUsage>>>,
+    /// The replication gate: role, acks awaited, confirm offset (`replicas.rs`).
+    pub replicas: replicas::ReplicaGate,
 }
 
 pub use crate::protocol::now_ms;
@@ -194,6 +199,7 @@ impl<D: Disk> Store<D> {
             damaged_reads: Cell::new(0),
             rebuilt_derived: Cell::new(0),
             usage_probe: RefCell::new(Box::new(move || retention::statvfs_usage(&dir))),
+            replicas: replicas::ReplicaGate::default(),
         };
         let verified = match loaded {
             Ok(d) => store.adopt_derived(d, &cp, limit).await.map(|()| true),
@@ -290,16 +296,39 @@ impl<D: Disk> Store<D> {
 
     /// End of the log that readers may see: durable data for `flush = sync` (a consumer never sees a
     /// record a crash could take back), everything written for `flush = async`.
+    /// Replicated, it is also capped at the confirm offset (`replicas.rs`): what the in-sync set holds.
     pub fn visible_limit(&self) -> u64 {
-        match self.cfg.flush {
-            FlushMode::Sync => self.log.flushed_pos(),
-            FlushMode::Async => self.log.write_pos(),
-        }
+        let local = if self.cfg.flush == FlushMode::Async && !self.replicas.caps_visibility() {
+            self.log.write_pos()
+        } else {
+            self.log.flushed_pos()
+        };
+        self.replicas.confirm(local)
     }
 
     /// Appends messages contiguously; queue offsets are assigned densely per (topic, queue) at append.
     /// With `flush = sync` and `wait_durable`, returns once an fdatasync covers them.
+    /// Replicated, also waits for the slaves `--in-sync-replicas` asks for.
     pub async fn put(&self, msgs: &[MessageToStore], wait_durable: bool) -> Result<Vec<Placement>, StoreError> {
+        let (placed, replicated) = self.put_acked(msgs, wait_durable).await?;
+        replicated.map(|()| placed)
+    }
+
+    /// [`Store::put`], with the slaves' answer apart: the records are stored on this master even when
+    /// too few slaves acknowledged them in time (a send answers FLUSH_SLAVE_TIMEOUT with its offsets).
+    pub async fn put_acked(
+        &self,
+        msgs: &[MessageToStore],
+        wait_durable: bool,
+    ) -> Result<(Vec<Placement>, Result<(), StoreError>), StoreError> {
+        self.replicas.check_writable()?;
+        let placed = self.put_local(msgs, wait_durable).await?;
+        let end = placed.last().map_or(0, |p| p.physical_offset + p.size as u64);
+        let replicated = if wait_durable { self.replicas.wait_replicated(end).await } else { Ok(()) };
+        Ok((placed, replicated))
+    }
+
+    async fn put_local(&self, msgs: &[MessageToStore], wait_durable: bool) -> Result<Vec<Placement>, StoreError> {
         if let Some(pct) = self.disk_full.get() {
             return Err(StoreError::DiskFull {
                 used_percent: pct,

@@ -131,6 +131,7 @@ impl<D: Disk> CommitLog<D> {
         match result {
             Ok(()) => {
                 self.complete_flush(target, bytes);
+                self.flushed.raise();
                 Ok(true)
             }
             Err(msg) => Err(self.poison(msg)),

@@ -24,6 +24,7 @@
 
 mod appender;
 mod cache;
+mod follow;
 mod segments;
 
 pub use appender::{decode_seal, encode_seal};
@@ -181,6 +182,9 @@ pub struct CommitLog<D: Disk> {
     pub(crate) prewrite_wanted: crate::rt::Signal,
     /// Raised when a zero chunk of the active segment lands (the flusher may wait for one).
     zeroing_done: crate::rt::Signal,
+    /// Raised after every group commit: replication streams send what became durable, a slave
+    /// acknowledges it.
+    pub flushed: crate::rt::Beacon,
 }
 
 /// Allocation unit of the append buffer: one allocation per MiB appended.
@@ -246,6 +250,7 @@ impl<D: Disk> CommitLog<D> {
             flush_waker: RefCell::new(None),
             prewrite_wanted: crate::rt::Signal::default(),
             zeroing_done: crate::rt::Signal::default(),
+            flushed: crate::rt::Beacon::default(),
         };
         log.ensure_active_segment().await?;
         Ok(log)

@@ -190,14 +190,23 @@ impl<D: Disk> CommitLog<D> {
     /// True when `len` more bytes fit the active segment (rolling to a ready next segment if needed);
     /// false when the next segment is not ready yet.
     pub(super) fn try_roll(&self, len: u64) -> Result<bool, StoreError> {
-        let mut s = self.state.borrow_mut();
+        let s = self.state.borrow();
         let seg = self.segment_start(s.append.write_pos);
         if s.append.write_pos - seg + len + SEAL_BYTES + BLANK_BYTES <= self.cfg.segment_bytes {
             return Ok(true);
         }
-        let next = seg + self.cfg.segment_bytes;
+        drop(s);
+        Ok(self.roll_if_ready())
+    }
+
+    /// Closes the active segment (seal, blank record to its end) and makes the pre-written next one
+    /// active; false when that one is not ready yet. A slave rolls here where its master's blank
+    /// record says to, so both write the same bytes.
+    pub(super) fn roll_if_ready(&self) -> bool {
+        let mut s = self.state.borrow_mut();
+        let next = self.segment_start(s.append.write_pos) + self.cfg.segment_bytes;
         let Some((start, file)) = s.files.ready_next.take_if(|(start, _)| *start == next) else {
-            return Ok(false);
+            return false;
         };
         Self::seal_batch(&mut s);
         let remaining = next - s.append.write_pos;
@@ -215,7 +224,7 @@ impl<D: Disk> CommitLog<D> {
         s.append.write_pos = next;
         s.append.batch_start = next;
         s.append.batch_crc = crc32fast::Hasher::new();
-        Ok(true)
+        true
     }
 
     /// Whether the segment after the active one still has to be pre-written.

@@ -1,0 +1,157 @@
+//! A slave's side of its replica set, on the shard's executor: find the master, connect to its
+//! replication port, say where this log ends, then append every frame it streams — verified again
+//! here (`Store::append_replicated`) — and acknowledge the durable end after every group commit and
+//! at least every second.
+
+use super::timed;
+use super::wire::{self, Hello, Transfer, Welcome};
+use crate::client::async_conn::AsyncConnection;
+use crate::protocol::Command;
+use crate::protocol::codes::request as rq;
+use crate::protocol::commands::body;
+use crate::protocol::commands::namesrv::{BrokerData, ClusterInfo};
+use crate::rt::TcpStream;
+use crate::store::Store;
+use crate::store::io::Disk;
+use crate::store::replicas::ReplicaRole;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Between attempts to reach the master.
+const RETRY: Duration = Duration::from_secs(1);
+/// A master silent this long (it heartbeats every second) is given up on and looked up again.
+const MASTER_SILENCE: Duration = super::master::SLAVE_SILENCE;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Who this slave is.
+pub struct Follower {
+    pub broker_name: String,
+    pub node_id: u32,
+    pub learner: bool,
+    pub namesrvs: Vec<String>,
+}
+
+/// Follows the master until `stop` is set or this replica stops being a slave.
+pub async fn follow<D: Disk + 'static>(store: Rc<Store<D>>, me: Follower, stop: Rc<Cell<bool>>) {
+    let mut last_error = String::new();
+    while !stop.get() && store.replicas.role() == ReplicaRole::Slave {
+        match follow_once(&store, &me, &stop).await {
+            Ok(()) => last_error.clear(),
+            Err(e) => {
+                if e != last_error {
+                    tracing::warn!(broker = %me.broker_name, error = %e, "following the master failed; retrying");
+                    last_error = e;
+                }
+            }
+        }
+        crate::rt::sleep(RETRY).await;
+    }
+}
+
+
+/// The master's client address, from the first name server that knows it.
+async fn locate(broker_name: &str, namesrvs: &[String]) -> Result<String, String> {
+    let mut why = String::from("no name server configured");
+    for ns in namesrvs {
+        let conn = match AsyncConnection::connect(ns).await {
+            Ok(c) => c,
+            Err(e) => {
+                why = format!("{ns}: {e}");
+                continue;
+            }
+        };
+        let info = match conn.request(Command::request(rq::GET_BROKER_CLUSTER_INFO), CONNECT_TIMEOUT).await {
+            Ok(r) => body::decode_json::<ClusterInfo>("ClusterInfo", &r.body_bytes()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match info {
+            Ok(info) => match info.broker_addr_table.get(broker_name).and_then(BrokerData::master_addr) {
+                Some(a) => return Ok(a.to_string()),
+                None => why = format!("{ns} knows no master of {broker_name} yet"),
+            },
+            Err(e) => why = format!("{ns}: {e}"),
+        }
+    }
+    Err(why)
+}
+
+/// The replication address of a broker at `addr`: its port + 1.
+fn replication_addr(addr: &str) -> Result<String, String> {
+    let (host, port) = addr.rsplit_once(':').ok_or_else(|| format!("bad broker address {addr}"))?;
+    let port: u16 = port.parse().map_err(|_| format!("bad broker address {addr}"))?;
+    Ok(format!("{host}:{}", port.checked_add(1).ok_or_else(|| format!("bad broker address {addr}"))?))
+}
+
+async fn follow_once<D: Disk + 'static>(store: &Rc<Store<D>>, me: &Follower, stop: &Rc<Cell<bool>>) -> Result<(), String> {
+    let master = locate(&me.broker_name, &me.namesrvs).await?;
+    let target = replication_addr(&master)?;
+    let mut stream = timed(CONNECT_TIMEOUT, TcpStream::connect(target.as_str())).await?;
+    let _ = stream.set_nodelay(true);
+    let log = store.log();
+    let hello = Hello { learner: me.learner, node_id: me.node_id, epoch: store.replicas.epoch(), log_end: log.write_pos() };
+    timed(CONNECT_TIMEOUT, stream.write_all(&hello.encode())).await?;
+    let mut head = [0u8; wire::WELCOME_BYTES];
+    timed(CONNECT_TIMEOUT, stream.read_exact(&mut head)).await?;
+    let (welcome, reason_len) = Welcome::decode_head(&head)?;
+    if welcome.refused.is_some() {
+        let mut reason = vec![0u8; reason_len];
+        timed(CONNECT_TIMEOUT, stream.read_exact(&mut reason)).await?;
+        return Err(format!("master {target} refused: {}", String::from_utf8_lossy(&reason)));
+    }
+    tracing::info!(broker = %me.broker_name, master = %target, from = hello.log_end, "following the master");
+    let (mut rd, mut wr) = futures_lite::io::split(stream);
+    let closed = Rc::new(Cell::new(false));
+    let acker = {
+        let (store, closed) = (store.clone(), closed.clone());
+        crate::rt::spawn(async move {
+            let log = store.log();
+            loop {
+                let seen = log.flushed.generation();
+                let ack = wire::encode_ack(log.flushed_pos());
+                if let Err(e) = timed(MASTER_SILENCE, async {
+                    wr.write_all(&ack).await?;
+                    wr.flush().await
+                })
+                .await
+                {
+                    tracing::info!(error = %e, "replication ack failed");
+                    break;
+                }
+                if closed.get() {
+                    break;
+                }
+                log.flushed.wait_past_at_most(seen, super::master::HEARTBEAT).await;
+            }
+            closed.set(true);
+        })
+    };
+    let result = receive(store, &mut rd, &closed, stop).await;
+    closed.set(true);
+    drop(acker);
+    result
+}
+
+async fn receive<D: Disk, R: futures_lite::AsyncRead + Unpin>(
+    store: &Store<D>,
+    rd: &mut R,
+    closed: &Cell<bool>,
+    stop: &Cell<bool>,
+) -> Result<(), String> {
+    let mut head = [0u8; wire::TRANSFER_BYTES];
+    while !stop.get() && !closed.get() && store.replicas.role() == ReplicaRole::Slave {
+        timed(MASTER_SILENCE, rd.read_exact(&mut head)).await?;
+        let t = Transfer::decode(&head)?;
+        if t.len > 0 {
+            let mut data = vec![0u8; t.len as usize];
+            timed(MASTER_SILENCE, rd.read_exact(&mut data)).await?;
+            if t.offset != store.log().write_pos() {
+                return Err(format!("frame at {} but this log ends at {}", t.offset, store.log().write_pos()));
+            }
+            store.append_replicated(t.offset, &bytes::Bytes::from(data)).await.map_err(|e| e.to_string())?;
+        }
+        store.replicas.set_master_confirm(t.confirm);
+    }
+    Ok(())
+}

@@ -1,0 +1,61 @@
+//! A slave's appends: the sealed batches its master streamed, verified again here, appended at the
+//! same offsets and dispatched to the consume queues and the key index exactly as recovery replays
+//! them — so a slave's queues, offsets and msgIds are its master's.
+
+use super::batches::walk_sealed;
+use super::dispatch::DispatchInfo;
+use super::error::StoreError;
+use super::io::Disk;
+use super::replicas::ReplicaRole;
+use super::{Store, StoredMessage};
+use bytes::Bytes;
+use std::collections::HashMap;
+
+impl<D: Disk> Store<D> {
+    /// Appends `bytes` streamed by the master at log offset `pos` (this log's end): whole sealed
+    /// batches, possibly ending with the segment's blank record. Nothing is appended unless every
+    /// batch verifies and every record continues its queue.
+    pub async fn append_replicated(&self, pos: u64, bytes: &Bytes) -> Result<(), StoreError> {
+        if self.replicas.role() != ReplicaRole::Slave {
+            return Err(StoreError::Invalid("only a slave appends replicated bytes".into()));
+        }
+        let damaged = |reason: String| StoreError::Damaged { offset: pos, reason };
+        let run = walk_sealed(bytes, pos, self.cfg.segment_bytes).map_err(damaged)?;
+        if run.len != bytes.len() {
+            return Err(damaged(format!("{} of {} replicated bytes are not whole batches", run.len, bytes.len())));
+        }
+        let mut infos = Vec::with_capacity(run.records.len());
+        let mut next: HashMap<(&str, i32), u64> = HashMap::new();
+        for &(rel, len) in &run.records {
+            let rec = &bytes.slice(rel..rel + len);
+            let at = pos + rel as u64;
+            let msg = StoredMessage::decode(rec).map_err(|e| damaged(format!("record at {at}: {e}")))?;
+            if msg.physical_offset != at {
+                return Err(damaged(format!("record claims offset {} but sits at {at}", msg.physical_offset)));
+            }
+            infos.push(DispatchInfo::from_stored(&msg, crc32fast::hash(rec), &*self.cfg.rules));
+        }
+        {
+            let queues = self.queues.borrow();
+            for info in infos.iter().filter(|i| i.to_queue) {
+                let q = queues.get(&info.topic).and_then(|t| t.get(&info.queue_id));
+                let expected = next
+                    .entry((info.topic.as_str(), info.queue_id))
+                    .or_insert_with(|| q.filter(|q| q.next_offset() > 0).map_or(info.queue_offset, |q| q.next_offset()));
+                if *expected != info.queue_offset {
+                    return Err(damaged(format!(
+                        "record of {}:{} has queue offset {} but the queue expects {}: the logs diverged",
+                        info.topic, info.queue_id, info.queue_offset, expected
+                    )));
+                }
+                *expected += 1;
+            }
+        }
+        let body = if run.ends_segment { &bytes[..run.len - 8] } else { bytes };
+        self.log.append_sealed(pos, body, run.ends_segment).await?;
+        for info in infos {
+            self.dispatch_recovered(info)?;
+        }
+        Ok(())
+    }
+}
