@@ -88,6 +88,10 @@ pub fn runtime_info<D: Disk>(b: &Broker<D>, req: &Command) -> Command {
         "longPollWaiters": b.polls.borrow().len().to_string(),
         "diskFull": b.store.disk_full().is_some().to_string(),
         "flushMode": format!("{:?}", b.store.log().flush_mode()),
+        "replicaRole": format!("{:?}", b.store.replicas.role()),
+        "replicaEpoch": b.store.replicas.epoch().to_string(),
+        "confirmOffset": b.store.visible_limit().to_string(),
+        "inSyncSlaves": b.store.replicas.in_sync_slaves().to_string(),
     });
     let mut table = table;
     // RocketMQ's key names, where they mean the same here (the dashboard's cluster page reads them).

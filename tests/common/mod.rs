@@ -323,3 +323,4 @@ pub fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
 pub fn epoch_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
+pub mod cluster;

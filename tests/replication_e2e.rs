@@ -1,0 +1,126 @@
+//! Black-box replication tests: clusters of `ringmq serve` processes on 127.0.0.1 (`common::cluster`),
+//! the native client over TCP.
+
+mod common;
+
+use common::cluster::Cluster;
+use common::wait_until;
+use ringmq::client::{Connection, Message, Producer, PullConsumer};
+use ringmq::protocol::Command;
+use ringmq::protocol::codes::{request as rq, response as rs};
+use std::path::Path;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(5);
+
+/// A raw SEND_MESSAGE_V2 of one body to `topic` queue 0.
+fn raw_send(topic: &str, body: &str) -> Command {
+    let mut cmd = Command::request(rq::SEND_MESSAGE_V2);
+    for (k, v) in
+        [("a", "PG"), ("b", topic), ("c", "TBW102"), ("d", "4"), ("e", "0"), ("f", "0"), ("g", "0"), ("h", "0"), ("i", "")]
+    {
+        cmd.put(k, v);
+    }
+    cmd.with_body(body.to_string())
+}
+
+/// The answer's code and remark (the client turns refusals into errors).
+fn answer(conn: &Connection, cmd: Command) -> (i32, String) {
+    match conn.call(cmd, T) {
+        Ok(r) => (r.code, r.remark.unwrap_or_default()),
+        Err(ringmq::client::ClientError::Refused { code, remark, .. }) => (code, remark),
+        Err(e) => (-1, e.to_string()),
+    }
+}
+
+/// The first `len` bytes of a shard's log on a node (segments in order).
+fn log_bytes(dir: &Path, shard: usize, len: u64) -> Vec<u8> {
+    let seg_dir = dir.join(shard.to_string()).join("commitlog");
+    let mut names: Vec<String> =
+        std::fs::read_dir(&seg_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    let mut out = Vec::new();
+    for n in names {
+        out.extend(std::fs::read(seg_dir.join(n)).unwrap());
+        if out.len() as u64 >= len {
+            break;
+        }
+    }
+    out.truncate(len as usize);
+    out
+}
+
+/// Every replica of every shard durable at its master's end.
+fn caught_up(c: &Cluster) -> bool {
+    (0..c.shards).all(|shard| {
+        let m = c.master_of(shard);
+        let Some(end) = c.runtime_u64(m, shard, "commitLogFlushedOffset") else { return false };
+        (1..=c.nodes.len()).all(|k| c.runtime_u64(k, shard, "commitLogFlushedOffset") == Some(end))
+    })
+}
+
+#[test]
+fn sync_replicated_sends_are_on_every_replica_byte_for_byte() {
+    let mut c = Cluster::start(21000, 3, 2, &["--replication", "sync"]);
+    for shard in 0..2 {
+        for k in 1..=3 {
+            let role = c.runtime(k, shard).unwrap()["replicaRole"].as_str().unwrap().to_string();
+            let want = if k == c.master_of(shard) { "Master" } else { "Slave" };
+            assert_eq!(role, want, "shard {shard} on node {k}");
+        }
+    }
+    let p = Producer::new(&c.namesrvs(), "PG");
+    p.create_topic("Rep", 2).unwrap();
+    for i in 0..300 {
+        p.send(&Message::new("Rep", format!("m{i}")).with_keys(&[&format!("k{i}")])).unwrap();
+    }
+    assert!(wait_until(Duration::from_secs(15), || caught_up(&c)), "slaves did not catch up");
+    let consumer = PullConsumer::new(&c.namesrvs(), "CG");
+    let mut got = 0;
+    for q in consumer.queues("Rep").unwrap() {
+        got += consumer.max_offset(&q).unwrap();
+    }
+    assert_eq!(got, 300, "every acknowledged send is visible on the masters");
+    let ends: Vec<u64> = (0..2).map(|s| c.runtime_u64(c.master_of(s), s, "commitLogFlushedOffset").unwrap()).collect();
+    for k in 1..=3 {
+        c.node(k).stop();
+    }
+    for (shard, &end) in ends.iter().enumerate() {
+        assert!(end > 0);
+        let master = log_bytes(c.nodes[c.master_of(shard) - 1].data_dir(), shard, end);
+        for k in 1..=3 {
+            assert!(log_bytes(c.nodes[k - 1].data_dir(), shard, end) == master, "shard {shard}'s log on node {k} differs");
+        }
+    }
+}
+
+#[test]
+fn a_slave_refuses_sends_and_a_master_without_enough_in_sync_replicas_refuses_them() {
+    let mut c = Cluster::start(22000, 2, 1, &["--replication", "sync", "--in-sync-replicas", "2"]);
+    let master = Connection::connect(&c.nodes[0].shard_addr(0), T).unwrap();
+    let slave = Connection::connect(&c.nodes[1].shard_addr(0), T).unwrap();
+    let (code, remark) = answer(&slave, raw_send("Sl", "x"));
+    assert_eq!(code, rs::SERVICE_NOT_AVAILABLE, "{remark}");
+    assert!(wait_until(T, || c.runtime_u64(1, 0, "inSyncSlaves") == Some(1)), "the slave never joined");
+    for i in 0..50 {
+        let (code, remark) = answer(&master, raw_send("Sl", &format!("m{i}")));
+        assert_eq!(code, rs::SUCCESS, "{remark}");
+    }
+    c.node(2).kill9();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            answer(&master, raw_send("Sl", "late")) == (rs::SYSTEM_ERROR, "in-sync replicas not enough".into())
+        }),
+        "sends went on without the slave"
+    );
+    // The slave comes back, catches up from its own end and rejoins: sends are acknowledged again.
+    c.node(2).spawn().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(15), || answer(&master, raw_send("Sl", "again")).0 == rs::SUCCESS),
+        "the slave did not rejoin"
+    );
+    assert!(wait_until(Duration::from_secs(10), || caught_up(&c)));
+    let consumer = PullConsumer::new(&c.namesrvs(), "CG");
+    let q = consumer.queues("Sl").unwrap().into_iter().find(|q| q.queue_id == 0).unwrap();
+    assert!(consumer.max_offset(&q).unwrap() >= 51);
+}
