@@ -16,9 +16,17 @@ const T: Duration = Duration::from_secs(5);
 /// A raw SEND_MESSAGE_V2 of one body to `topic` queue 0.
 fn raw_send(topic: &str, body: &str) -> Command {
     let mut cmd = Command::request(rq::SEND_MESSAGE_V2);
-    for (k, v) in
-        [("a", "PG"), ("b", topic), ("c", "TBW102"), ("d", "4"), ("e", "0"), ("f", "0"), ("g", "0"), ("h", "0"), ("i", "")]
-    {
+    for (k, v) in [
+        ("a", "PG"),
+        ("b", topic),
+        ("c", "TBW102"),
+        ("d", "4"),
+        ("e", "0"),
+        ("f", "0"),
+        ("g", "0"),
+        ("h", "0"),
+        ("i", ""),
+    ] {
         cmd.put(k, v);
     }
     cmd.with_body(body.to_string())
@@ -89,7 +97,10 @@ fn sync_replicated_sends_are_on_every_replica_byte_for_byte() {
         assert!(end > 0);
         let master = log_bytes(c.nodes[c.master_of(shard) - 1].data_dir(), shard, end);
         for k in 1..=3 {
-            assert!(log_bytes(c.nodes[k - 1].data_dir(), shard, end) == master, "shard {shard}'s log on node {k} differs");
+            assert!(
+                log_bytes(c.nodes[k - 1].data_dir(), shard, end) == master,
+                "shard {shard}'s log on node {k} differs"
+            );
         }
     }
 }

@@ -58,9 +58,7 @@ impl BrokerError {
                 StoreError::DiskFull { .. }
                 | StoreError::NoSpace { .. }
                 | StoreError::Poisoned(_)
-                | StoreError::NotMaster => {
-                    rs::SERVICE_NOT_AVAILABLE
-                }
+                | StoreError::NotMaster => rs::SERVICE_NOT_AVAILABLE,
                 StoreError::TooLarge { .. } | StoreError::Invalid(_) => rs::MESSAGE_ILLEGAL,
                 StoreError::SlaveTimeout => rs::FLUSH_SLAVE_TIMEOUT,
                 _ => rs::SYSTEM_ERROR,

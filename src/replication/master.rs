@@ -76,19 +76,27 @@ pub async fn listen<D: Disk + 'static>(
     }
 }
 
-
 /// Why the master will not stream to a slave with this hello, if it will not.
 fn refusal<D: Disk>(store: &Store<D>, h: &Hello) -> Option<String> {
     let log = store.log();
     if store.replicas.role() != ReplicaRole::Master {
         return Some("this replica is not the master".into());
     }
-    if h.log_end > log.flushed_pos() {
-        return Some(format!(
-            "the slave's log ends at {} past the master's durable end {}: it must truncate first",
-            h.log_end,
-            log.flushed_pos()
-        ));
+    match store.epochs().consistent_end(h.epoch, h.epoch_start, log.flushed_pos()) {
+        Some(agreed) if h.log_end <= agreed => {}
+        Some(agreed) => {
+            return Some(format!(
+                "the slave's log ends at {} but agrees with the master's only up to {agreed} (epoch {} from {}): \
+                 it must truncate first",
+                h.log_end, h.epoch, h.epoch_start
+            ));
+        }
+        None => {
+            return Some(format!(
+                "the slave's epoch {} from {} is not in the master's history: it diverged and must truncate first",
+                h.epoch, h.epoch_start
+            ));
+        }
     }
     if h.log_end < log.min_pos() {
         return Some(format!(
@@ -100,7 +108,11 @@ fn refusal<D: Disk>(store: &Store<D>, h: &Hello) -> Option<String> {
     None
 }
 
-async fn serve_slave<D: Disk>(store: &Rc<Store<D>>, mut stream: TcpStream, stop: &Rc<Cell<bool>>) -> Result<(), String> {
+async fn serve_slave<D: Disk>(
+    store: &Rc<Store<D>>,
+    mut stream: TcpStream,
+    stop: &Rc<Cell<bool>>,
+) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
     let mut hello = [0u8; wire::HELLO_BYTES];
     timed(HELLO_TIMEOUT, stream.read_exact(&mut hello)).await?;
@@ -125,7 +137,13 @@ async fn serve_slave<D: Disk>(store: &Rc<Store<D>>, mut stream: TcpStream, stop:
                 match timed(SLAVE_SILENCE, rd.read_exact(&mut b)).await.and_then(|()| wire::decode_ack(&b)) {
                     Ok(v) => {
                         let master_end = store.log().flushed_pos();
-                        store.replicas.on_ack(hello.node_id, hello.learner, v.min(master_end), master_end, crate::rt::now());
+                        store.replicas.on_ack(
+                            hello.node_id,
+                            hello.learner,
+                            v.min(master_end),
+                            master_end,
+                            crate::rt::now(),
+                        );
                         acked.set(acked.get().max(v));
                         acks.raise();
                     }
@@ -167,11 +185,13 @@ async fn stream_to<D: Disk, W: futures_lite::AsyncWrite + Unpin>(
         }
         let (flushes, ack_gen) = (log.flushed.generation(), acks.generation());
         let end = log.flushed_pos();
-        let epoch = store.replicas.epoch();
         let confirm = store.visible_limit();
         if sent < end && sent - acked.get().min(sent) < WINDOW_BYTES {
-            let (bytes, next) = read_frame(store, sent, end, seg_bytes).await?;
-            let t = Transfer { len: bytes.len() as u32, offset: sent, epoch, epoch_start: 0, confirm };
+            // A frame never crosses an epoch: it carries the epoch that wrote its bytes.
+            let (epoch, epoch_start, next_epoch) =
+                store.epochs().epoch_at(sent).ok_or_else(|| format!("no epoch recorded for log offset {sent}"))?;
+            let (bytes, next) = read_frame(store, sent, next_epoch.map_or(end, |n| n.min(end)), seg_bytes).await?;
+            let t = Transfer { len: bytes.len() as u32, offset: sent, epoch, epoch_start, confirm };
             timed(SLAVE_SILENCE, wr.write_all(&t.encode())).await?;
             timed(SLAVE_SILENCE, wr.write_all(&bytes)).await?;
             timed(SLAVE_SILENCE, wr.flush()).await?;
@@ -180,7 +200,8 @@ async fn stream_to<D: Disk, W: futures_lite::AsyncWrite + Unpin>(
             continue;
         }
         if last_send.elapsed() >= HEARTBEAT {
-            let t = Transfer { len: 0, offset: sent, epoch, epoch_start: 0, confirm };
+            let (epoch, epoch_start) = store.epochs().last();
+            let t = Transfer { len: 0, offset: sent, epoch, epoch_start, confirm };
             timed(SLAVE_SILENCE, wr.write_all(&t.encode())).await?;
             timed(SLAVE_SILENCE, wr.flush()).await?;
             last_send = crate::rt::now();

@@ -54,7 +54,8 @@ impl Topology {
         for entry in &cfg.cluster {
             let (id, addr) =
                 entry.split_once('=').ok_or_else(|| format!("--cluster entry {entry:?} is not id=host:port"))?;
-            let id: u32 = id.trim().parse().map_err(|_| format!("--cluster entry {entry:?}: the id is not a number"))?;
+            let id: u32 =
+                id.trim().parse().map_err(|_| format!("--cluster entry {entry:?}: the id is not a number"))?;
             if id == 0 {
                 return Err(format!("--cluster entry {entry:?}: node ids start at 1"));
             }
@@ -117,7 +118,8 @@ mod tests {
 
     #[test]
     fn topology_parses_and_spreads_masters() {
-        let t = Topology::of(&cfg(2, &["1=127.0.0.1:9876", "2=127.0.0.1:19876", "3=127.0.0.1:29876"])).unwrap().unwrap();
+        let t =
+            Topology::of(&cfg(2, &["1=127.0.0.1:9876", "2=127.0.0.1:19876", "3=127.0.0.1:29876"])).unwrap().unwrap();
         assert_eq!(t.own_namesrv_port(), 19876);
         assert_eq!(t.in_sync, 2, "a majority by default");
         assert_eq!((0..6).map(|i| t.preferred_master(i)).collect::<Vec<_>>(), vec![1, 2, 3, 1, 2, 3]);

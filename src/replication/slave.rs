@@ -50,7 +50,6 @@ pub async fn follow<D: Disk + 'static>(store: Rc<Store<D>>, me: Follower, stop: 
     }
 }
 
-
 /// The master's client address, from the first name server that knows it.
 async fn locate(broker_name: &str, namesrvs: &[String]) -> Result<String, String> {
     let mut why = String::from("no name server configured");
@@ -84,13 +83,18 @@ fn replication_addr(addr: &str) -> Result<String, String> {
     Ok(format!("{host}:{}", port.checked_add(1).ok_or_else(|| format!("bad broker address {addr}"))?))
 }
 
-async fn follow_once<D: Disk + 'static>(store: &Rc<Store<D>>, me: &Follower, stop: &Rc<Cell<bool>>) -> Result<(), String> {
+async fn follow_once<D: Disk + 'static>(
+    store: &Rc<Store<D>>,
+    me: &Follower,
+    stop: &Rc<Cell<bool>>,
+) -> Result<(), String> {
     let master = locate(&me.broker_name, &me.namesrvs).await?;
     let target = replication_addr(&master)?;
     let mut stream = timed(CONNECT_TIMEOUT, TcpStream::connect(target.as_str())).await?;
     let _ = stream.set_nodelay(true);
     let log = store.log();
-    let hello = Hello { learner: me.learner, node_id: me.node_id, epoch: store.replicas.epoch(), log_end: log.write_pos() };
+    let (epoch, epoch_start) = store.epochs().last();
+    let hello = Hello { learner: me.learner, node_id: me.node_id, epoch, epoch_start, log_end: log.write_pos() };
     timed(CONNECT_TIMEOUT, stream.write_all(&hello.encode())).await?;
     let mut head = [0u8; wire::WELCOME_BYTES];
     timed(CONNECT_TIMEOUT, stream.read_exact(&mut head)).await?;
@@ -148,6 +152,9 @@ async fn receive<D: Disk, R: futures_lite::AsyncRead + Unpin>(
             timed(MASTER_SILENCE, rd.read_exact(&mut data)).await?;
             if t.offset != store.log().write_pos() {
                 return Err(format!("frame at {} but this log ends at {}", t.offset, store.log().write_pos()));
+            }
+            if (t.epoch, t.epoch_start) != store.epochs().last() {
+                store.begin_epoch(t.epoch, t.epoch_start).await.map_err(|e| e.to_string())?;
             }
             store.append_replicated(t.offset, &bytes::Bytes::from(data)).await.map_err(|e| e.to_string())?;
         }

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! slave → master  hello     [magic "RQHS" 4][version 2][flags 2: bit 0 learner][slave node id 4]
-//!                           [slave epoch 4][slave log end 8]                                   = 24 B
+//!                           [last epoch 4][its start 8][slave log end 8]                       = 32 B
 //! master → slave  welcome   [magic "RQWL" 4][status 4: 0 ok, else refused][master epoch 4]
 //!                           [master durable end 8][reason length 4] + reason (UTF-8)            = 24 B +
 //! master → slave  transfer  [magic "RQTX" 4][length 4][offset 8][epoch 4][epoch start 8]
@@ -19,7 +19,7 @@ pub const WELCOME_MAGIC: u32 = u32::from_be_bytes(*b"RQWL");
 pub const TRANSFER_MAGIC: u32 = u32::from_be_bytes(*b"RQTX");
 pub const ACK_MAGIC: u32 = u32::from_be_bytes(*b"RQAK");
 pub const VERSION: u16 = 1;
-pub const HELLO_BYTES: usize = 24;
+pub const HELLO_BYTES: usize = 32;
 pub const WELCOME_BYTES: usize = 24;
 pub const TRANSFER_BYTES: usize = 40;
 pub const ACK_BYTES: usize = 16;
@@ -43,7 +43,9 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 pub struct Hello {
     pub learner: bool,
     pub node_id: u32,
+    /// The slave's newest epoch entry.
     pub epoch: u32,
+    pub epoch_start: u64,
     pub log_end: u64,
 }
 
@@ -55,7 +57,8 @@ impl Hello {
         b[6..8].copy_from_slice(&u16::from(self.learner).to_be_bytes());
         b[8..12].copy_from_slice(&self.node_id.to_be_bytes());
         b[12..16].copy_from_slice(&self.epoch.to_be_bytes());
-        b[16..24].copy_from_slice(&self.log_end.to_be_bytes());
+        b[16..24].copy_from_slice(&self.epoch_start.to_be_bytes());
+        b[24..32].copy_from_slice(&self.log_end.to_be_bytes());
         b
     }
 
@@ -66,7 +69,13 @@ impl Hello {
         if u16_at(b, 4) != VERSION {
             return Err(format!("replication protocol version {} (this node speaks {VERSION})", u16_at(b, 4)));
         }
-        Ok(Hello { learner: u16_at(b, 6) & 1 == 1, node_id: u32_at(b, 8), epoch: u32_at(b, 12), log_end: u64_at(b, 16) })
+        Ok(Hello {
+            learner: u16_at(b, 6) & 1 == 1,
+            node_id: u32_at(b, 8),
+            epoch: u32_at(b, 12),
+            epoch_start: u64_at(b, 16),
+            log_end: u64_at(b, 24),
+        })
     }
 }
 
@@ -170,7 +179,7 @@ mod tests {
 
     #[test]
     fn frames_round_trip_and_damage_is_refused() {
-        let h = Hello { learner: true, node_id: 3, epoch: 7, log_end: 1 << 40 };
+        let h = Hello { learner: true, node_id: 3, epoch: 7, epoch_start: 9, log_end: 1 << 40 };
         assert_eq!(Hello::decode(&h.encode()).unwrap(), h);
         let w = Welcome { refused: Some("behind".into()), epoch: 7, master_end: 99 };
         let enc = w.encode();

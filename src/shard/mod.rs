@@ -131,7 +131,13 @@ async fn shard_main(
         }
     };
     let replication = match replication_of(&cfg, shard, addr.port(), &store) {
-        Ok(r) => r,
+        Ok(r) => match record_master_epoch(&store).await {
+            Ok(()) => r,
+            Err(e) => {
+                let _ = ready.send(Err((1, format!("shard {shard}: cannot record the master epoch: {e}"))));
+                return;
+            }
+        },
         Err(e) => {
             let _ = ready.send(Err((crate::shard::startup::EXIT_CONFIG, format!("shard {shard}: {e}"))));
             return;
@@ -196,6 +202,15 @@ fn replication_of(
     store.replicas.set_role(if master { ReplicaRole::Master } else { ReplicaRole::Slave }, 1, t.needed());
     let listener = bind(port + 1)?;
     Ok(Some((t, listener)))
+}
+
+/// A master records its epoch at its log end before it appends anything under it.
+async fn record_master_epoch(store: &Store<DmaDisk>) -> Result<(), String> {
+    let epoch = store.replicas.epoch();
+    if store.replicas.role() == crate::store::replicas::ReplicaRole::Master && store.epochs().last().0 < epoch {
+        store.begin_epoch(epoch, store.log().write_pos()).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// Starts the replication listener and, on a slave, the follower; dropping the tasks stops them.

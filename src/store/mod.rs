@@ -17,6 +17,7 @@ mod cold;
 pub mod consume_queue;
 mod derived;
 pub mod dispatch;
+pub mod epochs;
 pub mod error;
 pub mod fake_disk;
 pub mod fake_files;
@@ -151,6 +152,8 @@ pub struct Store<D: Disk> {
     usage_probe: RefCell<Box<dyn Fn() -> std::io::Result<DiskUsage>>>,
     /// The replication gate: role, acks awaited, confirm offset (`replicas.rs`).
     pub replicas: replicas::ReplicaGate,
+    /// Which master epoch wrote which part of the log (`epochs.rs`).
+    epochs: RefCell<epochs::EpochHistory>,
 }
 
 pub use crate::protocol::now_ms;
@@ -200,7 +203,13 @@ impl<D: Disk> Store<D> {
             rebuilt_derived: Cell::new(0),
             usage_probe: RefCell::new(Box::new(move || retention::statvfs_usage(&dir))),
             replicas: replicas::ReplicaGate::default(),
+            epochs: RefCell::new(epochs::EpochHistory::default()),
         };
+        match epochs::EpochHistory::load(&*store.files, &store.cfg.dir.join("epochs")) {
+            Ok(h) => *store.epochs.borrow_mut() = h,
+            Err(why) => tracing::error!(%why, "epoch file unusable: this replica has no epoch history; \
+                a master accepts it as a slave only once it is empty"),
+        }
         let verified = match loaded {
             Ok(d) => store.adopt_derived(d, &cp, limit).await.map(|()| true),
             Err(why) => Err(why),

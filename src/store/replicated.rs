@@ -12,6 +12,31 @@ use bytes::Bytes;
 use std::collections::HashMap;
 
 impl<D: Disk> Store<D> {
+    /// The epoch history (a copy).
+    pub fn epochs(&self) -> super::epochs::EpochHistory {
+        self.epochs.borrow().clone()
+    }
+
+    /// Records that master epoch `epoch` writes this log from `start` on, durably, before any byte
+    /// of it is appended. An epoch not newer than the last one recorded is refused.
+    pub async fn begin_epoch(&self, epoch: u32, start: u64) -> Result<(), StoreError> {
+        let mut h = self.epochs.borrow().clone();
+        if !h.push(epoch, start) {
+            return Err(StoreError::Invalid(format!(
+                "epoch {epoch} from {start} is not newer than this replica's {:?}",
+                h.last()
+            )));
+        }
+        let files = self.files.clone();
+        let path = self.cfg.dir.join("epochs");
+        let data = h.clone();
+        crate::rt::blocking(move || data.save(&*files, &path))
+            .await
+            .map_err(|e| StoreError::io(self.cfg.dir.join("epochs"), &e))?;
+        *self.epochs.borrow_mut() = h;
+        Ok(())
+    }
+
     /// Appends `bytes` streamed by the master at log offset `pos` (this log's end): whole sealed
     /// batches, possibly ending with the segment's blank record. Nothing is appended unless every
     /// batch verifies and every record continues its queue.
@@ -39,9 +64,9 @@ impl<D: Disk> Store<D> {
             let queues = self.queues.borrow();
             for info in infos.iter().filter(|i| i.to_queue) {
                 let q = queues.get(&info.topic).and_then(|t| t.get(&info.queue_id));
-                let expected = next
-                    .entry((info.topic.as_str(), info.queue_id))
-                    .or_insert_with(|| q.filter(|q| q.next_offset() > 0).map_or(info.queue_offset, |q| q.next_offset()));
+                let expected = next.entry((info.topic.as_str(), info.queue_id)).or_insert_with(|| {
+                    q.filter(|q| q.next_offset() > 0).map_or(info.queue_offset, |q| q.next_offset())
+                });
                 if *expected != info.queue_offset {
                     return Err(damaged(format!(
                         "record of {}:{} has queue offset {} but the queue expects {}: the logs diverged",
