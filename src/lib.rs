@@ -14,6 +14,7 @@ pub mod bench;
 pub(crate) mod broker;
 pub mod client;
 pub mod config;
+pub mod controller;
 pub mod filter;
 pub(crate) mod metrics;
 pub(crate) mod nameserver;

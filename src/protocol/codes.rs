@@ -65,6 +65,14 @@ pub mod request {
     pub const SEND_REPLY_MESSAGE_V2: i32 = 325;
     pub const PUSH_REPLY_MESSAGE_TO_CLIENT: i32 = 326;
     pub const LITE_PULL_MESSAGE: i32 = 361;
+    /// RocketMQ 5 controller codes (reference §6.2): a replica's heartbeat (also answers with its
+    /// replica set's state), the master's in-sync set change, an election, a replica set's state.
+    pub const BROKER_HEARTBEAT: i32 = 904;
+    pub const CONTROLLER_ALTER_SYNC_STATE_SET: i32 = 1001;
+    pub const CONTROLLER_ELECT_MASTER: i32 = 1002;
+    pub const CONTROLLER_GET_REPLICA_INFO: i32 = 1004;
+    /// ringmq's own: a Raft message between controllers (body: the protobuf `eraftpb.Message`).
+    pub const RINGMQ_RAFT_MESSAGE: i32 = 1900;
 }
 
 /// Response codes (reference §2.2).
@@ -92,4 +100,9 @@ pub mod response {
     pub const CONSUMER_NOT_ONLINE: i32 = 206;
     pub const CONSUME_MSG_TIMEOUT: i32 = 207;
     pub const INVALID_PARAMETER: i32 = 29;
+    /// Controller answers (RocketMQ 5's values).
+    pub const CONTROLLER_FENCED_MASTER_EPOCH: i32 = 2000;
+    pub const CONTROLLER_FENCED_SYNC_STATE_SET_EPOCH: i32 = 2001;
+    pub const CONTROLLER_NOT_LEADER: i32 = 2007;
+    pub const CONTROLLER_ELECT_MASTER_FAILED: i32 = 2012;
 }

@@ -1,0 +1,231 @@
+//! One controller's Raft member, sans-IO: raft-rs's `RawNode` over its in-memory storage, the
+//! replicated [`ControllerState`] it applies committed entries to, and the bytes to persist. The
+//! caller (`service.rs`, or the simulated network of the deterministic tests) moves messages, ticks
+//! it, and writes [`Output::persist`] durably before it sends [`Output::messages`] — so a vote or an
+//! appended entry is never announced before it would survive a crash.
+//!
+//! Persisted: the hard state (term, vote, commit) and every entry, in one file rewritten atomically
+//! (the controller's entries are elections and in-sync-set changes: a few per failover). On start the
+//! committed entries are applied again from the first, rebuilding the state.
+
+use super::state::{Change, ControllerState, Refused, ReplicaSetState};
+use protobuf::Message as _;
+use raft::prelude::{ConfState, Entry, EntryType, HardState, Message};
+use raft::storage::{MemStorage, Storage};
+use raft::{GetEntriesContext, RawNode, StateRole};
+
+/// Ticks without a leader's heartbeat before a follower campaigns (×100 ms: 1–2 s, randomised).
+pub const ELECTION_TICKS: usize = 10;
+/// A leader heartbeats every this many ticks (300 ms).
+pub const HEARTBEAT_TICKS: usize = 3;
+const PERSIST_MAGIC: u32 = u32::from_be_bytes(*b"RQRF");
+
+/// What one round of [`RaftNode::process`] produced.
+#[derive(Default)]
+pub struct Output {
+    /// To send to the other controllers once `persist` is durable.
+    pub messages: Vec<Message>,
+    /// The Raft state to write (atomically, synced) before the messages leave; none: unchanged.
+    pub persist: Option<Vec<u8>>,
+    /// Outcomes of the changes this controller proposed that were applied, by proposal id.
+    pub applied: Vec<(u64, Result<ReplicaSetState, Refused>)>,
+}
+
+pub struct RaftNode {
+    raw: RawNode<MemStorage>,
+    id: u64,
+    pub state: ControllerState,
+    next_proposal: u64,
+}
+
+fn decode_persisted(b: &[u8]) -> Result<(HardState, Vec<Entry>), String> {
+    let bad = || "controller Raft file is damaged".to_string();
+    if b.len() < 40 || u32::from_be_bytes(b[0..4].try_into().map_err(|_| bad())?) != PERSIST_MAGIC {
+        return Err(bad());
+    }
+    let (body, crc) = b.split_at(b.len() - 4);
+    if crc32fast::hash(body) != u32::from_be_bytes(crc.try_into().map_err(|_| bad())?) {
+        return Err("controller Raft file fails its CRC".into());
+    }
+    let u64_at = |at: usize| u64::from_be_bytes(body[at..at + 8].try_into().unwrap_or_default());
+    let mut hs = HardState::default();
+    hs.term = u64_at(4);
+    hs.vote = u64_at(12);
+    hs.commit = u64_at(20);
+    let n = u32::from_be_bytes(body[28..32].try_into().map_err(|_| bad())?) as usize;
+    let mut at = 32;
+    let mut entries = Vec::with_capacity(n.min(1 << 16));
+    for _ in 0..n {
+        let len = u32::from_be_bytes(body.get(at..at + 4).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize;
+        let e = Entry::parse_from_bytes(body.get(at + 4..at + 4 + len).ok_or_else(bad)?).map_err(|_| bad())?;
+        entries.push(e);
+        at += 4 + len;
+    }
+    Ok((hs, entries))
+}
+
+impl RaftNode {
+    /// A member `id` of a group of `voters`, from its persisted bytes (none: a fresh member).
+    pub fn new(id: u64, voters: &[u64], persisted: Option<&[u8]>) -> Result<RaftNode, String> {
+        let storage = MemStorage::new_with_conf_state(ConfState::from((voters.to_vec(), vec![])));
+        if let Some(bytes) = persisted {
+            let (hs, entries) = decode_persisted(bytes)?;
+            let mut w = storage.wl();
+            w.append(&entries).map_err(|e| e.to_string())?;
+            w.set_hardstate(hs);
+        }
+        let cfg = raft::Config {
+            id,
+            election_tick: ELECTION_TICKS,
+            heartbeat_tick: HEARTBEAT_TICKS,
+            check_quorum: true,
+            pre_vote: true,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            ..Default::default()
+        };
+        cfg.validate().map_err(|e| e.to_string())?;
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let raw = RawNode::new(&cfg, storage, &logger).map_err(|e| e.to_string())?;
+        Ok(RaftNode { raw, id, state: ControllerState::default(), next_proposal: 1 })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn tick(&mut self) {
+        self.raw.tick();
+    }
+
+    pub fn step(&mut self, m: Message) -> Result<(), String> {
+        self.raw.step(m).map_err(|e| e.to_string())
+    }
+
+    /// The peer a message could not reach (raft slows its sends to it).
+    pub fn unreachable(&mut self, peer: u64) {
+        self.raw.report_unreachable(peer);
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    /// The leader this member knows of.
+    pub fn leader(&self) -> Option<u64> {
+        Some(self.raw.raft.leader_id).filter(|&l| l != raft::INVALID_ID)
+    }
+
+    pub fn term(&self) -> u64 {
+        self.raw.raft.term
+    }
+
+    /// Index of the last entry applied to [`RaftNode::state`].
+    pub fn applied(&self) -> u64 {
+        self.raw.raft.raft_log.applied
+    }
+
+    /// Proposes a change (the leader only); its outcome comes back in [`Output::applied`] under the
+    /// returned id once committed and applied.
+    pub fn propose(&mut self, change: &Change) -> Result<u64, String> {
+        if !self.is_leader() {
+            return Err("not the controller leader".into());
+        }
+        let pid = self.next_proposal;
+        self.next_proposal += 1;
+        let mut ctx = self.id.to_be_bytes().to_vec();
+        ctx.extend_from_slice(&pid.to_be_bytes());
+        self.raw.propose(ctx, change.encode()).map_err(|e| e.to_string())?;
+        Ok(pid)
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>, out: &mut Output) {
+        for e in entries {
+            if e.get_entry_type() != EntryType::EntryNormal || e.data.is_empty() {
+                continue;
+            }
+            let result = match Change::decode(&e.data) {
+                Ok(c) => self.state.apply(&c),
+                Err(why) => Err(Refused::Invalid(why)),
+            };
+            let ctx = &e.context;
+            if ctx.len() == 16 && ctx[..8] == self.id.to_be_bytes() {
+                let pid = u64::from_be_bytes(ctx[8..16].try_into().unwrap_or_default());
+                out.applied.push((pid, result));
+            }
+        }
+    }
+
+    /// Collects everything raft has ready: messages, the state to persist, applied changes.
+    pub fn process(&mut self) -> Output {
+        let mut out = Output::default();
+        if !self.raw.has_ready() {
+            return out;
+        }
+        let store = self.raw.raft.raft_log.store.clone();
+        let mut ready = self.raw.ready();
+        out.messages.extend(ready.take_messages());
+        let mut changed = false;
+        if !ready.snapshot().is_empty() {
+            // Never produced: the controller does not compact its log (see the module doc).
+            let _ = store.wl().apply_snapshot(ready.snapshot().clone());
+            changed = true;
+        }
+        self.apply(ready.take_committed_entries(), &mut out);
+        if !ready.entries().is_empty() {
+            let _ = store.wl().append(ready.entries());
+            changed = true;
+        }
+        if let Some(hs) = ready.hs() {
+            store.wl().set_hardstate(hs.clone());
+            changed = true;
+        }
+        out.messages.extend(ready.take_persisted_messages());
+        let mut light = self.raw.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            store.wl().mut_hard_state().set_commit(commit);
+            changed = true;
+        }
+        out.messages.extend(light.take_messages());
+        self.apply(light.take_committed_entries(), &mut out);
+        self.raw.advance_apply();
+        if changed {
+            out.persist = Some(self.encode_persisted());
+        }
+        out
+    }
+
+    fn encode_persisted(&self) -> Vec<u8> {
+        let store = &self.raw.raft.raft_log.store;
+        let hs = store.rl().hard_state().clone();
+        let (first, last) = (store.first_index().unwrap_or(1), store.last_index().unwrap_or(0));
+        let entries = if last >= first {
+            store.entries(first, last + 1, None, GetEntriesContext::empty(false)).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let mut b = Vec::with_capacity(64 + entries.len() * 128);
+        b.extend_from_slice(&PERSIST_MAGIC.to_be_bytes());
+        for v in [hs.term, hs.vote, hs.commit] {
+            b.extend_from_slice(&v.to_be_bytes());
+        }
+        b.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+        for e in &entries {
+            let bytes = e.write_to_bytes().unwrap_or_default();
+            b.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+            b.extend_from_slice(&bytes);
+        }
+        let crc = crc32fast::hash(&b);
+        b.extend_from_slice(&crc.to_be_bytes());
+        b
+    }
+}
+
+/// A Raft message as bytes (the body of a RINGMQ_RAFT_MESSAGE request) and back.
+pub fn encode_message(m: &Message) -> Vec<u8> {
+    m.write_to_bytes().unwrap_or_default()
+}
+
+pub fn decode_message(b: &[u8]) -> Result<Message, String> {
+    Message::parse_from_bytes(b).map_err(|e| format!("bad Raft message: {e}"))
+}
