@@ -40,7 +40,7 @@ pub struct RaftNode {
 
 fn decode_persisted(b: &[u8]) -> Result<(HardState, Vec<Entry>), String> {
     let bad = || "controller Raft file is damaged".to_string();
-    if b.len() < 40 || u32::from_be_bytes(b[0..4].try_into().map_err(|_| bad())?) != PERSIST_MAGIC {
+    if b.len() < 36 || u32::from_be_bytes(b[0..4].try_into().map_err(|_| bad())?) != PERSIST_MAGIC {
         return Err(bad());
     }
     let (body, crc) = b.split_at(b.len() - 4);
