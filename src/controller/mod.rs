@@ -8,6 +8,8 @@
 //! network and persistence.
 
 pub mod node;
+pub mod policy;
+pub mod service;
 pub mod state;
 #[cfg(test)]
 mod tests_sim;

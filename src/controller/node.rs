@@ -14,9 +14,9 @@ use raft::prelude::{ConfState, Entry, EntryType, HardState, Message};
 use raft::storage::{MemStorage, Storage};
 use raft::{GetEntriesContext, RawNode, StateRole};
 
-/// Ticks without a leader's heartbeat before a follower campaigns (×100 ms: 1–2 s, randomised).
+/// Ticks without a leader's heartbeat before a follower campaigns (×50 ms: 0.5–1 s, randomised).
 pub const ELECTION_TICKS: usize = 10;
-/// A leader heartbeats every this many ticks (300 ms).
+/// A leader heartbeats every this many ticks (150 ms).
 pub const HEARTBEAT_TICKS: usize = 3;
 const PERSIST_MAGIC: u32 = u32::from_be_bytes(*b"RQRF");
 

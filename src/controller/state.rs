@@ -119,6 +119,18 @@ impl ControllerState {
     }
 }
 
+/// A replica set as the controller answers a heartbeat or a query: its state and where clients
+/// reach its master.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SetView {
+    pub master: Option<u32>,
+    pub master_addr: Option<String>,
+    pub master_epoch: u32,
+    pub isr: BTreeSet<u32>,
+    pub isr_epoch: u32,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,9 +7,9 @@
 
 use super::node::RaftNode;
 use super::state::{Change, ControllerState};
+use raft::prelude::Message;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use raft::prelude::Message;
 use std::collections::{BTreeMap, BTreeSet};
 
 const VOTERS: [u64; 3] = [1, 2, 3];

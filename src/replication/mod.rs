@@ -4,11 +4,12 @@
 //! store's replica gate (`store::replicas`) holds sends until `--in-sync-replicas` replicas have
 //! them and caps what consumers see at the confirm offset. Frames: `wire.rs`.
 //!
-//! Roles: shard i prefers node `ids[i mod nodes]` (ids sorted) as its master, so masters are spread
-//! and a lost node stops at most ⌈shards / nodes⌉ replica sets. In this first step the preferred
-//! node is the master under epoch 1; elections by the Raft controller replace that (issue 14).
-//! Everything here runs on the shard's own executor.
+//! Roles come from the controllers (`crate::controller`) through each shard's agent (`agent.rs`):
+//! shard i prefers node `ids[i mod nodes]` (ids sorted) as its master, so masters are spread and a
+//! lost node stops at most ⌈shards / nodes⌉ replica sets; when a master is lost the controller
+//! elects another from the in-sync set. Everything here runs on the shard's own executor.
 
+pub mod agent;
 pub mod master;
 pub mod slave;
 pub mod wire;
@@ -42,6 +43,8 @@ pub struct Topology {
     pub in_sync: usize,
     pub learner: bool,
     pub catchup_limit: Duration,
+    /// This node's controller port when not its name server's + 2.
+    pub controller_port: Option<u16>,
 }
 
 impl Topology {
@@ -81,6 +84,7 @@ impl Topology {
             in_sync,
             learner: cfg.learner,
             catchup_limit: Duration::from_millis(cfg.ha_max_time_slave_not_catchup_ms),
+            controller_port: cfg.controller_port,
         }))
     }
 
@@ -103,8 +107,26 @@ impl Topology {
         ids[shard % ids.len()]
     }
 
-    pub fn namesrvs(&self) -> Vec<String> {
-        self.nodes.values().cloned().collect()
+    /// Every node's controller address by node id: its name server's host and port + 2 (this
+    /// node's own `--controller-port` where given).
+    pub fn controller_members(&self) -> BTreeMap<u64, String> {
+        self.nodes
+            .iter()
+            .map(|(&id, addr)| {
+                let (host, port) = addr.rsplit_once(':').unwrap_or((addr.as_str(), "9876"));
+                let port: u16 = port.parse().unwrap_or(9876);
+                let port = if id == self.node_id { self.own_controller_port() } else { port.saturating_add(2) };
+                (u64::from(id), format!("{host}:{port}"))
+            })
+            .collect()
+    }
+
+    pub fn controllers(&self) -> Vec<String> {
+        self.controller_members().into_values().collect()
+    }
+
+    pub fn own_controller_port(&self) -> u16 {
+        self.controller_port.unwrap_or(self.own_namesrv_port().saturating_add(2))
     }
 }
 
@@ -121,6 +143,7 @@ mod tests {
         let t =
             Topology::of(&cfg(2, &["1=127.0.0.1:9876", "2=127.0.0.1:19876", "3=127.0.0.1:29876"])).unwrap().unwrap();
         assert_eq!(t.own_namesrv_port(), 19876);
+        assert_eq!(t.controllers(), vec!["127.0.0.1:9878", "127.0.0.1:19878", "127.0.0.1:29878"]);
         assert_eq!(t.in_sync, 2, "a majority by default");
         assert_eq!((0..6).map(|i| t.preferred_master(i)).collect::<Vec<_>>(), vec![1, 2, 3, 1, 2, 3]);
         assert_eq!(Topology::of(&Config::default()).unwrap(), None);

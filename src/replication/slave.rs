@@ -1,36 +1,33 @@
-//! A slave's side of its replica set, on the shard's executor: find the master, connect to its
+//! A slave's side of its replica set, on the shard's executor: connect to the master the controller
+//! names, at its
 //! replication port, say where this log ends, then append every frame it streams — verified again
 //! here (`Store::append_replicated`) — and acknowledge the durable end after every group commit and
 //! at least every second.
 
 use super::timed;
 use super::wire::{self, Hello, Transfer, Welcome};
-use crate::client::async_conn::AsyncConnection;
-use crate::protocol::Command;
-use crate::protocol::codes::request as rq;
-use crate::protocol::commands::body;
-use crate::protocol::commands::namesrv::{BrokerData, ClusterInfo};
 use crate::rt::TcpStream;
 use crate::store::Store;
 use crate::store::io::Disk;
 use crate::store::replicas::ReplicaRole;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
-/// Between attempts to reach the master.
-const RETRY: Duration = Duration::from_secs(1);
+/// Between attempts to reach the master (and checks for one being known).
+const RETRY: Duration = Duration::from_millis(200);
 /// A master silent this long (it heartbeats every second) is given up on and looked up again.
 const MASTER_SILENCE: Duration = super::master::SLAVE_SILENCE;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Who this slave is.
+/// Who this slave is, and where its master is (the controller says, through `agent.rs`).
 pub struct Follower {
     pub broker_name: String,
     pub node_id: u32,
     pub learner: bool,
-    pub namesrvs: Vec<String>,
+    /// The master's client address; none while no master is known.
+    pub master: Rc<RefCell<Option<String>>>,
 }
 
 /// Follows the master until `stop` is set or this replica stops being a slave.
@@ -50,32 +47,6 @@ pub async fn follow<D: Disk + 'static>(store: Rc<Store<D>>, me: Follower, stop: 
     }
 }
 
-/// The master's client address, from the first name server that knows it.
-async fn locate(broker_name: &str, namesrvs: &[String]) -> Result<String, String> {
-    let mut why = String::from("no name server configured");
-    for ns in namesrvs {
-        let conn = match AsyncConnection::connect(ns).await {
-            Ok(c) => c,
-            Err(e) => {
-                why = format!("{ns}: {e}");
-                continue;
-            }
-        };
-        let info = match conn.request(Command::request(rq::GET_BROKER_CLUSTER_INFO), CONNECT_TIMEOUT).await {
-            Ok(r) => body::decode_json::<ClusterInfo>("ClusterInfo", &r.body_bytes()).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        match info {
-            Ok(info) => match info.broker_addr_table.get(broker_name).and_then(BrokerData::master_addr) {
-                Some(a) => return Ok(a.to_string()),
-                None => why = format!("{ns} knows no master of {broker_name} yet"),
-            },
-            Err(e) => why = format!("{ns}: {e}"),
-        }
-    }
-    Err(why)
-}
-
 /// The replication address of a broker at `addr`: its port + 1.
 fn replication_addr(addr: &str) -> Result<String, String> {
     let (host, port) = addr.rsplit_once(':').ok_or_else(|| format!("bad broker address {addr}"))?;
@@ -88,7 +59,9 @@ async fn follow_once<D: Disk + 'static>(
     me: &Follower,
     stop: &Rc<Cell<bool>>,
 ) -> Result<(), String> {
-    let master = locate(&me.broker_name, &me.namesrvs).await?;
+    let Some(master) = me.master.borrow().clone() else {
+        return Ok(());
+    };
     let target = replication_addr(&master)?;
     let mut stream = timed(CONNECT_TIMEOUT, TcpStream::connect(target.as_str())).await?;
     let _ = stream.set_nodelay(true);
@@ -131,7 +104,8 @@ async fn follow_once<D: Disk + 'static>(
             closed.set(true);
         })
     };
-    let result = receive(store, &mut rd, &closed, stop).await;
+    let still = || me.master.borrow().as_deref() == Some(&master[..]);
+    let result = receive(store, &mut rd, &closed, stop, &still).await;
     closed.set(true);
     drop(acker);
     result
@@ -142,9 +116,10 @@ async fn receive<D: Disk, R: futures_lite::AsyncRead + Unpin>(
     rd: &mut R,
     closed: &Cell<bool>,
     stop: &Cell<bool>,
+    still_master: &dyn Fn() -> bool,
 ) -> Result<(), String> {
     let mut head = [0u8; wire::TRANSFER_BYTES];
-    while !stop.get() && !closed.get() && store.replicas.role() == ReplicaRole::Slave {
+    while !stop.get() && !closed.get() && store.replicas.role() == ReplicaRole::Slave && still_master() {
         timed(MASTER_SILENCE, rd.read_exact(&mut head)).await?;
         let t = Transfer::decode(&head)?;
         if t.len > 0 {

@@ -130,14 +130,8 @@ async fn shard_main(
             return;
         }
     };
-    let replication = match replication_of(&cfg, shard, addr.port(), &store) {
-        Ok(r) => match record_master_epoch(&store).await {
-            Ok(()) => r,
-            Err(e) => {
-                let _ = ready.send(Err((1, format!("shard {shard}: cannot record the master epoch: {e}"))));
-                return;
-            }
-        },
+    let replication = match replication_of(&cfg, addr.port(), &store) {
+        Ok(r) => r,
         Err(e) => {
             let _ = ready.send(Err((crate::shard::startup::EXIT_CONFIG, format!("shard {shard}: {e}"))));
             return;
@@ -179,60 +173,32 @@ async fn shard_main(
     tasks::shutdown(&broker, background, store_tasks).await;
 }
 
-/// In a cluster: takes this shard's replica role (the preferred node is the master, epoch 1, until
-/// the controller elects) and binds the replication port (the shard's port + 1).
+/// In a cluster: binds the replication port (the shard's port + 1); the shard starts as a slave that
+/// follows no one and takes its role from the controllers (`replication::agent`).
 fn replication_of(
     cfg: &Config,
-    shard: usize,
     port: u16,
     store: &Store<DmaDisk>,
 ) -> Result<Option<(crate::replication::Topology, crate::rt::TcpListener)>, String> {
-    use crate::store::replicas::ReplicaRole;
     let Some(t) = crate::replication::Topology::of(cfg)? else { return Ok(None) };
-    let master = t.preferred_master(shard) == t.node_id;
-    if master && t.learner {
-        return Err(format!(
-            "node {} is a learner but shard {shard} prefers it as master; list learners after the voting nodes",
-            t.node_id
-        ));
-    }
     if port == 0 {
         return Err("a replicated node needs a fixed --listen-port (the replication port is the shard's + 1)".into());
     }
-    store.replicas.set_role(if master { ReplicaRole::Master } else { ReplicaRole::Slave }, 1, t.needed());
+    store.replicas.set_role(crate::store::replicas::ReplicaRole::Slave, store.epochs().last().0, t.needed());
     let listener = bind(port + 1)?;
     Ok(Some((t, listener)))
 }
 
-/// A master records its epoch at its log end before it appends anything under it.
-async fn record_master_epoch(store: &Store<DmaDisk>) -> Result<(), String> {
-    let epoch = store.replicas.epoch();
-    if store.replicas.role() == crate::store::replicas::ReplicaRole::Master && store.epochs().last().0 < epoch {
-        store.begin_epoch(epoch, store.log().write_pos()).await.map_err(|e| e.to_string())?;
-    }
-    Ok(())
-}
-
-/// Starts the replication listener and, on a slave, the follower; dropping the tasks stops them.
+/// Starts the replication listener and the shard's agent; dropping the tasks stops them.
 fn start_replication(
     broker: &Rc<Broker>,
     t: crate::replication::Topology,
     listener: crate::rt::TcpListener,
     stop: &Rc<Cell<bool>>,
 ) -> Vec<crate::rt::Task<()>> {
-    use crate::replication::{master, slave};
-    let store = broker.store.clone();
-    let mut tasks = vec![crate::rt::spawn(master::listen(store.clone(), listener, t.catchup_limit, stop.clone()))];
-    if store.replicas.role() == crate::store::replicas::ReplicaRole::Slave {
-        let me = slave::Follower {
-            broker_name: broker.name.clone(),
-            node_id: t.node_id,
-            learner: t.learner,
-            namesrvs: t.namesrvs(),
-        };
-        tasks.push(crate::rt::spawn(slave::follow(store, me, stop.clone())));
-    }
-    tasks
+    use crate::replication::{agent, master};
+    let listen = master::listen(broker.store.clone(), listener, t.catchup_limit, stop.clone());
+    vec![crate::rt::spawn(listen), crate::rt::spawn(agent::run(broker.clone(), t, stop.clone()))]
 }
 
 /// The ACL guard and listener TLS of one executor, from the configuration (checked at start-up,
@@ -266,6 +232,13 @@ async fn namesrv_main(cfg: Config, port: u16, control: Arc<ControlPlane>, ready:
     let stop = Rc::new(Cell::new(false));
     let bound = listener.local_addr().map_or(0, |a| a.port());
     let accept = crate::rt::spawn(accept_loop(ns.clone(), listener, stop.clone()));
+    let controller = match start_controller(&cfg, &stop) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = ready.send(Err((crate::shard::startup::EXIT_CONFIG, format!("controller: {e}"))));
+            return;
+        }
+    };
     let _ = ready.send(Ok(vec![bound]));
     while !control.is_shutdown() {
         crate::rt::sleep(Duration::from_millis(200)).await;
@@ -275,6 +248,24 @@ async fn namesrv_main(cfg: Config, port: u16, control: Arc<ControlPlane>, ready:
     crate::rt::sleep(Duration::from_millis(500)).await;
     stop.set(true);
     drop(accept);
+    drop(controller);
+}
+
+/// In a cluster, this node's controller: its listener and its Raft ticker (dropping them stops it).
+fn start_controller(cfg: &Config, stop: &Rc<Cell<bool>>) -> Result<Vec<crate::rt::Task<()>>, String> {
+    let Some(t) = crate::replication::Topology::of(cfg)? else { return Ok(Vec::new()) };
+    let listener = bind(t.own_controller_port())?;
+    let controller = crate::controller::service::Controller::open(
+        u64::from(t.node_id),
+        t.controller_members(),
+        cfg.data_dir.join("controller"),
+        crate::store::files::OsFiles::shared(),
+        crate::net::conn::ConnLimits::from_config(cfg),
+    )?;
+    Ok(vec![
+        crate::rt::spawn(accept_loop(controller.clone(), listener, stop.clone())),
+        crate::rt::spawn(controller.run(stop.clone())),
+    ])
 }
 
 fn executor(name: String, placement: Placement, cfg: &Config, control_cpus: Option<&[usize]>) -> LocalExecutorBuilder {

@@ -34,6 +34,10 @@ pub enum StoreError {
     /// This replica is not its replica set's master: it appends only what its master streams.
     #[error("this broker is a slave: messages are put to the master only")]
     NotMaster,
+    /// This master has not heard from the controller within its lease: it stops acknowledging so
+    /// that a newly elected master is never the second one taking sends.
+    #[error("this master's controller lease expired: it acknowledges nothing until the controller confirms it")]
+    Fenced,
     /// Fewer replicas are in sync than `--in-sync-replicas` asks for (RocketMQ's
     /// IN_SYNC_REPLICAS_NOT_ENOUGH, answered as SYSTEM_ERROR with this remark).
     #[error("in-sync replicas not enough")]

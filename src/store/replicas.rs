@@ -35,6 +35,10 @@ pub struct SlaveState {
     /// The master's durable end at the slave's previous ack: the next ack must reach it.
     pub target: u64,
     pub in_sync: bool,
+    /// Its ack reached the master's end of its previous ack (it keeps pace).
+    pub caught_up: bool,
+    /// A replication stream to it is open.
+    pub connected: bool,
     /// An async learner never joins the in-sync set.
     pub learner: bool,
     /// Since when the slave has been behind the confirm offset without catching up (none: caught up).
@@ -56,6 +60,15 @@ pub struct ReplicaGate {
     /// On a master: the highest confirm offset reported, so that a slave joining the in-sync set
     /// behind it never takes visible records back.
     confirmed: Cell<u64>,
+    /// The in-sync set is the controller's (a cluster): slaves join and leave it only through the
+    /// controller, never by this master's own view, so an election never picks a replica that
+    /// lacks what this master acknowledged.
+    controlled: Cell<bool>,
+    isr_epoch: Cell<u32>,
+    /// This replica's node id (a controlled master is in its own in-sync set, not among its slaves).
+    me: Cell<Option<u32>>,
+    /// A controlled master acknowledges only until this instant (its controller lease).
+    lease_until: Cell<Option<Instant>>,
 }
 
 impl Default for ReplicaGate {
@@ -68,6 +81,10 @@ impl Default for ReplicaGate {
             waiters: RefCell::new(VecDeque::new()),
             master_confirm: Cell::new(0),
             confirmed: Cell::new(0),
+            controlled: Cell::new(false),
+            isr_epoch: Cell::new(0),
+            me: Cell::new(None),
+            lease_until: Cell::new(None),
         }
     }
 }
@@ -88,6 +105,7 @@ impl ReplicaGate {
         self.epoch.set(epoch);
         self.needed.set(needed.max(1));
         self.confirmed.set(0);
+        self.lease_until.set(None);
         if role != ReplicaRole::Master {
             self.slaves.borrow_mut().clear();
             for (_, tx) in self.waiters.borrow_mut().drain(..) {
@@ -105,6 +123,7 @@ impl ReplicaGate {
     pub fn check_writable(&self) -> Result<(), StoreError> {
         match self.role.get() {
             ReplicaRole::Slave => Err(StoreError::NotMaster),
+            ReplicaRole::Master if self.controlled.get() && !self.lease_held() => Err(StoreError::Fenced),
             ReplicaRole::Master if self.in_sync_slaves() + 1 < self.needed.get() => {
                 Err(StoreError::InSyncReplicasNotEnough)
             }
@@ -169,13 +188,18 @@ impl ReplicaGate {
                 acked,
                 target: u64::MAX,
                 in_sync: false,
+                caught_up: false,
+                connected: true,
                 learner,
                 behind_since: Some(now),
             });
             s.acked = s.acked.max(acked);
-            if s.acked >= s.target.min(master_end) {
+            s.connected = true;
+            s.learner = learner;
+            s.caught_up = s.acked >= s.target.min(master_end);
+            if s.caught_up {
                 s.behind_since = None;
-                if !s.learner && !s.in_sync {
+                if !s.learner && !s.in_sync && !self.controlled.get() {
                     s.in_sync = true;
                     tracing::info!(slave, acked, "replica joined the in-sync set");
                 }
@@ -187,20 +211,87 @@ impl ReplicaGate {
         self.complete_waiters();
     }
 
-    /// Drops a slave from the in-sync set (disconnected, or behind for too long).
+    /// Drops a slave from the in-sync set (disconnected, or behind for too long); under a
+    /// controller only the controller drops it ([`ReplicaGate::set_isr`]): here it stops counting
+    /// as caught up, so the master asks for its removal.
     pub fn leave(&self, slave: u32, why: &str) {
-        if let Some(s) = self.slaves.borrow_mut().get_mut(&slave)
-            && s.in_sync
-        {
-            s.in_sync = false;
-            tracing::warn!(slave, why, "replica left the in-sync set");
+        if let Some(s) = self.slaves.borrow_mut().get_mut(&slave) {
+            s.caught_up = false;
+            if s.in_sync && !self.controlled.get() {
+                s.in_sync = false;
+                tracing::warn!(slave, why, "replica left the in-sync set");
+            }
         }
     }
 
-    /// Forgets a disconnected slave.
+    /// A slave's stream closed. Under a controller it stays in the in-sync set (and so holds the
+    /// confirm offset back) until the controller removes it.
     pub fn remove(&self, slave: u32) {
         self.leave(slave, "disconnected");
-        self.slaves.borrow_mut().remove(&slave);
+        let mut slaves = self.slaves.borrow_mut();
+        match slaves.get_mut(&slave) {
+            Some(s) if s.in_sync => s.connected = false,
+            _ => {
+                slaves.remove(&slave);
+            }
+        }
+    }
+
+    /// Puts the in-sync set under the controller (a replicated cluster); `me` is this node's id.
+    pub fn set_controlled(&self, me: u32) {
+        self.controlled.set(true);
+        self.me.set(Some(me));
+    }
+
+    pub fn isr_epoch(&self) -> u32 {
+        self.isr_epoch.get()
+    }
+
+    /// The controller's in-sync set (`members` holds node ids, this master's own included).
+    pub fn set_isr(&self, members: &std::collections::BTreeSet<u32>, epoch: u32) {
+        {
+            let mut slaves = self.slaves.borrow_mut();
+            for (id, s) in slaves.iter_mut() {
+                s.in_sync = members.contains(id);
+            }
+            for &id in members.iter().filter(|&&id| Some(id) != self.me.get()) {
+                slaves.entry(id).or_insert(SlaveState {
+                    acked: 0,
+                    target: u64::MAX,
+                    in_sync: true,
+                    caught_up: false,
+                    connected: false,
+                    learner: false,
+                    behind_since: None,
+                });
+            }
+            slaves.retain(|_, s| s.in_sync || s.connected);
+        }
+        self.isr_epoch.set(epoch);
+        self.complete_waiters();
+    }
+
+    /// The in-sync set this master wants (`me` included): members that stay connected and have
+    /// not been behind for `limit`, and connected voters that caught up.
+    pub fn desired_isr(&self, me: u32, limit: Duration, now: Instant) -> std::collections::BTreeSet<u32> {
+        let mut out = std::collections::BTreeSet::from([me]);
+        for (&id, s) in self.slaves.borrow().iter() {
+            let lagging = s.behind_since.is_some_and(|t| now.saturating_duration_since(t) >= limit);
+            if s.connected && !s.learner && !lagging && (s.in_sync || s.caught_up) {
+                out.insert(id);
+            }
+        }
+        out
+    }
+
+    /// Extends a controlled master's lease (the controller confirmed it as master at a heartbeat sent
+    /// at `sent`; the lease runs from then, not from the answer).
+    pub fn renew_lease(&self, until: Instant) {
+        self.lease_until.set(Some(until));
+    }
+
+    fn lease_held(&self) -> bool {
+        self.lease_until.get().is_some_and(|t| crate::rt::now() < t)
     }
 
     /// Slaves behind for longer than `limit` leave the in-sync set (`ha_max_time_slave_not_catchup`).
@@ -239,6 +330,7 @@ impl ReplicaGate {
         match self.role.get() {
             ReplicaRole::Single => local,
             ReplicaRole::Master => {
+                // Slaves the controller lists but that never connected count with acked = 0.
                 let least = self.slaves.borrow().values().filter(|s| s.in_sync).map(|s| s.acked).fold(local, u64::min);
                 let c = least.max(self.confirmed.get()).min(local);
                 self.confirmed.set(c);

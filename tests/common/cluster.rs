@@ -59,6 +59,25 @@ impl Cluster {
         self.runtime(k, shard)?[key].as_str()?.parse().ok()
     }
 
+    /// The node shard `shard` says is its master now, if exactly one does.
+    pub fn current_master(&self, shard: usize) -> Option<usize> {
+        let masters: Vec<usize> = (1..=self.nodes.len())
+            .filter(|&k| self.nodes[k - 1].child.is_some())
+            .filter(|&k| self.runtime(k, shard).is_some_and(|t| t["replicaRole"] == "Master"))
+            .collect();
+        (masters.len() == 1).then(|| masters[0])
+    }
+
+    /// Waits until every shard has a master and `in_sync` slaves in its in-sync set.
+    pub fn wait_ready(&self, in_sync: u64, within: Duration) -> bool {
+        super::wait_until(within, || {
+            (0..self.shards).all(|s| {
+                self.current_master(s)
+                    .is_some_and(|m| self.runtime_u64(m, s, "inSyncSlaves").is_some_and(|n| n >= in_sync))
+            })
+        })
+    }
+
     /// The node the shard's replica set prefers as master (ids sorted: `shard mod n` + 1).
     pub fn master_of(&self, shard: usize) -> usize {
         shard % self.nodes.len() + 1
