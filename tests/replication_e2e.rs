@@ -219,3 +219,59 @@ fn kill9_of_a_master_under_sync_load_loses_no_acknowledged_message() {
     let lost: Vec<&String> = acked.iter().map(|(b, _, _)| b).filter(|b| !got.contains(*b)).collect();
     assert!(lost.is_empty(), "{} acknowledged messages lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
 }
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+#[test]
+fn a_paused_master_is_fenced_then_rejoins_as_a_slave_and_truncates() {
+    let mut c = Cluster::start(24000, 3, 1, &["--replication", "sync"]);
+    assert!(c.wait_ready(1, Duration::from_secs(30)), "no master with an in-sync slave");
+    let p = Producer::new(&c.namesrvs(), "PG");
+    p.create_topic("Pause", 4).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let producers = produce(c.namesrvs(), "Pause", 3, stop.clone());
+    std::thread::sleep(Duration::from_millis(1000));
+    let old = c.current_master(0).unwrap();
+    let pid = c.nodes[old - 1].pid();
+    signal(pid, "-STOP");
+    let new = {
+        let mut found = None;
+        let others: Vec<usize> = (1..=3).filter(|&k| k != old).collect();
+        assert!(
+            wait_until(Duration::from_secs(10), || {
+                found = others.iter().copied().find(|&k| c.runtime(k, 0).is_some_and(|t| t["replicaRole"] == "Master"));
+                found.is_some()
+            }),
+            "no new master while the old one is paused"
+        );
+        found.unwrap()
+    };
+    std::thread::sleep(Duration::from_millis(1000));
+    signal(pid, "-CONT");
+    assert!(
+        wait_until(Duration::from_secs(10), || c.runtime(old, 0).is_some_and(|t| t["replicaRole"] == "Slave")),
+        "the old master did not step down"
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, Ordering::Relaxed);
+    let acked: Vec<(String, String, Instant)> = producers.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let end = c.runtime_u64(new, 0, "commitLogFlushedOffset");
+            end.is_some() && c.runtime_u64(old, 0, "commitLogFlushedOffset") == end
+        }),
+        "the old master did not catch up as a slave"
+    );
+    let got = consume_all(&c.namesrvs(), "Pause");
+    let lost: Vec<&String> = acked.iter().map(|(b, _, _)| b).filter(|b| !got.contains(*b)).collect();
+    assert!(lost.is_empty(), "{} acknowledged messages lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    let end = c.runtime_u64(new, 0, "commitLogFlushedOffset").unwrap();
+    for k in 1..=3 {
+        c.node(k).stop();
+    }
+    let reference = log_bytes(c.nodes[new - 1].data_dir(), 0, end);
+    assert!(log_bytes(c.nodes[old - 1].data_dir(), 0, end) == reference, "the rejoined log differs from the master's");
+}

@@ -31,6 +31,8 @@ pub struct OffsetTable {
     table: BTreeMap<String, BTreeMap<i32, u64>>,
     dirty: bool,
     file: ConfigFile,
+    /// Moves with every change (a master's replication stream sends the table when it moved).
+    version: u64,
 }
 
 fn key(group: &str, topic: &str) -> String {
@@ -41,12 +43,27 @@ impl OffsetTable {
     pub fn load(files: &SharedFiles, dir: &Path) -> OffsetTable {
         let file = ConfigFile::new(files, dir, "offsets.json");
         let table = file.load(Some("offsetTable"));
-        OffsetTable { table, dirty: false, file }
+        OffsetTable { table, dirty: false, file, version: 0 }
     }
 
     pub fn commit(&mut self, group: &str, topic: &str, queue_id: i32, offset: u64) {
-        self.table.entry(key(group, topic)).or_default().insert(queue_id, offset);
-        self.dirty = true;
+        if self.table.entry(key(group, topic)).or_default().insert(queue_id, offset) != Some(offset) {
+            self.dirty = true;
+            self.version += 1;
+        }
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Takes the master's table (on a slave); written by the next persist.
+    pub fn replace(&mut self, table: BTreeMap<String, BTreeMap<i32, u64>>) {
+        if table != self.table {
+            self.table = table;
+            self.dirty = true;
+            self.version += 1;
+        }
     }
 
     pub fn get(&self, group: &str, topic: &str, queue_id: i32) -> Option<u64> {
@@ -60,6 +77,7 @@ impl OffsetTable {
         self.table.retain(|k, _| k.split_once('@').map(|(_, g)| g) != Some(group));
         let after: usize = self.table.values().map(BTreeMap::len).sum();
         self.dirty |= before != after;
+        self.version += u64::from(before != after);
         before - after
     }
 

@@ -162,6 +162,16 @@ impl TopicTable {
         changed
     }
 
+    /// Takes the master's table (on a slave): one version bump and one write when it differs.
+    pub fn replace(&mut self, topics: BTreeMap<String, TopicConfig>) -> bool {
+        if topics == self.topics {
+            return false;
+        }
+        self.topics = topics;
+        self.bump();
+        true
+    }
+
     pub fn remove(&mut self, name: &str) -> bool {
         let removed = self.topics.remove(name).is_some();
         if removed {

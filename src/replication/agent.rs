@@ -207,6 +207,7 @@ impl<D: Disk + 'static> Agent<D> {
             node_id: self.t.node_id,
             learner: self.t.learner,
             master: self.master_addr.clone(),
+            meta: self.b.clone(),
         };
         let (store, stop, following) = (self.b.store.clone(), self.stop.clone(), self.following.clone());
         following.set(true);

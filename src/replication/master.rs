@@ -8,8 +8,8 @@
 //! not acknowledged (a slave catching up cannot fill the master's memory or starve its sends: each
 //! frame is one read of at most [`FRAME_BYTES`], and the stream waits for acks past the window).
 
-use super::timed;
 use super::wire::{self, Hello, Transfer, Welcome};
+use super::{Metadata, timed};
 use crate::rt::{Beacon, TcpListener, TcpStream};
 use crate::store::Store;
 use crate::store::batches::walk_sealed;
@@ -39,6 +39,7 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Also drops slaves that have not caught up for `catchup_limit` from the in-sync set.
 pub async fn listen<D: Disk + 'static>(
     store: Rc<Store<D>>,
+    meta: Rc<dyn Metadata>,
     listener: TcpListener,
     catchup_limit: Duration,
     stop: Rc<Cell<bool>>,
@@ -65,9 +66,9 @@ pub async fn listen<D: Disk + 'static>(
             continue;
         }
         streams.set(streams.get() + 1);
-        let (store, streams, stop) = (store.clone(), streams.clone(), stop.clone());
+        let (store, meta, streams, stop) = (store.clone(), meta.clone(), streams.clone(), stop.clone());
         crate::rt::spawn(async move {
-            if let Err(e) = serve_slave(&store, stream, &stop).await {
+            if let Err(e) = serve_slave(&store, &*meta, stream, &stop).await {
                 tracing::info!(error = %e, "replication stream ended");
             }
             streams.set(streams.get() - 1);
@@ -76,40 +77,37 @@ pub async fn listen<D: Disk + 'static>(
     }
 }
 
-/// Why the master will not stream to a slave with this hello, if it will not.
-fn refusal<D: Disk>(store: &Store<D>, h: &Hello) -> Option<String> {
+/// Whether the master streams to a slave with this hello: `STATUS_OK`, or a status and the reason.
+fn admission<D: Disk>(store: &Store<D>, h: &Hello) -> (u32, String) {
     let log = store.log();
     if store.replicas.role() != ReplicaRole::Master {
-        return Some("this replica is not the master".into());
+        return (wire::STATUS_REFUSED, "this replica is not the master".into());
     }
     match store.epochs().consistent_end(h.epoch, h.epoch_start, log.flushed_pos()) {
         Some(agreed) if h.log_end <= agreed => {}
         Some(agreed) => {
-            return Some(format!(
-                "the slave's log ends at {} but agrees with the master's only up to {agreed} (epoch {} from {}): \
-                 it must truncate first",
+            let why = format!(
+                "the slave's log ends at {} but agrees with the master's only up to {agreed} (epoch {} from {})",
                 h.log_end, h.epoch, h.epoch_start
-            ));
+            );
+            return (wire::STATUS_DIVERGED, why);
         }
         None => {
-            return Some(format!(
-                "the slave's epoch {} from {} is not in the master's history: it diverged and must truncate first",
-                h.epoch, h.epoch_start
-            ));
+            let why = format!("the slave's epoch {} from {} is not in the master's history", h.epoch, h.epoch_start);
+            return (wire::STATUS_DIVERGED, why);
         }
     }
     if h.log_end < log.min_pos() {
-        return Some(format!(
-            "the slave's log ends at {} before the master's first retained byte {}",
-            h.log_end,
-            log.min_pos()
-        ));
+        let why =
+            format!("the slave's log ends at {} before the master's first retained byte {}", h.log_end, log.min_pos());
+        return (wire::STATUS_REFUSED, why);
     }
-    None
+    (wire::STATUS_OK, String::new())
 }
 
 async fn serve_slave<D: Disk>(
     store: &Rc<Store<D>>,
+    meta: &dyn Metadata,
     mut stream: TcpStream,
     stop: &Rc<Cell<bool>>,
 ) -> Result<(), String> {
@@ -117,12 +115,17 @@ async fn serve_slave<D: Disk>(
     let mut hello = [0u8; wire::HELLO_BYTES];
     timed(HELLO_TIMEOUT, stream.read_exact(&mut hello)).await?;
     let hello = Hello::decode(&hello)?;
-    let refused = refusal(store, &hello);
-    let epoch = store.replicas.epoch();
-    let welcome = Welcome { refused: refused.clone(), epoch, master_end: store.log().flushed_pos() };
+    let (status, reason) = admission(store, &hello);
+    let welcome = Welcome {
+        status,
+        reason: reason.clone(),
+        epoch: store.replicas.epoch(),
+        master_end: store.log().flushed_pos(),
+        epochs: store.epochs().entries().to_vec(),
+    };
     timed(HELLO_TIMEOUT, stream.write_all(&welcome.encode())).await?;
-    if let Some(why) = refused {
-        return Err(format!("refused slave {}: {why}", hello.node_id));
+    if status != wire::STATUS_OK {
+        return Err(format!("refused slave {}: {reason}", hello.node_id));
     }
     tracing::info!(slave = hello.node_id, from = hello.log_end, learner = hello.learner, "replication stream started");
     let (mut rd, mut wr) = futures_lite::io::split(stream);
@@ -155,33 +158,66 @@ async fn serve_slave<D: Disk>(
             acks.raise();
         })
     };
-    let result = stream_to(store, &mut wr, hello.log_end, &acked, &acks, &closed, stop).await;
+    let link = Link { acked: &acked, acks: &acks, closed: &closed, stop };
+    let result = stream_to(store, meta, &mut wr, hello.log_end, &link).await;
     closed.set(true);
     store.replicas.remove(hello.node_id);
     drop(reader);
     result
 }
 
+/// The state of one stream that its ack reader shares.
+struct Link<'a> {
+    acked: &'a Cell<u64>,
+    acks: &'a Beacon,
+    closed: &'a Cell<bool>,
+    stop: &'a Cell<bool>,
+}
+
+/// Offsets commit often; their table goes out at most this often.
+const OFFSETS_EVERY: Duration = Duration::from_millis(500);
+
 /// Sends from `from` until the slave goes, this replica stops being the master, or the shard stops.
 async fn stream_to<D: Disk, W: futures_lite::AsyncWrite + Unpin>(
     store: &Store<D>,
+    meta: &dyn Metadata,
     wr: &mut W,
     from: u64,
-    acked: &Cell<u64>,
-    acks: &Beacon,
-    closed: &Cell<bool>,
-    stop: &Cell<bool>,
+    link: &Link<'_>,
 ) -> Result<(), String> {
+    let Link { acked, acks, closed, stop } = *link;
     let log = store.log();
     let seg_bytes = store.config().segment_bytes;
     let mut sent = from;
     let mut last_send = crate::rt::now();
+    let mut tables = [(wire::KIND_TOPICS, u64::MAX), (wire::KIND_OFFSETS, u64::MAX)];
+    let mut offsets_sent = crate::rt::now() - OFFSETS_EVERY;
     loop {
         if closed.get() || stop.get() {
             return Ok(());
         }
         if store.replicas.role() != ReplicaRole::Master {
             return Err("this replica is no longer the master".into());
+        }
+        for (kind, sent_version) in tables.iter_mut() {
+            let v = meta.version(*kind);
+            let due = *kind != wire::KIND_OFFSETS || offsets_sent.elapsed() >= OFFSETS_EVERY;
+            if v == *sent_version || !due {
+                continue;
+            }
+            let body = meta.encode(*kind);
+            if body.len() > wire::MAX_TRANSFER_BYTES {
+                return Err(format!("table {kind} is {} bytes, over the frame limit", body.len()));
+            }
+            let (epoch, epoch_start) = store.epochs().last();
+            let confirm = store.visible_limit();
+            let t = Transfer { len: body.len() as u32, offset: v, epoch, epoch_start, confirm, kind: *kind };
+            timed(SLAVE_SILENCE, wr.write_all(&t.encode())).await?;
+            timed(SLAVE_SILENCE, wr.write_all(&body)).await?;
+            *sent_version = v;
+            if *kind == wire::KIND_OFFSETS {
+                offsets_sent = crate::rt::now();
+            }
         }
         let (flushes, ack_gen) = (log.flushed.generation(), acks.generation());
         let end = log.flushed_pos();
@@ -191,7 +227,8 @@ async fn stream_to<D: Disk, W: futures_lite::AsyncWrite + Unpin>(
             let (epoch, epoch_start, next_epoch) =
                 store.epochs().epoch_at(sent).ok_or_else(|| format!("no epoch recorded for log offset {sent}"))?;
             let (bytes, next) = read_frame(store, sent, next_epoch.map_or(end, |n| n.min(end)), seg_bytes).await?;
-            let t = Transfer { len: bytes.len() as u32, offset: sent, epoch, epoch_start, confirm };
+            let t =
+                Transfer { len: bytes.len() as u32, offset: sent, epoch, epoch_start, confirm, kind: wire::KIND_LOG };
             timed(SLAVE_SILENCE, wr.write_all(&t.encode())).await?;
             timed(SLAVE_SILENCE, wr.write_all(&bytes)).await?;
             timed(SLAVE_SILENCE, wr.flush()).await?;
@@ -201,7 +238,7 @@ async fn stream_to<D: Disk, W: futures_lite::AsyncWrite + Unpin>(
         }
         if last_send.elapsed() >= HEARTBEAT {
             let (epoch, epoch_start) = store.epochs().last();
-            let t = Transfer { len: 0, offset: sent, epoch, epoch_start, confirm };
+            let t = Transfer { len: 0, offset: sent, epoch, epoch_start, confirm, kind: wire::KIND_LOG };
             timed(SLAVE_SILENCE, wr.write_all(&t.encode())).await?;
             timed(SLAVE_SILENCE, wr.flush()).await?;
             last_send = crate::rt::now();

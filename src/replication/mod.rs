@@ -11,12 +11,26 @@
 
 pub mod agent;
 pub mod master;
+mod meta;
 pub mod slave;
 pub mod wire;
 
 use crate::config::{Config, ReplicationMode};
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+/// The broker tables that follow the log from a master to its slaves (RocketMQ polls them every
+/// 10 s and loses what changed since on a switch, apache/rocketmq #9804): the master's stream sends
+/// a table whenever its version moved, before the log bytes written after the change; a slave
+/// replaces its own copy and persists it.
+pub trait Metadata {
+    /// The version of a table (`wire::KIND_TOPICS`, `wire::KIND_OFFSETS`); it moves when it changes.
+    fn version(&self, kind: u16) -> u64;
+    /// The table as JSON.
+    fn encode(&self, kind: u16) -> Vec<u8>;
+    /// Replaces this replica's table with the master's.
+    fn apply(&self, kind: u16, body: &[u8]) -> Result<(), String>;
+}
 
 /// Runs an I/O step, failing it after `d` (a peer that stops answering is given up on, never waited
 /// for forever).

@@ -28,6 +28,8 @@ pub struct Follower {
     pub learner: bool,
     /// The master's client address; none while no master is known.
     pub master: Rc<RefCell<Option<String>>>,
+    /// Where the master's tables go.
+    pub meta: Rc<dyn super::Metadata>,
 }
 
 /// Follows the master until `stop` is set or this replica stops being a slave.
@@ -71,11 +73,24 @@ async fn follow_once<D: Disk + 'static>(
     timed(CONNECT_TIMEOUT, stream.write_all(&hello.encode())).await?;
     let mut head = [0u8; wire::WELCOME_BYTES];
     timed(CONNECT_TIMEOUT, stream.read_exact(&mut head)).await?;
-    let (welcome, reason_len) = Welcome::decode_head(&head)?;
-    if welcome.refused.is_some() {
-        let mut reason = vec![0u8; reason_len];
-        timed(CONNECT_TIMEOUT, stream.read_exact(&mut reason)).await?;
-        return Err(format!("master {target} refused: {}", String::from_utf8_lossy(&reason)));
+    let (mut welcome, reason_len, entries_len) = Welcome::decode_head(&head)?;
+    let mut rest = vec![0u8; reason_len + entries_len];
+    timed(CONNECT_TIMEOUT, stream.read_exact(&mut rest)).await?;
+    welcome.decode_rest(reason_len, &rest);
+    match welcome.status {
+        wire::STATUS_OK => {}
+        wire::STATUS_DIVERGED => {
+            let mut theirs = crate::store::epochs::EpochHistory::default();
+            for &(e, s) in &welcome.epochs {
+                theirs.push(e, s);
+            }
+            let to = store.epochs().truncation_point(log.write_pos(), &theirs, welcome.master_end);
+            tracing::warn!(broker = %me.broker_name, master = %target, reason = %welcome.reason, to,
+                "this log diverged from the master's: truncating");
+            store.truncate_to(to).await.map_err(|e| format!("truncation to {to} failed: {e}"))?;
+            return Err(format!("truncated to {to} where the log diverged; reconnecting"));
+        }
+        _ => return Err(format!("master {target} refused: {}", welcome.reason)),
     }
     tracing::info!(broker = %me.broker_name, master = %target, from = hello.log_end, "following the master");
     let (mut rd, mut wr) = futures_lite::io::split(stream);
@@ -105,7 +120,7 @@ async fn follow_once<D: Disk + 'static>(
         })
     };
     let still = || me.master.borrow().as_deref() == Some(&master[..]);
-    let result = receive(store, &mut rd, &closed, stop, &still).await;
+    let result = receive(store, &*me.meta, &mut rd, (&closed, stop), &still).await;
     closed.set(true);
     drop(acker);
     result
@@ -113,18 +128,22 @@ async fn follow_once<D: Disk + 'static>(
 
 async fn receive<D: Disk, R: futures_lite::AsyncRead + Unpin>(
     store: &Store<D>,
+    meta: &dyn super::Metadata,
     rd: &mut R,
-    closed: &Cell<bool>,
-    stop: &Cell<bool>,
+    (closed, stop): (&Cell<bool>, &Cell<bool>),
     still_master: &dyn Fn() -> bool,
 ) -> Result<(), String> {
     let mut head = [0u8; wire::TRANSFER_BYTES];
     while !stop.get() && !closed.get() && store.replicas.role() == ReplicaRole::Slave && still_master() {
         timed(MASTER_SILENCE, rd.read_exact(&mut head)).await?;
         let t = Transfer::decode(&head)?;
+        let mut data = vec![0u8; t.len as usize];
         if t.len > 0 {
-            let mut data = vec![0u8; t.len as usize];
             timed(MASTER_SILENCE, rd.read_exact(&mut data)).await?;
+        }
+        if t.kind != wire::KIND_LOG {
+            meta.apply(t.kind, &data)?;
+        } else if t.len > 0 {
             if t.offset != store.log().write_pos() {
                 return Err(format!("frame at {} but this log ends at {}", t.offset, store.log().write_pos()));
             }

@@ -197,7 +197,7 @@ fn start_replication(
     stop: &Rc<Cell<bool>>,
 ) -> Vec<crate::rt::Task<()>> {
     use crate::replication::{agent, master};
-    let listen = master::listen(broker.store.clone(), listener, t.catchup_limit, stop.clone());
+    let listen = master::listen(broker.store.clone(), broker.clone(), listener, t.catchup_limit, stop.clone());
     vec![crate::rt::spawn(listen), crate::rt::spawn(agent::run(broker.clone(), t, stop.clone()))]
 }
 

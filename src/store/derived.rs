@@ -87,11 +87,11 @@ impl<D: Disk> Store<D> {
     }
 
     /// Drops every derived file and in-memory table before a rebuild from the log.
-    pub(super) fn forget_derived(&mut self, cq_root: &std::path::Path, log_min: u64) {
+    pub(super) fn forget_derived(&self, cq_root: &std::path::Path, log_min: u64) {
         let _ = self.files.remove_dir_all(cq_root);
-        self.index.get_mut().forget(&*self.files);
-        self.queues.get_mut().clear();
-        *self.cold.get_mut() = Default::default();
+        self.index.borrow_mut().forget(&*self.files);
+        self.queues.borrow_mut().clear();
+        *self.cold.borrow_mut() = Default::default();
         self.checkpointed.set(log_min.min(self.checkpointed.get()));
     }
 

@@ -90,6 +90,25 @@ impl EpochHistory {
         Some((e, s, self.entries.get(i + 1).map(|x| x.1)))
     }
 
+    /// Forgets the epochs that start at or past `to` (the log was cut back there).
+    pub fn truncate(&mut self, to: u64) {
+        self.entries.retain(|(_, s)| *s < to);
+    }
+
+    /// Where a replica whose log ends at `end` must cut its log to agree with a master holding
+    /// `master` up to `master_end`: at the newest epoch both recorded alike, the smaller of the two
+    /// ends of that epoch; 0 when they share none.
+    pub fn truncation_point(&self, end: u64, master: &EpochHistory, master_end: u64) -> u64 {
+        for (i, &(e, s)) in self.entries.iter().enumerate().rev() {
+            if let Some(j) = master.entries.iter().position(|&x| x == (e, s)) {
+                let mine = self.entries.get(i + 1).map_or(end, |x| x.1);
+                let theirs = master.entries.get(j + 1).map_or(master_end, |x| x.1);
+                return mine.min(theirs);
+            }
+        }
+        0
+    }
+
     /// On a master whose log ends at `end`: how far a slave whose newest entry is `(epoch, start)`
     /// agrees with this history (its bytes up to there are this log's); `None`: it diverged.
     pub fn consistent_end(&self, epoch: u32, start: u64, end: u64) -> Option<u64> {
@@ -121,6 +140,25 @@ mod tests {
         assert_eq!(m.consistent_end(3, 4000, 9000), None, "same epoch, other start");
         assert_eq!(m.epoch_at(4999), Some((1, 0, Some(5000))));
         assert_eq!(m.epoch_at(5000), Some((3, 5000, None)));
+    }
+
+    #[test]
+    fn truncation_goes_back_to_where_the_histories_part() {
+        let mut master = EpochHistory::default();
+        master.push(1, 0);
+        master.push(2, 5000);
+        // An old master of epoch 1 that wrote past 5000 before it was replaced.
+        let mut old = EpochHistory::default();
+        old.push(1, 0);
+        assert_eq!(old.truncation_point(7000, &master, 9000), 5000);
+        assert_eq!(old.truncation_point(4000, &master, 9000), 4000, "nothing past the shared part");
+        // A replica elected in an epoch the winner never saw.
+        let mut other = old.clone();
+        other.push(3, 6000);
+        assert_eq!(other.truncation_point(8000, &master, 9000), 5000);
+        other.truncate(5000);
+        assert_eq!(other.last(), (1, 0));
+        assert_eq!(EpochHistory::default().truncation_point(100, &master, 9000), 0);
     }
 
     #[test]

@@ -37,6 +37,65 @@ impl<D: Disk> Store<D> {
         Ok(())
     }
 
+    /// On a slave whose log diverged from its master's after `to`: cuts the log back to `to`, forgets
+    /// the epochs that wrote past it, and rebuilds the consume queues and key index from the log —
+    /// crash-safely: the checkpoint goes first (a crash at any later step restarts into a rebuild
+    /// from the log), the log is cut from its end backwards (`CommitLog::truncate_to`), the epoch
+    /// file last (a crash before it only repeats the truncation at the next connection). The #10666
+    /// lesson: every step is durable before the slave reports its new end to anyone.
+    pub async fn truncate_to(&self, to: u64) -> Result<(), StoreError> {
+        if self.replicas.role() != ReplicaRole::Slave {
+            return Err(StoreError::Invalid("only a slave truncates its log".into()));
+        }
+        while self.checkpointing.replace(true) {
+            self.checkpoint_done.wait_at_most(std::time::Duration::from_millis(50)).await;
+        }
+        let result = self.truncate_locked(to).await;
+        self.checkpointing.set(false);
+        self.checkpoint_done.notify();
+        result
+    }
+
+    async fn truncate_locked(&self, to: u64) -> Result<(), StoreError> {
+        let log = &self.log;
+        let deadline = crate::rt::now() + std::time::Duration::from_secs(5);
+        while log.flushed_pos() < log.write_pos() && crate::rt::now() < deadline {
+            log.flushed.wait_past_at_most(log.flushed.generation(), std::time::Duration::from_millis(10)).await;
+        }
+        let cp = self.cfg.dir.join("checkpoint");
+        if self.files.exists(&cp) {
+            self.files.remove_file(&cp).map_err(|e| StoreError::io(&cp, &e))?;
+            self.files.sync_dir(&self.cfg.dir).map_err(|e| StoreError::io(&self.cfg.dir, &e))?;
+        }
+        let from = log.write_pos();
+        log.truncate_to(to).await?;
+        let log_min = log.min_pos();
+        self.forget_derived(&self.cfg.dir.join("consumequeue"), log_min);
+        self.checkpointed.set(log_min);
+        let rules = self.cfg.rules.clone();
+        let outcome = super::recovery::scan(
+            log.disk(),
+            &self.cfg.dir.join("commitlog"),
+            self.cfg.segment_bytes,
+            log_min,
+            false,
+            &*rules,
+        )
+        .await?;
+        for rec in outcome.records {
+            self.dispatch_recovered(rec)?;
+        }
+        let mut h = self.epochs.borrow().clone();
+        h.truncate(to);
+        let (files, path, data) = (self.files.clone(), self.cfg.dir.join("epochs"), h.clone());
+        crate::rt::blocking(move || data.save(&*files, &path))
+            .await
+            .map_err(|e| StoreError::io(self.cfg.dir.join("epochs"), &e))?;
+        *self.epochs.borrow_mut() = h;
+        tracing::warn!(dir = %self.cfg.dir.display(), from, to, "truncated the log where it diverged from the master's");
+        Ok(())
+    }
+
     /// Appends `bytes` streamed by the master at log offset `pos` (this log's end): whole sealed
     /// batches, possibly ending with the segment's blank record. Nothing is appended unless every
     /// batch verifies and every record continues its queue.

@@ -53,3 +53,76 @@ impl<D: Disk> CommitLog<D> {
         Ok(())
     }
 }
+
+/// Zero chunk of a truncation: each is written and synced before the next one below it.
+const TRUNCATE_CHUNK_BYTES: u64 = 1 << 20;
+
+impl<D: Disk> CommitLog<D> {
+    /// Cuts the log back to `to` (a batch boundary), on a slave whose bytes past it diverged from
+    /// its master's. Nothing may be appending, and everything appended must be durable. Crash-safe:
+    /// the segments wholly past `to` are deleted first, newest first, each removal synced; then the
+    /// rest is zeroed from its end backwards, each chunk synced before the one below it — so at any
+    /// crash the log on disk is a prefix of what it was, followed by zeros, which recovery reads as
+    /// a shorter log, never as damage.
+    pub async fn truncate_to(&self, to: u64) -> Result<(), StoreError> {
+        let (end, seg) = {
+            let s = self.state.borrow();
+            if s.append.write_pos != s.commit.flushed_pos || !s.append.pending_old.is_empty() {
+                return Err(StoreError::Invalid("truncation while appends are not yet durable".into()));
+            }
+            if to > s.append.write_pos || to < self.min_pos_of(&s) {
+                return Err(StoreError::Invalid(format!(
+                    "cannot truncate to {to}: the log holds {}..{}",
+                    self.min_pos_of(&s),
+                    s.append.write_pos
+                )));
+            }
+            (s.append.write_pos, self.segment_start(to))
+        };
+        let io = |path: &std::path::Path, e: std::io::Error| self.poison(format!("truncating {}: {e}", path.display()));
+        let dir = self.cfg.dir.clone();
+        let ready = self.state.borrow_mut().files.ready_next.take();
+        let mut later: Vec<u64> = self.state.borrow().files.open.range(seg + 1..).map(|(k, _)| *k).collect();
+        later.extend(ready.map(|(start, _)| start));
+        later.sort_unstable();
+        later.dedup();
+        for start in later.into_iter().rev() {
+            let path = segment_path(&dir, start);
+            self.state.borrow_mut().files.open.remove(&start);
+            self.disk.remove(&path).await.map_err(|e| io(&path, e))?;
+            self.disk.files().sync_dir(&dir).map_err(|e| io(&dir, e))?;
+        }
+        let file = self.state.borrow().files.open.get(&seg).cloned();
+        let path = segment_path(&dir, seg);
+        let Some(file) = file else {
+            return Err(StoreError::Invalid(format!("segment {seg} of offset {to} is not open")));
+        };
+        let zero_end = if end >= seg + self.cfg.segment_bytes { self.cfg.segment_bytes } else { end - seg };
+        let first = align_down(to - seg);
+        let mut block = file.read_at(first, BLOCK_BYTES as usize).await.map_err(|e| io(&path, e))?.to_vec();
+        block.resize(BLOCK_BYTES as usize, 0);
+        let keep = (to - seg - first) as usize;
+        let zeros = vec![0u8; TRUNCATE_CHUNK_BYTES as usize];
+        let mut hi = align_up(zero_end).min(self.cfg.segment_bytes);
+        while hi > first + BLOCK_BYTES {
+            let lo = hi.saturating_sub(TRUNCATE_CHUNK_BYTES).max(first + BLOCK_BYTES);
+            file.write_at(&zeros[..(hi - lo) as usize], lo).await.map_err(|e| io(&path, e))?;
+            file.sync().await.map_err(|e| io(&path, e))?;
+            hi = lo;
+        }
+        block[keep..].fill(0);
+        file.write_at(&block, first).await.map_err(|e| io(&path, e))?;
+        file.sync().await.map_err(|e| io(&path, e))?;
+        let mut s = self.state.borrow_mut();
+        s.files.zeroed = s.files.zeroed.max(seg + align_up(zero_end));
+        s.append.write_pos = to;
+        s.append.batch_start = to;
+        s.append.batch_crc = crc32fast::Hasher::new();
+        s.append.buf_base = seg + first;
+        s.append.buf = BytesMut::with_capacity(APPEND_CHUNK_BYTES);
+        s.append.buf.extend_from_slice(&block[..keep]);
+        s.commit.flushed_pos = to;
+        s.caches = Caches::default();
+        Ok(())
+    }
+}
