@@ -616,3 +616,5 @@ mod tests_cold;
 mod tests_derived;
 #[cfg(test)]
 mod tests_index;
+#[cfg(test)]
+mod tests_replicated;

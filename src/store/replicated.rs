@@ -27,12 +27,13 @@ impl<D: Disk> Store<D> {
                 h.last()
             )));
         }
-        let files = self.files.clone();
+        self.save_epochs(h)
+    }
+
+    /// Writes the epoch file (a few hundred bytes, once per election: on the shard, synchronously).
+    fn save_epochs(&self, h: super::epochs::EpochHistory) -> Result<(), StoreError> {
         let path = self.cfg.dir.join("epochs");
-        let data = h.clone();
-        crate::rt::blocking(move || data.save(&*files, &path))
-            .await
-            .map_err(|e| StoreError::io(self.cfg.dir.join("epochs"), &e))?;
+        h.save(&*self.files, &path).map_err(|e| StoreError::io(&path, &e))?;
         *self.epochs.borrow_mut() = h;
         Ok(())
     }
@@ -87,11 +88,7 @@ impl<D: Disk> Store<D> {
         }
         let mut h = self.epochs.borrow().clone();
         h.truncate(to);
-        let (files, path, data) = (self.files.clone(), self.cfg.dir.join("epochs"), h.clone());
-        crate::rt::blocking(move || data.save(&*files, &path))
-            .await
-            .map_err(|e| StoreError::io(self.cfg.dir.join("epochs"), &e))?;
-        *self.epochs.borrow_mut() = h;
+        self.save_epochs(h)?;
         tracing::warn!(dir = %self.cfg.dir.display(), from, to, "truncated the log where it diverged from the master's");
         Ok(())
     }

@@ -543,3 +543,28 @@ fn appends_past_the_zeroed_lead_grow_the_file_and_survive_a_crash() {
     put_acked(&s, msg("T", 0, &[200; 500], "a"));
     assert_eq!(all(&s, "T", 0).len(), 101);
 }
+
+#[test]
+fn read_cache_never_serves_zeros_cached_past_the_durable_end() {
+    // Regression: a disk read of the block holding the log's end cached the zeros past it; once the
+    // tail cache had let the records appended there go, raw log reads (a master's replication
+    // stream) were served those zeros.
+    let dir = tempfile::tempdir().unwrap();
+    let disk = FakeDisk::new();
+    let c = cfg(dir.path());
+    {
+        let s = open(&disk, &c).unwrap();
+        for i in 0..60u8 {
+            put_acked(&s, msg("T", 0, &[i; 100], "a"));
+        }
+    }
+    let s = open(&disk, &c).unwrap();
+    assert!(s.log().write_pos() > 8192, "the end must lie past the first aligned block");
+    block_on(s.log().read(0, 64)).unwrap();
+    let placed: Vec<Placement> = (60..250u8).map(|i| put_acked(&s, msg("T", 0, &[i; 100], "a"))).collect();
+    for (i, p) in placed.iter().enumerate() {
+        let rec = block_on(s.log().read(p.physical_offset, p.size as usize)).unwrap();
+        let m = StoredMessage::decode(&rec).unwrap();
+        assert_eq!(m.body[0] as usize, i + 60);
+    }
+}

@@ -49,7 +49,11 @@ impl<D: Disk> CommitLog<D> {
                 return Err(StoreError::NotFound(pos));
             }
             let out = data.slice(off..off + len);
-            self.cache_block(block_start, data);
+            // Only the durable part of the block is kept: past it the file still holds zeros that
+            // later appends overwrite, and a cached copy of those zeros would be served for them
+            // once the tail cache has let them go (or after a slave's truncation).
+            let durable = self.flushed_pos().saturating_sub(block_start).min(data.len() as u64) as usize;
+            self.cache_block(block_start, data.slice(..durable));
             return Ok(out);
         }
         let data = file.read_at(pos - seg, len).await.map_err(|e| StoreError::io(&path, &e))?;
