@@ -71,6 +71,15 @@ pub struct Snapshot {
     pub index_files_damaged: u64,
     /// Parked (delayed or timer) messages kept undelivered because they are damaged.
     pub damaged_parked: u64,
+    /// Replication: role (0 single, 1 master, 2 slave), master epoch, in-sync replicas (the master
+    /// included), the slowest slave's lag in bytes, times this replica became master, appends
+    /// refused because the master's lease had expired.
+    pub replica_role: u64,
+    pub replica_epoch: u64,
+    pub in_sync_replicas: u64,
+    pub replication_lag_bytes: u64,
+    pub elections: u64,
+    pub fenced: u64,
     /// Connections closed at accept past the shard's connection limit.
     pub connections_refused: u64,
     /// Requests refused by the ACL.
@@ -255,6 +264,12 @@ pub fn render(hub: &MetricsHub, data_dir: &std::path::Path) -> String {
     let idx_damaged =
         counter_family(&mut reg, "index_files_damaged", "Sealed key-index files found damaged and dropped");
     let conns_refused = counter_family(&mut reg, "connections_refused", "Connections closed at the shard's limit");
+    let role = gauge_family(&mut reg, "replica_role", "Replica role of the shard: 0 single node, 1 master, 2 slave");
+    let epoch = gauge_family(&mut reg, "replica_epoch", "Master epoch the shard's replica set is in");
+    let isr = gauge_family(&mut reg, "replication_in_sync_replicas", "Replicas in the in-sync set (master included)");
+    let rlag = gauge_family(&mut reg, "replication_lag_bytes", "Bytes the slowest connected slave is behind");
+    let elections = counter_family(&mut reg, "replication_elections", "Times this replica became its set's master");
+    let fenced = counter_family(&mut reg, "replication_fenced", "Appends refused because the master's lease expired");
     let acl_denied = counter_family(&mut reg, "acl_denied", "Requests refused by the ACL (NO_PERMISSION)");
     let conns = gauge_family(&mut reg, "connections", "Open client connections");
     let full = gauge_family(&mut reg, "disk_full", "1 while appends are refused for lack of disk space, by shard");
@@ -319,6 +334,12 @@ pub fn render(hub: &MetricsHub, data_dir: &std::path::Path) -> String {
         idx_sealed.get_or_create(&labels(&[("shard", sh.clone())])).set(s.index_sealed_files as i64);
         idx_damaged.get_or_create(&labels(&[("shard", sh.clone())])).inc_by(s.index_files_damaged);
         conns_refused.get_or_create(&labels(&[("shard", sh.clone())])).inc_by(s.connections_refused);
+        role.get_or_create(&labels(&[("shard", sh.clone())])).set(s.replica_role as i64);
+        epoch.get_or_create(&labels(&[("shard", sh.clone())])).set(s.replica_epoch as i64);
+        isr.get_or_create(&labels(&[("shard", sh.clone())])).set(s.in_sync_replicas as i64);
+        rlag.get_or_create(&labels(&[("shard", sh.clone())])).set(s.replication_lag_bytes as i64);
+        elections.get_or_create(&labels(&[("shard", sh.clone())])).inc_by(s.elections);
+        fenced.get_or_create(&labels(&[("shard", sh.clone())])).inc_by(s.fenced);
         acl_denied.get_or_create(&labels(&[("shard", sh.clone())])).inc_by(s.acl_denied);
         full.get_or_create(&labels(&[("shard", sh.clone())])).set(s.disk_full as i64);
         for (g, t, q, n) in &s.lag {

@@ -94,6 +94,27 @@ fn sync_replicated_sends_are_on_every_replica_byte_for_byte() {
     }
     assert_eq!(got, 300, "every acknowledged send is visible on the masters");
     let ends: Vec<u64> = (0..2).map(|s| c.runtime_u64(c.master_of(s), s, "commitLogFlushedOffset").unwrap()).collect();
+    // The admin sees every replica, and moves a master deliberately to an in-sync replica.
+    let admin = |args: &[&str]| {
+        let out = std::process::Command::new(common::binary())
+            .args(["admin", "--json", "--namesrv", &c.namesrvs()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let rows = admin(&["cluster", "replicas"]);
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    assert_eq!(rows.iter().filter(|r| r["role"] == "Master").count(), 2);
+    assert!(rows.iter().all(|r| r["lagBytes"] == 0), "{rows:?}");
+    let target = if c.master_of(1) == 3 { 1 } else { 3 };
+    admin(&["cluster", "elect", "ringmq-1", "--node", &target.to_string()]);
+    assert!(
+        wait_until(Duration::from_secs(10), || c.current_master(1) == Some(target)),
+        "the elected node did not take over"
+    );
     for k in 1..=3 {
         c.node(k).stop();
     }

@@ -18,6 +18,19 @@ use std::sync::Arc;
 pub enum ClusterCmd {
     /// Brokers of every cluster, with their runtime statistics
     List,
+    /// Every replica of every replica set: role, epoch, durable log end, lag behind its master
+    Replicas,
+    /// Moves a replica set's master to another in-sync replica (CONTROLLER_ELECT_MASTER)
+    Elect {
+        /// The replica set (broker name, e.g. ringmq-0)
+        broker: String,
+        /// The node to make master; it must be in the in-sync set
+        #[arg(long)]
+        node: u32,
+        /// A controller (default: each name server's host, port + 2, until the leader answers)
+        #[arg(long)]
+        controller: Option<String>,
+    },
 }
 
 /// `ringmq admin topic …`
@@ -330,11 +343,74 @@ fn run_inner(a: &AdminArgs) -> Result<Value, ClientError> {
                 .map(|(n, addr)| json!({"broker": n, "addr": addr, "runtime": runtime(&ctx, &addr)}))
                 .collect(),
         )),
+        AdminCmd::Cluster(ClusterCmd::Replicas) => replicas(&ctx),
+        AdminCmd::Cluster(ClusterCmd::Elect { broker, node, controller }) => {
+            let controllers = controller.clone().map_or_else(|| controllers_of(&a.namesrv), |c| vec![c]);
+            elect(&controllers, broker, *node)
+        }
         AdminCmd::Broker(BrokerCmd::Config) => broker_config(&ctx),
         AdminCmd::Topic(t) => topic_cmd(&ctx, t),
         AdminCmd::Group(g) => group_cmd(&ctx, g),
         AdminCmd::Message(m) => message_cmd(&ctx, m),
     }
+}
+
+/// Every registered replica with its replication state; lag is behind its set's master.
+fn replicas(ctx: &ClientContext) -> Result<Value, ClientError> {
+    let r = ctx.namesrv_call(Command::request(rq::GET_BROKER_CLUSTER_INFO))?;
+    let info: ClusterInfo = decode_json("ClusterInfo", &r.body_bytes()).map_err(|e| err(e.to_string()))?;
+    let num = |v: &Value, k: &str| v[k].as_str().and_then(|s| s.parse::<u64>().ok());
+    let mut rows = Vec::new();
+    for (name, bd) in &info.broker_addr_table {
+        let states: Vec<(i64, &String, Value)> =
+            bd.broker_addrs.iter().map(|(id, addr)| (*id, addr, runtime(ctx, addr))).collect();
+        let master_end =
+            states.iter().find(|(id, _, _)| *id == 0).and_then(|(_, _, t)| num(t, "commitLogFlushedOffset"));
+        for (id, addr, t) in states {
+            let end = num(&t, "commitLogFlushedOffset");
+            rows.push(json!({
+                "broker": name, "brokerId": id, "addr": addr,
+                "role": t["replicaRole"].as_str().unwrap_or("unreachable"),
+                "epoch": num(&t, "replicaEpoch"), "logEnd": end, "confirm": num(&t, "confirmOffset"),
+                "inSyncSlaves": num(&t, "inSyncSlaves"),
+                "lagBytes": master_end.zip(end).map(|(m, e)| m.saturating_sub(e)),
+            }));
+        }
+    }
+    Ok(Value::Array(rows))
+}
+
+/// The controllers beside the name servers: each one's host, port + 2.
+fn controllers_of(namesrv: &str) -> Vec<String> {
+    crate::protocol::split_addrs(namesrv)
+        .into_iter()
+        .filter_map(|a| {
+            let (host, port) = a.rsplit_once(':')?;
+            Some(format!("{host}:{}", port.parse::<u16>().ok()?.saturating_add(2)))
+        })
+        .collect()
+}
+
+/// Asks the controllers, one after another until the leader answers, to elect `node` master of
+/// `broker`.
+fn elect(controllers: &[String], broker: &str, node: u32) -> Result<Value, ClientError> {
+    let mut last = err("no controller given");
+    for addr in controllers {
+        let mut cmd = Command::request(rq::CONTROLLER_ELECT_MASTER);
+        cmd.put("brokerName", broker);
+        cmd.put("brokerId", node);
+        let answer = crate::client::Connection::connect(addr, REQUEST_TIMEOUT)
+            .and_then(|c| c.call(cmd, std::time::Duration::from_secs(5)));
+        match answer {
+            Ok(r) => return serde_json::from_slice(&r.body_bytes()).map_err(|e| err(e.to_string())),
+            Err(ClientError::Refused { code, .. }) if code == rs::CONTROLLER_NOT_LEADER => {
+                last = err(format!("{addr} is not the controller leader"));
+            }
+            Err(e @ ClientError::Refused { .. }) => return Err(e),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 fn topic_cmd(ctx: &Arc<ClientContext>, t: &TopicCmd) -> Result<Value, ClientError> {

@@ -53,6 +53,9 @@ impl RouteTable {
     ) {
         let entry = self.brokers.entry(name.to_string()).or_insert_with(|| (cluster.to_string(), BTreeMap::new()));
         entry.0 = cluster.to_string();
+        // A replica that changed role (slave ↔ master) registers its address under its new id: the
+        // old id goes, as RocketMQ's name server does, or routes would list one broker twice.
+        entry.1.retain(|other_id, a| *other_id == id || a != addr);
         if let Some(old) = entry.1.insert(id, addr.to_string()).filter(|old| old != addr) {
             self.live.remove(&old); // moved: its old connection closing must not remove it
         }
@@ -209,5 +212,17 @@ mod tests {
         let route: Value = serde_json::from_str(&r.route_json("T").unwrap()).unwrap();
         assert_eq!(route["brokerDatas"].as_array().unwrap().len(), 1);
         assert!(r.cluster_json().contains("b-1") && !r.cluster_json().contains("b-0"));
+    }
+
+    #[test]
+    fn a_slave_promoted_to_master_is_listed_once() {
+        // Regression: a replica that registered as slave (id 3) and then as master (id 0) from the
+        // same address was listed under both ids.
+        let mut r = RouteTable::default();
+        r.register("C", "b-0", 3, "a:1", &body(&[]), live("b-0", "a:1", 1));
+        r.register("C", "b-0", 0, "a:1", &body(&[("T", 4)]), live("b-0", "a:1", 1));
+        r.register("C", "b-0", 2, "a:9", &body(&[]), live("b-0", "a:9", 2));
+        let route: Value = serde_json::from_str(&r.route_json("T").unwrap()).unwrap();
+        assert_eq!(route["brokerDatas"][0]["brokerAddrs"], serde_json::json!({"0": "a:1", "2": "a:9"}));
     }
 }

@@ -93,6 +93,17 @@ fn publish_metrics(b: &Broker) {
     snap.cq_cold_reads = b.store.cold_reads();
     (snap.index_entries_in_memory, snap.index_sealed_files, snap.index_files_damaged) = b.store.index_stats();
     snap.connections_refused = b.connections_refused.get();
+    let g = &b.store.replicas;
+    use crate::store::replicas::ReplicaRole;
+    snap.replica_role = match g.role() {
+        ReplicaRole::Single => 0,
+        ReplicaRole::Master => 1,
+        ReplicaRole::Slave => 2,
+    };
+    snap.replica_epoch = u64::from(g.epoch());
+    snap.in_sync_replicas = if g.role() == ReplicaRole::Master { g.in_sync_slaves() as u64 + 1 } else { 0 };
+    snap.replication_lag_bytes = g.max_lag(b.store.log().flushed_pos());
+    (snap.elections, snap.fenced) = (g.became_master.get(), g.fenced.get());
     snap.acl_denied = b.acl_denied.get();
     snap.connections = b.connections.get();
     snap.disk_full = b.store.disk_full().is_some();

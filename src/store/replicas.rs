@@ -69,6 +69,9 @@ pub struct ReplicaGate {
     me: Cell<Option<u32>>,
     /// A controlled master acknowledges only until this instant (its controller lease).
     lease_until: Cell<Option<Instant>>,
+    /// Times this replica took the master role, and appends refused by fencing (metrics).
+    pub became_master: Cell<u64>,
+    pub fenced: Cell<u64>,
 }
 
 impl Default for ReplicaGate {
@@ -85,6 +88,8 @@ impl Default for ReplicaGate {
             isr_epoch: Cell::new(0),
             me: Cell::new(None),
             lease_until: Cell::new(None),
+            became_master: Cell::new(0),
+            fenced: Cell::new(0),
         }
     }
 }
@@ -101,6 +106,9 @@ impl ReplicaGate {
     /// Takes a role under an epoch. Leaving the master role fails every append still waiting for
     /// slaves: the new master's log decides whether they survive, so none is acknowledged here.
     pub fn set_role(&self, role: ReplicaRole, epoch: u32, needed: usize) {
+        if role == ReplicaRole::Master && (self.role.get() != role || self.epoch.get() != epoch) {
+            self.became_master.set(self.became_master.get() + 1);
+        }
         self.role.set(role);
         self.epoch.set(epoch);
         self.needed.set(needed.max(1));
@@ -121,6 +129,14 @@ impl ReplicaGate {
     /// Refuses an append on a replica that is not the master, and on a master with too few
     /// replicas in sync to acknowledge it (before anything is stored).
     pub fn check_writable(&self) -> Result<(), StoreError> {
+        let r = self.writable();
+        if matches!(r, Err(StoreError::Fenced)) {
+            self.fenced.set(self.fenced.get() + 1);
+        }
+        r
+    }
+
+    fn writable(&self) -> Result<(), StoreError> {
         match self.role.get() {
             ReplicaRole::Slave => Err(StoreError::NotMaster),
             ReplicaRole::Master if self.controlled.get() && !self.lease_held() => Err(StoreError::Fenced),
@@ -170,6 +186,12 @@ impl ReplicaGate {
         };
         let done = async { rx.await.unwrap_or(Err(StoreError::NotMaster)) };
         futures_lite::future::or(done, timeout).await
+    }
+
+    /// How far the slowest connected slave is behind `local` (the master's durable end), in bytes.
+    pub fn max_lag(&self, local: u64) -> u64 {
+        let slaves = self.slaves.borrow();
+        slaves.values().filter(|s| s.connected).map(|s| local.saturating_sub(s.acked)).max().unwrap_or(0)
     }
 
     /// In-sync slaves holding `end` durably.
