@@ -296,3 +296,54 @@ fn a_paused_master_is_fenced_then_rejoins_as_a_slave_and_truncates() {
     let reference = log_bytes(c.nodes[new - 1].data_dir(), 0, end);
     assert!(log_bytes(c.nodes[old - 1].data_dir(), 0, end) == reference, "the rejoined log differs from the master's");
 }
+
+/// The node whose controller leads, asked of any live controller.
+fn controller_leader(c: &Cluster) -> Option<usize> {
+    for s in c.nodes.iter().filter(|s| s.child.is_some()) {
+        let addr = format!("127.0.0.1:{}", s.ns_port + 2);
+        let Ok(conn) = Connection::connect(&addr, T) else { continue };
+        let Ok(r) = conn.call(Command::request(rq::CONTROLLER_GET_REPLICA_INFO), T) else { continue };
+        let v: serde_json::Value = serde_json::from_slice(&r.body_bytes()).ok()?;
+        if let Some(l) = v["leader"].as_u64() {
+            return Some(l as usize);
+        }
+    }
+    None
+}
+
+#[test]
+fn repeated_kill9_failovers_lose_nothing_and_survive_the_controller_leaders_death() {
+    // RINGMQ_FAILOVER_CYCLES=20 for the long run recorded in docs/BENCHMARKS.md.
+    let cycles: usize = std::env::var("RINGMQ_FAILOVER_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
+    let mut c = Cluster::start(25000, 3, 2, &["--replication", "sync"]);
+    assert!(c.wait_ready(1, Duration::from_secs(30)), "no masters with in-sync slaves");
+    Producer::new(&c.namesrvs(), "PG").create_topic("Cycle", 2).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let producers = produce(c.namesrvs(), "Cycle", 2, stop.clone());
+    let mut failovers = Vec::new();
+    for cycle in 0..cycles {
+        let shard = cycle % 2;
+        // The first cycle kills the node whose controller leads: elections must go on with two.
+        let victim = if cycle == 0 { controller_leader(&c).unwrap() } else { c.current_master(shard).unwrap() };
+        let masters: Vec<usize> = (0..2).filter(|&s| c.current_master(s) == Some(victim)).collect();
+        let t0 = Instant::now();
+        c.node(victim).kill9();
+        for &s in &masters {
+            assert!(
+                wait_until(Duration::from_secs(10), || c.current_master(s).is_some_and(|m| m != victim)),
+                "cycle {cycle}: no new master for shard {s} within 10 s"
+            );
+        }
+        if !masters.is_empty() {
+            failovers.push(t0.elapsed());
+        }
+        c.node(victim).spawn().unwrap();
+        assert!(c.wait_ready(1, Duration::from_secs(30)), "cycle {cycle}: the cluster did not recover");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let acked: Vec<(String, String, Instant)> = producers.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    eprintln!("{cycles} cycles, failovers {failovers:?}, {} sends acknowledged", acked.len());
+    let got = consume_all(&c.namesrvs(), "Cycle");
+    let lost: Vec<&String> = acked.iter().map(|(b, _, _)| b).filter(|b| !got.contains(*b)).collect();
+    assert!(lost.is_empty(), "{} acknowledged messages lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+}
