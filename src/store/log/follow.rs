@@ -65,6 +65,31 @@ impl<D: Disk> CommitLog<D> {
     /// crash the log on disk is a prefix of what it was, followed by zeros, which recovery reads as
     /// a shorter log, never as damage.
     pub async fn truncate_to(&self, to: u64) -> Result<(), StoreError> {
+        // The pre-writer must not create or zero a segment file being deleted under it (glommio
+        // panics on a file unlinked while it opens it, and a pre-written file deleted under the
+        // pre-writer would become the next segment). Wait for its work in flight, hold off more.
+        let deadline = crate::rt::now() + std::time::Duration::from_secs(30);
+        loop {
+            let busy = {
+                let s = self.state.borrow();
+                s.files.preparing || s.files.zeroing.is_some()
+            };
+            if !busy {
+                break;
+            }
+            if crate::rt::now() >= deadline {
+                return Err(StoreError::Invalid("the segment pre-writer did not finish in 30 s".into()));
+            }
+            crate::rt::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        self.state.borrow_mut().files.truncating = true;
+        let r = self.truncate_locked(to).await;
+        self.state.borrow_mut().files.truncating = false;
+        self.prewrite_wanted.notify();
+        r
+    }
+
+    async fn truncate_locked(&self, to: u64) -> Result<(), StoreError> {
         let (end, seg) = {
             let s = self.state.borrow();
             if s.append.write_pos != s.commit.flushed_pos || !s.append.pending_old.is_empty() {

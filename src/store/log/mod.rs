@@ -136,6 +136,8 @@ struct SegmentFiles<F> {
     /// The pre-written next segment, ready to take over when the active one fills.
     ready_next: Option<(u64, Rc<F>)>,
     preparing: bool,
+    /// A slave is cutting its log back (`follow.rs`): the pre-writer leaves the files alone.
+    truncating: bool,
     /// Appenders waiting for the segment being pre-written.
     prepared_waiters: Vec<oneshot::Sender<()>>,
 }
@@ -231,6 +233,7 @@ impl<D: Disk> CommitLog<D> {
                     zeroing: None,
                     ready_next: None,
                     preparing: false,
+                    truncating: false,
                     prepared_waiters: Vec::new(),
                 },
                 append: AppendBuffer {

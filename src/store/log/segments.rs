@@ -38,6 +38,7 @@ impl<D: Disk> CommitLog<D> {
         let s = self.state.borrow();
         let end = self.segment_start(s.append.write_pos) + self.cfg.segment_bytes;
         s.files.zeroing.is_none()
+            && !s.files.truncating
             && s.commit.poisoned.is_none()
             && s.files.zeroed < end
             && s.files.zeroed < s.append.write_pos + ACTIVE_LEAD_BYTES / 2
@@ -233,6 +234,7 @@ impl<D: Disk> CommitLog<D> {
         let filled = s.append.write_pos % self.cfg.segment_bytes;
         s.files.ready_next.is_none()
             && !s.files.preparing
+            && !s.files.truncating
             && s.commit.poisoned.is_none()
             && filled >= self.cfg.segment_bytes / PREWRITE_NEXT_AT_DIVISOR
     }
