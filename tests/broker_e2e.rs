@@ -54,21 +54,7 @@ fn auto_created_topic_batch_and_offsets() {
     let p = Producer::new(&s.namesrv(), "PG");
     let conn = Connection::connect(&s.shard_addr(0), T).unwrap();
     // Send through the template route: the broker auto-creates the topic.
-    let mut cmd = Command::request(rq::SEND_MESSAGE_V2);
-    for (k, v) in [
-        ("a", "PG"),
-        ("b", "Auto"),
-        ("c", "TBW102"),
-        ("d", "4"),
-        ("e", "0"),
-        ("f", "0"),
-        ("g", "0"),
-        ("h", "0"),
-        ("i", ""),
-    ] {
-        cmd.put(k, v);
-    }
-    let r = conn.call(cmd.with_body("first"), T).unwrap();
+    let r = conn.call(common::raw_send("Auto", "first"), T).unwrap();
     assert_eq!(r.field("queueOffset"), Some("0"));
     // The auto-created topic reaches the name server with the shard's next registration.
     assert!(wait_until(Duration::from_secs(10), || PullConsumer::new(&s.namesrv(), "Probe").queues("Auto").is_ok()));

@@ -4,7 +4,7 @@
 mod common;
 
 use common::cluster::Cluster;
-use common::wait_until;
+use common::{raw_send, wait_until};
 use ringmq::client::{Connection, Message, Producer, PullConsumer};
 use ringmq::protocol::Command;
 use ringmq::protocol::codes::{request as rq, response as rs};
@@ -15,25 +15,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(5);
-
-/// A raw SEND_MESSAGE_V2 of one body to `topic` queue 0.
-fn raw_send(topic: &str, body: &str) -> Command {
-    let mut cmd = Command::request(rq::SEND_MESSAGE_V2);
-    for (k, v) in [
-        ("a", "PG"),
-        ("b", topic),
-        ("c", "TBW102"),
-        ("d", "4"),
-        ("e", "0"),
-        ("f", "0"),
-        ("g", "0"),
-        ("h", "0"),
-        ("i", ""),
-    ] {
-        cmd.put(k, v);
-    }
-    cmd.with_body(body.to_string())
-}
 
 /// The answer's code and remark (the client turns refusals into errors).
 fn answer(conn: &Connection, cmd: Command) -> (i32, String) {

@@ -48,10 +48,7 @@ fn decode_persisted(b: &[u8]) -> Result<(HardState, Vec<Entry>), String> {
         return Err("controller Raft file fails its CRC".into());
     }
     let u64_at = |at: usize| u64::from_be_bytes(body[at..at + 8].try_into().unwrap_or_default());
-    let mut hs = HardState::default();
-    hs.term = u64_at(4);
-    hs.vote = u64_at(12);
-    hs.commit = u64_at(20);
+    let hs = HardState { term: u64_at(4), vote: u64_at(12), commit: u64_at(20), ..Default::default() };
     let n = u32::from_be_bytes(body[28..32].try_into().map_err(|_| bad())?) as usize;
     let mut at = 32;
     let mut entries = Vec::with_capacity(n.min(1 << 16));

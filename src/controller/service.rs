@@ -102,7 +102,7 @@ impl Controller {
             }
             self.drive().await;
             ticks += 1;
-            if ticks % 5 == 0 {
+            if ticks.is_multiple_of(5) {
                 self.elect_where_needed();
             }
         }

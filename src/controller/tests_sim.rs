@@ -26,6 +26,7 @@ struct Sim {
     leaders: BTreeMap<u64, u64>,
     states: BTreeMap<u64, ControllerState>,
     drop_percent: u32,
+    proposing: bool,
 }
 
 impl Sim {
@@ -41,6 +42,7 @@ impl Sim {
             leaders: BTreeMap::new(),
             states: BTreeMap::new(),
             drop_percent: 10,
+            proposing: true,
         }
     }
 
@@ -108,7 +110,7 @@ impl Sim {
     /// The leader proposes an election or an in-sync-set change from what it knows (some go stale
     /// by the time they apply: they must fail, not overwrite).
     fn propose_something(&mut self) {
-        if self.rng.random_range(0..4) != 0 {
+        if !self.proposing || self.rng.random_range(0..4) != 0 {
             return;
         }
         let set = format!("b-{}", self.rng.random_range(0..2));
@@ -173,22 +175,9 @@ fn run(seed: u64) {
     }
     assert!(sim.nodes.values().flatten().any(|n| n.is_leader()), "no leader after healing");
     // Stop proposing, let the last entries commit and apply everywhere.
-    let mut quiet = 0;
-    while quiet < 200 {
-        quiet += 1;
-        sim.now += 1;
-        let due: Vec<Message> = std::mem::take(&mut sim.wire).into_iter().map(|(_, m)| m).collect();
-        for m in due {
-            if let Some(Some(n)) = sim.nodes.get_mut(&m.to) {
-                let _ = n.step(m);
-            }
-        }
-        for id in VOTERS {
-            if let Some(Some(n)) = sim.nodes.get_mut(&id) {
-                n.tick();
-            }
-            sim.drain(id);
-        }
+    sim.proposing = false;
+    for _ in 0..200 {
+        sim.step(false);
     }
     let states: Vec<&ControllerState> = sim.nodes.values().flatten().map(|n| &n.state).collect();
     assert!(states.windows(2).all(|w| w[0] == w[1]), "members did not converge: {states:?}");

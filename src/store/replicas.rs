@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 /// How long a send waits for its slaves (RocketMQ's `slaveTimeout`, 3 s) before FLUSH_SLAVE_TIMEOUT.
 pub const SLAVE_ACK_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Completes an append waiting for its slaves.
+type AckSender = oneshot::Sender<Result<(), StoreError>>;
+
 /// A replica's part in its replica set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplicaRole {
@@ -54,7 +57,7 @@ pub struct ReplicaGate {
     needed: Cell<usize>,
     slaves: RefCell<BTreeMap<u32, SlaveState>>,
     /// Appends waiting for slave acks: (log end, sender), in log order.
-    waiters: RefCell<VecDeque<(u64, oneshot::Sender<Result<(), StoreError>>)>>,
+    waiters: RefCell<VecDeque<(u64, AckSender)>>,
     /// On a slave: the confirm offset its master sent last.
     master_confirm: Cell<u64>,
     /// On a master: the highest confirm offset reported, so that a slave joining the in-sync set
