@@ -18,8 +18,8 @@ const LAYERS: &[&[&str]] = &[
     &["client"],
     &["store", "config"],
     &["net"],
-    &["broker", "nameserver", "metrics"],
-    &["shard", "admin", "bench", "tune", "crate"],
+    &["broker", "nameserver", "metrics", "controller"],
+    &["shard", "replication", "admin", "bench", "tune", "crate"],
 ];
 
 /// Upward imports present when this test was written: (importing module, imported top-level module).
