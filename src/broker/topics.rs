@@ -225,10 +225,12 @@ impl<D: Disk> Broker<D> {
 
     /// Hands this shard's topic table to the registrar, which registers it with the name servers.
     pub fn publish_registration(&self) {
-        let (topics, version) = {
+        let (topics, mut version) = {
             let t = self.topics.borrow();
             (t.topics.clone(), t.version)
         };
+        // The master epoch: the name server ignores an older master's registration (fencing).
+        version.state_version = u64::from(self.store.replicas.epoch());
         let body = std::sync::Arc::new(move || {
             let wrapper = wrapper_of(&topics, version);
             serde_json::json!({ "topicConfigSerializeWrapper": wrapper, "filterServerList": [] }).to_string()

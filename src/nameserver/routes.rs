@@ -33,6 +33,8 @@ impl BrokerLive {
 pub struct RouteTable {
     /// Broker name → (cluster, brokerId → address).
     brokers: BTreeMap<String, (String, BTreeMap<i64, String>)>,
+    /// Per broker name, the master registration's address and state version (master epoch).
+    master_states: BTreeMap<String, (String, u64)>,
     clusters: BTreeMap<String, BTreeSet<String>>,
     /// Topic → broker name → queue data.
     pub topics: BTreeMap<String, BTreeMap<String, TopicQueues>>,
@@ -51,6 +53,20 @@ impl RouteTable {
         body: &RegisterBrokerBody,
         live: BrokerLive,
     ) {
+        let state_version = body.topic_config_serialize_wrapper.as_ref().and_then(|w| w.data_version.as_ref());
+        let state_version = state_version.map_or(0, |v| v.state_version);
+        if id == MASTER_ID {
+            // RocketMQ's stateVersion rule: a deposed master (an older epoch) registering as master
+            // again, e.g. after a pause, must not take the route from the elected one.
+            if let Some((holder, held)) = self.master_states.get(name)
+                && holder != addr
+                && state_version < *held
+            {
+                tracing::info!(broker = name, addr, state_version, held, "ignored a stale master registration");
+                return;
+            }
+            self.master_states.insert(name.to_string(), (addr.to_string(), state_version));
+        }
         let entry = self.brokers.entry(name.to_string()).or_insert_with(|| (cluster.to_string(), BTreeMap::new()));
         entry.0 = cluster.to_string();
         // A replica that changed role (slave ↔ master) registers its address under its new id: the
@@ -93,6 +109,9 @@ impl RouteTable {
         for l in gone {
             tracing::info!(broker = %l.name, id = l.id, addr = %l.addr, "broker left the routes");
             self.live.remove(&l.addr);
+            if self.master_states.get(&l.name).is_some_and(|(a, _)| *a == l.addr) {
+                self.master_states.remove(&l.name);
+            }
             let empty = match self.brokers.get_mut(&l.name) {
                 Some((_, addrs)) => {
                     addrs.retain(|_, a| *a != l.addr);
@@ -224,5 +243,21 @@ mod tests {
         r.register("C", "b-0", 2, "a:9", &body(&[]), live("b-0", "a:9", 2));
         let route: Value = serde_json::from_str(&r.route_json("T").unwrap()).unwrap();
         assert_eq!(route["brokerDatas"][0]["brokerAddrs"], serde_json::json!({"0": "a:1", "2": "a:9"}));
+    }
+
+    #[test]
+    fn a_deposed_master_registering_with_an_older_epoch_is_ignored() {
+        let with_epoch = |epoch: u64| {
+            let json = serde_json::json!({ "topicConfigSerializeWrapper": {
+                "topicConfigTable": {}, "dataVersion": { "counter": 1, "stateVersion": epoch, "timestamp": 0 } } });
+            crate::protocol::commands::body::decode_json("RegisterBrokerBody", json.to_string().as_bytes()).unwrap()
+        };
+        let mut r = RouteTable::default();
+        r.register("C", "b-0", 0, "a:1", &with_epoch(1), live("b-0", "a:1", 1));
+        r.register("C", "b-0", 0, "a:2", &with_epoch(2), live("b-0", "a:2", 2));
+        r.register("C", "b-0", 0, "a:1", &with_epoch(1), live("b-0", "a:1", 1));
+        assert!(r.cluster_json().contains("\"0\":\"a:2\""), "{}", r.cluster_json());
+        r.register("C", "b-0", 1, "a:1", &with_epoch(2), live("b-0", "a:1", 1));
+        assert!(r.cluster_json().contains("\"1\":\"a:1\"") && r.cluster_json().contains("\"0\":\"a:2\""));
     }
 }

@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// How soon a registration round that missed a name server is repeated.
+const RETRY_MISSED: Duration = Duration::from_secs(1);
 
 /// How the registrar reaches the name servers: over TLS when the listeners enforce it (presenting
 /// the node's own certificate, for name servers that require client certificates), and with ACL
@@ -80,7 +82,8 @@ pub struct Registrar {
 }
 
 impl Registrar {
-    fn request(&self, conns: &mut HashMap<String, Connection>, ns: &str, cmd: Command) {
+    /// Sends `cmd` to `ns`; false when it did not get there (the round is retried soon).
+    fn request(&self, conns: &mut HashMap<String, Connection>, ns: &str, cmd: Command) -> bool {
         if conns.get(ns).is_none_or(|c| c.is_closed()) {
             match Connection::connect_with(ns, REQUEST_TIMEOUT, &self.security.client) {
                 Ok(c) => {
@@ -88,7 +91,7 @@ impl Registrar {
                 }
                 Err(e) => {
                     tracing::warn!(namesrv = ns, error = %e, "cannot reach name server; will retry");
-                    return;
+                    return false;
                 }
             }
         }
@@ -97,10 +100,14 @@ impl Registrar {
         {
             tracing::warn!(namesrv = ns, error = %e, "name server request failed; will retry");
             conns.remove(ns);
+            return false;
         }
+        true
     }
 
-    fn register(&self, conns: &mut HashMap<String, Connection>, r: &Registration) {
+    /// Registers `r` with every name server; false when one of them missed it.
+    fn register(&self, conns: &mut HashMap<String, Connection>, r: &Registration) -> bool {
+        let mut all = true;
         for ns in &self.namesrvs {
             let cmd = RegisterBrokerRequest {
                 broker_name: r.broker_name.clone(),
@@ -113,8 +120,9 @@ impl Registrar {
                 heartbeat_timeout_millis: Some(self.broker_expiry.as_millis() as u64),
             }
             .request(rq::REGISTER_BROKER);
-            self.request(conns, ns, cmd.with_body((r.body)()));
+            all &= self.request(conns, ns, cmd.with_body((r.body)()));
         }
+        all
     }
 
     /// Runs until shutdown, then unregisters every shard.
@@ -131,8 +139,15 @@ impl Registrar {
                 if self.security.refresh() {
                     conns.clear();
                 }
+                let mut missed = false;
                 for r in self.control.registrations() {
-                    self.register(&mut conns, &r);
+                    missed |= !self.register(&mut conns, &r);
+                }
+                // A name server that missed this round (down, paused, restarting: it also drops
+                // what a closed connection had registered) gets it again within a second, not a
+                // period later — a new master must not stay unroutable there for 30 s.
+                if missed {
+                    last = Instant::now() - self.period + RETRY_MISSED;
                 }
                 if let Some(tx) = self.registered.take() {
                     let _ = tx.send(());
@@ -148,7 +163,7 @@ impl Registrar {
                     broker_id: Some(r.broker_id),
                 }
                 .request(rq::UNREGISTER_BROKER);
-                self.request(&mut conns, ns, cmd);
+                let _ = self.request(&mut conns, ns, cmd);
             }
         }
     }

@@ -87,6 +87,18 @@ pub struct RegisterBrokerBody {
 pub struct TopicConfigWrapper {
     #[serde(default)]
     pub topic_config_table: Option<BTreeMap<String, TopicQueues>>,
+    /// `stateVersion` is the master epoch of a replicated broker (RocketMQ 5's controller mode): the
+    /// name server ignores a master registration older than the one it holds.
+    #[serde(default)]
+    pub data_version: Option<StateVersion>,
+}
+
+/// The part of RocketMQ's `DataVersion` the name server reads.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StateVersion {
+    #[serde(default, deserialize_with = "body::or_default")]
+    pub state_version: u64,
 }
 
 /// A topic's queues and permission on one broker: what a route says of it, and what the name
