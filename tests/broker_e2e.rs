@@ -1,6 +1,8 @@
 //! Black-box tests: a real `ringmq serve` process and the native client over TCP.
 
 mod common;
+#[path = "common/requests.rs"]
+mod requests;
 
 use common::{Server, wait_until};
 use ringmq::client::consumer::decode_records;
@@ -54,7 +56,7 @@ fn auto_created_topic_batch_and_offsets() {
     let p = Producer::new(&s.namesrv(), "PG");
     let conn = Connection::connect(&s.shard_addr(0), T).unwrap();
     // Send through the template route: the broker auto-creates the topic.
-    let r = conn.call(common::raw_send("Auto", "first"), T).unwrap();
+    let r = conn.call(requests::raw_send("Auto", "first"), T).unwrap();
     assert_eq!(r.field("queueOffset"), Some("0"));
     // The auto-created topic reaches the name server with the shard's next registration.
     assert!(wait_until(Duration::from_secs(10), || PullConsumer::new(&s.namesrv(), "Probe").queues("Auto").is_ok()));

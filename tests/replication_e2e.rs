@@ -1,10 +1,15 @@
 //! Black-box replication tests: clusters of `ringmq serve` processes on 127.0.0.1 (`common::cluster`),
 //! the native client over TCP.
 
+#[path = "common/cluster.rs"]
+mod cluster;
 mod common;
+#[path = "common/requests.rs"]
+mod requests;
 
-use common::cluster::Cluster;
-use common::{raw_send, wait_until};
+use cluster::Cluster;
+use common::wait_until;
+use requests::raw_send;
 use ringmq::client::{Connection, Message, Producer, PullConsumer};
 use ringmq::protocol::Command;
 use ringmq::protocol::codes::{request as rq, response as rs};
@@ -176,7 +181,14 @@ fn produce(
 fn consume_all(namesrvs: &str, topic: &str) -> BTreeSet<String> {
     let c = PullConsumer::new(namesrvs, "Verify");
     let mut out = BTreeSet::new();
-    for q in c.queues(topic).unwrap() {
+    // A name server of a node restarted a moment ago learns the routes from the other nodes'
+    // registrars within a second or two: wait for the route, as a client retries its lookup.
+    let mut queues = None;
+    wait_until(Duration::from_secs(15), || {
+        queues = c.queues(topic).ok().filter(|q| !q.is_empty());
+        queues.is_some()
+    });
+    for q in queues.expect("no route for the topic within 15 s") {
         let mut off = 0;
         loop {
             match c.pull(&q, off, 32, "*", 0) {

@@ -30,6 +30,10 @@ pub enum ClusterCmd {
         /// A controller (default: each name server's host, port + 2, until the leader answers)
         #[arg(long)]
         controller: Option<String>,
+        /// Allow a node outside the in-sync set (a learner, or a lagging replica): acknowledged
+        /// messages it lacks are lost
+        #[arg(long)]
+        unclean: bool,
     },
 }
 
@@ -344,9 +348,9 @@ fn run_inner(a: &AdminArgs) -> Result<Value, ClientError> {
                 .collect(),
         )),
         AdminCmd::Cluster(ClusterCmd::Replicas) => replicas(&ctx),
-        AdminCmd::Cluster(ClusterCmd::Elect { broker, node, controller }) => {
+        AdminCmd::Cluster(ClusterCmd::Elect { broker, node, controller, unclean }) => {
             let controllers = controller.clone().map_or_else(|| controllers_of(&a.namesrv), |c| vec![c]);
-            elect(&controllers, broker, *node)
+            elect(&controllers, broker, *node, *unclean)
         }
         AdminCmd::Broker(BrokerCmd::Config) => broker_config(&ctx),
         AdminCmd::Topic(t) => topic_cmd(&ctx, t),
@@ -393,12 +397,13 @@ fn controllers_of(namesrv: &str) -> Vec<String> {
 
 /// Asks the controllers, one after another until the leader answers, to elect `node` master of
 /// `broker`.
-fn elect(controllers: &[String], broker: &str, node: u32) -> Result<Value, ClientError> {
+fn elect(controllers: &[String], broker: &str, node: u32, unclean: bool) -> Result<Value, ClientError> {
     let mut last = err("no controller given");
     for addr in controllers {
         let mut cmd = Command::request(rq::CONTROLLER_ELECT_MASTER);
         cmd.put("brokerName", broker);
         cmd.put("brokerId", node);
+        cmd.put("unclean", unclean);
         let answer = crate::client::Connection::connect(addr, REQUEST_TIMEOUT)
             .and_then(|c| c.call(cmd, std::time::Duration::from_secs(5)));
         match answer {

@@ -40,13 +40,15 @@ impl Default for GroupConfig {
 pub struct GroupTable {
     pub groups: BTreeMap<String, GroupConfig>,
     file: ConfigFile,
+    /// Moves with every write of the table (a master's replication stream sends it when it moved).
+    version: std::cell::Cell<u64>,
 }
 
 impl GroupTable {
     pub fn load(files: &SharedFiles, dir: &Path) -> GroupTable {
         let file = ConfigFile::new(files, dir, "groups.json");
         let groups = file.load(None);
-        GroupTable { groups, file }
+        GroupTable { groups, file, version: std::cell::Cell::new(0) }
     }
 
     /// Adds the groups not known yet with one write of the file; true when any was added.
@@ -92,7 +94,20 @@ impl GroupTable {
     }
 
     pub fn persist(&self) {
+        self.version.set(self.version.get() + 1);
         self.file.save(None, &self.groups);
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version.get()
+    }
+
+    /// Takes the master's table (on a slave): one write when it differs.
+    pub fn replace(&mut self, groups: BTreeMap<String, GroupConfig>) {
+        if groups != self.groups {
+            self.groups = groups;
+            self.persist();
+        }
     }
 }
 

@@ -242,7 +242,10 @@ impl Controller {
         let set = field(req, "brokerName")?.to_string();
         let target: u32 = parse(req, "brokerId")?;
         let cur = self.node.borrow().state.get(&set);
-        if !cur.isr.contains(&target) && cur.master.is_some() {
+        // Outside the in-sync set (a learner's promotion) only when the operator says so: what the
+        // set acknowledged and the target lacks is lost.
+        let unclean = req.field("unclean") == Some("true");
+        if !unclean && !cur.isr.contains(&target) && cur.master.is_some() {
             return Ok(req
                 .response_to(rs::CONTROLLER_ELECT_MASTER_FAILED)
                 .with_remark(format!("node {target} is not in the in-sync set {:?} of {set}", cur.isr)));

@@ -190,7 +190,7 @@ async fn stream_to<D: Disk, W: futures_lite::AsyncWrite + Unpin>(
     let seg_bytes = store.config().segment_bytes;
     let mut sent = from;
     let mut last_send = crate::rt::now();
-    let mut tables = [(wire::KIND_TOPICS, u64::MAX), (wire::KIND_OFFSETS, u64::MAX)];
+    let mut tables = [(wire::KIND_TOPICS, u64::MAX), (wire::KIND_OFFSETS, u64::MAX), (wire::KIND_GROUPS, u64::MAX)];
     let mut offsets_sent = crate::rt::now() - OFFSETS_EVERY;
     loop {
         if closed.get() || stop.get() {

@@ -11,7 +11,8 @@
 //!                           [confirm offset 8][kind 2][reserved 2][CRC32 of the 40 bytes before 4]
 //!                           + payload                                                           = 44 B +
 //!                 kind 0: whole sealed batches at `offset` (length 0: a heartbeat carrying the
-//!                 confirm offset); kind 1: the topic table, kind 2: the consumer offsets (JSON),
+//!                 confirm offset); kind 1: the topic table, kind 2: the consumer offsets, kind 3:
+//!                 the subscription groups (JSON),
 //!                 `offset` then carrying the table's version
 //! slave → master  ack       [magic "RQAK" 4][reserved 4][slave durable end 8]                   = 16 B
 //! ```
@@ -36,6 +37,7 @@ pub const TRANSFER_BYTES: usize = 44;
 pub const KIND_LOG: u16 = 0;
 pub const KIND_TOPICS: u16 = 1;
 pub const KIND_OFFSETS: u16 = 2;
+pub const KIND_GROUPS: u16 = 3;
 pub const ACK_BYTES: usize = 16;
 /// Longest refusal reason read.
 pub const MAX_REASON_BYTES: usize = 4096;

@@ -1,9 +1,10 @@
-//! A replicated cluster of `ringmq serve` processes on 127.0.0.1 for black-box tests: node k's name
+//! A replicated cluster of `ringmq serve` processes on 127.0.0.1 for black-box tests (included with
+//! `#[path]`, not from `mod.rs`: the compat/ crate shares that file and does not link ringmq): node k's name
 //! server on `base + 100·k`, its shards from `base + 100·k + 10` (each shard's replication port is
 //! its own + 1). Each test passes its own `base` so clusters of tests running at once never share a
 //! port; bases stay below the kernel's ephemeral range (32768+), so no client socket takes them.
 
-use super::Server;
+use crate::common::Server;
 use ringmq::client::Connection;
 use ringmq::protocol::Command;
 use ringmq::protocol::codes::request as rq;
@@ -70,7 +71,7 @@ impl Cluster {
 
     /// Waits until every shard has a master and `in_sync` slaves in its in-sync set.
     pub fn wait_ready(&self, in_sync: u64, within: Duration) -> bool {
-        super::wait_until(within, || {
+        crate::common::wait_until(within, || {
             (0..self.shards).all(|s| {
                 self.current_master(s)
                     .is_some_and(|m| self.runtime_u64(m, s, "inSyncSlaves").is_some_and(|n| n >= in_sync))

@@ -323,24 +323,3 @@ pub fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
 pub fn epoch_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
-pub mod cluster;
-
-/// A raw SEND_MESSAGE_V2 of one body to `topic` queue 0, through the template route (the broker
-/// creates the topic).
-pub fn raw_send(topic: &str, body: &str) -> ringmq::protocol::Command {
-    let mut cmd = ringmq::protocol::Command::request(ringmq::protocol::codes::request::SEND_MESSAGE_V2);
-    for (k, v) in [
-        ("a", "PG"),
-        ("b", topic),
-        ("c", "TBW102"),
-        ("d", "4"),
-        ("e", "0"),
-        ("f", "0"),
-        ("g", "0"),
-        ("h", "0"),
-        ("i", ""),
-    ] {
-        cmd.put(k, v);
-    }
-    cmd.with_body(body.to_string())
-}
