@@ -90,7 +90,7 @@ async fn execute<D: Disk>(b: &Rc<Broker<D>>, conn: &Rc<Conn>, req: Command, susp
         GetStatus::OffsetTooSmall | GetStatus::OffsetOverflowBadly => (rs::PULL_OFFSET_MOVED, r.next_offset),
         GetStatus::OffsetOverflowOne => (rs::PULL_NOT_FOUND, p.offset),
         GetStatus::NoMatchedMessage | GetStatus::MessageWasRemoving => (rs::PULL_RETRY_IMMEDIATELY, r.next_offset),
-        GetStatus::Corrupt => (rs::SYSTEM_ERROR, p.offset),
+        GetStatus::Corrupt | GetStatus::Unreadable => (rs::SYSTEM_ERROR, p.offset),
     };
     let nothing = code == rs::PULL_NOT_FOUND
         || (code == rs::PULL_RETRY_IMMEDIATELY

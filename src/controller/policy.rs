@@ -1,7 +1,13 @@
 //! When the controller leader elects, and whom — a pure function of the replicated state and the
 //! replicas' heartbeats the leader has seen, so it is tested without a network.
 //!
-//! A master is lost when its heartbeats stop for [`MASTER_TIMEOUT`]; the new master comes from the
+//! A master is lost when its heartbeats stop for [`MASTER_TIMEOUT`], or sooner when the connection
+//! its heartbeats came on closed (a killed process's sockets close at once): then as soon as the
+//! lease its last answer could have granted has run out ([`LEASE`] after that heartbeat arrived; the
+//! lease counts from its sending, which was earlier), so it has stopped acknowledging before anyone
+//! else is elected. Only a leader of [`MASTER_TIMEOUT`] standing uses the closed connection: every
+//! lease a previous leader granted has run out by then, and every one since came from this leader,
+//! which saw the heartbeat that asked for it. The new master comes from the
 //! in-sync set only (never an unclean election), among replicas heard from within that time, by log
 //! end (most data) and then node id. A set that never had a master gets its preferred node (masters
 //! spread over nodes) once it is heard from, or — when that node stays silent — the replica with the
@@ -30,6 +36,10 @@ pub struct Seen {
     pub addr: String,
     /// The set prefers it as master.
     pub preferred: bool,
+    /// The connection the heartbeat came on (its id on the controller's listener), and whether it
+    /// has closed since.
+    pub conn: u64,
+    pub closed: bool,
 }
 
 /// Heartbeats by set, then node id. Bounded by the number of sets times nodes.
@@ -39,15 +49,22 @@ fn alive(s: &Seen, now: Instant) -> bool {
     now.saturating_duration_since(s.at) < MASTER_TIMEOUT
 }
 
+/// A master that is gone: silent past the timeout, or its connection closed and its lease over
+/// (the latter only known to a leader that has led for [`MASTER_TIMEOUT`]).
+fn master_lost(s: &Seen, now: Instant, leading: Duration) -> bool {
+    let since = now.saturating_duration_since(s.at);
+    since >= MASTER_TIMEOUT || (s.closed && since >= LEASE && leading >= MASTER_TIMEOUT)
+}
+
 /// The elections the leader should propose now.
 pub fn decide(state: &ControllerState, seen: &SeenTable, now: Instant, leader_since: Instant) -> Vec<Change> {
     let leading = now.saturating_duration_since(leader_since);
     let mut out = Vec::new();
     for (set, replicas) in seen {
         let cur = state.get(set);
-        let voters = replicas.iter().filter(|(_, s)| alive(s, now) && !s.learner);
+        let voters = replicas.iter().filter(|(_, s)| alive(s, now) && !s.closed && !s.learner);
         let pick = match cur.master {
-            Some(m) if replicas.get(&m).is_some_and(|s| alive(s, now)) => None,
+            Some(m) if replicas.get(&m).is_some_and(|s| !master_lost(s, now, leading)) => None,
             Some(_) if leading < MASTER_TIMEOUT => None,
             Some(m) => voters
                 .filter(|(id, _)| **id != m && cur.isr.contains(id))
@@ -79,7 +96,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     fn seen(at: Instant, log_end: u64, preferred: bool) -> Seen {
-        Seen { at, log_end, learner: false, addr: String::new(), preferred }
+        Seen { at, log_end, learner: false, addr: String::new(), preferred, conn: 0, closed: false }
     }
 
     #[test]
@@ -110,6 +127,35 @@ mod tests {
         table.get_mut("b-0").unwrap().get_mut(&2).unwrap().learner = true;
         state.sets.get_mut("b-0").unwrap().isr = BTreeSet::from([1, 2]);
         assert!(decide(&state, &table, now, t0).is_empty(), "never a learner");
+    }
+
+    #[test]
+    fn a_master_whose_connection_closed_is_replaced_once_its_lease_is_over() {
+        let t0 = Instant::now();
+        let now = t0 + Duration::from_secs(10);
+        let mut state = ControllerState::default();
+        state.sets.insert(
+            "b-0".into(),
+            ReplicaSetState { master: Some(1), master_epoch: 2, isr: BTreeSet::from([1, 2, 3]), isr_epoch: 3 },
+        );
+        let mut table = SeenTable::new();
+        let set = table.entry("b-0".into()).or_default();
+        set.insert(1, Seen { closed: true, ..seen(now - LEASE + Duration::from_millis(100), 900, true) });
+        set.insert(2, seen(now, 800, false));
+        set.insert(3, Seen { closed: true, ..seen(now, 850, false) });
+        assert!(decide(&state, &table, now, t0).is_empty(), "its lease may still run");
+        let later = now + Duration::from_millis(100);
+        assert_eq!(
+            decide(&state, &table, later, t0),
+            vec![Change::Elect { set: "b-0".into(), master: 2, master_epoch: 3 }],
+            "replaced at once after the lease, by a replica whose connection is open"
+        );
+        assert!(
+            decide(&state, &table, later, later - MASTER_TIMEOUT + Duration::from_millis(1)).is_empty(),
+            "a leader that may not have seen every lease granted waits for the timeout"
+        );
+        table.get_mut("b-0").unwrap().get_mut(&1).unwrap().closed = false;
+        assert!(decide(&state, &table, later, t0).is_empty(), "an open connection: the timeout rules");
     }
 
     #[test]

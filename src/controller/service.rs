@@ -198,7 +198,7 @@ impl Controller {
         SetView { master: st.master, master_addr, master_epoch: st.master_epoch, isr: st.isr, isr_epoch: st.isr_epoch }
     }
 
-    fn heartbeat(&self, req: &Command) -> Result<Command, String> {
+    fn heartbeat(&self, conn: &Conn, req: &Command) -> Result<Command, String> {
         let set = field(req, "brokerName")?.to_string();
         let node: u32 = parse(req, "nodeId")?;
         let s = Seen {
@@ -207,6 +207,8 @@ impl Controller {
             learner: req.field("learner") == Some("true"),
             addr: field(req, "brokerAddr")?.to_string(),
             preferred: req.field("preferred") == Some("true"),
+            conn: conn.id,
+            closed: false,
         };
         {
             let mut seen = self.seen.borrow_mut();
@@ -328,7 +330,7 @@ async fn send_to_peer(addr: String, mut rx: mpsc::Receiver<Message>) {
 }
 
 impl Service for Controller {
-    async fn handle(self: &Rc<Self>, _conn: &Rc<Conn>, req: Command) -> Option<Command> {
+    async fn handle(self: &Rc<Self>, conn: &Rc<Conn>, req: Command) -> Option<Command> {
         if req.code == rq::RINGMQ_RAFT_MESSAGE {
             match decode_message(&req.body_bytes()) {
                 Ok(m) => {
@@ -347,7 +349,7 @@ impl Service for Controller {
             return Some(self.not_leader(&req));
         }
         let r = match req.code {
-            rq::BROKER_HEARTBEAT => self.heartbeat(&req),
+            rq::BROKER_HEARTBEAT => self.heartbeat(conn, &req),
             rq::CONTROLLER_ALTER_SYNC_STATE_SET => self.alter_isr(&req).await,
             rq::CONTROLLER_ELECT_MASTER => self.elect(&req).await,
             rq::CONTROLLER_GET_REPLICA_INFO => Ok(self.replica_info(&req)),
@@ -358,8 +360,16 @@ impl Service for Controller {
         Some(r.unwrap_or_else(|why| req.response_to(rs::SYSTEM_ERROR).with_remark(why)))
     }
 
-    fn connection_closed(&self, _conn: &Rc<Conn>) {
+    fn connection_closed(&self, conn: &Rc<Conn>) {
         self.live.set(self.live.get().saturating_sub(1));
+        // A replica whose heartbeat connection closed is likely dead (a killed process's sockets
+        // close at once): the policy replaces a master once its lease is over, not after the
+        // full timeout. A heartbeat on a new connection clears the mark.
+        for s in self.seen.borrow_mut().values_mut().flat_map(|m| m.values_mut()) {
+            if s.conn == conn.id {
+                s.closed = true;
+            }
+        }
     }
 
     fn connection_opened(&self) {

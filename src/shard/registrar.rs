@@ -134,6 +134,15 @@ impl Registrar {
             if self.control.is_shutdown() {
                 break;
             }
+            // A name server that closed our connection went away (killed, restarted): when it is
+            // back it knows none of our shards, and a client asking it would find no route for
+            // them until the next period. Register with it again within a second instead.
+            if conns.values().any(|c: &Connection| c.is_closed())
+                && last.elapsed() < self.period.saturating_sub(RETRY_MISSED)
+            {
+                conns.retain(|_, c| !c.is_closed());
+                last = Instant::now() - self.period + RETRY_MISSED;
+            }
             if changed || last.elapsed() >= self.period {
                 last = Instant::now();
                 if self.security.refresh() {

@@ -3,7 +3,8 @@
 //! - `crash`: drop unsynced writes, keeping a random prefix of them and tearing the last one at a
 //!   512-byte sector boundary (what a real device may do);
 //! - `flip_bit`: corrupt one durable byte;
-//! - `fail_next_sync` / `fail_next_write`: make the next fdatasync or write return an error.
+//! - `fail_next_sync` / `fail_next_write`: make the next fdatasync or write return an error;
+//! - `fail_reads_past`: make every log read reaching past a file position return an error.
 //!
 //! [`FakeDisk::with_durable_writes`] models `LogSync::Dsync`: a log write (`write_buffer_at`) is
 //! durable once it returns `Ok`, and an injected sync failure fails that write instead.
@@ -36,6 +37,7 @@ struct Faults {
     fail_next_write: Cell<bool>,
     syncs: Cell<u64>,
     durable_writes: Cell<bool>,
+    fail_reads_past: Cell<Option<u64>>,
 }
 
 /// Shared handle to the fake disk; clones see the same files.
@@ -101,6 +103,9 @@ impl DiskFile for FakeFile {
     }
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
+        if self.faults.fail_reads_past.get().is_some_and(|p| pos + len as u64 > p) {
+            return Err(io::Error::other("injected read failure"));
+        }
         let s = self.state.borrow();
         let start = (pos as usize).min(s.current.len());
         let end = (pos as usize + len).min(s.current.len());
@@ -220,6 +225,11 @@ impl FakeDisk {
 
     pub fn fail_next_sync(&self) {
         self.faults.fail_next_sync.set(true);
+    }
+
+    /// While `Some(pos)`, a read of any log file that reaches past `pos` fails (EIO).
+    pub fn fail_reads_past(&self, pos: Option<u64>) {
+        self.faults.fail_reads_past.set(pos);
     }
 
     pub fn fail_next_write(&self) {

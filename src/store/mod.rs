@@ -116,6 +116,9 @@ pub enum GetStatus {
     MessageWasRemoving,
     /// A record failed verification against its consume-queue CRC; nothing past it is served.
     Corrupt,
+    /// A record could not be read (an I/O error, or its bytes are not readable yet) though the log
+    /// still retains it: nothing past it is served, the next pull starts at it.
+    Unreadable,
 }
 
 #[derive(Debug, Clone)]
@@ -125,6 +128,16 @@ pub struct GetResult {
     pub next_offset: u64,
     pub min_offset: u64,
     pub max_offset: u64,
+}
+
+impl GetResult {
+    /// A read that cannot go past queue offset `off`: what came before it is served (Found) and the
+    /// next read starts at it; with nothing before it, the read answers `why`.
+    fn stopped_at(mut self, off: u64, why: GetStatus) -> GetResult {
+        self.status = if self.records.is_empty() { why } else { GetStatus::Found };
+        self.next_offset = off;
+        self
+    }
 }
 
 /// The store of one shard.
@@ -387,26 +400,20 @@ impl<D: Disk> Store<D> {
                         "record fails its CRC check: refusing to serve it"
                     );
                     self.damaged_reads.set(self.damaged_reads.get() + 1);
-                    if out.records.is_empty() {
-                        out.status = GetStatus::Corrupt;
-                        out.next_offset = off;
-                        return out;
-                    }
-                    // A damaged record blocks only itself: the intact ones before it are served,
-                    // and the next pull starting at it is refused.
-                    out.status = GetStatus::Found;
-                    out.next_offset = off;
-                    return out;
+                    return out.stopped_at(off, GetStatus::Corrupt);
                 }
                 Ok(rec) if record_filter(&rec) => {
                     bytes += rec.len();
                     out.records.push(rec);
                 }
                 Ok(_) => {}
-                Err(StoreError::NotFound(_)) => removed = true,
+                // Retention removed the segment under the entry: skip it, as RocketMQ does.
+                Err(_) if e.physical_offset < self.log.min_pos() => removed = true,
+                // Anything else is not a removal: skipping it would lose the message for every
+                // consumer that commits past it. Stop at it; the next pull starts there.
                 Err(err) => {
-                    tracing::warn!(%err, topic, queue_id, off, "read failed");
-                    removed = true;
+                    tracing::warn!(%err, topic, queue_id, off, physical_offset = e.physical_offset, "read failed");
+                    return out.stopped_at(off, GetStatus::Unreadable);
                 }
             }
             if out.records.len() >= max_msgs || (bytes >= max_bytes && !out.records.is_empty()) {

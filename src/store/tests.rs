@@ -568,3 +568,27 @@ fn read_cache_never_serves_zeros_cached_past_the_durable_end() {
         assert_eq!(m.body[0] as usize, i + 60);
     }
 }
+
+#[test]
+fn a_record_that_cannot_be_read_is_never_skipped_by_a_pull() {
+    // Regression: a pull that could not read a record (an I/O error, not retention) skipped it and
+    // served the ones after it, so a consumer committed past a message it never saw; a repeated
+    // kill -9 failover run once missed 89 acknowledged messages that way.
+    let dir = tempfile::tempdir().unwrap();
+    let disk = FakeDisk::new();
+    let mut c = cfg(dir.path());
+    c.read_cache_bytes = 0; // every read goes to the file, record by record
+    let placed: Vec<Placement> = {
+        let s = open(&disk, &c).unwrap();
+        (0..20u8).map(|i| put_acked(&s, msg("T", 0, &[i; 100], "a"))).collect()
+    };
+    let s = open(&disk, &c).unwrap(); // nothing cached: reads go to the disk
+    disk.fail_reads_past(Some(placed[7].physical_offset + 1));
+    let r = block_on(s.get("T", 0, 0, 32, 1 << 20, &|_| true, &|_| true));
+    assert_eq!((r.status, r.records.len(), r.next_offset), (GetStatus::Found, 7, 7), "served up to the unreadable one");
+    let r = block_on(s.get("T", 0, 7, 32, 1 << 20, &|_| true, &|_| true));
+    assert_eq!((r.status, r.records.len(), r.next_offset), (GetStatus::Unreadable, 0, 7), "refused, not skipped");
+    disk.fail_reads_past(None);
+    let r = block_on(s.get("T", 0, 7, 32, 1 << 20, &|_| true, &|_| true));
+    assert_eq!((r.status, r.records.len(), r.next_offset), (GetStatus::Found, 13, 20));
+}
