@@ -160,6 +160,11 @@ pub struct Config {
     /// A slave that has not caught up for this long leaves the in-sync set (RocketMQ's
     /// haMaxTimeSlaveNotCatchup, 15 s).
     pub ha_max_time_slave_not_catchup_ms: u64,
+    /// RocketMQ's slaveReadEnable: a master whose consumer reads further back than its tail cache
+    /// holds suggests (`suggestWhichBrokerId`) that it read from an in-sync slave instead, sparing
+    /// the master's disk for appends; a slave sends it back once it has caught up. Off: consumers
+    /// are always sent to the master.
+    pub slave_read_enable: bool,
 }
 
 /// How a replicated cluster acknowledges sends.
@@ -231,6 +236,7 @@ impl Default for Config {
             controller_port: None,
             learner: false,
             ha_max_time_slave_not_catchup_ms: 15_000,
+            slave_read_enable: false,
         }
     }
 }
@@ -335,6 +341,7 @@ impl Config {
                 },
                 "asyncLearner" => self.learner = v.eq_ignore_ascii_case("true"),
                 "haMaxTimeSlaveNotCatchup" => self.ha_max_time_slave_not_catchup_ms = v.parse().map_err(|_| bad())?,
+                "slaveReadEnable" => self.slave_read_enable = v.eq_ignore_ascii_case("true"),
                 _ => {
                     tracing::warn!(key = k, file = %path.display(), "broker.conf key not used by ringmq")
                 }
@@ -408,6 +415,17 @@ mod tests {
         assert_eq!(c.acl_file, Some(PathBuf::from("/etc/rocketmq/plain_acl.yml")));
         assert_eq!(c.tls_mode, TlsMode::Enforcing);
         assert!(c.apply_properties("tls.server.mode=strict", Path::new("b")).is_err());
+        let mut c = Config::default();
+        let text = "enableControllerMode=true\nnodeId=2\ncontrollerAddr=h1:9878;h2:9878;h3:9878\n\
+                    brokerRole=ASYNC_MASTER\ninSyncReplicas=3\nasyncLearner=true\n\
+                    haMaxTimeSlaveNotCatchup=5000\nslaveReadEnable=true\n";
+        c.apply_properties(text, Path::new("broker.conf")).unwrap();
+        assert_eq!(c.node_id, 2);
+        assert_eq!(c.cluster, vec!["1=h1:9876", "2=h2:9876", "3=h3:9876"]);
+        assert_eq!(c.controller_port, Some(9878));
+        assert_eq!((c.replication, c.in_sync_replicas), (ReplicationMode::Async, 3));
+        assert!(c.learner && c.slave_read_enable);
+        assert_eq!(c.ha_max_time_slave_not_catchup_ms, 5000);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use prometheus_client::registry::Registry;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 type Labels = Vec<(String, String)>;
@@ -78,6 +79,8 @@ pub struct Snapshot {
     pub replica_epoch: u64,
     pub in_sync_replicas: u64,
     pub replication_lag_bytes: u64,
+    /// How long the slowest connected slave has been behind without catching up.
+    pub replication_lag_seconds: f64,
     pub elections: u64,
     pub fenced: u64,
     /// Connections closed at accept past the shard's connection limit.
@@ -216,6 +219,12 @@ fn gauge_family(reg: &mut Registry, name: &str, help: &str) -> Family<Labels, Ga
     f
 }
 
+fn float_gauge_family(reg: &mut Registry, name: &str, help: &str) -> Family<Labels, Gauge<f64, AtomicU64>> {
+    let f = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    reg.register(name, help, f.clone());
+    f
+}
+
 fn thread_cpu_seconds(tid: i32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
     let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
@@ -268,6 +277,11 @@ pub fn render(hub: &MetricsHub, data_dir: &std::path::Path) -> String {
     let epoch = gauge_family(&mut reg, "replica_epoch", "Master epoch the shard's replica set is in");
     let isr = gauge_family(&mut reg, "replication_in_sync_replicas", "Replicas in the in-sync set (master included)");
     let rlag = gauge_family(&mut reg, "replication_lag_bytes", "Bytes the slowest connected slave is behind");
+    let rlag_secs = float_gauge_family(
+        &mut reg,
+        "replication_lag_seconds",
+        "Seconds the slowest connected slave has been behind without catching up",
+    );
     let elections = counter_family(&mut reg, "replication_elections", "Times this replica became its set's master");
     let fenced = counter_family(&mut reg, "replication_fenced", "Appends refused because the master's lease expired");
     let acl_denied = counter_family(&mut reg, "acl_denied", "Requests refused by the ACL (NO_PERMISSION)");
@@ -338,6 +352,7 @@ pub fn render(hub: &MetricsHub, data_dir: &std::path::Path) -> String {
         epoch.get_or_create(&labels(&[("shard", sh.clone())])).set(s.replica_epoch as i64);
         isr.get_or_create(&labels(&[("shard", sh.clone())])).set(s.in_sync_replicas as i64);
         rlag.get_or_create(&labels(&[("shard", sh.clone())])).set(s.replication_lag_bytes as i64);
+        rlag_secs.get_or_create(&labels(&[("shard", sh.clone())])).set(s.replication_lag_seconds);
         elections.get_or_create(&labels(&[("shard", sh.clone())])).inc_by(s.elections);
         fenced.get_or_create(&labels(&[("shard", sh.clone())])).inc_by(s.fenced);
         acl_denied.get_or_create(&labels(&[("shard", sh.clone())])).inc_by(s.acl_denied);

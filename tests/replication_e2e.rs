@@ -7,14 +7,12 @@ mod common;
 #[path = "common/requests.rs"]
 mod requests;
 
-use cluster::Cluster;
+use cluster::{Cluster, consume_all, log_bytes, produce};
 use common::wait_until;
 use requests::raw_send;
 use ringmq::client::{Connection, Message, Producer, PullConsumer};
 use ringmq::protocol::Command;
 use ringmq::protocol::codes::{request as rq, response as rs};
-use std::collections::BTreeSet;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -28,23 +26,6 @@ fn answer(conn: &Connection, cmd: Command) -> (i32, String) {
         Err(ringmq::client::ClientError::Refused { code, remark, .. }) => (code, remark),
         Err(e) => (-1, e.to_string()),
     }
-}
-
-/// The first `len` bytes of a shard's log on a node (segments in order).
-fn log_bytes(dir: &Path, shard: usize, len: u64) -> Vec<u8> {
-    let seg_dir = dir.join(shard.to_string()).join("commitlog");
-    let mut names: Vec<String> =
-        std::fs::read_dir(&seg_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    names.sort();
-    let mut out = Vec::new();
-    for n in names {
-        out.extend(std::fs::read(seg_dir.join(n)).unwrap());
-        if out.len() as u64 >= len {
-            break;
-        }
-    }
-    out.truncate(len as usize);
-    out
 }
 
 /// Every replica of every shard durable at its master's end.
@@ -81,22 +62,13 @@ fn sync_replicated_sends_are_on_every_replica_byte_for_byte() {
     assert_eq!(got, 300, "every acknowledged send is visible on the masters");
     let ends: Vec<u64> = (0..2).map(|s| c.runtime_u64(c.master_of(s), s, "commitLogFlushedOffset").unwrap()).collect();
     // The admin sees every replica, and moves a master deliberately to an in-sync replica.
-    let admin = |args: &[&str]| {
-        let out = std::process::Command::new(common::binary())
-            .args(["admin", "--json", "--namesrv", &c.namesrvs()])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
-    };
-    let rows = admin(&["cluster", "replicas"]);
+    let rows = c.admin(&["cluster", "replicas"]);
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 6, "{rows:?}");
     assert_eq!(rows.iter().filter(|r| r["role"] == "Master").count(), 2);
     assert!(rows.iter().all(|r| r["lagBytes"] == 0), "{rows:?}");
     let target = if c.master_of(1) == 3 { 1 } else { 3 };
-    admin(&["cluster", "elect", "ringmq-1", "--node", &target.to_string()]);
+    c.admin(&["cluster", "elect", "ringmq-1", "--node", &target.to_string()]);
     assert!(
         wait_until(Duration::from_secs(10), || c.current_master(1) == Some(target)),
         "the elected node did not take over"
@@ -147,80 +119,6 @@ fn a_slave_refuses_sends_and_a_master_without_enough_in_sync_replicas_refuses_th
     let consumer = PullConsumer::new(&c.namesrvs(), "CG");
     let q = consumer.queues("Sl").unwrap().into_iter().find(|q| q.queue_id == 0).unwrap();
     assert!(consumer.max_offset(&q).unwrap() >= 51);
-}
-
-/// Sends from `threads` producers until `stop`; returns every acknowledged body with its broker
-/// and the time it was acknowledged.
-fn produce(
-    namesrvs: String,
-    topic: &'static str,
-    threads: usize,
-    stop: Arc<AtomicBool>,
-) -> Vec<std::thread::JoinHandle<Vec<(String, String, Instant)>>> {
-    (0..threads)
-        .map(|t| {
-            let (namesrvs, stop) = (namesrvs.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let p = Producer::new(&namesrvs, &format!("PG{t}"));
-                let mut acked = Vec::new();
-                let mut i = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let body = format!("t{t}-{i}");
-                    i += 1;
-                    if let Ok(r) = p.send(&Message::new(topic, body.clone())) {
-                        acked.push((body, r.queue.broker_name.clone(), Instant::now()));
-                    }
-                }
-                acked
-            })
-        })
-        .collect()
-}
-
-/// Every body in `topic`, read from each queue's current master up to its max offset. A failed
-/// pull is retried (a client would) for up to 15 s per queue and reported; a queue that ends short
-/// of its max offset, or serves an offset twice, fails the test with what was seen.
-fn consume_all(namesrvs: &str, topic: &str, replica_sets: usize) -> BTreeSet<String> {
-    let c = PullConsumer::new(namesrvs, "Verify");
-    let mut out = BTreeSet::new();
-    // A name server of a node restarted a moment ago learns the routes from the other nodes'
-    // registrars within a second or two, and a route lists only replica sets with a master: wait
-    // until every set is in it, as a client retries its lookup (a read of part of the queues once
-    // made this test report half the messages lost).
-    let mut queues = Vec::new();
-    let complete = wait_until(Duration::from_secs(15), || {
-        queues = c.queues(topic).unwrap_or_default();
-        queues.iter().map(|q| &q.broker_name).collect::<BTreeSet<_>>().len() == replica_sets
-    });
-    assert!(complete, "the route of {topic} lacks replica sets after 15 s: {queues:?}");
-    for q in queues {
-        let (mut off, mut max, mut failures) = (0u64, None::<u64>, Vec::new());
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            match c.pull(&q, off, 32, "*", 0) {
-                Ok(r) if r.code == rs::SUCCESS && !r.messages.is_empty() => {
-                    // Nothing filters here: a pull serves consecutive queue offsets from `off`.
-                    let seen: Vec<u64> = r.messages.iter().map(|m| m.queue_offset).collect();
-                    let want: Vec<u64> = (off..off + seen.len() as u64).collect();
-                    assert_eq!(seen, want, "{q:?}: a pull from {off} skipped or repeated offsets");
-                    assert_eq!(r.next_offset, off + seen.len() as u64, "{q:?}: next offset past what was served");
-                    out.extend(r.messages.iter().map(|m| String::from_utf8_lossy(&m.body).into_owned()));
-                    off = r.next_offset;
-                    max = Some(r.max_offset);
-                }
-                Ok(r) if r.code == rs::PULL_NOT_FOUND && max.is_none_or(|m| off >= m) && off == r.max_offset => break,
-                other => {
-                    failures.push(format!("{off}: {:?}", other.map(|r| (r.code, r.next_offset, r.max_offset))));
-                    assert!(Instant::now() < deadline, "{q:?} unreadable past offset {off}: {failures:?}");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
-        }
-        if !failures.is_empty() {
-            eprintln!("{q:?}: pulls retried before reaching offset {off}: {failures:?}");
-        }
-    }
-    out
 }
 
 #[test]

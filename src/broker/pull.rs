@@ -16,8 +16,9 @@ use crate::protocol::commands::pull::{
     FLAG_COMMIT_OFFSET, FLAG_SUBSCRIPTION, FLAG_SUSPEND, PullRequestHeader, PullResponseHeader,
 };
 use crate::protocol::message::StoredMessage;
-use crate::store::GetStatus;
 use crate::store::io::Disk;
+use crate::store::replicas::ReplicaRole;
+use crate::store::{GetResult, GetStatus};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -127,7 +128,7 @@ async fn execute<D: Disk>(b: &Rc<Broker<D>>, conn: &Rc<Conn>, req: Command, susp
     }
     let mut resp = req.response_to(code).with_remark(format!("{:?}", r.status));
     PullResponseHeader {
-        suggest_which_broker_id: 0,
+        suggest_which_broker_id: suggest_broker(b, &r),
         next_begin_offset: next,
         min_offset: r.min_offset,
         max_offset: r.max_offset,
@@ -135,6 +136,25 @@ async fn execute<D: Disk>(b: &Rc<Broker<D>>, conn: &Rc<Conn>, req: Command, susp
     .encode(&mut resp);
     resp.body = r.records;
     Some(resp)
+}
+
+/// RocketMQ's suggestWhichBrokerId: which replica the consumer's next pull of this queue should go
+/// to. With `slave_read_enable`, a master whose reader is further back than its tail cache holds
+/// sends it to an in-sync slave (its catch-up reads then spare the master's disk), and a slave
+/// keeps a reader that is still far back and sends one that caught up back to the master (0).
+/// Slaves serve every pull either way, only up to their confirm offset.
+fn suggest_broker<D: Disk>(b: &Broker<D>, r: &GetResult) -> u64 {
+    const MASTER_ID: u64 = 0;
+    if !b.cfg.slave_read_enable || r.records.is_empty() {
+        return MASTER_ID;
+    }
+    let far = r.behind_bytes > b.cfg.tail_cache_bytes as u64;
+    let g = &b.store.replicas;
+    match g.role() {
+        ReplicaRole::Master if far => g.read_slave().map_or(MASTER_ID, u64::from),
+        ReplicaRole::Slave if far => g.node_id().map_or(MASTER_ID, u64::from),
+        _ => MASTER_ID,
+    }
 }
 
 /// The decoded pull header, with its defaults and limits applied.
@@ -216,6 +236,20 @@ impl<D: Disk> Broker<D> {
             let Some(p) = polls.waiting.remove(&(topic.to_string(), queue_id)) else { return };
             polls.parked -= p.len();
             p
+        };
+        for w in parked {
+            let deadline = w.deadline;
+            self.resume(w, Suspend::Resume(deadline));
+        }
+    }
+
+    /// Re-runs every parked pull: a slave's readable end moved (its master's confirm offset), and
+    /// which queues it uncovered is not tracked. Bounded by [`MAX_PARKED_PULLS`].
+    pub fn wake_all_pollers(self: &Rc<Self>) {
+        let parked: Vec<Parked> = {
+            let mut polls = self.polls.borrow_mut();
+            polls.parked = 0;
+            polls.waiting.drain().flat_map(|(_, v)| v).collect()
         };
         for w in parked {
             let deadline = w.deadline;

@@ -9,6 +9,7 @@ use crate::protocol::commands::clients::{ConsumerGroupRequest, UnregisterClientR
 use crate::protocol::commands::offsets::{
     OffsetResponse, QueryConsumerOffsetRequest, QueueRequest, SearchOffsetRequest, UpdateConsumerOffsetRequest,
 };
+use crate::protocol::commands::pull::PullResponseHeader;
 use crate::protocol::commands::query::{QueryMessageRequest, ViewMessageRequest};
 use crate::protocol::commands::send::{ConsumerSendMsgBackRequest, SendHeader, SendResponseHeader};
 use crate::protocol::commands::transaction::{EndTransactionRequest, TRANSACTION_COMMIT, TRANSACTION_ROLLBACK};
@@ -468,6 +469,63 @@ fn acl_checks_the_groups_and_topics_inside_a_heartbeat_and_counts_refusals() {
             0
         );
         assert_eq!(h.b.acl_denied.get(), 3);
+        h.stop().await;
+    });
+}
+
+#[test]
+fn a_reader_far_behind_is_sent_to_an_in_sync_slave_and_back_to_the_master_once_caught_up() {
+    use crate::store::replicas::ReplicaRole;
+    run(|| async {
+        let h = Harness::with(|c| {
+            c.slave_read_enable = true;
+            c.tail_cache_bytes = 4096;
+        })
+        .await;
+        h.create_topic("T", 1).await;
+        for i in 0..30 {
+            assert_eq!(h.send("T", 0, &format!("{i:0>500}"), &[]).await.code, rs::SUCCESS);
+        }
+        let suggested = |r: &Command| PullResponseHeader::decode(r).unwrap().suggest_which_broker_id;
+        let pull = |off| {
+            let mut r = Harness::pull_request("G", "T", 0, off, "*", 0);
+            r.put("maxMsgNums", 1);
+            r
+        };
+        let g = &h.b.store.replicas;
+        assert_eq!(suggested(&h.call(pull(0)).await), 0, "a single node has no slave");
+
+        g.set_role(ReplicaRole::Master, 1, 1);
+        let end = h.b.store.log().write_pos();
+        g.on_ack(2, false, end, end, rt::now());
+        g.on_ack(2, false, end, end, rt::now());
+        assert_eq!(g.read_slave(), Some(2));
+        assert_eq!(suggested(&h.call(pull(0)).await), 2, "far behind the master: read from the slave");
+        assert_eq!(suggested(&h.call(pull(29)).await), 0, "near the end: stay on the master");
+
+        g.set_controlled(3);
+        g.set_role(ReplicaRole::Slave, 1, 1);
+        g.set_master_confirm(end);
+        let r = h.call(pull(0)).await;
+        assert_eq!((r.code, suggested(&r)), (rs::SUCCESS, 3), "a slave keeps a reader that is far behind");
+        assert_eq!(suggested(&h.call(pull(29)).await), 0, "and sends one that caught up back to the master");
+        h.stop().await;
+    });
+    run(|| async {
+        let h = Harness::with(|c| c.tail_cache_bytes = 4096).await;
+        h.create_topic("T", 1).await;
+        for i in 0..30 {
+            assert_eq!(h.send("T", 0, &format!("{i:0>500}"), &[]).await.code, rs::SUCCESS);
+        }
+        let g = &h.b.store.replicas;
+        g.set_role(ReplicaRole::Master, 1, 1);
+        let end = h.b.store.log().write_pos();
+        g.on_ack(2, false, end, end, rt::now());
+        g.on_ack(2, false, end, end, rt::now());
+        let mut r = Harness::pull_request("G", "T", 0, 0, "*", 0);
+        r.put("maxMsgNums", 1);
+        let r = h.call(r).await;
+        assert_eq!(PullResponseHeader::decode(&r).unwrap().suggest_which_broker_id, 0, "slaveReadEnable off");
         h.stop().await;
     });
 }

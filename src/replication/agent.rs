@@ -208,6 +208,10 @@ impl<D: Disk + 'static> Agent<D> {
             learner: self.t.learner,
             master: self.master_addr.clone(),
             meta: self.b.clone(),
+            readable_moved: {
+                let b = self.b.clone();
+                Rc::new(move || b.wake_all_pollers())
+            },
         };
         let (store, stop, following) = (self.b.store.clone(), self.stop.clone(), self.following.clone());
         following.set(true);

@@ -192,6 +192,8 @@ async fn stream_to<D: Disk, W: futures_lite::AsyncWrite + Unpin>(
     let mut last_send = crate::rt::now();
     let mut tables = [(wire::KIND_TOPICS, u64::MAX), (wire::KIND_OFFSETS, u64::MAX), (wire::KIND_GROUPS, u64::MAX)];
     let mut offsets_sent = crate::rt::now() - OFFSETS_EVERY;
+    // The confirm offset this slave was last told: a slave serves reads only up to it.
+    let mut confirm_sent = 0;
     loop {
         if closed.get() || stop.get() {
             return Ok(());
@@ -219,7 +221,8 @@ async fn stream_to<D: Disk, W: futures_lite::AsyncWrite + Unpin>(
                 offsets_sent = crate::rt::now();
             }
         }
-        let (flushes, ack_gen) = (log.flushed.generation(), acks.generation());
+        let (flushes, ack_gen, any_ack) =
+            (log.flushed.generation(), acks.generation(), store.replicas.acked.generation());
         let end = log.flushed_pos();
         let confirm = store.visible_limit();
         if sent < end && sent - acked.get().min(sent) < WINDOW_BYTES {
@@ -234,16 +237,21 @@ async fn stream_to<D: Disk, W: futures_lite::AsyncWrite + Unpin>(
             timed(SLAVE_SILENCE, wr.flush()).await?;
             sent = next;
             last_send = crate::rt::now();
+            confirm_sent = confirm;
             continue;
         }
-        if last_send.elapsed() >= HEARTBEAT {
+        // A moved confirm offset goes out at once (its slave's parked pulls wake on it), else a
+        // heartbeat every second.
+        if last_send.elapsed() >= HEARTBEAT || confirm > confirm_sent {
             let (epoch, epoch_start) = store.epochs().last();
             let t = Transfer { len: 0, offset: sent, epoch, epoch_start, confirm, kind: wire::KIND_LOG };
             timed(SLAVE_SILENCE, wr.write_all(&t.encode())).await?;
             timed(SLAVE_SILENCE, wr.flush()).await?;
             last_send = crate::rt::now();
+            confirm_sent = confirm;
         }
-        futures_lite::future::or(log.flushed.wait_past_at_most(flushes, HEARTBEAT), acks.wait_past(ack_gen)).await;
+        let acked = futures_lite::future::or(acks.wait_past(ack_gen), store.replicas.acked.wait_past(any_ack));
+        futures_lite::future::or(log.flushed.wait_past_at_most(flushes, HEARTBEAT), acked).await;
     }
 }
 

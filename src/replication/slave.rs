@@ -30,6 +30,8 @@ pub struct Follower {
     pub master: Rc<RefCell<Option<String>>>,
     /// Where the master's tables go.
     pub meta: Rc<dyn super::Metadata>,
+    /// Called when this slave's readable end (its confirm offset) moved: parked pulls run again.
+    pub readable_moved: Rc<dyn Fn()>,
 }
 
 /// Follows the master until `stop` is set or this replica stops being a slave.
@@ -95,8 +97,20 @@ async fn follow_once<D: Disk + 'static>(
     tracing::info!(broker = %me.broker_name, master = %target, from = hello.log_end, "following the master");
     let (mut rd, mut wr) = futures_lite::io::split(stream);
     let closed = Rc::new(Cell::new(false));
+    // What consumers of this slave may read moves with the master's confirm offset and with this
+    // slave's own flushes: either may wake them.
+    let readable = Rc::new(Cell::new(store.visible_limit()));
+    let check_readable = {
+        let (store, readable, moved) = (store.clone(), readable.clone(), me.readable_moved.clone());
+        Rc::new(move || {
+            let now = store.visible_limit();
+            if now > readable.replace(now) {
+                moved();
+            }
+        })
+    };
     let acker = {
-        let (store, closed) = (store.clone(), closed.clone());
+        let (store, closed, check_readable) = (store.clone(), closed.clone(), check_readable.clone());
         crate::rt::spawn(async move {
             let log = store.log();
             loop {
@@ -115,12 +129,13 @@ async fn follow_once<D: Disk + 'static>(
                     break;
                 }
                 log.flushed.wait_past_at_most(seen, super::master::HEARTBEAT).await;
+                check_readable();
             }
             closed.set(true);
         })
     };
     let still = || me.master.borrow().as_deref() == Some(&master[..]);
-    let result = receive(store, &*me.meta, &mut rd, (&closed, stop), &still).await;
+    let result = receive(store, &*me.meta, &mut rd, (&closed, stop), (&still, &*check_readable)).await;
     closed.set(true);
     drop(acker);
     result
@@ -131,7 +146,7 @@ async fn receive<D: Disk, R: futures_lite::AsyncRead + Unpin>(
     meta: &dyn super::Metadata,
     rd: &mut R,
     (closed, stop): (&Cell<bool>, &Cell<bool>),
-    still_master: &dyn Fn() -> bool,
+    (still_master, check_readable): (&dyn Fn() -> bool, &dyn Fn()),
 ) -> Result<(), String> {
     let mut head = [0u8; wire::TRANSFER_BYTES];
     while !stop.get() && !closed.get() && store.replicas.role() == ReplicaRole::Slave && still_master() {
@@ -153,6 +168,7 @@ async fn receive<D: Disk, R: futures_lite::AsyncRead + Unpin>(
             store.append_replicated(t.offset, &bytes::Bytes::from(data)).await.map_err(|e| e.to_string())?;
         }
         store.replicas.set_master_confirm(t.confirm);
+        check_readable();
     }
     Ok(())
 }

@@ -103,6 +103,7 @@ fn publish_metrics(b: &Broker) {
     snap.replica_epoch = u64::from(g.epoch());
     snap.in_sync_replicas = if g.role() == ReplicaRole::Master { g.in_sync_slaves() as u64 + 1 } else { 0 };
     snap.replication_lag_bytes = g.max_lag(b.store.log().flushed_pos());
+    snap.replication_lag_seconds = g.max_lag_time(crate::rt::now()).as_secs_f64();
     (snap.elections, snap.fenced) = (g.became_master.get(), g.fenced.get());
     snap.acl_denied = b.acl_denied.get();
     snap.connections = b.connections.get();

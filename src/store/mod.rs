@@ -128,6 +128,9 @@ pub struct GetResult {
     pub next_offset: u64,
     pub min_offset: u64,
     pub max_offset: u64,
+    /// Log bytes past the last record served (how far behind the reader is; RocketMQ's
+    /// maxOffsetPy − maxPhyOffsetPulling): a reader far back is sent to a slave.
+    pub behind_bytes: u64,
 }
 
 impl GetResult {
@@ -356,6 +359,7 @@ impl<D: Disk> Store<D> {
             next_offset: next,
             min_offset: min,
             max_offset: max,
+            behind_bytes: 0,
         };
         if max == 0 {
             return result(GetStatus::NoMessageInQueue, 0);
@@ -377,6 +381,7 @@ impl<D: Disk> Store<D> {
             next_offset: end,
             min_offset: min,
             max_offset: max,
+            behind_bytes: 0,
         };
         let mut bytes = 0usize;
         let mut removed = false;
@@ -405,6 +410,7 @@ impl<D: Disk> Store<D> {
                 Ok(rec) if record_filter(&rec) => {
                     bytes += rec.len();
                     out.records.push(rec);
+                    out.behind_bytes = self.log.write_pos().saturating_sub(e.physical_offset + u64::from(e.size));
                 }
                 Ok(_) => {}
                 // Retention removed the segment under the entry: skip it, as RocketMQ does.

@@ -75,6 +75,8 @@ pub struct ReplicaGate {
     /// Times this replica took the master role, and appends refused by fencing (metrics).
     pub became_master: Cell<u64>,
     pub fenced: Cell<u64>,
+    /// Raised on every slave ack: the confirm offset may have moved (the streams pass it on).
+    pub acked: crate::rt::Beacon,
 }
 
 impl Default for ReplicaGate {
@@ -93,6 +95,7 @@ impl Default for ReplicaGate {
             lease_until: Cell::new(None),
             became_master: Cell::new(0),
             fenced: Cell::new(0),
+            acked: crate::rt::Beacon::default(),
         }
     }
 }
@@ -197,6 +200,24 @@ impl ReplicaGate {
         slaves.values().filter(|s| s.connected).map(|s| local.saturating_sub(s.acked)).max().unwrap_or(0)
     }
 
+    /// How long the slowest connected slave has been behind without catching up (zero when every
+    /// one keeps pace): the replication lag in time.
+    pub fn max_lag_time(&self, now: Instant) -> Duration {
+        let slaves = self.slaves.borrow();
+        let behind = slaves.values().filter(|s| s.connected).filter_map(|s| s.behind_since);
+        behind.map(|t| now.saturating_duration_since(t)).max().unwrap_or_default()
+    }
+
+    /// The in-sync slave a consumer reading far behind is sent to (the lowest id), if any.
+    pub fn read_slave(&self) -> Option<u32> {
+        self.slaves.borrow().iter().find(|(_, s)| s.in_sync && s.connected).map(|(id, _)| *id)
+    }
+
+    /// This replica's node id in a controlled cluster.
+    pub fn node_id(&self) -> Option<u32> {
+        self.me.get()
+    }
+
     /// In-sync slaves holding `end` durably.
     fn holders(&self, end: u64) -> usize {
         self.slaves.borrow().values().filter(|s| s.in_sync && s.acked >= end).count()
@@ -234,6 +255,7 @@ impl ReplicaGate {
             s.target = master_end;
         }
         self.complete_waiters();
+        self.acked.raise();
     }
 
     /// Drops a slave from the in-sync set (disconnected, or behind for too long); under a
