@@ -66,6 +66,9 @@ pub struct Broker<D: Disk = DmaDisk> {
     pub polls: RefCell<LongPolls>,
     pub schedule: RefCell<schedule::ScheduleProgress>,
     pub timer: RefCell<timer::TimerWheel>,
+    /// On a slave: the master's delay/timer progress tables not yet covered by this log, by kind
+    /// (`replication::wire::KIND_DELAY`/`KIND_TIMER`), with the log offset each needs; one each.
+    pub held_progress: RefCell<std::collections::BTreeMap<u16, (u64, Vec<u8>)>>,
     /// Raised when a timer message is stored: the timer task sleeps until its next due time or this.
     pub timer_signal: crate::rt::Signal,
     /// One per delay level, raised when a message is parked in it.
@@ -136,6 +139,7 @@ impl<D: Disk> Broker<D> {
             polls: RefCell::new(LongPolls::default()),
             schedule: RefCell::new(schedule::ScheduleProgress::load(&files, &dir)),
             timer: RefCell::new(timer::TimerWheel::load(&files, &dir)),
+            held_progress: RefCell::new(std::collections::BTreeMap::new()),
             timer_signal: crate::rt::Signal::default(),
             schedule_signals: (0..schedule::parse_levels(&cfg.message_delay_level).map_or(0, |l| l.len()))
                 .map(|_| crate::rt::Signal::default())
@@ -159,6 +163,14 @@ impl<D: Disk> Broker<D> {
     /// Number of delay levels.
     pub fn delay_levels(&self) -> usize {
         self.delay_levels
+    }
+
+    /// Whether this replica delivers parked (delayed, timer) messages and checks transactions
+    /// back: a single node or a master. A slave's log gets the master's deliveries; it starts
+    /// delivering when it becomes the master (the tasks re-verify what the old master may have
+    /// delivered, see `schedule::run_level` and `timer::run`).
+    pub fn delivers_parked(&self) -> bool {
+        self.store.replicas.role() != crate::store::replicas::ReplicaRole::Slave
     }
 
     /// Creates a system-managed topic (retry, DLQ, a scheduled message's destination) if missing.

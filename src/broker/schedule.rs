@@ -52,6 +52,8 @@ pub fn parse_levels(s: &str) -> Result<Vec<u64>, String> {
 pub struct ScheduleProgress {
     offsets: BTreeMap<u32, u64>,
     dirty: bool,
+    /// Moves with every change (a master's stream sends the table when it moved).
+    version: u64,
     file: ConfigFile,
 }
 
@@ -59,7 +61,7 @@ impl ScheduleProgress {
     pub fn load(files: &SharedFiles, dir: &Path) -> ScheduleProgress {
         let file = ConfigFile::new(files, dir, "delay_offsets.json");
         let offsets = file.load(Some("offsetTable"));
-        ScheduleProgress { offsets, dirty: false, file }
+        ScheduleProgress { offsets, dirty: false, version: 0, file }
     }
 
     /// Delivery progress of every level (GET_ALL_DELAY_OFFSET).
@@ -74,6 +76,22 @@ impl ScheduleProgress {
     fn set(&mut self, level: u32, offset: u64) {
         self.offsets.insert(level, offset);
         self.dirty = true;
+        self.version += 1;
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Takes the master's progress (on a slave, once its log holds every delivery it counts), or
+    /// forgets it (empty: after a truncation, when deliveries it counted may be gone); written by
+    /// the next persist.
+    pub fn replace(&mut self, offsets: BTreeMap<u32, u64>) {
+        if offsets != self.offsets {
+            self.offsets = offsets;
+            self.dirty = true;
+            self.version += 1;
+        }
     }
 
     pub fn persist(&mut self) {
@@ -128,13 +146,23 @@ pub fn pending<D: Disk>(b: &Broker<D>) -> u64 {
         .sum()
 }
 
-/// Delivers one level's due messages forever.
+/// Delivers one level's due messages forever (on a slave: nothing, until it becomes the master).
 pub async fn run_level<D: Disk>(b: Rc<Broker<D>>, level: u32) {
     let qid = level as i32 - 1;
-    // Offsets below this were possibly delivered before the last crash without recording it.
-    let (_, verify_until) = b.store.queue_bounds(SCHEDULE_TOPIC, qid);
+    // Offsets below this were possibly delivered before the last crash, or by the previous master,
+    // without the progress saying so: each is looked up in its real topic before delivery.
+    let (_, mut verify_until) = b.store.queue_bounds(SCHEDULE_TOPIC, qid);
+    let mut term = b.store.replicas.became_master.get();
     tracing::debug!(level, verify_until, progress = b.schedule.borrow().get(level), "delay level task started");
     loop {
+        if !b.delivers_parked() {
+            wait(&b, qid, Duration::from_millis(CHECK_EVERY_MS)).await;
+            continue;
+        }
+        if b.store.replicas.became_master.get() != term {
+            term = b.store.replicas.became_master.get();
+            verify_until = b.store.queue_bounds(SCHEDULE_TOPIC, qid).1;
+        }
         let (min, max) = b.store.queue_bounds(SCHEDULE_TOPIC, qid);
         let next = b.schedule.borrow().get(level).max(min);
         let e = if next < max { b.store.entry(SCHEDULE_TOPIC, qid, next).await } else { None };

@@ -99,8 +99,8 @@ struct Progress {
 #[derive(Debug)]
 pub struct TimerWheel {
     heap: BinaryHeap<Reverse<(i64, u64)>>,
-    /// Set while the heap is being rebuilt at start: progress is not saved meanwhile (the empty
-    /// wheel's progress would overwrite what the last run recorded).
+    /// Set while the heap is not (yet) rebuilt — at start, and on a slave: progress is not saved
+    /// meanwhile (the empty wheel's progress would overwrite what was recorded or adopted).
     recovering: bool,
     loaded_to: u64,
     /// Largest `(due, offset)` delivered so far.
@@ -108,6 +108,8 @@ pub struct TimerWheel {
     /// Entries below this queue offset may have been delivered before the last stop unrecorded.
     verify_until: u64,
     persisted: Progress,
+    /// Moves when `persisted` does (a master's stream sends the progress when it moved).
+    version: u64,
     file: ConfigFile,
 }
 
@@ -122,6 +124,7 @@ impl TimerWheel {
             delivered: None,
             verify_until: 0,
             persisted,
+            version: 0,
             file,
         }
     }
@@ -191,7 +194,32 @@ impl TimerWheel {
         let p = self.progress();
         if p != self.persisted && self.file.save(None, &p) {
             self.persisted = p;
+            self.version += 1;
         }
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The recorded progress as JSON (what a master's stream sends).
+    pub fn progress_json(&self) -> serde_json::Result<Vec<u8>> {
+        serde_json::to_vec(&self.persisted)
+    }
+
+    /// Takes the master's recorded progress (on a slave, once its log holds every delivery it
+    /// counts), or forgets it (`None`: after a truncation); the heap is rebuilt from it when this
+    /// replica becomes the master.
+    pub fn adopt(&mut self, progress: Option<&[u8]>) -> Result<(), String> {
+        let p = match progress {
+            Some(body) => serde_json::from_slice(body).map_err(|e| format!("master's timer progress: {e}"))?,
+            None => Progress::default(),
+        };
+        if p != self.persisted && self.file.save(None, &p) {
+            self.persisted = p;
+            self.version += 1;
+        }
+        Ok(())
     }
 }
 
@@ -213,16 +241,45 @@ async fn dues_between<D: Disk>(b: &Broker<D>, from: u64, to: u64) -> (Vec<(u64, 
     (out, to)
 }
 
-/// Delivers due timer messages forever.
-pub async fn run<D: Disk>(b: Rc<Broker<D>>) {
+/// Rebuilds the heap from the timer queue and the recorded progress (at start, and when this
+/// replica becomes the master: the previous master's deliveries are in the log, its progress was
+/// adopted, and every entry past it is verified against the real topic before delivery).
+async fn rebuild<D: Disk>(b: &Broker<D>) {
     let (min, max) = b.store.queue_bounds(TIMER_TOPIC, 0);
     // The entries are read with awaits (cold reads): the progress task must not save the empty
     // wheel's progress over the last run's meanwhile.
-    b.timer.borrow_mut().recovering = true;
-    let (dues, reached) = dues_between(&b, min, max).await;
+    {
+        let mut w = b.timer.borrow_mut();
+        w.recovering = true;
+        w.heap.clear();
+        w.delivered = None;
+    }
+    let (dues, reached) = dues_between(b, min, max).await;
     b.timer.borrow_mut().recover(reached, &dues);
+}
+
+/// Delivers due timer messages forever (on a slave: nothing, until it becomes the master).
+pub async fn run<D: Disk>(b: Rc<Broker<D>>) {
+    // Until the heap is rebuilt the wheel's own progress means nothing: the recorded one (this
+    // replica's, or the master's it adopted as a slave) must not be overwritten by it.
+    b.timer.borrow_mut().recovering = true;
+    while !b.delivers_parked() {
+        b.timer_signal.wait_at_most(Duration::from_millis(CHECK_EVERY_MS as u64)).await;
+    }
+    let mut term = b.store.replicas.became_master.get();
+    rebuild(&b).await;
     tracing::debug!(pending = b.timer.borrow().pending(), "timer task started");
     loop {
+        if !b.delivers_parked() {
+            b.timer.borrow_mut().recovering = true; // deposed: the new master's progress rules
+            b.timer_signal.wait_at_most(Duration::from_millis(CHECK_EVERY_MS as u64)).await;
+            continue;
+        }
+        if b.store.replicas.became_master.get() != term {
+            term = b.store.replicas.became_master.get();
+            rebuild(&b).await;
+            continue;
+        }
         let (_, max) = b.store.queue_bounds(TIMER_TOPIC, 0);
         let now = now_ms();
         let loaded_to = b.timer.borrow().loaded_to;

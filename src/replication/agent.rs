@@ -190,6 +190,10 @@ impl<D: Disk + 'static> Agent<D> {
         if store.epochs().last().0 < view.master_epoch {
             store.begin_epoch(view.master_epoch, log.write_pos()).await.map_err(|e| e.to_string())?;
         }
+        // Transaction state from the op records the old master streamed, before any
+        // END_TRANSACTION is taken (an already resolved half must stay resolved). The delay and
+        // timer tasks rebuild theirs when they see the new term (`became_master`).
+        crate::broker::transaction::recover(&self.b).await;
         g.set_role(ReplicaRole::Master, view.master_epoch, self.t.needed());
         g.set_isr(&view.isr, view.isr_epoch);
         self.b.publish_registration();

@@ -174,7 +174,7 @@ struct Link<'a> {
     stop: &'a Cell<bool>,
 }
 
-/// Offsets commit often; their table goes out at most this often.
+/// Offsets commit often and progress moves with every delivery: those tables go out at most this often.
 const OFFSETS_EVERY: Duration = Duration::from_millis(500);
 
 /// Sends from `from` until the slave goes, this replica stops being the master, or the shard stops.
@@ -190,8 +190,10 @@ async fn stream_to<D: Disk, W: futures_lite::AsyncWrite + Unpin>(
     let seg_bytes = store.config().segment_bytes;
     let mut sent = from;
     let mut last_send = crate::rt::now();
-    let mut tables = [(wire::KIND_TOPICS, u64::MAX), (wire::KIND_OFFSETS, u64::MAX), (wire::KIND_GROUPS, u64::MAX)];
-    let mut offsets_sent = crate::rt::now() - OFFSETS_EVERY;
+    // Each table: the version sent last and when.
+    let never = crate::rt::now() - OFFSETS_EVERY;
+    let mut tables = [wire::KIND_TOPICS, wire::KIND_OFFSETS, wire::KIND_GROUPS, wire::KIND_DELAY, wire::KIND_TIMER]
+        .map(|k| (k, u64::MAX, never));
     // The confirm offset this slave was last told: a slave serves reads only up to it.
     let mut confirm_sent = 0;
     loop {
@@ -201,9 +203,11 @@ async fn stream_to<D: Disk, W: futures_lite::AsyncWrite + Unpin>(
         if store.replicas.role() != ReplicaRole::Master {
             return Err("this replica is no longer the master".into());
         }
-        for (kind, sent_version) in tables.iter_mut() {
+        for (kind, sent_version, sent_at) in tables.iter_mut() {
             let v = meta.version(*kind);
-            let due = *kind != wire::KIND_OFFSETS || offsets_sent.elapsed() >= OFFSETS_EVERY;
+            // Tables that move with every commit or delivery go out at most every OFFSETS_EVERY.
+            let often = matches!(*kind, wire::KIND_OFFSETS | wire::KIND_DELAY | wire::KIND_TIMER);
+            let due = !often || sent_at.elapsed() >= OFFSETS_EVERY;
             if v == *sent_version || !due {
                 continue;
             }
@@ -217,9 +221,7 @@ async fn stream_to<D: Disk, W: futures_lite::AsyncWrite + Unpin>(
             timed(SLAVE_SILENCE, wr.write_all(&t.encode())).await?;
             timed(SLAVE_SILENCE, wr.write_all(&body)).await?;
             *sent_version = v;
-            if *kind == wire::KIND_OFFSETS {
-                offsets_sent = crate::rt::now();
-            }
+            *sent_at = crate::rt::now();
         }
         let (flushes, ack_gen, any_ack) =
             (log.flushed.generation(), acks.generation(), store.replicas.acked.generation());

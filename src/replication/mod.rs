@@ -30,6 +30,10 @@ pub trait Metadata {
     fn encode(&self, kind: u16) -> Vec<u8>;
     /// Replaces this replica's table with the master's.
     fn apply(&self, kind: u16, body: &[u8]) -> Result<(), String>;
+    /// This slave's log now ends at `end`: tables held back until it covered them take effect.
+    fn log_reached(&self, _end: u64) {}
+    /// This slave's log was truncated: what it recorded about deliveries in the cut part is void.
+    fn truncated(&self) {}
 }
 
 /// Runs an I/O step, failing it after `d` (a peer that stops answering is given up on, never waited

@@ -90,6 +90,7 @@ async fn follow_once<D: Disk + 'static>(
             tracing::warn!(broker = %me.broker_name, master = %target, reason = %welcome.reason, to,
                 "this log diverged from the master's: truncating");
             store.truncate_to(to).await.map_err(|e| format!("truncation to {to} failed: {e}"))?;
+            me.meta.truncated();
             return Err(format!("truncated to {to} where the log diverged; reconnecting"));
         }
         _ => return Err(format!("master {target} refused: {}", welcome.reason)),
@@ -166,6 +167,7 @@ async fn receive<D: Disk, R: futures_lite::AsyncRead + Unpin>(
                 store.begin_epoch(t.epoch, t.epoch_start).await.map_err(|e| e.to_string())?;
             }
             store.append_replicated(t.offset, &bytes::Bytes::from(data)).await.map_err(|e| e.to_string())?;
+            meta.log_reached(store.log().write_pos());
         }
         store.replicas.set_master_confirm(t.confirm);
         check_readable();

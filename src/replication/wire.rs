@@ -38,6 +38,10 @@ pub const KIND_LOG: u16 = 0;
 pub const KIND_TOPICS: u16 = 1;
 pub const KIND_OFFSETS: u16 = 2;
 pub const KIND_GROUPS: u16 = 3;
+/// Delay-level delivery progress, and timer progress: `{"covers": log offset, "table": …}` — a
+/// slave takes one only once its log reaches `covers` (every delivery it counts is below it).
+pub const KIND_DELAY: u16 = 4;
+pub const KIND_TIMER: u16 = 5;
 pub const ACK_BYTES: usize = 16;
 /// Longest refusal reason read.
 pub const MAX_REASON_BYTES: usize = 4096;

@@ -42,7 +42,9 @@ pub fn spawn_all(b: &Rc<Broker>) -> TaskRegistry {
         let timeout = Duration::from_millis(t.cfg.transaction_timeout_ms);
         loop {
             sleep(Duration::from_millis(t.cfg.transaction_check_interval_ms.max(100))).await;
-            crate::broker::transaction::check_round(&t, timeout).await;
+            if t.delivers_parked() {
+                crate::broker::transaction::check_round(&t, timeout).await;
+            }
         }
     });
     let p = b.clone();

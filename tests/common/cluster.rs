@@ -162,8 +162,13 @@ pub fn produce(
 /// pull is retried (a client would) for up to 15 s per queue and reported; a queue that ends short
 /// of its max offset, or serves an offset twice, fails the test with what was seen.
 pub fn consume_all(namesrvs: &str, topic: &str, replica_sets: usize) -> BTreeSet<String> {
+    consume_every(namesrvs, topic, replica_sets).into_iter().collect()
+}
+
+/// What [`consume_all`] reads, every copy: a body stored twice appears twice.
+pub fn consume_every(namesrvs: &str, topic: &str, replica_sets: usize) -> Vec<String> {
     let c = PullConsumer::new(namesrvs, "Verify");
-    let mut out = BTreeSet::new();
+    let mut out = Vec::new();
     // A name server of a node restarted a moment ago learns the routes from the other nodes'
     // registrars within a second or two, and a route lists only replica sets with a master: wait
     // until every set is in it, as a client retries its lookup (a read of part of the queues once
