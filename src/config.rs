@@ -165,6 +165,11 @@ pub struct Config {
     /// the master's disk for appends; a slave sends it back once it has caught up. Off: consumers
     /// are always sent to the master.
     pub slave_read_enable: bool,
+    /// RocketMQ's enableElectUncleanMaster: when a master is lost and no replica of its in-sync
+    /// set is alive, the controller elects the live replica with the most data (never a learner)
+    /// instead of leaving the set without a master. Acknowledged messages it lacks are lost; off by
+    /// default (the set waits for an in-sync replica to come back).
+    pub elect_unclean_master: bool,
 }
 
 /// How a replicated cluster acknowledges sends.
@@ -237,6 +242,7 @@ impl Default for Config {
             learner: false,
             ha_max_time_slave_not_catchup_ms: 15_000,
             slave_read_enable: false,
+            elect_unclean_master: false,
         }
     }
 }
@@ -342,6 +348,7 @@ impl Config {
                 "asyncLearner" => self.learner = v.eq_ignore_ascii_case("true"),
                 "haMaxTimeSlaveNotCatchup" => self.ha_max_time_slave_not_catchup_ms = v.parse().map_err(|_| bad())?,
                 "slaveReadEnable" => self.slave_read_enable = v.eq_ignore_ascii_case("true"),
+                "enableElectUncleanMaster" => self.elect_unclean_master = v.eq_ignore_ascii_case("true"),
                 _ => {
                     tracing::warn!(key = k, file = %path.display(), "broker.conf key not used by ringmq")
                 }
@@ -418,13 +425,13 @@ mod tests {
         let mut c = Config::default();
         let text = "enableControllerMode=true\nnodeId=2\ncontrollerAddr=h1:9878;h2:9878;h3:9878\n\
                     brokerRole=ASYNC_MASTER\ninSyncReplicas=3\nasyncLearner=true\n\
-                    haMaxTimeSlaveNotCatchup=5000\nslaveReadEnable=true\n";
+                    haMaxTimeSlaveNotCatchup=5000\nslaveReadEnable=true\nenableElectUncleanMaster=true\n";
         c.apply_properties(text, Path::new("broker.conf")).unwrap();
         assert_eq!(c.node_id, 2);
         assert_eq!(c.cluster, vec!["1=h1:9876", "2=h2:9876", "3=h3:9876"]);
         assert_eq!(c.controller_port, Some(9878));
         assert_eq!((c.replication, c.in_sync_replicas), (ReplicationMode::Async, 3));
-        assert!(c.learner && c.slave_read_enable);
+        assert!(c.learner && c.slave_read_enable && c.elect_unclean_master);
         assert_eq!(c.ha_max_time_slave_not_catchup_ms, 5000);
     }
 

@@ -56,8 +56,15 @@ fn master_lost(s: &Seen, now: Instant, leading: Duration) -> bool {
     since >= MASTER_TIMEOUT || (s.closed && since >= LEASE && leading >= MASTER_TIMEOUT)
 }
 
-/// The elections the leader should propose now.
-pub fn decide(state: &ControllerState, seen: &SeenTable, now: Instant, leader_since: Instant) -> Vec<Change> {
+/// The elections the leader should propose now. `unclean` (enableElectUncleanMaster): a lost master
+/// with no live in-sync replica is replaced by the live non-learner with the most data.
+pub fn decide(
+    state: &ControllerState,
+    seen: &SeenTable,
+    now: Instant,
+    leader_since: Instant,
+    unclean: bool,
+) -> Vec<Change> {
     let leading = now.saturating_duration_since(leader_since);
     let mut out = Vec::new();
     for (set, replicas) in seen {
@@ -66,10 +73,18 @@ pub fn decide(state: &ControllerState, seen: &SeenTable, now: Instant, leader_si
         let pick = match cur.master {
             Some(m) if replicas.get(&m).is_some_and(|s| !master_lost(s, now, leading)) => None,
             Some(_) if leading < MASTER_TIMEOUT => None,
-            Some(m) => voters
-                .filter(|(id, _)| **id != m && cur.isr.contains(id))
-                .max_by(|a, b| a.1.log_end.cmp(&b.1.log_end).then(b.0.cmp(a.0)))
-                .map(|(id, _)| *id),
+            Some(m) => {
+                let voters: Vec<(&u32, &Seen)> = voters.filter(|(id, _)| **id != m).collect();
+                let most_data = |c: &[&(&u32, &Seen)]| {
+                    c.iter().max_by(|a, b| a.1.log_end.cmp(&b.1.log_end).then(b.0.cmp(a.0))).map(|(id, _)| **id)
+                };
+                let clean: Vec<&(&u32, &Seen)> = voters.iter().filter(|(id, _)| cur.isr.contains(id)).collect();
+                match most_data(&clean) {
+                    Some(id) => Some(id),
+                    None if unclean => most_data(&voters.iter().collect::<Vec<_>>()),
+                    None => None,
+                }
+            }
             None => {
                 let voters: Vec<(&u32, &Seen)> = voters.collect();
                 match voters.iter().find(|(_, s)| s.preferred) {
@@ -113,20 +128,30 @@ mod tests {
         set.insert(1, seen(now - Duration::from_secs(1), 900, true));
         set.insert(2, seen(now, 800, false));
         set.insert(3, seen(now, 850, false));
-        assert!(decide(&state, &table, now, t0).is_empty(), "a live master stays");
+        assert!(decide(&state, &table, now, t0, false).is_empty(), "a live master stays");
         table.get_mut("b-0").unwrap().get_mut(&1).unwrap().at = now - MASTER_TIMEOUT;
         assert_eq!(
-            decide(&state, &table, now, t0),
+            decide(&state, &table, now, t0, false),
             vec![Change::Elect { set: "b-0".into(), master: 3, master_epoch: 5 }]
         );
-        assert!(decide(&state, &table, now, now - Duration::from_secs(1)).is_empty(), "a new leader waits");
+        assert!(decide(&state, &table, now, now - Duration::from_secs(1), false).is_empty(), "a new leader waits");
         state.sets.get_mut("b-0").unwrap().isr = BTreeSet::from([1, 2]);
-        assert_eq!(decide(&state, &table, now, t0)[0], Change::Elect { set: "b-0".into(), master: 2, master_epoch: 5 });
+        assert_eq!(
+            decide(&state, &table, now, t0, false)[0],
+            Change::Elect { set: "b-0".into(), master: 2, master_epoch: 5 }
+        );
         state.sets.get_mut("b-0").unwrap().isr = BTreeSet::from([1]);
-        assert!(decide(&state, &table, now, t0).is_empty(), "never outside the in-sync set");
+        assert!(decide(&state, &table, now, t0, false).is_empty(), "never outside the in-sync set");
+        assert_eq!(
+            decide(&state, &table, now, t0, true),
+            vec![Change::Elect { set: "b-0".into(), master: 3, master_epoch: 5 }],
+            "unless unclean elections are enabled: the live replica with the most data"
+        );
         table.get_mut("b-0").unwrap().get_mut(&2).unwrap().learner = true;
         state.sets.get_mut("b-0").unwrap().isr = BTreeSet::from([1, 2]);
-        assert!(decide(&state, &table, now, t0).is_empty(), "never a learner");
+        assert!(decide(&state, &table, now, t0, false).is_empty(), "never a learner");
+        table.get_mut("b-0").unwrap().get_mut(&3).unwrap().learner = true;
+        assert!(decide(&state, &table, now, t0, true).is_empty(), "not even an unclean election picks a learner");
     }
 
     #[test]
@@ -143,19 +168,19 @@ mod tests {
         set.insert(1, Seen { closed: true, ..seen(now - LEASE + Duration::from_millis(100), 900, true) });
         set.insert(2, seen(now, 800, false));
         set.insert(3, Seen { closed: true, ..seen(now, 850, false) });
-        assert!(decide(&state, &table, now, t0).is_empty(), "its lease may still run");
+        assert!(decide(&state, &table, now, t0, false).is_empty(), "its lease may still run");
         let later = now + Duration::from_millis(100);
         assert_eq!(
-            decide(&state, &table, later, t0),
+            decide(&state, &table, later, t0, false),
             vec![Change::Elect { set: "b-0".into(), master: 2, master_epoch: 3 }],
             "replaced at once after the lease, by a replica whose connection is open"
         );
         assert!(
-            decide(&state, &table, later, later - MASTER_TIMEOUT + Duration::from_millis(1)).is_empty(),
+            decide(&state, &table, later, later - MASTER_TIMEOUT + Duration::from_millis(1), false).is_empty(),
             "a leader that may not have seen every lease granted waits for the timeout"
         );
         table.get_mut("b-0").unwrap().get_mut(&1).unwrap().closed = false;
-        assert!(decide(&state, &table, later, t0).is_empty(), "an open connection: the timeout rules");
+        assert!(decide(&state, &table, later, t0, false).is_empty(), "an open connection: the timeout rules");
     }
 
     #[test]
@@ -167,13 +192,16 @@ mod tests {
         set.insert(1, seen(t0 + Duration::from_secs(4), 100, false));
         set.insert(2, seen(t0 + Duration::from_secs(4), 50, true));
         let now = t0 + Duration::from_secs(4);
-        assert_eq!(decide(&state, &table, now, t0)[0], Change::Elect { set: "b-1".into(), master: 2, master_epoch: 1 });
+        assert_eq!(
+            decide(&state, &table, now, t0, false)[0],
+            Change::Elect { set: "b-1".into(), master: 2, master_epoch: 1 }
+        );
         table.get_mut("b-1").unwrap().remove(&2);
-        assert!(decide(&state, &table, now, t0).is_empty(), "the preferred node may still come");
+        assert!(decide(&state, &table, now, t0, false).is_empty(), "the preferred node may still come");
         let later = t0 + Duration::from_secs(6);
         table.get_mut("b-1").unwrap().get_mut(&1).unwrap().at = later;
         assert_eq!(
-            decide(&state, &table, later, t0)[0],
+            decide(&state, &table, later, t0, false)[0],
             Change::Elect { set: "b-1".into(), master: 1, master_epoch: 1 }
         );
     }

@@ -46,6 +46,8 @@ pub struct Controller {
     again: Cell<bool>,
     limits: ConnLimits,
     live: Cell<usize>,
+    /// enableElectUncleanMaster: elect outside the in-sync set when none of it is alive.
+    elect_unclean: bool,
 }
 
 impl Controller {
@@ -56,6 +58,7 @@ impl Controller {
         dir: PathBuf,
         files: SharedFiles,
         limits: ConnLimits,
+        elect_unclean: bool,
     ) -> Result<Rc<Controller>, String> {
         files.create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let file = dir.join("raft");
@@ -82,6 +85,7 @@ impl Controller {
             again: Cell::new(false),
             limits,
             live: Cell::new(0),
+            elect_unclean,
         }))
     }
 
@@ -112,7 +116,7 @@ impl Controller {
         let Some(since) = self.leader_since.get() else { return };
         let changes = {
             let node = self.node.borrow();
-            policy::decide(&node.state, &self.seen.borrow(), crate::rt::now(), since)
+            policy::decide(&node.state, &self.seen.borrow(), crate::rt::now(), since, self.elect_unclean)
         };
         for change in changes {
             let set = change.set().to_string();

@@ -261,6 +261,7 @@ fn start_controller(cfg: &Config, stop: &Rc<Cell<bool>>) -> Result<Vec<crate::rt
         cfg.data_dir.join("controller"),
         crate::store::files::OsFiles::shared(),
         crate::net::conn::ConnLimits::from_config(cfg),
+        cfg.elect_unclean_master,
     )?;
     Ok(vec![
         crate::rt::spawn(accept_loop(controller.clone(), listener, stop.clone())),
