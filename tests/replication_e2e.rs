@@ -7,7 +7,7 @@ mod common;
 #[path = "common/requests.rs"]
 mod requests;
 
-use cluster::{Cluster, consume_all, log_bytes, produce};
+use cluster::{Cluster, assert_none_lost, consume_all, log_bytes, longest_stall, produce};
 use common::wait_until;
 use requests::raw_send;
 use ringmq::client::{Connection, Message, Producer, PullConsumer};
@@ -143,13 +143,10 @@ fn kill9_of_a_master_under_sync_load_loses_no_acknowledged_message() {
     let acked: Vec<(String, String, Instant)> = producers.into_iter().flat_map(|h| h.join().unwrap()).collect();
     eprintln!("failover took {failover:?}; {} sends acknowledged", acked.len());
     // The replica set that did not lose its master kept acknowledging all along.
-    let mut other: Vec<Instant> = acked.iter().filter(|(_, b, _)| b == "ringmq-1").map(|(_, _, t)| *t).collect();
-    other.sort();
-    let gap = other.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default();
-    assert!(other.len() > 10 && gap < Duration::from_secs(3), "ringmq-1 stalled for {gap:?} during the failover");
+    let (gap, n) = longest_stall(&acked, "ringmq-1");
+    assert!(n > 10 && gap < Duration::from_secs(3), "ringmq-1 stalled for {gap:?} during the failover");
     let got = consume_all(&c.namesrvs(), "Fail", 2);
-    let lost: Vec<&String> = acked.iter().map(|(b, _, _)| b).filter(|b| !got.contains(*b)).collect();
-    assert!(lost.is_empty(), "{} acknowledged messages lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    assert_none_lost(acked.iter().map(|(b, _, _)| b), &got);
 }
 
 fn signal(pid: u32, sig: &str) {
@@ -198,8 +195,7 @@ fn a_paused_master_is_fenced_then_rejoins_as_a_slave_and_truncates() {
         "the old master did not catch up as a slave"
     );
     let got = consume_all(&c.namesrvs(), "Pause", 1);
-    let lost: Vec<&String> = acked.iter().map(|(b, _, _)| b).filter(|b| !got.contains(*b)).collect();
-    assert!(lost.is_empty(), "{} acknowledged messages lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    assert_none_lost(acked.iter().map(|(b, _, _)| b), &got);
     let end = c.runtime_u64(new, 0, "commitLogFlushedOffset").unwrap();
     for k in 1..=3 {
         c.node(k).stop();
@@ -255,6 +251,5 @@ fn repeated_kill9_failovers_lose_nothing_and_survive_the_controller_leaders_deat
     let acked: Vec<(String, String, Instant)> = producers.into_iter().flat_map(|h| h.join().unwrap()).collect();
     eprintln!("{cycles} cycles, failovers {failovers:?}, {} sends acknowledged", acked.len());
     let got = consume_all(&c.namesrvs(), "Cycle", 2);
-    let lost: Vec<&String> = acked.iter().map(|(b, _, _)| b).filter(|b| !got.contains(*b)).collect();
-    assert!(lost.is_empty(), "{} acknowledged messages lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    assert_none_lost(acked.iter().map(|(b, _, _)| b), &got);
 }

@@ -1,17 +1,20 @@
 //! Black-box tests of the followers of a replica set: an async learner (follows, never joins the
 //! in-sync set, never elected automatically, promoted only by the admin, serves long polls woken by
-//! its master's confirm offset) and a slave killed in the middle of catching up.
+//! its master's confirm offset) and a slave killed in the middle of catching up while foreground
+//! sends go on.
 
 #[path = "common/cluster.rs"]
 mod cluster;
 mod common;
 
-use cluster::{Cluster, consume_all, log_bytes};
+use cluster::{Cluster, assert_none_lost, consume_all, log_bytes, longest_stall, produce};
 use common::wait_until;
 use ringmq::client::consumer::{PullSpec, pull_result};
 use ringmq::client::{Connection, Message, MessageQueue, Producer, PullConsumer};
 use ringmq::protocol::codes::response as rs;
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 fn flushed(c: &Cluster, k: usize) -> Option<u64> {
@@ -90,8 +93,7 @@ fn a_learner_follows_never_joins_the_in_sync_set_is_never_elected_and_serves_lon
     }
     sent.insert("on the learner".into());
     let got = consume_all(&c.namesrvs(), "Learn", 1);
-    let lost: Vec<&String> = sent.iter().filter(|b| !got.contains(*b)).collect();
-    assert!(lost.is_empty(), "{} acknowledged messages lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    assert_none_lost(&sent, &got);
 }
 
 #[test]
@@ -113,6 +115,10 @@ fn a_slave_killed_during_catch_up_restarts_and_catches_up() {
         sent.insert(b);
     }
     let end = flushed(&c, master).unwrap();
+    // Foreground sends go on throughout the catch-ups (flow control: a slave catching up must not
+    // starve them).
+    let stop = Arc::new(AtomicBool::new(false));
+    let producers = produce(c.namesrvs(), "Catch", 2, stop.clone());
     let mut killed_at = vec![before];
     for round in 0..2 {
         c.node(slave).spawn().unwrap();
@@ -135,10 +141,20 @@ fn a_slave_killed_during_catch_up_restarts_and_catches_up() {
     }
     eprintln!("killed at {killed_at:?} of {end}");
     c.node(slave).spawn().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || flushed(&c, slave).is_some_and(|f| f >= end)),
+        "the slave did not catch up"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let acked: Vec<(String, String, Instant)> = producers.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let (stall, n) = longest_stall(&acked, "ringmq-0");
+    eprintln!("{n} foreground sends during the catch-ups, longest stall {stall:?}");
+    assert!(n > 10 && stall < Duration::from_secs(3), "foreground sends stalled {stall:?} while a slave caught up");
+    let end = flushed(&c, master).unwrap();
     assert!(wait_until(Duration::from_secs(30), || flushed(&c, slave) == Some(end)), "the slave did not catch up");
     assert!(c.wait_ready(2, Duration::from_secs(30)), "the slave did not rejoin the in-sync set");
     let got = consume_all(&c.namesrvs(), "Catch", 1);
-    assert!(sent.iter().all(|b| got.contains(b)), "acknowledged messages lost");
+    assert_none_lost(sent.iter().chain(acked.iter().map(|(b, _, _)| b)), &got);
     for k in 1..=3 {
         c.node(k).stop();
     }

@@ -385,6 +385,7 @@ impl<D: Disk> Store<D> {
         };
         let mut bytes = 0usize;
         let mut removed = false;
+        let mut served_to = 0u64;
         for off in offset..end {
             let Some(e) = self.entry(topic, queue_id, off).await else {
                 // Unreadable, or trimmed by retention while a cold read waited: the next pull
@@ -410,7 +411,7 @@ impl<D: Disk> Store<D> {
                 Ok(rec) if record_filter(&rec) => {
                     bytes += rec.len();
                     out.records.push(rec);
-                    out.behind_bytes = self.log.write_pos().saturating_sub(e.physical_offset + u64::from(e.size));
+                    served_to = e.physical_offset + u64::from(e.size);
                 }
                 Ok(_) => {}
                 // Retention removed the segment under the entry: skip it, as RocketMQ does.
@@ -426,6 +427,9 @@ impl<D: Disk> Store<D> {
                 out.next_offset = off + 1;
                 break;
             }
+        }
+        if served_to > 0 {
+            out.behind_bytes = self.log.write_pos().saturating_sub(served_to);
         }
         out.status = if !out.records.is_empty() {
             GetStatus::Found

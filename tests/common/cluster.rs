@@ -208,3 +208,17 @@ pub fn consume_every(namesrvs: &str, topic: &str, replica_sets: usize) -> Vec<St
     }
     out
 }
+
+/// Fails the test naming how many of `acked` are not in `got`, with a few of them.
+pub fn assert_none_lost<'a>(acked: impl IntoIterator<Item = &'a String>, got: &BTreeSet<String>) {
+    let lost: Vec<&String> = acked.into_iter().filter(|b| !got.contains(*b)).collect();
+    assert!(lost.is_empty(), "{} acknowledged messages lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+}
+
+/// The longest time between two consecutive acknowledgements of `acked` from `broker` (how long
+/// its sends stalled), and how many it acknowledged.
+pub fn longest_stall(acked: &[(String, String, Instant)], broker: &str) -> (Duration, usize) {
+    let mut at: Vec<Instant> = acked.iter().filter(|(_, b, _)| b == broker).map(|(_, _, t)| *t).collect();
+    at.sort();
+    (at.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default(), at.len())
+}
