@@ -7,6 +7,7 @@
 //! Runs on the name server's executor; `node.rs` is the sans-IO Raft member, `service.rs` its
 //! network and persistence.
 
+pub mod log;
 pub mod node;
 pub mod policy;
 pub mod service;
