@@ -89,3 +89,32 @@ pub fn blocking_pool(control: Option<&[usize]>) -> crate::rt::executor::PoolPlac
         None => crate::rt::executor::PoolPlacement::Unbound(1),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: glommio 0.9.0 parked the executor when its preempt timer had already expired
+    /// before the first task queue ran, although tasks were runnable; nothing woke it again, and a
+    /// shard start hung before its ready banner (~1 start in 10 with a 50 µs quota on the
+    /// development VM). A 1 µs quota expires before almost every run, so the unpatched executor
+    /// hangs here at once; the patched one (vendor/glommio/PATCHES.md) finishes.
+    #[test]
+    fn an_expired_quota_never_parks_an_executor_with_runnable_tasks() {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let ex = crate::rt::executor::LocalExecutorBuilder::default()
+            .name("quota-race")
+            .preempt_timer(Duration::from_micros(1))
+            .spawn(move || async move {
+                let mut sum = 0u64;
+                for i in 0..2_000u64 {
+                    sum += crate::rt::spawn(async move { i }).await;
+                }
+                let _ = done_tx.send(sum);
+            })
+            .expect("executor starts");
+        let sum = done_rx.recv_timeout(Duration::from_secs(20)).expect("the executor parked with runnable tasks");
+        assert_eq!(sum, (0..2_000u64).sum::<u64>());
+        ex.join().expect("executor ends");
+    }
+}
