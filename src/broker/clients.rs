@@ -310,7 +310,7 @@ pub async fn heartbeat<D: Disk>(b: &Broker<D>, conn: &Rc<Conn>, req: &Command, g
         }
         let mut reg = b.clients.borrow_mut();
         let member =
-            Member { conn: conn.clone(), last_seen: now(), language: req.language.clone(), version: req.version };
+            Member { conn: conn.clone(), last_seen: now(), language: req.language.to_string(), version: req.version };
         if reg.upsert_consumer(group, &client_id, member, c) {
             changed.push((*group).clone());
         }
@@ -326,7 +326,7 @@ pub async fn heartbeat<D: Disk>(b: &Broker<D>, conn: &Rc<Conn>, req: &Command, g
     }
     for group in producers.iter().filter_map(|p| p.group_name.clone()) {
         let member =
-            Member { conn: conn.clone(), last_seen: now(), language: req.language.clone(), version: req.version };
+            Member { conn: conn.clone(), last_seen: now(), language: req.language.to_string(), version: req.version };
         b.clients.borrow_mut().producers.entry(group).or_default().insert(client_id.clone(), member);
     }
     for (i, g) in changed.iter().enumerate() {

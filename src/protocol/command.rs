@@ -62,7 +62,7 @@ impl Command {
     }
 
     pub fn put(&mut self, key: &str, value: impl ToString) {
-        self.ext.insert(key.to_string(), value.to_string());
+        self.ext.insert(key, &value.to_string());
     }
 
     /// The whole body as one buffer (copies only when it has several parts).
@@ -107,9 +107,7 @@ impl Command {
     fn encode_json_header(&self) -> String {
         let mut s = String::with_capacity(128 + self.ext.len() * 32);
         let _ = write!(s, "{{\"code\":{},\"extFields\":{{", self.code);
-        let mut fields: Vec<(&String, &String)> = self.ext.iter().collect();
-        fields.sort();
-        for (i, (k, v)) in fields.into_iter().enumerate() {
+        for (i, (k, v)) in self.ext.iter().enumerate() {
             if i > 0 {
                 s.push(',');
             }
@@ -182,7 +180,7 @@ impl Command {
 
     /// Reads a required extFields value.
     pub fn field(&self, key: &str) -> Option<&str> {
-        self.ext.get(key).map(String::as_str)
+        self.ext.get(key)
     }
 }
 
@@ -235,36 +233,37 @@ fn take_len(buf: &mut &[u8], width: usize, what: &'static str) -> Result<usize, 
     })
 }
 
-fn take_string(buf: &mut &[u8], width: usize, what: &'static str) -> Result<String, FrameError> {
+fn take_str<'a>(buf: &mut &'a [u8], width: usize, what: &'static str) -> Result<&'a str, FrameError> {
     let n = take_len(buf, width, what)?;
     let raw = take(buf, n, what)?;
-    String::from_utf8(raw.to_vec()).map_err(|_| FrameError::BadBinary("string is not UTF-8"))
+    std::str::from_utf8(raw).map_err(|_| FrameError::BadBinary("string is not UTF-8"))
 }
 
 fn decode_binary_header(header: &[u8]) -> Result<Command, FrameError> {
     let mut buf = header;
     let mut fixed = take(&mut buf, 13, "fixed header fields")?;
     let code = fixed.get_i16() as i32;
-    let language = language_name(fixed.get_u8()).to_string();
+    let language = language_name(fixed.get_u8()).into();
     let version = fixed.get_i16() as i32;
     let opaque = fixed.get_i32();
     let flag = fixed.get_i32();
-    let remark = take_string(&mut buf, 4, "remark")?;
+    let remark = take_str(&mut buf, 4, "remark")?;
     let ext_len = take_len(&mut buf, 4, "extFields length")?;
     let mut ext_buf = take(&mut buf, ext_len, "extFields")?;
-    let mut ext = ExtFields::default();
+    let mut ext = ExtFields::with_capacity(ext_buf.len(), 16);
     while !ext_buf.is_empty() {
-        let key = take_string(&mut ext_buf, 2, "extFields key")?;
-        let value = take_string(&mut ext_buf, 4, "extFields value")?;
-        ext.insert(key, value);
+        let key = take_str(&mut ext_buf, 2, "extFields key")?;
+        let value = take_str(&mut ext_buf, 4, "extFields value")?;
+        ext.push_unordered(key, value);
     }
+    ext.restore_order();
     Ok(Command {
         code,
         language,
         version,
         opaque,
         flag,
-        remark: if remark.is_empty() { None } else { Some(remark) },
+        remark: if remark.is_empty() { None } else { Some(remark.to_string()) },
         ext,
         body: Vec::new(),
     })
@@ -282,9 +281,7 @@ pub fn encode_binary_header(cmd: &Command) -> Vec<u8> {
     out.extend_from_slice(&(remark.len() as u32).to_be_bytes());
     out.extend_from_slice(remark.as_bytes());
     let mut ext = Vec::new();
-    let mut fields: Vec<(&String, &String)> = cmd.ext.iter().collect();
-    fields.sort();
-    for (k, v) in fields {
+    for (k, v) in cmd.ext.iter() {
         ext.extend_from_slice(&(k.len() as u16).to_be_bytes());
         ext.extend_from_slice(k.as_bytes());
         ext.extend_from_slice(&(v.len() as u32).to_be_bytes());
@@ -355,7 +352,7 @@ mod tests {
         frame.extend_from_slice(b"hello");
         let (d, _) = Command::decode(&Bytes::from(frame), 1 << 20).unwrap().unwrap();
         assert_eq!(d.ext, c.ext);
-        assert_eq!((d.code, d.opaque, d.language.as_str()), (310, 42, "RUST"));
+        assert_eq!((d.code, d.opaque, &*d.language), (310, 42, "RUST"));
         for n in 0..header.len() {
             assert!(decode_binary_header(&header[..n]).is_err(), "prefix {n}");
         }

@@ -4,7 +4,7 @@
 //! holds only the types, so the codecs depend on it and not on each other.
 
 use bytes::Bytes;
-use std::collections::HashMap;
+use std::borrow::Cow;
 
 /// Header flag bit: this command is a response.
 pub const FLAG_RESPONSE: i32 = 1;
@@ -37,10 +37,7 @@ pub enum FrameError {
     BadBinary(&'static str),
 }
 
-/// A command's `extFields`. Seeded foldhash rather than SipHash: hashing a dozen short keys per
-/// request showed up in send-path profiles, and the per-process random seed still keeps crafted
-/// colliding keys from degrading a table (frames are also bounded by `max_frame_bytes`).
-pub type ExtFields = HashMap<String, String, foldhash::fast::RandomState>;
+pub use super::ext_fields::ExtFields;
 
 /// What [`Command::split_frame`] found at the front of a read buffer.
 #[derive(Debug, PartialEq)]
@@ -55,7 +52,8 @@ pub enum Split {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Command {
     pub code: i32,
-    pub language: String,
+    /// The sender's LanguageCode name; the names ringmq knows cost no allocation.
+    pub language: Cow<'static, str>,
     pub version: i32,
     pub opaque: i32,
     pub flag: i32,
@@ -65,11 +63,21 @@ pub struct Command {
     pub body: Vec<Bytes>,
 }
 
+/// RocketMQ's LanguageCode names, by ordinal.
+const LANGUAGE_NAMES: [&str; 14] = [
+    "JAVA", "CPP", "DOTNET", "PYTHON", "DELPHI", "ERLANG", "RUBY", "OTHER", "HTTP", "GO", "PHP", "OMS", "RUST",
+    "NODE_JS",
+];
+
 /// LanguageCode byte → JSON name (unknown → OTHER).
 pub fn language_name(code: u8) -> &'static str {
-    const NAMES: [&str; 14] = [
-        "JAVA", "CPP", "DOTNET", "PYTHON", "DELPHI", "ERLANG", "RUBY", "OTHER", "HTTP", "GO", "PHP", "OMS", "RUST",
-        "NODE_JS",
-    ];
-    NAMES.get(code as usize).copied().unwrap_or("OTHER")
+    LANGUAGE_NAMES.get(code as usize).copied().unwrap_or("OTHER")
+}
+
+/// A `language` header value as a command holds it: a known name without an allocation.
+pub fn language_of(name: &str) -> Cow<'static, str> {
+    match LANGUAGE_NAMES.iter().find(|n| **n == name) {
+        Some(n) => Cow::Borrowed(n),
+        None => Cow::Owned(name.to_string()),
+    }
 }

@@ -11,7 +11,7 @@
 //! escape read as U+FFFD. A repeated key keeps its last value. Malformed JSON (unbalanced, trailing
 //! bytes, bad literals, invalid UTF-8, nesting deeper than [`MAX_DEPTH`]) is an error.
 
-use super::frame::{Command, ExtFields, FrameError, language_name};
+use super::frame::{Command, ExtFields, FrameError, language_name, language_of};
 use std::borrow::Cow;
 
 /// Deepest nesting skipped inside a header (serde_json's limit too): bounds the recursion a hostile
@@ -20,7 +20,9 @@ const MAX_DEPTH: usize = 128;
 
 /// Decodes one JSON header.
 pub fn decode(header: &[u8]) -> Result<Command, FrameError> {
-    let mut p = Parser { s: header, i: 0 };
+    let t = std::str::from_utf8(header)
+        .map_err(|e| FrameError::BadJson(format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
+    let mut p = Parser { s: header, t, i: 0 };
     let mut cmd = Command { language: "OTHER".into(), ..Default::default() };
     p.open(b'{')?;
     if !p.close(b'}')? {
@@ -37,9 +39,9 @@ pub fn decode(header: &[u8]) -> Result<Command, FrameError> {
                 "language" => {
                     cmd.language = match p.scalar()? {
                         Some(t) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) => {
-                            language_name(t.parse::<u8>().unwrap_or(7)).to_string()
+                            language_name(t.parse::<u8>().unwrap_or(7)).into()
                         }
-                        Some(t) => t.into_owned(),
+                        Some(t) => language_of(&t),
                         None => "OTHER".into(),
                     }
                 }
@@ -64,6 +66,8 @@ fn int_of(s: Option<Cow<str>>) -> i32 {
 
 struct Parser<'a> {
     s: &'a [u8],
+    /// `s` as text (checked once; a header is UTF-8 throughout).
+    t: &'a str,
     i: usize,
 }
 
@@ -120,56 +124,58 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// `self.t[from..to]`: the header was checked to be UTF-8 once, and every boundary the parser
+    /// cuts at follows or precedes an ASCII byte.
+    fn text(&self, from: usize, to: usize) -> Result<&'a str, FrameError> {
+        self.t.get(from..to).ok_or_else(|| self.err("invalid UTF-8"))
+    }
+
+    /// Where the next `"` or `\\` is, from `self.i`.
+    fn next_quote_or_escape(&self) -> Result<usize, FrameError> {
+        let rest = self.s.get(self.i..).unwrap_or_default();
+        memchr::memchr2(b'"', b'\\', rest).map(|n| self.i + n).ok_or_else(|| self.err("unterminated string"))
+    }
+
     /// A string literal (after whitespace), borrowed unless it has escapes.
     fn string(&mut self) -> Result<Cow<'a, str>, FrameError> {
         self.open(b'"')?;
         let start = self.i;
-        let s = self.s;
-        while let Some(&b) = s.get(self.i) {
-            match b {
-                b'"' => {
-                    let text = std::str::from_utf8(s.get(start..self.i).unwrap_or_default())
-                        .map_err(|_| self.err("invalid UTF-8"))?;
-                    self.i += 1;
-                    return Ok(Cow::Borrowed(text));
-                }
-                b'\\' => return self.escaped_string(start).map(Cow::Owned),
-                _ => self.i += 1,
-            }
+        self.i = self.next_quote_or_escape()?;
+        if self.s.get(self.i) == Some(&b'"') {
+            self.i += 1;
+            return self.text(start, self.i - 1).map(Cow::Borrowed);
         }
-        Err(self.err("unterminated string"))
+        self.escaped_string(start).map(Cow::Owned)
     }
 
     /// The rest of a string with escapes, from `start` (its first byte); `self.i` is at a backslash.
+    /// Runs without escapes are copied whole.
     fn escaped_string(&mut self, start: usize) -> Result<String, FrameError> {
-        let s = self.s;
-        let mut out: Vec<u8> = Vec::with_capacity(self.i - start + 16);
-        out.extend_from_slice(s.get(start..self.i).unwrap_or_default());
+        let mut out = String::with_capacity(self.i - start + 16);
+        out.push_str(self.text(start, self.i)?);
         loop {
-            let Some(&b) = s.get(self.i) else { return Err(self.err("unterminated string")) };
+            let Some(&b) = self.s.get(self.i) else { return Err(self.err("unterminated string")) };
             self.i += 1;
-            match b {
-                b'"' => return String::from_utf8(out).map_err(|_| self.err("invalid UTF-8")),
-                b'\\' => {
-                    let Some(&e) = s.get(self.i) else { return Err(self.err("unterminated escape")) };
-                    self.i += 1;
-                    let c = match e {
-                        b'"' => '"',
-                        b'\\' => '\\',
-                        b'/' => '/',
-                        b'b' => '\u{8}',
-                        b'f' => '\u{c}',
-                        b'n' => '\n',
-                        b'r' => '\r',
-                        b't' => '\t',
-                        b'u' => self.unicode_escape()?,
-                        _ => return Err(self.err("bad escape")),
-                    };
-                    let mut buf = [0u8; 4];
-                    out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-                }
-                _ => out.push(b),
+            if b == b'"' {
+                return Ok(out);
             }
+            let Some(&e) = self.s.get(self.i) else { return Err(self.err("unterminated escape")) };
+            self.i += 1;
+            out.push(match e {
+                b'"' => '"',
+                b'\\' => '\\',
+                b'/' => '/',
+                b'b' => '\u{8}',
+                b'f' => '\u{c}',
+                b'n' => '\n',
+                b'r' => '\r',
+                b't' => '\t',
+                b'u' => self.unicode_escape()?,
+                _ => return Err(self.err("bad escape")),
+            });
+            let run = self.i;
+            self.i = self.next_quote_or_escape()?;
+            out.push_str(self.text(run, self.i)?);
         }
     }
 
@@ -228,7 +234,7 @@ impl<'a> Parser<'a> {
                 return Err(self.err("bad number"));
             }
         }
-        Ok(std::str::from_utf8(s.get(start..self.i).unwrap_or_default()).unwrap_or_default())
+        self.text(start, self.i)
     }
 
     fn literal(&mut self, word: &'static str) -> Result<&'static str, FrameError> {
@@ -290,7 +296,8 @@ impl<'a> Parser<'a> {
 
     /// `extFields`: scalar values as text; other values dropped; not an object → empty.
     fn ext_fields(&mut self) -> Result<ExtFields, FrameError> {
-        let mut out = ExtFields::default();
+        // Keys and values are at most what is left of the header; a Java send header has 13.
+        let mut out = ExtFields::with_capacity(self.s.len().saturating_sub(self.i), 16);
         if self.peek() != Some(b'{') {
             self.skip_value(0)?;
             return Ok(out);
@@ -303,9 +310,10 @@ impl<'a> Parser<'a> {
             let k = self.string()?;
             self.colon()?;
             if let Some(v) = self.scalar()? {
-                out.insert(k.into_owned(), v.into_owned());
+                out.push_unordered(&k, &v);
             }
             if !self.next_member(b'}')? {
+                out.restore_order();
                 return Ok(out);
             }
         }
@@ -321,7 +329,7 @@ mod tests {
         let h = br#"{"code":"310","language":12,"version":401,"opaque":9,"flag":2,"remark":"r",
             "extFields":{"a":"PG","e":3,"m":false,"x":null,"y":{"z":1},"f":1.5},"serializeTypeCurrentRPC":"JSON"}"#;
         let c = decode(h).unwrap();
-        assert_eq!((c.code, c.language.as_str(), c.version, c.opaque, c.flag), (310, "RUST", 401, 9, 2));
+        assert_eq!((c.code, &*c.language, c.version, c.opaque, c.flag), (310, "RUST", 401, 9, 2));
         assert_eq!(c.remark.as_deref(), Some("r"));
         assert_eq!(
             (c.field("a"), c.field("e"), c.field("m"), c.field("f")),
@@ -336,7 +344,7 @@ mod tests {
         assert_eq!(c.code, 2, "the last value wins");
         assert_eq!(c.field("k"), Some("a\"b\u{1}"));
         let c = decode(br#"{"code":1.5,"extFields":[1],"opaque":"x"}"#).unwrap();
-        assert_eq!((c.code, c.opaque, c.ext.len(), c.language.as_str()), (0, 0, 0, "OTHER"));
+        assert_eq!((c.code, c.opaque, c.ext.len(), &*c.language), (0, 0, 0, "OTHER"));
         for bad in [&b"[1]"[..], b"{", b"{}x", b"", b"{\"code\":}"] {
             assert!(decode(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }

@@ -6,6 +6,7 @@
 pub mod codes;
 pub mod command;
 pub mod commands;
+pub mod ext_fields;
 pub mod frame;
 pub mod frame_reader;
 pub mod fuzz;

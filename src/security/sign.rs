@@ -31,13 +31,8 @@ const V4_9_3: i32 = 400;
 /// `Signature`), then its body.
 pub fn each_part(req: &Command, mut f: impl FnMut(&[u8])) {
     let skip_unique = req.version <= V4_9_3;
-    let mut fields: Vec<(&str, &str)> = req
-        .ext
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .filter(|(k, _)| *k != SIGNATURE && !(skip_unique && *k == UNIQUE_KEY_QUERY))
-        .collect();
-    fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    // extFields iterate in key order already (`ExtFields`).
+    let fields = req.ext.iter().filter(|(k, _)| *k != SIGNATURE && !(skip_unique && *k == UNIQUE_KEY_QUERY));
     for (_, v) in fields {
         f(v.as_bytes());
     }
@@ -152,11 +147,11 @@ mod tests {
         Credentials::new("RocketMQ", "12345678").sign(&mut cmd);
         assert_eq!(content(&cmd), b"RocketMQ1Thi");
         // HMAC-SHA1("12345678", "RocketMQ1Thi"), base64, computed independently with Python's hmac.
-        assert_eq!(cmd.ext.get(SIGNATURE).map(String::as_str), Some("V2bHzwy51g8qhkl+mvKODTKAzhk="));
-        assert!(verify(&content(&cmd), "12345678", &cmd.ext[SIGNATURE]));
-        assert!(verify_request(&cmd, "12345678", &cmd.ext[SIGNATURE]));
-        assert!(!verify_request(&cmd, "1234567", &cmd.ext[SIGNATURE]));
-        assert!(!verify(&content(&cmd), "1234567", &cmd.ext[SIGNATURE]));
+        assert_eq!(cmd.ext.get(SIGNATURE), Some("V2bHzwy51g8qhkl+mvKODTKAzhk="));
+        assert!(verify(&content(&cmd), "12345678", cmd.ext.get(SIGNATURE).unwrap()));
+        assert!(verify_request(&cmd, "12345678", cmd.ext.get(SIGNATURE).unwrap()));
+        assert!(!verify_request(&cmd, "1234567", cmd.ext.get(SIGNATURE).unwrap()));
+        assert!(!verify(&content(&cmd), "1234567", cmd.ext.get(SIGNATURE).unwrap()));
         assert!(!verify(&content(&cmd), "12345678", "not base64!"));
     }
 
@@ -165,7 +160,7 @@ mod tests {
         let mut cmd = Command { code: 10, version: 401, ..Default::default() };
         cmd.put("b", "orders");
         Credentials::new("ak", "sk").sign(&mut cmd);
-        let sig = cmd.ext[SIGNATURE].clone();
+        let sig = cmd.ext.get(SIGNATURE).unwrap().to_string();
         let mut other = cmd.clone();
         other.put("b", "payments");
         assert!(!verify(&content(&other), "sk", &sig));
@@ -181,7 +176,7 @@ mod tests {
         cmd.put("topic", "T");
         Credentials::new("ak", "sk").sign(&mut cmd);
         cmd.put(UNIQUE_KEY_QUERY, "true");
-        assert!(verify(&content(&cmd), "sk", &cmd.ext[SIGNATURE]));
+        assert!(verify(&content(&cmd), "sk", cmd.ext.get(SIGNATURE).unwrap()));
     }
 
     #[test]

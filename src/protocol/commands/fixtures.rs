@@ -44,7 +44,7 @@ fn a_java_send_message_v2_decodes() {
     );
     assert_eq!((h.default_topic_queue_nums, h.born_timestamp_ms, h.batch), (4, 1_733_000_000_000, false));
     assert_eq!(crate::protocol::message::property_get(&h.properties, "KEYS"), Some("OrderID188"));
-    assert_eq!((c.opaque, c.version, c.language.as_str()), (42, 435, "JAVA"));
+    assert_eq!((c.opaque, c.version, &*c.language), (42, 435, "JAVA"));
     assert_eq!(c.body_bytes().as_ref(), b"Hello RocketMQ");
 }
 

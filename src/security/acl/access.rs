@@ -68,7 +68,7 @@ const NAMESRV_OPEN: [i32; 7] = [
 
 /// What `req` needs on a broker.
 pub fn broker_need(req: &Command) -> Need {
-    let field = |k: &str| req.ext.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let field = |k: &str| req.ext.get(k).filter(|v| !v.is_empty());
     let mut need = Need { admin: BROKER_ADMIN.contains(&req.code), ..Need::default() };
     let mut add = |r: Resource, p: Perm| need.resources.push((r, p));
     let group = |k: &str| field(k).map(|g| Resource::Group(g.to_string()));

@@ -173,7 +173,7 @@ impl AclGuard {
         let Some(ak) = req.ext.get(sign::ACCESS_KEY).filter(|k| !k.is_empty()) else {
             return Err(Denial(format!("No accessKey is configured (request code {}, from {peer})", req.code)));
         };
-        let Some(account) = self.accounts.borrow().get(ak.as_str()).cloned() else {
+        let Some(account) = self.accounts.borrow().get(ak).cloned() else {
             return Err(Denial(format!("No acl config for accessKey={ak}")));
         };
         if account.white.as_ref().is_some_and(|w| w.matches(peer)) {
