@@ -330,6 +330,7 @@ pub fn render(hub: &MetricsHub, data_dir: &std::path::Path) -> String {
             ("tail_cache_hits", st.tail_hits),
             ("read_cache_hits", st.read_cache_hits),
             ("disk_reads", st.disk_reads),
+            ("append_chunks_reused", st.chunks_reused),
         ] {
             log.get_or_create(&labels(&[("counter", k.to_string())])).inc_by(v);
         }

@@ -34,9 +34,11 @@ impl<D: Disk> CommitLog<D> {
             // A fresh chunk for the unflushed tail: flushed blocks were split off into the tail cache
             // and still share the old allocation, which `BytesMut` would regrow 64 KiB at a time.
             // Doubling keeps the copy amortised when much is unflushed (a slow disk, `flush = async`).
-            let mut fresh = BytesMut::with_capacity((2 * (s.append.buf.len() + need)).max(APPEND_CHUNK_BYTES));
+            let want = 2 * (s.append.buf.len() + need);
+            let mut fresh = s.append.chunks.take(want);
             fresh.extend_from_slice(&s.append.buf);
-            s.append.buf = fresh;
+            let old = std::mem::replace(&mut s.append.buf, fresh);
+            s.append.chunks.retire(old, self.cfg.tail_cache_bytes);
         }
         let first = s.append.write_pos;
         let mut pos = first;

@@ -24,6 +24,7 @@
 
 mod appender;
 mod cache;
+mod chunks;
 mod follow;
 mod segments;
 
@@ -97,6 +98,8 @@ pub struct LogStats {
     pub tail_hits: u64,
     pub disk_reads: u64,
     pub read_cache_hits: u64,
+    /// Append-buffer chunks reused instead of allocated (chunks.rs).
+    pub chunks_reused: u64,
 }
 
 /// Where the log starts after recovery.
@@ -154,6 +157,8 @@ struct AppendBuffer {
     buf_base: u64,
     /// Buffers of a segment already left, still to be written by the flusher.
     pending_old: Vec<PendingOld>,
+    /// Chunks `buf` moved off, reused once the tail cache lets go of them.
+    chunks: chunks::ChunkPool,
 }
 
 /// What is durable, who waits for it, and whether a failed sync stopped the log (appender.rs).
@@ -189,8 +194,7 @@ pub struct CommitLog<D: Disk> {
     pub flushed: crate::rt::Beacon,
 }
 
-/// Allocation unit of the append buffer: one allocation per MiB appended.
-const APPEND_CHUNK_BYTES: usize = 1 << 20;
+use chunks::APPEND_CHUNK_BYTES;
 
 /// The writes of one flush and the log position they make durable.
 type FlushPlan<F> = Option<(Vec<WriteJob<F>>, u64)>;
@@ -243,6 +247,7 @@ impl<D: Disk> CommitLog<D> {
                     buf,
                     buf_base,
                     pending_old: Vec::new(),
+                    chunks: chunks::ChunkPool::default(),
                 },
                 commit: GroupCommit { flushed_pos: tail.write_pos, waiters: VecDeque::new(), poisoned: None },
                 caches: Caches::default(),
@@ -272,7 +277,8 @@ impl<D: Disk> CommitLog<D> {
     }
 
     pub fn stats(&self) -> LogStats {
-        self.state.borrow().stats.clone()
+        let s = self.state.borrow();
+        LogStats { chunks_reused: s.append.chunks.reused, ..s.stats.clone() }
     }
 
     pub fn poisoned(&self) -> Option<String> {

@@ -216,7 +216,8 @@ impl<D: Disk> CommitLog<D> {
         let padded = align_up(s.append.write_pos + BLANK_BYTES).min(next);
         let pad = (padded - s.append.buf_base) as usize - s.append.buf.len();
         s.append.buf.put_bytes(0, pad);
-        let old = std::mem::replace(&mut s.append.buf, BytesMut::with_capacity(APPEND_CHUNK_BYTES)).freeze();
+        let fresh = s.append.chunks.take(APPEND_CHUNK_BYTES);
+        let old = std::mem::replace(&mut s.append.buf, fresh).freeze();
         let base = s.append.buf_base;
         s.append.pending_old.push(PendingOld { base, data: old });
         s.files.open.insert(start, file);
