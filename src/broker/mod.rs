@@ -64,6 +64,9 @@ pub struct Broker<D: Disk = DmaDisk> {
     pub groups: RefCell<groups::GroupTable>,
     pub clients: RefCell<ClientRegistry>,
     pub polls: RefCell<LongPolls>,
+    /// Raised when a pull parks: the deadline scan sleeps on it while none is parked (an idle
+    /// shard then has no 100 ms tick).
+    pub pull_parked: crate::rt::Beacon,
     pub schedule: RefCell<schedule::ScheduleProgress>,
     pub timer: RefCell<timer::TimerWheel>,
     /// On a slave: the master's delay/timer progress tables not yet covered by this log, by kind
@@ -137,6 +140,7 @@ impl<D: Disk> Broker<D> {
             groups: RefCell::new(groups::GroupTable::load(&files, &dir)),
             clients: RefCell::new(ClientRegistry::default()),
             polls: RefCell::new(LongPolls::default()),
+            pull_parked: crate::rt::Beacon::default(),
             schedule: RefCell::new(schedule::ScheduleProgress::load(&files, &dir)),
             timer: RefCell::new(timer::TimerWheel::load(&files, &dir)),
             held_progress: RefCell::new(std::collections::BTreeMap::new()),

@@ -119,6 +119,8 @@ async fn execute<D: Disk>(b: &Rc<Broker<D>>, conn: &Rc<Conn>, req: Command, susp
             let mut polls = b.polls.borrow_mut();
             polls.parked += 1;
             polls.waiting.entry(key).or_default().push(Parked { conn: conn.clone(), req: parked_req, deadline });
+            drop(polls);
+            b.pull_parked.raise();
             return None;
         }
     }

@@ -48,9 +48,16 @@ pub fn spawn_all(b: &Rc<Broker>) -> TaskRegistry {
         }
     });
     let p = b.clone();
-    reg.every("poll-expiry", POLL_EXPIRY_EVERY, move || {
-        p.expire_pollers(crate::rt::now());
-        async {}
+    reg.spawn("poll-expiry", async move {
+        loop {
+            // With no pull parked there is no deadline to check: wait for the next one to park.
+            let seen = p.pull_parked.generation();
+            if p.polls.borrow().len() == 0 {
+                p.pull_parked.wait_past(seen).await;
+            }
+            sleep(POLL_EXPIRY_EVERY).await;
+            p.expire_pollers(crate::rt::now());
+        }
     });
     let o = b.clone();
     reg.every("persist-offsets", OFFSETS_EVERY, move || {
