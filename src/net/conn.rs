@@ -5,12 +5,12 @@
 //! Lives on the executor that accepted it (`!Send`). A malformed frame closes only this connection.
 
 use super::drain::Unfinished;
+use super::out_queue::OutQueue;
 use crate::protocol::{Command, FrameError, FrameReader};
 use crate::rt::TcpStream;
 use crate::security::tls::{ServerTls, Stream};
-use futures_channel::mpsc;
 use futures_channel::oneshot;
-use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -83,7 +83,7 @@ pub trait Service: 'static {
 pub struct Conn {
     pub id: u64,
     pub peer: SocketAddr,
-    out: mpsc::UnboundedSender<Outgoing>,
+    out: OutQueue<Outgoing>,
     next_opaque: Cell<i32>,
     /// Broker-initiated requests awaiting the client's answer, by opaque.
     calls: RefCell<HashMap<i32, oneshot::Sender<Command>>>,
@@ -120,7 +120,7 @@ impl Conn {
 
     fn queue(&self, cmd: Command, held: (usize, usize)) -> bool {
         self.held_bytes.set(self.held_bytes.get() + held.1);
-        let sent = self.out.unbounded_send(Outgoing { cmd, held, owed: Unfinished::begin() }).is_ok();
+        let sent = self.out.push(Outgoing { cmd, held, owed: Unfinished::begin() }).is_ok();
         if !sent {
             self.release(held.0, held.1);
         }
@@ -202,16 +202,15 @@ impl Conn {
     /// [`Outbox`]. In-process handler tests drive the broker through one.
     #[cfg(test)]
     pub fn in_memory(id: u64, peer: SocketAddr) -> (Rc<Conn>, Outbox) {
-        let (tx, rx) = mpsc::unbounded();
-        let conn = Rc::new(Conn::with_sender(id, peer, tx));
-        (conn.clone(), Outbox { rx, conn })
+        let conn = Rc::new(Conn::new(id, peer));
+        (conn.clone(), Outbox { conn })
     }
 
-    fn with_sender(id: u64, peer: SocketAddr, out: mpsc::UnboundedSender<Outgoing>) -> Conn {
+    fn new(id: u64, peer: SocketAddr) -> Conn {
         Conn {
             id,
             peer,
-            out,
+            out: OutQueue::default(),
             next_opaque: Cell::new(0),
             calls: RefCell::default(),
             in_flight: Cell::new(0),
@@ -224,7 +223,6 @@ impl Conn {
 /// What the broker wrote to an in-memory connection ([`Conn::in_memory`]), in order.
 #[cfg(test)]
 pub struct Outbox {
-    rx: mpsc::UnboundedReceiver<Outgoing>,
     conn: Rc<Conn>,
 }
 
@@ -232,7 +230,7 @@ pub struct Outbox {
 impl Outbox {
     /// The next command written, if one is queued now.
     pub fn try_next(&mut self) -> Option<Command> {
-        let out = self.rx.try_recv().ok()?;
+        let out = self.conn.out.try_pop()?;
         self.conn.release(out.held.0, out.held.1);
         Some(out.cmd)
     }
@@ -311,8 +309,7 @@ pub async fn serve<S: Service>(broker: Rc<S>, tcp: TcpStream, id: u64) {
     let Ok(peer) = tcp.peer_addr() else { return };
     let _ = tcp.set_nodelay(true);
     let _ = tcp.set_read_timeout(Some(broker.limits().idle_timeout));
-    let (tx, rx) = mpsc::unbounded();
-    let conn = Rc::new(Conn::with_sender(id, peer, tx));
+    let conn = Rc::new(Conn::new(id, peer));
     broker.connection_opened();
     let stream = match within(broker.limits().frame_timeout, open_stream(broker.tls(), tcp)).await {
         Some(Ok(s)) => s,
@@ -320,17 +317,17 @@ pub async fn serve<S: Service>(broker: Rc<S>, tcp: TcpStream, id: u64) {
             let why =
                 failed.map_or_else(|| "timed out".to_string(), |r| r.err().map(|e| e.to_string()).unwrap_or_default());
             tracing::info!(%peer, error = %why, "TLS handshake failed; closing the connection");
-            conn.out.close_channel();
+            conn.out.close();
             broker.connection_closed(&conn);
             return;
         }
     };
     let (reader, writer) = futures_lite::io::split(stream);
-    let writer_task = crate::rt::spawn(write_loop(writer, rx, conn.clone()));
+    let writer_task = crate::rt::spawn(write_loop(writer, conn.clone()));
     if let Err(e) = read_loop(&broker, &conn, reader).await {
         tracing::warn!(%peer, error = %e, "closing connection");
     }
-    conn.out.close_channel();
+    conn.out.close();
     broker.connection_closed(&conn);
     writer_task.await;
 }
@@ -440,13 +437,9 @@ fn dispatch<S: Service>(broker: &Rc<S>, conn: &Rc<Conn>, cmd: Command, frame_byt
     .detach();
 }
 
-async fn write_loop(
-    mut writer: futures_lite::io::WriteHalf<Stream>,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
-    conn: Rc<Conn>,
-) {
+async fn write_loop(mut writer: futures_lite::io::WriteHalf<Stream>, conn: Rc<Conn>) {
     let mut buf = Vec::new();
-    while let Some(first) = rx.next().await {
+    while let Some(first) = conn.out.next().await {
         buf.clear();
         let (mut answers, mut bytes) = (0usize, 0usize);
         let mut written = Unfinished::none();
@@ -458,9 +451,9 @@ async fn write_loop(
         };
         take(first, &mut buf);
         while buf.len() < (1 << 20) {
-            match rx.try_recv() {
-                Ok(more) => take(more, &mut buf),
-                _ => break,
+            match conn.out.try_pop() {
+                Some(more) => take(more, &mut buf),
+                None => break,
             }
         }
         // The flush sends what TLS still holds (a no-op on plaintext).
@@ -474,9 +467,9 @@ async fn write_loop(
             buf = Vec::new(); // an idle connection keeps no burst-sized buffer
         }
     }
-    // Whatever is still queued is dropped with the channel; give its budget back.
-    rx.close();
-    while let Ok(o) = rx.try_recv() {
+    // Whatever is still queued is dropped; give its budget back.
+    conn.out.close();
+    while let Some(o) = conn.out.try_pop() {
         conn.release(o.held.0, o.held.1);
     }
     let _ = writer.close().await;

@@ -2,3 +2,4 @@
 
 pub mod conn;
 pub mod drain;
+pub mod out_queue;
