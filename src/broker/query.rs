@@ -38,8 +38,9 @@ pub async fn query_message<D: Disk>(b: &Broker<D>, req: &Command) -> Reply {
         let Ok(m) = StoredMessage::decode(&rec) else {
             continue;
         };
-        let hit =
-            m.topic == *topic && !super::parking::is_parking_topic(&m.topic) && index_keys(&m.properties).contains(key);
+        let hit = m.topic == *topic
+            && !super::parking::is_parking_topic(&m.topic)
+            && index_keys(&m.properties).contains(&key.as_str());
         let uniq_ok = !unique || property_get(&m.properties, keys::UNIQ_KEY) == Some(key.as_str());
         if hit && uniq_ok {
             last_ts = last_ts.max(m.store_timestamp_ms);

@@ -73,7 +73,7 @@ impl<D: Disk> Store<D> {
                 }
                 let mut index = self.index.borrow_mut();
                 for key in if self.cfg.rules.indexed(&m.topic) { index_keys(&m.properties) } else { Vec::new() } {
-                    index.add(&m.topic, &key, phys, store_ms);
+                    index.add(&m.topic, key, phys, store_ms);
                 }
                 placed.push(Placement { physical_offset: phys, queue_offset: qoff, size: sizes[i] as u32 });
             })

@@ -57,13 +57,13 @@ pub fn enters_queue(sys_flag: i32) -> bool {
 }
 
 /// Index keys of a record: every KEYS token and the UNIQ_KEY.
-pub fn index_keys(properties: &str) -> Vec<String> {
+pub fn index_keys(properties: &str) -> Vec<&str> {
     let mut out = Vec::new();
     for (k, v) in properties_iter(properties) {
         if k == keys::KEYS {
-            out.extend(v.split_whitespace().map(str::to_string));
+            out.extend(v.split_whitespace());
         } else if k == keys::UNIQ_KEY {
-            out.push(v.to_string());
+            out.push(v);
         }
     }
     out
@@ -80,7 +80,11 @@ impl DispatchInfo {
             tags_code: rules.tag_code(&m.topic, &m.properties, m.store_timestamp_ms),
             crc,
             store_timestamp_ms: m.store_timestamp_ms,
-            keys: if rules.indexed(&m.topic) { index_keys(&m.properties) } else { Vec::new() },
+            keys: if rules.indexed(&m.topic) {
+                index_keys(&m.properties).into_iter().map(str::to_string).collect()
+            } else {
+                Vec::new()
+            },
             to_queue: enters_queue(m.sys_flag),
         }
     }
