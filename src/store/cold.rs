@@ -38,20 +38,31 @@ pub struct ColdCache {
 
 impl ColdCache {
     fn get(&mut self, topic: &str, queue_id: i32, offset: u64) -> Option<CqEntry> {
-        let i = self.blocks.iter().rposition(|b| {
+        let mut one = Vec::with_capacity(1);
+        (self.get_run(topic, queue_id, offset, 1, &mut one) == 1).then(|| one[0])
+    }
+
+    /// Appends to `out` up to `max` consecutive entries from `offset` on out of the cached block
+    /// holding it, stopping before a zero entry (zeros before a queue that starts mid-file); returns
+    /// how many (0 when no cached block holds `offset`).
+    fn get_run(&mut self, topic: &str, queue_id: i32, offset: u64, max: usize, out: &mut Vec<CqEntry>) -> usize {
+        let Some(i) = self.blocks.iter().rposition(|b| {
             b.queue_id == queue_id
                 && &*b.topic == topic
                 && (b.first..b.first + b.entries.len() as u64).contains(&offset)
-        })?;
-        let e = self.blocks[i].entries[(offset - self.blocks[i].first) as usize];
-        if e.size == 0 {
-            return None; // zeros before a queue that starts mid-file
-        }
-        if i + 1 != self.blocks.len() {
-            let b = self.blocks.remove(i)?;
+        }) else {
+            return 0;
+        };
+        let b = &self.blocks[i];
+        let from = (offset - b.first) as usize;
+        let before = out.len();
+        out.extend(b.entries[from..].iter().take(max).take_while(|e| e.size > 0));
+        if i + 1 != self.blocks.len()
+            && let Some(b) = self.blocks.remove(i)
+        {
             self.blocks.push_back(b);
         }
-        Some(e)
+        out.len() - before
     }
 
     fn insert(&mut self, block: Block) {
@@ -79,6 +90,40 @@ impl<D: Disk> Store<D> {
     /// `None` when the queue has no such entry or it cannot be read (logged).
     pub async fn entry(&self, topic: &str, queue_id: i32, offset: u64) -> Option<CqEntry> {
         self.try_entry(topic, queue_id, offset).await.ok().flatten()
+    }
+
+    /// Appends to `out` up to `max` consecutive entries of the queue from `offset` on, all from one
+    /// source (the in-memory window or one cold block, read from the file if need be), so a pull
+    /// resolves its queue once per run rather than once per message; returns how many. 0 when the
+    /// queue has no entry at `offset` or it cannot be read (logged), as [`Self::entry`]'s `None`.
+    pub async fn entry_run(&self, topic: &str, queue_id: i32, offset: u64, max: usize, out: &mut Vec<CqEntry>) -> usize {
+        if max == 0 {
+            return 0;
+        }
+        let max = {
+            let queues = self.queues.borrow();
+            let Some(q) = queues.get(topic).and_then(|t| t.get(&queue_id)) else { return 0 };
+            let n = q.get_run(offset, max, out);
+            if n > 0 || !q.is_cold(offset) {
+                return n;
+            }
+            // A cold run stops at the window's start: what follows is read from memory.
+            max.min((q.mem_base() - offset) as usize)
+        };
+        let n = self.cold.borrow_mut().get_run(topic, queue_id, offset, max, out);
+        if n > 0 {
+            return n;
+        }
+        match self.try_entry(topic, queue_id, offset).await {
+            Ok(Some(e)) => match self.cold.borrow_mut().get_run(topic, queue_id, offset, max, out) {
+                0 => {
+                    out.push(e); // the queue went away while the block was read: this entry only
+                    1
+                }
+                n => n,
+            },
+            _ => 0,
+        }
     }
 
     /// As [`Self::entry`], telling an entry that does not exist (`Ok(None)`) from one whose file

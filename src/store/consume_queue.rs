@@ -149,6 +149,15 @@ impl ConsumeQueue {
         self.entries.get(i as usize).copied()
     }
 
+    /// Appends to `out` up to `max` in-memory entries from `offset` on; returns how many (0 when
+    /// `offset` is not in the window).
+    pub fn get_run(&self, offset: u64, max: usize, out: &mut Vec<CqEntry>) -> usize {
+        let Some(i) = offset.checked_sub(self.mem_base) else { return 0 };
+        let n = self.entries.len().saturating_sub(i as usize).min(max);
+        out.extend(self.entries.range(i as usize..i as usize + n));
+        n
+    }
+
     /// Whether `offset` is retained but only in the files.
     pub fn is_cold(&self, offset: u64) -> bool {
         (self.base..self.mem_base).contains(&offset)

@@ -14,6 +14,10 @@ use std::rc::Rc;
 /// Alignment of every write position and length: the physical block size of the devices we run on.
 pub const BLOCK_BYTES: u64 = 4096;
 
+/// Reads from this size up (aligned) are read into owned buffers rather than copied out of
+/// glommio's: below it the blocking pool's hand-off costs more than the copy it saves.
+const OWNED_READ_MIN_BYTES: usize = 64 << 10;
+
 /// Chunk size of segment pre-writing.
 pub const ZERO_CHUNK_BYTES: usize = 1 << 20;
 
@@ -125,7 +129,14 @@ impl DiskFile for DmaSegment {
         Ok(())
     }
 
+    /// Block-sized aligned reads (the read cache's) go into an owned buffer on the blocking pool,
+    /// without a copy ([`super::aligned`]); small or unaligned ones through glommio, copied out.
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
+        if len >= OWNED_READ_MIN_BYTES && pos.is_multiple_of(BLOCK_BYTES) && (len as u64).is_multiple_of(BLOCK_BYTES) {
+            use std::os::fd::AsRawFd;
+            let fd = self.file.as_raw_fd();
+            return crate::rt::blocking(move || super::aligned::pread_direct(fd, pos, len)).await;
+        }
         let r = self.file.read_at(pos, len).await.map_err(io::Error::from)?;
         Ok(Bytes::copy_from_slice(&r))
     }

@@ -10,6 +10,7 @@
 //! checkpoint                                 JSON: log offset covered by the files above
 //! ```
 
+mod aligned;
 mod append;
 pub mod batches;
 pub mod checkpoint;
@@ -25,6 +26,7 @@ pub mod fake_files;
 pub mod files;
 pub mod io;
 pub mod log;
+mod read;
 pub mod recovery;
 pub mod replicas;
 mod replicated;
@@ -39,11 +41,13 @@ pub use error::{EXIT_STORE_CORRUPT, EXIT_STORE_POISONED, StoreError};
 use index::set::IndexSet;
 use io::Disk;
 pub use log::FlushMode;
+pub use read::{GetResult, GetStatus};
 use log::{CommitLog, LogConfig};
 pub use retention::DiskUsage;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::rc::Rc;
 
 pub mod index;
 
@@ -104,49 +108,11 @@ pub struct Placement {
     pub size: u32,
 }
 
-/// Outcome of a read from a consume queue (RocketMQ's GetMessageStatus).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GetStatus {
-    Found,
-    NoMessageInQueue,
-    OffsetTooSmall,
-    OffsetOverflowOne,
-    OffsetOverflowBadly,
-    NoMatchedMessage,
-    MessageWasRemoving,
-    /// A record failed verification against its consume-queue CRC; nothing past it is served.
-    Corrupt,
-    /// A record could not be read (an I/O error, or its bytes are not readable yet) though the log
-    /// still retains it: nothing past it is served, the next pull starts at it.
-    Unreadable,
-}
-
-#[derive(Debug, Clone)]
-pub struct GetResult {
-    pub status: GetStatus,
-    pub records: Vec<Bytes>,
-    pub next_offset: u64,
-    pub min_offset: u64,
-    pub max_offset: u64,
-    /// Log bytes past the last record served (how far behind the reader is; RocketMQ's
-    /// maxOffsetPy − maxPhyOffsetPulling): a reader far back is sent to a slave.
-    pub behind_bytes: u64,
-}
-
-impl GetResult {
-    /// A read that cannot go past queue offset `off`: what came before it is served (Found) and the
-    /// next read starts at it; with nothing before it, the read answers `why`.
-    fn stopped_at(mut self, off: u64, why: GetStatus) -> GetResult {
-        self.status = if self.records.is_empty() { why } else { GetStatus::Found };
-        self.next_offset = off;
-        self
-    }
-}
 
 /// The store of one shard.
 pub struct Store<D: Disk> {
     cfg: StoreConfig,
-    log: CommitLog<D>,
+    log: Rc<CommitLog<D>>,
     /// Where consume-queue, index and checkpoint files are read and written (`Disk::files`).
     files: files::SharedFiles,
     queues: RefCell<HashMap<String, HashMap<i32, ConsumeQueue>>>,
@@ -194,7 +160,7 @@ impl<D: Disk> Store<D> {
             tail_cache_bytes: cfg.tail_cache_bytes,
             read_cache_bytes: cfg.read_cache_bytes,
         };
-        let log = CommitLog::open(disk, log_cfg, outcome.tail).await?;
+        let log = Rc::new(CommitLog::open(disk, log_cfg, outcome.tail).await?);
         let log_min = log.min_pos();
         let limit = cp.log_offset.min(log.write_pos());
         let cq_root = cfg.dir.join("consumequeue");
@@ -336,109 +302,6 @@ impl<D: Disk> Store<D> {
             self.queues.borrow().get(topic).map(|t| t.keys().copied().collect()).unwrap_or_default();
         ids.sort_unstable();
         ids
-    }
-
-    /// Reads messages from a queue (RocketMQ's getMessage). `tag_filter` sees each entry's tag code;
-    /// `record_filter` sees each candidate record (SQL92). Stops at `max_msgs`, or `max_bytes` after at
-    /// least one message.
-    #[allow(clippy::too_many_arguments)] // mirrors RocketMQ's getMessage; callers pass each by name
-    pub async fn get(
-        &self,
-        topic: &str,
-        queue_id: i32,
-        offset: u64,
-        max_msgs: usize,
-        max_bytes: usize,
-        tag_filter: &dyn Fn(i64) -> bool,
-        record_filter: &dyn Fn(&Bytes) -> bool,
-    ) -> GetResult {
-        let (min, max) = self.queue_bounds(topic, queue_id);
-        let result = |status, next| GetResult {
-            status,
-            records: Vec::new(),
-            next_offset: next,
-            min_offset: min,
-            max_offset: max,
-            behind_bytes: 0,
-        };
-        if max == 0 {
-            return result(GetStatus::NoMessageInQueue, 0);
-        }
-        if offset < min {
-            return result(GetStatus::OffsetTooSmall, min);
-        }
-        if offset == max {
-            return result(GetStatus::OffsetOverflowOne, offset);
-        }
-        if offset > max {
-            return result(GetStatus::OffsetOverflowBadly, max);
-        }
-        let scan_limit = (max_msgs.max(1) * 20).max(800) as u64;
-        let end = max.min(offset + scan_limit);
-        let mut out = GetResult {
-            status: GetStatus::NoMatchedMessage,
-            records: Vec::new(),
-            next_offset: end,
-            min_offset: min,
-            max_offset: max,
-            behind_bytes: 0,
-        };
-        let mut bytes = 0usize;
-        let mut removed = false;
-        let mut served_to = 0u64;
-        for off in offset..end {
-            let Some(e) = self.entry(topic, queue_id, off).await else {
-                // Unreadable, or trimmed by retention while a cold read waited: the next pull
-                // starts here (and is told the new minimum), never past messages not served.
-                out.next_offset = off;
-                break;
-            };
-            if !tag_filter(e.tags_code) {
-                continue;
-            }
-            match self.log.read(e.physical_offset, e.size as usize).await {
-                Ok(rec) if crc32fast::hash(&rec) != e.crc => {
-                    tracing::error!(
-                        topic,
-                        queue_id,
-                        offset = off,
-                        physical_offset = e.physical_offset,
-                        "record fails its CRC check: refusing to serve it"
-                    );
-                    self.damaged_reads.set(self.damaged_reads.get() + 1);
-                    return out.stopped_at(off, GetStatus::Corrupt);
-                }
-                Ok(rec) if record_filter(&rec) => {
-                    bytes += rec.len();
-                    out.records.push(rec);
-                    served_to = e.physical_offset + u64::from(e.size);
-                }
-                Ok(_) => {}
-                // Retention removed the segment under the entry: skip it, as RocketMQ does.
-                Err(_) if e.physical_offset < self.log.min_pos() => removed = true,
-                // Anything else is not a removal: skipping it would lose the message for every
-                // consumer that commits past it. Stop at it; the next pull starts there.
-                Err(err) => {
-                    tracing::warn!(%err, topic, queue_id, off, physical_offset = e.physical_offset, "read failed");
-                    return out.stopped_at(off, GetStatus::Unreadable);
-                }
-            }
-            if out.records.len() >= max_msgs || (bytes >= max_bytes && !out.records.is_empty()) {
-                out.next_offset = off + 1;
-                break;
-            }
-        }
-        if served_to > 0 {
-            out.behind_bytes = self.log.write_pos().saturating_sub(served_to);
-        }
-        out.status = if !out.records.is_empty() {
-            GetStatus::Found
-        } else if removed {
-            GetStatus::MessageWasRemoving
-        } else {
-            GetStatus::NoMatchedMessage
-        };
-        out
     }
 
     /// Reads the record at a physical offset (size from its header), verified.

@@ -13,35 +13,45 @@ impl<D: Disk> CommitLog<D> {
     }
 
     /// Reads `len` bytes at physical offset `pos`: from the unflushed buffer, the tail cache, the read
-    /// cache, or the segment file.
+    /// cache, or the segment file. A read-cache miss reads the whole block once: readers that miss a
+    /// block already being read wait for that read instead of issuing their own.
     pub async fn read(&self, pos: u64, len: usize) -> Result<Bytes, StoreError> {
         let end = pos + len as u64;
-        let file = {
-            let mut s = self.state.borrow_mut();
-            if end > s.append.write_pos || pos < self.min_pos_of(&s) {
-                return Err(StoreError::NotFound(pos));
-            }
-            if let Some(b) = Self::read_memory(&s, pos, len) {
-                s.stats.tail_hits += 1;
-                return Ok(b);
-            }
-            let (block, _) = self.read_block_of(pos);
-            if let Some(b) = s.caches.read.get(&block) {
-                let off = (pos - block) as usize;
-                if off + len <= b.len() {
-                    let out = b.slice(off..off + len);
-                    s.stats.read_cache_hits += 1;
-                    return Ok(out);
+        let (block_start, block_len) = self.read_block_of(pos);
+        let cached = end <= block_start + block_len && self.cfg.read_cache_bytes > 0;
+        let file = loop {
+            let wait = {
+                let mut s = self.state.borrow_mut();
+                if end > s.append.write_pos || pos < self.min_pos_of(&s) {
+                    return Err(StoreError::NotFound(pos));
                 }
-            }
-            s.stats.disk_reads += 1;
-            let seg = self.segment_start(pos);
-            s.files.open.get(&seg).cloned().ok_or(StoreError::NotFound(pos))?
+                if let Some(b) = Self::read_memory(&s, pos, len) {
+                    s.stats.tail_hits += 1;
+                    return Ok(b);
+                }
+                if let Some(b) = s.caches.read.get(&block_start) {
+                    let off = (pos - block_start) as usize;
+                    if off + len <= b.len() {
+                        let out = b.slice(off..off + len);
+                        s.stats.read_cache_hits += 1;
+                        return Ok(out);
+                    }
+                }
+                match s.caches.reading.get(&block_start) {
+                    Some(beacon) if cached => (beacon.clone(), beacon.generation()),
+                    _ => {
+                        s.stats.disk_reads += 1;
+                        let seg = self.segment_start(pos);
+                        break s.files.open.get(&seg).cloned().ok_or(StoreError::NotFound(pos))?;
+                    }
+                }
+            };
+            wait.0.wait_past(wait.1).await;
         };
         let seg = self.segment_start(pos);
         let path = segment_path(&self.cfg.dir, seg);
-        let (block_start, block_len) = self.read_block_of(pos);
-        if end <= block_start + block_len && self.cfg.read_cache_bytes > 0 {
+        if cached {
+            let _reading = BlockRead::start(self, block_start);
             let data =
                 file.read_at(block_start - seg, block_len as usize).await.map_err(|e| StoreError::io(&path, &e))?;
             let off = (pos - block_start) as usize;
@@ -61,6 +71,41 @@ impl<D: Disk> CommitLog<D> {
             return Err(StoreError::NotFound(pos));
         }
         Ok(data)
+    }
+
+    /// The read-cache block after the one holding `pos`, when a reader at `pos` is reading
+    /// sequentially from disk (its block is in the read cache) and that next block is durable, not
+    /// cached, not being read and not in memory: read it ahead ([`Self::read_ahead`]) so the reader
+    /// finds it cached. `None` otherwise, and always when the cache holds fewer than four blocks
+    /// (a block read ahead would evict the one being read).
+    pub fn read_ahead_candidate(&self, pos: u64) -> Option<u64> {
+        if self.cfg.read_cache_bytes < 4 * READ_BLOCK_BYTES as usize {
+            return None;
+        }
+        let (block, len) = self.read_block_of(pos);
+        let next = block + len;
+        let s = self.state.borrow();
+        let in_memory = s.caches.tail.chunks.front().is_some_and(|(base, _)| *base <= next) || next >= s.append.buf_base;
+        (s.caches.read.get(&block).is_some()
+            && next < s.commit.flushed_pos
+            && !in_memory
+            && s.caches.read.get(&next).is_none()
+            && !s.caches.reading.contains_key(&next)
+            && s.files.open.contains_key(&self.segment_start(next)))
+        .then_some(next)
+    }
+
+    /// Reads the block at `block` into the read cache (a read ahead; errors are left for the reader
+    /// that needs the block to meet).
+    pub async fn read_ahead(&self, block: u64) {
+        let _ = self.read(block, 1).await;
+    }
+
+    /// Where the read-cache block holding `pos` ends: a read that stays before it is one cache
+    /// lookup (or one DMA read).
+    pub fn read_block_end(&self, pos: u64) -> u64 {
+        let (start, len) = self.read_block_of(pos);
+        start + len
     }
 
     /// The read-cache block holding `pos`: its start and length, within `pos`'s segment.
@@ -102,17 +147,26 @@ impl<D: Disk> CommitLog<D> {
         if end <= base + chunk.len() as u64 {
             return Some(chunk.slice(off..off + len));
         }
-        // The record spans two chunks (or the chunk and the live buffer): copy it together.
+        // The range spans chunks (flushes can be a few blocks each, so a run of records may span
+        // several), possibly into the live buffer: copy it together.
         let mut out = Vec::with_capacity(len);
         out.extend_from_slice(&chunk[off..]);
-        let rest = len - out.len();
-        let next_pos = base + chunk.len() as u64;
-        let more = match s.caches.tail.chunks.get(idx) {
-            Some((b, c)) if *b == next_pos => c.get(..rest).map(|x| x.to_vec()),
-            _ if next_pos == s.append.buf_base => s.append.buf.get(..rest).map(|x| x.to_vec()),
-            _ => None,
-        }?;
-        out.extend_from_slice(&more);
+        let mut next_pos = base + chunk.len() as u64;
+        for (b, c) in s.caches.tail.chunks.range(idx..) {
+            if out.len() == len || *b != next_pos {
+                break;
+            }
+            let take = (len - out.len()).min(c.len());
+            out.extend_from_slice(&c[..take]);
+            next_pos += take as u64;
+        }
+        if out.len() < len {
+            let rest = len - out.len();
+            if next_pos != s.append.buf_base {
+                return None;
+            }
+            out.extend_from_slice(s.append.buf.get(..rest)?);
+        }
         Some(Bytes::from(out))
     }
 }
@@ -166,5 +220,28 @@ impl ReadCache {
     pub(super) fn forget_below(&mut self, start: u64) {
         self.blocks.retain(|b, _| *b >= start);
         self.order.retain(|b| *b >= start);
+    }
+}
+
+/// A block read in flight: registered in `reading` while it lasts; when it ends (done, failed or
+/// cancelled) its waiters are woken to find the block cached or to read it themselves.
+struct BlockRead<'a, D: Disk> {
+    log: &'a CommitLog<D>,
+    block: u64,
+}
+
+impl<'a, D: Disk> BlockRead<'a, D> {
+    fn start(log: &'a CommitLog<D>, block: u64) -> BlockRead<'a, D> {
+        log.state.borrow_mut().caches.reading.insert(block, Rc::default());
+        BlockRead { log, block }
+    }
+}
+
+impl<D: Disk> Drop for BlockRead<'_, D> {
+    fn drop(&mut self) {
+        let beacon = self.log.state.borrow_mut().caches.reading.remove(&self.block);
+        if let Some(b) = beacon {
+            b.raise();
+        }
     }
 }
