@@ -36,6 +36,7 @@ struct Faults {
     fail_next_sync: Cell<bool>,
     fail_next_write: Cell<bool>,
     syncs: Cell<u64>,
+    reads: Cell<u64>,
     durable_writes: Cell<bool>,
     fail_reads_past: Cell<Option<u64>>,
 }
@@ -106,6 +107,9 @@ impl DiskFile for FakeFile {
         if self.faults.fail_reads_past.get().is_some_and(|p| pos + len as u64 > p) {
             return Err(io::Error::other("injected read failure"));
         }
+        self.faults.reads.set(self.faults.reads.get() + 1);
+        // A device read always completes later: other tasks run meanwhile, as they would.
+        futures_lite::future::yield_now().await;
         let s = self.state.borrow();
         let start = (pos as usize).min(s.current.len());
         let end = (pos as usize + len).min(s.current.len());
@@ -221,6 +225,11 @@ impl FakeDisk {
     /// Successful syncs so far, of every log file.
     pub fn syncs(&self) -> u64 {
         self.faults.syncs.get()
+    }
+
+    /// Reads of log files so far.
+    pub fn reads(&self) -> u64 {
+        self.faults.reads.get()
     }
 
     pub fn fail_next_sync(&self) {

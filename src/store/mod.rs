@@ -411,6 +411,8 @@ mod tests;
 #[cfg(test)]
 mod tests_cold;
 #[cfg(test)]
+mod tests_read;
+#[cfg(test)]
 mod tests_derived;
 #[cfg(test)]
 mod tests_index;

@@ -9,9 +9,9 @@ use super::*;
 use crate::protocol::message::StoredMessage;
 use futures_lite::future::block_on;
 
-const WINDOW: usize = 16;
+pub(super) const WINDOW: usize = 16;
 
-fn cfg(dir: &std::path::Path, segment_bytes: u64) -> StoreConfig {
+pub(super) fn cfg(dir: &std::path::Path, segment_bytes: u64) -> StoreConfig {
     let mut c = StoreConfig::new(dir);
     c.segment_bytes = segment_bytes;
     c.tail_cache_bytes = 16 << 10;
@@ -20,12 +20,12 @@ fn cfg(dir: &std::path::Path, segment_bytes: u64) -> StoreConfig {
     c
 }
 
-fn msg(i: u64) -> MessageToStore {
+pub(super) fn msg(i: u64) -> MessageToStore {
     MessageToStore::simple("T", 0, Bytes::copy_from_slice(&i.to_be_bytes()), String::new())
 }
 
 /// Appends `n` messages to T:0 in batches and checkpoints (which lets entries leave memory).
-fn fill(s: &Store<FakeDisk>, from: u64, n: u64) {
+pub(super) fn fill(s: &Store<FakeDisk>, from: u64, n: u64) {
     block_on(async {
         let mut i = from;
         while i < from + n {

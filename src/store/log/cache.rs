@@ -16,6 +16,25 @@ impl<D: Disk> CommitLog<D> {
     /// cache, or the segment file. A read-cache miss reads the whole block once: readers that miss a
     /// block already being read wait for that read instead of issuing their own.
     pub async fn read(&self, pos: u64, len: usize) -> Result<Bytes, StoreError> {
+        let (block_start, block_len) = self.read_block_of(pos);
+        let split = block_start + block_len;
+        let end = pos + len as u64;
+        // A record across two blocks (one per block, at a drain's pace) is put together from both
+        // rather than read on its own.
+        if end > split && len as u64 <= READ_BLOCK_BYTES && self.cfg.read_cache_bytes > 0 {
+            let first = self.read_in_block(pos, (split - pos) as usize).await?;
+            let second = self.read_in_block(split, (end - split) as usize).await?;
+            let mut whole = Vec::with_capacity(len);
+            whole.extend_from_slice(&first);
+            whole.extend_from_slice(&second);
+            return Ok(Bytes::from(whole));
+        }
+        self.read_in_block(pos, len).await
+    }
+
+    /// [`Self::read`] of a range inside one read block, or (with no read cache, or a range larger
+    /// than a block) straight from the file.
+    async fn read_in_block(&self, pos: u64, len: usize) -> Result<Bytes, StoreError> {
         let end = pos + len as u64;
         let (block_start, block_len) = self.read_block_of(pos);
         let cached = end <= block_start + block_len && self.cfg.read_cache_bytes > 0;
