@@ -41,6 +41,39 @@ where
     glommio::spawn_local(f)
 }
 
+/// Shares of the catch-up task queue against the default queue's 1 000: while both have work, a
+/// catch-up reader gets about a tenth of the core and appends, tail reads and every other request
+/// the rest; alone it gets all of it.
+const CATCH_UP_SHARES: usize = 100;
+
+/// Spawns `f` into the executor's catch-up queue (created on first use), which the scheduler runs
+/// behind the default queue by [`CATCH_UP_SHARES`]: reads of a backlog from disk (issue 17, part 4)
+/// never take a core's time from the producers and tail consumers beside them.
+pub fn spawn_catch_up<F>(f: F) -> Task<F::Output>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    use glommio::{Latency, Shares, TaskQueueHandle};
+    thread_local! {
+        /// The queue and the executor it belongs to (a thread may run executors one after another).
+        static QUEUE: std::cell::Cell<Option<(usize, TaskQueueHandle)>> = const { std::cell::Cell::new(None) };
+    }
+    let ex = glommio::executor();
+    let queue = QUEUE.with(|q| match q.get() {
+        Some((id, h)) if id == ex.id() => h,
+        _ => {
+            let h = ex.create_task_queue(Shares::Static(CATCH_UP_SHARES), Latency::NotImportant, "catch-up");
+            q.set(Some((ex.id(), h)));
+            h
+        }
+    });
+    match glommio::spawn_local_into(f, queue) {
+        Ok(task) => task,
+        Err(e) => unreachable!("the catch-up queue was created on this executor: {e}"),
+    }
+}
+
 /// Runs `f` on the executor's blocking pool (file-system calls, large frees, JSON of big bodies) so
 /// the shard's thread keeps serving.
 pub async fn blocking<F, R>(f: F) -> R
@@ -245,6 +278,13 @@ impl Drop for ManualClockGuard {
     }
 }
 
+/// Gives the executor back when the running task has used up its time slice (the preempt timer
+/// fired, or I/O is waiting), so requests queued behind a long one (a catch-up pull of a thousand
+/// records) are not held up by all of it. A no-op otherwise, and outside an executor.
+pub async fn yield_if_needed() {
+    glommio::yield_if_needed().await
+}
+
 /// Lets every task that is ready run before returning (tests: after an advance, before asserting).
 #[cfg(test)]
 pub async fn yield_now() {
@@ -255,6 +295,21 @@ pub async fn yield_now() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn catch_up_tasks_run_in_a_queue_of_their_own_on_each_executor_of_a_thread() {
+        for _ in 0..2 {
+            // A thread may run executors one after another: each gets its own catch-up queue.
+            glommio::LocalExecutorBuilder::default().make().expect("executor").run(async {
+                let default = glommio::executor().current_task_queue();
+                let (queue, out) = spawn_catch_up(async { (glommio::executor().current_task_queue(), 7) }).await;
+                assert_eq!(out, 7);
+                assert!(queue != default, "a catch-up task runs outside the default queue");
+                let again = spawn_catch_up(async { glommio::executor().current_task_queue() }).await;
+                assert!(again == queue, "one catch-up queue per executor");
+            });
+        }
+    }
 
     #[test]
     fn manual_clock_wakes_sleepers_only_when_moved_past_their_deadline() {

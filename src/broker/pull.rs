@@ -77,13 +77,13 @@ async fn execute<D: Disk>(b: &Rc<Broker<D>>, conn: &Rc<Conn>, req: Command, susp
     if matches!(suspend, Suspend::Allowed) && p.sys_flag & FLAG_COMMIT_OFFSET != 0 && p.commit_offset >= 0 {
         b.offsets.borrow_mut().commit(&p.group, &p.topic, p.queue_id, p.commit_offset as u64);
     }
-    let tag_filter = |code: i64| sub.matches_tag_code(code);
-    let record_filter = |rec: &Bytes| match sub.as_ref() {
-        Subscription::Sql(_) => StoredMessage::decode(rec).is_ok_and(|m| sub.matches_message(&|k| m.property(k))),
-        _ => true,
+    let read = read(b.store.clone(), p.topic.clone(), p.queue_id, p.offset, p.max_msgs, p.max_bytes, sub);
+    // A read of the backlog from disk runs behind everything else on the shard (rt::spawn_catch_up).
+    let r = if b.store.is_catch_up(&p.topic, p.queue_id, p.offset) {
+        crate::rt::spawn_catch_up(read).await
+    } else {
+        read.await
     };
-    let max_bytes = p.max_bytes.min(MAX_PULL_BYTES);
-    let r = b.store.get(&p.topic, p.queue_id, p.offset, p.max_msgs, max_bytes, &tag_filter, &record_filter).await;
     let (code, next) = match r.status {
         GetStatus::Found => (rs::SUCCESS, r.next_offset),
         GetStatus::NoMessageInQueue if p.offset == 0 => (rs::PULL_NOT_FOUND, 0),
@@ -138,6 +138,24 @@ async fn execute<D: Disk>(b: &Rc<Broker<D>>, conn: &Rc<Conn>, req: Command, susp
     .encode(&mut resp);
     resp.body = r.records;
     Some(resp)
+}
+
+/// The store read of a pull, owning what it needs so that it can run as a task of its own.
+async fn read<D: Disk>(
+    store: Rc<crate::store::Store<D>>,
+    topic: String,
+    queue_id: i32,
+    offset: u64,
+    max_msgs: usize,
+    max_bytes: usize,
+    sub: Rc<Subscription>,
+) -> GetResult {
+    let tag_filter = |code: i64| sub.matches_tag_code(code);
+    let record_filter = |rec: &Bytes| match sub.as_ref() {
+        Subscription::Sql(_) => StoredMessage::decode(rec).is_ok_and(|m| sub.matches_message(&|k| m.property(k))),
+        _ => true,
+    };
+    store.get(&topic, queue_id, offset, max_msgs, max_bytes.min(MAX_PULL_BYTES), &tag_filter, &record_filter).await
 }
 
 /// RocketMQ's suggestWhichBrokerId: which replica the consumer's next pull of this queue should go

@@ -83,12 +83,7 @@ pub fn pread_direct(fd: RawFd, pos: u64, len: usize) -> io::Result<Bytes> {
     while buf.len < len {
         // SAFETY: writes at most `len - buf.len` bytes into the buffer's `cap >= len` bytes.
         let n = unsafe {
-            libc::pread(
-                fd,
-                buf.ptr.as_ptr().add(buf.len).cast(),
-                len - buf.len,
-                (pos + buf.len as u64) as libc::off_t,
-            )
+            libc::pread(fd, buf.ptr.as_ptr().add(buf.len).cast(), len - buf.len, (pos + buf.len as u64) as libc::off_t)
         };
         match n {
             0 => break,

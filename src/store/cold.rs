@@ -96,7 +96,14 @@ impl<D: Disk> Store<D> {
     /// source (the in-memory window or one cold block, read from the file if need be), so a pull
     /// resolves its queue once per run rather than once per message; returns how many. 0 when the
     /// queue has no entry at `offset` or it cannot be read (logged), as [`Self::entry`]'s `None`.
-    pub async fn entry_run(&self, topic: &str, queue_id: i32, offset: u64, max: usize, out: &mut Vec<CqEntry>) -> usize {
+    pub async fn entry_run(
+        &self,
+        topic: &str,
+        queue_id: i32,
+        offset: u64,
+        max: usize,
+        out: &mut Vec<CqEntry>,
+    ) -> usize {
         if max == 0 {
             return 0;
         }
@@ -124,6 +131,15 @@ impl<D: Disk> Store<D> {
             },
             _ => 0,
         }
+    }
+
+    /// Whether a read of the queue from `offset` is a catch-up read: its entry is only in the
+    /// queue's files, or its record is older than what the log holds in memory, so serving it means
+    /// reading the disk. Such reads run behind appends and tail reads (broker/pull.rs).
+    pub fn is_catch_up(&self, topic: &str, queue_id: i32, offset: u64) -> bool {
+        let queues = self.queues.borrow();
+        let Some(q) = queues.get(topic).and_then(|t| t.get(&queue_id)) else { return false };
+        q.is_cold(offset) || q.get(offset).is_some_and(|e| e.physical_offset < self.log.memory_start())
     }
 
     /// As [`Self::entry`], telling an entry that does not exist (`Ok(None)`) from one whose file

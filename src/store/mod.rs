@@ -41,8 +41,8 @@ pub use error::{EXIT_STORE_CORRUPT, EXIT_STORE_POISONED, StoreError};
 use index::set::IndexSet;
 use io::Disk;
 pub use log::FlushMode;
-pub use read::{GetResult, GetStatus};
 use log::{CommitLog, LogConfig};
+pub use read::{GetResult, GetStatus};
 pub use retention::DiskUsage;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -107,7 +107,6 @@ pub struct Placement {
     pub queue_offset: u64,
     pub size: u32,
 }
-
 
 /// The store of one shard.
 pub struct Store<D: Disk> {
@@ -411,10 +410,10 @@ mod tests;
 #[cfg(test)]
 mod tests_cold;
 #[cfg(test)]
-mod tests_read;
-#[cfg(test)]
 mod tests_derived;
 #[cfg(test)]
 mod tests_index;
+#[cfg(test)]
+mod tests_read;
 #[cfg(test)]
 mod tests_replicated;

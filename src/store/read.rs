@@ -5,9 +5,9 @@
 //! reader pulling 1 024 messages thus resolves its queue and looks up the log's caches a few times
 //! per pull instead of once per message (issue 17, part 4). Lives on the store's shard.
 
+use super::Store;
 use super::consume_queue::CqEntry;
 use super::io::Disk;
-use super::Store;
 use bytes::Bytes;
 
 /// Entries taken per run: a pull of the clients' largest batch (1 024) takes one or two runs.
@@ -177,6 +177,7 @@ impl<D: Disk> Store<D> {
                     }
                 }
                 i = j;
+                crate::rt::yield_if_needed().await;
             }
             off += n as u64;
         }

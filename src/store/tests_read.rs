@@ -28,7 +28,11 @@ fn a_flipped_bit_inside_a_run_stops_the_pull_at_that_record() {
     let s = block_on(Store::open(disk.clone(), c)).unwrap(); // nothing cached
     assert!(disk.flip_bit(&segment_path(&dir.path().join("commitlog"), 0), victim + 95, 2));
     let r = pull(&s, 0, 1000);
-    assert_eq!((r.status, r.records.len(), r.next_offset), (GetStatus::Found, 300, 300), "served up to the damaged one");
+    assert_eq!(
+        (r.status, r.records.len(), r.next_offset),
+        (GetStatus::Found, 300, 300),
+        "served up to the damaged one"
+    );
     for (i, rec) in r.records.iter().enumerate() {
         assert_eq!(StoredMessage::decode(rec).unwrap().queue_offset, i as u64);
     }
@@ -101,4 +105,15 @@ fn a_sequential_reader_finds_the_next_block_read_ahead() {
         })
         .expect("executor starts");
     ex.join().expect("the test ran");
+}
+
+#[test]
+fn reads_of_the_files_or_older_than_memory_are_catch_up_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = block_on(Store::open(FakeDisk::new(), cfg(dir.path(), 1 << 20))).unwrap();
+    fill(&s, 0, 600);
+    assert!(s.is_catch_up("T", 0, 0), "an entry only in the queue's files");
+    assert!(!s.is_catch_up("T", 0, 599), "the newest record is still in memory");
+    assert!(!s.is_catch_up("T", 0, 600), "past the end: a tail read");
+    assert!(!s.is_catch_up("U", 0, 0), "no such queue");
 }

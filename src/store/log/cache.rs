@@ -104,7 +104,8 @@ impl<D: Disk> CommitLog<D> {
         let (block, len) = self.read_block_of(pos);
         let next = block + len;
         let s = self.state.borrow();
-        let in_memory = s.caches.tail.chunks.front().is_some_and(|(base, _)| *base <= next) || next >= s.append.buf_base;
+        let in_memory =
+            s.caches.tail.chunks.front().is_some_and(|(base, _)| *base <= next) || next >= s.append.buf_base;
         (s.caches.read.get(&block).is_some()
             && next < s.commit.flushed_pos
             && !in_memory
@@ -118,6 +119,14 @@ impl<D: Disk> CommitLog<D> {
     /// that needs the block to meet).
     pub async fn read_ahead(&self, block: u64) {
         let _ = self.read(block, 1).await;
+    }
+
+    /// The oldest log position held in memory (the tail cache, buffers awaiting their write, the
+    /// live buffer): reads from here on need no disk.
+    pub fn memory_start(&self) -> u64 {
+        let s = self.state.borrow();
+        let tail = s.caches.tail.chunks.front().map(|(base, _)| *base);
+        s.append.pending_old.iter().map(|o| o.base).chain(tail).fold(s.append.buf_base, u64::min)
     }
 
     /// Where the read-cache block holding `pos` ends: a read that stays before it is one cache
