@@ -130,6 +130,11 @@ struct BenchArgs {
     /// is reported against
     #[arg(long)]
     raw_read_dir: Option<PathBuf>,
+    /// With --raw-read-dir: also measure the drain's serve floor, the same files read with O_DIRECT
+    /// and sent over one loopback connection by a sender pinned to CPU N (the broker's), with no
+    /// per-record work
+    #[arg(long, value_name = "N")]
+    serve_floor_cpu: Option<usize>,
     /// fdatasync every probe write (compare with flush = sync)
     #[arg(long)]
     probe_sync: bool,
@@ -162,6 +167,11 @@ fn run_bench(a: BenchArgs) -> Result<(), String> {
             let raw = ringmq::bench::drain::raw_read_rate(dir, d.drained_log_bytes)?;
             d.raw_read_mib_per_sec = Some(raw);
             d.ratio_to_raw_read = Some(d.log_mib_per_sec / raw.max(1e-9));
+            if let Some(cpu) = a.serve_floor_cpu {
+                let floor = ringmq::bench::drain::raw_serve_rate(dir, d.drained_log_bytes, cpu)?;
+                d.raw_serve_mib_per_sec = Some(floor);
+                d.ratio_to_raw_serve = Some(d.log_mib_per_sec / floor.max(1e-9));
+            }
         }
         println!("{}", ringmq::bench::drain::describe(d));
     }

@@ -34,7 +34,7 @@ echo "seconds,rss_kib" >"$OUT/rss.csv"
 SAMPLER=$!
 taskset -c 1 "$BIN" bench --namesrv "127.0.0.1:$NS" --queues 4 --message-size 100 --batch 1 \
   --window 64 --rate "$RATE" --consumers 1 --duration "$DURATION" --warmup 0 --backlog "$N" \
-  --broker-pid "$PID" --raw-read-dir "$OUT/data/0/commitlog" --json "$OUT/bench.json" \
+  --broker-pid "$PID" --raw-read-dir "$OUT/data/0/commitlog" --serve-floor-cpu 0 --json "$OUT/bench.json" \
   >"$OUT/bench.log" 2>&1 || echo "bench failed: $(tail -3 "$OUT/bench.log")"
 grep -E "accumulated|^total|drain" "$OUT/bench.log" | tee -a "$OUT/summary.txt"
 sleep 2

@@ -50,6 +50,11 @@ pub struct DrainReport {
     pub raw_read_mib_per_sec: Option<f64>,
     /// `log_mib_per_sec` as a fraction of the raw read rate (target ≥ 0.5).
     pub ratio_to_raw_read: Option<f64>,
+    /// The serve floor (`--serve-floor-cpu`): the same files read and sent over loopback by a
+    /// sender on the broker's CPU, with no per-record work ([`raw_serve_rate`]) …
+    pub raw_serve_mib_per_sec: Option<f64>,
+    /// … and `log_mib_per_sec` as a fraction of it.
+    pub ratio_to_raw_serve: Option<f64>,
 }
 
 /// Progress the drain shares with the reporting thread.
@@ -136,12 +141,7 @@ async fn drain_queue(
 /// Reads the files of `dir` in name order with O_DIRECT (the store's own DMA files) in 1 MiB reads,
 /// up to `want` bytes (at least 256 MiB, at most 4 GiB, never more than the files hold); returns MiB/s.
 pub fn raw_read_rate(dir: &Path, want: u64) -> Result<f64, String> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
+    let files = log_files(dir)?;
     let want = want.clamp(256 << 20, RAW_READ_MAX);
     let reader = LocalExecutorBuilder::new(Placement::Unbound)
         .name("bench-raw-read")
@@ -153,6 +153,77 @@ pub fn raw_read_rate(dir: &Path, want: u64) -> Result<f64, String> {
         return Err(format!("{}: nothing to read", dir.display()));
     }
     Ok(read as f64 / (1 << 20) as f64 / secs.max(1e-9))
+}
+
+/// The files of `dir` in name order (a commit log's segments in log order).
+fn log_files(dir: &Path) -> Result<Vec<std::path::PathBuf>, String> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// The serve floor of a drain: the files of `dir` read with O_DIRECT in 1 MiB reads (the broker's
+/// read block) by a sender pinned to CPU `cpu` — the broker's — and written whole to one loopback
+/// connection, whose receiver (a plain thread on this process's CPUs) reads and discards them. No
+/// records, no protocol, no checks: the most any broker could serve one catch-up reader on this
+/// machine with this placement. Up to `want` bytes (clamped as the raw read); returns MiB/s.
+pub fn raw_serve_rate(dir: &Path, want: u64, cpu: usize) -> Result<f64, String> {
+    use std::io::Read;
+    let files = log_files(dir)?;
+    let want = want.clamp(256 << 20, RAW_READ_MAX);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let receiver = std::thread::spawn(move || -> Result<(u64, f64), String> {
+        let (mut conn, _) = listener.accept().map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        let (mut buf, mut got) = (vec![0u8; RAW_READ_CHUNK], 0u64);
+        loop {
+            match conn.read(&mut buf) {
+                Ok(0) => return Ok((got, started.elapsed().as_secs_f64())),
+                Ok(n) => got += n as u64,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    });
+    let sender = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+        .name("bench-serve-floor")
+        .io_memory(crate::shard::startup::IO_MEMORY_BYTES)
+        .spawn(move || async move { send_files(&files, want, addr).await })
+        .map_err(|e| e.to_string())?;
+    sender.join().map_err(|e| e.to_string())??;
+    let (got, secs) = receiver.join().map_err(|_| "the serve-floor receiver panicked".to_string())??;
+    if got == 0 {
+        return Err(format!("{}: nothing to serve", dir.display()));
+    }
+    Ok(got as f64 / (1 << 20) as f64 / secs.max(1e-9))
+}
+
+/// Reads `files` up to `want` bytes and writes every read to a connection to `addr`.
+async fn send_files(files: &[std::path::PathBuf], want: u64, addr: std::net::SocketAddr) -> Result<(), String> {
+    use futures_lite::AsyncWriteExt;
+    let mut conn = crate::rt::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let mut sent = 0u64;
+    for path in files {
+        let f = DmaDisk::default().open(path).await.map_err(|e| format!("{}: {e}", path.display()))?;
+        let size = DiskFile::size(f.as_ref()).await.map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut pos = 0u64;
+        while sent < want && pos < size {
+            let n = RAW_READ_CHUNK.min((size - pos) as usize);
+            let got = DiskFile::read_at(f.as_ref(), pos, n).await.map_err(|e| format!("{}: {e}", path.display()))?;
+            if got.is_empty() {
+                break;
+            }
+            conn.write_all(&got).await.map_err(|e| e.to_string())?;
+            pos += got.len() as u64;
+            sent += got.len() as u64;
+        }
+    }
+    conn.close().await.map_err(|e| e.to_string())
 }
 
 /// Reads `files` one after another up to `want` bytes; returns the bytes read and the seconds taken.
@@ -179,7 +250,7 @@ async fn read_files(files: &[std::path::PathBuf], want: u64) -> Result<(u64, f64
 /// One line describing the drain.
 pub fn describe(d: &DrainReport) -> String {
     format!(
-        "drain: {} of {} messages (backlog {}) in {:.2} s{} = {:.0} msgs/s, {:.1} MiB/s of log{} | publish p99 quiet {} us, while draining {} us ({:.2} x)",
+        "drain: {} of {} messages (backlog {}) in {:.2} s{} = {:.0} msgs/s, {:.1} MiB/s of log{}{} | publish p99 quiet {} us, while draining {} us ({:.2} x)",
         d.drained,
         d.to_read,
         d.backlog,
@@ -189,6 +260,10 @@ pub fn describe(d: &DrainReport) -> String {
         d.log_mib_per_sec,
         match (d.raw_read_mib_per_sec, d.ratio_to_raw_read) {
             (Some(r), Some(x)) => format!(" = {x:.2} x the raw read rate {r:.0} MiB/s"),
+            _ => String::new(),
+        },
+        match (d.raw_serve_mib_per_sec, d.ratio_to_raw_serve) {
+            (Some(r), Some(x)) => format!(" = {x:.2} x the serve floor {r:.0} MiB/s"),
             _ => String::new(),
         },
         d.quiet_publish.p99_us,

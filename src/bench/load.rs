@@ -270,6 +270,8 @@ impl Drain {
             draining_publish: self.draining.take().unwrap_or(now),
             raw_read_mib_per_sec: None,
             ratio_to_raw_read: None,
+            raw_serve_mib_per_sec: None,
+            ratio_to_raw_serve: None,
         }
     }
 }

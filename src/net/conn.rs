@@ -5,6 +5,7 @@
 //! Lives on the executor that accepted it (`!Send`). A malformed frame closes only this connection.
 
 use super::drain::Unfinished;
+use super::gather::Gather;
 use super::out_queue::OutQueue;
 use crate::protocol::{Command, FrameError, FrameReader};
 use crate::rt::TcpStream;
@@ -14,6 +15,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::rc::Rc;
 
 /// Requests one connection dispatches before letting the shard's other tasks run: a client keeping
@@ -322,8 +324,9 @@ pub async fn serve<S: Service>(broker: Rc<S>, tcp: TcpStream, id: u64) {
             return;
         }
     };
+    let fd = stream.plain_fd();
     let (reader, writer) = futures_lite::io::split(stream);
-    let writer_task = crate::rt::spawn(write_loop(writer, conn.clone()));
+    let writer_task = crate::rt::spawn(write_loop(writer, fd, conn.clone()));
     if let Err(e) = read_loop(&broker, &conn, reader).await {
         tracing::warn!(%peer, error = %e, "closing connection");
     }
@@ -437,34 +440,35 @@ fn dispatch<S: Service>(broker: &Rc<S>, conn: &Rc<Conn>, cmd: Command, frame_byt
     .detach();
 }
 
-async fn write_loop(mut writer: futures_lite::io::WriteHalf<Stream>, conn: Rc<Conn>) {
-    let mut buf = Vec::new();
+/// Writes queued answers in batches of up to ~1 MiB: on a plaintext connection (`fd`) gathered
+/// and sent without copying their bodies (gather.rs), under TLS through one buffer.
+async fn write_loop(mut writer: futures_lite::io::WriteHalf<Stream>, fd: Option<RawFd>, conn: Rc<Conn>) {
+    let mut batch = Gather::default();
     while let Some(first) = conn.out.next().await {
-        buf.clear();
+        batch.clear();
         let (mut answers, mut bytes) = (0usize, 0usize);
         let mut written = Unfinished::none();
-        let mut take = |o: Outgoing, buf: &mut Vec<u8>| {
-            o.cmd.encode_into(buf);
+        let mut take = |o: Outgoing, batch: &mut Gather| {
+            batch.push(&o.cmd);
             answers += o.held.0;
             bytes += o.held.1;
             written.absorb(o.owed);
         };
-        take(first, &mut buf);
-        while buf.len() < (1 << 20) {
+        take(first, &mut batch);
+        while batch.len() < (1 << 20) {
             match conn.out.try_pop() {
-                Some(more) => take(more, &mut buf),
+                Some(more) => take(more, &mut batch),
                 None => break,
             }
         }
-        // The flush sends what TLS still holds (a no-op on plaintext).
-        let ok = writer.write_all(&buf).await.is_ok() && writer.flush().await.is_ok();
+        let ok = write_batch(&mut writer, fd, &batch).await;
         conn.release(answers, bytes);
         drop(written);
         if !ok {
             break;
         }
-        if buf.capacity() > KEEP_BUFFER_BYTES {
-            buf = Vec::new(); // an idle connection keeps no burst-sized buffer
+        if batch.buffer_capacity() > KEEP_BUFFER_BYTES {
+            batch = Gather::default(); // an idle connection keeps no burst-sized buffer
         }
     }
     // Whatever is still queued is dropped; give its budget back.
@@ -473,6 +477,23 @@ async fn write_loop(mut writer: futures_lite::io::WriteHalf<Stream>, conn: Rc<Co
         conn.release(o.held.0, o.held.1);
     }
     let _ = writer.close().await;
+}
+
+/// Writes a batch: what a plaintext socket takes at once straight from the batch, the rest (or
+/// everything, under TLS) through the stream, which waits for the socket. The flush sends what TLS
+/// still holds (a no-op on plaintext). False when the connection failed.
+async fn write_batch(writer: &mut futures_lite::io::WriteHalf<Stream>, fd: Option<RawFd>, batch: &Gather) -> bool {
+    let sent = match fd {
+        Some(fd) => match batch.send_now(fd) {
+            Ok(n) => n,
+            Err(_) => return false,
+        },
+        None => 0,
+    };
+    if sent == batch.len() {
+        return true;
+    }
+    writer.write_all(&batch.flatten(sent)).await.is_ok() && writer.flush().await.is_ok()
 }
 
 #[cfg(test)]

@@ -2,4 +2,5 @@
 
 pub mod conn;
 pub mod drain;
+pub mod gather;
 pub mod out_queue;

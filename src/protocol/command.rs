@@ -86,15 +86,22 @@ impl Command {
 
     /// Encodes the frame (length word, JSON header, body) into `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        let header = self.encode_json_header();
-        let total = 4 + header.len() + self.body_len();
-        out.reserve(4 + total);
-        out.extend_from_slice(&(total as u32).to_be_bytes());
-        out.extend_from_slice(&(header.len() as u32).to_be_bytes()); // type byte 0 = JSON
-        out.extend_from_slice(header.as_bytes());
+        out.reserve(self.body_len());
+        self.encode_head_into(out);
         for part in &self.body {
             out.extend_from_slice(part);
         }
+    }
+
+    /// Encodes the frame up to its body (length word, JSON header): the body's parts follow it on
+    /// the wire as they are (net/gather.rs writes them without a copy).
+    pub fn encode_head_into(&self, out: &mut Vec<u8>) {
+        let header = self.encode_json_header();
+        let total = 4 + header.len() + self.body_len();
+        out.reserve(8 + header.len());
+        out.extend_from_slice(&(total as u32).to_be_bytes());
+        out.extend_from_slice(&(header.len() as u32).to_be_bytes()); // type byte 0 = JSON
+        out.extend_from_slice(header.as_bytes());
     }
 
     pub fn encode(&self) -> Vec<u8> {

@@ -265,6 +265,18 @@ pub enum Stream {
     Tls(Box<futures_rustls::TlsStream<TcpStream>>),
 }
 
+impl Stream {
+    /// The socket of a plaintext stream, for writes that bypass the stream (net/gather.rs); `None`
+    /// under TLS, where every byte goes through the session.
+    pub fn plain_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        match self {
+            Stream::Plain(s) => Some(s.as_raw_fd()),
+            Stream::Tls(_) => None,
+        }
+    }
+}
+
 impl AsyncRead for Stream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
