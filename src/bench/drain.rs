@@ -4,12 +4,16 @@
 //!
 //! The drain runs on an executor of its own (one thread, one connection per broker), pulls every
 //! queue concurrently in batches of [`DRAIN_BATCH`] without long polling, and stops each queue at
-//! the end offset it had when the drain started: it measures catching up, not tailing.
+//! the end offset it had when the drain started: it measures catching up, not tailing. It reads
+//! each record's framing only (queue offset, size), as a reader that hands records on unparsed:
+//! on a 2-core machine the load generator shares its core with the producers, and decoding every
+//! record's properties there set the drain's pace instead of the broker (docs/BENCHMARKS.md).
 
 use super::workload::Percentiles;
 use crate::client::consumer::{PullSpec, TAG};
 use crate::client::{AsyncClient, AsyncPullConsumer, MessageQueue};
 use crate::protocol::codes::response as rs;
+use crate::protocol::message::record_frames;
 use crate::rt::executor::{LocalExecutorBuilder, Placement};
 use crate::store::io::{Disk, DiskFile, DmaDisk};
 use serde::Serialize;
@@ -121,16 +125,20 @@ async fn drain_queue(
     let mut offset = 0;
     while offset < end && !stop.load(Ordering::Relaxed) {
         let spec = PullSpec { offset, max: DRAIN_BATCH, expression_type: TAG, expr: "*", suspend_ms: 0 };
-        match pc.pull(&q, &spec).await {
-            Ok(r) if r.code == rs::SUCCESS => {
-                let n = r.messages.iter().filter(|m| m.queue_offset < end).count() as u64;
-                let bytes: u64 = r.messages.iter().filter(|m| m.queue_offset < end).map(|m| m.size as u64).sum();
+        match pc.pull_raw(&q, &spec).await {
+            Ok((code, next, body)) if code == rs::SUCCESS => {
+                let Ok(frames) = record_frames(&body) else {
+                    eprintln!("bench: drain of {q:?} got a malformed pull body at offset {offset}");
+                    return;
+                };
+                let served = frames.iter().filter(|(o, _)| *o < end);
+                let (n, bytes) = served.fold((0u64, 0u64), |(n, b), (_, size)| (n + 1, b + u64::from(*size)));
                 p.drained.fetch_add(n, Ordering::Relaxed);
                 p.log_bytes.fetch_add(bytes, Ordering::Relaxed);
-                offset = r.next_offset;
+                offset = next;
             }
-            Ok(r) if r.code == rs::PULL_OFFSET_MOVED || r.code == rs::PULL_RETRY_IMMEDIATELY => {
-                offset = r.next_offset.max(offset)
+            Ok((code, next, _)) if code == rs::PULL_OFFSET_MOVED || code == rs::PULL_RETRY_IMMEDIATELY => {
+                offset = next.max(offset)
             }
             Ok(_) => crate::rt::sleep(Duration::from_millis(10)).await,
             Err(_) => crate::rt::sleep(Duration::from_millis(100)).await,

@@ -254,6 +254,20 @@ impl AsyncPullConsumer {
         pull_result(mq, &r)
     }
 
+    /// Pulls what `spec` selects from `mq`, leaving the records undecoded: the answer's code, the
+    /// next offset, and the body (records back to back; `protocol::message::record_frames` walks
+    /// them). For a reader that passes records on as they are.
+    pub async fn pull_raw(
+        &self,
+        mq: &MessageQueue,
+        spec: &PullSpec<'_>,
+    ) -> Result<(i32, u64, bytes::Bytes), ClientError> {
+        let r = self.call(mq, pull_request(&self.group, mq, spec)).await?;
+        let next = crate::protocol::commands::pull::PullResponseHeader::decode(&r)
+            .map_or(spec.offset, |h| h.next_begin_offset);
+        Ok((r.code, next, r.body_bytes()))
+    }
+
     /// The offset after the last message of `mq`.
     pub async fn max_offset(&self, mq: &MessageQueue) -> Result<u64, ClientError> {
         Ok(offset_of(&self.call(mq, queue_request(&self.group, rq::GET_MAX_OFFSET, mq)).await?))

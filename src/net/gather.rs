@@ -46,10 +46,6 @@ impl Gather {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Capacity of the owned buffer (kept between batches up to the caller's limit).
     pub fn buffer_capacity(&self) -> usize {
         self.buf.capacity()
@@ -176,7 +172,8 @@ mod tests {
         let records: Vec<Bytes> = (0..200).map(|i| block.slice(i * 300..(i + 1) * 300)).collect();
         // Larger than a socket buffer: the socket takes a prefix, the rest is left to the caller.
         let apart = vec![block.slice(0..3000), Bytes::from(vec![7u8; 4 << 20]), block.slice(3000..5000)];
-        let frames = [response(records), response(vec![Bytes::from_static(b"small")]), response(apart), response(vec![])];
+        let frames =
+            [response(records), response(vec![Bytes::from_static(b"small")]), response(apart), response(vec![])];
         let mut g = Gather::default();
         let mut want = Vec::new();
         for f in &frames {
@@ -196,7 +193,7 @@ mod tests {
         assert_eq!(g.flatten(sent), want[sent..], "the rest, for the stream to write");
         drop(a);
         g.clear();
-        assert!(g.is_empty() && g.held.is_empty());
+        assert!(g.len() == 0 && g.held.is_empty());
     }
 
     #[test]
