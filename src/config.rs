@@ -165,6 +165,11 @@ pub struct Config {
     /// the master's disk for appends; a slave sends it back once it has caught up. Off: consumers
     /// are always sent to the master.
     pub slave_read_enable: bool,
+    /// Catch-up reads' budget per shard in MiB a second (0: none). Reads of a backlog from disk
+    /// already run behind appends and tail reads on the shard's core; this also bounds how much
+    /// of the machine a drain takes (TCP, the disk), trading drain rate for the publish latency
+    /// beside it (broker/catch_up.rs).
+    pub catch_up_read_mib_per_sec: u64,
     /// RocketMQ's enableElectUncleanMaster: when a master is lost and no replica of its in-sync
     /// set is alive, the controller elects the live replica with the most data (never a learner)
     /// instead of leaving the set without a master. Acknowledged messages it lacks are lost; off by
@@ -242,6 +247,7 @@ impl Default for Config {
             learner: false,
             ha_max_time_slave_not_catchup_ms: 15_000,
             slave_read_enable: false,
+            catch_up_read_mib_per_sec: 0,
             elect_unclean_master: false,
         }
     }

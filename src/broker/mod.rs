@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod admin_groups;
+pub mod catch_up;
 pub mod clients;
 pub mod config_file;
 pub mod control;
@@ -67,6 +68,8 @@ pub struct Broker<D: Disk = DmaDisk> {
     /// Raised when a pull parks: the deadline scan sleeps on it while none is parked (an idle
     /// shard then has no 100 ms tick).
     pub pull_parked: crate::rt::Beacon,
+    /// The budget of this shard's catch-up reads (`catch_up_read_mib_per_sec`).
+    pub catch_up: catch_up::CatchUpPace,
     pub schedule: RefCell<schedule::ScheduleProgress>,
     pub timer: RefCell<timer::TimerWheel>,
     /// On a slave: the master's delay/timer progress tables not yet covered by this log, by kind
@@ -141,6 +144,7 @@ impl<D: Disk> Broker<D> {
             clients: RefCell::new(ClientRegistry::default()),
             polls: RefCell::new(LongPolls::default()),
             pull_parked: crate::rt::Beacon::default(),
+            catch_up: catch_up::CatchUpPace::new(cfg.catch_up_read_mib_per_sec),
             schedule: RefCell::new(schedule::ScheduleProgress::load(&files, &dir)),
             timer: RefCell::new(timer::TimerWheel::load(&files, &dir)),
             held_progress: RefCell::new(std::collections::BTreeMap::new()),

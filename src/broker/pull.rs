@@ -80,7 +80,10 @@ async fn execute<D: Disk>(b: &Rc<Broker<D>>, conn: &Rc<Conn>, req: Command, susp
     let read = read(b.store.clone(), p.topic.clone(), p.queue_id, p.offset, p.max_msgs, p.max_bytes, sub);
     // A read of the backlog from disk runs behind everything else on the shard (rt::spawn_catch_up).
     let r = if b.store.is_catch_up(&p.topic, p.queue_id, p.offset) {
-        crate::rt::spawn_catch_up(read).await
+        b.catch_up.wait_turn().await;
+        let r = crate::rt::spawn_catch_up(read).await;
+        b.catch_up.charge(r.records.iter().map(|rec| rec.len() as u64).sum());
+        r
     } else {
         read.await
     };

@@ -111,6 +111,42 @@ fn a_held_pull_is_answered_by_the_next_send_or_at_its_deadline() {
 }
 
 #[test]
+fn a_paced_catch_up_pull_waits_for_what_the_previous_one_served() {
+    run(|| async {
+        let clock = rt::manual_clock(1_700_000_000_000);
+        let h = Harness::with(|c| {
+            c.catch_up_read_mib_per_sec = 1;
+            c.tail_cache_bytes = 8 << 10;
+        })
+        .await;
+        h.create_topic("T", 1).await;
+        let body = "x".repeat(1000);
+        for _ in 0..64 {
+            sent(&h.send("T", 0, &body, &[]).await);
+        }
+        let mut spins = 0;
+        while !h.b.store.is_catch_up("T", 0, 0) {
+            spins += 1;
+            assert!(spins < 100_000, "the first records never left the log's memory");
+            rt::yield_now().await;
+        }
+        // 32 records of ~1.1 KiB: ~35 ms of a 1 MiB/s budget.
+        assert_eq!(h.pull("G", "T", 0, 0).await.messages.len(), 32);
+        let (b, conn) = (h.b.clone(), h.conn.clone());
+        let req = Harness::pull_request("G", "T", 0, 32, "*", 0);
+        let second = rt::spawn(async move { super::Service::handle(&b, &conn, req).await });
+        for _ in 0..10 {
+            rt::yield_now().await;
+        }
+        assert_eq!(h.b.catch_up.waiting(), 1, "the second catch-up pull went ahead before its turn");
+        clock.advance(40);
+        let answer = second.await.expect("answered");
+        assert_eq!(super::testkit::Pulled::of(&answer).messages.len(), 32);
+        h.stop().await;
+    });
+}
+
+#[test]
 fn a_held_pull_with_a_tag_filter_stays_held_past_messages_it_does_not_want() {
     run(|| async {
         let h = Harness::start().await;
