@@ -73,6 +73,45 @@ impl Drop for AlignedBuf {
     }
 }
 
+/// Nice value a catch-up read runs at on its pool thread: the kernel then neither lets the read's
+/// CPU time (page pinning, bio set-up) nor its wake-up preempt the shard on the same core — a
+/// shard's task-queue shares cannot see a thread of the blocking pool (docs/BENCHMARKS.md, issue 17
+/// part 4).
+const READ_NICE: libc::c_int = 19;
+
+/// Runs `f` at [`READ_NICE`] on the calling thread, restoring its nice value after — only where
+/// the restore is allowed (root, or RLIMIT_NICE high enough): a pool thread left at 19 would starve
+/// the checkpoints and seals it also runs. Elsewhere `f` runs as it is.
+pub fn at_low_priority<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: getpriority/setpriority on the calling thread (who = 0 is this thread on Linux).
+    let before = unsafe {
+        *libc::__errno_location() = 0;
+        libc::getpriority(libc::PRIO_PROCESS, 0)
+    };
+    let can_restore = before < READ_NICE && may_raise_to(before);
+    // SAFETY: as above.
+    let lowered = can_restore && unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, READ_NICE) } == 0;
+    let out = f();
+    if lowered {
+        // SAFETY: as above; allowed, as checked before lowering.
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, before) };
+    }
+    out
+}
+
+/// Whether this thread may set its nice value back to `nice` once it is raised: root (effective
+/// uid 0), or RLIMIT_NICE allowing it (the limit is `20 - nice`).
+fn may_raise_to(nice: libc::c_int) -> bool {
+    // SAFETY: plain queries of this process's credentials and limits into a local.
+    unsafe {
+        if libc::geteuid() == 0 {
+            return true;
+        }
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        libc::getrlimit(libc::RLIMIT_NICE, &mut lim) == 0 && lim.rlim_cur as i64 >= i64::from(20 - nice)
+    }
+}
+
 /// Reads up to `len` bytes at `pos` of the O_DIRECT descriptor `fd` (both multiples of 4 KiB) into
 /// an owned buffer, looping over short reads until `len` or the end of the file. Blocking: run it
 /// on the blocking pool. The descriptor is only a number here: if its file was closed meanwhile the
@@ -108,6 +147,24 @@ mod tests {
     use super::*;
     use std::io::Write;
     use std::os::fd::AsRawFd;
+
+    #[test]
+    fn a_low_priority_read_leaves_the_threads_nice_value_as_it_found_it() {
+        std::thread::spawn(|| {
+            // SAFETY: priority queries of this test's own thread.
+            let nice = || unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+            let before = nice();
+            let during = at_low_priority(nice);
+            assert_eq!(nice(), before, "restored");
+            if may_raise_to(before) {
+                assert_eq!(during, READ_NICE, "ran at the low priority");
+            } else {
+                assert_eq!(during, before, "left alone where it could not be restored");
+            }
+        })
+        .join()
+        .unwrap();
+    }
 
     #[test]
     fn reads_whole_blocks_and_the_short_tail_and_recycles_buffers() {

@@ -135,7 +135,10 @@ impl DiskFile for DmaSegment {
         if len >= OWNED_READ_MIN_BYTES && pos.is_multiple_of(BLOCK_BYTES) && (len as u64).is_multiple_of(BLOCK_BYTES) {
             use std::os::fd::AsRawFd;
             let fd = self.file.as_raw_fd();
-            return crate::rt::blocking(move || super::aligned::pread_direct(fd, pos, len)).await;
+            return crate::rt::blocking(move || {
+                super::aligned::at_low_priority(|| super::aligned::pread_direct(fd, pos, len))
+            })
+            .await;
         }
         let r = self.file.read_at(pos, len).await.map_err(io::Error::from)?;
         Ok(Bytes::copy_from_slice(&r))
