@@ -12,8 +12,8 @@
 use super::workload::Percentiles;
 use crate::client::consumer::{PullSpec, TAG};
 use crate::client::{AsyncClient, AsyncPullConsumer, MessageQueue};
+use crate::protocol::bodies::record_frames;
 use crate::protocol::codes::response as rs;
-use crate::protocol::message::record_frames;
 use crate::rt::executor::{LocalExecutorBuilder, Placement};
 use crate::store::io::{Disk, DiskFile, DmaDisk};
 use serde::Serialize;
@@ -215,28 +215,24 @@ pub fn raw_serve_rate(dir: &Path, want: u64, cpu: usize) -> Result<f64, String> 
 async fn send_files(files: &[std::path::PathBuf], want: u64, addr: std::net::SocketAddr) -> Result<(), String> {
     use futures_lite::AsyncWriteExt;
     let mut conn = crate::rt::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let mut sent = 0u64;
-    for path in files {
-        let f = DmaDisk::default().open(path).await.map_err(|e| format!("{}: {e}", path.display()))?;
-        let size = DiskFile::size(f.as_ref()).await.map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut pos = 0u64;
-        while sent < want && pos < size {
-            let n = RAW_READ_CHUNK.min((size - pos) as usize);
-            let got = DiskFile::read_at(f.as_ref(), pos, n).await.map_err(|e| format!("{}: {e}", path.display()))?;
-            if got.is_empty() {
-                break;
-            }
-            conn.write_all(&got).await.map_err(|e| e.to_string())?;
-            pos += got.len() as u64;
-            sent += got.len() as u64;
-        }
-    }
+    walk_files(files, want, async |chunk| conn.write_all(&chunk).await.map_err(|e| e.to_string())).await?;
     conn.close().await.map_err(|e| e.to_string())
 }
 
 /// Reads `files` one after another up to `want` bytes; returns the bytes read and the seconds taken.
 async fn read_files(files: &[std::path::PathBuf], want: u64) -> Result<(u64, f64), String> {
     let started = Instant::now();
+    let read = walk_files(files, want, async |_| Ok(())).await?;
+    Ok((read, started.elapsed().as_secs_f64()))
+}
+
+/// Reads `files` in name order with O_DIRECT in [`RAW_READ_CHUNK`] reads up to `want` bytes, handing
+/// each read to `each`; returns the bytes read.
+async fn walk_files(
+    files: &[std::path::PathBuf],
+    want: u64,
+    mut each: impl AsyncFnMut(bytes::Bytes) -> Result<(), String>,
+) -> Result<u64, String> {
     let mut read = 0u64;
     for path in files {
         let f = DmaDisk::default().open(path).await.map_err(|e| format!("{}: {e}", path.display()))?;
@@ -250,9 +246,10 @@ async fn read_files(files: &[std::path::PathBuf], want: u64) -> Result<(u64, f64
             }
             pos += got.len() as u64;
             read += got.len() as u64;
+            each(got).await?;
         }
     }
-    Ok((read, started.elapsed().as_secs_f64()))
+    Ok(read)
 }
 
 /// One line describing the drain.

@@ -7,9 +7,10 @@ use super::error::{BrokerError, Reply};
 use super::topics::{PERM_WRITE, invalid_topic_name, is_sendable};
 use crate::net::conn::Conn;
 use crate::protocol::Command;
+use crate::protocol::bodies::decode_batch;
 use crate::protocol::codes::response as rs;
 pub use crate::protocol::commands::send::{SendHeader, SendResponseHeader};
-use crate::protocol::message::{MessageToStore, PROPERTIES_MAX_BYTES, decode_batch, keys, offset_msg_id, property_get};
+use crate::protocol::message::{MessageToStore, PROPERTIES_MAX_BYTES, keys, offset_msg_id, property_get};
 use crate::store::io::Disk;
 use std::rc::Rc;
 

@@ -217,7 +217,7 @@ pub struct Pulled {
 
 impl Pulled {
     pub fn of(r: &Command) -> Pulled {
-        let messages = crate::protocol::message::decode_records(&r.body_bytes()).expect("records decode");
+        let messages = crate::protocol::bodies::decode_records(&r.body_bytes()).expect("records decode");
         Pulled { code: r.code, header: PullResponseHeader::decode(r).unwrap_or_default(), messages }
     }
 

@@ -4,6 +4,7 @@
 
 use super::testkit::{Harness, run};
 use crate::protocol::Command;
+use crate::protocol::bodies::decode_records;
 use crate::protocol::codes::{request as rq, response as rs};
 use crate::protocol::commands::clients::{ConsumerGroupRequest, UnregisterClientRequest};
 use crate::protocol::commands::offsets::{
@@ -13,7 +14,7 @@ use crate::protocol::commands::pull::PullResponseHeader;
 use crate::protocol::commands::query::{QueryMessageRequest, ViewMessageRequest};
 use crate::protocol::commands::send::{ConsumerSendMsgBackRequest, SendHeader, SendResponseHeader};
 use crate::protocol::commands::transaction::{EndTransactionRequest, TRANSACTION_COMMIT, TRANSACTION_ROLLBACK};
-use crate::protocol::message::{FLAG_TRANSACTION_PREPARED, decode_offset_msg_id, decode_records, properties_encode};
+use crate::protocol::message::{FLAG_TRANSACTION_PREPARED, decode_offset_msg_id, properties_encode};
 use crate::rt;
 
 pub(super) fn sent(r: &Command) -> SendResponseHeader {

@@ -5,6 +5,7 @@ use super::clients::{LOCK_LEASE, expire_clients};
 use super::testkit::{Harness, run};
 use super::tests::{end, send_half, sent};
 use crate::protocol::Command;
+use crate::protocol::bodies::decode_records;
 use crate::protocol::codes::{request as rq, response as rs};
 use crate::protocol::commands::body::{MessageQueue, decode_json, encode_json};
 use crate::protocol::commands::clients::{
@@ -13,7 +14,6 @@ use crate::protocol::commands::clients::{
 };
 use crate::protocol::commands::offsets::{QueryConsumerOffsetRequest, ResetOffsetRequest};
 use crate::protocol::commands::transaction::{CheckTransactionStateRequest, TRANSACTION_COMMIT};
-use crate::protocol::message::decode_records;
 use crate::protocol::offset_table;
 use crate::rt;
 use std::time::Duration;

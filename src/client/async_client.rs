@@ -255,7 +255,7 @@ impl AsyncPullConsumer {
     }
 
     /// Pulls what `spec` selects from `mq`, leaving the records undecoded: the answer's code, the
-    /// next offset, and the body (records back to back; `protocol::message::record_frames` walks
+    /// next offset, and the body (records back to back; `protocol::bodies::record_frames` walks
     /// them). For a reader that passes records on as they are.
     pub async fn pull_raw(
         &self,

@@ -126,7 +126,7 @@ pub(super) fn commit_request(group: &str, mq: &MessageQueue, offset: u64) -> Com
 }
 
 /// Splits a pull body into stored records.
-pub use crate::protocol::message::decode_records;
+pub use crate::protocol::bodies::decode_records;
 
 impl PullConsumer {
     pub fn new(namesrv: &str, group: &str) -> PullConsumer {

@@ -5,13 +5,14 @@
 use super::connection::{ClientError, ClientSecurity, Connection};
 use super::route::{AUTO_CREATE_TEMPLATE, ClientContext, MessageQueue, REQUEST_TIMEOUT, as_template_route};
 use crate::protocol::Command;
+use crate::protocol::bodies::{BatchItem, encode_batch};
 use crate::protocol::codes::{request as rq, response as rs};
 use crate::protocol::commands::body;
 use crate::protocol::commands::clients::{HeartbeatData, ProducerData};
 use crate::protocol::commands::namesrv::{BrokerData, ClusterInfo};
 use crate::protocol::commands::send::{DEFAULT_TOPIC, SendHeader, SendResponseHeader};
 use crate::protocol::commands::topics::{CreateTopicRequest, PERM_READ, PERM_WRITE};
-use crate::protocol::message::{BatchItem, encode_batch, properties_encode};
+use crate::protocol::message::properties_encode;
 use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -92,19 +92,24 @@ impl Gather {
         }
     }
 
+    /// The gathered bytes from byte `from` on, piece by piece.
+    fn parts_from(&self, from: usize) -> impl Iterator<Item = &[u8]> {
+        let mut skip = from;
+        self.pieces.iter().map(|p| self.slice(p)).filter_map(move |s| {
+            if skip >= s.len() {
+                skip -= s.len();
+                return None;
+            }
+            let part = &s[skip..];
+            skip = 0;
+            Some(part)
+        })
+    }
+
     /// Everything gathered as one contiguous buffer (for TLS, or what a socket did not take).
     pub fn flatten(&self, from: usize) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.len - from);
-        let mut skip = from;
-        for p in &self.pieces {
-            let s = self.slice(p);
-            if skip >= s.len() {
-                skip -= s.len();
-                continue;
-            }
-            out.extend_from_slice(&s[skip..]);
-            skip = 0;
-        }
+        self.parts_from(from).for_each(|part| out.extend_from_slice(part));
         out
     }
 
@@ -115,15 +120,8 @@ impl Gather {
         let mut iov: Vec<libc::iovec> = Vec::with_capacity(self.pieces.len().min(MAX_PIECES));
         while sent < self.len {
             iov.clear();
-            let mut skip = sent;
-            for p in &self.pieces {
-                let s = self.slice(p);
-                if skip >= s.len() {
-                    skip -= s.len();
-                    continue;
-                }
-                let (ptr, len) = (s[skip..].as_ptr(), s.len() - skip);
-                skip = 0;
+            for part in self.parts_from(sent) {
+                let (ptr, len) = (part.as_ptr(), part.len());
                 let full = iov.len() == MAX_PIECES;
                 match iov.last_mut() {
                     // Back to back with the previous piece (records of one read block): one entry.

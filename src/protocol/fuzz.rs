@@ -3,8 +3,9 @@
 //! further). Every decoder must return an error, never panic, and never allocate more than its input
 //! or limit allows; what decodes must survive an encode/decode round trip.
 
+use super::bodies::{decode_batch, encode_batch};
 use super::command::Command;
-use super::message::{StoredMessage, decode_batch, encode_batch};
+use super::message::StoredMessage;
 use bytes::Bytes;
 
 /// Frame limit used while fuzzing: small, so an over-long length prefix is refused early.
@@ -46,8 +47,9 @@ fn check_frame(buf: &Bytes) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::bodies::BatchItem;
     use crate::protocol::codes::request as rq;
-    use crate::protocol::message::{BatchItem, MessageToStore, properties_encode};
+    use crate::protocol::message::{MessageToStore, properties_encode};
 
     fn corpus_dir() -> std::path::PathBuf {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/protocol_decode")

@@ -3,6 +3,7 @@
 // Decoding untrusted bytes: no indexing that can panic (tests may index).
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
+pub mod bodies;
 pub mod codes;
 pub mod command;
 pub mod commands;

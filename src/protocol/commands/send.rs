@@ -6,7 +6,7 @@
 //! defaultTopicQueueNums, `e` queueId (−1: the broker chooses), `f` sysFlag, `g` bornTimestamp, `h`
 //! flag, `i` properties (`name\u0001value\u0002…`), `j` reconsumeTimes, `k` unitMode, `l`
 //! maxReconsumeTimes, `m` batch. The body is the message body, or for a batch the encoded batch items
-//! (`protocol::message::decode_batch`). Answer `extFields`: `msgId` (offset msg ids, comma-separated
+//! (`protocol::bodies::decode_batch`). Answer `extFields`: `msgId` (offset msg ids, comma-separated
 //! for a batch), `queueId`, `queueOffset`, `transactionId`, `MSG_REGION`, `TRACE_ON`.
 
 use super::{Checked, HeaderError, header, in_range};
