@@ -2086,6 +2086,15 @@ pub unsafe fn spawn_scoped_local_into<'a, T>(
 pub struct ExecutorProxy {}
 
 impl ExecutorProxy {
+    /// ringmq patch (PATCHES.md): submits the I/O requests queued on the main ring now, instead
+    /// of when the executor next polls its rings (after the running task queues yield or the
+    /// quota expires). A task that has just queued latency-critical I/O (a group commit's
+    /// write) calls it so the device starts at once; completions it finds are processed as in
+    /// any poll.
+    pub fn submit_io_now(&self) {
+        let _ = self.reactor().sys.submit_main_ring();
+    }
+
     /// Checks if this task has run for too long and need to be preempted. This
     /// is useful for situations where we can't call .await, for instance,
     /// if a [`RefMut`] is held. If this tests true, then the user is

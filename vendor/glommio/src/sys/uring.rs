@@ -1744,6 +1744,12 @@ impl Reactor {
         Ok(())
     }
 
+    /// ringmq patch (PATCHES.md): see `ExecutorProxy::submit_io_now`.
+    pub(crate) fn submit_main_ring(&self) -> io::Result<()> {
+        let mut woke = 0;
+        self.main_ring.borrow_mut().poll(&mut woke)
+    }
+
     pub(crate) fn rush_dispatch(&self, src: &Source, woke: &mut usize) -> io::Result<()> {
         let ring = &mut *self.ring_for_source(src);
         if ring.may_rush() {
