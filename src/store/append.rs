@@ -47,7 +47,7 @@ impl<D: Disk> Store<D> {
         }
         let sizes: Vec<usize> = msgs.iter().map(MessageToStore::encoded_len).collect();
         let mut placed = Vec::with_capacity(msgs.len());
-        let (_, rx) = self
+        let (_, durable) = self
             .log
             .append(&sizes, |buf, phys, i| {
                 let m = &msgs[i];
@@ -78,11 +78,8 @@ impl<D: Disk> Store<D> {
                 placed.push(Placement { physical_offset: phys, queue_offset: qoff, size: sizes[i] as u32 });
             })
             .await?;
-        if let Some(rx) = rx.filter(|_| wait_durable) {
-            match rx.await {
-                Ok(r) => r?,
-                Err(_) => return Err(StoreError::Poisoned("flusher stopped".into())),
-            }
+        if let Some(durable) = durable.filter(|_| wait_durable) {
+            durable.await?;
         }
         Ok(placed)
     }

@@ -13,7 +13,7 @@ impl<D: Disk> CommitLog<D> {
         &self,
         sizes: &[usize],
         mut encode: impl FnMut(&mut BytesMut, u64, usize),
-    ) -> Result<(u64, Option<oneshot::Receiver<Result<(), StoreError>>>), StoreError> {
+    ) -> Result<(u64, Option<Durable<'_, D>>), StoreError> {
         let total: u64 = sizes.iter().map(|&s| s as u64).sum();
         if total + SEAL_BYTES + BLANK_BYTES > self.cfg.segment_bytes {
             return Err(StoreError::TooLarge { size: total as usize, segment: self.cfg.segment_bytes });
@@ -59,16 +59,12 @@ impl<D: Disk> CommitLog<D> {
         if let Some(w) = self.flush_waker.borrow_mut().take() {
             w.wake();
         }
-        let rx = (self.cfg.flush == FlushMode::Sync).then(|| {
-            let (tx, rx) = oneshot::channel();
-            s.commit.waiters.push_back((pos, tx));
-            rx
-        });
         drop(s);
+        let durable = (self.cfg.flush == FlushMode::Sync).then_some(Durable { log: self, end: pos, registered: false });
         if self.prewrite_due() {
             self.prewrite_wanted.notify();
         }
-        Ok((first, rx))
+        Ok((first, durable))
     }
 
     pub(super) fn seal_batch(s: &mut State<D::File>) {
@@ -181,8 +177,8 @@ impl<D: Disk> CommitLog<D> {
         s.stats.flushes += 1;
         s.stats.synced_bytes += bytes;
         while s.commit.waiters.front().is_some_and(|(end, _)| *end <= target) {
-            if let Some((_, tx)) = s.commit.waiters.pop_front() {
-                let _ = tx.send(Ok(()));
+            if let Some((_, waker)) = s.commit.waiters.pop_front() {
+                waker.wake();
             }
         }
         // Move whole flushed blocks of the active buffer into the tail cache.
@@ -200,10 +196,40 @@ impl<D: Disk> CommitLog<D> {
         tracing::error!(error = %msg, "commit log poisoned: no further writes, the process must stop");
         let mut s = self.state.borrow_mut();
         s.commit.poisoned = Some(msg.clone());
-        for (_, tx) in s.commit.waiters.drain(..) {
-            let _ = tx.send(Err(StoreError::Poisoned(msg.clone())));
+        for (_, waker) in s.commit.waiters.drain(..) {
+            waker.wake();
         }
         StoreError::Poisoned(msg)
+    }
+}
+
+/// What a `flush = sync` append waits on: completes once the log is durable up to `end`, or fails
+/// once the log is poisoned. No channel per append: the group commit wakes the waiting tasks it
+/// covers, and each reads the outcome from the log. Registers its task's waker on the first pending
+/// poll only (a task's waker stays the same across polls), so the waiters stay in position order.
+pub struct Durable<'a, D: Disk> {
+    log: &'a CommitLog<D>,
+    end: u64,
+    registered: bool,
+}
+
+impl<D: Disk> std::future::Future for Durable<'_, D> {
+    type Output = Result<(), StoreError>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let this = &mut *self;
+        let mut s = this.log.state.borrow_mut();
+        if s.commit.flushed_pos >= this.end {
+            return std::task::Poll::Ready(Ok(()));
+        }
+        if let Some(p) = &s.commit.poisoned {
+            return std::task::Poll::Ready(Err(StoreError::Poisoned(p.clone())));
+        }
+        if !this.registered {
+            s.commit.waiters.push_back((this.end, cx.waker().clone()));
+            this.registered = true;
+        }
+        std::task::Poll::Pending
     }
 }
 

@@ -166,7 +166,7 @@ struct AppendBuffer {
 struct GroupCommit {
     flushed_pos: u64,
     /// Appenders waiting for the durable end to pass their position, in position order.
-    waiters: VecDeque<(u64, oneshot::Sender<Result<(), StoreError>>)>,
+    waiters: VecDeque<(u64, std::task::Waker)>,
     /// Set after a failed write or fsync: the log refuses everything after it.
     poisoned: Option<String>,
 }

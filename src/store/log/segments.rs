@@ -311,6 +311,46 @@ mod tests {
         block_on(CommitLog::open(FakeDisk::new(), cfg, tail)).unwrap()
     }
 
+    /// A `flush = sync` append's wait: registered once however often it is polled, woken by the
+    /// flush that covers it (and only by that one), failed by a poisoned log.
+    #[test]
+    fn sync_appends_are_woken_by_the_flush_that_covers_them_or_by_poison() {
+        use std::pin::Pin;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::task::{Context, Poll};
+        struct Wakes(AtomicUsize);
+        impl std::task::Wake for Wakes {
+            fn wake(self: std::sync::Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let log = fresh_log(dir.path());
+        let wakes = std::sync::Arc::new(Wakes(AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        block_on(async {
+            let (_, a) = log.append(&[100], |b, _, _| b.put_bytes(1, 100)).await.unwrap();
+            let mut a = a.expect("flush = sync appends are waited on");
+            assert!(Pin::new(&mut a).poll(&mut cx).is_pending());
+            assert!(Pin::new(&mut a).poll(&mut cx).is_pending());
+            assert_eq!(log.state.borrow().commit.waiters.len(), 1, "registered once");
+            assert!(log.flush_once().await.unwrap());
+            assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+            assert!(matches!(Pin::new(&mut a).poll(&mut cx), Poll::Ready(Ok(()))));
+
+            let (_, b) = log.append(&[100], |b, _, _| b.put_bytes(2, 100)).await.unwrap();
+            let (_, c) = log.append(&[100], |b, _, _| b.put_bytes(3, 100)).await.unwrap();
+            let (mut b, mut c) = (b.unwrap(), c.unwrap());
+            assert!(Pin::new(&mut b).poll(&mut cx).is_pending());
+            assert!(Pin::new(&mut c).poll(&mut cx).is_pending());
+            let _ = log.poison("the disk went away".into());
+            assert_eq!(wakes.0.load(Ordering::SeqCst), 3, "every waiter woken");
+            assert!(matches!(Pin::new(&mut b).poll(&mut cx), Poll::Ready(Err(StoreError::Poisoned(_)))));
+            assert!(matches!(Pin::new(&mut c).poll(&mut cx), Poll::Ready(Err(StoreError::Poisoned(_)))));
+        });
+    }
+
     /// A flush must wait while the zero chunk set in flight by the test is there, and complete once
     /// it lands.
     async fn flush_held_by_zeros(log: &CommitLog<FakeDisk>, why: &str) {
@@ -330,12 +370,12 @@ mod tests {
             log.state.borrow_mut().files.zeroing = Some(0);
             let (_, rx) = log.append(&[100], |b, _, _| b.put_bytes(7, 100)).await.unwrap();
             flush_held_by_zeros(&log, "the flush waits for the zeros to land").await;
-            rx.unwrap().await.unwrap().unwrap();
+            rx.unwrap().await.unwrap();
             // A chunk past the blocks being written does not hold the flush up.
             log.state.borrow_mut().files.zeroing = Some(BLOCK_BYTES);
             let (_, rx) = log.append(&[100], |b, _, _| b.put_bytes(8, 100)).await.unwrap();
             assert!(poll_once(log.flush_once()).await.is_some_and(|r| r.unwrap()));
-            rx.unwrap().await.unwrap().unwrap();
+            rx.unwrap().await.unwrap();
             log.state.borrow_mut().files.zeroing = None;
             assert_eq!(&log.read(0, 100).await.unwrap()[..], &[7u8; 100][..]);
         });
@@ -351,7 +391,7 @@ mod tests {
             let (_, rx) = log.append(&[4090], |b, _, _| b.put_bytes(6, 4090)).await.unwrap();
             log.state.borrow_mut().files.zeroing = Some(BLOCK_BYTES);
             flush_held_by_zeros(&log, "the seal ends in the block being zeroed").await;
-            rx.unwrap().await.unwrap().unwrap();
+            rx.unwrap().await.unwrap();
             // The pre-writer's next chunk starts past the seal and a blank marker.
             log.extend_active_zeros().await.unwrap();
             assert_eq!(&log.read(0, 4090).await.unwrap()[..], &[6u8; 4090][..]);
