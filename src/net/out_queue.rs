@@ -46,6 +46,10 @@ impl<T> OutQueue<T> {
         self.closed.get()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.items.borrow().is_empty()
+    }
+
     pub fn try_pop(&self) -> Option<T> {
         self.items.borrow_mut().pop_front()
     }
