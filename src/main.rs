@@ -139,7 +139,9 @@ struct BenchArgs {
     #[arg(long)]
     probe_sync: bool,
     /// Also measure the request/response floor: echo servers (glommio, and plain threads) pinned to
-    /// CPU N, answering the same request sizes and windows from a client on the next CPU
+    /// CPU N, answering the same request sizes and windows from a client on the next CPU; with
+    /// --probe-dir also the durable floor (the glommio echo writes each read batch with O_DSYNC
+    /// into that directory before answering it)
     #[arg(long, value_name = "N")]
     echo_floor_cpu: Option<usize>,
     /// Run the workload once per fixed rate (msgs/s, comma-separated) and report latency against
@@ -197,6 +199,7 @@ fn run_bench(a: BenchArgs) -> Result<(), String> {
             server_cpu: cpu % cores,
             client_cpu: (cpu + 1) % cores,
             paced_rate: (w.rate > 0).then_some(w.rate),
+            durable_dir: a.probe_dir.clone(),
         };
         let runs = ringmq::bench::echo::run(&o)?;
         for r in &runs {

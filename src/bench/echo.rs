@@ -38,7 +38,7 @@ pub struct EchoRun {
 }
 
 /// What to measure.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct EchoOptions {
     pub message_size: usize,
     pub window: usize,
@@ -49,6 +49,11 @@ pub struct EchoOptions {
     /// the per-request cost of an executor that sleeps and wakes between requests, as a broker does
     /// under a fixed-rate workload.
     pub paced_rate: Option<u64>,
+    /// Also measure the durable floor in this directory (the broker's disk): the glommio echo
+    /// writes every batch of requests it read to an `O_DSYNC` file, pre-written like a log
+    /// segment, before it answers them: one connection with `window` in flight, so each read is
+    /// one group commit, and one write in flight at a time, as the broker's flusher does.
+    pub durable_dir: Option<std::path::PathBuf>,
 }
 
 /// Runs both servers under both patterns, one after another.
@@ -62,6 +67,13 @@ pub fn run(o: &EchoOptions) -> Result<Vec<EchoRun>, String> {
         if let Some(rate) = o.paced_rate.filter(|&r| r > 0) {
             out.push(measure(o, server, Pattern { connections: 1, in_flight: 1, rate: Some(rate) })?);
         }
+    }
+    if o.durable_dir.is_some() {
+        out.push(measure(
+            o,
+            Server::GlommioDurable,
+            Pattern { connections: 1, in_flight: o.window.max(1), rate: None },
+        )?);
     }
     Ok(out)
 }
@@ -78,6 +90,8 @@ struct Pattern {
 #[derive(Clone, Copy, PartialEq)]
 enum Server {
     Glommio,
+    /// The glommio echo writing each read batch durably before answering it.
+    GlommioDurable,
     Threads,
 }
 
@@ -85,14 +99,18 @@ fn measure(o: &EchoOptions, server: Server, pattern: Pattern) -> Result<EchoRun,
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let stop = Arc::new(AtomicBool::new(false));
+    let durable = (server == Server::GlommioDurable).then(|| o.durable_dir.clone()).flatten();
     let server_handle = match server {
-        Server::Glommio => {
+        Server::Glommio | Server::GlommioDurable => {
             drop(listener);
             let stop = stop.clone();
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel();
             let h = crate::rt::executor::LocalExecutorBuilder::new(crate::rt::executor::Placement::Fixed(o.server_cpu))
                 .io_memory(crate::shard::startup::IO_MEMORY_BYTES)
-                .spawn(move || async move { glommio_server(addr, stop).await })
+                .spawn(move || async move { glommio_server(addr, stop, durable, ready_tx).await })
                 .map_err(|e| e.to_string())?;
+            // The durable file is pre-written before the client starts.
+            ready_rx.recv().map_err(|_| "echo server failed to start".to_string())??;
             ServerHandle::Glommio(h)
         }
         Server::Threads => {
@@ -111,8 +129,15 @@ fn measure(o: &EchoOptions, server: Server, pattern: Pattern) -> Result<EchoRun,
     let _ = std::net::TcpStream::connect(addr); // wakes an accept that is still waiting
     server_handle.join();
     let (requests, secs, process_cpu, client_cpu) = result?;
+    if let Some(dir) = &o.durable_dir {
+        let _ = std::fs::remove_file(dir.join(DURABLE_FILE));
+    }
     Ok(EchoRun {
-        server: if server == Server::Glommio { "glommio" } else { "threads" },
+        server: match server {
+            Server::Glommio => "glommio",
+            Server::GlommioDurable => "glommio + O_DSYNC write per batch",
+            Server::Threads => "threads",
+        },
         pattern: match pattern.rate {
             None => format!("{} conn x {} in flight", pattern.connections, pattern.in_flight),
             Some(r) => format!("1 conn paced at {r}/s"),
@@ -192,12 +217,70 @@ impl Framer {
     }
 }
 
-async fn glommio_server(addr: SocketAddr, stop: Arc<AtomicBool>) {
-    let Ok(listener) = crate::rt::TcpListener::bind(addr) else { return };
+/// Name of the durable echo's file in `durable_dir`.
+const DURABLE_FILE: &str = "ringmq-echo-durable";
+/// Size of the durable echo's file, written through in a cycle.
+const DURABLE_FILE_BYTES: u64 = 64 << 20;
+
+/// The durable echo's log: a pre-written `O_DSYNC` file, written at increasing block-aligned
+/// positions and wrapped at its end.
+struct DurableLog {
+    file: Rc<crate::store::io::DmaSegment>,
+    pos: u64,
+}
+
+impl DurableLog {
+    async fn open(dir: &std::path::Path) -> std::io::Result<DurableLog> {
+        use crate::store::io::{Disk, DiskFile};
+        let disk = crate::store::io::DmaDisk { sync: crate::store::io::LogSync::Dsync };
+        let file = disk.open(&dir.join(DURABLE_FILE)).await?;
+        let chunk = 1u64 << 20;
+        for at in (0..DURABLE_FILE_BYTES).step_by(chunk as usize) {
+            file.write_zeros(at, chunk as usize).await?;
+        }
+        file.sync().await?;
+        Ok(DurableLog { file, pos: 0 })
+    }
+
+    /// Writes `data` (padded to whole blocks); returns once it is durable.
+    async fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+        use crate::store::io::DiskFile;
+        let len = crate::store::io::align_up(data.len() as u64);
+        if self.pos + len > DURABLE_FILE_BYTES {
+            self.pos = 0;
+        }
+        self.file.write_buffer_at(self.file.write_buffer(data, len as usize), self.pos).await?;
+        self.pos += len;
+        Ok(())
+    }
+}
+
+async fn glommio_server(
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    durable: Option<std::path::PathBuf>,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+) {
+    let listener = match crate::rt::TcpListener::bind(addr) {
+        Ok(l) => l,
+        Err(e) => return drop(ready.send(Err(e.to_string()))),
+    };
+    // One log, for the first connection (the durable pattern has one; a later one is the stop's
+    // wake-up).
+    let log = match &durable {
+        Some(dir) => match DurableLog::open(dir).await {
+            Ok(l) => Some(l),
+            Err(e) => return drop(ready.send(Err(format!("durable echo file: {e}")))),
+        },
+        None => None,
+    };
+    let log = Rc::new(std::cell::RefCell::new(log));
+    let _ = ready.send(Ok(()));
     let answer = Rc::new(frame(ANSWER_BYTES - 4));
     while !stop.load(Ordering::SeqCst) {
         let Ok(mut s) = listener.accept().await else { break };
         let answer = answer.clone();
+        let mut log = log.borrow_mut().take();
         crate::rt::spawn(async move {
             let mut f = Framer::new();
             let mut out = Vec::new();
@@ -207,6 +290,12 @@ async fn glommio_server(addr: SocketAddr, stop: Arc<AtomicBool>) {
                     Ok(0) | Err(_) => return,
                     Ok(n) => n,
                 };
+                if let Some(log) = log.as_mut() {
+                    let (_, used) = complete_frames(&f.buf[..f.fill + n]);
+                    if used > 0 && log.write(&f.buf[..used]).await.is_err() {
+                        return;
+                    }
+                }
                 f.answer(n, &answer, &mut out);
                 if !out.is_empty() && s.write_all(&out).await.is_err() {
                     return;
@@ -380,11 +469,32 @@ mod tests {
             server_cpu: 0,
             client_cpu: 0,
             paced_rate: Some(500),
+            durable_dir: None,
         };
         let runs = run(&o).unwrap();
         assert_eq!(runs.len(), 6);
         for r in &runs {
             assert!(r.requests_per_sec > 0.0, "{r:?}");
         }
+    }
+
+    #[test]
+    fn the_durable_echo_answers_through_its_file_and_removes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = EchoOptions {
+            message_size: 100,
+            window: 4,
+            seconds: 0.2,
+            server_cpu: 0,
+            client_cpu: 0,
+            paced_rate: None,
+            durable_dir: Some(dir.path().to_path_buf()),
+        };
+        let runs = run(&o).unwrap();
+        assert_eq!(runs.len(), 5);
+        let durable = runs.last().unwrap();
+        assert!(durable.server.contains("O_DSYNC"), "{durable:?}");
+        assert!(durable.requests_per_sec > 0.0, "{durable:?}");
+        assert!(!dir.path().join(DURABLE_FILE).exists(), "the echo's file is removed");
     }
 }
