@@ -176,11 +176,15 @@ impl<D: Disk> CommitLog<D> {
         s.commit.flushed_pos = s.commit.flushed_pos.max(target);
         s.stats.flushes += 1;
         s.stats.synced_bytes += bytes;
-        while s.commit.waiters.front().is_some_and(|(end, _)| *end <= target) {
-            if let Some((_, waker)) = s.commit.waiters.pop_front() {
-                waker.wake();
+        // Not assumed sorted: a waiter registers when first polled, not when it appended. The
+        // list holds at most the sync appends in flight.
+        s.commit.waiters.retain(|(end, waker)| {
+            let covered = *end <= target;
+            if covered {
+                waker.wake_by_ref();
             }
-        }
+            !covered
+        });
         // Move whole flushed blocks of the active buffer into the tail cache.
         let keep_from = align_down(target);
         if keep_from > s.append.buf_base {
@@ -206,7 +210,8 @@ impl<D: Disk> CommitLog<D> {
 /// What a `flush = sync` append waits on: completes once the log is durable up to `end`, or fails
 /// once the log is poisoned. No channel per append: the group commit wakes the waiting tasks it
 /// covers, and each reads the outcome from the log. Registers its task's waker on the first pending
-/// poll only (a task's waker stays the same across polls), so the waiters stay in position order.
+/// poll only: a task's waker stays the same across polls, and the future is awaited by the task
+/// that appended.
 pub struct Durable<'a, D: Disk> {
     log: &'a CommitLog<D>,
     end: u64,

@@ -165,7 +165,7 @@ struct AppendBuffer {
 /// What is durable, who waits for it, and whether a failed sync stopped the log (appender.rs).
 struct GroupCommit {
     flushed_pos: u64,
-    /// Appenders waiting for the durable end to pass their position, in position order.
+    /// Appenders waiting for the durable end to pass their position (registered when first polled).
     waiters: VecDeque<(u64, std::task::Waker)>,
     /// Set after a failed write or fsync: the log refuses everything after it.
     poisoned: Option<String>,
