@@ -460,18 +460,22 @@ mod tests {
         assert_eq!(f.fill, 0);
     }
 
-    #[test]
-    fn both_servers_answer_both_patterns() {
-        let o = EchoOptions {
+    /// A short run of small requests, everything on CPU 0.
+    fn short_run(paced_rate: Option<u64>, durable_dir: Option<std::path::PathBuf>) -> EchoOptions {
+        EchoOptions {
             message_size: 100,
             window: 4,
             seconds: 0.2,
             server_cpu: 0,
             client_cpu: 0,
-            paced_rate: Some(500),
-            durable_dir: None,
-        };
-        let runs = run(&o).unwrap();
+            paced_rate,
+            durable_dir,
+        }
+    }
+
+    #[test]
+    fn both_servers_answer_both_patterns() {
+        let runs = run(&short_run(Some(500), None)).unwrap();
         assert_eq!(runs.len(), 6);
         for r in &runs {
             assert!(r.requests_per_sec > 0.0, "{r:?}");
@@ -481,16 +485,7 @@ mod tests {
     #[test]
     fn the_durable_echo_answers_through_its_file_and_removes_it() {
         let dir = tempfile::tempdir().unwrap();
-        let o = EchoOptions {
-            message_size: 100,
-            window: 4,
-            seconds: 0.2,
-            server_cpu: 0,
-            client_cpu: 0,
-            paced_rate: None,
-            durable_dir: Some(dir.path().to_path_buf()),
-        };
-        let runs = run(&o).unwrap();
+        let runs = run(&short_run(None, Some(dir.path().to_path_buf()))).unwrap();
         assert_eq!(runs.len(), 5);
         let durable = runs.last().unwrap();
         assert!(durable.server.contains("O_DSYNC"), "{durable:?}");
