@@ -256,6 +256,9 @@ impl<D: Disk> Broker<D> {
         }
         let parked = {
             let mut polls = self.polls.borrow_mut();
+            if polls.waiting.is_empty() {
+                return; // the usual case on the send path: no key to build, nothing to look up
+            }
             let Some(p) = polls.waiting.remove(&(topic.to_string(), queue_id)) else { return };
             polls.parked -= p.len();
             p

@@ -1,5 +1,6 @@
 //! One server-side connection (broker shard or name server): a read loop that decodes frames and
-//! spawns a handler task per request (so a held long poll never blocks the next request), and a write
+//! runs each request's handler at once, giving it a task of its own only when it cannot finish there
+//! (inline.rs; so a held long poll never blocks the next request), and a write
 //! loop that coalesces queued responses and server-initiated requests into one write.
 //!
 //! Lives on the executor that accepted it (`!Send`). A malformed frame closes only this connection.
@@ -73,6 +74,12 @@ pub trait Service: 'static {
     /// Answers one request; `None` when the answer comes later or never (oneway).
     async fn handle(self: &Rc<Self>, conn: &Rc<Conn>, req: Command) -> Option<Command>;
     fn connection_closed(&self, conn: &Rc<Conn>);
+    /// Whether `req`'s handler is expected to finish in its first poll. Those run at once on the
+    /// read loop (inline.rs); the others (a send waiting for its group commit) get a task straight
+    /// away, which saves them the in-place poll and the forwarding of their wake.
+    fn finishes_at_once(&self, _req: &Command) -> bool {
+        true
+    }
     /// Called for every accepted connection before it is served.
     fn connection_opened(&self) {}
     /// Called for every connection closed at accept because of `max_connections` (metrics).
@@ -437,9 +444,10 @@ fn dispatch<S: Service>(broker: &Rc<S>, conn: &Rc<Conn>, cmd: Command, frame_byt
     }
     conn.in_flight.set(conn.in_flight.get() + 1);
     conn.held_bytes.set(conn.held_bytes.get() + frame_bytes);
+    let at_once = broker.finishes_at_once(&cmd);
     let (broker, conn) = (broker.clone(), conn.clone());
     let owed = Unfinished::begin();
-    crate::rt::spawn(async move {
+    let handled = async move {
         let _owed = owed; // until the answer is queued (which owes it in turn) or the handler is done
         let oneway = cmd.is_oneway();
         let resp = broker.handle(&conn, cmd).await;
@@ -448,8 +456,13 @@ fn dispatch<S: Service>(broker: &Rc<S>, conn: &Rc<Conn>, cmd: Command, frame_byt
             Some(resp) if !oneway => conn.answer(resp),
             _ => conn.release(1, 0),
         }
-    })
-    .detach();
+    };
+    // Most handlers finish in their first poll: run them here; only the rest get a task.
+    if !at_once {
+        crate::rt::spawn(handled).detach();
+    } else if let Some(rest) = super::inline::poll_now(handled) {
+        crate::rt::spawn(rest).detach();
+    }
 }
 
 /// Writes queued answers in batches of up to ~1 MiB: on a plaintext connection (`fd`) gathered

@@ -3,4 +3,5 @@
 pub mod conn;
 pub mod drain;
 pub mod gather;
+mod inline;
 pub mod out_queue;
