@@ -214,6 +214,19 @@ fn run_bench(a: BenchArgs) -> Result<(), String> {
                     .broker_cpu_us_per_message
                     .map_or("n/a".to_string(), |c| format!("{:.2} x", c / r.server_cpu_us_per_request.max(1e-9)))
             );
+            if let Some(l) = &r.latency_us {
+                println!(
+                    "  round trip p50 {} p99 {} p99.9 {} max {} us (ringmq publish p50 {} p99 {} p99.9 {} max {} us)",
+                    l.p50_us,
+                    l.p99_us,
+                    l.p999_us,
+                    l.max_us,
+                    report.total.publish_latency.p50_us,
+                    report.total.publish_latency.p99_us,
+                    report.total.publish_latency.p999_us,
+                    report.total.publish_latency.max_us
+                );
+            }
         }
         json["echo_floor"] = serde_json::to_value(&runs).map_err(|e| e.to_string())?;
     }

@@ -35,6 +35,10 @@ pub struct EchoRun {
     pub pattern: String,
     pub requests_per_sec: f64,
     pub server_cpu_us_per_request: f64,
+    /// Paced runs only: each request's round trip, from its send to its answer (as `ringmq bench`
+    /// measures publish latency), over the measured seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_us: Option<super::workload::Percentiles>,
 }
 
 /// What to measure.
@@ -47,7 +51,8 @@ pub struct EchoOptions {
     pub client_cpu: usize,
     /// Also measure one connection sending at this fixed rate (requests per second), one in flight:
     /// the per-request cost of an executor that sleeps and wakes between requests, as a broker does
-    /// under a fixed-rate workload.
+    /// under a fixed-rate workload, and its round-trip latency (with `durable_dir`, also through the
+    /// durable echo: the latency floor of a fixed-rate durable send on this machine).
     pub paced_rate: Option<u64>,
     /// Also measure the durable floor in this directory (the broker's disk): the glommio echo
     /// writes every batch of requests it read to an `O_DSYNC` file, pre-written like a log
@@ -74,6 +79,9 @@ pub fn run(o: &EchoOptions) -> Result<Vec<EchoRun>, String> {
             Server::GlommioDurable,
             Pattern { connections: 1, in_flight: o.window.max(1), rate: None },
         )?);
+        if let Some(rate) = o.paced_rate.filter(|&r| r > 0) {
+            out.push(measure(o, Server::GlommioDurable, Pattern { connections: 1, in_flight: 1, rate: Some(rate) })?);
+        }
     }
     Ok(out)
 }
@@ -128,7 +136,7 @@ fn measure(o: &EchoOptions, server: Server, pattern: Pattern) -> Result<EchoRun,
     stop.store(true, Ordering::SeqCst);
     let _ = std::net::TcpStream::connect(addr); // wakes an accept that is still waiting
     server_handle.join();
-    let (requests, secs, process_cpu, client_cpu) = result?;
+    let (requests, secs, process_cpu, client_cpu, latency) = result?;
     if let Some(dir) = &o.durable_dir {
         let _ = std::fs::remove_file(dir.join(DURABLE_FILE));
     }
@@ -144,6 +152,7 @@ fn measure(o: &EchoOptions, server: Server, pattern: Pattern) -> Result<EchoRun,
         },
         requests_per_sec: requests as f64 / secs,
         server_cpu_us_per_request: (process_cpu - client_cpu).max(0.0) * 1e6 / requests.max(1) as f64,
+        latency_us: latency,
     })
 }
 
@@ -341,10 +350,10 @@ fn thread_cpu_seconds() -> f64 {
     (tick(11) + tick(12)) / 100.0
 }
 
-type ClientResult = Result<(u64, f64, f64, f64), String>;
+type ClientResult = Result<(u64, f64, f64, f64, Option<super::workload::Percentiles>), String>;
 
 /// Drives the server with `pattern` for `secs` after a 1 s warm-up; returns (answers, seconds,
-/// process CPU, this thread's CPU) over the measured part.
+/// process CPU, this thread's CPU, a paced pattern's round trips) over the measured part.
 async fn client(addr: SocketAddr, pattern: Pattern, request: Vec<u8>, secs: f64) -> ClientResult {
     let Pattern { connections, in_flight, rate } = pattern;
     let mut streams = Vec::with_capacity(connections);
@@ -363,12 +372,18 @@ async fn client(addr: SocketAddr, pattern: Pattern, request: Vec<u8>, secs: f64)
     let measuring = Rc::new(std::cell::Cell::new(false));
     let done = Rc::new(std::cell::Cell::new(false));
     let request = Rc::new(request);
+    // 1 µs to 60 s at 3 significant digits: fixed size, whatever the run's length.
+    let rtt = Rc::new(std::cell::RefCell::new(
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?,
+    ));
     let mut tasks = Vec::new();
     for mut s in streams {
         let (counted, measuring, done, request) = (counted.clone(), measuring.clone(), done.clone(), request.clone());
+        let rtt = rtt.clone();
         tasks.push(crate::rt::spawn(async move {
             if let Some(rate) = rate {
-                return paced(&mut s, rate, &request, &counted, &measuring, &done).await;
+                let seen = Seen { counted: &counted, measuring: &measuring, done: &done, rtt: &rtt };
+                return paced(&mut s, rate, &request, seen).await;
             }
             let burst: Vec<u8> = request.repeat(in_flight);
             if s.write_all(&burst).await.is_err() {
@@ -402,28 +417,31 @@ async fn client(addr: SocketAddr, pattern: Pattern, request: Vec<u8>, secs: f64)
     let (cpu1, mine1) = (super::load::cpu_seconds(std::process::id()).unwrap_or(0.0), thread_cpu_seconds());
     done.set(true);
     drop(tasks); // cancels the connections' tasks; the sockets close with them
-    Ok((counted.get(), elapsed, cpu1 - cpu0, mine1 - mine0))
+    let latency = rate.map(|_| super::workload::Percentiles::of(&rtt.borrow()));
+    Ok((counted.get(), elapsed, cpu1 - cpu0, mine1 - mine0, latency))
+}
+
+/// What a paced connection reports to the measuring client.
+struct Seen<'a> {
+    counted: &'a std::cell::Cell<u64>,
+    measuring: &'a std::cell::Cell<bool>,
+    done: &'a std::cell::Cell<bool>,
+    rtt: &'a std::cell::RefCell<hdrhistogram::Histogram<u64>>,
 }
 
 /// One request at a time on `s`, each sent at its slot of a `rate`-per-second schedule (or at once
 /// when the answer to the previous one came late).
-async fn paced(
-    s: &mut crate::rt::TcpStream,
-    rate: u64,
-    request: &[u8],
-    counted: &std::cell::Cell<u64>,
-    measuring: &std::cell::Cell<bool>,
-    done: &std::cell::Cell<bool>,
-) {
+async fn paced(s: &mut crate::rt::TcpStream, rate: u64, request: &[u8], seen: Seen<'_>) {
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let mut due = Instant::now();
     let mut f = Framer::new();
-    while !done.get() {
+    while !seen.done.get() {
         let now = Instant::now();
         if due > now {
             crate::rt::sleep(due - now).await;
         }
         due += interval;
+        let sent = Instant::now();
         if s.write_all(request).await.is_err() {
             return;
         }
@@ -437,8 +455,10 @@ async fn paced(
                 break;
             }
         }
-        if measuring.get() {
-            counted.set(counted.get() + 1);
+        if seen.measuring.get() {
+            seen.counted.set(seen.counted.get() + 1);
+            let us = sent.elapsed().as_micros().clamp(1, 60_000_000) as u64;
+            let _ = seen.rtt.borrow_mut().record(us); // in bounds: clamped above
         }
     }
 }
@@ -479,7 +499,22 @@ mod tests {
         assert_eq!(runs.len(), 6);
         for r in &runs {
             assert!(r.requests_per_sec > 0.0, "{r:?}");
+            let paced = r.pattern.contains("paced");
+            assert_eq!(r.latency_us.is_some(), paced, "round trips are reported for paced runs: {r:?}");
+            if let Some(l) = &r.latency_us {
+                assert!(l.p50_us >= 1 && l.p50_us <= l.p99_us && l.p99_us <= l.max_us, "{r:?}");
+            }
         }
+    }
+
+    #[test]
+    fn the_paced_durable_echo_reports_its_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = run(&short_run(Some(500), Some(dir.path().to_path_buf()))).unwrap();
+        assert_eq!(runs.len(), 8);
+        let paced = runs.last().unwrap();
+        assert!(paced.server.contains("O_DSYNC") && paced.pattern.contains("paced"), "{paced:?}");
+        assert!(paced.requests_per_sec > 0.0 && paced.latency_us.is_some(), "{paced:?}");
     }
 
     #[test]
