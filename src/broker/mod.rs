@@ -199,13 +199,6 @@ impl<D: Disk> Service for Broker<D> {
         resp
     }
 
-    /// Acknowledged sends wait for their group commit or their slaves when the store says so.
-    fn finishes_at_once(&self, req: &Command) -> bool {
-        use crate::protocol::codes::request as rq;
-        let send = matches!(req.code, rq::SEND_MESSAGE | rq::SEND_MESSAGE_V2 | rq::SEND_BATCH_MESSAGE);
-        !(send && self.store.acks_wait())
-    }
-
     fn connection_opened(&self) {
         self.connections.set(self.connections.get() + 1);
     }

@@ -1,6 +1,5 @@
 //! One server-side connection (broker shard or name server): a read loop that decodes frames and
-//! runs each request's handler at once, giving it a task of its own only when it cannot finish there
-//! (inline.rs; so a held long poll never blocks the next request), and a write
+//! spawns a handler task per request (so a held long poll never blocks the next request), and a write
 //! loop that coalesces queued responses and server-initiated requests into one write.
 //!
 //! Lives on the executor that accepted it (`!Send`). A malformed frame closes only this connection.
@@ -74,12 +73,6 @@ pub trait Service: 'static {
     /// Answers one request; `None` when the answer comes later or never (oneway).
     async fn handle(self: &Rc<Self>, conn: &Rc<Conn>, req: Command) -> Option<Command>;
     fn connection_closed(&self, conn: &Rc<Conn>);
-    /// Whether `req`'s handler is expected to finish in its first poll. Those run at once on the
-    /// read loop (inline.rs); the others (a send waiting for its group commit) get a task straight
-    /// away, which saves them the in-place poll and the forwarding of their wake.
-    fn finishes_at_once(&self, _req: &Command) -> bool {
-        true
-    }
     /// Called for every accepted connection before it is served.
     fn connection_opened(&self) {}
     /// Called for every connection closed at accept because of `max_connections` (metrics).
@@ -444,10 +437,9 @@ fn dispatch<S: Service>(broker: &Rc<S>, conn: &Rc<Conn>, cmd: Command, frame_byt
     }
     conn.in_flight.set(conn.in_flight.get() + 1);
     conn.held_bytes.set(conn.held_bytes.get() + frame_bytes);
-    let at_once = broker.finishes_at_once(&cmd);
     let (broker, conn) = (broker.clone(), conn.clone());
     let owed = Unfinished::begin();
-    let handled = async move {
+    crate::rt::spawn(async move {
         let _owed = owed; // until the answer is queued (which owes it in turn) or the handler is done
         let oneway = cmd.is_oneway();
         let resp = broker.handle(&conn, cmd).await;
@@ -456,13 +448,8 @@ fn dispatch<S: Service>(broker: &Rc<S>, conn: &Rc<Conn>, cmd: Command, frame_byt
             Some(resp) if !oneway => conn.answer(resp),
             _ => conn.release(1, 0),
         }
-    };
-    // Most handlers finish in their first poll: run them here; only the rest get a task.
-    if !at_once {
-        crate::rt::spawn(handled).detach();
-    } else if let Some(rest) = super::inline::poll_now(handled) {
-        crate::rt::spawn(rest).detach();
-    }
+    })
+    .detach();
 }
 
 /// Writes queued answers in batches of up to ~1 MiB: on a plaintext connection (`fd`) gathered
@@ -524,6 +511,66 @@ async fn write_batch(writer: &mut futures_lite::io::WriteHalf<Stream>, fd: Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Records the order its handlers start in. Code 1 waits once (a send waiting for its group
+    /// commit); every other code finishes at once.
+    struct Order {
+        started: RefCell<Vec<i32>>,
+        limits: ConnLimits,
+    }
+
+    impl Service for Order {
+        async fn handle(self: &Rc<Self>, _conn: &Rc<Conn>, req: Command) -> Option<Command> {
+            self.started.borrow_mut().push(req.opaque);
+            if req.code == 1 {
+                crate::rt::yield_now().await;
+            }
+            Some(req.response_to(0))
+        }
+        fn connection_closed(&self, _conn: &Rc<Conn>) {}
+        fn limits(&self) -> &ConnLimits {
+            &self.limits
+        }
+        fn live_connections(&self) -> usize {
+            1
+        }
+    }
+
+    fn request(code: i32, opaque: i32) -> Command {
+        let mut c = Command::request(code);
+        c.opaque = opaque;
+        c
+    }
+
+    /// glommio's `spawn_local` runs a new task at once, in the spawner's turn (`spawn_and_run`), so a
+    /// handler has started (and one that completes synchronously has queued its answer) before the
+    /// read loop decodes the next frame: handlers start in arrival order, and an append never
+    /// overtakes an earlier one from the same connection. The per-request cost of a task is its
+    /// allocation; polling handlers in place instead measured within noise (docs/BENCHMARKS.md).
+    #[test]
+    fn handlers_start_in_arrival_order_and_synchronous_ones_answer_before_the_next_frame() {
+        let ex = crate::rt::executor::LocalExecutorBuilder::default().spawn(|| async {
+            let limits = ConnLimits::from_config(&crate::config::Config::default());
+            let svc = Rc::new(Order { started: RefCell::new(Vec::new()), limits });
+            let (conn, mut out) = Conn::in_memory(1, "127.0.0.1:1".parse().unwrap());
+            dispatch(&svc, &conn, request(2, 1), 10);
+            assert_eq!(*svc.started.borrow(), [1], "started in the read loop's turn");
+            assert_eq!(out.try_next().map(|a| a.opaque), Some(1), "and answered in it");
+            dispatch(&svc, &conn, request(1, 2), 10);
+            dispatch(&svc, &conn, request(2, 3), 10);
+            assert_eq!(*svc.started.borrow(), [1, 2, 3], "in arrival order, the waiting one first");
+            let mut answered = Vec::new();
+            while answered.len() < 2 {
+                match out.try_next() {
+                    Some(a) => answered.push(a.opaque),
+                    None => crate::rt::yield_now().await,
+                }
+            }
+            answered.sort_unstable();
+            assert_eq!(answered, [2, 3]);
+        });
+        ex.expect("test executor").join().expect("test passed");
+    }
 
     #[test]
     fn reads_grow_only_while_full_and_shrink_to_what_arrived() {

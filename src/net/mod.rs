@@ -3,5 +3,4 @@
 pub mod conn;
 pub mod drain;
 pub mod gather;
-mod inline;
 pub mod out_queue;

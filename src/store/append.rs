@@ -26,13 +26,6 @@ impl<D: Disk> Store<D> {
 
     /// [`Store::put`], with the slaves' answer apart: the records are stored on this master even when
     /// too few slaves acknowledged them in time (a send answers FLUSH_SLAVE_TIMEOUT with its offsets).
-    /// Whether an acknowledged append waits past its own poll: for its group commit
-    /// (`flush = sync`) or for slaves (a master that needs their acknowledgement).
-    pub fn acks_wait(&self) -> bool {
-        self.cfg.flush == crate::store::FlushMode::Sync
-            || (self.replicas.role() == crate::store::replicas::ReplicaRole::Master && self.replicas.needed() > 1)
-    }
-
     pub async fn put_acked(
         &self,
         msgs: &[MessageToStore],
@@ -54,11 +47,15 @@ impl<D: Disk> Store<D> {
         }
         let sizes: Vec<usize> = msgs.iter().map(MessageToStore::encoded_len).collect();
         let mut placed = Vec::with_capacity(msgs.len());
-        let store_ms = self.next_store_ms(); // one clock read per request: a batch shares its store time
+        // One clock read per request, a batch sharing it, taken when its first record is placed (not
+        // before `append` waits for a segment): store times never decrease in log order, which
+        // `offset_by_time` relies on.
+        let mut placed_at = None;
         let (_, durable) = self
             .log
             .append(&sizes, |buf, phys, i| {
                 let m = &msgs[i];
+                let store_ms = *placed_at.get_or_insert_with(|| self.next_store_ms());
                 let to_queue = enters_queue(m.sys_flag);
                 let qoff = if to_queue {
                     let queues = self.queues.borrow();
