@@ -137,7 +137,7 @@ fn measure(o: &EchoOptions, server: Server, pattern: Pattern) -> Result<EchoRun,
     let _ = std::net::TcpStream::connect(addr); // wakes an accept that is still waiting
     server_handle.join();
     let (requests, secs, process_cpu, client_cpu, latency) = result?;
-    if let Some(dir) = &o.durable_dir {
+    if let Some(dir) = o.durable_dir.as_ref().filter(|_| server == Server::GlommioDurable) {
         let _ = std::fs::remove_file(dir.join(DURABLE_FILE));
     }
     Ok(EchoRun {
